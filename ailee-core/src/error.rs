@@ -1,0 +1,37 @@
+//! Typed errors of the core; binaries add context and map them to exit codes.
+
+use crate::exit::ExitStatus;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("No snapshots found in file: {0}")]
+    NoSnapshots(PathBuf),
+    #[error("{0}")]
+    Usage(String),
+    #[error("refusing to replace existing {0} (use --force)")]
+    Exists(PathBuf),
+    #[error("interrupted")]
+    Interrupted,
+    #[error("{0}")]
+    Integrity(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    /// The exit status this error stands for.
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            Error::Interrupted => ExitStatus::Interrupted,
+            Error::Integrity(_) => ExitStatus::Integrity,
+            _ => ExitStatus::Operational,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,34 @@
+//! The one exit-code table of every tool (SPEC §2).
+
+/// What a tool's run amounted to; the process exit code is its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitStatus {
+    /// The job was done.
+    Success = 0,
+    /// Bad arguments, missing or unreadable input, I/O error, database locked
+    /// or absent, RPC unreachable or refused.
+    Operational = 1,
+    /// The data was read and is wrong.
+    Integrity = 2,
+    /// A reorg deeper than the confirmation threshold: halt and re-anchor.
+    DeepReorg = 3,
+    /// Stopped by SIGINT/SIGTERM.
+    Interrupted = 130,
+}
+
+impl ExitStatus {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// The table printed at the end of every `--help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0    success
+  1    operational error: bad arguments, missing or unreadable input, I/O error,
+       database locked or absent, RPC unreachable or refused
+  2    integrity failure: the data was read and is wrong
+  3    deep reorg (ailee_resync_blocks): deeper than the confirmation threshold
+  130  interrupted";

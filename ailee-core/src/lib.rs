@@ -1,0 +1,21 @@
+//! Shared library of the AILEE recovery tools.
+//!
+//! Everything the six binaries agree on lives here: the snapshot file format
+//! ([`format`], [`scan`]), the state root ([`root`]), anchors ([`anchor`]),
+//! verification ([`verify`]), the exit-code table ([`exit`]) and cooperative
+//! cancellation ([`cancel`]). This crate never prints, never exits and never
+//! panics on input; binaries render its results.
+
+pub mod anchor;
+pub mod cancel;
+pub mod error;
+pub mod exit;
+pub mod format;
+pub mod model;
+pub mod progress;
+pub mod root;
+pub mod scan;
+pub mod verify;
+
+pub use error::{Error, Result};
+pub use exit::ExitStatus;

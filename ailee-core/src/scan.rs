@@ -1,0 +1,445 @@
+//! Finding block boundaries in a snapshot file (SPEC §1.1 rules 1–3).
+//!
+//! Only two kinds of line matter for boundaries: a line that *ends* in
+//! `SNAPSHOT v1` opens a block (whatever torn bytes were glued before it), and
+//! a line that *is* `END_SNAPSHOT` (or `END_SNAPSHOTSNAPSHOT v1`) completes
+//! the open one. Both contain `SNAPSHOT`, so a single SIMD substring search
+//! finds every candidate and a few bytes of context decide. A quoted string
+//! never ends a line, so ids like `"SNAPSHOT v1"` are never mistaken.
+//!
+//! [`Scanner`] streams the file forward in chunks whose memory is bounded by
+//! one chunk plus one block; [`Backward`] walks complete blocks from the end
+//! of the file without reading what lies before them.
+
+use memchr::memmem;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::sync::OnceLock;
+
+const HEADER: &[u8] = b"SNAPSHOT v1";
+/// Bytes of context a candidate needs after its start to be decided.
+const LOOKAHEAD: usize = 24;
+
+fn finder() -> &'static memmem::Finder<'static> {
+    static F: OnceLock<memmem::Finder<'static>> = OnceLock::new();
+    F.get_or_init(|| memmem::Finder::new(b"SNAPSHOT"))
+}
+
+/// A boundary line, by position in the scanned buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    /// A block starts at this position (the `S` of `SNAPSHOT v1`).
+    Header(usize),
+    /// An `END_SNAPSHOT` line; the block ends at `end` (after its newline,
+    /// or right after the marker when glued to a header or at EOF).
+    End { end: usize, newline: bool },
+}
+
+/// Is `SNAPSHOT v1` at `i` the end of its line?
+fn header_at(d: &[u8], i: usize, eof: bool) -> bool {
+    if !d[i..].starts_with(HEADER) {
+        return false;
+    }
+    match &d[i + HEADER.len()..] {
+        [] | [b'\r'] => eof,
+        [b'\n', ..] | [b'\r', b'\n', ..] => true,
+        _ => false,
+    }
+}
+
+/// Boundary events whose candidate starts in `from..limit`. `prev` is the byte
+/// before `d[0]` (`None` at the start of the file); `eof` says `d` ends the file.
+fn events(d: &[u8], prev: Option<u8>, eof: bool, from: usize, limit: usize, out: &mut Vec<Event>) {
+    for i in finder().find_iter(&d[from..]) {
+        let i = from + i;
+        if i >= limit {
+            break;
+        }
+        if header_at(d, i, eof) {
+            out.push(Event::Header(i));
+            continue;
+        }
+        // `END_SNAPSHOT` must start its line.
+        if i < 4 || &d[i - 4..i] != b"END_" {
+            continue;
+        }
+        let before = if i == 4 { prev } else { Some(d[i - 5]) };
+        if !matches!(before, None | Some(b'\n')) {
+            continue;
+        }
+        let j = i + 8;
+        let ev = match &d[j..] {
+            [] | [b'\r'] if eof => Event::End { end: d.len(), newline: false },
+            [b'\n', ..] => Event::End { end: j + 1, newline: true },
+            [b'\r', b'\n', ..] => Event::End { end: j + 2, newline: true },
+            _ if header_at(d, j, eof) => Event::End { end: j, newline: true },
+            _ => continue,
+        };
+        out.push(ev);
+    }
+}
+
+/// Something the scan noticed outside the complete blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// An incomplete block, ignored; `at_eof` for the torn tail.
+    Torn { offset: u64, len: u64, at_eof: bool },
+    /// The file ends in `END_SNAPSHOT` without a final newline.
+    MissingFinalNewline,
+    /// Non-blank bytes outside any block.
+    Junk { offset: u64, len: u64 },
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::Torn { offset, len, at_eof: true } => {
+                write!(f, "torn snapshot at end of file (byte offset {offset}, {len} bytes) ignored")
+            }
+            Note::Torn { offset, len, .. } => write!(
+                f,
+                "torn snapshot at byte offset {offset} ({len} bytes), cut off by a later append, ignored"
+            ),
+            Note::MissingFinalNewline => write!(f, "file ends without a final newline after END_SNAPSHOT"),
+            Note::Junk { offset, len } => write!(f, "{len} bytes outside any snapshot at byte offset {offset} ignored"),
+        }
+    }
+}
+
+/// A chunk of the file holding whole complete blocks.
+#[derive(Debug)]
+pub struct Chunk {
+    /// Bytes of the file from `offset`.
+    pub data: Vec<u8>,
+    pub offset: u64,
+    /// Complete blocks as `start..end` ranges into `data`, in file order.
+    pub blocks: Vec<(usize, usize)>,
+    pub notes: Vec<Note>,
+}
+
+/// Forward, streaming block scanner.
+pub struct Scanner<R> {
+    reader: R,
+    chunk_size: usize,
+    /// Unconsumed bytes, starting at file offset `offset`.
+    buf: Vec<u8>,
+    offset: u64,
+    prev: Option<u8>,
+    /// Candidates starting before this index of `buf` were already decided.
+    scanned: usize,
+    open: Option<usize>,
+    /// Start of the bytes after the last complete block (for junk reports).
+    gap: Option<usize>,
+    eof: bool,
+    done: bool,
+    events: Vec<Event>,
+}
+
+/// Default read size of the forward scanner.
+pub const CHUNK: usize = 8 << 20;
+
+impl<R: Read> Scanner<R> {
+    pub fn new(reader: R) -> Self {
+        Self::with_chunk_size(reader, CHUNK)
+    }
+
+    pub fn with_chunk_size(reader: R, chunk_size: usize) -> Self {
+        Scanner {
+            reader,
+            chunk_size: chunk_size.max(64),
+            buf: Vec::new(),
+            offset: 0,
+            prev: None,
+            scanned: 0,
+            open: None,
+            gap: Some(0),
+            eof: false,
+            done: false,
+            events: Vec::new(),
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        let want = self.buf.len() + self.chunk_size;
+        self.buf.reserve(self.chunk_size);
+        while self.buf.len() < want {
+            let n = (&mut self.reader).take((want - self.buf.len()) as u64).read_to_end(&mut self.buf);
+            match n {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next chunk, or `None` after the end of the file.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.fill()?;
+        let d = &self.buf;
+        let limit = if self.eof { d.len() } else { d.len().saturating_sub(LOOKAHEAD) };
+        self.events.clear();
+        events(d, self.prev, self.eof, self.scanned, limit, &mut self.events);
+        let mut blocks = Vec::new();
+        let mut notes = Vec::new();
+        let off = self.offset;
+        for ev in &self.events {
+            match *ev {
+                Event::Header(at) => {
+                    if let Some(s) = self.open.replace(at) {
+                        notes.push(Note::Torn { offset: off + s as u64, len: (at - s) as u64, at_eof: false });
+                    } else if let Some(g) = self.gap.take() {
+                        junk(d, g, at, off, &mut notes);
+                    }
+                }
+                Event::End { end, newline } => {
+                    if let Some(s) = self.open.take() {
+                        blocks.push((s, end));
+                        self.gap = Some(end);
+                        if !newline {
+                            notes.push(Note::MissingFinalNewline);
+                        }
+                    }
+                }
+            }
+        }
+        if self.eof {
+            self.done = true;
+            match self.open {
+                Some(s) => notes.push(Note::Torn { offset: off + s as u64, len: (d.len() - s) as u64, at_eof: true }),
+                None => {
+                    if let Some(g) = self.gap {
+                        junk(d, g, d.len(), off, &mut notes);
+                    }
+                }
+            }
+            let data = std::mem::take(&mut self.buf);
+            return Ok(Some(Chunk { data, offset: off, blocks, notes }));
+        }
+        // Keep the open block (or the undecided tail) for the next round.
+        let keep = self.open.unwrap_or(limit).min(limit);
+        let mut next = Vec::with_capacity(d.len() - keep + self.chunk_size);
+        next.extend_from_slice(&d[keep..]);
+        self.prev = if keep > 0 { Some(d[keep - 1]) } else { self.prev };
+        self.scanned = limit - keep;
+        self.open = self.open.map(|s| s - keep);
+        self.gap = self.gap.map(|g| g.saturating_sub(keep));
+        self.offset += keep as u64;
+        let data = std::mem::replace(&mut self.buf, next);
+        Ok(Some(Chunk { data, offset: off, blocks, notes }))
+    }
+}
+
+fn junk(d: &[u8], from: usize, to: usize, off: u64, notes: &mut Vec<Note>) {
+    let gap = &d[from.min(to)..to];
+    if let Some(first) = gap.iter().position(|&b| b != b'\n' && b != b'\r') {
+        notes.push(Note::Junk { offset: off + (from + first) as u64, len: (gap.len() - first) as u64 });
+    }
+}
+
+/// A complete block found from the end of the file.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub offset: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// Complete blocks from the newest to the oldest, reading only from the end.
+pub struct Backward<'f> {
+    file: &'f File,
+    /// Blocks whose header lies at or after this offset have been found.
+    end: u64,
+    len: u64,
+    window: u64,
+    pending: Vec<Found>,
+    /// Notes about the bytes after the newest complete block.
+    pub tail_notes: Vec<Note>,
+    first: bool,
+}
+
+impl<'f> Backward<'f> {
+    pub fn new(file: &'f File) -> io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(Backward { file, end: len, len, window: 1 << 20, pending: Vec::new(), tail_notes: Vec::new(), first: true })
+    }
+
+    fn read_at(&self, start: u64, end: u64) -> io::Result<Vec<u8>> {
+        let mut v = vec![0u8; (end - start) as usize];
+        self.file.read_exact_at(&mut v, start)?;
+        Ok(v)
+    }
+
+    /// Reads windows backwards until one yields complete blocks or the start is reached.
+    fn refill(&mut self) -> io::Result<()> {
+        while self.pending.is_empty() && self.end > 0 {
+            let s = self.end.saturating_sub(self.window);
+            let read_end = (self.end + LOOKAHEAD as u64).min(self.len);
+            let d = self.read_at(s, read_end)?;
+            let prev = if s > 0 { Some(self.read_at(s - 1, s)?[0]) } else { None };
+            let mut evs = Vec::new();
+            events(&d, prev, read_end == self.len, 0, (self.end - s) as usize, &mut evs);
+            let Some(first_header) = evs.iter().find_map(|e| match e {
+                Event::Header(h) => Some(*h),
+                _ => None,
+            }) else {
+                if s == 0 {
+                    self.end = 0;
+                } else {
+                    self.window *= 2;
+                }
+                continue;
+            };
+            let mut open = None;
+            let mut found = Vec::new();
+            let mut last_newline = true;
+            for ev in &evs {
+                match *ev {
+                    Event::Header(h) => open = Some(h),
+                    Event::End { end, newline } => {
+                        if let Some(h) = open.take() {
+                            found.push((h, end));
+                            last_newline = newline;
+                        }
+                    }
+                }
+            }
+            if found.is_empty() && s > 0 {
+                self.window *= 2;
+                continue;
+            }
+            if self.first {
+                self.first = false;
+                if let Some(h) = open {
+                    self.tail_notes.push(Note::Torn {
+                        offset: s + h as u64,
+                        len: self.len - (s + h as u64),
+                        at_eof: true,
+                    });
+                } else if !last_newline {
+                    self.tail_notes.push(Note::MissingFinalNewline);
+                }
+            }
+            self.pending = found
+                .into_iter()
+                .map(|(h, e)| Found { offset: s + h as u64, bytes: d[h..e].to_vec() })
+                .collect();
+            self.end = s + first_header as u64;
+        }
+        Ok(())
+    }
+
+    /// The next older complete block.
+    pub fn next_block(&mut self) -> io::Result<Option<Found>> {
+        self.refill()?;
+        Ok(self.pending.pop())
+    }
+}
+
+/// Counts `\n` bytes (vectorises well; used for line numbers in reports).
+pub fn count_newlines(d: &[u8]) -> usize {
+    d.chunks(1 << 16).map(|c| c.iter().filter(|&&b| b == b'\n').count()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocks_of(data: &[u8], chunk: usize) -> (Vec<Vec<u8>>, Vec<Note>) {
+        let mut sc = Scanner::with_chunk_size(data, chunk);
+        let mut out = Vec::new();
+        let mut notes = Vec::new();
+        while let Some(c) = sc.next_chunk().unwrap() {
+            for (s, e) in c.blocks {
+                out.push(c.data[s..e].to_vec());
+            }
+            notes.extend(c.notes);
+        }
+        (out, notes)
+    }
+
+    const B: &str = "SNAPSHOT v1\nx\nEND_SNAPSHOT\n";
+
+    #[test]
+    fn finds_blocks_at_every_chunk_size() {
+        let file = format!("{B}{B}\n{B}");
+        for chunk in [64, 65, 70, 100, 1000] {
+            let (b, n) = blocks_of(file.as_bytes(), chunk);
+            assert_eq!(b.len(), 3, "chunk {chunk}");
+            assert!(n.is_empty(), "{n:?}");
+        }
+    }
+
+    #[test]
+    fn glued_header_tears_the_open_block() {
+        let file = format!("SNAPSHOT v1\nbalance \"peSNAPSHOT v1\nx\nEND_SNAPSHOT\n");
+        let (b, n) = blocks_of(file.as_bytes(), 64);
+        assert_eq!(b, vec![b"SNAPSHOT v1\nx\nEND_SNAPSHOT\n".to_vec()]);
+        assert!(matches!(n[0], Note::Torn { offset: 0, at_eof: false, .. }));
+    }
+
+    #[test]
+    fn end_glued_to_header_completes_the_block() {
+        let file = "SNAPSHOT v1\nx\nEND_SNAPSHOTSNAPSHOT v1\ny\nEND_SNAPSHOT";
+        let (b, n) = blocks_of(file.as_bytes(), 64);
+        assert_eq!(b[0], b"SNAPSHOT v1\nx\nEND_SNAPSHOT");
+        assert_eq!(b[1], b"SNAPSHOT v1\ny\nEND_SNAPSHOT");
+        assert_eq!(n, vec![Note::MissingFinalNewline]);
+    }
+
+    #[test]
+    fn quoted_marker_words_are_not_boundaries() {
+        let file = "SNAPSHOT v1\nbalance \"SNAPSHOT v1\" 1\nbalance \"END_SNAPSHOT\" 2\nEND_SNAPSHOT\n";
+        let (b, _) = blocks_of(file.as_bytes(), 64);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0], file.as_bytes());
+    }
+
+    #[test]
+    fn torn_tail_is_reported_not_returned() {
+        let file = format!("{B}SNAPSHOT v1\nbal");
+        let (b, n) = blocks_of(file.as_bytes(), 64);
+        assert_eq!(b.len(), 1);
+        assert_eq!(n, vec![Note::Torn { offset: B.len() as u64, len: 15, at_eof: true }]);
+    }
+
+    #[test]
+    fn crlf_markers_are_recognised() {
+        let file = "SNAPSHOT v1\r\nx\r\nEND_SNAPSHOT\r\n";
+        let (b, _) = blocks_of(file.as_bytes(), 64);
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn backward_agrees_with_forward() {
+        let mut file = String::new();
+        for i in 0..50 {
+            file.push_str(&format!("SNAPSHOT v1\n{}\nEND_SNAPSHOT\n", "y".repeat(i * 37)));
+            if i % 7 == 3 {
+                file.push_str("SNAPSHOT v1\ntorn");
+            }
+        }
+        file.push_str("SNAPSHOT v1\nbal");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, &file).unwrap();
+        let (fwd, _) = blocks_of(file.as_bytes(), 100);
+        let f = File::open(&p).unwrap();
+        let mut bw = Backward::new(&f).unwrap();
+        bw.window = 64;
+        let mut back = Vec::new();
+        while let Some(b) = bw.next_block().unwrap() {
+            back.push(b.bytes);
+        }
+        back.reverse();
+        assert_eq!(fwd, back);
+        assert!(matches!(bw.tail_notes[0], Note::Torn { at_eof: true, .. }));
+    }
+}

@@ -1,0 +1,213 @@
+//! Verification of one snapshot (SPEC §2, `ailee_l2_verify`), in the order
+//! the spec gives: grammar, state root, anchor hash, payload commitment, then
+//! peg-out anchor links.
+//!
+//! [`check_block`] decides everything a block can decide alone. Peg-out links
+//! need other snapshots or the reorg database: they come back as
+//! [`Verdict::pegout_refs`] for the caller to resolve through [`AnchorSource`]s.
+
+use crate::format::{parse_block, show, ParseError};
+use crate::root::{sha256_hex, state_root_with};
+use std::fmt;
+
+/// Why a snapshot does not verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The block does not match the grammar.
+    Corrupt(ParseError),
+    NoAnchor,
+    RootMismatch { expected: String, anchor: String },
+    HashMismatch { expected: String, anchor: String },
+    PayloadMismatch { expected: String, anchor: String },
+    PegoutMissingAnchor { peg_id: String },
+    /// A peg-out's anchor is unknown to every source, or known as invalidated.
+    PegoutAnchor { peg_id: String, hash: String, why: String },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Corrupt(e) => write!(f, "corrupt snapshot: {e}"),
+            Failure::NoAnchor => write!(f, "No anchor commitment present in snapshot."),
+            Failure::RootMismatch { expected, anchor } => write!(
+                f,
+                "Anchor verification failed: Anchor state root mismatch. expected={expected} anchor={anchor}"
+            ),
+            Failure::HashMismatch { expected, anchor } => {
+                write!(f, "Anchor verification failed: Anchor hash mismatch. expected={expected} anchor={anchor}")
+            }
+            Failure::PayloadMismatch { expected, anchor } => write!(
+                f,
+                "Anchor verification failed: Anchor payload does not commit to the state root. expected={expected} anchor={anchor}"
+            ),
+            Failure::PegoutMissingAnchor { peg_id } => {
+                write!(f, "Peg-out {peg_id} missing anchor commitment hash.")
+            }
+            Failure::PegoutAnchor { peg_id, hash, why } => {
+                write!(f, "Peg-out {peg_id} names anchor {hash}, which {why}.")
+            }
+        }
+    }
+}
+
+/// A peg-out and the anchor it names (hash lowercased).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PegoutRef {
+    pub peg_id: String,
+    pub hash: String,
+}
+
+/// What one block says about itself.
+#[derive(Debug, Clone, Default)]
+pub struct Verdict {
+    /// The computed state root, once the block parsed.
+    pub root: Option<String>,
+    /// The anchor's hash as written (lowercased), if the block has an anchor.
+    pub anchor_hash: Option<String>,
+    pub failure: Option<Failure>,
+    /// Peg-out anchor links still to resolve (only when nothing else failed).
+    pub pegout_refs: Vec<PegoutRef>,
+    pub crlf: bool,
+    /// Number of `\n` in the block (for line numbering).
+    pub newlines: usize,
+}
+
+impl Verdict {
+    pub fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Checks one block; `buf` is reusable scratch space for the canonical text.
+pub fn check_block(block: &[u8], buf: &mut Vec<u8>) -> Verdict {
+    let parsed = match parse_block(block) {
+        Ok(p) => p,
+        Err(e) => {
+            return Verdict {
+                failure: Some(Failure::Corrupt(e)),
+                newlines: crate::scan::count_newlines(block),
+                ..Verdict::default()
+            }
+        }
+    };
+    let snap = &parsed.snapshot;
+    let root = state_root_with(&snap.state, &parsed.order, buf);
+    let mut v = Verdict { crlf: parsed.crlf, newlines: parsed.newlines, ..Verdict::default() };
+    v.failure = (|| {
+        let Some(a) = &snap.anchor else {
+            return Some(Failure::NoAnchor);
+        };
+        v.anchor_hash = Some(text(&a.hash).to_ascii_lowercase());
+        if *a.l2_state_root != *root.as_bytes() {
+            return Some(Failure::RootMismatch { expected: root.clone(), anchor: text(&a.l2_state_root) });
+        }
+        let h = sha256_hex(&a.payload);
+        if !a.hash.eq_ignore_ascii_case(h.as_bytes()) {
+            return Some(Failure::HashMismatch { expected: h, anchor: text(&a.hash) });
+        }
+        let expected = crate::anchor::payload(&a.l2_state_root, a.timestamp_ms, &a.recovery_metadata);
+        if *a.payload != *expected {
+            return Some(Failure::PayloadMismatch { expected: text(&expected), anchor: text(&a.payload) });
+        }
+        for p in &snap.state.pegouts {
+            if p.anchor_commitment_hash.is_empty() {
+                return Some(Failure::PegoutMissingAnchor { peg_id: text(&p.peg_id) });
+            }
+            v.pegout_refs.push(PegoutRef {
+                peg_id: text(&p.peg_id),
+                hash: text(&p.anchor_commitment_hash).to_ascii_lowercase(),
+            });
+        }
+        None
+    })();
+    if v.failure.is_some() {
+        v.pegout_refs.clear();
+    }
+    v.root = Some(root);
+    v
+}
+
+/// The anchor hash of a block (lowercased), read from its anchor line only;
+/// used to collect the anchors of snapshots that are not being verified.
+pub fn anchor_hash_of(block: &[u8]) -> Option<String> {
+    let at = memchr::memmem::rfind(block, b"\nanchor \"")? + 1;
+    let line = &block[at..];
+    let line = &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // Reuse the strict grammar: a block holding only this line's fields.
+    let fake = [b"SNAPSHOT v1\ntimestamp_ms 0\nbalances 0\nescrows 0\npegins 0\npegouts 0\ntasks 0\n", line, b"\nEND_SNAPSHOT\n"]
+        .concat();
+    let p = parse_block(&fake).ok()?;
+    p.snapshot.anchor.map(|a| text(&a.hash).to_ascii_lowercase())
+}
+
+/// What a source knows of an anchor a peg-out names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnchorStatus {
+    /// Known and usable.
+    Valid,
+    /// Known but void (e.g. `INVALIDATED_REORG`); the text says why.
+    Void(String),
+    Unknown,
+}
+
+/// A place where anchors are recorded: earlier snapshots, the reorg database.
+pub trait AnchorSource {
+    fn status(&self, hash: &str) -> Result<AnchorStatus, crate::Error>;
+}
+
+impl AnchorSource for std::collections::HashSet<String> {
+    fn status(&self, hash: &str) -> Result<AnchorStatus, crate::Error> {
+        Ok(if self.contains(hash) { AnchorStatus::Valid } else { AnchorStatus::Unknown })
+    }
+}
+
+/// Outcome of resolving peg-out links.
+#[derive(Debug, Default)]
+pub struct LinkCheck {
+    pub failure: Option<Failure>,
+    /// Unconfirmed links that are only a warning (no authoritative source).
+    pub warnings: Vec<String>,
+}
+
+/// Resolves peg-out links: the database (when given) decides first — a void
+/// record fails even if the file has the anchor — then earlier snapshots.
+/// Without a database an unknown anchor is a warning; with one, a failure.
+pub fn check_links(
+    refs: &[PegoutRef],
+    earlier: &dyn AnchorSource,
+    db: Option<&dyn AnchorSource>,
+) -> Result<LinkCheck, crate::Error> {
+    let mut out = LinkCheck::default();
+    for r in refs {
+        let from_db = match db {
+            Some(db) => db.status(&r.hash)?,
+            None => AnchorStatus::Unknown,
+        };
+        if let AnchorStatus::Void(why) = from_db {
+            out.failure = Some(Failure::PegoutAnchor { peg_id: r.peg_id.clone(), hash: r.hash.clone(), why });
+            return Ok(out);
+        }
+        if from_db == AnchorStatus::Valid || earlier.status(&r.hash)? == AnchorStatus::Valid {
+            continue;
+        }
+        if db.is_some() {
+            out.failure = Some(Failure::PegoutAnchor {
+                peg_id: r.peg_id.clone(),
+                hash: r.hash.clone(),
+                why: "neither an earlier snapshot in this file nor the reorg database records".into(),
+            });
+            return Ok(out);
+        }
+        out.warnings.push(format!(
+            "peg-out {} names anchor {}, which no earlier snapshot in this file records (check it with --reorg-db)",
+            show(r.peg_id.as_bytes()),
+            r.hash
+        ));
+    }
+    Ok(out)
+}

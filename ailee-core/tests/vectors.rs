@@ -1,0 +1,119 @@
+//! The node's own files (../shared/vectors): roots, round trips, verdicts.
+
+use ailee_core::format::{parse_block, write_snapshot};
+use ailee_core::root::state_root;
+use ailee_core::scan::{Backward, Note, Scanner};
+use ailee_core::verify::{check_block, Failure};
+use std::fs::File;
+use std::path::PathBuf;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors")
+}
+
+const NAMES: &[&str] = &[
+    "basic", "quoting", "bad-root", "no-anchor", "bad-hash", "pegout-missing-anchor", "torn-tail",
+    "torn-then-appended", "empty",
+];
+
+fn blocks(name: &str) -> (Vec<Vec<u8>>, Vec<Note>) {
+    let data = std::fs::read(dir().join(format!("{name}.dat"))).unwrap();
+    let mut sc = Scanner::with_chunk_size(&data[..], 1000);
+    let (mut out, mut notes) = (Vec::new(), Vec::new());
+    while let Some(c) = sc.next_chunk().unwrap() {
+        out.extend(c.blocks.iter().map(|&(s, e)| c.data[s..e].to_vec()));
+        notes.extend(c.notes);
+    }
+    (out, notes)
+}
+
+fn roots(name: &str) -> Vec<(usize, String)> {
+    std::fs::read_to_string(dir().join(format!("{name}.roots")))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (n, r) = l.split_once(' ').unwrap();
+            (n.parse().unwrap(), r.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn every_vector_snapshot_has_the_nodes_root() {
+    for name in NAMES {
+        let (bl, _) = blocks(name);
+        let expected = roots(name);
+        assert_eq!(bl.len(), expected.len(), "{name}: number of complete snapshots");
+        for (i, b) in bl.iter().enumerate() {
+            let p = parse_block(b).unwrap_or_else(|e| panic!("{name} #{}: {e}", i + 1));
+            assert_eq!(expected[i].0, i + 1);
+            assert_eq!(state_root(&p.snapshot.state).unwrap(), expected[i].1, "{name} #{}", i + 1);
+        }
+    }
+}
+
+#[test]
+fn parse_then_write_is_byte_identical_for_every_vector() {
+    for name in NAMES {
+        for b in blocks(name).0 {
+            let p = parse_block(&b).unwrap();
+            let mut out = Vec::new();
+            write_snapshot(&p.snapshot, &mut out).unwrap();
+            assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&b), "{name}");
+        }
+    }
+}
+
+#[test]
+fn newest_snapshot_from_the_end_is_the_last_complete_one() {
+    for name in NAMES {
+        let (bl, _) = blocks(name);
+        let f = File::open(dir().join(format!("{name}.dat"))).unwrap();
+        let mut bw = Backward::new(&f).unwrap();
+        let mut back = Vec::new();
+        while let Some(b) = bw.next_block().unwrap() {
+            back.push(b.bytes);
+        }
+        back.reverse();
+        assert_eq!(back, bl, "{name}");
+    }
+}
+
+#[test]
+fn torn_vectors_report_their_torn_blocks() {
+    let (_, n) = blocks("torn-tail");
+    assert!(matches!(n.as_slice(), [Note::Torn { at_eof: true, .. }]), "{n:?}");
+    let (b, n) = blocks("torn-then-appended");
+    assert_eq!(b.len(), 5);
+    assert!(matches!(n.as_slice(), [Note::Torn { at_eof: false, .. }]), "{n:?}");
+}
+
+#[test]
+fn newest_snapshot_verdicts_match_the_vector_readme() {
+    let mut buf = Vec::new();
+    for (name, expect) in [
+        ("basic", None),
+        ("quoting", None),
+        ("torn-tail", None),
+        ("torn-then-appended", None),
+        ("bad-root", Some("root")),
+        ("no-anchor", Some("none")),
+        ("bad-hash", Some("hash")),
+        ("pegout-missing-anchor", Some("pegout")),
+    ] {
+        let (bl, _) = blocks(name);
+        let v = check_block(bl.last().unwrap(), &mut buf);
+        let got = v.failure.as_ref().map(|f| match f {
+            Failure::RootMismatch { .. } => "root",
+            Failure::NoAnchor => "none",
+            Failure::HashMismatch { .. } => "hash",
+            Failure::PegoutMissingAnchor { .. } => "pegout",
+            other => panic!("{name}: unexpected {other}"),
+        });
+        assert_eq!(got, expect, "{name}");
+        // The earlier snapshots of every vector are healthy.
+        for b in &bl[..bl.len() - 1] {
+            assert!(check_block(b, &mut buf).ok(), "{name}");
+        }
+    }
+}
