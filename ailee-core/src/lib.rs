@@ -12,6 +12,7 @@ pub mod error;
 pub mod exit;
 pub mod format;
 pub mod model;
+pub mod pipeline;
 pub mod progress;
 pub mod root;
 pub mod scan;

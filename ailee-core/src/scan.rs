@@ -113,9 +113,18 @@ pub struct Chunk {
     /// Bytes of the file from `offset`.
     pub data: Vec<u8>,
     pub offset: u64,
-    /// Complete blocks as `start..end` ranges into `data`, in file order.
-    pub blocks: Vec<(usize, usize)>,
+    /// Complete blocks as ranges into `data`, in file order.
+    pub blocks: Vec<Span>,
     pub notes: Vec<Note>,
+}
+
+/// A complete block inside a [`Chunk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+    /// File line (from 1) of the block's header.
+    pub line: usize,
 }
 
 /// Forward, streaming block scanner.
@@ -134,6 +143,9 @@ pub struct Scanner<R> {
     eof: bool,
     done: bool,
     events: Vec<Event>,
+    /// `\n` bytes in the file before `buf[nl_pos]`.
+    nl_count: usize,
+    nl_pos: usize,
 }
 
 /// Default read size of the forward scanner.
@@ -157,6 +169,8 @@ impl<R: Read> Scanner<R> {
             eof: false,
             done: false,
             events: Vec::new(),
+            nl_count: 0,
+            nl_pos: 0,
         }
     }
 
@@ -202,7 +216,9 @@ impl<R: Read> Scanner<R> {
                 }
                 Event::End { end, newline } => {
                     if let Some(s) = self.open.take() {
-                        blocks.push((s, end));
+                        self.nl_count += count_newlines(&d[self.nl_pos..s]);
+                        self.nl_pos = s;
+                        blocks.push(Span { start: s, end, line: self.nl_count + 1 });
                         self.gap = Some(end);
                         if !newline {
                             notes.push(Note::MissingFinalNewline);
@@ -226,6 +242,11 @@ impl<R: Read> Scanner<R> {
         }
         // Keep the open block (or the undecided tail) for the next round.
         let keep = self.open.unwrap_or(limit).min(limit);
+        if self.nl_pos < keep {
+            self.nl_count += count_newlines(&d[self.nl_pos..keep]);
+            self.nl_pos = keep;
+        }
+        self.nl_pos -= keep;
         let mut next = Vec::with_capacity(d.len() - keep + self.chunk_size);
         next.extend_from_slice(&d[keep..]);
         self.prev = if keep > 0 { Some(d[keep - 1]) } else { self.prev };
@@ -268,7 +289,13 @@ pub struct Backward<'f> {
 impl<'f> Backward<'f> {
     pub fn new(file: &'f File) -> io::Result<Self> {
         let len = file.metadata()?.len();
-        Ok(Backward { file, end: len, len, window: 1 << 20, pending: Vec::new(), tail_notes: Vec::new(), first: true })
+        Self::before(file, len)
+    }
+
+    /// Complete blocks that start before `offset`, newest first.
+    pub fn before(file: &'f File, offset: u64) -> io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(Backward { file, end: offset.min(len), len, window: 1 << 20, pending: Vec::new(), tail_notes: Vec::new(), first: true })
     }
 
     fn read_at(&self, start: u64, end: u64) -> io::Result<Vec<u8>> {
@@ -357,8 +384,8 @@ mod tests {
         let mut out = Vec::new();
         let mut notes = Vec::new();
         while let Some(c) = sc.next_chunk().unwrap() {
-            for (s, e) in c.blocks {
-                out.push(c.data[s..e].to_vec());
+            for b in c.blocks {
+                out.push(c.data[b.start..b.end].to_vec());
             }
             notes.extend(c.notes);
         }
@@ -408,6 +435,19 @@ mod tests {
         let (b, n) = blocks_of(file.as_bytes(), 64);
         assert_eq!(b.len(), 1);
         assert_eq!(n, vec![Note::Torn { offset: B.len() as u64, len: 15, at_eof: true }]);
+    }
+
+    #[test]
+    fn blocks_carry_their_file_line() {
+        let file = format!("\n{B}junk\n{B}");
+        for chunk in [64, 1000] {
+            let mut sc = Scanner::with_chunk_size(file.as_bytes(), chunk);
+            let mut lines = Vec::new();
+            while let Some(c) = sc.next_chunk().unwrap() {
+                lines.extend(c.blocks.iter().map(|b| b.line));
+            }
+            assert_eq!(lines, vec![2, 6], "chunk {chunk}");
+        }
     }
 
     #[test]

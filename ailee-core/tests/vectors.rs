@@ -21,7 +21,7 @@ fn blocks(name: &str) -> (Vec<Vec<u8>>, Vec<Note>) {
     let mut sc = Scanner::with_chunk_size(&data[..], 1000);
     let (mut out, mut notes) = (Vec::new(), Vec::new());
     while let Some(c) = sc.next_chunk().unwrap() {
-        out.extend(c.blocks.iter().map(|&(s, e)| c.data[s..e].to_vec()));
+        out.extend(c.blocks.iter().map(|b| c.data[b.start..b.end].to_vec()));
         notes.extend(c.notes);
     }
     (out, notes)

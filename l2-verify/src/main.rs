@@ -1,1 +1,379 @@
-fn main() {}
+//! `ailee_l2_verify`: verifies the snapshots of an `l2_snapshots.dat` file
+//! (SPEC §2). The default checks only the newest complete snapshot and reads
+//! the file from the end; `--all` streams the whole file on all cores.
+
+use ailee_cli::{out, Common, Report, EXIT_CODES_HELP};
+use ailee_core::format::ParseError;
+use ailee_core::scan::{Backward, Note, Scanner};
+use ailee_core::verify::{anchor_hash_of, check_block, check_links, AnchorSource, Failure, Verdict};
+use ailee_core::{cancel, Error, ExitStatus};
+use anyhow::Context;
+use clap::Parser;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Verify AILEE L2 state snapshots: state root, anchor commitment, peg-out anchors.
+///
+/// By default verifies the newest complete snapshot of FILE (a torn snapshot at
+/// the end, left by a crash, is ignored with a warning). Prints the computed
+/// state root and the verified anchor on stdout; failures go to stderr.
+#[derive(Debug, Parser)]
+#[command(version, after_help = EXIT_CODES_HELP)]
+struct Cli {
+    /// Snapshot file: l2_snapshots.dat, a pruned copy or an extracted snapshot_N.dat.
+    #[arg(long, value_name = "FILE")]
+    snapshot: PathBuf,
+    /// Verify snapshot N instead of the newest (numbered from 1, oldest first).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          conflicts_with_all = ["all", "last_valid"])]
+    index: Option<u64>,
+    /// Verify every complete snapshot, one result line each; exit 2 if any fails.
+    #[arg(long, conflicts_with = "last_valid")]
+    all: bool,
+    /// Print the number of the newest snapshot that verifies (exit 2 if none does).
+    #[arg(long)]
+    last_valid: bool,
+    /// Worker threads for --all (default: number of CPUs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..256))]
+    threads: Option<u64>,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() -> ExitCode {
+    ailee_cli::main(run)
+}
+
+/// Where a block sits in the file (number and line are found lazily).
+struct Place {
+    number: Option<usize>,
+    offset: u64,
+    line: Option<usize>,
+}
+
+fn corrupt_message(place: &Place, e: &ParseError) -> String {
+    let line = match place.line {
+        Some(l) => format!("line {}", l + e.line - 1),
+        None => format!("line {} of the snapshot", e.line),
+    };
+    match place.number {
+        Some(n) => format!("Snapshot {n} is corrupt: {line}: {}", e.message),
+        None => format!("Snapshot is corrupt: {line}: {}", e.message),
+    }
+}
+
+fn failure_message(place: &Place, f: &Failure) -> String {
+    match f {
+        Failure::Corrupt(e) => corrupt_message(place, e),
+        other => other.to_string(),
+    }
+}
+
+fn note_warnings(rep: &Report, notes: &[Note], warnings: &mut Vec<String>) {
+    for n in notes {
+        rep.warn(n);
+        warnings.push(n.to_string());
+    }
+}
+
+fn open(path: &Path) -> anyhow::Result<File> {
+    let f = File::open(path).map_err(|e| Error::io(path, e)).context("Failed to load snapshot")?;
+    let md = f.metadata().map_err(|e| Error::io(path, e)).context("Failed to load snapshot")?;
+    if md.is_dir() {
+        return Err(Error::Usage(format!("{}: is a directory", path.display()))).context("Failed to load snapshot");
+    }
+    Ok(f)
+}
+
+fn no_snapshots(path: &Path) -> anyhow::Error {
+    anyhow::Error::new(Error::NoSnapshots(path.to_path_buf())).context("Failed to load snapshot")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
+    let rep = Report { quiet: cli.common.quiet };
+    let file = open(&cli.snapshot)?;
+    if cli.all {
+        return verify_all(&cli, &rep, &file);
+    }
+    if cli.last_valid {
+        return last_valid(&cli, &rep, &file);
+    }
+    let mut warnings = Vec::new();
+    let (place, block, earlier) = match cli.index {
+        None => {
+            let mut bw = Backward::new(&file).map_err(|e| Error::io(&cli.snapshot, e))?;
+            let found = bw.next_block().map_err(|e| Error::io(&cli.snapshot, e))?;
+            note_warnings(&rep, &bw.tail_notes, &mut warnings);
+            let found = found.ok_or_else(|| no_snapshots(&cli.snapshot))?;
+            (Place { number: None, offset: found.offset, line: None }, found.bytes, None)
+        }
+        Some(n) => {
+            let (place, bytes, anchors) = find_index(&cli.snapshot, &file, n as usize, &rep, &mut warnings)?;
+            (place, bytes, Some(anchors))
+        }
+    };
+    let mut buf = Vec::new();
+    let mut verdict = check_block(&block, &mut buf);
+    drop(block);
+    let mut place = place;
+    if verdict.crlf {
+        rep.warn("lines end in \\r\\n (tolerated)");
+        warnings.push("lines end in \\r\\n (tolerated)".into());
+    }
+    if matches!(verdict.failure, Some(Failure::Corrupt(_))) && place.number.is_none() {
+        place = locate(&cli.snapshot, place.offset)?;
+    }
+    if verdict.ok() {
+        let earlier = match earlier {
+            Some(set) => set,
+            None => anchors_before(&cli.snapshot, &file, place.offset, &verdict)?,
+        };
+        resolve(&mut verdict, &earlier, &rep, &mut warnings)?;
+    }
+    report_one(&cli, &place, &verdict, warnings)
+}
+
+fn resolve(verdict: &mut Verdict, earlier: &dyn AnchorSource, rep: &Report, warnings: &mut Vec<String>) -> anyhow::Result<()> {
+    let links = check_links(&verdict.pegout_refs, earlier, None)?;
+    for w in links.warnings {
+        rep.warn(&w);
+        warnings.push(w);
+    }
+    verdict.failure = links.failure;
+    Ok(())
+}
+
+fn report_one(cli: &Cli, place: &Place, v: &Verdict, warnings: Vec<String>) -> anyhow::Result<ExitStatus> {
+    let status = if v.ok() { ExitStatus::Success } else { ExitStatus::Integrity };
+    let error = v.failure.as_ref().map(|f| failure_message(place, f));
+    if cli.common.json {
+        out(json!({
+            "file": cli.snapshot,
+            "snapshot": place.number,
+            "offset": place.offset,
+            "line": place.line,
+            "ok": v.ok(),
+            "root": v.root,
+            "anchor_hash": if v.ok() { v.anchor_hash.clone() } else { None },
+            "error": error,
+            "warnings": warnings,
+        }))?;
+        if let Some(e) = &error {
+            eprintln!("{e}");
+        }
+        return Ok(status);
+    }
+    if let Some(root) = &v.root {
+        out(format_args!("Computed L2StateRoot: {root}"))?;
+    }
+    match &error {
+        None => {
+            out(format_args!("Anchor verified: {}", v.anchor_hash.as_deref().unwrap_or_default()))?;
+            out("Verification OK.")?;
+        }
+        Some(e) => eprintln!("{e}"),
+    }
+    Ok(status)
+}
+
+/// Number and line of the block at `offset` (one forward pass; failure paths only).
+fn locate(path: &Path, offset: u64) -> anyhow::Result<Place> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut sc = Scanner::new(f);
+    let mut number = 0;
+    while let Some(c) = sc.next_chunk().map_err(|e| Error::io(path, e))? {
+        for b in &c.blocks {
+            number += 1;
+            if c.offset + b.start as u64 == offset {
+                return Ok(Place { number: Some(number), offset, line: Some(b.line) });
+            }
+        }
+    }
+    Ok(Place { number: None, offset, line: None })
+}
+
+/// Anchors of the snapshots before `offset`, read backwards until every
+/// peg-out anchor of `v` is among them or the start of the file is reached.
+fn anchors_before(path: &Path, file: &File, offset: u64, v: &Verdict) -> anyhow::Result<HashSet<String>> {
+    let mut set = HashSet::new();
+    let mut missing: HashSet<&str> = v.pegout_refs.iter().map(|r| r.hash.as_str()).collect();
+    if missing.is_empty() {
+        return Ok(set);
+    }
+    let mut bw = Backward::before(file, offset).map_err(|e| Error::io(path, e))?;
+    while let Some(b) = bw.next_block().map_err(|e| Error::io(path, e))? {
+        cancel::check()?;
+        if let Some(h) = anchor_hash_of(&b.bytes) {
+            missing.remove(h.as_str());
+            set.insert(h);
+        }
+        if missing.is_empty() {
+            break;
+        }
+    }
+    Ok(set)
+}
+
+/// Snapshot `n` and the anchors of the snapshots before it.
+fn find_index(
+    path: &Path,
+    file: &File,
+    n: usize,
+    rep: &Report,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<(Place, Vec<u8>, HashSet<String>)> {
+    let mut sc = Scanner::new(file);
+    let mut number = 0;
+    let mut anchors = HashSet::new();
+    while let Some(c) = sc.next_chunk().map_err(|e| Error::io(path, e))? {
+        cancel::check()?;
+        for b in &c.blocks {
+            number += 1;
+            let bytes = &c.data[b.start..b.end];
+            if number == n {
+                let place = Place { number: Some(n), offset: c.offset + b.start as u64, line: Some(b.line) };
+                return Ok((place, bytes.to_vec(), anchors));
+            }
+            if let Some(h) = anchor_hash_of(bytes) {
+                anchors.insert(h);
+            }
+        }
+        note_warnings(rep, &c.notes, warnings);
+    }
+    if number == 0 {
+        return Err(no_snapshots(path));
+    }
+    Err(Error::Usage(format!("{}: has {number} complete snapshots, no snapshot {n}", path.display())).into())
+}
+
+fn threads(cli: &Cli) -> usize {
+    cli.threads
+        .map(|t| t as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
+fn verify_all(cli: &Cli, rep: &Report, file: &File) -> anyhow::Result<ExitStatus> {
+    let total = file.metadata().map_err(|e| Error::io(&cli.snapshot, e))?.len();
+    let bar = rep.bar(total, "verifying");
+    let mut anchors: HashSet<String> = HashSet::new();
+    let (mut count, mut failed) = (0usize, 0usize);
+    let mut crlf = false;
+    let mut warnings = Vec::new();
+    let mut results: Vec<Value> = Vec::new();
+    let notes = ailee_core::pipeline::check_all(&cli.snapshot, file, threads(cli), &bar, |r| {
+        let mut v = r.verdict;
+        crlf |= v.crlf;
+        if v.ok() {
+            let links = check_links(&v.pegout_refs, &anchors, None)?;
+            for w in links.warnings {
+                let w = format!("snapshot {}: {w}", r.number);
+                bar.0.suspend(|| rep.warn(&w));
+                warnings.push(w);
+            }
+            v.failure = links.failure;
+        }
+        if let Some(h) = &v.anchor_hash {
+            anchors.insert(h.clone());
+        }
+        count += 1;
+        let place = Place { number: Some(r.number), offset: r.offset, line: Some(r.line) };
+        let error = v.failure.as_ref().map(|f| failure_message(&place, f));
+        failed += error.is_some() as usize;
+        if cli.common.json {
+            results.push(json!({
+                "snapshot": r.number, "offset": r.offset, "line": r.line, "ok": v.ok(),
+                "root": v.root, "anchor_hash": v.anchor_hash, "error": error,
+            }));
+        } else {
+            let line = match &error {
+                None => format!(
+                    "snapshot {}: OK root={} anchor={}",
+                    r.number,
+                    v.root.as_deref().unwrap_or_default(),
+                    v.anchor_hash.as_deref().unwrap_or_default()
+                ),
+                Some(e) => format!("snapshot {}: FAILED {e}", r.number),
+            };
+            bar.0.suspend(|| out(line)).map_err(|e| Error::io("stdout", e))?;
+        }
+        Ok(())
+    })?;
+    drop(bar);
+    note_warnings(rep, &notes, &mut warnings);
+    if crlf {
+        rep.warn("lines end in \\r\\n (tolerated)");
+        warnings.push("lines end in \\r\\n (tolerated)".into());
+    }
+    if count == 0 {
+        return Err(no_snapshots(&cli.snapshot));
+    }
+    if cli.common.json {
+        out(json!({"file": cli.snapshot, "ok": failed == 0, "snapshots": results, "warnings": warnings}))?;
+    }
+    rep.info(format_args!("{count} snapshots verified: {} OK, {failed} failed", count - failed));
+    Ok(if failed == 0 { ExitStatus::Success } else { ExitStatus::Integrity })
+}
+
+fn last_valid(cli: &Cli, rep: &Report, file: &File) -> anyhow::Result<ExitStatus> {
+    let path = &cli.snapshot;
+    // Numbers need the count of complete snapshots: one pass that only finds boundaries.
+    let mut sc = Scanner::new(file);
+    let mut total = 0usize;
+    let mut warnings = Vec::new();
+    while let Some(c) = sc.next_chunk().map_err(|e| Error::io(path, e))? {
+        cancel::check()?;
+        total += c.blocks.len();
+        note_warnings(rep, &c.notes, &mut warnings);
+    }
+    if total == 0 {
+        return Err(no_snapshots(path));
+    }
+    let mut bw = Backward::new(file).map_err(|e| Error::io(path, e))?;
+    let mut buf = Vec::new();
+    let mut number = total + 1;
+    while let Some(b) = bw.next_block().map_err(|e| Error::io(path, e))? {
+        cancel::check()?;
+        number -= 1;
+        let mut v = check_block(&b.bytes, &mut buf);
+        if v.ok() {
+            let earlier = anchors_before(path, file, b.offset, &v)?;
+            resolve(&mut v, &earlier, rep, &mut warnings)?;
+        }
+        match &v.failure {
+            None => {
+                if cli.common.json {
+                    out(json!({"file": path, "last_valid": number, "root": v.root, "anchor_hash": v.anchor_hash,
+                               "total": total, "warnings": warnings}))?;
+                } else {
+                    out(number)?;
+                }
+                return Ok(ExitStatus::Success);
+            }
+            Some(f) => {
+                let place = Place { number: Some(number), offset: b.offset, line: None };
+                let msg = format!("snapshot {number}: {}", failure_message(&place, f));
+                rep.warn(&msg);
+                warnings.push(msg);
+            }
+        }
+    }
+    if cli.common.json {
+        out(json!({"file": path, "last_valid": null, "total": total, "warnings": warnings}))?;
+    }
+    eprintln!("No snapshot in {} verifies.", path.display());
+    Ok(ExitStatus::Integrity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

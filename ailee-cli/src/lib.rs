@@ -1,0 +1,137 @@
+//! The binaries' shared front end: argv parsing with the project's exit codes,
+//! the mapping of errors to exit codes, stderr reporting and progress bars.
+//!
+//! `ailee-core` never prints; this crate is where printing conventions live,
+//! so the six tools behave alike: results on stdout, everything else on
+//! stderr, progress only on a terminal, a closed stdout pipe is not an error.
+
+use ailee_core::{Error, ExitStatus};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+
+pub use ailee_core::exit::EXIT_CODES_HELP;
+
+/// Flags every tool takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print no warnings or progress on stderr (errors still go there).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+/// Parses argv; help and version exit 0, any argument error exits 1 (clap's
+/// default of 2 would read as "corrupt data").
+pub fn parse<T: Parser>() -> Result<T, ExitCode> {
+    match T::try_parse() {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            let _ = e.print();
+            Err(if e.use_stderr() { ExitCode::from(ExitStatus::Operational.code()) } else { ExitCode::SUCCESS })
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            || matches!(c.downcast_ref::<Error>(), Some(Error::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Runs a tool: installs signal handling, maps the outcome to an exit code.
+pub fn main<T: Parser>(run: impl FnOnce(T) -> anyhow::Result<ExitStatus>) -> ExitCode {
+    let args = match parse::<T>() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    if let Err(e) = ailee_core::cancel::install() {
+        eprintln!("warning: cannot install signal handlers: {e}");
+    }
+    let status = match run(args) {
+        Ok(s) => s,
+        Err(e) if is_broken_pipe(&e) => ExitStatus::Success,
+        Err(e) => {
+            let status = e.chain().find_map(|c| c.downcast_ref::<Error>()).map_or(ExitStatus::Operational, Error::exit_status);
+            if status == ExitStatus::Interrupted {
+                eprintln!("interrupted");
+            } else {
+                eprintln!("{e:#}");
+            }
+            status
+        }
+    };
+    if ailee_core::cancel::requested() {
+        return ExitCode::from(ExitStatus::Interrupted.code());
+    }
+    ExitCode::from(status.code())
+}
+
+/// Writes one line to stdout (a closed pipe surfaces as `BrokenPipe`).
+pub fn out(line: impl std::fmt::Display) -> io::Result<()> {
+    let mut o = io::stdout().lock();
+    writeln!(o, "{line}")
+}
+
+/// Stderr reporting that respects `--quiet`.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    pub quiet: bool,
+}
+
+impl Report {
+    pub fn warn(&self, msg: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("warning: {msg}");
+        }
+    }
+
+    pub fn info(&self, msg: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+
+    /// A byte-counting progress bar, drawn only when stderr is a terminal.
+    pub fn bar(&self, total: u64, what: &str) -> Bar {
+        let pb = if self.quiet || !io::stderr().is_terminal() {
+            ProgressBar::hidden()
+        } else {
+            let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            pb.set_style(style);
+            pb.set_message(what.to_string());
+            pb
+        };
+        Bar(pb)
+    }
+}
+
+/// A progress bar for core loops.
+pub struct Bar(pub ProgressBar);
+
+impl ailee_core::progress::Progress for Bar {
+    fn set_total(&self, total: u64) {
+        self.0.set_length(total);
+    }
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}

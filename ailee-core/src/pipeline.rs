@@ -1,0 +1,117 @@
+//! Verifying every snapshot of a file on all cores (`ailee_l2_verify --all`).
+//!
+//! One thread streams the file through the [`Scanner`]; worker threads parse
+//! and hash whole chunks; the caller's thread receives the results in file
+//! order. Channels are bounded, so memory stays at a few chunks whatever the
+//! file size.
+
+use crate::progress::Progress;
+use crate::scan::{Note, Scanner, Span};
+use crate::verify::{check_block, Verdict};
+use crate::{cancel, Error, Result};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+
+/// One complete snapshot and what its block says about itself.
+#[derive(Debug)]
+pub struct BlockReport {
+    /// Number of the snapshot (from 1, oldest first).
+    pub number: usize,
+    /// Byte offset of its header.
+    pub offset: u64,
+    /// File line of its header.
+    pub line: usize,
+    pub verdict: Verdict,
+}
+
+struct Done {
+    offset: u64,
+    len: usize,
+    results: Vec<(Span, Verdict)>,
+    notes: Vec<Note>,
+}
+
+/// Checks every complete block of `reader`, calling `on_block` in file order.
+/// Returns the scanner's notes (torn blocks, junk, missing final newline).
+pub fn check_all<R: Read + Send>(
+    path: &Path,
+    reader: R,
+    threads: usize,
+    progress: &dyn Progress,
+    mut on_block: impl FnMut(BlockReport) -> Result<()>,
+) -> Result<Vec<Note>> {
+    let threads = threads.max(1);
+    let (work_tx, work_rx) = sync_channel::<(u64, crate::scan::Chunk)>(threads * 2);
+    let work_rx: Arc<Mutex<Receiver<_>>> = Arc::new(Mutex::new(work_rx));
+    let (done_tx, done_rx) = sync_channel::<(u64, Done)>(threads * 2);
+    let mut notes = Vec::new();
+    std::thread::scope(|s| -> Result<Vec<Note>> {
+        let reader_thread = s.spawn(move || -> Result<()> {
+            let mut sc = Scanner::new(reader);
+            let mut seq = 0u64;
+            while let Some(chunk) = sc.next_chunk().map_err(|e| Error::io(path, e))? {
+                cancel::check()?;
+                if work_tx.send((seq, chunk)).is_err() {
+                    break; // the consumer stopped
+                }
+                seq += 1;
+            }
+            Ok(())
+        });
+        for _ in 0..threads {
+            let rx = Arc::clone(&work_rx);
+            let tx = done_tx.clone();
+            s.spawn(move || {
+                let mut buf = Vec::new();
+                loop {
+                    let next = rx.lock().map(|r| r.recv());
+                    let Ok(Ok((seq, chunk))) = next else { break };
+                    let results = chunk
+                        .blocks
+                        .iter()
+                        .map(|sp| (*sp, check_block(&chunk.data[sp.start..sp.end], &mut buf)))
+                        .collect();
+                    let done = Done { offset: chunk.offset, len: chunk.data.len(), results, notes: chunk.notes };
+                    if tx.send((seq, done)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        // Only the workers hold the work queue: if they stop, the reader stops.
+        drop(work_rx);
+        drop(done_tx);
+        let mut pending = BTreeMap::new();
+        let mut next_seq = 0u64;
+        let mut number = 0usize;
+        let mut covered = 0u64;
+        let mut outcome = Ok(());
+        'recv: for (seq, done) in done_rx.iter() {
+            pending.insert(seq, done);
+            while let Some(done) = pending.remove(&next_seq) {
+                next_seq += 1;
+                let end = done.offset + done.len as u64;
+                progress.advance(end.saturating_sub(covered));
+                covered = covered.max(end);
+                notes.extend(done.notes);
+                for (sp, verdict) in done.results {
+                    number += 1;
+                    let r = BlockReport { number, offset: done.offset + sp.start as u64, line: sp.line, verdict };
+                    if let Err(e) = on_block(r).and_then(|_| cancel::check()) {
+                        outcome = Err(e);
+                        break 'recv;
+                    }
+                }
+            }
+        }
+        drop(done_rx);
+        let read = reader_thread.join().unwrap_or(Err(Error::Integrity("reader thread panicked".into())));
+        outcome?;
+        read?;
+        progress.finish();
+        Ok(std::mem::take(&mut notes))
+    })
+}
