@@ -21,11 +21,17 @@ pub const END: &[u8] = b"END_SNAPSHOT";
 pub struct ParseError {
     pub line: usize,
     pub message: String,
+    /// Another line the error involves (the first of two duplicate keys).
+    pub related: Option<usize>,
 }
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.message)
+        write!(f, "line {}: {}", self.line, self.message)?;
+        match self.related {
+            Some(r) => write!(f, " (also on line {r})"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -63,7 +69,7 @@ type R<T> = Result<T, ParseError>;
 
 impl<'a> Line<'a> {
     fn err<T>(&self, msg: impl Into<String>) -> R<T> {
-        Err(ParseError { line: self.no, message: msg.into() })
+        Err(ParseError { line: self.no, message: msg.into(), related: None })
     }
 
     /// One separating space before the next field.
@@ -233,6 +239,7 @@ impl<'a> Parser<'a> {
         self.lines.next_line().ok_or_else(|| ParseError {
             line: self.lines.no,
             message: format!("block ends where {expected} was expected"),
+            related: None,
         })
     }
 
@@ -254,6 +261,12 @@ impl<'a> Parser<'a> {
             } else {
                 line.err(format!("count mismatch: '{section} {count}' but only {seen} entries before {:?}", show(found)))
             };
+        }
+        if [&b"balance"[..], b"escrow", b"pegin", b"pegout", b"task"].contains(&found) {
+            return line.err(format!(
+                "count mismatch: more '{}' lines than the count of their section (expected '{what}')",
+                show(found)
+            ));
         }
         let rank = |t: &[u8]| ORDER.iter().position(|o| *o == t);
         match (rank(found), rank(tag)) {
@@ -378,11 +391,8 @@ pub fn parse_block(block: &[u8]) -> Result<Parsed<'_>, ParseError> {
         let second = entry_line(block, p.section_line[d.section as usize], d.second);
         ParseError {
             line: second,
-            message: format!(
-                "duplicate key {:?} in {} (also on line {first})",
-                show(&d.key),
-                d.section.name()
-            ),
+            message: format!("duplicate key {:?} in {}", show(&d.key), d.section.name()),
+            related: Some(first),
         }
     })?;
     Ok(Parsed {

@@ -55,13 +55,14 @@ struct Place {
 }
 
 fn corrupt_message(place: &Place, e: &ParseError) -> String {
-    let line = match place.line {
-        Some(l) => format!("line {}", l + e.line - 1),
-        None => format!("line {} of the snapshot", e.line),
+    let (line, related) = match place.line {
+        Some(l) => (format!("line {}", l + e.line - 1), e.related.map(|r| l + r - 1)),
+        None => (format!("line {} of the snapshot", e.line), e.related),
     };
+    let also = related.map(|r| format!(" (also on line {r})")).unwrap_or_default();
     match place.number {
-        Some(n) => format!("Snapshot {n} is corrupt: {line}: {}", e.message),
-        None => format!("Snapshot is corrupt: {line}: {}", e.message),
+        Some(n) => format!("Snapshot {n} is corrupt: {line}: {}{also}", e.message),
+        None => format!("Snapshot is corrupt: {line}: {}{also}", e.message),
     }
 }
 
