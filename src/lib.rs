@@ -28,7 +28,10 @@ pub fn vector(name: &str) -> PathBuf {
 fn profile_dir() -> PathBuf {
     // target/<profile>/deps/<test-binary>
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
 }
 
 /// Path of a workspace binary, built (once per test process) if needed.
@@ -38,7 +41,8 @@ pub fn bin(name: &str) -> PathBuf {
     let built = BUILT.get_or_init(|| {
         let cargo = option_env!("CARGO").unwrap_or("cargo");
         let mut c = Command::new(cargo);
-        c.args(["build", "--workspace", "--bins", "--quiet"]).current_dir(root());
+        c.args(["build", "--workspace", "--bins", "--quiet"])
+            .current_dir(root());
         if dir.file_name().is_some_and(|n| n == "release") {
             c.arg("--release");
         }
@@ -60,18 +64,26 @@ pub fn bin(name: &str) -> PathBuf {
 /// A command for a workspace binary with a scrubbed environment.
 pub fn cmd(name: &str) -> assert_cmd::Command {
     let mut c = assert_cmd::Command::new(bin(name));
-    c.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).env("LC_ALL", "C");
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LC_ALL", "C");
     c
 }
 
 /// A scrubbed `bash -c` for runbook procedures, with the tools on `PATH`.
 pub fn bash(script: &str) -> assert_cmd::Command {
-    let tools = bin("ailee_l2_verify").parent().expect("bin dir").to_path_buf();
-    let path = std::env::join_paths(
-        std::iter::once(tools).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-    )
+    let tools = bin("ailee_l2_verify")
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let path = std::env::join_paths(std::iter::once(tools).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
     .expect("PATH");
     let mut c = assert_cmd::Command::new("bash");
-    c.env_clear().env("PATH", path).env("LC_ALL", "C").args(["-euo", "pipefail", "-c", script]);
+    c.env_clear()
+        .env("PATH", path)
+        .env("LC_ALL", "C")
+        .args(["-euo", "pipefail", "-c", script]);
     c
 }

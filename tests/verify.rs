@@ -2,10 +2,10 @@
 //! operational errors, the runbook's output.
 
 use ailee_recovery::{cmd, vector};
-#[allow(unused_imports)]
-use serde_json as _;
 use predicates::prelude::*;
 use predicates::str::contains;
+#[allow(unused_imports)]
+use serde_json as _;
 use std::path::{Path, PathBuf};
 
 fn verify(file: &Path) -> assert_cmd::Command {
@@ -29,21 +29,32 @@ fn healthy_vectors_verify_with_the_nodes_newest_root() {
         verify(&vector(name))
             .assert()
             .code(0)
-            .stdout(predicate::str::starts_with(format!("Computed L2StateRoot: {root}\nAnchor verified: ")))
+            .stdout(predicate::str::starts_with(format!(
+                "Computed L2StateRoot: {root}\nAnchor verified: "
+            )))
             .stdout(predicate::str::ends_with("\nVerification OK.\n"));
     }
 }
 
 #[test]
 fn torn_tail_is_a_warning_on_stderr() {
-    verify(&vector("torn-tail")).assert().code(0).stderr(contains("torn snapshot at end of file (byte offset 7659"));
+    verify(&vector("torn-tail"))
+        .assert()
+        .code(0)
+        .stderr(contains("torn snapshot at end of file (byte offset 7659"));
 }
 
 #[test]
 fn failing_vectors_exit_2_with_the_nodes_messages() {
     for (name, msg) in [
-        ("bad-root", "Anchor verification failed: Anchor state root mismatch. expected="),
-        ("bad-hash", "Anchor verification failed: Anchor hash mismatch. expected="),
+        (
+            "bad-root",
+            "Anchor verification failed: Anchor state root mismatch. expected=",
+        ),
+        (
+            "bad-hash",
+            "Anchor verification failed: Anchor hash mismatch. expected=",
+        ),
         ("no-anchor", "No anchor commitment present in snapshot."),
         ("pegout-missing-anchor", "missing anchor commitment hash."),
     ] {
@@ -59,17 +70,19 @@ fn failing_vectors_exit_2_with_the_nodes_messages() {
 #[test]
 fn bad_root_names_computed_and_anchor_roots() {
     let root = roots("bad-root").pop().unwrap();
-    verify(&vector("bad-root")).assert().code(2).stderr(contains(format!("expected={root} anchor=")));
+    verify(&vector("bad-root"))
+        .assert()
+        .code(2)
+        .stderr(contains(format!("expected={root} anchor=")));
 }
 
 #[test]
 fn empty_file_has_no_snapshots_exit_1() {
     let p = vector("empty");
-    verify(&p)
-        .assert()
-        .code(1)
-        .stdout("")
-        .stderr(format!("Failed to load snapshot: No snapshots found in file: {}\n", p.display()));
+    verify(&p).assert().code(1).stdout("").stderr(format!(
+        "Failed to load snapshot: No snapshots found in file: {}\n",
+        p.display()
+    ));
 }
 
 #[test]
@@ -77,34 +90,66 @@ fn missing_file_exit_1_with_os_error() {
     verify(Path::new("/nonexistent/l2_snapshots.dat"))
         .assert()
         .code(1)
-        .stderr(contains("Failed to load snapshot: /nonexistent/l2_snapshots.dat: No such file or directory"));
+        .stderr(contains(
+            "Failed to load snapshot: /nonexistent/l2_snapshots.dat: No such file or directory",
+        ));
 }
 
 #[test]
 fn directory_or_bad_path_exit_1() {
     let d = tempfile::tempdir().unwrap();
-    verify(d.path()).assert().code(1).stderr(contains("Failed to load snapshot"));
+    verify(d.path())
+        .assert()
+        .code(1)
+        .stderr(contains("Failed to load snapshot"));
     let f = d.path().join("f");
     std::fs::write(&f, "x").unwrap();
-    verify(&f.join("child")).assert().code(1).stderr(contains("Not a directory"));
+    verify(&f.join("child"))
+        .assert()
+        .code(1)
+        .stderr(contains("Not a directory"));
 }
 
 #[test]
 fn argument_errors_exit_1_not_2() {
-    cmd("ailee_l2_verify").assert().code(1).stderr(contains("--snapshot"));
-    cmd("ailee_l2_verify").args(["--snapshot", "x", "--bogus"]).assert().code(1);
-    cmd("ailee_l2_verify").args(["--snapshot", "x", "--index", "0"]).assert().code(1);
-    cmd("ailee_l2_verify").args(["--snapshot", "x", "--index", "nope"]).assert().code(1);
-    cmd("ailee_l2_verify").args(["--snapshot", "x", "--all", "--last-valid"]).assert().code(1);
+    cmd("ailee_l2_verify")
+        .assert()
+        .code(1)
+        .stderr(contains("--snapshot"));
+    cmd("ailee_l2_verify")
+        .args(["--snapshot", "x", "--bogus"])
+        .assert()
+        .code(1);
+    cmd("ailee_l2_verify")
+        .args(["--snapshot", "x", "--index", "0"])
+        .assert()
+        .code(1);
+    cmd("ailee_l2_verify")
+        .args(["--snapshot", "x", "--index", "nope"])
+        .assert()
+        .code(1);
+    cmd("ailee_l2_verify")
+        .args(["--snapshot", "x", "--all", "--last-valid"])
+        .assert()
+        .code(1);
 }
 
 #[test]
 fn help_lists_the_exit_codes() {
-    cmd("ailee_l2_verify").arg("--help").assert().code(0).stdout(contains("Exit codes:")).stdout(contains("130"));
+    cmd("ailee_l2_verify")
+        .arg("--help")
+        .assert()
+        .code(0)
+        .stdout(contains("Exit codes:"))
+        .stdout(contains("130"));
 }
 
 fn basic_lines() -> Vec<String> {
-    std::fs::read_to_string(vector("basic")).unwrap().lines().map(str::to_string).collect()
+    std::fs::read_to_string(vector("basic"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// basic.dat with file line `line` (1-based) replaced.
@@ -119,10 +164,30 @@ fn with_line(dir: &Path, line: usize, text: &str) -> PathBuf {
 // Snapshot 5 of basic.dat spans file lines 107..=133; line 110 is its first balance.
 const CORRUPTIONS: &[(usize, &str, usize, &str)] = &[
     (110, r#"balance "peerbu11n 14547585979"#, 110, "peerId"),
-    (110, r#"balance "peerbu11n" 14547x85979"#, 110, "not a plain decimal number"),
-    (110, r#"balance "peerbu11n" 18446744073709551616"#, 110, "out of range"),
-    (110, r#"balance "peerbu11n" -5"#, 110, "not a plain decimal number"),
-    (110, r#"balance "peerbu11n" +5"#, 110, "not a plain decimal number"),
+    (
+        110,
+        r#"balance "peerbu11n" 14547x85979"#,
+        110,
+        "not a plain decimal number",
+    ),
+    (
+        110,
+        r#"balance "peerbu11n" 18446744073709551616"#,
+        110,
+        "out of range",
+    ),
+    (
+        110,
+        r#"balance "peerbu11n" -5"#,
+        110,
+        "not a plain decimal number",
+    ),
+    (
+        110,
+        r#"balance "peerbu11n" +5"#,
+        110,
+        "not a plain decimal number",
+    ),
     (110, r#"balance "peerbu11n" 007"#, 110, "plain decimal form"),
     (110, r#"balance  "peerbu11n" 5"#, 110, "extra space"),
     (110, r#"balance "peerbu11n" 5 6"#, 110, "trailing data"),
@@ -130,11 +195,26 @@ const CORRUPTIONS: &[(usize, &str, usize, &str)] = &[
     (110, r#"bolance "peerbu11n" 5"#, 110, "unknown tag"),
     (109, "balances 9", 118, "count mismatch"),
     (109, "balances 7", 117, "count mismatch"),
-    (111, r#"balance "peerbu11n" 141552638"#, 111, "duplicate key \"peerbu11n\" in balances (also on line 110)"),
-    (119, r#"escrow "peer23jls7hcam" "peer2t89eoahbo13mpk" 74233420805 2 79410585335"#, 119, "expected 0 or 1"),
+    (
+        111,
+        r#"balance "peerbu11n" 141552638"#,
+        111,
+        "duplicate key \"peerbu11n\" in balances (also on line 110)",
+    ),
+    (
+        119,
+        r#"escrow "peer23jls7hcam" "peer2t89eoahbo13mpk" 74233420805 2 79410585335"#,
+        119,
+        "expected 0 or 1",
+    ),
     (122, "pegouts 2", 122, "out of order"),
     (108, "timestamp_ms", 108, "missing field timestamp_ms"),
-    (129, "task \"x\" 2147483648 0 \"s\" 1 \"p\" \"\"", 129, "out of range for i32"),
+    (
+        129,
+        "task \"x\" 2147483648 0 \"s\" 1 \"p\" \"\"",
+        129,
+        "out of range for i32",
+    ),
     (132, "anchor \"x\" 1", 132, "missing field recoveryMetadata"),
 ];
 
@@ -155,7 +235,9 @@ fn each_kind_of_corruption_exits_2_naming_snapshot_and_line() {
             .arg("--all")
             .assert()
             .code(2)
-            .stdout(contains(format!("snapshot 5: FAILED Snapshot 5 is corrupt: line {at}: ")))
+            .stdout(contains(format!(
+                "snapshot 5: FAILED Snapshot 5 is corrupt: line {at}: "
+            )))
             .stdout(contains("snapshot 4: OK"));
     }
 }
@@ -164,11 +246,22 @@ fn each_kind_of_corruption_exits_2_naming_snapshot_and_line() {
 fn crlf_file_still_verifies_with_one_warning() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("crlf.dat");
-    std::fs::write(&p, std::fs::read_to_string(vector("basic")).unwrap().replace('\n', "\r\n")).unwrap();
+    std::fs::write(
+        &p,
+        std::fs::read_to_string(vector("basic"))
+            .unwrap()
+            .replace('\n', "\r\n"),
+    )
+    .unwrap();
     let out = verify(&p).assert().code(0).get_output().clone();
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.matches("\\r\\n").count(), 1, "{err}");
-    cmd("ailee_l2_verify").arg("--snapshot").arg(&p).arg("--all").assert().code(0);
+    cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(&p)
+        .arg("--all")
+        .assert()
+        .code(0);
 }
 
 #[test]
@@ -177,7 +270,10 @@ fn missing_final_newline_is_complete_with_a_warning() {
     let p = d.path().join("nonl.dat");
     let s = std::fs::read_to_string(vector("basic")).unwrap();
     std::fs::write(&p, s.trim_end_matches('\n')).unwrap();
-    verify(&p).assert().code(0).stderr(contains("without a final newline"));
+    verify(&p)
+        .assert()
+        .code(0)
+        .stderr(contains("without a final newline"));
 }
 
 #[test]
@@ -190,7 +286,13 @@ fn end_marker_glued_to_next_header_completes_the_block() {
     std::fs::write(&p, [&s[..at], &s[at + 1..]].concat()).unwrap();
     let root = roots("basic").pop().unwrap();
     verify(&p).assert().code(0).stdout(contains(root));
-    cmd("ailee_l2_verify").arg("--snapshot").arg(&p).arg("--all").assert().code(0).stdout(contains("snapshot 5: OK"));
+    cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(&p)
+        .arg("--all")
+        .assert()
+        .code(0)
+        .stdout(contains("snapshot 5: OK"));
 }
 
 #[test]
@@ -202,8 +304,16 @@ fn index_verifies_that_snapshot_with_the_same_output_lines() {
         .args(["--index", "2"])
         .assert()
         .code(0)
-        .stdout(predicate::str::starts_with(format!("Computed L2StateRoot: {}\nAnchor verified: ", r[1])));
-    cmd("ailee_l2_verify").arg("--snapshot").arg(vector("bad-root")).args(["--index", "3"]).assert().code(2);
+        .stdout(predicate::str::starts_with(format!(
+            "Computed L2StateRoot: {}\nAnchor verified: ",
+            r[1]
+        )));
+    cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(vector("bad-root"))
+        .args(["--index", "3"])
+        .assert()
+        .code(2);
     cmd("ailee_l2_verify")
         .arg("--snapshot")
         .arg(vector("bad-root"))
@@ -215,33 +325,74 @@ fn index_verifies_that_snapshot_with_the_same_output_lines() {
 
 #[test]
 fn all_prints_one_line_per_snapshot_and_fails_if_any_fails() {
-    let out = cmd("ailee_l2_verify").arg("--snapshot").arg(vector("bad-hash")).arg("--all").assert().code(2);
+    let out = cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(vector("bad-hash"))
+        .arg("--all")
+        .assert()
+        .code(2);
     let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     let lines: Vec<_> = stdout.lines().collect();
     assert_eq!(lines.len(), 3);
     assert!(lines[0].starts_with("snapshot 1: OK root="));
-    assert!(lines[2].starts_with("snapshot 3: FAILED Anchor verification failed: Anchor hash mismatch."));
+    assert!(lines[2]
+        .starts_with("snapshot 3: FAILED Anchor verification failed: Anchor hash mismatch."));
     let basic = roots("basic");
-    let out = cmd("ailee_l2_verify").arg("--snapshot").arg(vector("basic")).args(["--all", "--threads", "1"]).assert().code(0);
+    let out = cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(vector("basic"))
+        .args(["--all", "--threads", "1"])
+        .assert()
+        .code(0);
     let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     for (i, l) in stdout.lines().enumerate() {
-        assert!(l.starts_with(&format!("snapshot {}: OK root={} ", i + 1, basic[i])), "{l}");
+        assert!(
+            l.starts_with(&format!("snapshot {}: OK root={} ", i + 1, basic[i])),
+            "{l}"
+        );
     }
 }
 
 #[test]
 fn last_valid_prints_the_newest_snapshot_that_verifies() {
-    for (name, n) in [("basic", "5"), ("bad-root", "2"), ("no-anchor", "2"), ("torn-tail", "4"), ("torn-then-appended", "5")] {
-        cmd("ailee_l2_verify").arg("--snapshot").arg(vector(name)).arg("--last-valid").assert().code(0).stdout(format!("{n}\n"));
+    for (name, n) in [
+        ("basic", "5"),
+        ("bad-root", "2"),
+        ("no-anchor", "2"),
+        ("torn-tail", "4"),
+        ("torn-then-appended", "5"),
+    ] {
+        cmd("ailee_l2_verify")
+            .arg("--snapshot")
+            .arg(vector(name))
+            .arg("--last-valid")
+            .assert()
+            .code(0)
+            .stdout(format!("{n}\n"));
     }
-    cmd("ailee_l2_verify").arg("--snapshot").arg(vector("empty")).arg("--last-valid").assert().code(1);
+    cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(vector("empty"))
+        .arg("--last-valid")
+        .assert()
+        .code(1);
     let d = tempfile::tempdir().unwrap();
     let p = with_line(d.path(), 110, "garbage");
     let only5: String = basic_lines()[106..].join("\n") + "\n";
     let _ = p;
     let q = d.path().join("only5.dat");
-    std::fs::write(&q, only5.replace("balance \"peerbu11n\"", "balance \"peerbu11n")).unwrap();
-    cmd("ailee_l2_verify").arg("--snapshot").arg(&q).arg("--last-valid").assert().code(2).stdout("");
+    std::fs::write(
+        &q,
+        only5.replace("balance \"peerbu11n\"", "balance \"peerbu11n"),
+    )
+    .unwrap();
+    cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(&q)
+        .arg("--last-valid")
+        .assert()
+        .code(2)
+        .stdout("");
 }
 
 #[test]
@@ -251,7 +402,12 @@ fn json_output_is_machine_readable() {
     assert_eq!(v["ok"], false);
     assert_eq!(v["root"], roots("bad-root")[2]);
     assert!(v["error"].as_str().unwrap().contains("state root mismatch"));
-    let out = cmd("ailee_l2_verify").arg("--snapshot").arg(vector("basic")).args(["--all", "--json"]).assert().code(0);
+    let out = cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(vector("basic"))
+        .args(["--all", "--json"])
+        .assert()
+        .code(0);
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(v["snapshots"].as_array().unwrap().len(), 5);
     assert_eq!(v["snapshots"][4]["root"], roots("basic")[4]);
@@ -263,14 +419,20 @@ fn pegout_naming_an_unknown_anchor_is_a_warning_without_a_database() {
     let d = tempfile::tempdir().unwrap();
     let q = d.path().join("snapshot_5.dat");
     std::fs::write(&q, basic_lines()[106..].join("\n") + "\n").unwrap();
-    verify(&q).assert().code(0).stderr(contains("no earlier snapshot in this file records"));
+    verify(&q)
+        .assert()
+        .code(0)
+        .stderr(contains("no earlier snapshot in this file records"));
     // In the full file the anchor is found: no warning.
     verify(&vector("basic")).assert().code(0).stderr("");
 }
 
 #[test]
 fn a_closed_stdout_pipe_is_not_an_error() {
-    ailee_recovery::bash(&format!("ailee_l2_verify --snapshot {} --all | head -n 1 >/dev/null", vector("basic").display()))
-        .assert()
-        .code(0);
+    ailee_recovery::bash(&format!(
+        "ailee_l2_verify --snapshot {} --all | head -n 1 >/dev/null",
+        vector("basic").display()
+    ))
+    .assert()
+    .code(0);
 }

@@ -31,7 +31,11 @@ pub fn parse<T: Parser>() -> Result<T, ExitCode> {
         Ok(t) => Ok(t),
         Err(e) => {
             let _ = e.print();
-            Err(if e.use_stderr() { ExitCode::from(ExitStatus::Operational.code()) } else { ExitCode::SUCCESS })
+            Err(if e.use_stderr() {
+                ExitCode::from(ExitStatus::Operational.code())
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }
@@ -56,7 +60,10 @@ pub fn main<T: Parser>(run: impl FnOnce(T) -> anyhow::Result<ExitStatus>) -> Exi
         Ok(s) => s,
         Err(e) if is_broken_pipe(&e) => ExitStatus::Success,
         Err(e) => {
-            let status = e.chain().find_map(|c| c.downcast_ref::<Error>()).map_or(ExitStatus::Operational, Error::exit_status);
+            let status = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<Error>())
+                .map_or(ExitStatus::Operational, Error::exit_status);
             if status == ExitStatus::Interrupted {
                 eprintln!("interrupted");
             } else {

@@ -99,6 +99,9 @@ mod tests {
         // basic.dat snapshot 1.
         let root = "b6890648856e6cf4adefb5d9e02d46ff8d1dbf0a7610596d2f15f0bc8697f967";
         let a = build(root, 1_700_000_000_000, b"epoch=0");
-        assert_eq!(&*a.hash, b"e3f908dd3cbda06946093a45ee507d3c8b629cb9fda889e5b994b86bec0fd987");
+        assert_eq!(
+            &*a.hash,
+            b"e3f908dd3cbda06946093a45ee507d3c8b629cb9fda889e5b994b86bec0fd987"
+        );
     }
 }

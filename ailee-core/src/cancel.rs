@@ -17,6 +17,12 @@ pub fn install() -> std::io::Result<()> {
         signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(flag()))?;
         signal_hook::flag::register(sig, Arc::clone(flag()))?;
     }
+    // A file-size limit (`ulimit -f`) must surface as an EFBIG write error that
+    // cleans up, not as a SIGXFSZ that kills the process mid-write.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(AtomicBool::new(false)),
+    )?;
     Ok(())
 }
 

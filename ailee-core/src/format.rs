@@ -69,7 +69,11 @@ type R<T> = Result<T, ParseError>;
 
 impl<'a> Line<'a> {
     fn err<T>(&self, msg: impl Into<String>) -> R<T> {
-        Err(ParseError { line: self.no, message: msg.into(), related: None })
+        Err(ParseError {
+            line: self.no,
+            message: msg.into(),
+            related: None,
+        })
     }
 
     /// One separating space before the next field.
@@ -83,7 +87,10 @@ impl<'a> Line<'a> {
                 Ok(())
             }
             None => self.err(format!("missing field {field}")),
-            Some(_) => self.err(format!("expected a space before field {field}, found {:?}", show(&self.text[self.pos..]))),
+            Some(_) => self.err(format!(
+                "expected a space before field {field}, found {:?}",
+                show(&self.text[self.pos..])
+            )),
         }
     }
 
@@ -99,7 +106,10 @@ impl<'a> Line<'a> {
         self.sp(field)?;
         let t = self.text;
         if t.get(self.pos) != Some(&b'"') {
-            return self.err(format!("field {field}: expected a quoted string, found {:?}", show(&t[self.pos..])));
+            return self.err(format!(
+                "field {field}: expected a quoted string, found {:?}",
+                show(&t[self.pos..])
+            ));
         }
         let start = self.pos + 1;
         let mut i = start;
@@ -121,7 +131,9 @@ impl<'a> Line<'a> {
             }
             // `\` followed by any byte stands for that byte.
             let Some(&escaped) = t.get(j + 1) else {
-                return self.err(format!("field {field}: unterminated quoted string (ends in a backslash)"));
+                return self.err(format!(
+                    "field {field}: unterminated quoted string (ends in a backslash)"
+                ));
             };
             let v = owned.get_or_insert_with(Vec::new);
             v.extend_from_slice(&t[i..j]);
@@ -138,16 +150,27 @@ impl<'a> Line<'a> {
             _ => (false, w),
         };
         if d.is_empty() || !d.iter().all(u8::is_ascii_digit) {
-            return self.err(format!("field {field}: not a plain decimal number: {:?}", show(w)));
+            return self.err(format!(
+                "field {field}: not a plain decimal number: {:?}",
+                show(w)
+            ));
         }
         if d.len() > 1 && d[0] == b'0' || neg && d == b"0" {
-            return self.err(format!("field {field}: number not in plain decimal form: {:?}", show(w)));
+            return self.err(format!(
+                "field {field}: number not in plain decimal form: {:?}",
+                show(w)
+            ));
         }
         let mut v: u64 = 0;
         for &c in d {
-            v = match v.checked_mul(10).and_then(|v| v.checked_add(u64::from(c - b'0'))) {
+            v = match v
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(c - b'0')))
+            {
                 Some(v) => v,
-                None => return self.err(format!("field {field}: number out of range: {:?}", show(w))),
+                None => {
+                    return self.err(format!("field {field}: number out of range: {:?}", show(w)))
+                }
             };
         }
         Ok((neg, v))
@@ -159,13 +182,15 @@ impl<'a> Line<'a> {
 
     fn u32(&mut self, field: &str) -> R<u32> {
         let v = self.u64(field)?;
-        u32::try_from(v).or_else(|_| self.err(format!("field {field}: number out of range for u32: {v}")))
+        u32::try_from(v)
+            .or_else(|_| self.err(format!("field {field}: number out of range for u32: {v}")))
     }
 
     fn i32(&mut self, field: &str) -> R<i32> {
         let (neg, v) = self.digits(field, true)?;
         let v = if neg { -(v as i128) } else { v as i128 };
-        i32::try_from(v).or_else(|_| self.err(format!("field {field}: number out of range for i32: {v}")))
+        i32::try_from(v)
+            .or_else(|_| self.err(format!("field {field}: number out of range for i32: {v}")))
     }
 
     fn flag(&mut self, field: &str) -> R<bool> {
@@ -173,7 +198,10 @@ impl<'a> Line<'a> {
         match self.word() {
             b"0" => Ok(false),
             b"1" => Ok(true),
-            w => self.err(format!("field {field}: expected 0 or 1, found {:?}", show(w))),
+            w => self.err(format!(
+                "field {field}: expected 0 or 1, found {:?}",
+                show(w)
+            )),
         }
     }
 
@@ -181,7 +209,10 @@ impl<'a> Line<'a> {
         if self.pos == self.text.len() {
             Ok(())
         } else {
-            self.err(format!("trailing data after the last field: {:?}", show(&self.text[self.pos..])))
+            self.err(format!(
+                "trailing data after the last field: {:?}",
+                show(&self.text[self.pos..])
+            ))
         }
     }
 }
@@ -216,17 +247,42 @@ impl<'a> Lines<'a> {
                 text = t;
             }
             if !text.is_empty() {
-                return Some(Line { text, pos: 0, no: self.no });
+                return Some(Line {
+                    text,
+                    pos: 0,
+                    no: self.no,
+                });
             }
         }
     }
 }
 
 const KNOWN_TAGS: &[&[u8]] = &[
-    b"SNAPSHOT", b"timestamp_ms", b"balances", b"balance", b"escrows", b"escrow", b"pegins", b"pegin",
-    b"pegouts", b"pegout", b"tasks", b"task", b"anchor", b"END_SNAPSHOT",
+    b"SNAPSHOT",
+    b"timestamp_ms",
+    b"balances",
+    b"balance",
+    b"escrows",
+    b"escrow",
+    b"pegins",
+    b"pegin",
+    b"pegouts",
+    b"pegout",
+    b"tasks",
+    b"task",
+    b"anchor",
+    b"END_SNAPSHOT",
 ];
-const ORDER: &[&[u8]] = &[b"timestamp_ms", b"balances", b"escrows", b"pegins", b"pegouts", b"tasks", b"anchor", b"END_SNAPSHOT"];
+const ORDER: &[&[u8]] = &[
+    b"timestamp_ms",
+    b"balances",
+    b"escrows",
+    b"pegins",
+    b"pegouts",
+    b"tasks",
+    b"anchor",
+    b"END_SNAPSHOT",
+];
 
 struct Parser<'a> {
     lines: Lines<'a>,
@@ -257,9 +313,15 @@ impl<'a> Parser<'a> {
         if let Some((section, count, seen)) = context {
             let entry = &section.as_bytes()[..section.len() - 1];
             return if found == entry {
-                line.err(format!("count mismatch: '{section} {count}' but more '{}' lines follow", show(entry)))
+                line.err(format!(
+                    "count mismatch: '{section} {count}' but more '{}' lines follow",
+                    show(entry)
+                ))
             } else {
-                line.err(format!("count mismatch: '{section} {count}' but only {seen} entries before {:?}", show(found)))
+                line.err(format!(
+                    "count mismatch: '{section} {count}' but only {seen} entries before {:?}",
+                    show(found)
+                ))
             };
         }
         if [&b"balance"[..], b"escrow", b"pegin", b"pegout", b"task"].contains(&found) {
@@ -270,10 +332,14 @@ impl<'a> Parser<'a> {
         }
         let rank = |t: &[u8]| ORDER.iter().position(|o| *o == t);
         match (rank(found), rank(tag)) {
-            (Some(a), Some(b)) if a != b => {
-                line.err(format!("section {:?} out of order (expected '{what}')", show(found)))
-            }
-            _ => line.err(format!("unexpected {:?} line (expected '{what}')", show(found))),
+            (Some(a), Some(b)) if a != b => line.err(format!(
+                "section {:?} out of order (expected '{what}')",
+                show(found)
+            )),
+            _ => line.err(format!(
+                "unexpected {:?} line (expected '{what}')",
+                show(found)
+            )),
         }
     }
 
@@ -285,7 +351,12 @@ impl<'a> Parser<'a> {
         Ok(n)
     }
 
-    fn entries<T>(&mut self, section: Section, tag: &[u8], f: impl Fn(&mut Line<'a>) -> R<T>) -> R<Vec<T>> {
+    fn entries<T>(
+        &mut self,
+        section: Section,
+        tag: &[u8],
+        f: impl Fn(&mut Line<'a>) -> R<T>,
+    ) -> R<Vec<T>> {
         let n = self.count(section)?;
         // Cap the reservation: the count is untrusted until the lines are there.
         let mut out = Vec::with_capacity(n.min(4096) as usize);
@@ -301,19 +372,31 @@ impl<'a> Parser<'a> {
 /// Parses one block: from its `SNAPSHOT v1` header through `END_SNAPSHOT`.
 pub fn parse_block(block: &[u8]) -> Result<Parsed<'_>, ParseError> {
     let mut p = Parser {
-        lines: Lines { data: block, pos: 0, no: 0, crlf: false, newlines: 0 },
+        lines: Lines {
+            data: block,
+            pos: 0,
+            no: 0,
+            crlf: false,
+            newlines: 0,
+        },
         section_line: [0; 5],
     };
     let header = p.next("the 'SNAPSHOT v1' header")?;
     if header.text != HEADER {
-        return header.err(format!("expected the 'SNAPSHOT v1' header, found {:?}", show(header.text)));
+        return header.err(format!(
+            "expected the 'SNAPSHOT v1' header, found {:?}",
+            show(header.text)
+        ));
     }
     let mut line = p.tagged(b"timestamp_ms", None)?;
     let timestamp_ms = line.u64("timestamp_ms")?;
     line.end()?;
 
     let balances = p.entries(Section::Balances, b"balance", |l| {
-        Ok(Balance { peer_id: l.quoted("peerId")?, balance: l.u64("balance")? })
+        Ok(Balance {
+            peer_id: l.quoted("peerId")?,
+            balance: l.u64("balance")?,
+        })
     })?;
     let escrows = p.entries(Section::Escrows, b"escrow", |l| {
         Ok(Escrow {
@@ -379,13 +462,22 @@ pub fn parse_block(block: &[u8]) -> Result<Parsed<'_>, ParseError> {
     };
     let end = p.next("'END_SNAPSHOT'")?;
     if end.text != END {
-        return end.err(format!("expected 'END_SNAPSHOT' after the anchor, found {:?}", show(end.text)));
+        return end.err(format!(
+            "expected 'END_SNAPSHOT' after the anchor, found {:?}",
+            show(end.text)
+        ));
     }
     if let Some(extra) = p.lines.next_line() {
         return extra.err(format!("data after 'END_SNAPSHOT': {:?}", show(extra.text)));
     }
 
-    let state = L2State { balances, escrows, pegins, pegouts, tasks };
+    let state = L2State {
+        balances,
+        escrows,
+        pegins,
+        pegouts,
+        tasks,
+    };
     let order = key_order(&state).map_err(|d| {
         let first = entry_line(block, p.section_line[d.section as usize], d.first);
         let second = entry_line(block, p.section_line[d.section as usize], d.second);
@@ -396,7 +488,11 @@ pub fn parse_block(block: &[u8]) -> Result<Parsed<'_>, ParseError> {
         }
     })?;
     Ok(Parsed {
-        snapshot: Snapshot { timestamp_ms, state, anchor },
+        snapshot: Snapshot {
+            timestamp_ms,
+            state,
+            anchor,
+        },
         order,
         crlf: p.lines.crlf,
         newlines: p.lines.newlines,
@@ -405,7 +501,13 @@ pub fn parse_block(block: &[u8]) -> Result<Parsed<'_>, ParseError> {
 
 /// Block-relative line of entry `idx` of the section whose count is on `count_line`.
 fn entry_line(block: &[u8], count_line: usize, idx: usize) -> usize {
-    let mut lines = Lines { data: block, pos: 0, no: 0, crlf: false, newlines: 0 };
+    let mut lines = Lines {
+        data: block,
+        pos: 0,
+        no: 0,
+        crlf: false,
+        newlines: 0,
+    };
     while lines.no < count_line {
         if lines.next_line().is_none() {
             break;
@@ -426,7 +528,12 @@ pub struct UnwritableString {
 
 impl fmt::Display for UnwritableString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "field {} contains a line break, which the snapshot format cannot hold: {:?}", self.field, show(&self.value))
+        write!(
+            f,
+            "field {} contains a line break, which the snapshot format cannot hold: {:?}",
+            self.field,
+            show(&self.value)
+        )
     }
 }
 
@@ -443,7 +550,10 @@ impl W<'_> {
     }
     fn q(&mut self, field: &'static str, s: &[u8]) -> Result<&mut Self, UnwritableString> {
         if memchr::memchr2(b'\n', b'\r', s).is_some() {
-            return Err(UnwritableString { field, value: s.to_vec() });
+            return Err(UnwritableString {
+                field,
+                value: s.to_vec(),
+            });
         }
         self.out.extend_from_slice(b" \"");
         for &c in s {
@@ -482,32 +592,59 @@ pub fn write_snapshot(snap: &Snapshot<'_>, out: &mut Vec<u8>) -> Result<(), Unwr
     }
     w.tag("escrows").n(s.escrows.len() as u64).nl();
     for e in &s.escrows {
-        w.tag("escrow").q("taskId", &e.task_id)?.q("clientPeerId", &e.client_peer_id)?;
+        w.tag("escrow")
+            .q("taskId", &e.task_id)?
+            .q("clientPeerId", &e.client_peer_id)?;
         w.n(e.amount).n(e.locked as u64).n(e.created_at).nl();
     }
     w.tag("pegins").n(s.pegins.len() as u64).nl();
     for e in &s.pegins {
-        w.tag("pegin").q("pegId", &e.peg_id)?.q("btcTxId", &e.btc_tx_id)?.n(e.vout as u64).n(e.btc_amount);
-        w.q("btcSource", &e.btc_source)?.q("aileeDest", &e.ailee_dest)?;
-        w.i(e.status).n(e.confirmations).n(e.initiated_time).n(e.completed_time).nl();
+        w.tag("pegin")
+            .q("pegId", &e.peg_id)?
+            .q("btcTxId", &e.btc_tx_id)?
+            .n(e.vout as u64)
+            .n(e.btc_amount);
+        w.q("btcSource", &e.btc_source)?
+            .q("aileeDest", &e.ailee_dest)?;
+        w.i(e.status)
+            .n(e.confirmations)
+            .n(e.initiated_time)
+            .n(e.completed_time)
+            .nl();
     }
     w.tag("pegouts").n(s.pegouts.len() as u64).nl();
     for e in &s.pegouts {
-        w.tag("pegout").q("pegId", &e.peg_id)?.q("aileeSource", &e.ailee_source)?.q("btcDest", &e.btc_dest)?;
+        w.tag("pegout")
+            .q("pegId", &e.peg_id)?
+            .q("aileeSource", &e.ailee_source)?
+            .q("btcDest", &e.btc_dest)?;
         w.n(e.ailee_burn_amount).n(e.btc_release_amount).i(e.status);
-        w.q("anchorCommitmentHash", &e.anchor_commitment_hash)?.n(e.initiated_time).n(e.completed_time).nl();
+        w.q("anchorCommitmentHash", &e.anchor_commitment_hash)?
+            .n(e.initiated_time)
+            .n(e.completed_time)
+            .nl();
     }
     w.tag("tasks").n(s.tasks.len() as u64).nl();
     for e in &s.tasks {
-        w.tag("task").q("taskId", &e.task_id)?.i(e.task_type).i(e.priority).q("submitterId", &e.submitter_id)?;
-        w.n(e.submitted_at_ms).q("payloadHash", &e.payload_hash)?.q("anchorCommitmentHash", &e.anchor_commitment_hash)?;
+        w.tag("task")
+            .q("taskId", &e.task_id)?
+            .i(e.task_type)
+            .i(e.priority)
+            .q("submitterId", &e.submitter_id)?;
+        w.n(e.submitted_at_ms)
+            .q("payloadHash", &e.payload_hash)?
+            .q("anchorCommitmentHash", &e.anchor_commitment_hash)?;
         w.nl();
     }
     match &snap.anchor {
         None => w.tag("anchor none").nl(),
         Some(a) => {
-            w.tag("anchor").q("l2StateRoot", &a.l2_state_root)?.n(a.timestamp_ms);
-            w.q("recoveryMetadata", &a.recovery_metadata)?.q("payload", &a.payload)?.q("hash", &a.hash)?;
+            w.tag("anchor")
+                .q("l2StateRoot", &a.l2_state_root)?
+                .n(a.timestamp_ms);
+            w.q("recoveryMetadata", &a.recovery_metadata)?
+                .q("payload", &a.payload)?
+                .q("hash", &a.hash)?;
             w.nl();
         }
     }

@@ -7,6 +7,7 @@
 //! panics on input; binaries render its results.
 
 pub mod anchor;
+pub mod atomic;
 pub mod cancel;
 pub mod error;
 pub mod exit;

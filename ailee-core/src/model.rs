@@ -110,7 +110,10 @@ impl Snapshot<'_> {
                 balances: s
                     .balances
                     .iter()
-                    .map(|b| Balance { peer_id: own(&b.peer_id), balance: b.balance })
+                    .map(|b| Balance {
+                        peer_id: own(&b.peer_id),
+                        balance: b.balance,
+                    })
                     .collect(),
                 escrows: s
                     .escrows

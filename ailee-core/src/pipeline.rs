@@ -74,7 +74,12 @@ pub fn check_all<R: Read + Send>(
                         .iter()
                         .map(|sp| (*sp, check_block(&chunk.data[sp.start..sp.end], &mut buf)))
                         .collect();
-                    let done = Done { offset: chunk.offset, len: chunk.data.len(), results, notes: chunk.notes };
+                    let done = Done {
+                        offset: chunk.offset,
+                        len: chunk.data.len(),
+                        results,
+                        notes: chunk.notes,
+                    };
                     if tx.send((seq, done)).is_err() {
                         break;
                     }
@@ -99,7 +104,12 @@ pub fn check_all<R: Read + Send>(
                 notes.extend(done.notes);
                 for (sp, verdict) in done.results {
                     number += 1;
-                    let r = BlockReport { number, offset: done.offset + sp.start as u64, line: sp.line, verdict };
+                    let r = BlockReport {
+                        number,
+                        offset: done.offset + sp.start as u64,
+                        line: sp.line,
+                        verdict,
+                    };
                     if let Err(e) = on_block(r).and_then(|_| cancel::check()) {
                         outcome = Err(e);
                         break 'recv;
@@ -108,7 +118,9 @@ pub fn check_all<R: Read + Send>(
             }
         }
         drop(done_rx);
-        let read = reader_thread.join().unwrap_or(Err(Error::Integrity("reader thread panicked".into())));
+        let read = reader_thread
+            .join()
+            .unwrap_or(Err(Error::Integrity("reader thread panicked".into())));
         outcome?;
         read?;
         progress.finish();

@@ -70,10 +70,22 @@ fn events(d: &[u8], prev: Option<u8>, eof: bool, from: usize, limit: usize, out:
         }
         let j = i + 8;
         let ev = match &d[j..] {
-            [] | [b'\r'] if eof => Event::End { end: d.len(), newline: false },
-            [b'\n', ..] => Event::End { end: j + 1, newline: true },
-            [b'\r', b'\n', ..] => Event::End { end: j + 2, newline: true },
-            _ if header_at(d, j, eof) => Event::End { end: j, newline: true },
+            [] | [b'\r'] if eof => Event::End {
+                end: d.len(),
+                newline: false,
+            },
+            [b'\n', ..] => Event::End {
+                end: j + 1,
+                newline: true,
+            },
+            [b'\r', b'\n', ..] => Event::End {
+                end: j + 2,
+                newline: true,
+            },
+            _ if header_at(d, j, eof) => Event::End {
+                end: j,
+                newline: true,
+            },
             _ => continue,
         };
         out.push(ev);
@@ -178,7 +190,9 @@ impl<R: Read> Scanner<R> {
         let want = self.buf.len() + self.chunk_size;
         self.buf.reserve(self.chunk_size);
         while self.buf.len() < want {
-            let n = (&mut self.reader).take((want - self.buf.len()) as u64).read_to_end(&mut self.buf);
+            let n = (&mut self.reader)
+                .take((want - self.buf.len()) as u64)
+                .read_to_end(&mut self.buf);
             match n {
                 Ok(0) => {
                     self.eof = true;
@@ -199,9 +213,20 @@ impl<R: Read> Scanner<R> {
         }
         self.fill()?;
         let d = &self.buf;
-        let limit = if self.eof { d.len() } else { d.len().saturating_sub(LOOKAHEAD) };
+        let limit = if self.eof {
+            d.len()
+        } else {
+            d.len().saturating_sub(LOOKAHEAD)
+        };
         self.events.clear();
-        events(d, self.prev, self.eof, self.scanned, limit, &mut self.events);
+        events(
+            d,
+            self.prev,
+            self.eof,
+            self.scanned,
+            limit,
+            &mut self.events,
+        );
         let mut blocks = Vec::new();
         let mut notes = Vec::new();
         let off = self.offset;
@@ -209,7 +234,11 @@ impl<R: Read> Scanner<R> {
             match *ev {
                 Event::Header(at) => {
                     if let Some(s) = self.open.replace(at) {
-                        notes.push(Note::Torn { offset: off + s as u64, len: (at - s) as u64, at_eof: false });
+                        notes.push(Note::Torn {
+                            offset: off + s as u64,
+                            len: (at - s) as u64,
+                            at_eof: false,
+                        });
                     } else if let Some(g) = self.gap.take() {
                         junk(d, g, at, off, &mut notes);
                     }
@@ -218,7 +247,11 @@ impl<R: Read> Scanner<R> {
                     if let Some(s) = self.open.take() {
                         self.nl_count += count_newlines(&d[self.nl_pos..s]);
                         self.nl_pos = s;
-                        blocks.push(Span { start: s, end, line: self.nl_count + 1 });
+                        blocks.push(Span {
+                            start: s,
+                            end,
+                            line: self.nl_count + 1,
+                        });
                         self.gap = Some(end);
                         if !newline {
                             notes.push(Note::MissingFinalNewline);
@@ -230,7 +263,11 @@ impl<R: Read> Scanner<R> {
         if self.eof {
             self.done = true;
             match self.open {
-                Some(s) => notes.push(Note::Torn { offset: off + s as u64, len: (d.len() - s) as u64, at_eof: true }),
+                Some(s) => notes.push(Note::Torn {
+                    offset: off + s as u64,
+                    len: (d.len() - s) as u64,
+                    at_eof: true,
+                }),
                 None => {
                     if let Some(g) = self.gap {
                         junk(d, g, d.len(), off, &mut notes);
@@ -238,7 +275,12 @@ impl<R: Read> Scanner<R> {
                 }
             }
             let data = std::mem::take(&mut self.buf);
-            return Ok(Some(Chunk { data, offset: off, blocks, notes }));
+            return Ok(Some(Chunk {
+                data,
+                offset: off,
+                blocks,
+                notes,
+            }));
         }
         // Keep the open block (or the undecided tail) for the next round.
         let keep = self.open.unwrap_or(limit).min(limit);
@@ -249,20 +291,32 @@ impl<R: Read> Scanner<R> {
         self.nl_pos -= keep;
         let mut next = Vec::with_capacity(d.len() - keep + self.chunk_size);
         next.extend_from_slice(&d[keep..]);
-        self.prev = if keep > 0 { Some(d[keep - 1]) } else { self.prev };
+        self.prev = if keep > 0 {
+            Some(d[keep - 1])
+        } else {
+            self.prev
+        };
         self.scanned = limit - keep;
         self.open = self.open.map(|s| s - keep);
         self.gap = self.gap.map(|g| g.saturating_sub(keep));
         self.offset += keep as u64;
         let data = std::mem::replace(&mut self.buf, next);
-        Ok(Some(Chunk { data, offset: off, blocks, notes }))
+        Ok(Some(Chunk {
+            data,
+            offset: off,
+            blocks,
+            notes,
+        }))
     }
 }
 
 fn junk(d: &[u8], from: usize, to: usize, off: u64, notes: &mut Vec<Note>) {
     let gap = &d[from.min(to)..to];
     if let Some(first) = gap.iter().position(|&b| b != b'\n' && b != b'\r') {
-        notes.push(Note::Junk { offset: off + (from + first) as u64, len: (gap.len() - first) as u64 });
+        notes.push(Note::Junk {
+            offset: off + (from + first) as u64,
+            len: (gap.len() - first) as u64,
+        });
     }
 }
 
@@ -295,7 +349,15 @@ impl<'f> Backward<'f> {
     /// Complete blocks that start before `offset`, newest first.
     pub fn before(file: &'f File, offset: u64) -> io::Result<Self> {
         let len = file.metadata()?.len();
-        Ok(Backward { file, end: offset.min(len), len, window: 1 << 20, pending: Vec::new(), tail_notes: Vec::new(), first: true })
+        Ok(Backward {
+            file,
+            end: offset.min(len),
+            len,
+            window: 1 << 20,
+            pending: Vec::new(),
+            tail_notes: Vec::new(),
+            first: true,
+        })
     }
 
     fn read_at(&self, start: u64, end: u64) -> io::Result<Vec<u8>> {
@@ -310,9 +372,20 @@ impl<'f> Backward<'f> {
             let s = self.end.saturating_sub(self.window);
             let read_end = (self.end + LOOKAHEAD as u64).min(self.len);
             let d = self.read_at(s, read_end)?;
-            let prev = if s > 0 { Some(self.read_at(s - 1, s)?[0]) } else { None };
+            let prev = if s > 0 {
+                Some(self.read_at(s - 1, s)?[0])
+            } else {
+                None
+            };
             let mut evs = Vec::new();
-            events(&d, prev, read_end == self.len, 0, (self.end - s) as usize, &mut evs);
+            events(
+                &d,
+                prev,
+                read_end == self.len,
+                0,
+                (self.end - s) as usize,
+                &mut evs,
+            );
             let Some(first_header) = evs.iter().find_map(|e| match e {
                 Event::Header(h) => Some(*h),
                 _ => None,
@@ -356,7 +429,10 @@ impl<'f> Backward<'f> {
             }
             self.pending = found
                 .into_iter()
-                .map(|(h, e)| Found { offset: s + h as u64, bytes: d[h..e].to_vec() })
+                .map(|(h, e)| Found {
+                    offset: s + h as u64,
+                    bytes: d[h..e].to_vec(),
+                })
                 .collect();
             self.end = s + first_header as u64;
         }
@@ -372,7 +448,9 @@ impl<'f> Backward<'f> {
 
 /// Counts `\n` bytes (vectorises well; used for line numbers in reports).
 pub fn count_newlines(d: &[u8]) -> usize {
-    d.chunks(1 << 16).map(|c| c.iter().filter(|&&b| b == b'\n').count()).sum()
+    d.chunks(1 << 16)
+        .map(|c| c.iter().filter(|&&b| b == b'\n').count())
+        .sum()
 }
 
 #[cfg(test)]
@@ -409,7 +487,14 @@ mod tests {
         let file = format!("SNAPSHOT v1\nbalance \"peSNAPSHOT v1\nx\nEND_SNAPSHOT\n");
         let (b, n) = blocks_of(file.as_bytes(), 64);
         assert_eq!(b, vec![b"SNAPSHOT v1\nx\nEND_SNAPSHOT\n".to_vec()]);
-        assert!(matches!(n[0], Note::Torn { offset: 0, at_eof: false, .. }));
+        assert!(matches!(
+            n[0],
+            Note::Torn {
+                offset: 0,
+                at_eof: false,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -423,7 +508,8 @@ mod tests {
 
     #[test]
     fn quoted_marker_words_are_not_boundaries() {
-        let file = "SNAPSHOT v1\nbalance \"SNAPSHOT v1\" 1\nbalance \"END_SNAPSHOT\" 2\nEND_SNAPSHOT\n";
+        let file =
+            "SNAPSHOT v1\nbalance \"SNAPSHOT v1\" 1\nbalance \"END_SNAPSHOT\" 2\nEND_SNAPSHOT\n";
         let (b, _) = blocks_of(file.as_bytes(), 64);
         assert_eq!(b.len(), 1);
         assert_eq!(b[0], file.as_bytes());
@@ -434,7 +520,14 @@ mod tests {
         let file = format!("{B}SNAPSHOT v1\nbal");
         let (b, n) = blocks_of(file.as_bytes(), 64);
         assert_eq!(b.len(), 1);
-        assert_eq!(n, vec![Note::Torn { offset: B.len() as u64, len: 15, at_eof: true }]);
+        assert_eq!(
+            n,
+            vec![Note::Torn {
+                offset: B.len() as u64,
+                len: 15,
+                at_eof: true
+            }]
+        );
     }
 
     #[test]
@@ -461,7 +554,10 @@ mod tests {
     fn backward_agrees_with_forward() {
         let mut file = String::new();
         for i in 0..50 {
-            file.push_str(&format!("SNAPSHOT v1\n{}\nEND_SNAPSHOT\n", "y".repeat(i * 37)));
+            file.push_str(&format!(
+                "SNAPSHOT v1\n{}\nEND_SNAPSHOT\n",
+                "y".repeat(i * 37)
+            ));
             if i % 7 == 3 {
                 file.push_str("SNAPSHOT v1\ntorn");
             }

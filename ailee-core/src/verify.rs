@@ -16,12 +16,27 @@ pub enum Failure {
     /// The block does not match the grammar.
     Corrupt(ParseError),
     NoAnchor,
-    RootMismatch { expected: String, anchor: String },
-    HashMismatch { expected: String, anchor: String },
-    PayloadMismatch { expected: String, anchor: String },
-    PegoutMissingAnchor { peg_id: String },
+    RootMismatch {
+        expected: String,
+        anchor: String,
+    },
+    HashMismatch {
+        expected: String,
+        anchor: String,
+    },
+    PayloadMismatch {
+        expected: String,
+        anchor: String,
+    },
+    PegoutMissingAnchor {
+        peg_id: String,
+    },
     /// A peg-out's anchor is unknown to every source, or known as invalidated.
-    PegoutAnchor { peg_id: String, hash: String, why: String },
+    PegoutAnchor {
+        peg_id: String,
+        hash: String,
+        why: String,
+    },
 }
 
 impl fmt::Display for Failure {
@@ -96,26 +111,42 @@ pub fn check_block(block: &[u8], buf: &mut Vec<u8>) -> Verdict {
     };
     let snap = &parsed.snapshot;
     let root = state_root_with(&snap.state, &parsed.order, buf);
-    let mut v = Verdict { crlf: parsed.crlf, newlines: parsed.newlines, ..Verdict::default() };
+    let mut v = Verdict {
+        crlf: parsed.crlf,
+        newlines: parsed.newlines,
+        ..Verdict::default()
+    };
     v.failure = (|| {
         let Some(a) = &snap.anchor else {
             return Some(Failure::NoAnchor);
         };
         v.anchor_hash = Some(text(&a.hash).to_ascii_lowercase());
         if *a.l2_state_root != *root.as_bytes() {
-            return Some(Failure::RootMismatch { expected: root.clone(), anchor: text(&a.l2_state_root) });
+            return Some(Failure::RootMismatch {
+                expected: root.clone(),
+                anchor: text(&a.l2_state_root),
+            });
         }
         let h = sha256_hex(&a.payload);
         if !a.hash.eq_ignore_ascii_case(h.as_bytes()) {
-            return Some(Failure::HashMismatch { expected: h, anchor: text(&a.hash) });
+            return Some(Failure::HashMismatch {
+                expected: h,
+                anchor: text(&a.hash),
+            });
         }
-        let expected = crate::anchor::payload(&a.l2_state_root, a.timestamp_ms, &a.recovery_metadata);
+        let expected =
+            crate::anchor::payload(&a.l2_state_root, a.timestamp_ms, &a.recovery_metadata);
         if *a.payload != *expected {
-            return Some(Failure::PayloadMismatch { expected: text(&expected), anchor: text(&a.payload) });
+            return Some(Failure::PayloadMismatch {
+                expected: text(&expected),
+                anchor: text(&a.payload),
+            });
         }
         for p in &snap.state.pegouts {
             if p.anchor_commitment_hash.is_empty() {
-                return Some(Failure::PegoutMissingAnchor { peg_id: text(&p.peg_id) });
+                return Some(Failure::PegoutMissingAnchor {
+                    peg_id: text(&p.peg_id),
+                });
             }
             v.pegout_refs.push(PegoutRef {
                 peg_id: text(&p.peg_id),
@@ -139,10 +170,16 @@ pub fn anchor_hash_of(block: &[u8]) -> Option<String> {
     let line = &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     // Reuse the strict grammar: a block holding only this line's fields.
-    let fake = [b"SNAPSHOT v1\ntimestamp_ms 0\nbalances 0\nescrows 0\npegins 0\npegouts 0\ntasks 0\n", line, b"\nEND_SNAPSHOT\n"]
-        .concat();
+    let fake = [
+        b"SNAPSHOT v1\ntimestamp_ms 0\nbalances 0\nescrows 0\npegins 0\npegouts 0\ntasks 0\n",
+        line,
+        b"\nEND_SNAPSHOT\n",
+    ]
+    .concat();
     let p = parse_block(&fake).ok()?;
-    p.snapshot.anchor.map(|a| text(&a.hash).to_ascii_lowercase())
+    p.snapshot
+        .anchor
+        .map(|a| text(&a.hash).to_ascii_lowercase())
 }
 
 /// What a source knows of an anchor a peg-out names.
@@ -162,7 +199,11 @@ pub trait AnchorSource {
 
 impl AnchorSource for std::collections::HashSet<String> {
     fn status(&self, hash: &str) -> Result<AnchorStatus, crate::Error> {
-        Ok(if self.contains(hash) { AnchorStatus::Valid } else { AnchorStatus::Unknown })
+        Ok(if self.contains(hash) {
+            AnchorStatus::Valid
+        } else {
+            AnchorStatus::Unknown
+        })
     }
 }
 
@@ -189,7 +230,11 @@ pub fn check_links(
             None => AnchorStatus::Unknown,
         };
         if let AnchorStatus::Void(why) = from_db {
-            out.failure = Some(Failure::PegoutAnchor { peg_id: r.peg_id.clone(), hash: r.hash.clone(), why });
+            out.failure = Some(Failure::PegoutAnchor {
+                peg_id: r.peg_id.clone(),
+                hash: r.hash.clone(),
+                why,
+            });
             return Ok(out);
         }
         if from_db == AnchorStatus::Valid || earlier.status(&r.hash)? == AnchorStatus::Valid {
@@ -199,7 +244,8 @@ pub fn check_links(
             out.failure = Some(Failure::PegoutAnchor {
                 peg_id: r.peg_id.clone(),
                 hash: r.hash.clone(),
-                why: "neither an earlier snapshot in this file nor the reorg database records".into(),
+                why: "neither an earlier snapshot in this file nor the reorg database records"
+                    .into(),
             });
             return Ok(out);
         }

@@ -5,7 +5,9 @@
 use ailee_cli::{out, Common, Report, EXIT_CODES_HELP};
 use ailee_core::format::ParseError;
 use ailee_core::scan::{Backward, Note, Scanner};
-use ailee_core::verify::{anchor_hash_of, check_block, check_links, AnchorSource, Failure, Verdict};
+use ailee_core::verify::{
+    anchor_hash_of, check_block, check_links, AnchorSource, Failure, Verdict,
+};
 use ailee_core::{cancel, Error, ExitStatus};
 use anyhow::Context;
 use clap::Parser;
@@ -56,10 +58,15 @@ struct Place {
 
 fn corrupt_message(place: &Place, e: &ParseError) -> String {
     let (line, related) = match place.line {
-        Some(l) => (format!("line {}", l + e.line - 1), e.related.map(|r| l + r - 1)),
+        Some(l) => (
+            format!("line {}", l + e.line - 1),
+            e.related.map(|r| l + r - 1),
+        ),
         None => (format!("line {} of the snapshot", e.line), e.related),
     };
-    let also = related.map(|r| format!(" (also on line {r})")).unwrap_or_default();
+    let also = related
+        .map(|r| format!(" (also on line {r})"))
+        .unwrap_or_default();
     match place.number {
         Some(n) => format!("Snapshot {n} is corrupt: {line}: {}{also}", e.message),
         None => format!("Snapshot is corrupt: {line}: {}{also}", e.message),
@@ -81,10 +88,16 @@ fn note_warnings(rep: &Report, notes: &[Note], warnings: &mut Vec<String>) {
 }
 
 fn open(path: &Path) -> anyhow::Result<File> {
-    let f = File::open(path).map_err(|e| Error::io(path, e)).context("Failed to load snapshot")?;
-    let md = f.metadata().map_err(|e| Error::io(path, e)).context("Failed to load snapshot")?;
+    let f = File::open(path)
+        .map_err(|e| Error::io(path, e))
+        .context("Failed to load snapshot")?;
+    let md = f
+        .metadata()
+        .map_err(|e| Error::io(path, e))
+        .context("Failed to load snapshot")?;
     if md.is_dir() {
-        return Err(Error::Usage(format!("{}: is a directory", path.display()))).context("Failed to load snapshot");
+        return Err(Error::Usage(format!("{}: is a directory", path.display())))
+            .context("Failed to load snapshot");
     }
     Ok(f)
 }
@@ -94,7 +107,9 @@ fn no_snapshots(path: &Path) -> anyhow::Error {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
-    let rep = Report { quiet: cli.common.quiet };
+    let rep = Report {
+        quiet: cli.common.quiet,
+    };
     let file = open(&cli.snapshot)?;
     if cli.all {
         return verify_all(&cli, &rep, &file);
@@ -109,10 +124,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             let found = bw.next_block().map_err(|e| Error::io(&cli.snapshot, e))?;
             note_warnings(&rep, &bw.tail_notes, &mut warnings);
             let found = found.ok_or_else(|| no_snapshots(&cli.snapshot))?;
-            (Place { number: None, offset: found.offset, line: None }, found.bytes, None)
+            (
+                Place {
+                    number: None,
+                    offset: found.offset,
+                    line: None,
+                },
+                found.bytes,
+                None,
+            )
         }
         Some(n) => {
-            let (place, bytes, anchors) = find_index(&cli.snapshot, &file, n as usize, &rep, &mut warnings)?;
+            let (place, bytes, anchors) =
+                find_index(&cli.snapshot, &file, n as usize, &rep, &mut warnings)?;
             (place, bytes, Some(anchors))
         }
     };
@@ -137,7 +161,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     report_one(&cli, &place, &verdict, warnings)
 }
 
-fn resolve(verdict: &mut Verdict, earlier: &dyn AnchorSource, rep: &Report, warnings: &mut Vec<String>) -> anyhow::Result<()> {
+fn resolve(
+    verdict: &mut Verdict,
+    earlier: &dyn AnchorSource,
+    rep: &Report,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<()> {
     let links = check_links(&verdict.pegout_refs, earlier, None)?;
     for w in links.warnings {
         rep.warn(&w);
@@ -147,8 +176,17 @@ fn resolve(verdict: &mut Verdict, earlier: &dyn AnchorSource, rep: &Report, warn
     Ok(())
 }
 
-fn report_one(cli: &Cli, place: &Place, v: &Verdict, warnings: Vec<String>) -> anyhow::Result<ExitStatus> {
-    let status = if v.ok() { ExitStatus::Success } else { ExitStatus::Integrity };
+fn report_one(
+    cli: &Cli,
+    place: &Place,
+    v: &Verdict,
+    warnings: Vec<String>,
+) -> anyhow::Result<ExitStatus> {
+    let status = if v.ok() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Integrity
+    };
     let error = v.failure.as_ref().map(|f| failure_message(place, f));
     if cli.common.json {
         out(json!({
@@ -172,7 +210,10 @@ fn report_one(cli: &Cli, place: &Place, v: &Verdict, warnings: Vec<String>) -> a
     }
     match &error {
         None => {
-            out(format_args!("Anchor verified: {}", v.anchor_hash.as_deref().unwrap_or_default()))?;
+            out(format_args!(
+                "Anchor verified: {}",
+                v.anchor_hash.as_deref().unwrap_or_default()
+            ))?;
             out("Verification OK.")?;
         }
         Some(e) => eprintln!("{e}"),
@@ -189,16 +230,29 @@ fn locate(path: &Path, offset: u64) -> anyhow::Result<Place> {
         for b in &c.blocks {
             number += 1;
             if c.offset + b.start as u64 == offset {
-                return Ok(Place { number: Some(number), offset, line: Some(b.line) });
+                return Ok(Place {
+                    number: Some(number),
+                    offset,
+                    line: Some(b.line),
+                });
             }
         }
     }
-    Ok(Place { number: None, offset, line: None })
+    Ok(Place {
+        number: None,
+        offset,
+        line: None,
+    })
 }
 
 /// Anchors of the snapshots before `offset`, read backwards until every
 /// peg-out anchor of `v` is among them or the start of the file is reached.
-fn anchors_before(path: &Path, file: &File, offset: u64, v: &Verdict) -> anyhow::Result<HashSet<String>> {
+fn anchors_before(
+    path: &Path,
+    file: &File,
+    offset: u64,
+    v: &Verdict,
+) -> anyhow::Result<HashSet<String>> {
     let mut set = HashSet::new();
     let mut missing: HashSet<&str> = v.pegout_refs.iter().map(|r| r.hash.as_str()).collect();
     if missing.is_empty() {
@@ -235,7 +289,11 @@ fn find_index(
             number += 1;
             let bytes = &c.data[b.start..b.end];
             if number == n {
-                let place = Place { number: Some(n), offset: c.offset + b.start as u64, line: Some(b.line) };
+                let place = Place {
+                    number: Some(n),
+                    offset: c.offset + b.start as u64,
+                    line: Some(b.line),
+                };
                 return Ok((place, bytes.to_vec(), anchors));
             }
             if let Some(h) = anchor_hash_of(bytes) {
@@ -247,7 +305,11 @@ fn find_index(
     if number == 0 {
         return Err(no_snapshots(path));
     }
-    Err(Error::Usage(format!("{}: has {number} complete snapshots, no snapshot {n}", path.display())).into())
+    Err(Error::Usage(format!(
+        "{}: has {number} complete snapshots, no snapshot {n}",
+        path.display()
+    ))
+    .into())
 }
 
 fn threads(cli: &Cli) -> usize {
@@ -257,7 +319,10 @@ fn threads(cli: &Cli) -> usize {
 }
 
 fn verify_all(cli: &Cli, rep: &Report, file: &File) -> anyhow::Result<ExitStatus> {
-    let total = file.metadata().map_err(|e| Error::io(&cli.snapshot, e))?.len();
+    let total = file
+        .metadata()
+        .map_err(|e| Error::io(&cli.snapshot, e))?
+        .len();
     let bar = rep.bar(total, "verifying");
     let mut anchors: HashSet<String> = HashSet::new();
     let (mut count, mut failed) = (0usize, 0usize);
@@ -280,7 +345,11 @@ fn verify_all(cli: &Cli, rep: &Report, file: &File) -> anyhow::Result<ExitStatus
             anchors.insert(h.clone());
         }
         count += 1;
-        let place = Place { number: Some(r.number), offset: r.offset, line: Some(r.line) };
+        let place = Place {
+            number: Some(r.number),
+            offset: r.offset,
+            line: Some(r.line),
+        };
         let error = v.failure.as_ref().map(|f| failure_message(&place, f));
         failed += error.is_some() as usize;
         if cli.common.json {
@@ -298,7 +367,9 @@ fn verify_all(cli: &Cli, rep: &Report, file: &File) -> anyhow::Result<ExitStatus
                 ),
                 Some(e) => format!("snapshot {}: FAILED {e}", r.number),
             };
-            bar.0.suspend(|| out(line)).map_err(|e| Error::io("stdout", e))?;
+            bar.0
+                .suspend(|| out(line))
+                .map_err(|e| Error::io("stdout", e))?;
         }
         Ok(())
     })?;
@@ -312,10 +383,19 @@ fn verify_all(cli: &Cli, rep: &Report, file: &File) -> anyhow::Result<ExitStatus
         return Err(no_snapshots(&cli.snapshot));
     }
     if cli.common.json {
-        out(json!({"file": cli.snapshot, "ok": failed == 0, "snapshots": results, "warnings": warnings}))?;
+        out(
+            json!({"file": cli.snapshot, "ok": failed == 0, "snapshots": results, "warnings": warnings}),
+        )?;
     }
-    rep.info(format_args!("{count} snapshots verified: {} OK, {failed} failed", count - failed));
-    Ok(if failed == 0 { ExitStatus::Success } else { ExitStatus::Integrity })
+    rep.info(format_args!(
+        "{count} snapshots verified: {} OK, {failed} failed",
+        count - failed
+    ));
+    Ok(if failed == 0 {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Integrity
+    })
 }
 
 fn last_valid(cli: &Cli, rep: &Report, file: &File) -> anyhow::Result<ExitStatus> {
@@ -346,15 +426,21 @@ fn last_valid(cli: &Cli, rep: &Report, file: &File) -> anyhow::Result<ExitStatus
         match &v.failure {
             None => {
                 if cli.common.json {
-                    out(json!({"file": path, "last_valid": number, "root": v.root, "anchor_hash": v.anchor_hash,
-                               "total": total, "warnings": warnings}))?;
+                    out(
+                        json!({"file": path, "last_valid": number, "root": v.root, "anchor_hash": v.anchor_hash,
+                               "total": total, "warnings": warnings}),
+                    )?;
                 } else {
                     out(number)?;
                 }
                 return Ok(ExitStatus::Success);
             }
             Some(f) => {
-                let place = Place { number: Some(number), offset: b.offset, line: None };
+                let place = Place {
+                    number: Some(number),
+                    offset: b.offset,
+                    line: None,
+                };
                 let msg = format!("snapshot {number}: {}", failure_message(&place, f));
                 rep.warn(&msg);
                 warnings.push(msg);

@@ -1,0 +1,461 @@
+//! `ailee_extract_snapshots` and `ailee_prune_snapshots` end to end, and the
+//! runbook procedures that use them, run as written (paths aside).
+
+use ailee_core::format::parse_block;
+use ailee_core::root::state_root;
+use ailee_core::scan::{Note, Scanner};
+use ailee_recovery::{bash, cmd, vector};
+use predicates::prelude::*;
+use predicates::str::contains;
+use std::path::Path;
+
+const VECTORS: &[&str] = &[
+    "basic",
+    "quoting",
+    "bad-root",
+    "no-anchor",
+    "bad-hash",
+    "pegout-missing-anchor",
+    "torn-tail",
+    "torn-then-appended",
+];
+
+fn roots(name: &str) -> Vec<String> {
+    std::fs::read_to_string(vector(name).with_extension("roots"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split_once(' ').unwrap().1.to_string())
+        .collect()
+}
+
+/// The input with every torn piece cut out: what the complete snapshots are.
+fn complete_part(name: &str) -> Vec<u8> {
+    let data = std::fs::read(vector(name)).unwrap();
+    let mut sc = Scanner::new(&data[..]);
+    let mut cut: Vec<(usize, usize)> = Vec::new();
+    while let Some(c) = sc.next_chunk().unwrap() {
+        for n in c.notes {
+            if let Note::Torn { offset, len, .. } = n {
+                cut.push((offset as usize, (offset + len) as usize));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (s, e) in cut {
+        out.extend_from_slice(&data[at..s]);
+        at = e;
+    }
+    out.extend_from_slice(&data[at..]);
+    out
+}
+
+fn extract(name: &str, dir: &Path) -> Vec<Vec<u8>> {
+    cmd("ailee_extract_snapshots")
+        .arg(vector(name))
+        .arg(dir)
+        .assert()
+        .code(0);
+    let n = roots(name).len();
+    assert_eq!(
+        std::fs::read_dir(dir).unwrap().count(),
+        n,
+        "{name}: only snapshot files"
+    );
+    (1..=n)
+        .map(|i| std::fs::read(dir.join(format!("snapshot_{i}.dat"))).unwrap())
+        .collect()
+}
+
+#[test]
+fn extracted_files_concatenated_equal_the_complete_part_of_every_vector() {
+    for name in VECTORS {
+        let d = tempfile::tempdir().unwrap();
+        let files = extract(name, &d.path().join("out"));
+        assert_eq!(files.concat(), complete_part(name), "{name}");
+        for (i, f) in files.iter().enumerate() {
+            let p = parse_block(f).unwrap();
+            assert_eq!(
+                state_root(&p.snapshot.state).unwrap(),
+                roots(name)[i],
+                "{name} #{}",
+                i + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn extract_summary_reports_count_and_torn_tail() {
+    let d = tempfile::tempdir().unwrap();
+    cmd("ailee_extract_snapshots")
+        .arg(vector("torn-tail"))
+        .arg(d.path().join("o"))
+        .assert()
+        .code(0)
+        .stdout(contains("Extracted 4 snapshots"))
+        .stdout(contains(
+            "torn tail at byte offset 7659 (967 bytes) not extracted",
+        ))
+        .stderr(contains("torn snapshot at end of file"));
+    let out = cmd("ailee_extract_snapshots")
+        .arg(vector("basic"))
+        .arg(d.path().join("j"))
+        .arg("--json")
+        .assert()
+        .code(0);
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["snapshots"], 5);
+    assert_eq!(v["torn_tail"], serde_json::Value::Null);
+}
+
+#[test]
+fn extract_refuses_to_overwrite_without_force_and_removes_stale_with_it() {
+    let d = tempfile::tempdir().unwrap();
+    let o = d.path().join("o");
+    cmd("ailee_extract_snapshots")
+        .arg(vector("basic"))
+        .arg(&o)
+        .assert()
+        .code(0);
+    let before = std::fs::read(o.join("snapshot_5.dat")).unwrap();
+    cmd("ailee_extract_snapshots")
+        .arg(vector("bad-root"))
+        .arg(&o)
+        .assert()
+        .code(1)
+        .stderr(contains("--force"));
+    assert_eq!(std::fs::read(o.join("snapshot_5.dat")).unwrap(), before);
+    cmd("ailee_extract_snapshots")
+        .arg(vector("bad-root"))
+        .arg(&o)
+        .arg("--force")
+        .assert()
+        .code(0);
+    assert_eq!(std::fs::read_dir(&o).unwrap().count(), 3);
+}
+
+#[test]
+fn prune_output_equals_the_last_n_extracted_files() {
+    for name in VECTORS {
+        let d = tempfile::tempdir().unwrap();
+        let files = extract(name, &d.path().join("x"));
+        for keep in 1..=files.len() + 1 {
+            let o = d.path().join(format!("p{keep}"));
+            cmd("ailee_prune_snapshots")
+                .arg("--file")
+                .arg(vector(name))
+                .args(["--keep", &keep.to_string()])
+                .arg("--output")
+                .arg(&o)
+                .assert()
+                .code(0);
+            let from = files.len().saturating_sub(keep);
+            assert_eq!(
+                std::fs::read(&o).unwrap(),
+                files[from..].concat(),
+                "{name} keep {keep}"
+            );
+        }
+    }
+}
+
+#[test]
+fn prune_reports_kept_and_dropped_and_leaves_input_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("in.dat");
+    std::fs::copy(vector("torn-tail"), &f).unwrap();
+    let before = std::fs::read(&f).unwrap();
+    cmd("ailee_prune_snapshots")
+        .arg("--file")
+        .arg(&f)
+        .args(["--keep", "2", "--output"])
+        .arg(d.path().join("o"))
+        .assert()
+        .code(0)
+        .stdout(contains(
+            "Kept the last 2 snapshots; older snapshots dropped",
+        ))
+        .stdout(contains(
+            "torn tail at byte offset 7659 (967 bytes) dropped",
+        ));
+    cmd("ailee_prune_snapshots")
+        .arg("--file")
+        .arg(&f)
+        .args(["--keep", "10", "--output"])
+        .arg(d.path().join("o2"))
+        .assert()
+        .code(0)
+        .stdout(contains("Kept all 4 snapshots"));
+    assert_eq!(std::fs::read(&f).unwrap(), before);
+}
+
+#[test]
+fn prune_refuses_output_equal_to_input_existing_output_and_keep_0() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("in.dat");
+    std::fs::copy(vector("basic"), &f).unwrap();
+    let before = std::fs::read(&f).unwrap();
+    let same = d.path().join(".").join("in.dat");
+    for out in [&f, &same] {
+        cmd("ailee_prune_snapshots")
+            .arg("--file")
+            .arg(&f)
+            .args(["--keep", "1", "--output"])
+            .arg(out)
+            .arg("--force")
+            .assert()
+            .code(1)
+            .stderr(contains("is the input file"));
+    }
+    cmd("ailee_prune_snapshots")
+        .arg("--file")
+        .arg(&f)
+        .args(["--keep", "0", "--output"])
+        .arg(d.path().join("o"))
+        .assert()
+        .code(1);
+    let o = d.path().join("o");
+    std::fs::write(&o, "keep me").unwrap();
+    cmd("ailee_prune_snapshots")
+        .arg("--file")
+        .arg(&f)
+        .args(["--keep", "1", "--output"])
+        .arg(&o)
+        .assert()
+        .code(1)
+        .stderr(contains("--force"));
+    assert_eq!(std::fs::read(&o).unwrap(), b"keep me");
+    cmd("ailee_prune_snapshots")
+        .arg("--file")
+        .arg(&f)
+        .args(["--keep", "1", "--output"])
+        .arg(&o)
+        .arg("--force")
+        .assert()
+        .code(0);
+    assert_eq!(std::fs::read(&f).unwrap(), before);
+    assert_eq!(
+        std::fs::read_dir(d.path()).unwrap().count(),
+        2,
+        "no temporary files left"
+    );
+}
+
+#[test]
+fn bad_input_exits_1_and_leaves_nothing_behind() {
+    let d = tempfile::tempdir().unwrap();
+    // Missing input.
+    cmd("ailee_extract_snapshots")
+        .arg(d.path().join("nope"))
+        .arg(d.path().join("o"))
+        .assert()
+        .code(1)
+        .stderr(contains("No such file"));
+    assert!(!d.path().join("o").exists());
+    cmd("ailee_prune_snapshots")
+        .arg("--file")
+        .arg(d.path().join("nope"))
+        .args(["--keep", "1", "--output"])
+        .arg(d.path().join("o"))
+        .assert()
+        .code(1);
+    // OUTDIR is a file.
+    let f = d.path().join("file");
+    std::fs::write(&f, "x").unwrap();
+    cmd("ailee_extract_snapshots")
+        .arg(vector("basic"))
+        .arg(&f)
+        .assert()
+        .code(1)
+        .stderr(contains("not a directory"));
+    // Unwritable output locations.
+    cmd("ailee_extract_snapshots")
+        .arg(vector("basic"))
+        .arg("/proc/ailee-snapshots")
+        .assert()
+        .code(1);
+    cmd("ailee_prune_snapshots")
+        .arg("--file")
+        .arg(vector("basic"))
+        .args(["--keep", "1", "--output", "/proc/ailee.dat"])
+        .assert()
+        .code(1);
+    cmd("ailee_prune_snapshots")
+        .arg("--file")
+        .arg(vector("basic"))
+        .args(["--keep", "1", "--output"])
+        .arg(f.join("x"))
+        .assert()
+        .code(1);
+    // No complete snapshot.
+    cmd("ailee_extract_snapshots")
+        .arg(vector("empty"))
+        .arg(d.path().join("e"))
+        .assert()
+        .code(1)
+        .stderr(contains("No snapshots found"));
+    assert_eq!(std::fs::read_dir(d.path().join("e")).unwrap().count(), 0);
+    cmd("ailee_prune_snapshots")
+        .arg("--file")
+        .arg(vector("empty"))
+        .args(["--keep", "1", "--output"])
+        .arg(d.path().join("p"))
+        .assert()
+        .code(1);
+    assert!(!d.path().join("p").exists());
+    assert_eq!(
+        std::fs::read_dir(d.path()).unwrap().count(),
+        2,
+        "only 'file' and 'e'"
+    );
+}
+
+#[test]
+fn disk_full_exits_1_with_no_partial_output() {
+    // A 1 KiB file-size limit (each snapshot is larger) stands in for a full
+    // disk: writes fail with EFBIG.
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    bash(&format!(
+        "ulimit -f 1; ailee_extract_snapshots {v} {dir}/x 2>{dir}/err1 && exit 9; echo $? > {dir}/rc1
+         ailee_prune_snapshots --file {v} --keep 5 --output {dir}/p.dat 2>{dir}/err2 && exit 9; echo $? > {dir}/rc2",
+        v = vector("basic").display()
+    ))
+    .assert()
+    .code(0);
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("rc1"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("rc2"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    assert!(std::fs::read_to_string(d.path().join("err1"))
+        .unwrap()
+        .contains("File too large"));
+    assert_eq!(
+        std::fs::read_dir(d.path().join("x")).unwrap().count(),
+        0,
+        "no snapshot file, no temporary file"
+    );
+    assert!(!d.path().join("p.dat").exists());
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.iter()
+            .all(|n| !n.to_string_lossy().contains("ailee-tmp")),
+        "{left:?}"
+    );
+}
+
+/// A scratch data directory holding `name` as l2_snapshots.dat.
+fn data_dir(name: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(vector(name), d.path().join("l2_snapshots.dat")).unwrap();
+    d
+}
+
+#[test]
+fn runbook_procedure_2_restore_from_earlier_snapshot() {
+    // Newest snapshot (#3) is corrupt; the operator restores #2.
+    let d = data_dir("bad-root");
+    let root2 = &roots("bad-root")[1];
+    bash(&format!(
+        r#"cd {dir}
+# Extract all snapshots
+ailee_extract_snapshots ./l2_snapshots.dat ./snapshots/
+
+# List available snapshots
+ls -lh ./snapshots/
+
+# Verify each snapshot
+for file in ./snapshots/snapshot_*.dat; do
+    echo "Verifying $file..."
+    ailee_l2_verify --snapshot "$file" || true
+done
+
+# Use the latest valid snapshot
+cp ./snapshots/snapshot_2.dat ./l2_snapshots.dat
+ailee_l2_verify --snapshot ./l2_snapshots.dat"#,
+        dir = d.path().display()
+    ))
+    .assert()
+    .code(0)
+    .stdout(contains("Verifying ./snapshots/snapshot_3.dat..."))
+    .stdout(contains(format!("Computed L2StateRoot: {root2}\nAnchor verified:")).count(2))
+    .stdout(predicate::str::ends_with("Verification OK.\n"));
+}
+
+#[test]
+fn runbook_state_root_mismatch_loop_finds_the_last_valid_snapshot() {
+    for (name, expect) in [
+        ("bad-root", 2),
+        ("no-anchor", 2),
+        ("bad-hash", 2),
+        ("basic", 5),
+        ("torn-tail", 4),
+    ] {
+        let d = data_dir(name);
+        bash(&format!(
+            r#"cd {dir}
+# Try previous snapshot
+ailee_extract_snapshots ./l2_snapshots.dat ./snapshots/
+
+# Find last valid snapshot
+for i in $(seq 10 -1 1); do
+    snapshot="./snapshots/snapshot_${{i}}.dat"
+    if ailee_l2_verify --snapshot "$snapshot" > /dev/null 2>&1; then
+        echo "Found valid snapshot: $snapshot"
+        cp "$snapshot" ./l2_snapshots.dat
+        break
+    fi
+done
+ailee_l2_verify --snapshot ./l2_snapshots.dat"#,
+            dir = d.path().display()
+        ))
+        .assert()
+        .code(0)
+        .stdout(contains(format!(
+            "Found valid snapshot: ./snapshots/snapshot_{expect}.dat"
+        )))
+        .stdout(contains(format!(
+            "Computed L2StateRoot: {}",
+            roots(name)[expect - 1]
+        )));
+    }
+}
+
+#[test]
+fn runbook_prune_verify_replace() {
+    let d = data_dir("torn-tail");
+    let newest = roots("torn-tail").pop().unwrap();
+    bash(&format!(
+        r#"cd {dir}
+# Prune old snapshots (keep last N)
+ailee_prune_snapshots --file ./l2_snapshots.dat \
+                        --keep 2 \
+                        --output ./l2_snapshots_pruned.dat
+
+# Verify pruned file
+ailee_l2_verify --snapshot ./l2_snapshots_pruned.dat
+
+# Replace if valid
+mv ./l2_snapshots.dat ./l2_snapshots_old.dat
+mv ./l2_snapshots_pruned.dat ./l2_snapshots.dat
+ailee_l2_verify --snapshot ./l2_snapshots.dat --all"#,
+        dir = d.path().display()
+    ))
+    .assert()
+    .code(0)
+    .stdout(contains(format!("Computed L2StateRoot: {newest}")))
+    .stdout(contains("snapshot 2: OK"))
+    .stdout(contains("snapshot 3:").not());
+}
