@@ -72,13 +72,10 @@ pub fn cmd(name: &str) -> assert_cmd::Command {
 
 /// A scrubbed `bash -c` for runbook procedures, with the tools on `PATH`.
 pub fn bash(script: &str) -> assert_cmd::Command {
-    let tools = bin("ailee_l2_verify")
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
-    let path = std::env::join_paths(std::iter::once(tools).chain(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    )))
+    let tools = bin("ailee_l2_verify").parent().expect("bin dir").to_path_buf();
+    let path = std::env::join_paths(
+        std::iter::once(tools).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
     .expect("PATH");
     let mut c = assert_cmd::Command::new("bash");
     c.env_clear()

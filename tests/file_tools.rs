@@ -94,9 +94,7 @@ fn extract_summary_reports_count_and_torn_tail() {
         .assert()
         .code(0)
         .stdout(contains("Extracted 4 snapshots"))
-        .stdout(contains(
-            "torn tail at byte offset 7659 (967 bytes) not extracted",
-        ))
+        .stdout(contains("torn tail at byte offset 7659 (967 bytes) not extracted"))
         .stderr(contains("torn snapshot at end of file"));
     let out = cmd("ailee_extract_snapshots")
         .arg(vector("basic"))
@@ -151,11 +149,7 @@ fn prune_output_equals_the_last_n_extracted_files() {
                 .assert()
                 .code(0);
             let from = files.len().saturating_sub(keep);
-            assert_eq!(
-                std::fs::read(&o).unwrap(),
-                files[from..].concat(),
-                "{name} keep {keep}"
-            );
+            assert_eq!(std::fs::read(&o).unwrap(), files[from..].concat(), "{name} keep {keep}");
         }
     }
 }
@@ -173,12 +167,8 @@ fn prune_reports_kept_and_dropped_and_leaves_input_alone() {
         .arg(d.path().join("o"))
         .assert()
         .code(0)
-        .stdout(contains(
-            "Kept the last 2 snapshots; older snapshots dropped",
-        ))
-        .stdout(contains(
-            "torn tail at byte offset 7659 (967 bytes) dropped",
-        ));
+        .stdout(contains("Kept the last 2 snapshots; older snapshots dropped"))
+        .stdout(contains("torn tail at byte offset 7659 (967 bytes) dropped"));
     cmd("ailee_prune_snapshots")
         .arg("--file")
         .arg(&f)
@@ -304,11 +294,7 @@ fn bad_input_exits_1_and_leaves_nothing_behind() {
         .assert()
         .code(1);
     assert!(!d.path().join("p").exists());
-    assert_eq!(
-        std::fs::read_dir(d.path()).unwrap().count(),
-        2,
-        "only 'file' and 'e'"
-    );
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2, "only 'file' and 'e'");
 }
 
 #[test]
@@ -324,18 +310,8 @@ fn disk_full_exits_1_with_no_partial_output() {
     ))
     .assert()
     .code(0);
-    assert_eq!(
-        std::fs::read_to_string(d.path().join("rc1"))
-            .unwrap()
-            .trim(),
-        "1"
-    );
-    assert_eq!(
-        std::fs::read_to_string(d.path().join("rc2"))
-            .unwrap()
-            .trim(),
-        "1"
-    );
+    assert_eq!(std::fs::read_to_string(d.path().join("rc1")).unwrap().trim(), "1");
+    assert_eq!(std::fs::read_to_string(d.path().join("rc2")).unwrap().trim(), "1");
     assert!(std::fs::read_to_string(d.path().join("err1"))
         .unwrap()
         .contains("File too large"));
@@ -350,8 +326,7 @@ fn disk_full_exits_1_with_no_partial_output() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(
-        left.iter()
-            .all(|n| !n.to_string_lossy().contains("ailee-tmp")),
+        left.iter().all(|n| !n.to_string_lossy().contains("ailee-tmp")),
         "{left:?}"
     );
 }
@@ -426,10 +401,7 @@ ailee_l2_verify --snapshot ./l2_snapshots.dat"#,
         .stdout(contains(format!(
             "Found valid snapshot: ./snapshots/snapshot_{expect}.dat"
         )))
-        .stdout(contains(format!(
-            "Computed L2StateRoot: {}",
-            roots(name)[expect - 1]
-        )));
+        .stdout(contains(format!("Computed L2StateRoot: {}", roots(name)[expect - 1])));
     }
 }
 

@@ -112,10 +112,7 @@ fn directory_or_bad_path_exit_1() {
 
 #[test]
 fn argument_errors_exit_1_not_2() {
-    cmd("ailee_l2_verify")
-        .assert()
-        .code(1)
-        .stderr(contains("--snapshot"));
+    cmd("ailee_l2_verify").assert().code(1).stderr(contains("--snapshot"));
     cmd("ailee_l2_verify")
         .args(["--snapshot", "x", "--bogus"])
         .assert()
@@ -170,24 +167,9 @@ const CORRUPTIONS: &[(usize, &str, usize, &str)] = &[
         110,
         "not a plain decimal number",
     ),
-    (
-        110,
-        r#"balance "peerbu11n" 18446744073709551616"#,
-        110,
-        "out of range",
-    ),
-    (
-        110,
-        r#"balance "peerbu11n" -5"#,
-        110,
-        "not a plain decimal number",
-    ),
-    (
-        110,
-        r#"balance "peerbu11n" +5"#,
-        110,
-        "not a plain decimal number",
-    ),
+    (110, r#"balance "peerbu11n" 18446744073709551616"#, 110, "out of range"),
+    (110, r#"balance "peerbu11n" -5"#, 110, "not a plain decimal number"),
+    (110, r#"balance "peerbu11n" +5"#, 110, "not a plain decimal number"),
     (110, r#"balance "peerbu11n" 007"#, 110, "plain decimal form"),
     (110, r#"balance  "peerbu11n" 5"#, 110, "extra space"),
     (110, r#"balance "peerbu11n" 5 6"#, 110, "trailing data"),
@@ -248,9 +230,7 @@ fn crlf_file_still_verifies_with_one_warning() {
     let p = d.path().join("crlf.dat");
     std::fs::write(
         &p,
-        std::fs::read_to_string(vector("basic"))
-            .unwrap()
-            .replace('\n', "\r\n"),
+        std::fs::read_to_string(vector("basic")).unwrap().replace('\n', "\r\n"),
     )
     .unwrap();
     let out = verify(&p).assert().code(0).get_output().clone();
@@ -270,10 +250,7 @@ fn missing_final_newline_is_complete_with_a_warning() {
     let p = d.path().join("nonl.dat");
     let s = std::fs::read_to_string(vector("basic")).unwrap();
     std::fs::write(&p, s.trim_end_matches('\n')).unwrap();
-    verify(&p)
-        .assert()
-        .code(0)
-        .stderr(contains("without a final newline"));
+    verify(&p).assert().code(0).stderr(contains("without a final newline"));
 }
 
 #[test]
@@ -335,8 +312,7 @@ fn all_prints_one_line_per_snapshot_and_fails_if_any_fails() {
     let lines: Vec<_> = stdout.lines().collect();
     assert_eq!(lines.len(), 3);
     assert!(lines[0].starts_with("snapshot 1: OK root="));
-    assert!(lines[2]
-        .starts_with("snapshot 3: FAILED Anchor verification failed: Anchor hash mismatch."));
+    assert!(lines[2].starts_with("snapshot 3: FAILED Anchor verification failed: Anchor hash mismatch."));
     let basic = roots("basic");
     let out = cmd("ailee_l2_verify")
         .arg("--snapshot")
@@ -381,11 +357,7 @@ fn last_valid_prints_the_newest_snapshot_that_verifies() {
     let only5: String = basic_lines()[106..].join("\n") + "\n";
     let _ = p;
     let q = d.path().join("only5.dat");
-    std::fs::write(
-        &q,
-        only5.replace("balance \"peerbu11n\"", "balance \"peerbu11n"),
-    )
-    .unwrap();
+    std::fs::write(&q, only5.replace("balance \"peerbu11n\"", "balance \"peerbu11n")).unwrap();
     cmd("ailee_l2_verify")
         .arg("--snapshot")
         .arg(&q)

@@ -75,20 +75,24 @@ impl Pending {
         &self.target
     }
 
-    pub fn file(&mut self) -> &mut File {
-        self.file.as_mut().expect("file present until commit")
+    /// The open temporary file (an error once the output was closed).
+    pub fn file(&mut self) -> Result<&mut File> {
+        let tmp = &self.tmp;
+        self.file
+            .as_mut()
+            .ok_or_else(|| Error::io(tmp, io::Error::other("output already closed")))
     }
 
     /// Appends `data`, naming the temporary file in errors.
     pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
         let tmp = self.tmp.clone();
-        self.file().write_all(data).map_err(|e| Error::io(tmp, e))
+        self.file()?.write_all(data).map_err(|e| Error::io(tmp, e))
     }
 
     /// Copies `len` bytes of `src` from `offset`, in the kernel where it can.
     pub fn copy_range(&mut self, src: &File, offset: u64, len: u64) -> Result<()> {
         let tmp = self.tmp.clone();
-        copy_range(src, offset, len, self.file()).map_err(|e| Error::io(tmp, e))
+        copy_range(src, offset, len, self.file()?).map_err(|e| Error::io(tmp, e))
     }
 
     fn close(&mut self, sync: bool) -> Result<()> {
@@ -118,9 +122,7 @@ impl Pending {
                 self.tmp = PathBuf::new();
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                Err(Error::Exists(self.target.clone()))
-            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::Exists(self.target.clone())),
             Err(e) => Err(Error::io(&self.target, e)),
         }
     }
@@ -184,8 +186,7 @@ pub fn copy_range(src: &File, mut offset: u64, mut len: u64, dst: &mut File) -> 
     let mut kernel = true;
     let mut buf = Vec::new();
     while len > 0 {
-        crate::cancel::check()
-            .map_err(|_| io::Error::new(io::ErrorKind::Interrupted, "interrupted"))?;
+        crate::cancel::check().map_err(|_| io::Error::new(io::ErrorKind::Interrupted, "interrupted"))?;
         let step = len.min(1 << 30) as usize;
         if kernel {
             match rustix::fs::copy_file_range(src, Some(&mut offset), &*dst, None, step) {
@@ -199,15 +200,12 @@ pub fn copy_range(src: &File, mut offset: u64, mut len: u64, dst: &mut File) -> 
                     len -= n as u64;
                     continue;
                 }
-                Err(e)
-                    if matches!(
-                        e,
-                        rustix::io::Errno::XDEV
-                            | rustix::io::Errno::NOSYS
-                            | rustix::io::Errno::INVAL
-                            | rustix::io::Errno::OPNOTSUPP
-                    ) =>
-                {
+                Err(
+                    rustix::io::Errno::XDEV
+                    | rustix::io::Errno::NOSYS
+                    | rustix::io::Errno::INVAL
+                    | rustix::io::Errno::OPNOTSUPP,
+                ) => {
                     kernel = false;
                     buf = vec![0u8; 1 << 20];
                 }

@@ -19,10 +19,7 @@ pub fn install() -> std::io::Result<()> {
     }
     // A file-size limit (`ulimit -f`) must surface as an EFBIG write error that
     // cleans up, not as a SIGXFSZ that kills the process mid-write.
-    signal_hook::flag::register(
-        signal_hook::consts::SIGXFSZ,
-        Arc::new(AtomicBool::new(false)),
-    )?;
+    signal_hook::flag::register(signal_hook::consts::SIGXFSZ, Arc::new(AtomicBool::new(false)))?;
     Ok(())
 }
 

@@ -150,10 +150,7 @@ impl<'a> Line<'a> {
             _ => (false, w),
         };
         if d.is_empty() || !d.iter().all(u8::is_ascii_digit) {
-            return self.err(format!(
-                "field {field}: not a plain decimal number: {:?}",
-                show(w)
-            ));
+            return self.err(format!("field {field}: not a plain decimal number: {:?}", show(w)));
         }
         if d.len() > 1 && d[0] == b'0' || neg && d == b"0" {
             return self.err(format!(
@@ -163,14 +160,9 @@ impl<'a> Line<'a> {
         }
         let mut v: u64 = 0;
         for &c in d {
-            v = match v
-                .checked_mul(10)
-                .and_then(|v| v.checked_add(u64::from(c - b'0')))
-            {
+            v = match v.checked_mul(10).and_then(|v| v.checked_add(u64::from(c - b'0'))) {
                 Some(v) => v,
-                None => {
-                    return self.err(format!("field {field}: number out of range: {:?}", show(w)))
-                }
+                None => return self.err(format!("field {field}: number out of range: {:?}", show(w))),
             };
         }
         Ok((neg, v))
@@ -182,15 +174,13 @@ impl<'a> Line<'a> {
 
     fn u32(&mut self, field: &str) -> R<u32> {
         let v = self.u64(field)?;
-        u32::try_from(v)
-            .or_else(|_| self.err(format!("field {field}: number out of range for u32: {v}")))
+        u32::try_from(v).or_else(|_| self.err(format!("field {field}: number out of range for u32: {v}")))
     }
 
     fn i32(&mut self, field: &str) -> R<i32> {
         let (neg, v) = self.digits(field, true)?;
         let v = if neg { -(v as i128) } else { v as i128 };
-        i32::try_from(v)
-            .or_else(|_| self.err(format!("field {field}: number out of range for i32: {v}")))
+        i32::try_from(v).or_else(|_| self.err(format!("field {field}: number out of range for i32: {v}")))
     }
 
     fn flag(&mut self, field: &str) -> R<bool> {
@@ -198,10 +188,7 @@ impl<'a> Line<'a> {
         match self.word() {
             b"0" => Ok(false),
             b"1" => Ok(true),
-            w => self.err(format!(
-                "field {field}: expected 0 or 1, found {:?}",
-                show(w)
-            )),
+            w => self.err(format!("field {field}: expected 0 or 1, found {:?}", show(w))),
         }
     }
 
@@ -332,14 +319,10 @@ impl<'a> Parser<'a> {
         }
         let rank = |t: &[u8]| ORDER.iter().position(|o| *o == t);
         match (rank(found), rank(tag)) {
-            (Some(a), Some(b)) if a != b => line.err(format!(
-                "section {:?} out of order (expected '{what}')",
-                show(found)
-            )),
-            _ => line.err(format!(
-                "unexpected {:?} line (expected '{what}')",
-                show(found)
-            )),
+            (Some(a), Some(b)) if a != b => {
+                line.err(format!("section {:?} out of order (expected '{what}')", show(found)))
+            }
+            _ => line.err(format!("unexpected {:?} line (expected '{what}')", show(found))),
         }
     }
 
@@ -351,12 +334,7 @@ impl<'a> Parser<'a> {
         Ok(n)
     }
 
-    fn entries<T>(
-        &mut self,
-        section: Section,
-        tag: &[u8],
-        f: impl Fn(&mut Line<'a>) -> R<T>,
-    ) -> R<Vec<T>> {
+    fn entries<T>(&mut self, section: Section, tag: &[u8], f: impl Fn(&mut Line<'a>) -> R<T>) -> R<Vec<T>> {
         let n = self.count(section)?;
         // Cap the reservation: the count is untrusted until the lines are there.
         let mut out = Vec::with_capacity(n.min(4096) as usize);
@@ -604,8 +582,7 @@ pub fn write_snapshot(snap: &Snapshot<'_>, out: &mut Vec<u8>) -> Result<(), Unwr
             .q("btcTxId", &e.btc_tx_id)?
             .n(e.vout as u64)
             .n(e.btc_amount);
-        w.q("btcSource", &e.btc_source)?
-            .q("aileeDest", &e.ailee_dest)?;
+        w.q("btcSource", &e.btc_source)?.q("aileeDest", &e.ailee_dest)?;
         w.i(e.status)
             .n(e.confirmations)
             .n(e.initiated_time)
@@ -639,9 +616,7 @@ pub fn write_snapshot(snap: &Snapshot<'_>, out: &mut Vec<u8>) -> Result<(), Unwr
     match &snap.anchor {
         None => w.tag("anchor none").nl(),
         Some(a) => {
-            w.tag("anchor")
-                .q("l2StateRoot", &a.l2_state_root)?
-                .n(a.timestamp_ms);
+            w.tag("anchor").q("l2StateRoot", &a.l2_state_root)?.n(a.timestamp_ms);
             w.q("recoveryMetadata", &a.recovery_metadata)?
                 .q("payload", &a.payload)?
                 .q("hash", &a.hash)?;

@@ -6,6 +6,9 @@
 //! cancellation ([`cancel`]). This crate never prints, never exits and never
 //! panics on input; binaries render its results.
 
+#![deny(clippy::print_stdout, clippy::print_stderr, clippy::exit, clippy::dbg_macro)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod anchor;
 pub mod atomic;
 pub mod cancel;

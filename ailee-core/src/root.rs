@@ -50,20 +50,12 @@ pub struct KeyOrder {
     pub tasks: Vec<u32>,
 }
 
-fn order<T>(
-    section: Section,
-    items: &[T],
-    key: impl Fn(&T) -> &[u8],
-) -> Result<Vec<u32>, Duplicate> {
+fn order<T>(section: Section, items: &[T], key: impl Fn(&T) -> &[u8]) -> Result<Vec<u32>, Duplicate> {
     let mut idx: Vec<u32> = (0..items.len() as u32).collect();
     // The node writes sorted sections: check before paying for a sort.
     let sorted = items.windows(2).all(|w| key(&w[0]) < key(&w[1]));
     if !sorted {
-        idx.sort_by(|&a, &b| {
-            key(&items[a as usize])
-                .cmp(key(&items[b as usize]))
-                .then(a.cmp(&b))
-        });
+        idx.sort_by(|&a, &b| key(&items[a as usize]).cmp(key(&items[b as usize])).then(a.cmp(&b)));
         for w in idx.windows(2) {
             let (a, b) = (w[0] as usize, w[1] as usize);
             if key(&items[a]) == key(&items[b]) {

@@ -82,10 +82,7 @@ fn events(d: &[u8], prev: Option<u8>, eof: bool, from: usize, limit: usize, out:
                 end: j + 2,
                 newline: true,
             },
-            _ if header_at(d, j, eof) => Event::End {
-                end: j,
-                newline: true,
-            },
+            _ if header_at(d, j, eof) => Event::End { end: j, newline: true },
             _ => continue,
         };
         out.push(ev);
@@ -106,8 +103,15 @@ pub enum Note {
 impl std::fmt::Display for Note {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Note::Torn { offset, len, at_eof: true } => {
-                write!(f, "torn snapshot at end of file (byte offset {offset}, {len} bytes) ignored")
+            Note::Torn {
+                offset,
+                len,
+                at_eof: true,
+            } => {
+                write!(
+                    f,
+                    "torn snapshot at end of file (byte offset {offset}, {len} bytes) ignored"
+                )
             }
             Note::Torn { offset, len, .. } => write!(
                 f,
@@ -219,14 +223,7 @@ impl<R: Read> Scanner<R> {
             d.len().saturating_sub(LOOKAHEAD)
         };
         self.events.clear();
-        events(
-            d,
-            self.prev,
-            self.eof,
-            self.scanned,
-            limit,
-            &mut self.events,
-        );
+        events(d, self.prev, self.eof, self.scanned, limit, &mut self.events);
         let mut blocks = Vec::new();
         let mut notes = Vec::new();
         let off = self.offset;
@@ -291,11 +288,7 @@ impl<R: Read> Scanner<R> {
         self.nl_pos -= keep;
         let mut next = Vec::with_capacity(d.len() - keep + self.chunk_size);
         next.extend_from_slice(&d[keep..]);
-        self.prev = if keep > 0 {
-            Some(d[keep - 1])
-        } else {
-            self.prev
-        };
+        self.prev = if keep > 0 { Some(d[keep - 1]) } else { self.prev };
         self.scanned = limit - keep;
         self.open = self.open.map(|s| s - keep);
         self.gap = self.gap.map(|g| g.saturating_sub(keep));
@@ -372,20 +365,9 @@ impl<'f> Backward<'f> {
             let s = self.end.saturating_sub(self.window);
             let read_end = (self.end + LOOKAHEAD as u64).min(self.len);
             let d = self.read_at(s, read_end)?;
-            let prev = if s > 0 {
-                Some(self.read_at(s - 1, s)?[0])
-            } else {
-                None
-            };
+            let prev = if s > 0 { Some(self.read_at(s - 1, s)?[0]) } else { None };
             let mut evs = Vec::new();
-            events(
-                &d,
-                prev,
-                read_end == self.len,
-                0,
-                (self.end - s) as usize,
-                &mut evs,
-            );
+            events(&d, prev, read_end == self.len, 0, (self.end - s) as usize, &mut evs);
             let Some(first_header) = evs.iter().find_map(|e| match e {
                 Event::Header(h) => Some(*h),
                 _ => None,
@@ -484,7 +466,7 @@ mod tests {
 
     #[test]
     fn glued_header_tears_the_open_block() {
-        let file = format!("SNAPSHOT v1\nbalance \"peSNAPSHOT v1\nx\nEND_SNAPSHOT\n");
+        let file = "SNAPSHOT v1\nbalance \"peSNAPSHOT v1\nx\nEND_SNAPSHOT\n";
         let (b, n) = blocks_of(file.as_bytes(), 64);
         assert_eq!(b, vec![b"SNAPSHOT v1\nx\nEND_SNAPSHOT\n".to_vec()]);
         assert!(matches!(
@@ -508,8 +490,7 @@ mod tests {
 
     #[test]
     fn quoted_marker_words_are_not_boundaries() {
-        let file =
-            "SNAPSHOT v1\nbalance \"SNAPSHOT v1\" 1\nbalance \"END_SNAPSHOT\" 2\nEND_SNAPSHOT\n";
+        let file = "SNAPSHOT v1\nbalance \"SNAPSHOT v1\" 1\nbalance \"END_SNAPSHOT\" 2\nEND_SNAPSHOT\n";
         let (b, _) = blocks_of(file.as_bytes(), 64);
         assert_eq!(b.len(), 1);
         assert_eq!(b[0], file.as_bytes());
@@ -554,10 +535,7 @@ mod tests {
     fn backward_agrees_with_forward() {
         let mut file = String::new();
         for i in 0..50 {
-            file.push_str(&format!(
-                "SNAPSHOT v1\n{}\nEND_SNAPSHOT\n",
-                "y".repeat(i * 37)
-            ));
+            file.push_str(&format!("SNAPSHOT v1\n{}\nEND_SNAPSHOT\n", "y".repeat(i * 37)));
             if i % 7 == 3 {
                 file.push_str("SNAPSHOT v1\ntorn");
             }

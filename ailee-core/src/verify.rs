@@ -134,8 +134,7 @@ pub fn check_block(block: &[u8], buf: &mut Vec<u8>) -> Verdict {
                 anchor: text(&a.hash),
             });
         }
-        let expected =
-            crate::anchor::payload(&a.l2_state_root, a.timestamp_ms, &a.recovery_metadata);
+        let expected = crate::anchor::payload(&a.l2_state_root, a.timestamp_ms, &a.recovery_metadata);
         if *a.payload != *expected {
             return Some(Failure::PayloadMismatch {
                 expected: text(&expected),
@@ -177,9 +176,7 @@ pub fn anchor_hash_of(block: &[u8]) -> Option<String> {
     ]
     .concat();
     let p = parse_block(&fake).ok()?;
-    p.snapshot
-        .anchor
-        .map(|a| text(&a.hash).to_ascii_lowercase())
+    p.snapshot.anchor.map(|a| text(&a.hash).to_ascii_lowercase())
 }
 
 /// What a source knows of an anchor a peg-out names.
@@ -244,8 +241,7 @@ pub fn check_links(
             out.failure = Some(Failure::PegoutAnchor {
                 peg_id: r.peg_id.clone(),
                 hash: r.hash.clone(),
-                why: "neither an earlier snapshot in this file nor the reorg database records"
-                    .into(),
+                why: "neither an earlier snapshot in this file nor the reorg database records".into(),
             });
             return Ok(out);
         }

@@ -50,11 +50,7 @@ fn every_vector_snapshot_has_the_nodes_root() {
     for name in NAMES {
         let (bl, _) = blocks(name);
         let expected = roots(name);
-        assert_eq!(
-            bl.len(),
-            expected.len(),
-            "{name}: number of complete snapshots"
-        );
+        assert_eq!(bl.len(), expected.len(), "{name}: number of complete snapshots");
         for (i, b) in bl.iter().enumerate() {
             let p = parse_block(b).unwrap_or_else(|e| panic!("{name} #{}: {e}", i + 1));
             assert_eq!(expected[i].0, i + 1);
@@ -75,11 +71,7 @@ fn parse_then_write_is_byte_identical_for_every_vector() {
             let p = parse_block(&b).unwrap();
             let mut out = Vec::new();
             write_snapshot(&p.snapshot, &mut out).unwrap();
-            assert_eq!(
-                String::from_utf8_lossy(&out),
-                String::from_utf8_lossy(&b),
-                "{name}"
-            );
+            assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&b), "{name}");
         }
     }
 }
@@ -102,16 +94,10 @@ fn newest_snapshot_from_the_end_is_the_last_complete_one() {
 #[test]
 fn torn_vectors_report_their_torn_blocks() {
     let (_, n) = blocks("torn-tail");
-    assert!(
-        matches!(n.as_slice(), [Note::Torn { at_eof: true, .. }]),
-        "{n:?}"
-    );
+    assert!(matches!(n.as_slice(), [Note::Torn { at_eof: true, .. }]), "{n:?}");
     let (b, n) = blocks("torn-then-appended");
     assert_eq!(b.len(), 5);
-    assert!(
-        matches!(n.as_slice(), [Note::Torn { at_eof: false, .. }]),
-        "{n:?}"
-    );
+    assert!(matches!(n.as_slice(), [Note::Torn { at_eof: false, .. }]), "{n:?}");
 }
 
 #[test]

@@ -46,10 +46,7 @@ fn existing(dir: &Path) -> anyhow::Result<Vec<(usize, PathBuf)>> {
         let e = e.map_err(|e| Error::io(dir, e))?;
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if let Some(n) = name
-            .strip_prefix("snapshot_")
-            .and_then(|r| r.strip_suffix(".dat"))
-        {
+        if let Some(n) = name.strip_prefix("snapshot_").and_then(|r| r.strip_suffix(".dat")) {
             if let Ok(n) = n.parse::<usize>() {
                 found.push((n, e.path()));
             }
@@ -68,19 +65,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         .context("cannot read snapshot file")?;
     let md = file.metadata().map_err(|e| Error::io(&cli.file, e))?;
     if md.is_dir() {
-        return Err(Error::Usage(format!(
-            "{}: is a directory, not a snapshot file",
-            cli.file.display()
-        ))
-        .into());
+        return Err(Error::Usage(format!("{}: is a directory, not a snapshot file", cli.file.display())).into());
     }
     match std::fs::metadata(&cli.outdir) {
         Ok(m) if !m.is_dir() => {
-            return Err(Error::Usage(format!(
-                "{}: exists and is not a directory",
-                cli.outdir.display()
-            ))
-            .into())
+            return Err(Error::Usage(format!("{}: exists and is not a directory", cli.outdir.display())).into())
         }
         Ok(_) => {}
         Err(_) => std::fs::create_dir_all(&cli.outdir)
@@ -93,11 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             "{} already holds {} snapshot file(s) ({}…); refusing to overwrite (use --force)",
             cli.outdir.display(),
             before.len(),
-            before[0]
-                .1
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
+            before[0].1.file_name().unwrap_or_default().to_string_lossy()
         ))
         .into());
     }
@@ -121,9 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     }
     drop(bar);
     if batch.is_empty() {
-        return Err(
-            anyhow::Error::new(Error::NoSnapshots(cli.file.clone())).context("nothing extracted")
-        );
+        return Err(anyhow::Error::new(Error::NoSnapshots(cli.file.clone())).context("nothing extracted"));
     }
     let count = batch.len();
     batch

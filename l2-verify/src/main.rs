@@ -5,9 +5,7 @@
 use ailee_cli::{out, Common, Report, EXIT_CODES_HELP};
 use ailee_core::format::ParseError;
 use ailee_core::scan::{Backward, Note, Scanner};
-use ailee_core::verify::{
-    anchor_hash_of, check_block, check_links, AnchorSource, Failure, Verdict,
-};
+use ailee_core::verify::{anchor_hash_of, check_block, check_links, AnchorSource, Failure, Verdict};
 use ailee_core::{cancel, Error, ExitStatus};
 use anyhow::Context;
 use clap::Parser;
@@ -58,15 +56,10 @@ struct Place {
 
 fn corrupt_message(place: &Place, e: &ParseError) -> String {
     let (line, related) = match place.line {
-        Some(l) => (
-            format!("line {}", l + e.line - 1),
-            e.related.map(|r| l + r - 1),
-        ),
+        Some(l) => (format!("line {}", l + e.line - 1), e.related.map(|r| l + r - 1)),
         None => (format!("line {} of the snapshot", e.line), e.related),
     };
-    let also = related
-        .map(|r| format!(" (also on line {r})"))
-        .unwrap_or_default();
+    let also = related.map(|r| format!(" (also on line {r})")).unwrap_or_default();
     match place.number {
         Some(n) => format!("Snapshot {n} is corrupt: {line}: {}{also}", e.message),
         None => format!("Snapshot is corrupt: {line}: {}{also}", e.message),
@@ -96,8 +89,7 @@ fn open(path: &Path) -> anyhow::Result<File> {
         .map_err(|e| Error::io(path, e))
         .context("Failed to load snapshot")?;
     if md.is_dir() {
-        return Err(Error::Usage(format!("{}: is a directory", path.display())))
-            .context("Failed to load snapshot");
+        return Err(Error::Usage(format!("{}: is a directory", path.display()))).context("Failed to load snapshot");
     }
     Ok(f)
 }
@@ -135,8 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             )
         }
         Some(n) => {
-            let (place, bytes, anchors) =
-                find_index(&cli.snapshot, &file, n as usize, &rep, &mut warnings)?;
+            let (place, bytes, anchors) = find_index(&cli.snapshot, &file, n as usize, &rep, &mut warnings)?;
             (place, bytes, Some(anchors))
         }
     };
@@ -176,12 +167,7 @@ fn resolve(
     Ok(())
 }
 
-fn report_one(
-    cli: &Cli,
-    place: &Place,
-    v: &Verdict,
-    warnings: Vec<String>,
-) -> anyhow::Result<ExitStatus> {
+fn report_one(cli: &Cli, place: &Place, v: &Verdict, warnings: Vec<String>) -> anyhow::Result<ExitStatus> {
     let status = if v.ok() {
         ExitStatus::Success
     } else {
@@ -247,12 +233,7 @@ fn locate(path: &Path, offset: u64) -> anyhow::Result<Place> {
 
 /// Anchors of the snapshots before `offset`, read backwards until every
 /// peg-out anchor of `v` is among them or the start of the file is reached.
-fn anchors_before(
-    path: &Path,
-    file: &File,
-    offset: u64,
-    v: &Verdict,
-) -> anyhow::Result<HashSet<String>> {
+fn anchors_before(path: &Path, file: &File, offset: u64, v: &Verdict) -> anyhow::Result<HashSet<String>> {
     let mut set = HashSet::new();
     let mut missing: HashSet<&str> = v.pegout_refs.iter().map(|r| r.hash.as_str()).collect();
     if missing.is_empty() {
@@ -319,10 +300,7 @@ fn threads(cli: &Cli) -> usize {
 }
 
 fn verify_all(cli: &Cli, rep: &Report, file: &File) -> anyhow::Result<ExitStatus> {
-    let total = file
-        .metadata()
-        .map_err(|e| Error::io(&cli.snapshot, e))?
-        .len();
+    let total = file.metadata().map_err(|e| Error::io(&cli.snapshot, e))?.len();
     let bar = rep.bar(total, "verifying");
     let mut anchors: HashSet<String> = HashSet::new();
     let (mut count, mut failed) = (0usize, 0usize);
@@ -367,9 +345,7 @@ fn verify_all(cli: &Cli, rep: &Report, file: &File) -> anyhow::Result<ExitStatus
                 ),
                 Some(e) => format!("snapshot {}: FAILED {e}", r.number),
             };
-            bar.0
-                .suspend(|| out(line))
-                .map_err(|e| Error::io("stdout", e))?;
+            bar.0.suspend(|| out(line)).map_err(|e| Error::io("stdout", e))?;
         }
         Ok(())
     })?;
@@ -383,9 +359,7 @@ fn verify_all(cli: &Cli, rep: &Report, file: &File) -> anyhow::Result<ExitStatus
         return Err(no_snapshots(&cli.snapshot));
     }
     if cli.common.json {
-        out(
-            json!({"file": cli.snapshot, "ok": failed == 0, "snapshots": results, "warnings": warnings}),
-        )?;
+        out(json!({"file": cli.snapshot, "ok": failed == 0, "snapshots": results, "warnings": warnings}))?;
     }
     rep.info(format_args!(
         "{count} snapshots verified: {} OK, {failed} failed",

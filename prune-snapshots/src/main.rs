@@ -65,11 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         .context("cannot read snapshot file")?;
     let md = file.metadata().map_err(|e| Error::io(&cli.file, e))?;
     if md.is_dir() {
-        return Err(Error::Usage(format!(
-            "{}: is a directory, not a snapshot file",
-            cli.file.display()
-        ))
-        .into());
+        return Err(Error::Usage(format!("{}: is a directory, not a snapshot file", cli.file.display())).into());
     }
     if same_file(&md, &cli.file, &cli.output) {
         return Err(Error::Usage(format!(
@@ -90,9 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         }
     }
     let older = if kept.len() as u64 == cli.keep {
-        bw.next_block()
-            .map_err(|e| Error::io(&cli.file, e))?
-            .is_some()
+        bw.next_block().map_err(|e| Error::io(&cli.file, e))?.is_some()
     } else {
         false
     };
@@ -100,9 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         rep.warn(n);
     }
     if kept.is_empty() {
-        return Err(
-            anyhow::Error::new(Error::NoSnapshots(cli.file.clone())).context("nothing to keep")
-        );
+        return Err(anyhow::Error::new(Error::NoSnapshots(cli.file.clone())).context("nothing to keep"));
     }
     kept.reverse();
     let kept_bytes: u64 = kept.iter().map(|k| k.1).sum();
