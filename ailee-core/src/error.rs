@@ -17,6 +17,18 @@ pub enum Error {
     Interrupted,
     #[error("{0}")]
     Integrity(String),
+    #[error(
+        "{path}: the database is locked by another process — the AILEE node is probably running. \
+         Stop it first (systemctl stop ailee-node), or use the read-only check, which works while it runs. \
+         Do not delete LOCK: RocksDB's lock is released by the kernel when its holder exits."
+    )]
+    Locked { path: PathBuf },
+    #[error("{path}: {why}")]
+    NotADatabase { path: PathBuf, why: String },
+    #[error("{path}: RocksDB: {message}")]
+    Db { path: PathBuf, message: String },
+    #[error("{0}")]
+    Decode(#[from] crate::records::DecodeError),
 }
 
 impl Error {
@@ -31,7 +43,7 @@ impl Error {
     pub fn exit_status(&self) -> ExitStatus {
         match self {
             Error::Interrupted => ExitStatus::Interrupted,
-            Error::Integrity(_) => ExitStatus::Integrity,
+            Error::Integrity(_) | Error::Decode(_) => ExitStatus::Integrity,
             _ => ExitStatus::Operational,
         }
     }

@@ -18,6 +18,8 @@ pub mod format;
 pub mod model;
 pub mod pipeline;
 pub mod progress;
+pub mod records;
+pub mod reorgdb;
 pub mod root;
 pub mod scan;
 pub mod verify;

@@ -181,7 +181,7 @@ pub fn anchor_hash_of(block: &[u8]) -> Option<String> {
 
 /// What a source knows of an anchor a peg-out names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AnchorStatus {
+pub enum LinkStatus {
     /// Known and usable.
     Valid,
     /// Known but void (e.g. `INVALIDATED_REORG`); the text says why.
@@ -191,15 +191,15 @@ pub enum AnchorStatus {
 
 /// A place where anchors are recorded: earlier snapshots, the reorg database.
 pub trait AnchorSource {
-    fn status(&self, hash: &str) -> Result<AnchorStatus, crate::Error>;
+    fn status(&self, hash: &str) -> Result<LinkStatus, crate::Error>;
 }
 
 impl AnchorSource for std::collections::HashSet<String> {
-    fn status(&self, hash: &str) -> Result<AnchorStatus, crate::Error> {
+    fn status(&self, hash: &str) -> Result<LinkStatus, crate::Error> {
         Ok(if self.contains(hash) {
-            AnchorStatus::Valid
+            LinkStatus::Valid
         } else {
-            AnchorStatus::Unknown
+            LinkStatus::Unknown
         })
     }
 }
@@ -224,9 +224,9 @@ pub fn check_links(
     for r in refs {
         let from_db = match db {
             Some(db) => db.status(&r.hash)?,
-            None => AnchorStatus::Unknown,
+            None => LinkStatus::Unknown,
         };
-        if let AnchorStatus::Void(why) = from_db {
+        if let LinkStatus::Void(why) = from_db {
             out.failure = Some(Failure::PegoutAnchor {
                 peg_id: r.peg_id.clone(),
                 hash: r.hash.clone(),
@@ -234,7 +234,7 @@ pub fn check_links(
             });
             return Ok(out);
         }
-        if from_db == AnchorStatus::Valid || earlier.status(&r.hash)? == AnchorStatus::Valid {
+        if from_db == LinkStatus::Valid || earlier.status(&r.hash)? == LinkStatus::Valid {
             continue;
         }
         if db.is_some() {
