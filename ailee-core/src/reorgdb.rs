@@ -385,6 +385,12 @@ impl Batch {
         self.0.delete(block_key(height));
     }
 
+    /// Deletes every stored block at or above `height` (one range tombstone;
+    /// `block;` sorts right after every `block:` key).
+    pub fn delete_blocks_from(&mut self, height: u64) {
+        self.0.delete_range(block_key(height), "block;");
+    }
+
     pub fn put_anchor(&mut self, a: &AnchorRecord) {
         self.0.put(anchor_key(&a.anchor_hash), a.encode());
     }

@@ -1,0 +1,283 @@
+//! `ailee_resync_blocks` against the real regtest node: fresh resync, reorgs
+//! at their exact fork point, deep reorgs, kills and reruns, faults.
+
+use ailee_core::records::{AnchorRecord, AnchorStatus};
+use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
+use ailee_recovery::{cmd, Node};
+use predicates::prelude::*;
+use predicates::str::contains;
+use std::path::Path;
+
+fn init(p: &Path) {
+    cmd("ailee_init_reorg_db").arg("--path").arg(p).assert().code(0);
+}
+
+fn resync(node: &Node, db: &Path, start: u64) -> assert_cmd::Command {
+    let mut c = cmd("ailee_resync_blocks");
+    c.args(["--start-height", &start.to_string(), "--db-path"])
+        .arg(db)
+        .args(["--bitcoin-rpc", &node.url(), "--rpc-user", &node.user, "--rpc-password", &node.password]);
+    c
+}
+
+fn stored(db: &Path) -> Vec<(u64, String)> {
+    let d = ReorgDb::open(db, Mode::ReadOnly).unwrap();
+    d.blocks_from(0).map(Result::unwrap).collect()
+}
+
+fn anchor_at(hash: char, height: u64, status: AnchorStatus) -> AnchorRecord {
+    AnchorRecord {
+        anchor_hash: hash.to_string().repeat(64),
+        bitcoin_tx_id: "f".repeat(64),
+        bitcoin_height: height,
+        confirmations: 1,
+        broadcast_time: 1,
+        retry_count: 0,
+        status,
+        l2_state_root: "e".repeat(64),
+    }
+}
+
+fn put_anchors(db: &Path, anchors: &[AnchorRecord]) {
+    let d = ReorgDb::open(db, Mode::ReadWrite).unwrap();
+    let mut b = Batch::default();
+    for a in anchors {
+        b.put_anchor(a);
+    }
+    d.write(b).unwrap();
+}
+
+fn assert_matches_node(node: &Node, db: &Path) {
+    let s = stored(db);
+    let tip = node.count();
+    assert_eq!(s.last().map(|x| x.0), Some(tip));
+    for (h, hash) in &s {
+        assert_eq!(*hash, node.hash(*h), "height {h}");
+    }
+}
+
+#[test]
+fn fresh_resync_matches_getblockhash_at_every_height() {
+    let node = Node::start();
+    node.generate(250);
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    init(&db);
+    resync(&node, &db, 0)
+        .args(["--batch-size", "64"])
+        .assert()
+        .code(0)
+        .stdout(contains("Resync 0..250"))
+        .stdout(contains("251 heights checked, 251 block hashes written"))
+        .stdout(contains("No reorg."))
+        .stdout(contains(&node.password).not())
+        .stderr(contains(&node.password).not());
+    let s = stored(&db);
+    assert_eq!(s.len(), 251);
+    assert_matches_node(&node, &db);
+    // A second run changes nothing.
+    resync(&node, &db, 0).assert().code(0).stdout(contains("0 block hashes written"));
+    cmd("ailee_init_reorg_db").arg("--path").arg(&db).arg("--check").assert().code(0).stdout(contains("heights 0..250, no gaps"));
+}
+
+#[test]
+fn reorg_is_recorded_at_the_exact_fork_and_invalidates_anchors_at_or_above_it() {
+    let node = Node::start();
+    node.generate(120);
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    init(&db);
+    resync(&node, &db, 0).assert().code(0);
+    put_anchors(
+        &db,
+        &[
+            anchor_at('1', 100, AnchorStatus::Confirmed),
+            anchor_at('2', 117, AnchorStatus::Pending),
+            anchor_at('3', 118, AnchorStatus::Confirmed),
+            anchor_at('4', 110, AnchorStatus::Pending),
+        ],
+    );
+    let old117 = node.hash(117);
+    node.cli(&["invalidateblock", &old117]);
+    node.generate(5); // new tip 121, fork at 117, old tip 120: depth 4
+    let new117 = node.hash(117);
+    assert_ne!(old117, new117);
+    // Start above the fork: the tool must walk down to it.
+    resync(&node, &db, 119)
+        .assert()
+        .code(0)
+        .stdout(contains(format!("Reorg at height 117 (depth 4): old {old117} -> new {new117}; event 0; 2 anchor(s) invalidated")));
+    assert_matches_node(&node, &db);
+    let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
+    let ev = r.reorg_events().unwrap();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].1.reorg_height, 117);
+    assert_eq!(ev[0].1.old_block_hash, old117);
+    assert_eq!(ev[0].1.new_block_hash, new117);
+    assert_eq!(ev[0].1.invalidated_anchors, vec!["2".repeat(64), "3".repeat(64)]);
+    assert_eq!(r.counter().unwrap(), Some(1));
+    let a = |c: char| r.anchor(&c.to_string().repeat(64)).unwrap().unwrap();
+    assert_eq!((a('2').status, a('2').confirmations), (AnchorStatus::InvalidatedReorg, 0));
+    assert_eq!((a('3').status, a('3').confirmations), (AnchorStatus::InvalidatedReorg, 0));
+    // Below the fork: kept, confirmations refreshed (tip 121), PENDING promoted at 6.
+    assert_eq!((a('1').status, a('1').confirmations), (AnchorStatus::Confirmed, 22));
+    assert_eq!((a('4').status, a('4').confirmations), (AnchorStatus::Confirmed, 12));
+    drop(r);
+    cmd("ailee_init_reorg_db").arg("--path").arg(&db).arg("--check").assert().code(0).stdout(contains("Invalidated: 2"));
+}
+
+#[test]
+fn reorg_deeper_than_the_threshold_exits_3_after_recording_it() {
+    let node = Node::start();
+    node.generate(60);
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    init(&db);
+    resync(&node, &db, 0).assert().code(0);
+    node.cli(&["invalidateblock", &node.hash(50)]);
+    node.generate(12);
+    resync(&node, &db, 40)
+        .assert()
+        .code(3)
+        .stdout(contains("Reorg at height 50 (depth 11)"))
+        .stderr(contains("DEEP REORG"));
+    assert_matches_node(&node, &db);
+    // The same reorg within a larger threshold is not deep.
+    let d2 = tempfile::tempdir().unwrap();
+    let db2 = d2.path().join("reorg_db");
+    init(&db2);
+    resync(&node, &db2, 0).assert().code(0);
+    node.cli(&["invalidateblock", &node.hash(55)]);
+    node.generate(3);
+    resync(&node, &db2, 0).args(["--confirmations", "20"]).assert().code(0).stdout(contains("Reorg at height 55"));
+}
+
+#[test]
+fn shorter_chain_deletes_heights_above_the_tip() {
+    let node = Node::start();
+    node.generate(30);
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    init(&db);
+    resync(&node, &db, 0).assert().code(0);
+    node.cli(&["invalidateblock", &node.hash(28)]);
+    resync(&node, &db, 20)
+        .assert()
+        .code(0)
+        .stdout(contains("Reorg at height 28 (depth 3)"))
+        .stdout(contains("3 deleted"));
+    assert_matches_node(&node, &db);
+}
+
+#[test]
+fn dry_run_reports_and_writes_nothing() {
+    let node = Node::start();
+    node.generate(20);
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    init(&db);
+    resync(&node, &db, 0).arg("--dry-run").assert().code(0).stdout(contains("21 block hashes would be written"));
+    assert!(stored(&db).is_empty());
+}
+
+#[test]
+fn killed_resync_reruns_to_a_consistent_complete_database() {
+    let node = Node::start();
+    node.generate(1500);
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    init(&db);
+    resync(&node, &db, 0).assert().code(0);
+    // A reorg to detect, then kill the resync at several points.
+    node.cli(&["invalidateblock", &node.hash(1400)]);
+    node.generate(110);
+    for delay_ms in [5u64, 40, 120] {
+        let mut c = std::process::Command::new(ailee_recovery::bin("ailee_resync_blocks"));
+        c.args(["--start-height", "0", "--batch-size", "10", "--db-path"])
+            .arg(&db)
+            .args(["--bitcoin-rpc", &node.url(), "--rpc-user", &node.user, "--rpc-password", &node.password])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        // After every kill the database opens and every record decodes.
+        cmd("ailee_init_reorg_db").arg("--path").arg(&db).arg("--check").assert().code(0);
+        // Stored hashes never disagree with the chain below a gap-free prefix.
+        let s = stored(&db);
+        let sample: Vec<_> = s.iter().filter(|(h, _)| h % 97 == 0).collect();
+        for (h, hash) in sample {
+            if *h < 1400 {
+                assert_eq!(*hash, node.hash(*h));
+            }
+        }
+    }
+    // The first full rerun reports the reorg (deep: exit 3) unless a killed run
+    // had already recorded it (exit 0); the next one has nothing left to do.
+    let first = resync(&node, &db, 0).output().unwrap();
+    assert!(matches!(first.status.code(), Some(0 | 3)), "{first:?}");
+    resync(&node, &db, 0).assert().code(0).stdout(contains("No reorg."));
+    assert_matches_node(&node, &db);
+    let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
+    let ev = r.reorg_events().unwrap();
+    assert_eq!(ev.len(), 1, "one event for the one fork, whatever the kills: {ev:?}");
+    assert_eq!(ev[0].1.reorg_height, 1400);
+}
+
+#[test]
+fn faults_exit_1_with_a_clear_message_and_no_secret() {
+    let mut node = Node::start();
+    node.generate(10);
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    init(&db);
+    // Wrong password.
+    cmd("ailee_resync_blocks")
+        .args(["--start-height", "0", "--db-path"])
+        .arg(&db)
+        .args(["--bitcoin-rpc", &node.url(), "--rpc-user", "ailee", "--rpc-password", "wrong-pw-123"])
+        .assert()
+        .code(1)
+        .stderr(contains("authentication refused"))
+        .stderr(contains("wrong-pw-123").not());
+    // Credentials in the URL are accepted and never shown.
+    let url = format!("http://{}:{}@127.0.0.1:{}", node.user, node.password, node.rpc_port);
+    cmd("ailee_resync_blocks")
+        .args(["--start-height", "0", "--db-path"])
+        .arg(&db)
+        .args(["--bitcoin-rpc", &url])
+        .assert()
+        .code(0)
+        .stdout(contains(&node.password).not());
+    // Credentials from the environment.
+    cmd("ailee_resync_blocks")
+        .args(["--start-height", "0", "--db-path"])
+        .arg(&db)
+        .args(["--bitcoin-rpc", &node.url()])
+        .env("AILEE_RPC_USER", &node.user)
+        .env("AILEE_RPC_PASSWORD", &node.password)
+        .assert()
+        .code(0);
+    let before = stored(&db);
+    // Wrong port / node not running.
+    node.stop();
+    resync(&node, &db, 0).assert().code(1).stderr(contains("Connection refused")).stderr(contains(&node.password).not());
+    assert_eq!(stored(&db), before);
+    // Not a database.
+    resync(&node, &d.path().join("nope"), 0).assert().code(1).stderr(contains("no database here"));
+    // Argument errors.
+    cmd("ailee_resync_blocks").args(["--start-height", "x"]).assert().code(1);
+    cmd("ailee_resync_blocks").arg("--help").assert().code(0).stdout(contains("Exit codes:")).stdout(contains("deep reorg"));
+}
+
+#[test]
+fn database_held_by_the_node_is_refused() {
+    let node = Node::start();
+    node.generate(5);
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    init(&db);
+    let _held = ReorgDb::open(&db, Mode::ReadWrite).unwrap(); // stands in for the running node
+    resync(&node, &db, 0).assert().code(1).stderr(contains("the AILEE node is probably running"));
+}
