@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod anchor;
+pub mod append;
 pub mod atomic;
 pub mod cancel;
 pub mod error;
@@ -24,6 +25,7 @@ pub mod root;
 pub mod resync;
 pub mod rpc;
 pub mod scan;
+pub mod state_json;
 pub mod verify;
 
 pub use error::{Error, Result};

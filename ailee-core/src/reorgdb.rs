@@ -80,6 +80,12 @@ impl ReorgDb {
     /// temporary name and renamed into place, so an interrupted run leaves
     /// nothing at `path`.
     pub fn create(path: &Path) -> Result<()> {
+        Self::create_with(path, |_| Ok(()))
+    }
+
+    /// Like [`ReorgDb::create`], filling the new database with `fill` before
+    /// it is renamed into place.
+    fn create_with(path: &Path, fill: impl FnOnce(&DB) -> Result<()>) -> Result<()> {
         match describe(path) {
             None => {}
             Some(d) if d == "an empty directory" => {}
@@ -98,6 +104,12 @@ impl ReorgDb {
             o.create_if_missing(true);
             o.create_missing_column_families(true);
             let db = DB::open_cf_descriptors(&o, &tmp, descriptors()).map_err(|e| db_error(&tmp, e))?;
+            fill(&db)?;
+            for name in COLUMN_FAMILIES {
+                if let Some(cf) = db.cf_handle(name) {
+                    db.flush_cf(&cf).map_err(|e| db_error(&tmp, e))?;
+                }
+            }
             db.flush_wal(true).map_err(|e| db_error(&tmp, e))?;
             drop(db);
             for e in std::fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))? {
@@ -260,6 +272,35 @@ impl ReorgDb {
     pub fn checkpoint(&self, dest: &Path) -> Result<()> {
         let cp = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| db_error(&self.path, e))?;
         cp.create_checkpoint(dest).map_err(|e| db_error(dest, e))
+    }
+
+    /// Copies every record of both column families into a new database at
+    /// `dest` (which must not exist), built under a temporary name and renamed
+    /// into place. Works on a read-only handle, so it can run while the node
+    /// holds the database: the copy is the state the read-only open saw — a
+    /// consistent point in time, unlike a `tar` of the live directory.
+    pub fn copy_to(&self, dest: &Path) -> Result<u64> {
+        let mut copied = 0u64;
+        Self::create_with(dest, |new| {
+            for name in COLUMN_FAMILIES {
+                let (Some(from), Some(to)) = (self.db.cf_handle(name), new.cf_handle(name)) else {
+                    return Err(Error::NotADatabase { path: self.path.clone(), why: format!("no column family {name}") });
+                };
+                let mut b = rocksdb::WriteBatch::default();
+                for item in self.db.iterator_cf(&from, IteratorMode::Start) {
+                    crate::cancel::check()?;
+                    let (k, v) = item.map_err(|e| db_error(&self.path, e))?;
+                    b.put_cf(&to, k, v);
+                    copied += 1;
+                    if b.len() >= 10_000 {
+                        new.write(std::mem::take(&mut b)).map_err(|e| db_error(dest, e))?;
+                    }
+                }
+                new.write(b).map_err(|e| db_error(dest, e))?;
+            }
+            Ok(())
+        })?;
+        Ok(copied)
     }
 
     /// Entries in `reputation_cf` (the node's; counted, never decoded).

@@ -199,6 +199,34 @@ impl Rpc {
         }
     }
 
+    /// Creates, funds and signs through the node's wallet a transaction whose
+    /// only non-change output is an `OP_RETURN` carrying `data`; returns the
+    /// signed hex, not yet broadcast. Signing tries Bitcoin Core's
+    /// `signrawtransactionwithwallet` first and the older `signrawtransaction`
+    /// where the node lacks it.
+    pub fn build_op_return_tx(&self, data: &[u8]) -> Result<String> {
+        let raw = self.call("createrawtransaction", &[Value::Array(vec![]), serde_json::json!({"data": crate::root::hex(data)})])?;
+        let funded = self.call("fundrawtransaction", &[raw])?;
+        let hex = funded.get("hex").cloned().ok_or_else(|| self.err("fundrawtransaction", "no hex in reply"))?;
+        let signed = match self.client.call::<Value>("signrawtransactionwithwallet", &[hex.clone()]) {
+            Ok(v) => v,
+            Err(bitcoincore_rpc::Error::JsonRpc(jsonrpc::Error::Rpc(e))) if e.code == -32601 => {
+                self.call("signrawtransaction", &[hex])?
+            }
+            Err(e) => return Err(self.err("signrawtransactionwithwallet", e)),
+        };
+        if signed.get("complete").and_then(Value::as_bool) != Some(true) {
+            return Err(self.err("signrawtransaction", format!("wallet could not sign the transaction: {signed}")));
+        }
+        signed.get("hex").and_then(Value::as_str).map(str::to_string).ok_or_else(|| self.err("signrawtransaction", "no hex in reply"))
+    }
+
+    /// Broadcasts a signed transaction; returns its txid.
+    pub fn send_raw(&self, hex: &str) -> Result<String> {
+        let v = self.call("sendrawtransaction", &[Value::from(hex)])?;
+        v.as_str().map(str::to_string).ok_or_else(|| self.err("sendrawtransaction", "no txid in reply"))
+    }
+
     /// Height of a block, from its header as raw JSON.
     pub fn block_height(&self, hash: &str) -> Result<u64> {
         let v = self.call("getblockheader", &[Value::from(hash), Value::from(true)])?;

@@ -30,6 +30,13 @@ struct Cli {
     /// Check an existing database read-only instead of creating one.
     #[arg(long)]
     check: bool,
+    /// Print one anchor record (read-only), e.g. to find the Bitcoin height of an anchor.
+    #[arg(long, value_name = "HASH", conflicts_with_all = ["check", "copy_to"])]
+    get_anchor: Option<String>,
+    /// Write a consistent copy of the database to a new directory (read-only on
+    /// PATH, safe while the node runs); used by the hourly backup.
+    #[arg(long, value_name = "DEST", conflicts_with = "check")]
+    copy_to: Option<PathBuf>,
     /// Number of recent reorg events to list with --check.
     #[arg(long, value_name = "N", default_value_t = 10, requires = "check")]
     recent: usize,
@@ -42,6 +49,40 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
+    if let Some(hash) = &cli.get_anchor {
+        let db = ReorgDb::open(&cli.path, Mode::ReadOnly).context("cannot open reorg database")?;
+        let Some(a) = db.anchor(hash)? else {
+            eprintln!("No anchor {hash} in {}", cli.path.display());
+            return Ok(ExitStatus::Operational);
+        };
+        if cli.common.json {
+            out(json!({"anchor_hash": a.anchor_hash, "bitcoin_tx_id": a.bitcoin_tx_id,
+                "bitcoin_height": a.bitcoin_height, "confirmations": a.confirmations,
+                "broadcast_time": a.broadcast_time, "retry_count": a.retry_count,
+                "status": a.status.name(), "l2_state_root": a.l2_state_root}))?;
+        } else {
+            out(format_args!("anchor {}\nstatus {}\ntxid {}\nheight {}\nconfirmations {}\nl2StateRoot {}",
+                a.anchor_hash, a.status.name(), a.bitcoin_tx_id, a.bitcoin_height, a.confirmations, a.l2_state_root))?;
+        }
+        return Ok(ExitStatus::Success);
+    }
+    if let Some(dest) = &cli.copy_to {
+        let db = ReorgDb::open(&cli.path, Mode::ReadOnly).context("cannot open reorg database")?;
+        let n = db.copy_to(dest).context("cannot copy the reorg database")?;
+        drop(db);
+        let copy = ReorgDb::open(dest, Mode::ReadOnly)?;
+        let r = copy.check(0)?;
+        if !r.healthy() {
+            eprintln!("The copy does not check: {}", r.errors.first().cloned().or(r.counter_mismatch).unwrap_or_default());
+            return Ok(ExitStatus::Integrity);
+        }
+        if cli.common.json {
+            out(json!({"path": cli.path, "copy": dest, "records": n}))?;
+        } else {
+            out(format_args!("Copied {n} records from {} to {} (checked)", cli.path.display(), dest.display()))?;
+        }
+        return Ok(ExitStatus::Success);
+    }
     if !cli.check {
         ReorgDb::create(&cli.path).context("cannot create reorg database")?;
         if cli.common.json {

@@ -4,8 +4,9 @@
 
 use ailee_cli::{out, Common, Report, EXIT_CODES_HELP};
 use ailee_core::format::ParseError;
+use ailee_core::reorgdb::{Mode, ReorgDb};
 use ailee_core::scan::{Backward, Note, Scanner};
-use ailee_core::verify::{anchor_hash_of, check_block, check_links, AnchorSource, Failure, Verdict};
+use ailee_core::verify::{anchor_hash_of, anchors_before, check_block, check_links, AnchorSource, Failure, Verdict};
 use ailee_core::{cancel, Error, ExitStatus};
 use anyhow::Context;
 use clap::Parser;
@@ -36,6 +37,15 @@ struct Cli {
     /// Print the number of the newest snapshot that verifies (exit 2 if none does).
     #[arg(long)]
     last_valid: bool,
+    /// Also check peg-out anchors against this reorg database, opened read-only
+    /// (works while the node runs): an anchor it marks INVALIDATED_REORG or
+    /// FAILED_ORPHANED, or that no source records, fails the snapshot.
+    #[arg(long, value_name = "PATH")]
+    reorg_db: Option<PathBuf>,
+    /// Print the snapshot's state as the JSON of SPEC §3 (for ailee_create_anchor
+    /// --l2-state-file) instead of verifying it.
+    #[arg(long, conflicts_with_all = ["all", "last_valid"])]
+    print_state: bool,
     /// Worker threads for --all (default: number of CPUs).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..256))]
     threads: Option<u64>,
@@ -48,6 +58,7 @@ fn main() -> ExitCode {
 }
 
 /// Where a block sits in the file (number and line are found lazily).
+#[derive(Clone, Copy)]
 struct Place {
     number: Option<usize>,
     offset: u64,
@@ -131,6 +142,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             (place, bytes, Some(anchors))
         }
     };
+    if cli.print_state {
+        return print_state(&cli, &place, &block);
+    }
     let mut buf = Vec::new();
     let mut verdict = check_block(&block, &mut buf);
     drop(block);
@@ -145,7 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     if verdict.ok() {
         let earlier = match earlier {
             Some(set) => set,
-            None => anchors_before(&cli.snapshot, &file, place.offset, &verdict)?,
+            None => anchors_before(&cli.snapshot, &file, place.offset, &verdict.pegout_refs)?,
         };
         resolve(&mut verdict, &earlier, &rep, &mut warnings)?;
     }
@@ -182,7 +196,7 @@ fn report_one(cli: &Cli, place: &Place, v: &Verdict, warnings: Vec<String>) -> a
             "line": place.line,
             "ok": v.ok(),
             "root": v.root,
-            "anchor_hash": if v.ok() { v.anchor_hash.clone() } else { None },
+            "anchor_hash": v.anchor_hash,
             "error": error,
             "warnings": warnings,
         }))?;
@@ -231,28 +245,6 @@ fn locate(path: &Path, offset: u64) -> anyhow::Result<Place> {
     })
 }
 
-/// Anchors of the snapshots before `offset`, read backwards until every
-/// peg-out anchor of `v` is among them or the start of the file is reached.
-fn anchors_before(path: &Path, file: &File, offset: u64, v: &Verdict) -> anyhow::Result<HashSet<String>> {
-    let mut set = HashSet::new();
-    let mut missing: HashSet<&str> = v.pegout_refs.iter().map(|r| r.hash.as_str()).collect();
-    if missing.is_empty() {
-        return Ok(set);
-    }
-    let mut bw = Backward::before(file, offset).map_err(|e| Error::io(path, e))?;
-    while let Some(b) = bw.next_block().map_err(|e| Error::io(path, e))? {
-        cancel::check()?;
-        if let Some(h) = anchor_hash_of(&b.bytes) {
-            missing.remove(h.as_str());
-            set.insert(h);
-        }
-        if missing.is_empty() {
-            break;
-        }
-    }
-    Ok(set)
-}
-
 /// Snapshot `n` and the anchors of the snapshots before it.
 fn find_index(
     path: &Path,
@@ -299,7 +291,7 @@ fn threads(cli: &Cli) -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
-fn verify_all(cli: &Cli, rep: &Report, file: &File) -> anyhow::Result<ExitStatus> {
+fn verify_all(cli: &Cli, rep: &Report, file: &File, db: Option<&dyn AnchorSource>) -> anyhow::Result<ExitStatus> {
     let total = file.metadata().map_err(|e| Error::io(&cli.snapshot, e))?.len();
     let bar = rep.bar(total, "verifying");
     let mut anchors: HashSet<String> = HashSet::new();
@@ -311,7 +303,7 @@ fn verify_all(cli: &Cli, rep: &Report, file: &File) -> anyhow::Result<ExitStatus
         let mut v = r.verdict;
         crlf |= v.crlf;
         if v.ok() {
-            let links = check_links(&v.pegout_refs, &anchors, None)?;
+            let links = check_links(&v.pegout_refs, &anchors, db)?;
             for w in links.warnings {
                 let w = format!("snapshot {}: {w}", r.number);
                 bar.0.suspend(|| rep.warn(&w));
@@ -372,7 +364,7 @@ fn verify_all(cli: &Cli, rep: &Report, file: &File) -> anyhow::Result<ExitStatus
     })
 }
 
-fn last_valid(cli: &Cli, rep: &Report, file: &File) -> anyhow::Result<ExitStatus> {
+fn last_valid(cli: &Cli, rep: &Report, file: &File, db: Option<&dyn AnchorSource>) -> anyhow::Result<ExitStatus> {
     let path = &cli.snapshot;
     // Numbers need the count of complete snapshots: one pass that only finds boundaries.
     let mut sc = Scanner::new(file);
@@ -394,8 +386,8 @@ fn last_valid(cli: &Cli, rep: &Report, file: &File) -> anyhow::Result<ExitStatus
         number -= 1;
         let mut v = check_block(&b.bytes, &mut buf);
         if v.ok() {
-            let earlier = anchors_before(path, file, b.offset, &v)?;
-            resolve(&mut v, &earlier, rep, &mut warnings)?;
+            let earlier = anchors_before(path, file, b.offset, &v.pegout_refs)?;
+            resolve(&mut v, &earlier, db, rep, &mut warnings)?;
         }
         match &v.failure {
             None => {
