@@ -97,15 +97,24 @@ pub struct Node {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Path of the regtest `bitcoind`, installed into the cache by the script when missing.
 pub fn bitcoind() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let out = Command::new(root().join("scripts/install_bitcoind.sh")).output().expect("run install_bitcoind.sh");
-        assert!(out.status.success(), "install_bitcoind.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(root().join("scripts/install_bitcoind.sh"))
+            .output()
+            .expect("run install_bitcoind.sh");
+        assert!(
+            out.status.success(),
+            "install_bitcoind.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         PathBuf::from(String::from_utf8(out.stdout).expect("utf-8 path").trim())
     })
     .clone()
@@ -172,7 +181,9 @@ impl Node {
             .args(args)
             .output()
             .ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     /// Runs `bitcoin-cli` against the node; panics on failure.

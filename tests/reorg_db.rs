@@ -17,7 +17,11 @@ fn ldb(db: &Path, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("ldb (Debian rocksdb-tools) must be installed: scripts/setup.sh installs it");
-    assert!(out.status.success(), "ldb {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ldb {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -39,7 +43,12 @@ fn anchor(h: &str, status: AnchorStatus) -> AnchorRecord {
 }
 
 fn init(p: &Path) {
-    cmd("ailee_init_reorg_db").arg("--path").arg(p).assert().code(0).stdout(contains("Created reorg database"));
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(p)
+        .assert()
+        .code(0)
+        .stdout(contains("Created reorg database"));
 }
 
 #[test]
@@ -58,7 +67,11 @@ fn init_creates_both_column_families_and_an_empty_healthy_database() {
         .stdout(contains("Pending: 0\nConfirmed: 0\nInvalidated: 0\n"))
         .stdout(contains("Blocks: none stored"))
         .stdout(contains("Database OK"));
-    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "no temporary directory left");
+    assert_eq!(
+        std::fs::read_dir(d.path()).unwrap().count(),
+        1,
+        "no temporary directory left"
+    );
 }
 
 #[test]
@@ -67,26 +80,60 @@ fn init_never_touches_what_is_already_there() {
     let p = d.path().join("reorg_db");
     init(&p);
     let before: Vec<_> = std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().file_name()).collect();
-    cmd("ailee_init_reorg_db").arg("--path").arg(&p).assert().code(1).stderr(contains("an existing RocksDB database"));
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(&p)
+        .assert()
+        .code(1)
+        .stderr(contains("an existing RocksDB database"));
     let after: Vec<_> = std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(before, after);
     // A file.
     let f = d.path().join("file");
     std::fs::write(&f, "x").unwrap();
-    cmd("ailee_init_reorg_db").arg("--path").arg(&f).assert().code(1).stderr(contains("a file, not a directory"));
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(&f)
+        .assert()
+        .code(1)
+        .stderr(contains("a file, not a directory"));
     assert_eq!(std::fs::read(&f).unwrap(), b"x");
     // A directory that is not a database.
     let nd = d.path().join("stuff");
     std::fs::create_dir(&nd).unwrap();
     std::fs::write(nd.join("notes.txt"), "keep").unwrap();
-    cmd("ailee_init_reorg_db").arg("--path").arg(&nd).assert().code(1).stderr(contains("not a RocksDB database"));
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(&nd)
+        .assert()
+        .code(1)
+        .stderr(contains("not a RocksDB database"));
     assert_eq!(std::fs::read_dir(&nd).unwrap().count(), 1);
     // Not writable.
-    cmd("ailee_init_reorg_db").arg("--path").arg("/proc/ailee_reorg_db").assert().code(1);
-    cmd("ailee_init_reorg_db").arg("--path").arg(f.join("db")).assert().code(1);
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg("/proc/ailee_reorg_db")
+        .assert()
+        .code(1);
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(f.join("db"))
+        .assert()
+        .code(1);
     // Check of something that is not a database.
-    cmd("ailee_init_reorg_db").arg("--path").arg(&nd).arg("--check").assert().code(1);
-    cmd("ailee_init_reorg_db").arg("--path").arg(d.path().join("none")).arg("--check").assert().code(1).stderr(contains("no database here"));
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(&nd)
+        .arg("--check")
+        .assert()
+        .code(1);
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(d.path().join("none"))
+        .arg("--check")
+        .assert()
+        .code(1)
+        .stderr(contains("no database here"));
     assert!(!d.path().join("none").exists());
 }
 
@@ -100,8 +147,17 @@ fn database_missing_reputation_cf_is_refused_unchanged() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    cmd("ailee_init_reorg_db").arg("--path").arg(&p).arg("--check").assert().code(1).stderr(contains("\"reputation_cf\" is missing"));
-    assert!(matches!(ReorgDb::open(&p, Mode::ReadWrite), Err(Error::NotADatabase { .. })));
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(&p)
+        .arg("--check")
+        .assert()
+        .code(1)
+        .stderr(contains("\"reputation_cf\" is missing"));
+    assert!(matches!(
+        ReorgDb::open(&p, Mode::ReadWrite),
+        Err(Error::NotADatabase { .. })
+    ));
     let cfs = String::from_utf8(ldb(&p, &["list_column_families"]).stdout).unwrap();
     assert!(!cfs.contains("reputation_cf"), "{cfs}");
 }
@@ -130,7 +186,10 @@ fn ldb_reads_what_we_write_in_the_nodes_encodings() {
         db.write(b).unwrap();
         db.flush().unwrap(); // into SST files, which ldb 7.8.3 must be able to read
     }
-    let ssts = std::fs::read_dir(&p).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "sst")).count();
+    let ssts = std::fs::read_dir(&p)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "sst"))
+        .count();
     assert!(ssts > 0, "the data must be in SST files for this test to mean anything");
     let scan = String::from_utf8(ldb(&p, &["scan"]).stdout).unwrap();
     let a = hash('a');
@@ -174,7 +233,11 @@ fn our_check_decodes_what_ldb_writes_and_flags_what_does_not_decode() {
         .stdout(contains("Pending: 1\n"))
         .stdout(contains("Blocks: 2 stored, heights 7..9, 1 heights missing: 8..8"))
         .stdout(contains("Reorg events: 1 (reorg_counter 1)"))
-        .stdout(contains(format!("Reorg at height 7 (event 0): {} -> {}", hash('a'), hash('b'))));
+        .stdout(contains(format!(
+            "Reorg at height 7 (event 0): {} -> {}",
+            hash('a'),
+            hash('b')
+        )));
     let db = ReorgDb::open(&p, Mode::ReadOnly).unwrap();
     assert_eq!(db.anchor(&hash('2')).unwrap().unwrap().status, AnchorStatus::Pending);
     drop(db);
@@ -190,8 +253,19 @@ fn our_check_decodes_what_ldb_writes_and_flags_what_does_not_decode() {
     // A counter that disagrees with the events: exit 2.
     ldb(&p, &["delete", "block:00000000000000000010"]);
     ldb(&p, &["put", "reorg_counter", "5"]);
-    cmd("ailee_init_reorg_db").arg("--path").arg(&p).arg("--check").assert().code(2).stderr(contains("Counter mismatch"));
-    let out = cmd("ailee_init_reorg_db").arg("--path").arg(&p).args(["--check", "--json"]).assert().code(2);
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(&p)
+        .arg("--check")
+        .assert()
+        .code(2)
+        .stderr(contains("Counter mismatch"));
+    let out = cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(&p)
+        .args(["--check", "--json"])
+        .assert()
+        .code(2);
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(v["healthy"], false);
     assert_eq!(v["anchors"]["PENDING"], 1);
@@ -235,12 +309,21 @@ fn locked_database_is_refused_for_writing_and_checkable_read_only() {
     match ReorgDb::open(&p, Mode::ReadWrite) {
         Err(e @ Error::Locked { .. }) => {
             let m = e.to_string();
-            assert!(m.contains("node is probably running") && m.contains("Do not delete LOCK"), "{m}");
+            assert!(
+                m.contains("node is probably running") && m.contains("Do not delete LOCK"),
+                "{m}"
+            );
         }
         Err(e) => panic!("expected Locked, got {e}"),
         Ok(_) => panic!("opened a locked database read-write"),
     }
-    cmd("ailee_init_reorg_db").arg("--path").arg(&p).arg("--check").assert().code(0).stdout(contains("Database OK"));
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(&p)
+        .arg("--check")
+        .assert()
+        .code(0)
+        .stdout(contains("Database OK"));
     drop(h);
     // The lock died with its holder: no stale LOCK to remove.
     assert!(ReorgDb::open(&p, Mode::ReadWrite).is_ok());
@@ -249,8 +332,15 @@ fn locked_database_is_refused_for_writing_and_checkable_read_only() {
 
 #[test]
 fn help_lists_exit_codes_and_argument_errors_exit_1() {
-    cmd("ailee_init_reorg_db").arg("--help").assert().code(0).stdout(contains("Exit codes:"));
+    cmd("ailee_init_reorg_db")
+        .arg("--help")
+        .assert()
+        .code(0)
+        .stdout(contains("Exit codes:"));
     cmd("ailee_init_reorg_db").assert().code(1);
-    cmd("ailee_init_reorg_db").args(["--path", "x", "--recent", "3"]).assert().code(1);
+    cmd("ailee_init_reorg_db")
+        .args(["--path", "x", "--recent", "3"])
+        .assert()
+        .code(1);
     let _ = predicate::always();
 }

@@ -16,7 +16,14 @@ fn resync(node: &Node, db: &Path, start: u64) -> assert_cmd::Command {
     let mut c = cmd("ailee_resync_blocks");
     c.args(["--start-height", &start.to_string(), "--db-path"])
         .arg(db)
-        .args(["--bitcoin-rpc", &node.url(), "--rpc-user", &node.user, "--rpc-password", &node.password]);
+        .args([
+            "--bitcoin-rpc",
+            &node.url(),
+            "--rpc-user",
+            &node.user,
+            "--rpc-password",
+            &node.password,
+        ]);
     c
 }
 
@@ -76,8 +83,17 @@ fn fresh_resync_matches_getblockhash_at_every_height() {
     assert_eq!(s.len(), 251);
     assert_matches_node(&node, &db);
     // A second run changes nothing.
-    resync(&node, &db, 0).assert().code(0).stdout(contains("0 block hashes written"));
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).arg("--check").assert().code(0).stdout(contains("heights 0..250, no gaps"));
+    resync(&node, &db, 0)
+        .assert()
+        .code(0)
+        .stdout(contains("0 block hashes written"));
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(&db)
+        .arg("--check")
+        .assert()
+        .code(0)
+        .stdout(contains("heights 0..250, no gaps"));
 }
 
 #[test]
@@ -103,10 +119,9 @@ fn reorg_is_recorded_at_the_exact_fork_and_invalidates_anchors_at_or_above_it() 
     let new117 = node.hash(117);
     assert_ne!(old117, new117);
     // Start above the fork: the tool must walk down to it.
-    resync(&node, &db, 119)
-        .assert()
-        .code(0)
-        .stdout(contains(format!("Reorg at height 117 (depth 4): old {old117} -> new {new117}; event 0; 2 anchor(s) invalidated")));
+    resync(&node, &db, 119).assert().code(0).stdout(contains(format!(
+        "Reorg at height 117 (depth 4): old {old117} -> new {new117}; event 0; 2 anchor(s) invalidated"
+    )));
     assert_matches_node(&node, &db);
     let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
     let ev = r.reorg_events().unwrap();
@@ -117,13 +132,25 @@ fn reorg_is_recorded_at_the_exact_fork_and_invalidates_anchors_at_or_above_it() 
     assert_eq!(ev[0].1.invalidated_anchors, vec!["2".repeat(64), "3".repeat(64)]);
     assert_eq!(r.counter().unwrap(), Some(1));
     let a = |c: char| r.anchor(&c.to_string().repeat(64)).unwrap().unwrap();
-    assert_eq!((a('2').status, a('2').confirmations), (AnchorStatus::InvalidatedReorg, 0));
-    assert_eq!((a('3').status, a('3').confirmations), (AnchorStatus::InvalidatedReorg, 0));
+    assert_eq!(
+        (a('2').status, a('2').confirmations),
+        (AnchorStatus::InvalidatedReorg, 0)
+    );
+    assert_eq!(
+        (a('3').status, a('3').confirmations),
+        (AnchorStatus::InvalidatedReorg, 0)
+    );
     // Below the fork: kept, confirmations refreshed (tip 121), PENDING promoted at 6.
     assert_eq!((a('1').status, a('1').confirmations), (AnchorStatus::Confirmed, 22));
     assert_eq!((a('4').status, a('4').confirmations), (AnchorStatus::Confirmed, 12));
     drop(r);
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).arg("--check").assert().code(0).stdout(contains("Invalidated: 2"));
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(&db)
+        .arg("--check")
+        .assert()
+        .code(0)
+        .stdout(contains("Invalidated: 2"));
 }
 
 #[test]
@@ -149,7 +176,11 @@ fn reorg_deeper_than_the_threshold_exits_3_after_recording_it() {
     resync(&node, &db2, 0).assert().code(0);
     node.cli(&["invalidateblock", &node.hash(55)]);
     node.generate(3);
-    resync(&node, &db2, 0).args(["--confirmations", "20"]).assert().code(0).stdout(contains("Reorg at height 55"));
+    resync(&node, &db2, 0)
+        .args(["--confirmations", "20"])
+        .assert()
+        .code(0)
+        .stdout(contains("Reorg at height 55"));
 }
 
 #[test]
@@ -176,7 +207,11 @@ fn dry_run_reports_and_writes_nothing() {
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("reorg_db");
     init(&db);
-    resync(&node, &db, 0).arg("--dry-run").assert().code(0).stdout(contains("21 block hashes would be written"));
+    resync(&node, &db, 0)
+        .arg("--dry-run")
+        .assert()
+        .code(0)
+        .stdout(contains("21 block hashes would be written"));
     assert!(stored(&db).is_empty());
 }
 
@@ -195,7 +230,14 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
         let mut c = std::process::Command::new(ailee_recovery::bin("ailee_resync_blocks"));
         c.args(["--start-height", "0", "--batch-size", "10", "--db-path"])
             .arg(&db)
-            .args(["--bitcoin-rpc", &node.url(), "--rpc-user", &node.user, "--rpc-password", &node.password])
+            .args([
+                "--bitcoin-rpc",
+                &node.url(),
+                "--rpc-user",
+                &node.user,
+                "--rpc-password",
+                &node.password,
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         let mut child = c.spawn().unwrap();
@@ -203,7 +245,12 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
         let _ = child.kill();
         let _ = child.wait();
         // After every kill the database opens and every record decodes.
-        cmd("ailee_init_reorg_db").arg("--path").arg(&db).arg("--check").assert().code(0);
+        cmd("ailee_init_reorg_db")
+            .arg("--path")
+            .arg(&db)
+            .arg("--check")
+            .assert()
+            .code(0);
         // Stored hashes never disagree with the chain below a gap-free prefix.
         let s = stored(&db);
         let sample: Vec<_> = s.iter().filter(|(h, _)| h % 97 == 0).collect();
@@ -236,7 +283,14 @@ fn faults_exit_1_with_a_clear_message_and_no_secret() {
     cmd("ailee_resync_blocks")
         .args(["--start-height", "0", "--db-path"])
         .arg(&db)
-        .args(["--bitcoin-rpc", &node.url(), "--rpc-user", "ailee", "--rpc-password", "wrong-pw-123"])
+        .args([
+            "--bitcoin-rpc",
+            &node.url(),
+            "--rpc-user",
+            "ailee",
+            "--rpc-password",
+            "wrong-pw-123",
+        ])
         .assert()
         .code(1)
         .stderr(contains("authentication refused"))
@@ -262,13 +316,28 @@ fn faults_exit_1_with_a_clear_message_and_no_secret() {
     let before = stored(&db);
     // Wrong port / node not running.
     node.stop();
-    resync(&node, &db, 0).assert().code(1).stderr(contains("Connection refused")).stderr(contains(&node.password).not());
+    resync(&node, &db, 0)
+        .assert()
+        .code(1)
+        .stderr(contains("Connection refused"))
+        .stderr(contains(&node.password).not());
     assert_eq!(stored(&db), before);
     // Not a database.
-    resync(&node, &d.path().join("nope"), 0).assert().code(1).stderr(contains("no database here"));
+    resync(&node, &d.path().join("nope"), 0)
+        .assert()
+        .code(1)
+        .stderr(contains("no database here"));
     // Argument errors.
-    cmd("ailee_resync_blocks").args(["--start-height", "x"]).assert().code(1);
-    cmd("ailee_resync_blocks").arg("--help").assert().code(0).stdout(contains("Exit codes:")).stdout(contains("deep reorg"));
+    cmd("ailee_resync_blocks")
+        .args(["--start-height", "x"])
+        .assert()
+        .code(1);
+    cmd("ailee_resync_blocks")
+        .arg("--help")
+        .assert()
+        .code(0)
+        .stdout(contains("Exit codes:"))
+        .stdout(contains("deep reorg"));
 }
 
 #[test]
@@ -279,5 +348,8 @@ fn database_held_by_the_node_is_refused() {
     let db = d.path().join("reorg_db");
     init(&db);
     let _held = ReorgDb::open(&db, Mode::ReadWrite).unwrap(); // stands in for the running node
-    resync(&node, &db, 0).assert().code(1).stderr(contains("the AILEE node is probably running"));
+    resync(&node, &db, 0)
+        .assert()
+        .code(1)
+        .stderr(contains("the AILEE node is probably running"));
 }

@@ -141,7 +141,11 @@ impl Report {
 
     /// A byte-counting progress bar, drawn only when stderr is a terminal.
     pub fn bar(&self, total: u64, what: &str) -> Bar {
-        self.styled(total, what, "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+        self.styled(
+            total,
+            what,
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
     }
 
     /// An item-counting progress bar (blocks), drawn only on a terminal.
@@ -154,10 +158,9 @@ impl Report {
             ProgressBar::hidden()
         } else {
             let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            let style =
-                ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-                    .map(|s| s.progress_chars("=> "))
-                    .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let style = ProgressStyle::with_template(template)
+                .map(|s| s.progress_chars("=> "))
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
             pb.set_style(style);
             pb.set_message(what.to_string());
             pb

@@ -24,7 +24,16 @@ impl Rng {
         Cow::Owned(format!("{prefix}{:016x}", self.next()).into_bytes())
     }
     fn hex(&mut self) -> Cow<'static, [u8]> {
-        Cow::Owned(format!("{:016x}{:016x}{:016x}{:016x}", self.next(), self.next(), self.next(), self.next()).into_bytes())
+        Cow::Owned(
+            format!(
+                "{:016x}{:016x}{:016x}{:016x}",
+                self.next(),
+                self.next(),
+                self.next(),
+                self.next()
+            )
+            .into_bytes(),
+        )
     }
 }
 
@@ -43,7 +52,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ts = 1_700_000_000_000 + i as u64 * 60_000;
         let mut s = L2State::default();
         for _ in 0..entries {
-            s.balances.push(Balance { peer_id: rng.id("peer"), balance: rng.next() >> 20 });
+            s.balances.push(Balance {
+                peer_id: rng.id("peer"),
+                balance: rng.next() >> 20,
+            });
         }
         for _ in 0..entries / 4 {
             s.escrows.push(Escrow {
@@ -98,7 +110,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let a = anchor::build(&root, ts, format!("epoch={i}").as_bytes());
         prev_anchor = Some(a.hash.to_vec());
         buf.clear();
-        write_snapshot(&Snapshot { timestamp_ms: ts, state: s, anchor: Some(a) }, &mut buf)?;
+        write_snapshot(
+            &Snapshot {
+                timestamp_ms: ts,
+                state: s,
+                anchor: Some(a),
+            },
+            &mut buf,
+        )?;
         out.write_all(&buf)?;
     }
     if torn {

@@ -22,7 +22,12 @@ pub struct Appended {
 /// checks that it reads back as the newest complete snapshot, byte for byte.
 pub fn append_block(path: &Path, block: &[u8]) -> Result<Appended> {
     let existed = path.exists();
-    let mut f = OpenOptions::new().append(true).read(true).create(true).open(path).map_err(|e| Error::io(path, e))?;
+    let mut f = OpenOptions::new()
+        .append(true)
+        .read(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut fresh_line = false;
     if len > 0 {
@@ -73,6 +78,12 @@ mod tests {
     fn creates_a_missing_file() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("new.dat");
-        assert_eq!(append_block(&p, B).unwrap(), Appended { offset: 0, fresh_line: false });
+        assert_eq!(
+            append_block(&p, B).unwrap(),
+            Appended {
+                offset: 0,
+                fresh_line: false
+            }
+        );
     }
 }

@@ -50,7 +50,10 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 fn err<T>(key: &str, message: impl Into<String>) -> Result<T, DecodeError> {
-    Err(DecodeError { key: key.to_string(), message: message.into() })
+    Err(DecodeError {
+        key: key.to_string(),
+        message: message.into(),
+    })
 }
 
 /// Strict plain decimal (no sign, no leading zeros, fits u64).
@@ -134,8 +137,12 @@ pub enum AnchorStatus {
 }
 
 impl AnchorStatus {
-    pub const ALL: [AnchorStatus; 4] =
-        [AnchorStatus::Pending, AnchorStatus::Confirmed, AnchorStatus::InvalidatedReorg, AnchorStatus::FailedOrphaned];
+    pub const ALL: [AnchorStatus; 4] = [
+        AnchorStatus::Pending,
+        AnchorStatus::Confirmed,
+        AnchorStatus::InvalidatedReorg,
+        AnchorStatus::FailedOrphaned,
+    ];
 
     pub fn from_code(c: u64) -> Option<AnchorStatus> {
         Self::ALL.get(usize::try_from(c).ok()?).copied()
@@ -303,7 +310,14 @@ mod tests {
 
     #[test]
     fn malformed_keys_name_the_key() {
-        for k in ["block:42", "block:0000000000000000004x", "reorg:", "anchor:", "bogus", "block:99999999999999999999"] {
+        for k in [
+            "block:42",
+            "block:0000000000000000004x",
+            "reorg:",
+            "anchor:",
+            "bogus",
+            "block:99999999999999999999",
+        ] {
             let e = Key::decode(k.as_bytes()).unwrap_err();
             assert_eq!(e.key, k);
         }
@@ -314,7 +328,11 @@ mod tests {
         let r = rec();
         let k = anchor_key(&r.anchor_hash);
         assert_eq!(AnchorRecord::decode(&k, r.encode().as_bytes()).unwrap(), r);
-        let pending = AnchorRecord { bitcoin_tx_id: String::new(), status: AnchorStatus::Pending, ..r };
+        let pending = AnchorRecord {
+            bitcoin_tx_id: String::new(),
+            status: AnchorStatus::Pending,
+            ..r
+        };
         assert_eq!(AnchorRecord::decode(&k, pending.encode().as_bytes()).unwrap(), pending);
     }
 
@@ -324,13 +342,13 @@ mod tests {
         let k = anchor_key(&r.anchor_hash);
         let good = r.encode();
         let bad = [
-            good.rsplit_once('|').unwrap().0.to_string(),                 // missing field
-            format!("{good}|extra"),                                      // extra field
-            good.replacen("|812|", "|8x2|", 1),                           // non-numeric height
-            good.replacen("|812|", "|-812|", 1),                          // signed
-            good.replacen("|1|ef", "|7|ef", 1),                           // unknown status
-            good.replace('|', ","),                                       // wrong separator
-            good.replacen(&r.anchor_hash, &"00".repeat(32), 1),           // not its key's anchor
+            good.rsplit_once('|').unwrap().0.to_string(),       // missing field
+            format!("{good}|extra"),                            // extra field
+            good.replacen("|812|", "|8x2|", 1),                 // non-numeric height
+            good.replacen("|812|", "|-812|", 1),                // signed
+            good.replacen("|1|ef", "|7|ef", 1),                 // unknown status
+            good.replace('|', ","),                             // wrong separator
+            good.replacen(&r.anchor_hash, &"00".repeat(32), 1), // not its key's anchor
         ];
         for b in bad {
             let e = AnchorRecord::decode(&k, b.as_bytes()).unwrap_err();
@@ -350,9 +368,18 @@ mod tests {
         };
         let k = reorg_key(0);
         assert_eq!(ReorgEvent::decode(&k, e.encode().as_bytes()).unwrap(), e);
-        let none = ReorgEvent { invalidated_anchors: vec![], ..e.clone() };
+        let none = ReorgEvent {
+            invalidated_anchors: vec![],
+            ..e.clone()
+        };
         assert_eq!(ReorgEvent::decode(&k, none.encode().as_bytes()).unwrap(), none);
-        for bad in ["100|a|b|5|3|x|y", "100|a|b|5", "x|a|b|5|0", "100|a|b|5|1|", "100;a;b;5;0"] {
+        for bad in [
+            "100|a|b|5|3|x|y",
+            "100|a|b|5",
+            "x|a|b|5|0",
+            "100|a|b|5|1|",
+            "100;a;b;5;0",
+        ] {
             assert!(ReorgEvent::decode(&k, bad.as_bytes()).is_err(), "{bad}");
         }
     }

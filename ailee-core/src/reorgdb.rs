@@ -28,15 +28,23 @@ fn cf_options() -> Options {
 }
 
 fn descriptors() -> Vec<ColumnFamilyDescriptor> {
-    COLUMN_FAMILIES.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options())).collect()
+    COLUMN_FAMILIES
+        .iter()
+        .map(|n| ColumnFamilyDescriptor::new(*n, cf_options()))
+        .collect()
 }
 
 fn db_error(path: &Path, e: rocksdb::Error) -> Error {
     let m = e.to_string();
     if m.contains("lock") && (m.contains("Resource temporarily unavailable") || m.contains("LOCK")) {
-        Error::Locked { path: path.to_path_buf() }
+        Error::Locked {
+            path: path.to_path_buf(),
+        }
     } else {
-        Error::Db { path: path.to_path_buf(), message: m }
+        Error::Db {
+            path: path.to_path_buf(),
+            message: m,
+        }
     }
 }
 
@@ -97,7 +105,9 @@ impl ReorgDb {
             }
         }
         let parent = crate::atomic::parent_dir(path);
-        let name = path.file_name().ok_or_else(|| Error::Usage(format!("{}: not a directory name", path.display())))?;
+        let name = path
+            .file_name()
+            .ok_or_else(|| Error::Usage(format!("{}: not a directory name", path.display())))?;
         let tmp = parent.join(format!(".{}.ailee-tmp.{}", name.to_string_lossy(), std::process::id()));
         let result = (|| {
             let mut o = cf_options();
@@ -114,7 +124,9 @@ impl ReorgDb {
             drop(db);
             for e in std::fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))? {
                 let p = e.map_err(|e| Error::io(&tmp, e))?.path();
-                std::fs::File::open(&p).and_then(|f| f.sync_all()).map_err(|e| Error::io(&p, e))?;
+                std::fs::File::open(&p)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Error::io(&p, e))?;
             }
             crate::atomic::sync_dir(&tmp)?;
             std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
@@ -131,7 +143,10 @@ impl ReorgDb {
         match describe(path) {
             Some(d) if d == "an existing RocksDB database" => {}
             Some(d) => {
-                return Err(Error::NotADatabase { path: path.to_path_buf(), why: format!("not a reorg database: {d}") })
+                return Err(Error::NotADatabase {
+                    path: path.to_path_buf(),
+                    why: format!("not a reorg database: {d}"),
+                })
             }
             None => {
                 return Err(Error::NotADatabase {
@@ -158,7 +173,11 @@ impl ReorgDb {
             Mode::ReadOnly => DB::open_cf_descriptors_read_only(&o, path, descriptors(), false),
         }
         .map_err(|e| db_error(path, e))?;
-        Ok(ReorgDb { db, path: path.to_path_buf(), mode })
+        Ok(ReorgDb {
+            db,
+            path: path.to_path_buf(),
+            mode,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -224,7 +243,9 @@ impl ReorgDb {
 
     /// Every anchor record, in key order.
     pub fn anchors(&self) -> Result<Vec<AnchorRecord>> {
-        self.scan(ANCHOR_PREFIX, ANCHOR_PREFIX).map(|r| r.and_then(|(k, v)| Ok(AnchorRecord::decode(&k, &v)?))).collect()
+        self.scan(ANCHOR_PREFIX, ANCHOR_PREFIX)
+            .map(|r| r.and_then(|(k, v)| Ok(AnchorRecord::decode(&k, &v)?)))
+            .collect()
     }
 
     pub fn counter(&self) -> Result<Option<u64>> {
@@ -284,7 +305,10 @@ impl ReorgDb {
         Self::create_with(dest, |new| {
             for name in COLUMN_FAMILIES {
                 let (Some(from), Some(to)) = (self.db.cf_handle(name), new.cf_handle(name)) else {
-                    return Err(Error::NotADatabase { path: self.path.clone(), why: format!("no column family {name}") });
+                    return Err(Error::NotADatabase {
+                        path: self.path.clone(),
+                        why: format!("no column family {name}"),
+                    });
                 };
                 let mut b = rocksdb::WriteBatch::default();
                 for item in self.db.iterator_cf(&from, IteratorMode::Start) {
@@ -305,7 +329,9 @@ impl ReorgDb {
 
     /// Entries in `reputation_cf` (the node's; counted, never decoded).
     pub fn reputation_entries(&self) -> Result<u64> {
-        let Some(cf) = self.db.cf_handle(CF_REPUTATION) else { return Ok(0) };
+        let Some(cf) = self.db.cf_handle(CF_REPUTATION) else {
+            return Ok(0);
+        };
         let mut n = 0;
         for r in self.db.iterator_cf(&cf, IteratorMode::Start) {
             r.map_err(|e| db_error(&self.path, e))?;
@@ -429,7 +455,7 @@ impl Batch {
     /// Deletes every stored block at or above `height` (one range tombstone;
     /// `block;` sorts right after every `block:` key).
     pub fn delete_blocks_from(&mut self, height: u64) {
-        self.0.delete_range(block_key(height), "block;");
+        self.0.delete_range(block_key(height).into_bytes(), b"block;".to_vec());
     }
 
     pub fn put_anchor(&mut self, a: &AnchorRecord) {

@@ -66,7 +66,9 @@ impl Report {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 struct Run<'a> {
@@ -140,7 +142,11 @@ impl Run<'_> {
         let mut invalidated = Vec::new();
         for a in self.db.anchors()? {
             if !a.status.is_void() && a.bitcoin_height > 0 && a.bitcoin_height >= fork {
-                b.put_anchor(&AnchorRecord { status: AnchorStatus::InvalidatedReorg, confirmations: 0, ..a.clone() });
+                b.put_anchor(&AnchorRecord {
+                    status: AnchorStatus::InvalidatedReorg,
+                    confirmations: 0,
+                    ..a.clone()
+                });
                 invalidated.push(a.anchor_hash);
             }
         }
@@ -173,7 +179,13 @@ impl Run<'_> {
         let mut b = Batch::default();
         for a in self.db.anchors()? {
             cancel::check()?;
-            if a.status.is_void() || self.report.reorg.as_ref().is_some_and(|r| r.invalidated.contains(&a.anchor_hash)) {
+            if a.status.is_void()
+                || self
+                    .report
+                    .reorg
+                    .as_ref()
+                    .is_some_and(|r| r.invalidated.contains(&a.anchor_hash))
+            {
                 continue;
             }
             let mut n = a.clone();
@@ -201,7 +213,17 @@ impl Run<'_> {
 /// Runs a resync; see the module documentation for the order of writes.
 pub fn resync(db: &ReorgDb, rpc: &Rpc, o: &Options, progress: &dyn Progress) -> Result<Report> {
     let tip = rpc.block_count()?;
-    let mut run = Run { db, rpc, o, report: Report { start: o.start, tip, ..Report::default() }, deleted_from: None };
+    let mut run = Run {
+        db,
+        rpc,
+        o,
+        report: Report {
+            start: o.start,
+            tip,
+            ..Report::default()
+        },
+        deleted_from: None,
+    };
     let chunk = (o.batch_size * 4).max(1);
     progress.set_total(tip.saturating_add(1).saturating_sub(o.start));
     let mut h = o.start;
@@ -211,7 +233,10 @@ pub fn resync(db: &ReorgDb, rpc: &Rpc, o: &Options, progress: &dyn Progress) -> 
         let node = run.node_hashes(h, end)?;
         let mut stored = run.stored(h, end)?;
         if run.report.reorg.is_none() {
-            let first = stored.iter().find(|(sh, s)| **s != node[(**sh - h) as usize]).map(|(sh, _)| *sh);
+            let first = stored
+                .iter()
+                .find(|(sh, s)| **s != node[(**sh - h) as usize])
+                .map(|(sh, _)| *sh);
             if let Some(m) = first {
                 // Hashes below the disagreement agree: keep them before anything else.
                 let mut b = Batch::default();
@@ -223,7 +248,11 @@ pub fn resync(db: &ReorgDb, rpc: &Rpc, o: &Options, progress: &dyn Progress) -> 
                 }
                 run.commit(b)?;
                 let fork = if m == o.start { run.fork_below(m)? } else { m };
-                let new_hash = if fork >= h { node[(fork - h) as usize].clone() } else { rpc.block_hashes(fork..=fork)?.remove(0) };
+                let new_hash = if fork >= h {
+                    node[(fork - h) as usize].clone()
+                } else {
+                    rpc.block_hashes(fork..=fork)?.remove(0)
+                };
                 run.handle_reorg(fork, new_hash)?;
                 if fork < h {
                     // The fork lies below the start: rewrite from the fork up.

@@ -7,7 +7,8 @@
 //! batches. Secrets never appear in errors: URLs are shown without userinfo.
 
 use crate::{Error, Result};
-use bitcoincore_rpc::jsonrpc;
+// `jsonrpc` is the crate bitcoincore-rpc is built on (same version); it is a
+// direct dependency only to enable its minreq transport.
 use bitcoincore_rpc::RpcApi;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -50,7 +51,10 @@ pub fn split_userinfo(url: &str) -> (String, Option<(String, String)>) {
     match rest[..host_end].rsplit_once('@') {
         Some((info, host)) => {
             let (u, p) = info.split_once(':').unwrap_or((info, ""));
-            (format!("{scheme}{host}{}", &rest[host_end..]), Some((u.to_string(), p.to_string())))
+            (
+                format!("{scheme}{host}{}", &rest[host_end..]),
+                Some((u.to_string(), p.to_string())),
+            )
         }
         None => (url.to_string(), None),
     }
@@ -80,9 +84,9 @@ impl RpcConfig {
             )));
         }
         let auth = if let Some(user) = user {
-            let password = password.or_else(|| env(ENV_PASSWORD)).ok_or_else(|| {
-                Error::Usage(format!("--rpc-user given without --rpc-password (or {ENV_PASSWORD})"))
-            })?;
+            let password = password
+                .or_else(|| env(ENV_PASSWORD))
+                .ok_or_else(|| Error::Usage(format!("--rpc-user given without --rpc-password (or {ENV_PASSWORD})")))?;
             Auth::UserPass { user, password }
         } else if let Some(c) = cookie {
             Auth::Cookie(c)
@@ -95,7 +99,11 @@ impl RpcConfig {
         } else {
             Auth::None
         };
-        Ok(RpcConfig { url: bare, auth, timeout })
+        Ok(RpcConfig {
+            url: bare,
+            auth,
+            timeout,
+        })
     }
 }
 
@@ -110,26 +118,34 @@ fn read_cookie(p: &Path) -> Result<(String, String)> {
     let s = s.trim_end();
     match s.split_once(':') {
         Some((u, pw)) => Ok((u.to_string(), pw.to_string())),
-        None => Err(Error::Usage(format!("{}: not a cookie file (expected user:password)", p.display()))),
+        None => Err(Error::Usage(format!(
+            "{}: not a cookie file (expected user:password)",
+            p.display()
+        ))),
     }
 }
 
 impl Rpc {
     pub fn connect(cfg: &RpcConfig) -> Result<Rpc> {
-        let mut b = jsonrpc::simple_http::Builder::new()
+        // minreq transport: the node answers large batches with chunked
+        // transfer encoding, which the crate's default transport cannot read.
+        let mut b = jsonrpc::http::minreq_http::Builder::new()
             .timeout(cfg.timeout)
             .url(&cfg.url)
             .map_err(|e| Error::Usage(format!("--bitcoin-rpc {}: {e}", cfg.url)))?;
         match &cfg.auth {
             Auth::None => {}
-            Auth::UserPass { user, password } => b = b.auth(user.as_str(), Some(password.as_str())),
+            Auth::UserPass { user, password } => b = b.basic_auth(user.clone(), Some(password.clone())),
             Auth::Cookie(p) => {
                 let (u, pw) = read_cookie(p)?;
-                b = b.auth(u, Some(pw));
+                b = b.basic_auth(u, Some(pw));
             }
         }
         let client = bitcoincore_rpc::Client::from_jsonrpc(jsonrpc::Client::with_transport(b.build()));
-        Ok(Rpc { client, url: cfg.url.clone() })
+        Ok(Rpc {
+            client,
+            url: cfg.url.clone(),
+        })
     }
 
     fn err(&self, method: &str, e: impl std::fmt::Display) -> Error {
@@ -141,7 +157,10 @@ impl Rpc {
         } else {
             ""
         };
-        Error::Rpc { url: self.url.clone(), message: format!("{method}: {m}{hint}") }
+        Error::Rpc {
+            url: self.url.clone(),
+            message: format!("{method}: {m}{hint}"),
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -154,7 +173,9 @@ impl Rpc {
 
     /// A raw call whose result is returned as JSON (no typed decoding).
     pub fn call(&self, method: &str, params: &[Value]) -> Result<Value> {
-        self.client.call::<Value>(method, params).map_err(|e| self.err(method, e))
+        self.client
+            .call::<Value>(method, params)
+            .map_err(|e| self.err(method, e))
     }
 
     /// `getblockhash` for every height of `heights`, in one batch request.
@@ -165,7 +186,10 @@ impl Rpc {
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| self.err("getblockhash", e))?;
         let c = self.client.get_jsonrpc_client();
-        let reqs: Vec<_> = params.iter().map(|p| c.build_request("getblockhash", Some(p))).collect();
+        let reqs: Vec<_> = params
+            .iter()
+            .map(|p| c.build_request("getblockhash", Some(p)))
+            .collect();
         if reqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -174,9 +198,14 @@ impl Rpc {
         for (h, r) in heights.zip(resps) {
             let r = r.ok_or_else(|| self.err("getblockhash batch", format!("no reply for height {h}")))?;
             if let Some(e) = &r.error {
-                return Err(self.err("getblockhash", format!("height {h}: RPC error {}: {}", e.code, e.message)));
+                return Err(self.err(
+                    "getblockhash",
+                    format!("height {h}: RPC error {}: {}", e.code, e.message),
+                ));
             }
-            let hash: String = r.result().map_err(|e| self.err("getblockhash", format!("height {h}: {e}")))?;
+            let hash: String = r
+                .result()
+                .map_err(|e| self.err("getblockhash", format!("height {h}: {e}")))?;
             if !crate::records::is_hash(&hash) {
                 return Err(self.err("getblockhash", format!("height {h}: not a block hash: {hash:?}")));
             }
@@ -205,10 +234,22 @@ impl Rpc {
     /// `signrawtransactionwithwallet` first and the older `signrawtransaction`
     /// where the node lacks it.
     pub fn build_op_return_tx(&self, data: &[u8]) -> Result<String> {
-        let raw = self.call("createrawtransaction", &[Value::Array(vec![]), serde_json::json!({"data": crate::root::hex(data)})])?;
+        let raw = self.call(
+            "createrawtransaction",
+            &[
+                Value::Array(vec![]),
+                serde_json::json!({"data": crate::root::hex(data)}),
+            ],
+        )?;
         let funded = self.call("fundrawtransaction", &[raw])?;
-        let hex = funded.get("hex").cloned().ok_or_else(|| self.err("fundrawtransaction", "no hex in reply"))?;
-        let signed = match self.client.call::<Value>("signrawtransactionwithwallet", &[hex.clone()]) {
+        let hex = funded
+            .get("hex")
+            .cloned()
+            .ok_or_else(|| self.err("fundrawtransaction", "no hex in reply"))?;
+        let signed = match self
+            .client
+            .call::<Value>("signrawtransactionwithwallet", &[hex.clone()])
+        {
             Ok(v) => v,
             Err(bitcoincore_rpc::Error::JsonRpc(jsonrpc::Error::Rpc(e))) if e.code == -32601 => {
                 self.call("signrawtransaction", &[hex])?
@@ -216,21 +257,32 @@ impl Rpc {
             Err(e) => return Err(self.err("signrawtransactionwithwallet", e)),
         };
         if signed.get("complete").and_then(Value::as_bool) != Some(true) {
-            return Err(self.err("signrawtransaction", format!("wallet could not sign the transaction: {signed}")));
+            return Err(self.err(
+                "signrawtransaction",
+                format!("wallet could not sign the transaction: {signed}"),
+            ));
         }
-        signed.get("hex").and_then(Value::as_str).map(str::to_string).ok_or_else(|| self.err("signrawtransaction", "no hex in reply"))
+        signed
+            .get("hex")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| self.err("signrawtransaction", "no hex in reply"))
     }
 
     /// Broadcasts a signed transaction; returns its txid.
     pub fn send_raw(&self, hex: &str) -> Result<String> {
         let v = self.call("sendrawtransaction", &[Value::from(hex)])?;
-        v.as_str().map(str::to_string).ok_or_else(|| self.err("sendrawtransaction", "no txid in reply"))
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| self.err("sendrawtransaction", "no txid in reply"))
     }
 
     /// Height of a block, from its header as raw JSON.
     pub fn block_height(&self, hash: &str) -> Result<u64> {
         let v = self.call("getblockheader", &[Value::from(hash), Value::from(true)])?;
-        v.get("height").and_then(Value::as_u64).ok_or_else(|| self.err("getblockheader", "no height in header"))
+        v.get("height")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| self.err("getblockheader", "no height in header"))
     }
 }
 
@@ -242,9 +294,15 @@ mod tests {
     fn userinfo_is_split_off_the_url() {
         assert_eq!(
             split_userinfo("http://u:p%40ss@127.0.0.1:8332/wallet/x"),
-            ("http://127.0.0.1:8332/wallet/x".into(), Some(("u".into(), "p%40ss".into())))
+            (
+                "http://127.0.0.1:8332/wallet/x".into(),
+                Some(("u".into(), "p%40ss".into()))
+            )
         );
-        assert_eq!(split_userinfo("http://127.0.0.1:8332"), ("http://127.0.0.1:8332".into(), None));
+        assert_eq!(
+            split_userinfo("http://127.0.0.1:8332"),
+            ("http://127.0.0.1:8332".into(), None)
+        );
     }
 
     #[test]
@@ -256,12 +314,30 @@ mod tests {
         };
         let t = Duration::from_secs(1);
         let c = RpcConfig::resolve("http://a:b@h:1", None, None, None, env, t).unwrap();
-        assert_eq!(c.auth, Auth::UserPass { user: "a".into(), password: "b".into() });
+        assert_eq!(
+            c.auth,
+            Auth::UserPass {
+                user: "a".into(),
+                password: "b".into()
+            }
+        );
         assert_eq!(c.url, "http://h:1");
         let c = RpcConfig::resolve("http://h:1", None, None, None, env, t).unwrap();
-        assert_eq!(c.auth, Auth::UserPass { user: "envu".into(), password: "envp".into() });
+        assert_eq!(
+            c.auth,
+            Auth::UserPass {
+                user: "envu".into(),
+                password: "envp".into()
+            }
+        );
         let c = RpcConfig::resolve("http://a:b@h:1", Some("x".into()), Some("y".into()), None, env, t).unwrap();
-        assert_eq!(c.auth, Auth::UserPass { user: "x".into(), password: "y".into() });
+        assert_eq!(
+            c.auth,
+            Auth::UserPass {
+                user: "x".into(),
+                password: "y".into()
+            }
+        );
         assert_eq!(format!("{:?}", c.auth), "user \"x\" with password");
         assert!(RpcConfig::resolve("https://h:1", None, None, None, |_| None, t).is_err());
     }

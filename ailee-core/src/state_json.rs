@@ -132,7 +132,11 @@ pub fn from_json(text: &str) -> Result<JsonState> {
     let de = &mut serde_json::Deserializer::from_str(text);
     let j: StateJson = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let at = if path == "." { String::new() } else { format!("{path}: ") };
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
         Error::Usage(format!("invalid state JSON: {at}{}", e.inner()))
     })?;
     macro_rules! strings {
@@ -148,7 +152,15 @@ pub fn from_json(text: &str) -> Result<JsonState> {
     strings!(j.bridge.pegouts, "bridge.pegouts", peg_id => "pegId", ailee_source => "aileeSource", btc_dest => "btcDest", anchor_commitment_hash => "anchorCommitmentHash");
     strings!(j.orchestration.tasks, "orchestration.tasks", task_id => "taskId", submitter_id => "submitterId", payload_hash => "payloadHash", anchor_commitment_hash => "anchorCommitmentHash");
     let state = L2State {
-        balances: j.ledger.balances.into_iter().map(|b| Balance { peer_id: s(b.peer_id), balance: b.balance }).collect(),
+        balances: j
+            .ledger
+            .balances
+            .into_iter()
+            .map(|b| Balance {
+                peer_id: s(b.peer_id),
+                balance: b.balance,
+            })
+            .collect(),
         escrows: j
             .ledger
             .escrows
@@ -218,12 +230,14 @@ pub fn from_json(text: &str) -> Result<JsonState> {
             crate::format::show(&d.key)
         )));
     }
-    Ok(JsonState { timestamp_ms: j.snapshot_timestamp_ms, state })
+    Ok(JsonState {
+        timestamp_ms: j.snapshot_timestamp_ms,
+        state,
+    })
 }
 
 fn u(path: &str, b: &[u8]) -> Result<String> {
-    String::from_utf8(b.to_vec())
-        .map_err(|_| Error::Integrity(format!("{path}: not UTF-8, cannot be written as JSON")))
+    String::from_utf8(b.to_vec()).map_err(|_| Error::Integrity(format!("{path}: not UTF-8, cannot be written as JSON")))
 }
 
 /// The JSON of SPEC §3 for a snapshot's state (entries in file order).
@@ -235,7 +249,12 @@ pub fn to_json(snap: &Snapshot<'_>) -> Result<serde_json::Value> {
             balances: st
                 .balances
                 .iter()
-                .map(|b| Ok(BalanceJson { peer_id: u("peerId", &b.peer_id)?, balance: b.balance }))
+                .map(|b| {
+                    Ok(BalanceJson {
+                        peer_id: u("peerId", &b.peer_id)?,
+                        balance: b.balance,
+                    })
+                })
                 .collect::<Result<_>>()?,
             escrows: st
                 .escrows
@@ -315,7 +334,10 @@ mod tests {
 
     #[test]
     fn spec_example_parses_and_absent_sections_are_empty() {
-        let j = from_json(r#"{"snapshotTimestampMs": 1700000000000, "ledger": {"balances": [{"peerId": "p1", "balance": 5}]}}"#).unwrap();
+        let j = from_json(
+            r#"{"snapshotTimestampMs": 1700000000000, "ledger": {"balances": [{"peerId": "p1", "balance": 5}]}}"#,
+        )
+        .unwrap();
         assert_eq!(j.timestamp_ms, Some(1_700_000_000_000));
         assert_eq!(j.state.balances.len(), 1);
         assert!(j.state.tasks.is_empty());
@@ -325,16 +347,46 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         for (text, needle) in [
-            (r#"{"ledger": {"balances": [{"peerId": "p", "balance": -1}]}}"#, "ledger.balances[0].balance"),
-            (r#"{"ledger": {"balances": [{"peerId": "p", "balance": 18446744073709551616}]}}"#, "ledger.balances[0].balance"),
-            (r#"{"ledger": {"balances": [{"peerId": "p", "balance": 1.5}]}}"#, "ledger.balances[0].balance"),
-            (r#"{"ledger": {"balances": [{"peerId": "p", "balance": 1, "x": 2}]}}"#, "unknown field `x`"),
-            (r#"{"ledger": {"balances": [{"peerId": 5, "balance": 1}]}}"#, "ledger.balances[0].peerId"),
-            (r#"{"ledger": {"balances": [{"balance": 1}]}}"#, "missing field `peerId`"),
-            (r#"{"ledger": {"balances": [{"peerId": "a\nb", "balance": 1}]}}"#, "ledger.balances[0].peerId: the string contains a line break"),
-            (r#"{"bridge": {"pegins": [{"pegId": "", "btcTxId": "", "vout": 4294967296, "btcAmount": 0, "btcSource": "", "aileeDest": "", "confirmations": 0, "initiatedTime": 0, "completedTime": 0, "status": 0}]}}"#, "bridge.pegins[0].vout"),
-            (r#"{"ledger": {"balances": [{"peerId": "p", "balance": 1}, {"peerId": "p", "balance": 2}]}}"#, "share the key"),
-            (r#"{"snapshotTimestampMs": 1, "snapshotTimestampMs": 2}"#, "duplicate field"),
+            (
+                r#"{"ledger": {"balances": [{"peerId": "p", "balance": -1}]}}"#,
+                "ledger.balances[0].balance",
+            ),
+            (
+                r#"{"ledger": {"balances": [{"peerId": "p", "balance": 18446744073709551616}]}}"#,
+                "ledger.balances[0].balance",
+            ),
+            (
+                r#"{"ledger": {"balances": [{"peerId": "p", "balance": 1.5}]}}"#,
+                "ledger.balances[0].balance",
+            ),
+            (
+                r#"{"ledger": {"balances": [{"peerId": "p", "balance": 1, "x": 2}]}}"#,
+                "unknown field `x`",
+            ),
+            (
+                r#"{"ledger": {"balances": [{"peerId": 5, "balance": 1}]}}"#,
+                "ledger.balances[0].peerId",
+            ),
+            (
+                r#"{"ledger": {"balances": [{"balance": 1}]}}"#,
+                "missing field `peerId`",
+            ),
+            (
+                r#"{"ledger": {"balances": [{"peerId": "a\nb", "balance": 1}]}}"#,
+                "ledger.balances[0].peerId: the string contains a line break",
+            ),
+            (
+                r#"{"bridge": {"pegins": [{"pegId": "", "btcTxId": "", "vout": 4294967296, "btcAmount": 0, "btcSource": "", "aileeDest": "", "confirmations": 0, "initiatedTime": 0, "completedTime": 0, "status": 0}]}}"#,
+                "bridge.pegins[0].vout",
+            ),
+            (
+                r#"{"ledger": {"balances": [{"peerId": "p", "balance": 1}, {"peerId": "p", "balance": 2}]}}"#,
+                "share the key",
+            ),
+            (
+                r#"{"snapshotTimestampMs": 1, "snapshotTimestampMs": 2}"#,
+                "duplicate field",
+            ),
             ("{", "EOF"),
         ] {
             let e = from_json(text).unwrap_err().to_string();

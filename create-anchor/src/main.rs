@@ -35,7 +35,12 @@ use std::process::ExitCode;
 #[command(version, after_help = EXIT_CODES_HELP)]
 struct Cli {
     /// The state as JSON (SPEC §3); `-` reads standard input.
-    #[arg(long, value_name = "STATE.json", required_unless_present = "from_snapshot", conflicts_with = "from_snapshot")]
+    #[arg(
+        long,
+        value_name = "STATE.json",
+        required_unless_present = "from_snapshot",
+        conflicts_with = "from_snapshot"
+    )]
     l2_state_file: Option<PathBuf>,
     /// Take the state of the newest complete snapshot of this file instead.
     #[arg(long, value_name = "FILE")]
@@ -69,31 +74,52 @@ fn main() -> ExitCode {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn load(cli: &Cli) -> anyhow::Result<(Option<u64>, Snapshot<'static>)> {
     if let Some(p) = &cli.from_snapshot {
-        let f = File::open(p).map_err(|e| Error::io(p, e)).context("cannot read snapshot file")?;
+        let f = File::open(p)
+            .map_err(|e| Error::io(p, e))
+            .context("cannot read snapshot file")?;
         let mut bw = Backward::new(&f).map_err(|e| Error::io(p, e))?;
-        let b = bw.next_block().map_err(|e| Error::io(p, e))?.ok_or_else(|| Error::NoSnapshots(p.clone()))?;
+        let b = bw
+            .next_block()
+            .map_err(|e| Error::io(p, e))?
+            .ok_or_else(|| Error::NoSnapshots(p.clone()))?;
         let parsed = parse_block(&b.bytes)
             .map_err(|e| Error::Integrity(format!("{}: newest snapshot is corrupt: {e}", p.display())))?;
         let snap = parsed.snapshot.into_owned();
         return Ok((Some(snap.timestamp_ms), snap));
     }
-    let p = cli.l2_state_file.as_ref().ok_or_else(|| Error::Usage("--l2-state-file is required".into()))?;
+    let p = cli
+        .l2_state_file
+        .as_ref()
+        .ok_or_else(|| Error::Usage("--l2-state-file is required".into()))?;
     let text = if p.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).map_err(|e| Error::io("stdin", e))?
     } else {
-        std::fs::read_to_string(p).map_err(|e| Error::io(p, e)).context("cannot read state file")?
+        std::fs::read_to_string(p)
+            .map_err(|e| Error::io(p, e))
+            .context("cannot read state file")?
     };
     let j = ailee_core::state_json::from_json(&text).with_context(|| format!("{}", p.display()))?;
-    Ok((j.timestamp_ms, Snapshot { timestamp_ms: 0, state: j.state, anchor: None }))
+    Ok((
+        j.timestamp_ms,
+        Snapshot {
+            timestamp_ms: 0,
+            state: j.state,
+            anchor: None,
+        },
+    ))
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
-    let rep = Report { quiet: cli.common.quiet };
+    let rep = Report {
+        quiet: cli.common.quiet,
+    };
     if cli.broadcast && cli.db_path.is_none() {
         rep.warn("--broadcast without --db-path: the txid is printed but not recorded anywhere");
     }
@@ -137,7 +163,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             }
             _ => Default::default(),
         };
-        let links = check_links(&refs, &earlier, Some(db.as_ref().map_or(&NoDb as &dyn AnchorSource, |d| d)))?;
+        let links = check_links(
+            &refs,
+            &earlier,
+            Some(db.as_ref().map_or(&NoDb as &dyn AnchorSource, |d| d)),
+        )?;
         if let Some(f) = links.failure {
             if cli.allow_unknown_pegout_anchors {
                 rep.warn(format_args!("{f} (allowed by --allow-unknown-pegout-anchors)"));
@@ -156,7 +186,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     };
     // Build and sign before anything is appended: a wallet without funds changes nothing.
     let signed = match &rpc {
-        Some(r) => Some(r.build_op_return_tx(&data).context("cannot create the anchor transaction")?),
+        Some(r) => Some(
+            r.build_op_return_tx(&data)
+                .context("cannot create the anchor transaction")?,
+        ),
         None => None,
     };
 
@@ -164,7 +197,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     if let Some(p) = &cli.snapshot_file {
         let a = ailee_core::append::append_block(p, &block).context("cannot append the snapshot")?;
         if a.fresh_line {
-            rep.warn(format_args!("{} ended mid-line (torn); the new snapshot starts on a fresh line", p.display()));
+            rep.warn(format_args!(
+                "{} ended mid-line (torn); the new snapshot starts on a fresh line",
+                p.display()
+            ));
         }
         let v = check_block(&block, &mut Vec::new());
         if let Some(f) = v.failure {
@@ -204,7 +240,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         out(format_args!("Anchor hash: {hash}"))?;
         out(format_args!("OP_RETURN script: {script}"))?;
         if let (Some(p), Some(o)) = (&cli.snapshot_file, appended) {
-            out(format_args!("Appended to {} at byte offset {o}; read back and verified", p.display()))?;
+            out(format_args!(
+                "Appended to {} at byte offset {o}; read back and verified",
+                p.display()
+            ))?;
         }
         if let Some(p) = &cli.db_path {
             out(format_args!("Recorded as PENDING in {}", p.display()))?;

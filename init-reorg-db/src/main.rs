@@ -61,8 +61,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
                 "broadcast_time": a.broadcast_time, "retry_count": a.retry_count,
                 "status": a.status.name(), "l2_state_root": a.l2_state_root}))?;
         } else {
-            out(format_args!("anchor {}\nstatus {}\ntxid {}\nheight {}\nconfirmations {}\nl2StateRoot {}",
-                a.anchor_hash, a.status.name(), a.bitcoin_tx_id, a.bitcoin_height, a.confirmations, a.l2_state_root))?;
+            out(format_args!(
+                "anchor {}\nstatus {}\ntxid {}\nheight {}\nconfirmations {}\nl2StateRoot {}",
+                a.anchor_hash,
+                a.status.name(),
+                a.bitcoin_tx_id,
+                a.bitcoin_height,
+                a.confirmations,
+                a.l2_state_root
+            ))?;
         }
         return Ok(ExitStatus::Success);
     }
@@ -73,13 +80,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         let copy = ReorgDb::open(dest, Mode::ReadOnly)?;
         let r = copy.check(0)?;
         if !r.healthy() {
-            eprintln!("The copy does not check: {}", r.errors.first().cloned().or(r.counter_mismatch).unwrap_or_default());
+            eprintln!(
+                "The copy does not check: {}",
+                r.errors.first().cloned().or(r.counter_mismatch).unwrap_or_default()
+            );
             return Ok(ExitStatus::Integrity);
         }
         if cli.common.json {
             out(json!({"path": cli.path, "copy": dest, "records": n}))?;
         } else {
-            out(format_args!("Copied {n} records from {} to {} (checked)", cli.path.display(), dest.display()))?;
+            out(format_args!(
+                "Copied {n} records from {} to {} (checked)",
+                cli.path.display(),
+                dest.display()
+            ))?;
         }
         return Ok(ExitStatus::Success);
     }
@@ -88,19 +102,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         if cli.common.json {
             out(json!({"path": cli.path, "created": true, "column_families": ailee_core::records::COLUMN_FAMILIES}))?;
         } else {
-            out(format_args!("Created reorg database at {} (column families: default, reputation_cf)", cli.path.display()))?;
+            out(format_args!(
+                "Created reorg database at {} (column families: default, reputation_cf)",
+                cli.path.display()
+            ))?;
         }
         return Ok(ExitStatus::Success);
     }
     let db = ReorgDb::open(&cli.path, Mode::ReadOnly).context("cannot open reorg database")?;
     let r = db.check(cli.recent)?;
-    let status = if r.healthy() { ExitStatus::Success } else { ExitStatus::Integrity };
+    let status = if r.healthy() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Integrity
+    };
     if cli.common.json {
         out(json!({
             "path": cli.path,
             "healthy": r.healthy(),
-            "anchors": AnchorStatus::ALL.iter().map(|s| (s.name(), r.anchors[*s as usize])).collect::<serde_json::Map<_, _>>()
-                .into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "anchors": AnchorStatus::ALL.iter().map(|s| (s.name().to_string(), json!(r.anchors[*s as usize]))).collect::<serde_json::Map<_, _>>(),
             "blocks": {"count": r.blocks, "min_height": r.min_height, "max_height": r.max_height,
                        "missing_heights": r.missing_heights, "gaps": r.gaps},
             "reorg_events": r.reorg_events,

@@ -114,11 +114,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         quiet: cli.common.quiet,
     };
     let file = open(&cli.snapshot)?;
+    let db = match &cli.reorg_db {
+        Some(p) => Some(ReorgDb::open(p, Mode::ReadOnly).context("cannot open reorg database")?),
+        None => None,
+    };
+    let db = db.as_ref().map(|d| d as &dyn AnchorSource);
     if cli.all {
-        return verify_all(&cli, &rep, &file);
+        return verify_all(&cli, &rep, &file, db);
     }
     if cli.last_valid {
-        return last_valid(&cli, &rep, &file);
+        return last_valid(&cli, &rep, &file, db);
     }
     let mut warnings = Vec::new();
     let (place, block, earlier) = match cli.index {
@@ -161,18 +166,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             Some(set) => set,
             None => anchors_before(&cli.snapshot, &file, place.offset, &verdict.pegout_refs)?,
         };
-        resolve(&mut verdict, &earlier, &rep, &mut warnings)?;
+        resolve(&mut verdict, &earlier, db, &rep, &mut warnings)?;
     }
     report_one(&cli, &place, &verdict, warnings)
+}
+
+fn print_state(cli: &Cli, place: &Place, block: &[u8]) -> anyhow::Result<ExitStatus> {
+    match ailee_core::format::parse_block(block) {
+        Ok(p) => {
+            let v = ailee_core::state_json::to_json(&p.snapshot)?;
+            out(serde_json::to_string_pretty(&v)?)?;
+            Ok(ExitStatus::Success)
+        }
+        Err(e) => {
+            let place = if place.number.is_none() {
+                locate(&cli.snapshot, place.offset)?
+            } else {
+                *place
+            };
+            eprintln!("{}", corrupt_message(&place, &e));
+            Ok(ExitStatus::Integrity)
+        }
+    }
 }
 
 fn resolve(
     verdict: &mut Verdict,
     earlier: &dyn AnchorSource,
+    db: Option<&dyn AnchorSource>,
     rep: &Report,
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<()> {
-    let links = check_links(&verdict.pegout_refs, earlier, None)?;
+    let links = check_links(&verdict.pegout_refs, earlier, db)?;
     for w in links.warnings {
         rep.warn(&w);
         warnings.push(w);

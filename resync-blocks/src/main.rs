@@ -56,7 +56,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
-    let rep = Report { quiet: cli.common.quiet };
+    let rep = Report {
+        quiet: cli.common.quiet,
+    };
     let cfg = cli.rpc.config()?;
     let mode = if cli.dry_run { Mode::ReadOnly } else { Mode::ReadWrite };
     let db = ReorgDb::open(&cli.db_path, mode).context("cannot open reorg database")?;
@@ -75,7 +77,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         confirmations: cli.confirmations,
         dry_run: cli.dry_run,
     };
-    let bar = rep.count_bar(tip.saturating_add(1).saturating_sub(cli.start_height), "resyncing blocks");
+    let bar = rep.count_bar(
+        tip.saturating_add(1).saturating_sub(cli.start_height),
+        "resyncing blocks",
+    );
     let r = resync(&db, &rpc, &opts, &bar)?;
     drop(bar);
     let deep = r.deep(cli.confirmations);
@@ -108,7 +113,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
                 g.fork_height,
                 g.depth,
                 g.old_hash,
-                if g.new_hash.is_empty() { "(none: chain is shorter)" } else { &g.new_hash },
+                if g.new_hash.is_empty() {
+                    "(none: chain is shorter)"
+                } else {
+                    &g.new_hash
+                },
                 g.event_id,
                 g.invalidated.len(),
                 if g.invalidated.is_empty() { "" } else { ": " },
