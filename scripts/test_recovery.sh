@@ -105,7 +105,7 @@ block = open(sys.argv[1], 'rb').read().split(b"SNAPSHOT v1\n")[-1]
 block = b"SNAPSHOT v1\n" + block.replace(b"epoch=5", b"epoch=6")
 with open(sys.argv[1], 'ab', buffering=0) as f:
     for i in range(0, len(block), 64):
-        f.write(block[i:i + 64]); time.sleep(0.01)
+        f.write(block[i:i + 64]); time.sleep(0.05)
 PY
     local w=$!; sleep 0.3; kill -9 $w 2>/dev/null; wait $w 2>/dev/null
     local t0; t0=$(now_ms)

@@ -91,7 +91,7 @@ pub struct RpcArgs {
     /// http://user:pass@host:port is accepted but shows in `ps`; prefer a cookie
     /// or AILEE_RPC_USER / AILEE_RPC_PASSWORD / AILEE_RPC_COOKIE in the environment).
     #[arg(long, value_name = "URL")]
-    pub bitcoin_rpc: String,
+    pub bitcoin_rpc: Option<String>,
     /// RPC user name.
     #[arg(long, value_name = "USER")]
     pub rpc_user: Option<String>,
@@ -101,21 +101,25 @@ pub struct RpcArgs {
     /// RPC cookie file (the node's .cookie, user:password).
     #[arg(long, value_name = "FILE", conflicts_with = "rpc_user")]
     pub rpc_cookie: Option<std::path::PathBuf>,
-    /// Seconds to wait for each RPC reply.
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
-    pub rpc_timeout: u64,
+    /// Seconds to wait for each RPC reply [default: 30].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rpc_timeout: Option<u64>,
 }
 
 impl RpcArgs {
     /// The connection settings, with credentials resolved (options, URL, environment).
     pub fn config(&self) -> ailee_core::Result<ailee_core::rpc::RpcConfig> {
+        let url = self
+            .bitcoin_rpc
+            .as_deref()
+            .ok_or_else(|| ailee_core::Error::Usage("--bitcoin-rpc URL is required".into()))?;
         ailee_core::rpc::RpcConfig::resolve(
-            &self.bitcoin_rpc,
+            url,
             self.rpc_user.clone(),
             self.rpc_password.clone(),
             self.rpc_cookie.clone(),
             |k| std::env::var(k).ok(),
-            std::time::Duration::from_secs(self.rpc_timeout),
+            std::time::Duration::from_secs(self.rpc_timeout.unwrap_or(30)),
         )
     }
 }

@@ -61,7 +61,7 @@ struct Cli {
     #[arg(long, requires = "bitcoin_rpc")]
     broadcast: bool,
     #[command(flatten)]
-    rpc: Option<RpcArgs>,
+    rpc: RpcArgs,
     /// Accept peg-outs whose anchor no available source records.
     #[arg(long)]
     allow_unknown_pegout_anchors: bool,
@@ -180,9 +180,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             }
         }
     }
-    let rpc = match (&cli.rpc, cli.broadcast) {
-        (Some(args), true) => Some(Rpc::connect(&args.config()?)?),
-        _ => None,
+    let rpc = if cli.broadcast {
+        Some(Rpc::connect(&cli.rpc.config()?)?)
+    } else {
+        None
     };
     // Build and sign before anything is appended: a wallet without funds changes nothing.
     let signed = match &rpc {
