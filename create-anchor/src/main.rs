@@ -151,10 +151,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             hash: String::from_utf8_lossy(&p.anchor_commitment_hash).to_ascii_lowercase(),
         })
         .collect();
+    // Only a commitment that is written somewhere needs known anchors;
+    // computing and printing it is harmless, so then problems are warnings.
+    let writes = cli.snapshot_file.is_some() || cli.db_path.is_some() || cli.broadcast;
     if let Some(r) = refs.iter().find(|r| r.hash.is_empty()) {
-        return Err(Error::Usage(format!("peg-out {} has no anchor commitment hash", r.peg_id)).into());
-    }
-    if !refs.is_empty() {
+        let msg = format!("peg-out {} has no anchor commitment hash", r.peg_id);
+        if writes {
+            return Err(Error::Usage(format!("{msg}: such a snapshot could never verify")).into());
+        }
+        rep.warn(format_args!("{msg} (nothing is written, so this is only a warning)"));
+    } else if !refs.is_empty() {
         let earlier = match &cli.snapshot_file {
             Some(p) if p.exists() => {
                 let f = File::open(p).map_err(|e| Error::io(p, e))?;
@@ -163,13 +169,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             }
             _ => Default::default(),
         };
-        let links = check_links(
-            &refs,
-            &earlier,
-            Some(db.as_ref().map_or(&NoDb as &dyn AnchorSource, |d| d)),
-        )?;
+        let db_source: &dyn AnchorSource = match &db {
+            Some(d) => d,
+            None => &NoDb,
+        };
+        let links = check_links(&refs, &earlier, Some(db_source))?;
         if let Some(f) = links.failure {
-            if cli.allow_unknown_pegout_anchors {
+            if !writes {
+                rep.warn(format_args!("{f} (nothing is written, so this is only a warning)"));
+            } else if cli.allow_unknown_pegout_anchors {
                 rep.warn(format_args!("{f} (allowed by --allow-unknown-pegout-anchors)"));
             } else {
                 return Err(Error::Usage(format!(
