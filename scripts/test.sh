@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what is missing, builds the tools (release
-# profile, shared with the drill and the benchmark), runs every test.
+# The whole test suite: installs what is missing (clang, libclang-dev,
+# rocksdb-tools, the regtest bitcoind), builds the tools (release profile,
+# shared with the drill and the benchmark), runs every test, then the
+# recovery drill in all modes.
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -8,3 +10,4 @@ cd "$ROOT"
 scripts/setup.sh
 cargo build --release --workspace --bins
 cargo test --release --workspace "$@"
+scripts/test_recovery.sh --mode all

@@ -1,0 +1,367 @@
+//! The runbook (../shared/runbook/NODE_CRASH_RECOVERY.md) procedures that go
+//! beyond a single tool, run as written with only the paths changed: the
+//! scripts (init_node, get_snapshot_block, backup, restore, monitor),
+//! Procedures 1, 3 and 4, the troubleshooting sections and the validation.
+
+use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
+use ailee_core::scan::Scanner;
+use ailee_recovery::{bash, bin, root, vector, Node};
+use predicates::prelude::*;
+use predicates::str::contains;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// bash with the tools and the scripts on PATH, cwd = `dir`.
+fn sh(dir: &Path, script: &str) -> assert_cmd::Command {
+    let path = format!(
+        "{}:{}:{}",
+        bin("ailee_l2_verify").parent().unwrap().display(),
+        root().join("scripts").display(),
+        std::env::var("PATH").unwrap()
+    );
+    let mut c = bash(&format!("cd {}\n{script}", dir.display()));
+    c.env("PATH", path);
+    c
+}
+
+fn blocks(name: &str) -> Vec<Vec<u8>> {
+    let data = std::fs::read(vector(name)).unwrap();
+    let mut sc = Scanner::new(&data[..]);
+    let mut out = Vec::new();
+    while let Some(c) = sc.next_chunk().unwrap() {
+        out.extend(c.blocks.iter().map(|b| c.data[b.start..b.end].to_vec()));
+    }
+    out
+}
+
+/// A data directory made by ailee_init_node, holding basic.dat's snapshots.
+fn node_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    sh(d.path(), "ailee_init_node --data-dir ./ailee")
+        .assert()
+        .code(0)
+        .stdout(contains("Initialised"));
+    std::fs::copy(vector("basic"), d.path().join("ailee/l2_snapshots.dat")).unwrap();
+    d
+}
+
+#[test]
+fn init_node_creates_a_data_dir_and_never_touches_existing_state() {
+    let d = node_dir();
+    sh(d.path(), "ailee_init_reorg_db --path ./ailee/reorg_db --check")
+        .assert()
+        .code(0);
+    sh(d.path(), "ailee_init_node --data-dir ./ailee")
+        .assert()
+        .code(1)
+        .stderr(contains("already exists"));
+    sh(d.path(), "ailee_init_node").assert().code(1);
+}
+
+#[test]
+fn procedure_1_restore_from_the_latest_backup() {
+    let d = node_dir();
+    sh(d.path(), "ailee_backup --data-dir ./ailee")
+        .assert()
+        .code(0)
+        .stdout(contains("Backup "));
+    // The newest snapshot gets corrupted.
+    let f = d.path().join("ailee/l2_snapshots.dat");
+    let s = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace("balance \"peerbu11n\" 14547585979", "balance \"peerbu11n\" 14547585978");
+    std::fs::write(&f, s).unwrap();
+    sh(
+        d.path(),
+        r#"
+# 2. Verify snapshot file integrity
+if ! ailee_l2_verify --snapshot ./ailee/l2_snapshots.dat; then
+# 3. If verification fails, restore from backup
+cp ./ailee/backups/l2_snapshots_latest.dat.bak \
+   ./ailee/l2_snapshots.dat
+fi
+ailee_l2_verify --snapshot ./ailee/l2_snapshots.dat"#,
+    )
+    .assert()
+    .code(0)
+    .stderr(contains("state root mismatch"))
+    .stdout(predicate::str::ends_with("Verification OK.\n"));
+    assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(vector("basic")).unwrap());
+}
+
+#[test]
+fn backup_drops_a_torn_tail_keeps_n_and_detects_a_corrupt_artifact() {
+    let d = tempfile::tempdir().unwrap();
+    sh(d.path(), "ailee_init_node --data-dir ./ailee >/dev/null")
+        .assert()
+        .code(0);
+    std::fs::copy(vector("torn-tail"), d.path().join("ailee/l2_snapshots.dat")).unwrap();
+    for _ in 0..4 {
+        sh(
+            d.path(),
+            "ailee_backup --data-dir ./ailee --keep 3 --metrics-dir ./metrics",
+        )
+        .assert()
+        .code(0);
+    }
+    let names: Vec<String> = std::fs::read_dir(d.path().join("ailee/backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("manifest_")).count(),
+        3,
+        "{names:?}"
+    );
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.ends_with(".dat.bak") && n != &"l2_snapshots_latest.dat.bak")
+            .count(),
+        3
+    );
+    assert_eq!(names.iter().filter(|n| n.ends_with(".tar.gz")).count(), 3);
+    // Complete snapshots only: the torn tail is not in the backup.
+    let latest = std::fs::read(d.path().join("ailee/backups/l2_snapshots_latest.dat.bak")).unwrap();
+    assert_eq!(latest, blocks("torn-tail").concat());
+    let prom = std::fs::read_to_string(d.path().join("metrics/ailee_backup.prom")).unwrap();
+    assert!(prom.contains("ailee_backup_snapshot_count 4"), "{prom}");
+    // A corrupted artifact is caught by the manifest; nothing is changed.
+    let tar = names.iter().filter(|n| n.ends_with(".tar.gz")).max().unwrap();
+    let p = d.path().join("ailee/backups").join(tar);
+    let mut bytes = std::fs::read(&p).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x55;
+    std::fs::write(&p, bytes).unwrap();
+    let before = std::fs::read(d.path().join("ailee/l2_snapshots.dat")).unwrap();
+    sh(d.path(), "ailee_restore --data-dir ./ailee")
+        .assert()
+        .code(1)
+        .stderr(contains("manifest check failed"));
+    assert_eq!(std::fs::read(d.path().join("ailee/l2_snapshots.dat")).unwrap(), before);
+    // Overlapping runs are refused.
+    sh(d.path(), "flock ./ailee/backups/.ailee_backup.lock sleep 3 & sleep 0.5; ailee_backup --data-dir ./ailee; rc=$?; kill %1; exit $rc")
+        .assert()
+        .code(1)
+        .stderr(contains("another backup is running"));
+}
+
+#[test]
+fn backup_taken_while_the_node_writes_restores_to_a_verifying_state() {
+    let d = tempfile::tempdir().unwrap();
+    sh(d.path(), "ailee_init_node --data-dir ./ailee >/dev/null")
+        .assert()
+        .code(0);
+    let data = d.path().join("ailee");
+    let stop = Arc::new(AtomicBool::new(false));
+    // The "node": holds reorg_db read-write and writes batches, appends snapshots.
+    let writer = {
+        let (stop, data) = (Arc::clone(&stop), data.clone());
+        std::thread::spawn(move || {
+            let db = ReorgDb::open(&data.join("reorg_db"), Mode::ReadWrite).unwrap();
+            let snaps = blocks("basic");
+            let mut h = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut b = Batch::default();
+                for _ in 0..50 {
+                    b.put_block(h, &format!("{h:064x}"));
+                    h += 1;
+                }
+                db.write(b).unwrap();
+                ailee_core::append::append_block(&data.join("l2_snapshots.dat"), &snaps[(h as usize / 50) % 5])
+                    .unwrap();
+            }
+            h
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    for _ in 0..3 {
+        sh(d.path(), "ailee_backup --data-dir ./ailee").assert().code(0);
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 0);
+    // Restore each set into a fresh directory and check it.
+    let sets: Vec<String> = std::fs::read_dir(data.join("backups"))
+        .unwrap()
+        .filter_map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .strip_prefix("manifest_")
+                .map(|s| s.trim_end_matches(".txt").to_string())
+        })
+        .collect();
+    assert_eq!(sets.len(), 3);
+    for (i, s) in sets.iter().enumerate() {
+        sh(
+            d.path(),
+            &format!("mkdir r{i} && ailee_restore --data-dir ./r{i} --backup-dir ./ailee/backups --backup {s}"),
+        )
+        .assert()
+        .code(0)
+        .stdout(contains("Restored backup"));
+        sh(d.path(), &format!("ailee_l2_verify --snapshot ./r{i}/l2_snapshots.dat --all >/dev/null && ailee_init_reorg_db --path ./r{i}/reorg_db --check | grep -q 'no gaps'"))
+            .assert()
+            .code(0);
+    }
+}
+
+#[test]
+fn monitor_warns_about_sizes_and_backup_age() {
+    let d = node_dir();
+    sh(d.path(), "ailee_monitor --data-dir ./ailee")
+        .assert()
+        .code(1)
+        .stdout(contains("Warning: no backup"));
+    sh(
+        d.path(),
+        "ailee_backup --data-dir ./ailee >/dev/null && ailee_monitor --data-dir ./ailee --metrics-dir ./m",
+    )
+    .assert()
+    .code(0)
+    .stdout(contains("OK: snapshots 0MB"));
+    // A 5001 MB (sparse) snapshot file and an old backup.
+    sh(
+        d.path(),
+        "truncate -s 5001M ./ailee/l2_snapshots.dat && touch -d '3 hours ago' ./ailee/backups/manifest_*.txt && ailee_monitor --data-dir ./ailee",
+    )
+    .assert()
+    .code(1)
+    .stdout(contains("Warning: Snapshot file is 5001MB - consider pruning"))
+    .stdout(contains("is 3h old"));
+}
+
+#[test]
+fn procedure_4_complete_reset_and_reanchor() {
+    let d = node_dir();
+    let state = d.path().join("current_state.json");
+    sh(
+        d.path(),
+        "ailee_l2_verify --snapshot ./ailee/l2_snapshots.dat --print-state > ./current_state.json",
+    )
+    .assert()
+    .code(0);
+    assert!(state.exists());
+    sh(
+        d.path(),
+        r#"
+# 2. Backup current state
+ts=$(date +%s)
+mkdir -p ./ailee/recovery_$ts
+cp -r ./ailee/l2_snapshots.dat \
+      ./ailee/reorg_db \
+      ./ailee/recovery_$ts/
+
+# 3. Remove corrupted state
+rm -f ./ailee/l2_snapshots.dat
+rm -rf ./ailee/reorg_db
+
+# 4. Initialize fresh state
+ailee_init_node --data-dir ./ailee
+
+# 6. Re-anchor current state
+ailee_create_anchor --l2-state-file ./current_state.json --snapshot-file ./ailee/l2_snapshots.dat --db-path ./ailee/reorg_db --allow-unknown-pegout-anchors
+ailee_l2_verify --snapshot ./ailee/l2_snapshots.dat
+ailee_init_reorg_db --path ./ailee/reorg_db --check"#,
+    )
+    .assert()
+    .code(0)
+    .stdout(contains("L2StateRoot: e655e057b347143a7d86ef3d543069df6eaa92a823110a7a9e38bda456381620"))
+    .stdout(contains("Computed L2StateRoot: e655e057b347143a7d86ef3d543069df6eaa92a823110a7a9e38bda456381620"))
+    .stdout(contains("Pending: 1"));
+}
+
+#[test]
+fn troubleshooting_reorg_database_locked() {
+    let d = node_dir();
+    // A LOCK left by a process that died is not held: the runbook's `rm` is
+    // safe then, and not even needed (RocksDB's lock dies with its holder).
+    sh(
+        d.path(),
+        r#"
+python3 -c "import fcntl,sys; f=open(sys.argv[1],'r+'); fcntl.lockf(f, fcntl.LOCK_EX)" ./ailee/reorg_db/LOCK
+ailee_create_anchor --l2-state-file - --db-path ./ailee/reorg_db <<< '{}' >/dev/null
+rm ./ailee/reorg_db/LOCK
+ailee_init_reorg_db --path ./ailee/reorg_db --check | grep -q 'Pending: 1'"#,
+    )
+    .assert()
+    .code(0);
+}
+
+#[test]
+fn procedure_3_and_cross_validation_with_bitcoin() {
+    let node = Node::start();
+    node.generate(120);
+    let d = node_dir();
+    let rpc = format!(
+        "--bitcoin-rpc {} --rpc-user {} --rpc-password {}",
+        node.url(),
+        node.user,
+        node.password
+    );
+    let cli = format!(
+        "{}/bitcoin-cli -regtest -rpcconnect=127.0.0.1 -rpcport={} -rpcuser={} -rpcpassword={}",
+        ailee_recovery::bitcoind().parent().unwrap().display(),
+        node.rpc_port,
+        node.user,
+        node.password
+    );
+    // The database gets corrupted; Procedure 3 rebuilds it.
+    sh(
+        d.path(),
+        &format!("ailee_resync_blocks --start-height 0 --db-path ./ailee/reorg_db {rpc} >/dev/null"),
+    )
+    .assert()
+    .code(0);
+    sh(
+        d.path(),
+        "ldb --db=./ailee/reorg_db --ignore_unknown_options put block:00000000000000000007 zz >/dev/null",
+    )
+    .assert()
+    .code(0);
+    sh(
+        d.path(),
+        &format!(
+            r#"
+ailee_init_reorg_db --path ./ailee/reorg_db --check >/dev/null 2>&1 && exit 9
+# 2. Backup corrupted database
+mv ./ailee/reorg_db ./ailee/reorg_db.corrupted
+
+# 3. Create fresh database
+ailee_init_reorg_db --path ./ailee/reorg_db
+
+# 4. Resync block hashes from Bitcoin
+ailee_resync_blocks --start-height 0 \
+                       --db-path ./ailee/reorg_db \
+                       {rpc}
+ailee_init_reorg_db --path ./ailee/reorg_db --check"#
+        ),
+    )
+    .assert()
+    .code(0)
+    .stdout(contains("heights 0..120, no gaps"));
+    // Cross-validate: anchor the state on chain, confirm it, measure the divergence.
+    sh(
+        d.path(),
+        &format!(
+            r#"
+ailee_create_anchor --from-snapshot ./ailee/l2_snapshots.dat --snapshot-file ./ailee/l2_snapshots.dat --db-path ./ailee/reorg_db --broadcast {rpc} >/dev/null
+{cli} generate 7 >/dev/null
+ailee_resync_blocks --start-height 100 --db-path ./ailee/reorg_db {rpc} >/dev/null
+# Get latest block from snapshot
+SNAPSHOT_BLOCK=$(ailee_get_snapshot_block ./ailee/l2_snapshots.dat)
+
+# Get current Bitcoin block
+BITCOIN_BLOCK=$({cli} getblockcount)
+
+# Calculate divergence
+DIVERGENCE=$((BITCOIN_BLOCK - SNAPSHOT_BLOCK))
+
+echo "Snapshot is $DIVERGENCE blocks behind Bitcoin""#
+        ),
+    )
+    .assert()
+    .code(0)
+    .stdout("Snapshot is 6 blocks behind Bitcoin\n");
+}
