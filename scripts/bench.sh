@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks of the file tools beside baselines measured in the same run.
-# Generates a healthy snapshot file of SIZE_SNAPSHOTS x ENTRIES (default about
-# 560 MB, 5000 snapshots), a 10x copy of it, and a 10x smaller one, then prints
+# Generates a healthy snapshot file of SNAPSHOTS x ENTRIES (default about
+# 515 MB, 5000 snapshots), a 10x copy of it, and a 10x smaller one, then prints
 # times, ratios and peak memory (max RSS). Figures are recorded in BENCHMARKS.md.
 # Usage: scripts/bench.sh [WORKDIR]   (needs ~7 GB free in WORKDIR)
 set -euo pipefail
@@ -9,7 +9,7 @@ source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 W=${1:-${TMPDIR:-/tmp}/ailee-bench}
 SNAPSHOTS=${SNAPSHOTS:-5000}
-ENTRIES=${ENTRIES:-650}
+ENTRIES=${ENTRIES:-720}
 mkdir -p "$W"
 command -v openssl >/dev/null && [ -x /usr/bin/time ] || scripts/setup.sh --no-bitcoind
 cargo build --release --workspace --bins --examples -q

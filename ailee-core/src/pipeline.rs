@@ -30,6 +30,7 @@ pub struct BlockReport {
 struct Done {
     offset: u64,
     len: usize,
+    data: Vec<u8>,
     results: Vec<(Span, Verdict)>,
     notes: Vec<Note>,
 }
@@ -47,12 +48,20 @@ pub fn check_all<R: Read + Send>(
     let (work_tx, work_rx) = sync_channel::<(u64, crate::scan::Chunk)>(threads * 2);
     let work_rx: Arc<Mutex<Receiver<_>>> = Arc::new(Mutex::new(work_rx));
     let (done_tx, done_rx) = sync_channel::<(u64, Done)>(threads * 2);
+    // Processed buffers travel back to the reader for reuse.
+    let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(threads * 4);
     let mut notes = Vec::new();
     std::thread::scope(|s| -> Result<Vec<Note>> {
         let reader_thread = s.spawn(move || -> Result<()> {
             let mut sc = Scanner::new(reader);
             let mut seq = 0u64;
-            while let Some(chunk) = sc.next_chunk().map_err(|e| Error::io(path, e))? {
+            loop {
+                while let Ok(b) = spare_rx.try_recv() {
+                    sc.recycle(b);
+                }
+                let Some(chunk) = sc.next_chunk().map_err(|e| Error::io(path, e))? else {
+                    break;
+                };
                 cancel::check()?;
                 if work_tx.send((seq, chunk)).is_err() {
                     break; // the consumer stopped
@@ -79,6 +88,7 @@ pub fn check_all<R: Read + Send>(
                         len: chunk.data.len(),
                         results,
                         notes: chunk.notes,
+                        data: chunk.data,
                     };
                     if tx.send((seq, done)).is_err() {
                         break;
@@ -102,6 +112,7 @@ pub fn check_all<R: Read + Send>(
                 progress.advance(end.saturating_sub(covered));
                 covered = covered.max(end);
                 notes.extend(done.notes);
+                let _ = spare_tx.try_send(done.data);
                 for (sp, verdict) in done.results {
                     number += 1;
                     let r = BlockReport {

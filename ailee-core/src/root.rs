@@ -52,10 +52,24 @@ pub struct KeyOrder {
 
 fn order<T>(section: Section, items: &[T], key: impl Fn(&T) -> &[u8]) -> Result<Vec<u32>, Duplicate> {
     let mut idx: Vec<u32> = (0..items.len() as u32).collect();
-    // The node writes sorted sections: check before paying for a sort.
+    // Sorted sections cost one pass; otherwise sort (prefix, index) pairs:
+    // the first 8 key bytes as a big-endian integer decide most comparisons
+    // without touching the strings.
     let sorted = items.windows(2).all(|w| key(&w[0]) < key(&w[1]));
     if !sorted {
-        idx.sort_by(|&a, &b| key(&items[a as usize]).cmp(key(&items[b as usize])).then(a.cmp(&b)));
+        let prefix = |k: &[u8]| {
+            let mut p = [0u8; 8];
+            let n = k.len().min(8);
+            p[..n].copy_from_slice(&k[..n]);
+            u64::from_be_bytes(p)
+        };
+        let mut keyed: Vec<(u64, u32)> = idx.iter().map(|&i| (prefix(key(&items[i as usize])), i)).collect();
+        keyed.sort_unstable_by(|&(pa, a), &(pb, b)| {
+            pa.cmp(&pb)
+                .then_with(|| key(&items[a as usize]).cmp(key(&items[b as usize])))
+                .then(a.cmp(&b))
+        });
+        idx = keyed.into_iter().map(|(_, i)| i).collect();
         for w in idx.windows(2) {
             let (a, b) = (w[0] as usize, w[1] as usize);
             if key(&items[a]) == key(&items[b]) {
@@ -84,15 +98,26 @@ pub fn key_order(state: &L2State<'_>) -> Result<KeyOrder, Duplicate> {
 
 /// Appends the decimal form of `v` (no allocation, no formatter machinery).
 pub(crate) fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut buf = [0u8; 20];
     let mut i = buf.len();
-    loop {
+    while v >= 100 {
+        let r = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[r..r + 2]);
+    }
+    if v >= 10 {
+        let r = v as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[r..r + 2]);
+    } else {
         i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+        buf[i] = b'0' + v as u8;
     }
     out.extend_from_slice(&buf[i..]);
 }
@@ -192,6 +217,34 @@ pub fn canonical_text(state: &L2State<'_>, ord: &KeyOrder, out: &mut Vec<u8>) {
         f(out, &e.payload_hash);
         f(out, &e.anchor_commitment_hash);
         out.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decimal_formatting_matches_std() {
+        for v in [
+            0u64,
+            5,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            123_456_789,
+            u64::MAX,
+            u64::MAX - 1,
+        ] {
+            let mut o = Vec::new();
+            super::push_u64(&mut o, v);
+            assert_eq!(String::from_utf8(o).unwrap(), v.to_string());
+        }
+        let mut o = Vec::new();
+        super::push_i32(&mut o, i32::MIN);
+        assert_eq!(String::from_utf8(o).unwrap(), i32::MIN.to_string());
     }
 }
 
