@@ -42,12 +42,24 @@ pub struct Pending {
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
+fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 impl Pending {
     /// Starts writing `target`; fails at once if it exists and `force` is off.
     pub fn create(target: &Path, force: bool) -> Result<Pending> {
         if !force && std::fs::symlink_metadata(target).is_ok() {
             return Err(Error::Exists(target.to_path_buf()));
         }
+        Self::create_unchecked(target, force)
+    }
+
+    /// Like [`Pending::create`] without the early existence check, for callers
+    /// that checked the directory once (e.g. thousands of extracted files);
+    /// without `force` the final rename still never replaces a file.
+    pub fn create_unchecked(target: &Path, force: bool) -> Result<Pending> {
         let name = target
             .file_name()
             .ok_or_else(|| Error::Usage(format!("{}: not a file name", target.display())))?;
@@ -55,7 +67,7 @@ impl Pending {
         let tmp = dir.join(format!(
             ".{}.ailee-tmp.{}.{}",
             name.to_string_lossy(),
-            std::process::id(),
+            pid(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         let file = OpenOptions::new()

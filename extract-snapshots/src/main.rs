@@ -96,7 +96,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         cancel::check()?;
         for b in &c.blocks {
             let n = batch.len() + 1;
-            let mut p = Pending::create(&cli.outdir.join(format!("snapshot_{n}.dat")), cli.force)?;
+            // OUTDIR was checked once above; NOREPLACE at the rename still guards.
+            let mut p = Pending::create_unchecked(&cli.outdir.join(format!("snapshot_{n}.dat")), cli.force)?;
             p.write_all(&c.data[b.start..b.end])?;
             batch.push(p)?;
             bytes += (b.end - b.start) as u64;
