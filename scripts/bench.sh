@@ -71,13 +71,20 @@ t0=$(now); "$B/ailee_extract_snapshots" "$F" "$W/x" > /dev/null; t1=$(now)
 t_ex=$(awk -v ns=$((t1 - t0)) 'BEGIN { printf "%.4f", ns / 1e9 }')
 t0=$(now); cp "$F" "$W/cp.dat"; sync -f "$W/cp.dat"; t1=$(now)
 t_cps=$(awk -v ns=$((t1 - t0)) 'BEGIN { printf "%.4f", ns / 1e9 }')
+# The filesystem's floor: creating as many (empty) files, nothing written.
+rm -rf "$W/empty"; mkdir "$W/empty"
+t_create=$(best 1 python3 -c "import os,sys
+for i in range(int(sys.argv[2])): os.close(os.open(f'{sys.argv[1]}/snapshot_{i}.dat', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))" "$W/empty" "$SNAPSHOTS")
+rm -rf "$W/empty"
 ex_rss=$( (rm -rf "$W/x2"; rss "$B/ailee_extract_snapshots" "$F" "$W/x2") )
 ex_rss_small=$( (rm -rf "$W/x3"; rss "$B/ailee_extract_snapshots" "$W/small.dat" "$W/x3") )
 rm -rf "$W/x" "$W/x2" "$W/x3" "$W/cp.dat"
 echo "ailee_extract_snapshots ($SNAPSHOTS files, durable)"
-printf "  %-44s %8ss\n" "cp FILE (same disk)" "$t_cp" "cp FILE + sync" "$t_cps" "extract" "$t_ex"
+printf "  %-44s %8ss\n" "cp FILE (same disk)" "$t_cp" "cp FILE + sync" "$t_cps" \
+    "create $SNAPSHOTS empty files (python, same disk)" "$t_create" "extract" "$t_ex"
 echo "  extract / cp              = $(ratio "$t_ex" "$t_cp")x   (target <= 1.5x)"
 echo "  extract / (cp + sync)     = $(ratio "$t_ex" "$t_cps")x"
+echo "  extract / (cp + sync + creating the files) = $(ratio "$t_ex" "$(awk -v a="$t_cps" -v b="$t_create" 'BEGIN { print a + b }')")x"
 echo "  max RSS small/file        = $ex_rss_small / $ex_rss KiB"
 echo
 
@@ -86,11 +93,12 @@ rm -f "$W/p.dat" "$W/pb.dat" "$W/tail.dat"
 "$B/ailee_prune_snapshots" --file "$F" --keep 10 --output "$W/p.dat" > /dev/null
 kept=$(stat -c %s "$W/p.dat")
 t_tail=$(best 3 sh -c "tail -c $kept '$F' > '$W/tail.dat'")
+t_tails=$(best 3 sh -c "tail -c $kept '$F' > '$W/tail.dat' && sync -f '$W/tail.dat'")
 t_pr=$(best 3 "$B/ailee_prune_snapshots" --file "$F" --keep 10 --output "$W/p.dat" --force)
 t_prb=$(best 3 "$B/ailee_prune_snapshots" --file "$W/big.dat" --keep 10 --output "$W/pb.dat" --force)
 cmp "$W/p.dat" "$W/pb.dat"
 echo "ailee_prune_snapshots --keep 10 ($kept bytes kept)"
-printf "  %-44s %8ss\n" "tail -c KEPT FILE > out" "$t_tail" "prune FILE" "$t_pr" "prune 10x FILE (same kept bytes)" "$t_prb"
+printf "  %-44s %8ss\n" "tail -c KEPT FILE > out" "$t_tail" "tail -c KEPT FILE > out + sync" "$t_tails" "prune FILE" "$t_pr" "prune 10x FILE (same kept bytes)" "$t_prb"
 echo "  prune / tail -c           = $(ratio "$t_pr" "$t_tail")x   (target <= 1.5x)"
 echo "  prune 10x / prune 1x      = $(ratio "$t_prb" "$t_pr")x   (target ~1x)"
 echo "  max RSS file/big          = $(rss "$B/ailee_prune_snapshots" --file "$F" --keep 10 --output "$W/p.dat" --force) / $(rss "$B/ailee_prune_snapshots" --file "$W/big.dat" --keep 10 --output "$W/pb.dat" --force) KiB"

@@ -14,6 +14,7 @@ dpkg-query -W -f='${Status}' libclang-dev 2>/dev/null | grep -q 'install ok inst
 command -v ldb >/dev/null 2>&1 || missing+=(rocksdb-tools)
 command -v flock >/dev/null 2>&1 || missing+=(util-linux)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -x /usr/bin/time ] || missing+=(time)
 
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}" >&2

@@ -45,19 +45,36 @@ pub fn check_all<R: Read + Send>(
     mut on_block: impl FnMut(BlockReport) -> Result<()>,
 ) -> Result<Vec<Note>> {
     let threads = threads.max(1);
-    let (work_tx, work_rx) = sync_channel::<(u64, crate::scan::Chunk)>(threads * 2);
+    // Every queue is short: at most ~3 chunks per thread exist at any time,
+    // whatever the file size.
+    let (work_tx, work_rx) = sync_channel::<(u64, crate::scan::Chunk)>(threads);
     let work_rx: Arc<Mutex<Receiver<_>>> = Arc::new(Mutex::new(work_rx));
-    let (done_tx, done_rx) = sync_channel::<(u64, Done)>(threads * 2);
-    // Processed buffers travel back to the reader for reuse.
-    let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(threads * 4);
+    let (done_tx, done_rx) = sync_channel::<(u64, Done)>(threads);
+    // A fixed pool of chunk buffers: processed ones travel back to the reader,
+    // which waits for one rather than allocating when the pool is in use. No
+    // buffer is ever freed mid-run, so the allocator cannot fragment and
+    // memory stays flat whatever the file size.
+    let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let pool = threads * 2 + 2;
     let mut notes = Vec::new();
     std::thread::scope(|s| -> Result<Vec<Note>> {
         let reader_thread = s.spawn(move || -> Result<()> {
             let mut sc = Scanner::new(reader);
             let mut seq = 0u64;
+            let mut allocated = 1; // the scanner's first buffer
             loop {
                 while let Ok(b) = spare_rx.try_recv() {
                     sc.recycle(b);
+                }
+                if !sc.has_spare() {
+                    if allocated < pool {
+                        allocated += 1;
+                    } else {
+                        match spare_rx.recv() {
+                            Ok(b) => sc.recycle(b),
+                            Err(_) => break, // the consumer stopped
+                        }
+                    }
                 }
                 let Some(chunk) = sc.next_chunk().map_err(|e| Error::io(path, e))? else {
                     break;
@@ -112,7 +129,7 @@ pub fn check_all<R: Read + Send>(
                 progress.advance(end.saturating_sub(covered));
                 covered = covered.max(end);
                 notes.extend(done.notes);
-                let _ = spare_tx.try_send(done.data);
+                let _ = spare_tx.send(done.data);
                 for (sp, verdict) in done.results {
                     number += 1;
                     let r = BlockReport {
@@ -129,6 +146,7 @@ pub fn check_all<R: Read + Send>(
             }
         }
         drop(done_rx);
+        drop(spare_tx);
         let read = reader_thread
             .join()
             .unwrap_or(Err(Error::Integrity("reader thread panicked".into())));

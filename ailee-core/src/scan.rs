@@ -213,12 +213,15 @@ impl<R: Read> Scanner<R> {
         Ok(())
     }
 
-    /// Hands back a chunk's buffer for reuse (keeps at most a few).
+    /// Hands back a chunk's buffer for reuse by the next chunk.
     pub fn recycle(&mut self, mut buf: Vec<u8>) {
-        if self.spare.len() < 4 {
-            buf.clear();
-            self.spare.push(buf);
-        }
+        buf.clear();
+        self.spare.push(buf);
+    }
+
+    /// Whether a recycled buffer is ready (otherwise the next chunk allocates).
+    pub fn has_spare(&self) -> bool {
+        !self.spare.is_empty()
     }
 
     /// The next chunk, or `None` after the end of the file.
