@@ -104,6 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         }
         bar.0.set_position(c.offset + c.data.len() as u64);
         notes.extend(c.notes);
+        sc.recycle(c.data); // reuse: freeing large buffers fragments the heap
     }
     drop(bar);
     if batch.is_empty() {

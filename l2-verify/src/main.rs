@@ -262,6 +262,7 @@ fn locate(path: &Path, offset: u64) -> anyhow::Result<Place> {
                 });
             }
         }
+        sc.recycle(c.data);
     }
     Ok(Place {
         number: None,
@@ -299,6 +300,7 @@ fn find_index(
             }
         }
         note_warnings(rep, &c.notes, warnings);
+        sc.recycle(c.data);
     }
     if number == 0 {
         return Err(no_snapshots(path));
@@ -399,6 +401,7 @@ fn last_valid(cli: &Cli, rep: &Report, file: &File, db: Option<&dyn AnchorSource
         cancel::check()?;
         total += c.blocks.len();
         note_warnings(rep, &c.notes, &mut warnings);
+        sc.recycle(c.data);
     }
     if total == 0 {
         return Err(no_snapshots(path));
