@@ -34,6 +34,26 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// The node's roots of a vector, in snapshot order (`NAME.roots`).
+pub fn roots(name: &str) -> Vec<String> {
+    std::fs::read_to_string(vector(name).with_extension("roots"))
+        .expect("vector roots")
+        .lines()
+        .map(|l| l.split_once(' ').expect("N root").1.to_string())
+        .collect()
+}
+
+/// The complete blocks of a vector, byte for byte.
+pub fn blocks(name: &str) -> Vec<Vec<u8>> {
+    let data = std::fs::read(vector(name)).expect("vector");
+    let mut sc = ailee_core::scan::Scanner::new(&data[..]);
+    let mut out = Vec::new();
+    while let Some(c) = sc.next_chunk().expect("in-memory read") {
+        out.extend(c.blocks.iter().map(|b| c.data[b.start..b.end].to_vec()));
+    }
+    out
+}
+
 /// Path of a workspace binary, built (once per test process) if needed.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();

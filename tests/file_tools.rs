@@ -4,7 +4,7 @@
 use ailee_core::format::parse_block;
 use ailee_core::root::state_root;
 use ailee_core::scan::{Note, Scanner};
-use ailee_recovery::{bash, cmd, vector};
+use ailee_recovery::{bash, cmd, roots, vector};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
@@ -19,14 +19,6 @@ const VECTORS: &[&str] = &[
     "torn-tail",
     "torn-then-appended",
 ];
-
-fn roots(name: &str) -> Vec<String> {
-    std::fs::read_to_string(vector(name).with_extension("roots"))
-        .unwrap()
-        .lines()
-        .map(|l| l.split_once(' ').unwrap().1.to_string())
-        .collect()
-}
 
 /// The input with every torn piece cut out: what the complete snapshots are.
 fn complete_part(name: &str) -> Vec<u8> {

@@ -5,7 +5,6 @@ use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
 use ailee_core::Error;
 use ailee_recovery::cmd;
-use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -342,5 +341,4 @@ fn help_lists_exit_codes_and_argument_errors_exit_1() {
         .args(["--path", "x", "--recent", "3"])
         .assert()
         .code(1);
-    let _ = predicate::always();
 }

@@ -4,8 +4,7 @@
 //! Procedures 1, 3 and 4, the troubleshooting sections and the validation.
 
 use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_core::scan::Scanner;
-use ailee_recovery::{bash, bin, root, vector, Node};
+use ailee_recovery::{bash, bin, blocks, root, vector, Node};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
@@ -23,16 +22,6 @@ fn sh(dir: &Path, script: &str) -> assert_cmd::Command {
     let mut c = bash(&format!("cd {}\n{script}", dir.display()));
     c.env("PATH", path);
     c
-}
-
-fn blocks(name: &str) -> Vec<Vec<u8>> {
-    let data = std::fs::read(vector(name)).unwrap();
-    let mut sc = Scanner::new(&data[..]);
-    let mut out = Vec::new();
-    while let Some(c) = sc.next_chunk().unwrap() {
-        out.extend(c.blocks.iter().map(|b| c.data[b.start..b.end].to_vec()));
-    }
-    out
 }
 
 /// A data directory made by ailee_init_node, holding basic.dat's snapshots.

@@ -1,25 +1,15 @@
 //! `ailee_l2_verify` end to end: the node's vectors, every kind of corruption,
 //! operational errors, the runbook's output.
 
-use ailee_recovery::{cmd, vector};
+use ailee_recovery::{cmd, roots, vector};
 use predicates::prelude::*;
 use predicates::str::contains;
-#[allow(unused_imports)]
-use serde_json as _;
 use std::path::{Path, PathBuf};
 
 fn verify(file: &Path) -> assert_cmd::Command {
     let mut c = cmd("ailee_l2_verify");
     c.arg("--snapshot").arg(file);
     c
-}
-
-fn roots(name: &str) -> Vec<String> {
-    std::fs::read_to_string(vector(name).with_extension("roots"))
-        .unwrap()
-        .lines()
-        .map(|l| l.split_once(' ').unwrap().1.to_string())
-        .collect()
 }
 
 #[test]
@@ -353,9 +343,7 @@ fn last_valid_prints_the_newest_snapshot_that_verifies() {
         .assert()
         .code(1);
     let d = tempfile::tempdir().unwrap();
-    let p = with_line(d.path(), 110, "garbage");
     let only5: String = basic_lines()[106..].join("\n") + "\n";
-    let _ = p;
     let q = d.path().join("only5.dat");
     std::fs::write(&q, only5.replace("balance \"peerbu11n\"", "balance \"peerbu11n")).unwrap();
     cmd("ailee_l2_verify")

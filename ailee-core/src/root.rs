@@ -220,34 +220,6 @@ pub fn canonical_text(state: &L2State<'_>, ord: &KeyOrder, out: &mut Vec<u8>) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn decimal_formatting_matches_std() {
-        for v in [
-            0u64,
-            5,
-            9,
-            10,
-            99,
-            100,
-            101,
-            999,
-            1000,
-            123_456_789,
-            u64::MAX,
-            u64::MAX - 1,
-        ] {
-            let mut o = Vec::new();
-            super::push_u64(&mut o, v);
-            assert_eq!(String::from_utf8(o).unwrap(), v.to_string());
-        }
-        let mut o = Vec::new();
-        super::push_i32(&mut o, i32::MIN);
-        assert_eq!(String::from_utf8(o).unwrap(), i32::MIN.to_string());
-    }
-}
-
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     const D: &[u8; 16] = b"0123456789abcdef";
@@ -274,4 +246,32 @@ pub fn state_root_with(state: &L2State<'_>, ord: &KeyOrder, buf: &mut Vec<u8>) -
 pub fn state_root(state: &L2State<'_>) -> Result<String, Duplicate> {
     let ord = key_order(state)?;
     Ok(state_root_with(state, &ord, &mut Vec::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decimal_formatting_matches_std() {
+        for v in [
+            0u64,
+            5,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            123_456_789,
+            u64::MAX,
+            u64::MAX - 1,
+        ] {
+            let mut o = Vec::new();
+            super::push_u64(&mut o, v);
+            assert_eq!(String::from_utf8(o).unwrap(), v.to_string());
+        }
+        let mut o = Vec::new();
+        super::push_i32(&mut o, i32::MIN);
+        assert_eq!(String::from_utf8(o).unwrap(), i32::MIN.to_string());
+    }
 }

@@ -248,7 +248,7 @@ impl Rpc {
             .ok_or_else(|| self.err("fundrawtransaction", "no hex in reply"))?;
         let signed = match self
             .client
-            .call::<Value>("signrawtransactionwithwallet", &[hex.clone()])
+            .call::<Value>("signrawtransactionwithwallet", std::slice::from_ref(&hex))
         {
             Ok(v) => v,
             Err(bitcoincore_rpc::Error::JsonRpc(jsonrpc::Error::Rpc(e))) if e.code == -32601 => {

@@ -123,6 +123,31 @@ impl std::fmt::Display for Note {
     }
 }
 
+/// The torn tail among `notes`, as (byte offset, length).
+pub fn torn_tail(notes: &[Note]) -> Option<(u64, u64)> {
+    notes.iter().find_map(|n| match n {
+        Note::Torn {
+            offset,
+            len,
+            at_eof: true,
+        } => Some((*offset, *len)),
+        _ => None,
+    })
+}
+
+/// Opens a snapshot file for reading; a directory is a usage error.
+pub fn open_snapshot_file(path: &std::path::Path) -> crate::Result<(File, std::fs::Metadata)> {
+    let f = File::open(path).map_err(|e| crate::Error::io(path, e))?;
+    let md = f.metadata().map_err(|e| crate::Error::io(path, e))?;
+    if md.is_dir() {
+        return Err(crate::Error::Usage(format!(
+            "{}: is a directory, not a snapshot file",
+            path.display()
+        )));
+    }
+    Ok((f, md))
+}
+
 /// A chunk of the file holding whole complete blocks.
 #[derive(Debug)]
 pub struct Chunk {

@@ -4,12 +4,11 @@
 
 use ailee_cli::{out, Common, Report, EXIT_CODES_HELP};
 use ailee_core::atomic::{Batch, Pending};
-use ailee_core::scan::{Note, Scanner};
+use ailee_core::scan::{open_snapshot_file, torn_tail, Note, Scanner};
 use ailee_core::{cancel, Error, ExitStatus};
 use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -60,13 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     let rep = Report {
         quiet: cli.common.quiet,
     };
-    let file = File::open(&cli.file)
-        .map_err(|e| Error::io(&cli.file, e))
-        .context("cannot read snapshot file")?;
-    let md = file.metadata().map_err(|e| Error::io(&cli.file, e))?;
-    if md.is_dir() {
-        return Err(Error::Usage(format!("{}: is a directory, not a snapshot file", cli.file.display())).into());
-    }
+    let (file, md) = open_snapshot_file(&cli.file).context("cannot read snapshot file")?;
     match std::fs::metadata(&cli.outdir) {
         Ok(m) if !m.is_dir() => {
             return Err(Error::Usage(format!("{}: exists and is not a directory", cli.outdir.display())).into())
@@ -122,14 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     for n in &notes {
         rep.warn(n);
     }
-    let torn = notes.iter().find_map(|n| match n {
-        Note::Torn {
-            offset,
-            len,
-            at_eof: true,
-        } => Some((*offset, *len)),
-        _ => None,
-    });
+    let torn = torn_tail(&notes);
     if !removed.is_empty() {
         rep.warn(format_args!(
             "removed {} stale snapshot file(s) numbered above {count}",

@@ -92,17 +92,9 @@ fn note_warnings(rep: &Report, notes: &[Note], warnings: &mut Vec<String>) {
 }
 
 fn open(path: &Path) -> anyhow::Result<File> {
-    let f = File::open(path)
-        .map_err(|e| Error::io(path, e))
-        .context("Failed to load snapshot")?;
-    let md = f
-        .metadata()
-        .map_err(|e| Error::io(path, e))
-        .context("Failed to load snapshot")?;
-    if md.is_dir() {
-        return Err(Error::Usage(format!("{}: is a directory", path.display()))).context("Failed to load snapshot");
-    }
-    Ok(f)
+    Ok(ailee_core::scan::open_snapshot_file(path)
+        .context("Failed to load snapshot")?
+        .0)
 }
 
 fn no_snapshots(path: &Path) -> anyhow::Error {

@@ -5,12 +5,11 @@
 
 use ailee_cli::{out, Common, Report, EXIT_CODES_HELP};
 use ailee_core::atomic::{parent_dir, Pending};
-use ailee_core::scan::{Backward, Note};
+use ailee_core::scan::{open_snapshot_file, torn_tail, Backward};
 use ailee_core::{cancel, Error, ExitStatus};
 use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
-use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,13 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     let rep = Report {
         quiet: cli.common.quiet,
     };
-    let file = File::open(&cli.file)
-        .map_err(|e| Error::io(&cli.file, e))
-        .context("cannot read snapshot file")?;
-    let md = file.metadata().map_err(|e| Error::io(&cli.file, e))?;
-    if md.is_dir() {
-        return Err(Error::Usage(format!("{}: is a directory, not a snapshot file", cli.file.display())).into());
-    }
+    let (file, md) = open_snapshot_file(&cli.file).context("cannot read snapshot file")?;
     if same_file(&md, &cli.file, &cli.output) {
         return Err(Error::Usage(format!(
             "--output {} is the input file; write elsewhere, verify, then replace (see the runbook)",
@@ -106,10 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     drop(bar);
     pending.commit().context("cannot write output")?;
 
-    let torn = bw.tail_notes.iter().find_map(|n| match n {
-        Note::Torn { offset, len, .. } => Some((*offset, *len)),
-        _ => None,
-    });
+    let torn = torn_tail(&bw.tail_notes);
     let k = kept.len();
     if cli.common.json {
         out(json!({
