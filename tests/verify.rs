@@ -396,3 +396,38 @@ fn a_closed_stdout_pipe_is_not_an_error() {
     .assert()
     .code(0);
 }
+
+/// The catalogue of malformed files (tests/fixtures/malformed, made by its
+/// make.py): every rule of SPEC §1.1, each with its exit code and message,
+/// in the default mode and with --all.
+#[test]
+fn malformed_catalogue_gives_the_expected_exit_codes_and_messages() {
+    let dir = ailee_recovery::root().join("tests/fixtures/malformed");
+    let table = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
+    let mut n = 0;
+    for line in table.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let (name, code, msg, all_msg) = (f[0], f[1].parse::<i32>().unwrap(), f[2], f[3]);
+        let file = dir.join(format!("{name}.dat"));
+        verify(&file)
+            .assert()
+            .code(code)
+            .stderr(contains(msg))
+            .stderr(contains("panicked").not());
+        let out = cmd("ailee_l2_verify")
+            .arg("--snapshot")
+            .arg(&file)
+            .arg("--all")
+            .assert()
+            .code(code);
+        let o = out.get_output();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(text.contains(all_msg), "{name} --all: {text}");
+        n += 1;
+    }
+    assert!(n >= 30, "{n} cases");
+}
