@@ -15,6 +15,7 @@ command -v ldb >/dev/null 2>&1 || missing+=(rocksdb-tools)
 command -v flock >/dev/null 2>&1 || missing+=(util-linux)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/bin/time ] || missing+=(time)
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}" >&2

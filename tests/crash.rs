@@ -1,0 +1,267 @@
+//! Crash campaign (issue 8): every writing tool is SIGKILLed at the N-th call
+//! of each syscall that writes, syncs or renames (`strace -e inject=…:signal=
+//! SIGKILL:when=N`), for N = 1, 2, … until the tool completes. After each kill
+//! the invariants are checked: the input is unchanged, nothing half-written
+//! stands under a final name, the database opens and checks, and a rerun
+//! finishes the job. Each test prints how many kills it survived.
+
+use ailee_recovery::{bin, blocks, cmd, vector, Node};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Command;
+
+const SYSCALLS: &[&str] = &[
+    "write",
+    "pwrite64",
+    "fsync",
+    "fdatasync",
+    "syncfs",
+    "rename",
+    "renameat2",
+    "copy_file_range",
+    "openat",
+];
+
+/// Runs `tool args` under strace, killing it at the `n`-th `syscall`.
+/// Returns true when the kill happened (false: the tool ran to its end).
+fn run_killed(tool: &str, args: &[&std::ffi::OsStr], syscall: &str, n: usize) -> bool {
+    let status = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+        .arg(format!("trace={syscall}"))
+        .arg("-e")
+        .arg(format!("inject={syscall}:signal=SIGKILL:when={n}"))
+        .arg(bin(tool))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .expect("strace (Debian package strace) must be installed: scripts/setup.sh installs it");
+    status.status.signal() == Some(9) || status.status.code() == Some(137)
+}
+
+/// Kills the tool at every call of every listed syscall; `check` runs after
+/// each kill, `reset` before each run. Returns the number of kills.
+fn campaign(
+    tool: &str,
+    args: &[&std::ffi::OsStr],
+    mut reset: impl FnMut(),
+    mut check: impl FnMut(&str, usize),
+) -> usize {
+    let mut kills = 0;
+    for sc in SYSCALLS {
+        for n in 1..400 {
+            reset();
+            if !run_killed(tool, args, sc, n) {
+                break;
+            }
+            kills += 1;
+            check(sc, n);
+        }
+    }
+    eprintln!("{tool}: survived {kills} kills");
+    kills
+}
+
+fn os(s: &[&str]) -> Vec<std::ffi::OsString> {
+    s.iter().map(Into::into).collect()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir).map_or(vec![], |d| {
+        d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    })
+}
+
+#[test]
+fn prune_killed_anywhere_leaves_input_intact_and_no_partial_output() {
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("in.dat");
+    std::fs::copy(vector("torn-tail"), &input).unwrap();
+    let before = std::fs::read(&input).unwrap();
+    let out = d.path().join("out.dat");
+    let expected = blocks("torn-tail")[1..].concat();
+    let args: Vec<_> = [input.as_os_str().to_owned()].into_iter().collect();
+    let a = [
+        os(&["--file"]),
+        args,
+        os(&["--keep", "3", "--output"]),
+        vec![out.as_os_str().to_owned()],
+    ]
+    .concat();
+    let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+    let kills = campaign(
+        "ailee_prune_snapshots",
+        &a,
+        || {
+            let _ = std::fs::remove_file(&out);
+        },
+        |sc, n| {
+            assert_eq!(std::fs::read(&input).unwrap(), before, "input changed ({sc} #{n})");
+            if let Ok(got) = std::fs::read(&out) {
+                assert_eq!(got, expected, "partial output under the final name ({sc} #{n})");
+            }
+            // A rerun finishes the job.
+            let _ = std::fs::remove_file(&out);
+            cmd("ailee_prune_snapshots").args(&a).assert().code(0);
+            assert_eq!(std::fs::read(&out).unwrap(), expected);
+        },
+    );
+    assert!(kills > 5);
+}
+
+#[test]
+fn extract_killed_anywhere_leaves_only_complete_files() {
+    let d = tempfile::tempdir().unwrap();
+    let outdir = d.path().join("x");
+    let expected = blocks("basic");
+    let a = [
+        vec![vector("basic").into_os_string()],
+        vec![outdir.as_os_str().to_owned()],
+    ]
+    .concat();
+    let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+    let kills = campaign(
+        "ailee_extract_snapshots",
+        &a,
+        || {
+            let _ = std::fs::remove_dir_all(&outdir);
+        },
+        |sc, n| {
+            for name in names(&outdir) {
+                if let Some(i) = name.strip_prefix("snapshot_").and_then(|r| r.strip_suffix(".dat")) {
+                    let i: usize = i.parse().unwrap();
+                    assert_eq!(
+                        std::fs::read(outdir.join(&name)).unwrap(),
+                        expected[i - 1],
+                        "{name} ({sc} #{n})"
+                    );
+                }
+            }
+            cmd("ailee_extract_snapshots").args(&a).arg("--force").assert().code(0);
+            for (i, b) in expected.iter().enumerate() {
+                assert_eq!(
+                    &std::fs::read(outdir.join(format!("snapshot_{}.dat", i + 1))).unwrap(),
+                    b
+                );
+            }
+        },
+    );
+    assert!(kills > 5);
+}
+
+#[test]
+fn append_killed_anywhere_keeps_every_complete_snapshot() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("l2.dat");
+    let state = d.path().join("s.json");
+    std::fs::write(&state, r#"{"ledger": {"balances": [{"peerId": "p", "balance": 1}]}}"#).unwrap();
+    let a = [
+        os(&["--l2-state-file"]),
+        vec![state.as_os_str().to_owned()],
+        os(&["--snapshot-file"]),
+        vec![f.as_os_str().to_owned()],
+    ]
+    .concat();
+    let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+    let base = std::fs::read(vector("basic")).unwrap();
+    let kills = campaign(
+        "ailee_create_anchor",
+        &a,
+        || std::fs::write(&f, &base).unwrap(),
+        |sc, n| {
+            let now = std::fs::read(&f).unwrap();
+            assert!(now.starts_with(&base), "existing snapshots changed ({sc} #{n})");
+            // The newest complete snapshot verifies (a torn append is ignored).
+            cmd("ailee_l2_verify").arg("--snapshot").arg(&f).assert().code(0);
+            // The next append (the rerun) verifies and every complete snapshot does.
+            cmd("ailee_create_anchor").args(&a).assert().code(0);
+            cmd("ailee_l2_verify")
+                .arg("--snapshot")
+                .arg(&f)
+                .arg("--all")
+                .assert()
+                .code(0);
+        },
+    );
+    assert!(kills >= 1);
+}
+
+#[test]
+fn init_killed_anywhere_leaves_no_database_or_a_whole_one() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("reorg_db");
+    let a = [os(&["--path"]), vec![p.as_os_str().to_owned()]].concat();
+    let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+    let kills = campaign(
+        "ailee_init_reorg_db",
+        &a,
+        || {
+            let _ = std::fs::remove_dir_all(&p);
+        },
+        |sc, n| {
+            if p.exists() {
+                cmd("ailee_init_reorg_db")
+                    .arg("--path")
+                    .arg(&p)
+                    .arg("--check")
+                    .assert()
+                    .code(0);
+            } else {
+                cmd("ailee_init_reorg_db").args(&a).assert().code(0);
+            }
+            let _ = (sc, n);
+        },
+    );
+    assert!(kills > 5);
+}
+
+#[test]
+fn resync_killed_anywhere_reruns_to_a_consistent_database() {
+    let node = Node::start();
+    node.generate(300);
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    let url = node.url();
+    let a = os(&[
+        "--start-height",
+        "0",
+        "--batch-size",
+        "50",
+        "--bitcoin-rpc",
+        &url,
+        "--rpc-user",
+        &node.user,
+        "--rpc-password",
+        &node.password,
+        "--db-path",
+    ]);
+    let a = [a, vec![db.as_os_str().to_owned()]].concat();
+    let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+    let mut kills = 0;
+    for sc in ["write", "fdatasync", "fsync", "rename"] {
+        for n in (1..200).step_by(7) {
+            if !run_killed("ailee_resync_blocks", &a, sc, n) {
+                break;
+            }
+            kills += 1;
+            cmd("ailee_init_reorg_db")
+                .arg("--path")
+                .arg(&db)
+                .arg("--check")
+                .assert()
+                .code(0);
+        }
+    }
+    eprintln!("ailee_resync_blocks: survived {kills} kills");
+    cmd("ailee_resync_blocks").args(&a).assert().code(0);
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(&db)
+        .arg("--check")
+        .assert()
+        .code(0)
+        .stdout(predicates::str::contains("heights 0..300, no gaps"));
+    assert!(kills > 3);
+}

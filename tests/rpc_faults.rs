@@ -1,0 +1,189 @@
+//! RPC faults the real node cannot produce, served by a raw TCP fake on
+//! 127.0.0.1: malformed or cut-off JSON, a wrong id, an HTTP 500 with an error
+//! object, a 64 MB body, no reply at all. Each must end in exit 1 within the
+//! timeout, with a message, and leave the database unchanged.
+
+use ailee_recovery::cmd;
+use predicates::prelude::*;
+use predicates::str::contains;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// Serves `reply(body_of_request)` to every connection until the test ends.
+fn fake(reply: fn(&str) -> Vec<u8>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                r.read_exact(&mut body).unwrap();
+                let _ = s.write_all(&reply(&String::from_utf8_lossy(&body)));
+            });
+        }
+    });
+    port
+}
+
+fn http(status: &str, body: &[u8]) -> Vec<u8> {
+    let mut v = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    v.extend_from_slice(body);
+    v
+}
+
+/// getblockcount answers 10; batches get `batch(body)`.
+fn count_then(body: &str, batch: fn(&str) -> Vec<u8>) -> Vec<u8> {
+    if body.contains("getblockcount") {
+        http("200 OK", br#"{"result":10,"error":null,"id":1}"#)
+    } else {
+        batch(body)
+    }
+}
+
+fn resync_against(port: u16, db: &std::path::Path) -> assert_cmd::assert::Assert {
+    let t0 = Instant::now();
+    let a = cmd("ailee_resync_blocks")
+        .args([
+            "--start-height",
+            "0",
+            "--rpc-timeout",
+            "3",
+            "--rpc-user",
+            "u",
+            "--rpc-password",
+            "secret-pw-42",
+        ])
+        .args(["--bitcoin-rpc", &format!("http://127.0.0.1:{port}"), "--db-path"])
+        .arg(db)
+        .timeout(Duration::from_secs(30))
+        .assert();
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "bounded time: {:?}",
+        t0.elapsed()
+    );
+    a
+}
+
+fn check_fault(reply: fn(&str) -> Vec<u8>, msg: &str) {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    resync_against(fake(reply), &db)
+        .code(1)
+        .stderr(contains(msg))
+        .stderr(contains("secret-pw-42").not());
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(&db)
+        .arg("--check")
+        .assert()
+        .code(0)
+        .stdout(contains("Blocks: none stored"));
+}
+
+#[test]
+fn malformed_json_reply() {
+    check_fault(
+        |b| count_then(b, |_| http("200 OK", b"[{\"result\": \"abc")),
+        "getblockhash batch",
+    );
+}
+
+#[test]
+fn reply_cut_off_mid_body() {
+    check_fault(
+        |b| {
+            count_then(b, |_| {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n[{\"result\":\"00".to_vec()
+            })
+        },
+        "getblockhash batch",
+    );
+}
+
+#[test]
+fn reply_with_wrong_ids() {
+    check_fault(
+        |b| count_then(b, |_| http("200 OK", br#"[{"result":"00","error":null,"id":999}]"#)),
+        "getblockhash batch",
+    );
+}
+
+#[test]
+fn http_500_with_an_error_object() {
+    check_fault(
+        |_| {
+            http(
+                "500 Internal Server Error",
+                br#"{"result":null,"error":{"code":-28,"message":"Loading block index..."},"id":1}"#,
+            )
+        },
+        "Loading block index",
+    );
+}
+
+#[test]
+fn rpc_error_object_in_a_batch_entry() {
+    check_fault(
+        |b| {
+            count_then(b, |_| {
+                http(
+                    "200 OK",
+                    br#"[{"result":null,"error":{"code":-8,"message":"Block height out of range"},"id":0}]"#,
+                )
+            })
+        },
+        "getblockhash",
+    );
+}
+
+#[test]
+fn a_64_mb_body() {
+    check_fault(
+        |b| {
+            count_then(b, |_| {
+                let mut body = b"[{\"result\":\"".to_vec();
+                body.resize(64 << 20, b'a');
+                body.extend_from_slice(b"\",\"error\":null,\"id\":0}]");
+                http("200 OK", &body)
+            })
+        },
+        "getblockhash",
+    );
+}
+
+#[test]
+fn no_reply_times_out() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let _keep = std::thread::spawn(move || {
+        let held: Vec<_> = l.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(25));
+        drop(held);
+    });
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    resync_against(port, &db).code(1).stderr(contains("Bitcoin RPC"));
+}
