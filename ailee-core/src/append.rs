@@ -40,8 +40,12 @@ pub fn append_block(path: &Path, block: &[u8]) -> Result<Appended> {
         data.push(b'\n');
     }
     data.extend_from_slice(block);
-    f.write_all(&data).map_err(|e| Error::io(path, e))?;
-    f.sync_all().map_err(|e| Error::io(path, e))?;
+    if let Err(e) = f.write_all(&data).and_then(|_| f.sync_all()) {
+        // Take back what was written (a torn tail of our own making); the
+        // snapshots that were there stay as they were.
+        let _ = f.set_len(len).and_then(|_| f.sync_all());
+        return Err(Error::io(path, e));
+    }
     if !existed {
         crate::atomic::sync_dir(&crate::atomic::parent_dir(path))?;
     }
