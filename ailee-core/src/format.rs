@@ -115,10 +115,14 @@ impl<'a> Line<'a> {
         let mut i = start;
         let mut owned: Option<Vec<u8>> = None;
         loop {
-            let Some(off) = memchr::memchr2(b'"', b'\\', &t[i..]) else {
+            // `\r` is searched in the same pass: strings never hold one (SPEC §1.1).
+            let Some(off) = memchr::memchr3(b'"', b'\\', b'\r', &t[i..]) else {
                 return self.err(format!("field {field}: unterminated quoted string"));
             };
             let j = i + off;
+            if t[j] == b'\r' {
+                return self.err(format!("field {field}: the string contains a carriage return"));
+            }
             if t[j] == b'"' {
                 self.pos = j + 1;
                 return Ok(match owned {
@@ -135,6 +139,9 @@ impl<'a> Line<'a> {
                     "field {field}: unterminated quoted string (ends in a backslash)"
                 ));
             };
+            if escaped == b'\r' {
+                return self.err(format!("field {field}: the string contains a carriage return"));
+            }
             let v = owned.get_or_insert_with(Vec::new);
             v.extend_from_slice(&t[i..j]);
             v.push(escaped);

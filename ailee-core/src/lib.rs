@@ -20,9 +20,12 @@ pub mod model;
 pub mod pipeline;
 pub mod progress;
 pub mod records;
+#[cfg(feature = "db")]
 pub mod reorgdb;
+#[cfg(all(feature = "db", feature = "rpc"))]
 pub mod resync;
 pub mod root;
+#[cfg(feature = "rpc")]
 pub mod rpc;
 pub mod scan;
 pub mod state_json;
