@@ -228,7 +228,7 @@ fn resync_killed_anywhere_reruns_to_a_consistent_database() {
         "--start-height",
         "0",
         "--batch-size",
-        "50",
+        "5",
         "--bitcoin-rpc",
         &url,
         "--rpc-user",
@@ -240,8 +240,12 @@ fn resync_killed_anywhere_reruns_to_a_consistent_database() {
     let a = [a, vec![db.as_os_str().to_owned()]].concat();
     let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
     let mut kills = 0;
-    for sc in ["write", "fdatasync", "fsync", "rename"] {
-        for n in (1..200).step_by(7) {
+    let chain: Vec<String> = (0..=300).map(|h| node.hash(h)).collect();
+    for sc in ["write", "pwrite64", "fdatasync", "fsync", "rename"] {
+        for n in 1..120 {
+            // From a fresh database each time, so the n-th call lands at a new point.
+            let _ = std::fs::remove_dir_all(&db);
+            cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
             if !run_killed("ailee_resync_blocks", &a, sc, n) {
                 break;
             }
@@ -252,6 +256,12 @@ fn resync_killed_anywhere_reruns_to_a_consistent_database() {
                 .arg("--check")
                 .assert()
                 .code(0);
+            // Whatever is stored agrees with the chain.
+            let r = ailee_core::reorgdb::ReorgDb::open(&db, ailee_core::reorgdb::Mode::ReadOnly).unwrap();
+            for item in r.blocks_from(0) {
+                let (h, hash) = item.unwrap();
+                assert_eq!(hash, chain[h as usize], "height {h} after a kill at {sc} #{n}");
+            }
         }
     }
     eprintln!("ailee_resync_blocks: survived {kills} kills");
