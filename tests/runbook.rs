@@ -354,3 +354,36 @@ echo "Snapshot is $DIVERGENCE blocks behind Bitcoin""#
     .code(0)
     .stdout("Snapshot is 6 blocks behind Bitcoin\n");
 }
+
+#[test]
+fn restore_rolls_back_when_the_restored_state_does_not_match() {
+    let d = node_dir();
+    sh(d.path(), "ailee_backup --data-dir ./ailee >/dev/null")
+        .assert()
+        .code(0);
+    // The manifest's root line is not an artifact: falsify it so the restored
+    // state does not match and the restore must roll back.
+    sh(
+        d.path(),
+        "sed -i 's/^# root .*/# root 0000/' ./ailee/backups/manifest_*.txt",
+    )
+    .assert()
+    .code(0);
+    std::fs::write(
+        d.path().join("ailee/l2_snapshots.dat"),
+        std::fs::read(vector("torn-tail")).unwrap(),
+    )
+    .unwrap();
+    let before = std::fs::read(d.path().join("ailee/l2_snapshots.dat")).unwrap();
+    sh(d.path(), "ailee_restore --data-dir ./ailee")
+        .assert()
+        .code(1)
+        .stderr(contains("rolling back"));
+    assert_eq!(std::fs::read(d.path().join("ailee/l2_snapshots.dat")).unwrap(), before);
+    sh(
+        d.path(),
+        "ailee_init_reorg_db --path ./ailee/reorg_db --check >/dev/null && ! ls -d ./ailee/.restore-tmp",
+    )
+    .assert()
+    .code(0);
+}
