@@ -22,21 +22,33 @@ const SYSCALLS: &[&str] = &[
     "openat",
 ];
 
-/// Runs `tool args` under strace, killing it at the `n`-th `syscall`.
-/// Returns true when the kill happened (false: the tool ran to its end).
-fn run_killed(tool: &str, args: &[&std::ffi::OsStr], syscall: &str, n: usize) -> bool {
-    let status = Command::new("strace")
+/// Runs `tool args` under strace with `inject=SYSCALL:ACTION:when=N`
+/// (ACTION: `signal=SIGKILL`, `error=EIO`, …).
+fn run_injected(
+    tool: &str,
+    args: &[&std::ffi::OsStr],
+    syscall: &str,
+    action: &str,
+    n: usize,
+) -> std::process::ExitStatus {
+    Command::new("strace")
         .args(["-f", "-qq", "-o", "/dev/null", "-e"])
         .arg(format!("trace={syscall}"))
         .arg("-e")
-        .arg(format!("inject={syscall}:signal=SIGKILL:when={n}"))
+        .arg(format!("inject={syscall}:{action}:when={n}"))
         .arg(bin(tool))
         .args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .output()
-        .expect("strace (Debian package strace) must be installed: scripts/setup.sh installs it");
-    status.status.signal() == Some(9) || status.status.code() == Some(137)
+        .expect("strace (Debian package strace) must be installed: scripts/setup.sh installs it")
+        .status
+}
+
+/// Kills `tool` at the `n`-th `syscall`; false when it ran to its end instead.
+fn run_killed(tool: &str, args: &[&std::ffi::OsStr], syscall: &str, n: usize) -> bool {
+    let status = run_injected(tool, args, syscall, "signal=SIGKILL", n);
+    status.signal() == Some(9) || status.code() == Some(137)
 }
 
 /// Kills the tool at every call of every listed syscall; `check` runs after
@@ -279,18 +291,7 @@ fn resync_killed_anywhere_reruns_to_a_consistent_database() {
 /// Runs `tool args` with the `n`-th `syscall` failing with `errno`; returns
 /// its exit code (0 also when the n-th call never came).
 fn run_failing(tool: &str, args: &[&std::ffi::OsStr], syscall: &str, errno: &str, n: usize) -> Option<i32> {
-    let out = Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "-e"])
-        .arg(format!("trace={syscall}"))
-        .arg("-e")
-        .arg(format!("inject={syscall}:error={errno}:when={n}"))
-        .arg(bin(tool))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .output()
-        .expect("strace");
-    out.status.code()
+    run_injected(tool, args, syscall, &format!("error={errno}"), n).code()
 }
 
 /// EIO and ENOSPC at every write/sync/rename of every writing file tool:
