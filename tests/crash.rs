@@ -497,6 +497,7 @@ fn backup_killed_at_random_points_leaves_only_complete_sets() {
     }
     eprintln!("ailee_backup: survived {kills} kills");
     assert!(run(&["ailee_backup", "--data-dir", data.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
         .status()
         .unwrap()
         .success());
