@@ -45,8 +45,6 @@ pub struct Parsed<'a> {
     pub order: KeyOrder,
     /// Some line ended in `\r\n` (tolerated, SPEC §1.1 rule 5).
     pub crlf: bool,
-    /// Number of `\n` bytes in the block.
-    pub newlines: usize,
 }
 
 /// Shows bytes for a message: lossy UTF-8, control bytes escaped, cut at 60.
@@ -277,7 +275,6 @@ struct Lines<'a> {
     pos: usize,
     no: usize,
     crlf: bool,
-    newlines: usize,
 }
 
 impl<'a> Lines<'a> {
@@ -289,10 +286,7 @@ impl<'a> Lines<'a> {
             let rest = &self.data[self.pos..];
             self.no += 1;
             let (mut text, adv) = match memchr::memchr(b'\n', rest) {
-                Some(n) => {
-                    self.newlines += 1;
-                    (&rest[..n], n + 1)
-                }
+                Some(n) => (&rest[..n], n + 1),
                 None => (rest, rest.len()),
             };
             self.pos += adv;
@@ -425,7 +419,6 @@ pub fn parse_block(block: &[u8]) -> Result<Parsed<'_>, ParseError> {
             pos: 0,
             no: 0,
             crlf: false,
-            newlines: 0,
         },
         section_line: [0; 5],
     };
@@ -543,7 +536,6 @@ pub fn parse_block(block: &[u8]) -> Result<Parsed<'_>, ParseError> {
         },
         order,
         crlf: p.lines.crlf,
-        newlines: p.lines.newlines,
     })
 }
 
@@ -554,7 +546,6 @@ fn entry_line(block: &[u8], count_line: usize, idx: usize) -> usize {
         pos: 0,
         no: 0,
         crlf: false,
-        newlines: 0,
     };
     while lines.no < count_line {
         if lines.next_line().is_none() {

@@ -149,7 +149,7 @@ pub fn check_all<R: Read + Send>(
         drop(spare_tx);
         let read = reader_thread
             .join()
-            .unwrap_or(Err(Error::Integrity("reader thread panicked".into())));
+            .unwrap_or_else(|_| Err(Error::io(path, std::io::Error::other("reader thread panicked (a bug)"))));
         outcome?;
         read?;
         progress.finish();

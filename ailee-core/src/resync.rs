@@ -251,7 +251,13 @@ pub fn resync(db: &ReorgDb, rpc: &Rpc, o: &Options, progress: &dyn Progress) -> 
                 let new_hash = if fork >= h {
                     node[(fork - h) as usize].clone()
                 } else {
-                    rpc.block_hashes(fork..=fork)?.remove(0)
+                    rpc.block_hashes(fork..=fork)?
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| crate::Error::Rpc {
+                            url: rpc.url().to_string(),
+                            message: format!("getblockhash: no reply for height {fork}"),
+                        })?
                 };
                 run.handle_reorg(fork, new_hash)?;
                 if fork < h {

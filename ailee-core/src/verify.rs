@@ -83,8 +83,6 @@ pub struct Verdict {
     /// Peg-out anchor links still to resolve (only when nothing else failed).
     pub pegout_refs: Vec<PegoutRef>,
     pub crlf: bool,
-    /// Number of `\n` in the block (for line numbering).
-    pub newlines: usize,
 }
 
 impl Verdict {
@@ -104,7 +102,6 @@ pub fn check_block(block: &[u8], buf: &mut Vec<u8>) -> Verdict {
         Err(e) => {
             return Verdict {
                 failure: Some(Failure::Corrupt(e)),
-                newlines: crate::scan::count_newlines(block),
                 ..Verdict::default()
             }
         }
@@ -113,7 +110,6 @@ pub fn check_block(block: &[u8], buf: &mut Vec<u8>) -> Verdict {
     let root = state_root_with(&snap.state, &parsed.order, buf);
     let mut v = Verdict {
         crlf: parsed.crlf,
-        newlines: parsed.newlines,
         ..Verdict::default()
     };
     v.failure = (|| {
