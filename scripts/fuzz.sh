@@ -15,8 +15,8 @@ export RUSTC_BOOTSTRAP=1
 unset CARGO_TARGET_DIR   # fuzz builds live in fuzz/target (other flags)
 cd "$ROOT/fuzz"
 mkdir -p corpus/snapshot_reader corpus/json_state
-cp -n "$ROOT"/../shared/vectors/*.dat "$ROOT"/tests/fixtures/malformed/*.dat corpus/snapshot_reader/ 2>/dev/null || true
-for f in "$ROOT"/../shared/vectors/basic.dat "$ROOT"/../shared/vectors/quoting.dat; do
+cp -n "$ROOT"/tests/fixtures/vectors/*.dat "$ROOT"/tests/fixtures/malformed/*.dat corpus/snapshot_reader/ 2>/dev/null || true
+for f in "$ROOT"/tests/fixtures/vectors/basic.dat "$ROOT"/tests/fixtures/vectors/quoting.dat; do
     "$AILEE_BIN/ailee_l2_verify" --snapshot "$f" --print-state > "corpus/json_state/$(basename "$f" .dat).json" 2>/dev/null || true
 done
 echo '{}' > corpus/json_state/empty.json

@@ -15,12 +15,12 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The node's reference vectors (`../shared/vectors`).
+/// The node's reference vectors, copied into `tests/fixtures/vectors`.
 pub fn vectors() -> PathBuf {
-    root().join("../shared/vectors")
+    root().join("tests/fixtures/vectors")
 }
 
-/// A vector file by name (`basic` → `../shared/vectors/basic.dat`).
+/// A vector file by name (`basic` → `tests/fixtures/vectors/basic.dat`).
 pub fn vector(name: &str) -> PathBuf {
     vectors().join(format!("{name}.dat"))
 }

@@ -1,4 +1,4 @@
-//! The runbook (../shared/runbook/NODE_CRASH_RECOVERY.md) procedures that go
+//! The operators' runbook (docs/RUNBOOK.md) procedures that go
 //! beyond a single tool, run as written with only the paths changed: the
 //! scripts (init_node, get_snapshot_block, backup, restore, monitor),
 //! Procedures 1, 3 and 4, the troubleshooting sections and the validation.

@@ -1,4 +1,4 @@
-//! The node's own files (../shared/vectors): roots, round trips, verdicts.
+//! The node's own files (tests/fixtures/vectors): roots, round trips, verdicts.
 
 use ailee_core::format::{parse_block, write_snapshot};
 use ailee_core::root::state_root;
@@ -8,7 +8,7 @@ use std::fs::File;
 use std::path::PathBuf;
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vectors")
 }
 
 const NAMES: &[&str] = &[
