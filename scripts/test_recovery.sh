@@ -15,7 +15,7 @@
 #               mismatch" loop, then restore of the reorg_db from the hourly backup
 # Exit 0 only if every step passed. Installs what is missing and builds the tools.
 set -uo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
+here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 source "$here/env.sh"
 mode= data= depth=3 corrupt=0
 while [ $# -gt 0 ]; do
@@ -24,7 +24,8 @@ while [ $# -gt 0 ]; do
         --data-dir) data=$2; shift 2 ;;
         --reorg-depth) depth=$2; shift 2 ;;
         --corrupt-snapshot) corrupt=1; shift ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$here/test_recovery.sh"; exit 0 ;;
+        -V|--version) echo "test_recovery.sh 0.1.0"; exit 0 ;;
         *) echo "test_recovery.sh: unknown argument $1" >&2; exit 1 ;;
     esac
 done
