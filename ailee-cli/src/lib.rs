@@ -24,9 +24,49 @@ pub struct Common {
     pub quiet: bool,
 }
 
+/// What `--generate KIND` writes on stdout (used by `scripts/install.sh`).
+const GENERATE_KINDS: &str = "man, complete-bash, complete-zsh, complete-fish";
+
+/// `TOOL --generate KIND` (the first argument, as ripgrep's): prints the tool's
+/// man page or a shell completion script generated from its clap definition.
+fn generate(mut cmd: clap::Command, kind: &str) -> io::Result<bool> {
+    use clap_complete::Shell;
+    let name = cmd.get_name().to_string();
+    let mut out = io::stdout().lock();
+    let shell = match kind {
+        "man" => {
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            return Ok(true);
+        }
+        "complete-bash" => Shell::Bash,
+        "complete-zsh" => Shell::Zsh,
+        "complete-fish" => Shell::Fish,
+        _ => return Ok(false),
+    };
+    clap_complete::generate(shell, &mut cmd, name, &mut out);
+    out.flush()?;
+    Ok(true)
+}
+
 /// Parses argv; help and version exit 0, any argument error exits 1 (clap's
 /// default of 2 would read as "corrupt data").
 pub fn parse<T: Parser>() -> Result<T, ExitCode> {
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().is_some_and(|a| a == "--generate") {
+        let kind = argv.next().map(|k| k.to_string_lossy().into_owned()).unwrap_or_default();
+        return Err(match generate(T::command(), &kind) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("--generate: unknown kind {kind:?} (one of: {GENERATE_KINDS})");
+                ExitCode::from(ExitStatus::Operational.code())
+            }
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("--generate: {e}");
+                ExitCode::from(ExitStatus::Operational.code())
+            }
+        });
+    }
     match T::try_parse() {
         Ok(t) => Ok(t),
         Err(e) => {

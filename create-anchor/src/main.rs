@@ -32,7 +32,7 @@ use std::process::ExitCode;
 /// its height and confirmations). Peg-outs must name an anchor the snapshot
 /// file or the database records, unless --allow-unknown-pegout-anchors.
 #[derive(Debug, Parser)]
-#[command(version, after_help = EXIT_CODES_HELP)]
+#[command(name = "ailee_create_anchor", version, after_help = EXIT_CODES_HELP)]
 struct Cli {
     /// The state as JSON (SPEC §3); `-` reads standard input.
     #[arg(

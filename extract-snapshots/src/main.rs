@@ -21,7 +21,7 @@ use std::process::ExitCode;
 /// without --force; with --force, stale snapshot_<M>.dat files beyond the new
 /// count are removed so a `seq 10 -1 1` loop cannot pick up an old one.
 #[derive(Debug, Parser)]
-#[command(version, after_help = EXIT_CODES_HELP)]
+#[command(name = "ailee_extract_snapshots", version, after_help = EXIT_CODES_HELP)]
 struct Cli {
     /// Snapshot file to read (never modified).
     file: PathBuf,

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 /// the most recent reorg events and whether reorg_counter matches them.
 /// Exit 2 if any record does not decode or the counter disagrees.
 #[derive(Debug, Parser)]
-#[command(version, after_help = EXIT_CODES_HELP)]
+#[command(name = "ailee_init_reorg_db", version, after_help = EXIT_CODES_HELP)]
 struct Cli {
     /// Database directory (e.g. /var/lib/ailee/reorg_db).
     #[arg(long, value_name = "P")]

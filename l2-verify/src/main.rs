@@ -22,7 +22,7 @@ use std::process::ExitCode;
 /// the end, left by a crash, is ignored with a warning). Prints the computed
 /// state root and the verified anchor on stdout; failures go to stderr.
 #[derive(Debug, Parser)]
-#[command(version, after_help = EXIT_CODES_HELP)]
+#[command(name = "ailee_l2_verify", version, after_help = EXIT_CODES_HELP)]
 struct Cli {
     /// Snapshot file: l2_snapshots.dat, a pruned copy or an extracted snapshot_N.dat.
     #[arg(long, value_name = "FILE")]

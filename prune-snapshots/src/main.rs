@@ -21,7 +21,7 @@ use std::process::ExitCode;
 /// snapshot at the end of F is dropped and reported. With fewer than N complete
 /// snapshots, all are kept.
 #[derive(Debug, Parser)]
-#[command(version, after_help = EXIT_CODES_HELP)]
+#[command(name = "ailee_prune_snapshots", version, after_help = EXIT_CODES_HELP)]
 struct Cli {
     /// Snapshot file to prune (read only).
     #[arg(long, value_name = "F")]

@@ -27,7 +27,7 @@ use std::process::ExitCode;
 /// finishes the job. Exit 3 when the reorg is deeper than --confirmations:
 /// the changes are written, then halt the node and re-anchor.
 #[derive(Debug, Parser)]
-#[command(version, after_help = EXIT_CODES_HELP, mut_arg("bitcoin_rpc", |a| a.required(true)))]
+#[command(name = "ailee_resync_blocks", version, after_help = EXIT_CODES_HELP, mut_arg("bitcoin_rpc", |a| a.required(true)))]
 struct Cli {
     /// First height to resync (the last height you trust, e.g. from --check).
     #[arg(long, value_name = "H")]

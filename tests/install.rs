@@ -1,0 +1,274 @@
+//! Installation (README "Install"): `scripts/install.sh` into a temporary
+//! prefix, then the runbook's procedures with only that prefix on PATH and the
+//! clone out of reach; man pages render; completions complete; the `.deb`
+//! builds, passes lintian without errors and its binaries run.
+
+use ailee_recovery::{bin, root, vector};
+use predicates::prelude::*;
+use predicates::str::contains;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The binaries' directory of this test build.
+fn bin_dir() -> PathBuf {
+    bin("ailee_l2_verify").parent().unwrap().to_path_buf()
+}
+
+/// The system's PATH without any directory of this repository or its build.
+fn system_path() -> String {
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()
+}
+
+/// Installs into `prefix` (a fresh directory) from this test's build.
+fn install(prefix: &Path) {
+    assert_cmd::Command::new(root().join("scripts/install.sh"))
+        .env_clear()
+        .env("PATH", system_path())
+        .args(["--prefix".as_ref(), prefix.as_os_str(), "--bin-dir".as_ref(), bin_dir().as_os_str()])
+        .arg("--no-build")
+        .assert()
+        .code(0);
+}
+
+/// bash in `cwd` with only `path` (and the system) on PATH, no $AILEE_BIN.
+fn sh(cwd: &Path, path: &str, script: &str) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::new("bash");
+    c.env_clear()
+        .env("PATH", path)
+        .env("LC_ALL", "C")
+        .env("HOME", cwd)
+        .current_dir(cwd)
+        .args(["-euo", "pipefail", "-c", script]);
+    c
+}
+
+fn binaries(prefix: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(prefix.join("bin"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::read(p).unwrap().starts_with(b"\x7fELF"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn installed_tools_run_the_runbook_with_only_the_prefix_on_path() {
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("opt/ailee");
+    install(&prefix);
+    // The installed tree is relocatable: move it, so nothing can lean on the
+    // path it was installed to (and the clone is not on PATH either).
+    let moved = t.path().join("elsewhere");
+    std::fs::rename(&prefix, &moved).unwrap();
+    let work = t.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::copy(vector("basic"), work.join("basic.dat")).unwrap();
+    let path = format!("{}:{}", moved.join("bin").display(), system_path());
+
+    for b in binaries(&moved) {
+        let size = std::fs::metadata(&b).unwrap().len();
+        assert!(size <= 20 << 20, "{} is {size} bytes (> 20 MB)", b.display());
+        let name = b.file_name().unwrap().to_str().unwrap().to_string();
+        sh(&work, &path, &format!("{name} --version"))
+            .assert()
+            .code(0)
+            .stdout(predicate::str::starts_with(format!("{name} ")));
+    }
+
+    sh(
+        &work,
+        &path,
+        r#"
+ailee_init_node --data-dir ./ailee
+ailee_l2_verify --snapshot basic.dat --index 4 --print-state > state4.json
+ailee_l2_verify --snapshot basic.dat --print-state > state5.json
+ailee_create_anchor --l2-state-file state4.json --snapshot-file ./ailee/l2_snapshots.dat --db-path ./ailee/reorg_db >/dev/null
+ailee_create_anchor --l2-state-file state5.json --snapshot-file ./ailee/l2_snapshots.dat --db-path ./ailee/reorg_db >/dev/null
+ailee_l2_verify --snapshot ./ailee/l2_snapshots.dat
+ailee_init_reorg_db --path ./ailee/reorg_db --check >/dev/null
+ailee_extract_snapshots ./ailee/l2_snapshots.dat ./snapshots/ >/dev/null
+ls ./snapshots/ >&2
+ailee_prune_snapshots --file ./ailee/l2_snapshots.dat --keep 1 --output ./ailee/pruned.dat >/dev/null
+ailee_l2_verify --snapshot ./ailee/pruned.dat >/dev/null
+ailee_backup --data-dir ./ailee
+ailee_l2_verify --snapshot ./ailee/backups/l2_snapshots_latest.dat.bak >/dev/null
+"#,
+    )
+    .assert()
+    .code(0)
+    .stdout(contains("Verification OK."))
+    .stderr(contains("snapshot_2.dat"));
+
+    // The runbook's way: `./ailee_init_node` from the tools' directory, which
+    // is not on PATH.
+    sh(
+        &moved.join("bin"),
+        &system_path(),
+        &format!("./ailee_init_node --data-dir {}", work.join("node2").display()),
+    )
+    .assert()
+    .code(0);
+    assert!(work.join("node2/reorg_db/CURRENT").is_file());
+
+    // Through a symlink in another directory.
+    let links = t.path().join("links");
+    std::fs::create_dir(&links).unwrap();
+    std::os::unix::fs::symlink(moved.join("bin/ailee_init_node"), links.join("ailee_init_node")).unwrap();
+    sh(
+        &links,
+        &system_path(),
+        &format!("./ailee_init_node --data-dir {}", work.join("node3").display()),
+    )
+    .assert()
+    .code(0);
+}
+
+#[test]
+fn scripts_answer_help_and_version_and_check_their_tools_first() {
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("p");
+    install(&prefix);
+    for s in ["ailee_init_node", "ailee_get_snapshot_block", "ailee_backup", "ailee_restore", "ailee_monitor"] {
+        let p = prefix.join("bin").join(s);
+        let help = sh(t.path(), &system_path(), &format!("{} --help", p.display())).assert().code(0);
+        let out = String::from_utf8(help.get_output().stdout.clone()).unwrap();
+        assert!(out.starts_with(s), "{s} --help: {out}");
+        assert!(!out.contains("$("), "{s} --help prints source: {out}");
+        sh(t.path(), &system_path(), &format!("{} --version", p.display()))
+            .assert()
+            .code(0)
+            .stdout(predicate::str::starts_with(format!("{s} ")));
+    }
+    // A script whose tool is missing refuses before it changes anything.
+    let lonely = t.path().join("lonely");
+    std::fs::create_dir_all(lonely.join("lib/ailee-recovery")).unwrap();
+    std::fs::create_dir(lonely.join("bin")).unwrap();
+    std::fs::copy(prefix.join("bin/ailee_init_node"), lonely.join("bin/ailee_init_node")).unwrap();
+    std::fs::copy(prefix.join("lib/ailee-recovery/lib.sh"), lonely.join("lib/ailee-recovery/lib.sh")).unwrap();
+    sh(t.path(), &system_path(), &format!("{}/bin/ailee_init_node --data-dir d", lonely.display()))
+        .assert()
+        .code(1)
+        .stderr(contains("cannot find ailee_init_reorg_db"));
+    assert!(!t.path().join("d").exists(), "half-initialised directory left behind");
+}
+
+#[test]
+fn man_pages_render_and_bash_completion_completes() {
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("p");
+    install(&prefix);
+    let man1 = prefix.join("share/man/man1");
+    let mut pages = 0;
+    for cmd in std::fs::read_dir(prefix.join("bin")).unwrap() {
+        let name = cmd.unwrap().file_name().into_string().unwrap();
+        let page = man1.join(format!("{name}.1.gz"));
+        assert!(page.is_file(), "no man page for {name}");
+        let out = Command::new("man")
+            .env_clear()
+            .env("PATH", system_path())
+            .env("MANWIDTH", "80")
+            .env("LC_ALL", "C.UTF-8")
+            .args(["--warnings", "-P", "cat", "-l"])
+            .arg(&page)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "man -l {name}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("NAME") && text.contains(&name), "man -l {name}:\n{text}");
+        assert!(out.stderr.is_empty(), "man -l {name} warns: {}", String::from_utf8_lossy(&out.stderr));
+        pages += 1;
+    }
+    assert!(pages >= 11, "{pages} man pages");
+    let verify = Command::new("man")
+        .env("MANWIDTH", "80")
+        .args(["-P", "cat", "-l"])
+        .arg(man1.join("ailee_l2_verify.1.gz"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("--last-valid"));
+
+    let comp = prefix.join("share/bash-completion/completions/ailee_l2_verify");
+    let script = format!(
+        r#"source {}
+f=$(complete -p ailee_l2_verify | sed 's/.*-F \([^ ]*\).*/\1/')
+COMP_WORDS=(ailee_l2_verify --sn); COMP_CWORD=1; COMP_LINE='ailee_l2_verify --sn'; COMP_POINT=${{#COMP_LINE}}
+"$f" ailee_l2_verify --sn ailee_l2_verify
+printf '%s\n' "${{COMPREPLY[@]}}""#,
+        comp.display()
+    );
+    sh(t.path(), &system_path(), &script)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::diff("--snapshot\n"));
+    for (dir, file) in [
+        ("share/zsh/vendor-completions", "_ailee_l2_verify"),
+        ("share/fish/vendor_completions.d", "ailee_l2_verify.fish"),
+    ] {
+        let s = std::fs::read_to_string(prefix.join(dir).join(file)).unwrap();
+        assert!(s.contains("snapshot"), "{file}");
+    }
+    let examples = prefix.join("share/ailee-recovery/examples");
+    let cron = std::fs::read_to_string(examples.join("ailee.cron")).unwrap();
+    assert!(cron.contains(&format!("{}/bin", prefix.display())) && !cron.contains("/opt/ailee/bin"));
+}
+
+#[test]
+fn the_debian_package_builds_passes_lintian_and_runs_extracted() {
+    let t = tempfile::tempdir().unwrap();
+    let out = assert_cmd::Command::new(root().join("scripts/package-deb.sh"))
+        .env_clear()
+        .env("PATH", system_path())
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .args(["--out".as_ref(), t.path().as_os_str(), "--bin-dir".as_ref(), bin_dir().as_os_str()])
+        .arg("--no-build")
+        .assert()
+        .code(0);
+    let deb = PathBuf::from(String::from_utf8(out.get_output().stdout.clone()).unwrap().trim());
+    assert!(deb.file_name().unwrap().to_str().unwrap().starts_with("ailee-recovery_0."));
+
+    let contents = Command::new("dpkg-deb").arg("--contents").arg(&deb).output().unwrap();
+    assert!(contents.status.success());
+    let listing = String::from_utf8_lossy(&contents.stdout);
+    for f in [
+        "./usr/bin/ailee_l2_verify",
+        "./usr/bin/ailee_resync_blocks",
+        "./usr/bin/ailee_init_node",
+        "./usr/lib/ailee-recovery/lib.sh",
+        "./usr/share/man/man1/ailee_l2_verify.1.gz",
+        "./usr/share/bash-completion/completions/ailee_l2_verify",
+        "./usr/share/ailee-recovery/examples/ailee.cron",
+        "./usr/share/doc/ailee-recovery/copyright",
+    ] {
+        assert!(listing.contains(f), "{f} not in the package:\n{listing}");
+    }
+    let fields = Command::new("dpkg-deb").args(["--field"]).arg(&deb).arg("Depends").output().unwrap();
+    assert!(String::from_utf8_lossy(&fields.stdout).contains("restic"));
+
+    let lintian = Command::new("lintian").args(["--no-tag-display-limit"]).arg(&deb).output().unwrap();
+    let report = String::from_utf8_lossy(&lintian.stdout);
+    assert!(
+        !report.lines().any(|l| l.starts_with("E:")),
+        "lintian errors:\n{report}{}",
+        String::from_utf8_lossy(&lintian.stderr)
+    );
+
+    let tree = t.path().join("x");
+    assert!(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree).status().unwrap().success());
+    for b in binaries(&tree.join("usr")) {
+        assert!(std::fs::metadata(&b).unwrap().len() <= 20 << 20, "{}", b.display());
+    }
+    assert_cmd::Command::new(tree.join("usr/bin/ailee_l2_verify"))
+        .arg("--snapshot")
+        .arg(vector("basic"))
+        .assert()
+        .code(0)
+        .stdout(contains("Verification OK."));
+    sh(
+        t.path(),
+        &format!("{}:{}", tree.join("usr/bin").display(), system_path()),
+        "ailee_init_node --data-dir ./n && ailee_init_reorg_db --path ./n/reorg_db --check",
+    )
+    .assert()
+    .code(0);
+}
