@@ -5,14 +5,18 @@
 # (anchored snapshots, a reorg database, a regtest Bitcoin node for the reorg
 # mode), injects the failure, runs the runbook's procedure with the tools and
 # prints PASS/FAIL per step with the measured recovery time.
-#   crash       a writer is SIGKILLed in the middle of an append (torn tail);
-#               Procedure 1, then the node's next append and a full verify
+#   crash       a writer is SIGKILLed in the middle of an append (torn tail),
+#               once the file has grown (never after a fixed delay); Procedure 1,
+#               then the node's next append and a full verify. With
+#               --corrupt-snapshot the newest complete snapshot is corrupted
+#               before the crash as well, so Procedure 1 fails (exit 2) and the
+#               runbook's extract-and-loop restores the last valid snapshot.
 #   reorg       a reorg of --reorg-depth blocks (default 3) on the regtest node
 #               under an anchored, confirmed snapshot; resync, anchor status,
 #               verify --reorg-db, then Procedure 3 (rebuild reorg_db)
-#   corruption  the newest snapshot is corrupted (--corrupt-snapshot, on by
-#               default in this mode) and a reorg_db record too; the "state root
-#               mismatch" loop, then restore of the reorg_db from the hourly backup
+#   corruption  the newest snapshot is corrupted (always, in this mode) and a
+#               reorg_db record too; the "state root mismatch" loop, then restore
+#               of the reorg_db from the hourly backup
 # Exit 0 only if every step passed. Installs what is missing and builds the tools.
 set -uo pipefail
 here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
@@ -98,28 +102,69 @@ drill_crash() {
     local d=$base/crash; rm -rf "$d"
     step "initialise the data directory (ailee_init_node)" "ailee_init_node --data-dir '$d'"
     step "anchor 5 snapshots (ailee_create_anchor --snapshot-file --db-path)" "make_history '$d' 5"
-    local r5; r5=$(root_of "$d/l2_snapshots.dat" 5)
-    # The node's next append, written slowly by a separate process and SIGKILLed halfway.
+    local r4 r5; r4=$(root_of "$d/l2_snapshots.dat" 4); r5=$(root_of "$d/l2_snapshots.dat" 5)
+    if [ $corrupt -eq 1 ]; then
+        corrupt_newest "$d/l2_snapshots.dat"
+        step "--corrupt-snapshot: the newest complete snapshot no longer verifies (exit 2)" \
+            "ailee_l2_verify -q --snapshot '$d/l2_snapshots.dat' >/dev/null 2>&1; [ \$? -eq 2 ]"
+    fi
+    # The node's next append, written by a separate process that stops half-way
+    # (it waits forever after writing half the block) and is SIGKILLed once the
+    # file has grown: the crash always lands mid-append, however loaded the machine.
+    local size0; size0=$(stat -c %s "$d/l2_snapshots.dat")
     python3 - "$d/l2_snapshots.dat" <<'PY' &
-import sys, time
+import sys, signal
 block = open(sys.argv[1], 'rb').read().split(b"SNAPSHOT v1\n")[-1]
 block = b"SNAPSHOT v1\n" + block.replace(b"epoch=5", b"epoch=6")
 with open(sys.argv[1], 'ab', buffering=0) as f:
-    for i in range(0, len(block), 64):
-        f.write(block[i:i + 64]); time.sleep(0.05)
+    f.write(block[:len(block) // 2])
+signal.pause()
 PY
-    local w=$!; sleep 0.3; kill -9 $w 2>/dev/null; wait $w 2>/dev/null
+    local w=$! i
+    for i in $(seq 6000); do
+        [ "$(stat -c %s "$d/l2_snapshots.dat")" -gt "$size0" ] && break
+        kill -0 $w 2>/dev/null || break
+        sleep 0.01
+    done
+    kill -9 $w 2>/dev/null; wait $w 2>/dev/null
     local t0; t0=$(now_ms)
     step "crash injected: the file ends in a torn snapshot" "! tail -c 13 '$d/l2_snapshots.dat' | grep -q END_SNAPSHOT"
-    step "Procedure 1: ailee_l2_verify exits 0 on the newest complete snapshot" \
-        "ailee_l2_verify --snapshot '$d/l2_snapshots.dat' 2>'$scratch/err' | grep -qx 'Computed L2StateRoot: $r5'"
-    step "the torn tail is reported as a warning with its offset" "grep -q 'torn snapshot at end of file (byte offset' '$scratch/err'"
+    local n=6 good=$r5
+    if [ $corrupt -eq 1 ]; then
+        good=$r4 n=2
+        step "Procedure 1 fails on the corrupted newest snapshot (exit 2, state root mismatch)" \
+            "ailee_l2_verify --snapshot '$d/l2_snapshots.dat' >/dev/null 2>'$scratch/err'; [ \$? -eq 2 ] && grep -q 'state root mismatch' '$scratch/err'"
+        step "runbook loop: extract, find the last valid snapshot (4), restore it" "
+            cd '$d'
+            ailee_extract_snapshots ./l2_snapshots.dat ./snapshots/ >/dev/null
+            for i in \$(seq 10 -1 1); do
+                if ailee_l2_verify --snapshot ./snapshots/snapshot_\${i}.dat > /dev/null 2>&1; then
+                    cp ./snapshots/snapshot_\${i}.dat ./l2_snapshots.dat; break
+                fi
+            done
+            ailee_l2_verify --snapshot ./l2_snapshots.dat | grep -qx 'Computed L2StateRoot: $r4'"
+    else
+        step "Procedure 1: ailee_l2_verify exits 0 on the newest complete snapshot" \
+            "ailee_l2_verify --snapshot '$d/l2_snapshots.dat' 2>'$scratch/err' | grep -qx 'Computed L2StateRoot: $good'"
+        step "the torn tail is reported as a warning with its offset" "grep -q 'torn snapshot at end of file (byte offset' '$scratch/err'"
+    fi
     step "the node's next append starts on a fresh line and verifies" \
         "state_json 6 \$(ailee_l2_verify -q --snapshot '$d/l2_snapshots.dat' --json | json_field anchor_hash) | ailee_create_anchor --l2-state-file - --snapshot-file '$d/l2_snapshots.dat' --db-path '$d/reorg_db' --recovery-metadata epoch=6 -q >/dev/null && ailee_l2_verify -q --snapshot '$d/l2_snapshots.dat' >/dev/null"
-    step "all 6 complete snapshots verify (--all), the torn one is skipped" \
-        "[ \$(ailee_l2_verify -q --snapshot '$d/l2_snapshots.dat' --all | grep -c ': OK ') = 6 ]"
+    step "all $n complete snapshots verify (--all), the torn one is skipped" \
+        "[ \$(ailee_l2_verify -q --snapshot '$d/l2_snapshots.dat' --all | grep -c ': OK ') = $n ]"
     step "reorg_db survived the crash (read-only check)" "ailee_init_reorg_db --path '$d/reorg_db' --check | grep -q 'Pending: 6'"
     echo "  RECOVERY TIME crash: $(( $(now_ms) - t0 )) ms"
+}
+
+# Flips one digit of the first balance of the newest snapshot of FILE.
+corrupt_newest() {
+    python3 - "$1" <<'PY'
+import sys
+p = sys.argv[1]; data = bytearray(open(p, 'rb').read())
+start = data.rindex(b"SNAPSHOT v1\n"); i = data.index(b"balance \"", start); j = data.index(b"\n", i) - 1
+data[j] = ord('7') if data[j] != ord('7') else ord('3')
+open(p, 'wb').write(data)
+PY
 }
 
 drill_corruption() {
@@ -128,16 +173,7 @@ drill_corruption() {
     step "initialise and anchor 5 snapshots" "ailee_init_node --data-dir '$d' && make_history '$d' 5"
     step "hourly backup (ailee_backup) before the damage" "ailee_backup --data-dir '$d' --keep 3"
     local r4; r4=$(root_of "$d/l2_snapshots.dat" 4)
-    if [ $corrupt -eq 1 ] || [ "$mode" = corruption ] || [ "$mode" = all ]; then
-        # Flip one digit of the first balance of the newest snapshot.
-        python3 - "$d/l2_snapshots.dat" <<'PY'
-import sys
-p = sys.argv[1]; data = bytearray(open(p, 'rb').read())
-start = data.rindex(b"SNAPSHOT v1\n"); i = data.index(b"balance \"", start); j = data.index(b"\n", i) - 1
-data[j] = ord('7') if data[j] != ord('7') else ord('3')
-open(p, 'wb').write(data)
-PY
-    fi
+    corrupt_newest "$d/l2_snapshots.dat"
     ldb --db="$d/reorg_db" --ignore_unknown_options put "block:00000000000000000042" "not-a-hash" >/dev/null 2>&1
     local t0; t0=$(now_ms)
     step "corruption detected: ailee_l2_verify exits 2 (state root mismatch)" \

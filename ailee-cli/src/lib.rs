@@ -53,7 +53,10 @@ fn generate(mut cmd: clap::Command, kind: &str) -> io::Result<bool> {
 pub fn parse<T: Parser>() -> Result<T, ExitCode> {
     let mut argv = std::env::args_os().skip(1);
     if argv.next().is_some_and(|a| a == "--generate") {
-        let kind = argv.next().map(|k| k.to_string_lossy().into_owned()).unwrap_or_default();
+        let kind = argv
+            .next()
+            .map(|k| k.to_string_lossy().into_owned())
+            .unwrap_or_default();
         return Err(match generate(T::command(), &kind) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => {
@@ -83,7 +86,7 @@ pub fn parse<T: Parser>() -> Result<T, ExitCode> {
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-            || matches!(c.downcast_ref::<Error>(), Some(Error::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe)
+            || matches!(c.downcast_ref::<Error>(), Some(Error::Io { error, .. }) if error.kind() == io::ErrorKind::BrokenPipe)
     })
 }
 
@@ -96,7 +99,18 @@ pub fn main<T: Parser>(run: impl FnOnce(T) -> anyhow::Result<ExitStatus>) -> Exi
     if let Err(e) = ailee_core::cancel::install() {
         eprintln!("warning: cannot install signal handlers: {e}");
     }
-    let status = match run(args) {
+    let status = run_and_report(args, run);
+    // Interrupted before the work was committed: the signal thread is
+    // removing the temporary files and will end the process by the signal;
+    // exiting here first would report a plain exit code instead.
+    if status == ExitStatus::Interrupted || (ailee_core::cancel::requested() && status != ExitStatus::Success) {
+        ailee_core::cancel::die();
+    }
+    ExitCode::from(status.code())
+}
+
+fn run_and_report<T>(args: T, run: impl FnOnce(T) -> anyhow::Result<ExitStatus>) -> ExitStatus {
+    match run(args) {
         Ok(s) => s,
         Err(e) if is_broken_pipe(&e) => ExitStatus::Success,
         Err(e) => {
@@ -111,11 +125,29 @@ pub fn main<T: Parser>(run: impl FnOnce(T) -> anyhow::Result<ExitStatus>) -> Exi
             }
             status
         }
-    };
-    if ailee_core::cancel::requested() {
-        return ExitCode::from(ExitStatus::Interrupted.code());
     }
-    ExitCode::from(status.code())
+}
+
+/// A path for messages and JSON: lossy where it is not UTF-8 (never a panic).
+pub fn lossy(p: &std::path::Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// How snapshot files are read (the tools that read them flatten this in).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReadArgs {
+    /// Largest block accepted, in bytes: a longer one is reported as junk (a
+    /// torn region) and never held in memory [default: 268435456 = 256 MiB].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(64..=(1u64 << 40)))]
+    pub max_block_size: Option<u64>,
+}
+
+impl ReadArgs {
+    /// Opens a snapshot file with the cap set.
+    pub fn open(&self, path: &std::path::Path) -> ailee_core::Result<ailee_core::snapfile::SnapshotFile> {
+        Ok(ailee_core::snapfile::SnapshotFile::open(path)?
+            .with_cap(self.max_block_size.unwrap_or(ailee_core::snapfile::BLOCK_CAP)))
+    }
 }
 
 /// Writes one line to stdout (a closed pipe surfaces as `BrokenPipe`).
@@ -141,8 +173,8 @@ pub struct RpcArgs {
     /// RPC cookie file (the node's .cookie, user:password).
     #[arg(long, value_name = "FILE", conflicts_with = "rpc_user")]
     pub rpc_cookie: Option<std::path::PathBuf>,
-    /// Seconds to wait for each RPC reply [default: 30].
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds to wait for each RPC reply, 1 to 86400 [default: 30].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub rpc_timeout: Option<u64>,
 }
 

@@ -3,8 +3,12 @@
 //!
 //! Until [`Pending::commit`] (or [`Batch::commit`]) nothing exists under the
 //! final name; dropping an uncommitted output removes its temporary file, so
-//! an error or an interrupt (SIGINT) leaves nothing half-written behind. A
-//! SIGKILL can leave a `.<name>.ailee-tmp.*` file, never a partial final file.
+//! an error or an interrupt (SIGINT) leaves nothing half-written behind:
+//! temporary files are registered with [`crate::cancel`], whose signal thread
+//! removes them before the process dies by the signal. A SIGKILL can leave a
+//! `.<name>.ailee-tmp.<pid>.<n>` file, never a partial final file; the next
+//! run that writes in that directory removes those of dead processes
+//! ([`reap`]).
 //! Without `force`, the final name is claimed with `RENAME_NOREPLACE`, so an
 //! output that appeared meanwhile is not replaced either.
 
@@ -64,17 +68,15 @@ impl Pending {
             .file_name()
             .ok_or_else(|| Error::Usage(format!("{}: not a file name", target.display())))?;
         let dir = parent_dir(target);
-        let tmp = dir.join(format!(
-            ".{}.ailee-tmp.{}.{}",
-            name.to_string_lossy(),
-            pid(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
+        reap_once(&dir);
+        let tmp = temp_name(&dir, name);
+        let file = crate::cancel::create_registered(&tmp, false, || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| Error::io(&tmp, e))
+        })?;
         Ok(Pending {
             tmp,
             target: target.to_path_buf(),
@@ -117,6 +119,11 @@ impl Pending {
     }
 
     fn rename(&mut self) -> Result<()> {
+        let tmp = self.tmp.clone();
+        crate::cancel::release(&tmp, || self.rename_registered())
+    }
+
+    fn rename_registered(&mut self) -> Result<()> {
         let r = if self.force {
             std::fs::rename(&self.tmp, &self.target)
         } else {
@@ -151,7 +158,7 @@ impl Drop for Pending {
     fn drop(&mut self) {
         self.file.take();
         if !self.tmp.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.tmp);
+            crate::cancel::release(&self.tmp, || std::fs::remove_file(&self.tmp).ok());
         }
     }
 }
@@ -179,15 +186,94 @@ impl Batch {
         self.files.is_empty()
     }
 
-    /// Makes every file durable, then gives each its final name.
+    /// Makes every file durable, then gives each its final name. The renames
+    /// run as one critical section: a signal waits until all are done.
     pub fn commit(mut self, dir: &Path) -> Result<()> {
         let d = File::open(dir).map_err(|e| Error::io(dir, e))?;
         rustix::fs::syncfs(d.as_fd()).map_err(|e| Error::io(dir, e.into()))?;
-        for p in &mut self.files {
-            crate::cancel::check()?;
-            p.rename()?;
+        crate::cancel::check()?;
+        crate::cancel::critical(|| {
+            for p in &mut self.files {
+                p.rename()?;
+            }
+            d.sync_all().map_err(|e| Error::io(dir, e))
+        })
+    }
+}
+
+/// Renames directory `from` to `to`: `to` must not exist, or with
+/// `exchange` the two are swapped in one step (`RENAME_EXCHANGE`).
+pub fn rename_dir(from: &Path, to: &Path, exchange: bool) -> Result<()> {
+    let flags = if exchange {
+        rustix::fs::RenameFlags::EXCHANGE
+    } else {
+        rustix::fs::RenameFlags::NOREPLACE
+    };
+    rustix::fs::renameat_with(rustix::fs::CWD, from, rustix::fs::CWD, to, flags).map_err(|e| Error::io(to, e.into()))
+}
+
+/// Makes everything written in the filesystem of `dir` durable (`syncfs`).
+pub fn sync_fs(dir: &Path) -> Result<()> {
+    let d = File::open(dir).map_err(|e| Error::io(dir, e))?;
+    rustix::fs::syncfs(d.as_fd()).map_err(|e| Error::io(dir, e.into()))
+}
+
+/// A fresh temporary name for `name` in `dir`: `.<name>.ailee-tmp.<pid>.<n>`.
+pub fn temp_name(dir: &Path, name: &std::ffi::OsStr) -> PathBuf {
+    let mut n = std::ffi::OsString::from(".");
+    n.push(name);
+    n.push(format!(".ailee-tmp.{}.{}", pid(), SEQ.fetch_add(1, Ordering::Relaxed)));
+    dir.join(n)
+}
+
+/// The process id in a temporary name of ours, if `name` is one.
+fn temp_owner(name: &[u8]) -> Option<u32> {
+    let at = memchr::memmem::rfind(name, b".ailee-tmp.")?;
+    if name.first() != Some(&b'.') {
+        return None;
+    }
+    let rest = std::str::from_utf8(&name[at + 11..]).ok()?;
+    let (pid, seq) = rest.split_once('.')?;
+    seq.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+fn alive(pid: u32) -> bool {
+    pid == self::pid() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes the temporary files and directories of dead runs in `dir`
+/// (`.<name>.ailee-tmp.<pid>.<n>` whose process no longer exists); returns
+/// how many were removed. Errors are ignored: reaping is best effort.
+pub fn reap(dir: &Path) -> usize {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(owner) = temp_owner(name.as_bytes()) else {
+            continue;
+        };
+        if alive(owner) {
+            continue;
         }
-        d.sync_all().map_err(|e| Error::io(dir, e))
+        let p = e.path();
+        let gone = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
+            _ => std::fs::remove_file(&p),
+        };
+        n += gone.is_ok() as usize;
+    }
+    n
+}
+
+/// [`reap`] once per directory and process.
+fn reap_once(dir: &Path) {
+    static SEEN: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if !seen.iter().any(|d| d == dir) {
+        seen.push(dir.to_path_buf());
+        reap(dir);
     }
 }
 
@@ -298,6 +384,24 @@ mod tests {
         }
         b.commit(d.path()).unwrap();
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn dead_runs_temporaries_are_reaped_live_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        // A pid above the kernel's maximum can never be alive.
+        let dead = d.path().join(".snapshot_1.dat.ailee-tmp.99999999.3");
+        let mine = d.path().join(format!(".x.ailee-tmp.{}.0", std::process::id()));
+        let other = d.path().join(".x.ailee-tmp.notapid.0");
+        let stage = d.path().join(".out.ailee-tmp.99999998.1");
+        for p in [&dead, &mine, &other] {
+            std::fs::write(p, "x").unwrap();
+        }
+        std::fs::create_dir(&stage).unwrap();
+        std::fs::write(stage.join("snapshot_1.dat"), "x").unwrap();
+        assert_eq!(reap(d.path()), 2);
+        assert!(!dead.exists() && !stage.exists());
+        assert!(mine.exists() && other.exists());
     }
 
     #[test]

@@ -1,31 +1,116 @@
-//! Cooperative cancellation: SIGINT/SIGTERM set a flag that long loops poll,
-//! so a tool stops between writes and its cleanup (temporary files) runs.
+//! Signals (SPEC §2): on SIGINT, SIGTERM or SIGHUP a tool removes its
+//! temporary files and then dies *by that signal*, so an enclosing shell loop
+//! stops and the shell reports 128 + the signal; a tool whose work was already
+//! committed reports success instead.
+//!
+//! One signal is always enough: the signal is taken by a dedicated thread
+//! (never by the thread doing the work, which may be blocked in `open()` on a
+//! FIFO or in an RPC read), so nothing the work thread does can delay it. That
+//! thread sets the flag long loops poll ([`check`]), then takes the registry
+//! lock: work that must not be cut in half (an output's rename, an append, a
+//! database batch) runs inside [`critical`], which holds that lock, so the
+//! signal waits for it to finish. Then, unless the work was marked committed
+//! ([`committed`]), the thread removes every registered temporary path and
+//! re-raises the signal with its default action.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
-fn flag() -> &'static Arc<AtomicBool> {
-    static F: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-    F.get_or_init(|| Arc::new(AtomicBool::new(false)))
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// Temporary paths to remove if the process dies by a signal.
+#[derive(Default)]
+struct Registry {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    committed: bool,
 }
 
-/// Routes SIGINT, SIGTERM and SIGHUP to the flag. A second signal of the same
-/// kind while the first is pending terminates at once (exit 130).
+fn registry() -> &'static Mutex<Registry> {
+    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+fn lock() -> MutexGuard<'static, Registry> {
+    // A panic while holding the lock is a bug; the registry is still usable.
+    registry().lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Held by critical sections and by the signal thread before it acts.
+fn gate() -> MutexGuard<'static, ()> {
+    static G: Mutex<()> = Mutex::new(());
+    G.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+thread_local! {
+    static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Installs the signal thread for SIGINT, SIGTERM and SIGHUP.
 pub fn install() -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    for sig in [SIGINT, SIGTERM, SIGHUP] {
-        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(flag()))?;
-        signal_hook::flag::register(sig, Arc::clone(flag()))?;
-    }
     // A file-size limit (`ulimit -f`) must surface as an EFBIG write error that
-    // cleans up, not as a SIGXFSZ that kills the process mid-write.
-    signal_hook::flag::register(signal_hook::consts::SIGXFSZ, Arc::new(AtomicBool::new(false)))?;
+    // is reported, not as a SIGXFSZ that kills the process mid-write.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(AtomicBool::new(false)),
+    )?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            on_signal(sig);
+        }
+    })?;
     Ok(())
+}
+
+fn on_signal(sig: i32) {
+    SIGNAL.store(sig, Ordering::SeqCst);
+    REQUESTED.store(true, Ordering::SeqCst);
+    // Waits for a critical section in progress; both locks are then kept
+    // until the process dies, so no new temporary file appears after the
+    // cleanup.
+    let g = gate();
+    let reg = lock();
+    if reg.committed {
+        // The work is done; the tool finishes and reports its success. Later
+        // signals of these kinds are ignored (this thread no longer listens).
+        return;
+    }
+    for f in &reg.files {
+        let _ = std::fs::remove_file(f);
+    }
+    for d in &reg.dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    let _ = signal_hook::low_level::emulate_default_handler(sig);
+    // Not reached for the termination signals; stay locked regardless.
+    std::mem::forget(reg);
+    std::mem::forget(g);
+}
+
+/// Ends the process the way the signal that arrived would (after removing
+/// the registered temporary paths), unless the work was committed, in which
+/// case it returns. Used by the main thread when it noticed the signal first.
+pub fn die() {
+    if let Some(sig) = signal() {
+        on_signal(sig);
+    }
 }
 
 /// True once a termination signal arrived.
 pub fn requested() -> bool {
-    flag().load(Ordering::Relaxed)
+    REQUESTED.load(Ordering::Relaxed)
+}
+
+/// The signal that arrived, if any.
+pub fn signal() -> Option<i32> {
+    match SIGNAL.load(Ordering::Relaxed) {
+        0 => None,
+        s => Some(s),
+    }
 }
 
 /// `Err(Error::Interrupted)` once a termination signal arrived.
@@ -35,4 +120,52 @@ pub fn check() -> Result<(), crate::Error> {
     } else {
         Ok(())
     }
+}
+
+/// Runs `f` so that a signal arriving meanwhile takes effect only after it.
+/// Keep RPC calls and other waits without a bound out of it.
+pub fn critical<T>(f: impl FnOnce() -> T) -> T {
+    let outer = DEPTH.with(|d| d.get()) == 0;
+    let g = outer.then(gate);
+    DEPTH.with(|d| d.set(d.get() + 1));
+    let t = f();
+    DEPTH.with(|d| d.set(d.get() - 1));
+    drop(g);
+    t
+}
+
+/// Marks the tool's work as committed: a signal from now on is not an
+/// interruption, and the tool finishes and reports success.
+pub fn committed() {
+    lock().committed = true;
+}
+
+/// Runs `create` (which creates `path`) and registers `path` for removal on a
+/// signal, atomically with respect to the signal thread. Fails with
+/// `Interrupted` instead of creating anything once a signal arrived.
+pub fn create_registered<T>(path: &Path, dir: bool, create: impl FnOnce() -> crate::Result<T>) -> crate::Result<T> {
+    let mut reg = lock();
+    check()?;
+    let t = create()?;
+    if dir {
+        reg.dirs.push(path.to_path_buf());
+    } else {
+        reg.files.push(path.to_path_buf());
+    }
+    Ok(t)
+}
+
+/// Runs `f` (which renames or removes `path`) and forgets `path`, atomically
+/// with respect to the signal thread.
+pub fn release<T>(path: &Path, f: impl FnOnce() -> T) -> T {
+    let mut reg = lock();
+    let t = f();
+    reg.files.retain(|p| p != path);
+    reg.dirs.retain(|p| p != path);
+    t
+}
+
+/// Forgets `path` without touching it (it was moved or is now final).
+pub fn forget(path: &Path) {
+    release(path, || ());
 }

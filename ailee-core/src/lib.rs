@@ -28,6 +28,7 @@ pub mod root;
 #[cfg(feature = "rpc")]
 pub mod rpc;
 pub mod scan;
+pub mod snapfile;
 pub mod state_json;
 pub mod verify;
 

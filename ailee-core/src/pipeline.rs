@@ -6,12 +6,11 @@
 //! file size.
 
 use crate::progress::Progress;
-use crate::scan::{Note, Scanner, Span};
+use crate::scan::{Chunk, Note, Span};
+use crate::snapfile::SnapshotFile;
 use crate::verify::{check_block, Verdict};
 use crate::{cancel, Error, Result};
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 
@@ -31,15 +30,16 @@ struct Done {
     offset: u64,
     len: usize,
     data: Vec<u8>,
+    /// The buffer belongs to the scanner's pool (not a large block read apart).
+    pooled: bool,
     results: Vec<(Span, Verdict)>,
     notes: Vec<Note>,
 }
 
-/// Checks every complete block of `reader`, calling `on_block` in file order.
+/// Checks every complete block of `sf`, calling `on_block` in file order.
 /// Returns the scanner's notes (torn blocks, junk, missing final newline).
-pub fn check_all<R: Read + Send>(
-    path: &Path,
-    reader: R,
+pub fn check_all(
+    sf: &SnapshotFile,
     threads: usize,
     progress: &dyn Progress,
     mut on_block: impl FnMut(BlockReport) -> Result<()>,
@@ -47,7 +47,8 @@ pub fn check_all<R: Read + Send>(
     let threads = threads.max(1);
     // Every queue is short: at most ~3 chunks per thread exist at any time,
     // whatever the file size.
-    let (work_tx, work_rx) = sync_channel::<(u64, crate::scan::Chunk)>(threads);
+    let path = sf.path();
+    let (work_tx, work_rx) = sync_channel::<(u64, Chunk, bool)>(threads);
     let work_rx: Arc<Mutex<Receiver<_>>> = Arc::new(Mutex::new(work_rx));
     let (done_tx, done_rx) = sync_channel::<(u64, Done)>(threads);
     // A fixed pool of chunk buffers: processed ones travel back to the reader,
@@ -59,7 +60,7 @@ pub fn check_all<R: Read + Send>(
     let mut notes = Vec::new();
     std::thread::scope(|s| -> Result<Vec<Note>> {
         let reader_thread = s.spawn(move || -> Result<()> {
-            let mut sc = Scanner::new(reader);
+            let mut sc = sf.scanner();
             let mut seq = 0u64;
             let mut allocated = 1; // the scanner's first buffer
             loop {
@@ -76,11 +77,35 @@ pub fn check_all<R: Read + Send>(
                         }
                     }
                 }
-                let Some(chunk) = sc.next_chunk().map_err(|e| Error::io(path, e))? else {
+                let Some(mut chunk) = sc.next_chunk().map_err(|e| Error::io(path, e))? else {
                     break;
                 };
                 cancel::check()?;
-                if work_tx.send((seq, chunk)).is_err() {
+                // A block too long for the scanner's buffer goes first, on its own.
+                if let Some(l) = chunk.large.take() {
+                    let mut notes = Vec::new();
+                    let data = sf.read_large(&l, &mut notes)?;
+                    let blocks = match &data {
+                        Some(d) => vec![Span {
+                            start: 0,
+                            end: d.len(),
+                            line: l.line,
+                        }],
+                        None => Vec::new(),
+                    };
+                    let large = Chunk {
+                        data: data.unwrap_or_default(),
+                        offset: l.offset,
+                        blocks,
+                        large: None,
+                        notes,
+                    };
+                    if work_tx.send((seq, large, false)).is_err() {
+                        break;
+                    }
+                    seq += 1;
+                }
+                if work_tx.send((seq, chunk, true)).is_err() {
                     break; // the consumer stopped
                 }
                 seq += 1;
@@ -94,7 +119,7 @@ pub fn check_all<R: Read + Send>(
                 let mut buf = Vec::new();
                 loop {
                     let next = rx.lock().map(|r| r.recv());
-                    let Ok(Ok((seq, chunk))) = next else { break };
+                    let Ok(Ok((seq, chunk, pooled))) = next else { break };
                     let results = chunk
                         .blocks
                         .iter()
@@ -106,6 +131,7 @@ pub fn check_all<R: Read + Send>(
                         results,
                         notes: chunk.notes,
                         data: chunk.data,
+                        pooled,
                     };
                     if tx.send((seq, done)).is_err() {
                         break;
@@ -129,7 +155,9 @@ pub fn check_all<R: Read + Send>(
                 progress.advance(end.saturating_sub(covered));
                 covered = covered.max(end);
                 notes.extend(done.notes);
-                let _ = spare_tx.send(done.data);
+                if done.pooled {
+                    let _ = spare_tx.send(done.data);
+                }
                 for (sp, verdict) in done.results {
                     number += 1;
                     let r = BlockReport {

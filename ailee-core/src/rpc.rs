@@ -41,23 +41,56 @@ pub struct RpcConfig {
     pub timeout: Duration,
 }
 
-/// Splits `http://user:pass@host:port/path` into the URL without userinfo and the credentials.
+/// Splits `http://user:pass@host:port/path` into the URL without userinfo and
+/// the credentials (SPEC §2): the userinfo runs up to the *last* `@` that is
+/// followed by a host (a password may hold `/`, `?`, `#`, `@`), and user and
+/// password are percent-decoded.
 pub fn split_userinfo(url: &str) -> (String, Option<(String, String)>) {
     let (scheme, rest) = match url.split_once("://") {
         Some((s, r)) => (format!("{s}://"), r),
         None => (String::new(), url),
     };
-    let host_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..host_end].rsplit_once('@') {
-        Some((info, host)) => {
+    let at = rest
+        .char_indices()
+        .rev()
+        .filter(|&(_, c)| c == '@')
+        .map(|(i, _)| i)
+        .find(|&i| {
+            let after = &rest[i + 1..];
+            let host = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_' | b'%'))
+        });
+    match at {
+        Some(i) => {
+            let (info, host) = (&rest[..i], &rest[i + 1..]);
             let (u, p) = info.split_once(':').unwrap_or((info, ""));
-            (
-                format!("{scheme}{host}{}", &rest[host_end..]),
-                Some((u.to_string(), p.to_string())),
-            )
+            (format!("{scheme}{host}"), Some((percent_decode(u), percent_decode(p))))
         }
         None => (url.to_string(), None),
     }
+}
+
+/// `%XX` sequences decoded; anything else (a lone `%`) kept as is.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Environment variables read for credentials when no option gives them.
@@ -114,7 +147,8 @@ pub struct Rpc {
 }
 
 fn read_cookie(p: &Path) -> Result<(String, String)> {
-    let s = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+    let s = crate::snapfile::read_capped(p, crate::snapfile::COOKIE_CAP, "cookie file", false)?;
+    let s = String::from_utf8(s).map_err(|_| Error::Usage(format!("{}: not a cookie file (not text)", p.display())))?;
     let s = s.trim_end();
     match s.split_once(':') {
         Some((u, pw)) => Ok((u.to_string(), pw.to_string())),
@@ -296,9 +330,17 @@ mod tests {
             split_userinfo("http://u:p%40ss@127.0.0.1:8332/wallet/x"),
             (
                 "http://127.0.0.1:8332/wallet/x".into(),
-                Some(("u".into(), "p%40ss".into()))
+                Some(("u".into(), "p@ss".into()))
             )
         );
+        // A password with `/`, `=`, `+`, `@`, `?`, `#`: split at the last `@` before the host.
+        for pw in ["k3J/9+aQxZ==", "a@b/c?d#e", "x%2Fy"] {
+            let (bare, info) = split_userinfo(&format!("http://op:{pw}@127.0.0.1:18443"));
+            assert_eq!(bare, "http://127.0.0.1:18443");
+            let want = if pw == "x%2Fy" { "x/y" } else { pw };
+            assert_eq!(info, Some(("op".into(), want.into())));
+        }
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(
             split_userinfo("http://127.0.0.1:8332"),
             ("http://127.0.0.1:8332".into(), None)

@@ -98,6 +98,8 @@ pub enum Note {
     MissingFinalNewline,
     /// Non-blank bytes outside any block.
     Junk { offset: u64, len: u64 },
+    /// A complete block larger than the block cap: junk, not read.
+    Oversized { offset: u64, len: u64 },
 }
 
 impl std::fmt::Display for Note {
@@ -119,6 +121,10 @@ impl std::fmt::Display for Note {
             ),
             Note::MissingFinalNewline => write!(f, "file ends without a final newline after END_SNAPSHOT"),
             Note::Junk { offset, len } => write!(f, "{len} bytes outside any snapshot at byte offset {offset} ignored"),
+            Note::Oversized { offset, len } => write!(
+                f,
+                "a block of {len} bytes at byte offset {offset} is larger than the block cap (--max-block-size) and is ignored"
+            ),
         }
     }
 }
@@ -135,16 +141,11 @@ pub fn torn_tail(notes: &[Note]) -> Option<(u64, u64)> {
     })
 }
 
-/// Opens a snapshot file for reading; a directory is a usage error.
+/// Opens a snapshot file for reading; anything but a regular file is a usage
+/// error (see [`crate::snapfile::SnapshotFile`], which the tools use).
 pub fn open_snapshot_file(path: &std::path::Path) -> crate::Result<(File, std::fs::Metadata)> {
-    let f = File::open(path).map_err(|e| crate::Error::io(path, e))?;
+    let f = crate::snapfile::open_regular(path, "snapshot file")?;
     let md = f.metadata().map_err(|e| crate::Error::io(path, e))?;
-    if md.is_dir() {
-        return Err(crate::Error::Usage(format!(
-            "{}: is a directory, not a snapshot file",
-            path.display()
-        )));
-    }
     Ok((f, md))
 }
 
@@ -156,7 +157,20 @@ pub struct Chunk {
     pub offset: u64,
     /// Complete blocks as ranges into `data`, in file order.
     pub blocks: Vec<Span>,
+    /// A complete block too long to keep in memory while it was scanned,
+    /// which ends in this chunk before all of `blocks`: read it from the file
+    /// (if it is within the block cap).
+    pub large: Option<Large>,
     pub notes: Vec<Note>,
+}
+
+/// A complete block that the scanner did not keep in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Large {
+    pub offset: u64,
+    pub len: u64,
+    /// File line (from 1) of the block's header.
+    pub line: usize,
 }
 
 /// A complete block inside a [`Chunk`].
@@ -189,6 +203,10 @@ pub struct Scanner<R> {
     nl_pos: usize,
     /// Buffers handed back by consumers, reused to avoid page faults.
     spare: Vec<Vec<u8>>,
+    /// An open block longer than this is no longer kept in memory.
+    hold: usize,
+    /// The open block that outgrew `hold`: file offset and line of its header.
+    spill: Option<(u64, usize)>,
 }
 
 /// Default read size of the forward scanner.
@@ -215,7 +233,17 @@ impl<R: Read> Scanner<R> {
             nl_count: 0,
             nl_pos: 0,
             spare: Vec::new(),
+            hold: usize::MAX,
+            spill: None,
         }
+    }
+
+    /// Keeps at most `hold` bytes of an open block in memory; a longer block
+    /// is handed out as [`Chunk::large`] (offset and length only) when it
+    /// completes, and a longer torn region is never held.
+    pub fn with_hold(mut self, hold: usize) -> Self {
+        self.hold = hold.max(self.chunk_size);
+        self
     }
 
     fn fill(&mut self) -> io::Result<()> {
@@ -264,12 +292,20 @@ impl<R: Read> Scanner<R> {
         self.events.clear();
         events(d, self.prev, self.eof, self.scanned, limit, &mut self.events);
         let mut blocks = Vec::new();
+        let mut large = None;
         let mut notes = Vec::new();
         let off = self.offset;
         for ev in &self.events {
             match *ev {
                 Event::Header(at) => {
-                    if let Some(s) = self.open.replace(at) {
+                    if let Some((s, _)) = self.spill.take() {
+                        notes.push(Note::Torn {
+                            offset: s,
+                            len: off + at as u64 - s,
+                            at_eof: false,
+                        });
+                        self.open = Some(at);
+                    } else if let Some(s) = self.open.replace(at) {
                         notes.push(Note::Torn {
                             offset: off + s as u64,
                             len: (at - s) as u64,
@@ -280,7 +316,17 @@ impl<R: Read> Scanner<R> {
                     }
                 }
                 Event::End { end, newline } => {
-                    if let Some(s) = self.open.take() {
+                    if let Some((s, line)) = self.spill.take() {
+                        large = Some(Large {
+                            offset: s,
+                            len: off + end as u64 - s,
+                            line,
+                        });
+                        self.gap = Some(end);
+                        if !newline {
+                            notes.push(Note::MissingFinalNewline);
+                        }
+                    } else if let Some(s) = self.open.take() {
                         self.nl_count += count_newlines(&d[self.nl_pos..s]);
                         self.nl_pos = s;
                         blocks.push(Span {
@@ -298,6 +344,13 @@ impl<R: Read> Scanner<R> {
         }
         if self.eof {
             self.done = true;
+            if let Some((s, _)) = self.spill.take() {
+                notes.push(Note::Torn {
+                    offset: s,
+                    len: off + d.len() as u64 - s,
+                    at_eof: true,
+                });
+            }
             match self.open {
                 Some(s) => notes.push(Note::Torn {
                     offset: off + s as u64,
@@ -315,8 +368,19 @@ impl<R: Read> Scanner<R> {
                 data,
                 offset: off,
                 blocks,
+                large,
                 notes,
             }));
+        }
+        // An open block that outgrew `hold` is dropped from memory; only
+        // where it started is remembered.
+        if let Some(s) = self.open {
+            if d.len() - s > self.hold {
+                self.nl_count += count_newlines(&d[self.nl_pos..s]);
+                self.nl_pos = s;
+                self.spill = Some((off + s as u64, self.nl_count + 1));
+                self.open = None;
+            }
         }
         // Keep the open block (or the undecided tail) for the next round.
         let keep = self.open.unwrap_or(limit).min(limit);
@@ -338,6 +402,7 @@ impl<R: Read> Scanner<R> {
             data,
             offset: off,
             blocks,
+            large,
             notes,
         }))
     }
@@ -360,16 +425,33 @@ pub struct Found {
     pub bytes: Vec<u8>,
 }
 
+/// Default cap on one block (SPEC §2): a "block" larger than this is junk or
+/// a torn region, reported without being held in memory.
+pub const BLOCK_CAP: u64 = 256 << 20;
+
 /// Complete blocks from the newest to the oldest, reading only from the end.
+///
+/// Boundaries are found in fixed windows walked backwards, so memory is one
+/// window plus the block handed out, whatever lies between the blocks (a
+/// torn tail of any size, a line without a newline); a block over the cap is
+/// reported as [`Note::Oversized`] and skipped, never read.
 pub struct Backward<'f> {
     file: &'f File,
-    /// Blocks whose header lies at or after this offset have been found.
+    /// Candidates starting before this offset are still to be examined.
     end: u64,
     len: u64,
-    window: u64,
-    pending: Vec<Found>,
+    /// Blocks must start before this offset.
+    limit: u64,
+    pub window: u64,
+    cap: u64,
+    /// End of the nearest `END_SNAPSHOT` after the position reached, with no
+    /// header in between (the end of the block whose header comes next).
+    cand_end: Option<(u64, bool)>,
+    events: Vec<Event>,
     /// Notes about the bytes after the newest complete block.
     pub tail_notes: Vec<Note>,
+    /// Other notes (oversized blocks).
+    pub notes: Vec<Note>,
     first: bool,
 }
 
@@ -382,15 +464,26 @@ impl<'f> Backward<'f> {
     /// Complete blocks that start before `offset`, newest first.
     pub fn before(file: &'f File, offset: u64) -> io::Result<Self> {
         let len = file.metadata()?.len();
+        let end = offset.min(len);
         Ok(Backward {
             file,
-            end: offset.min(len),
+            end,
             len,
+            limit: end,
             window: 1 << 20,
-            pending: Vec::new(),
+            cap: BLOCK_CAP,
+            cand_end: None,
+            events: Vec::new(),
             tail_notes: Vec::new(),
-            first: true,
+            notes: Vec::new(),
+            first: end == len,
         })
+    }
+
+    /// Sets the block cap (default [`BLOCK_CAP`]).
+    pub fn with_cap(mut self, cap: u64) -> Self {
+        self.cap = cap;
+        self
     }
 
     fn read_at(&self, start: u64, end: u64) -> io::Result<Vec<u8>> {
@@ -399,72 +492,71 @@ impl<'f> Backward<'f> {
         Ok(v)
     }
 
-    /// Reads windows backwards until one yields complete blocks or the start is reached.
-    fn refill(&mut self) -> io::Result<()> {
-        while self.pending.is_empty() && self.end > 0 {
-            let s = self.end.saturating_sub(self.window);
+    /// The next older complete block.
+    pub fn next_block(&mut self) -> io::Result<Option<Found>> {
+        while self.end > 0 {
+            let s = self.end.saturating_sub(self.window.max(64));
             let read_end = (self.end + LOOKAHEAD as u64).min(self.len);
             let d = self.read_at(s, read_end)?;
             let prev = if s > 0 { Some(self.read_at(s - 1, s)?[0]) } else { None };
-            let mut evs = Vec::new();
-            events(&d, prev, read_end == self.len, 0, (self.end - s) as usize, &mut evs);
-            let Some(first_header) = evs.iter().find_map(|e| match e {
-                Event::Header(h) => Some(*h),
-                _ => None,
-            }) else {
-                if s == 0 {
-                    self.end = 0;
-                } else {
-                    self.window *= 2;
-                }
-                continue;
-            };
-            let mut open = None;
-            let mut found = Vec::new();
-            let mut last_newline = true;
-            for ev in &evs {
-                match *ev {
-                    Event::Header(h) => open = Some(h),
+            self.events.clear();
+            events(
+                &d,
+                prev,
+                read_end == self.len,
+                0,
+                (self.end - s) as usize,
+                &mut self.events,
+            );
+            drop(d);
+            // Examine the candidates from the last one backwards; stop at the
+            // first block found, to resume below it on the next call.
+            while let Some(ev) = self.events.pop() {
+                match ev {
                     Event::End { end, newline } => {
-                        if let Some(h) = open.take() {
-                            found.push((h, end));
-                            last_newline = newline;
+                        let e = s + end as u64;
+                        // An End completes a block only if it ends before the limit.
+                        if e <= self.limit || self.limit == self.len {
+                            self.cand_end = Some((e, newline));
                         }
+                    }
+                    Event::Header(h) => {
+                        let h = s + h as u64;
+                        let Some((e, newline)) = self.cand_end.take() else {
+                            if self.first {
+                                self.first = false;
+                                if self.limit == self.len {
+                                    self.tail_notes.push(Note::Torn {
+                                        offset: h,
+                                        len: self.len - h,
+                                        at_eof: true,
+                                    });
+                                }
+                            }
+                            continue;
+                        };
+                        if self.first {
+                            self.first = false;
+                            if !newline && e == self.len {
+                                self.tail_notes.push(Note::MissingFinalNewline);
+                            }
+                        }
+                        if e - h > self.cap {
+                            self.notes.push(Note::Oversized { offset: h, len: e - h });
+                            continue;
+                        }
+                        self.end = h;
+                        let bytes = self.read_at(h, e)?;
+                        // Candidates already examined below h are re-read
+                        // next time: drop them.
+                        self.events.clear();
+                        return Ok(Some(Found { offset: h, bytes }));
                     }
                 }
             }
-            if found.is_empty() && s > 0 {
-                self.window *= 2;
-                continue;
-            }
-            if self.first {
-                self.first = false;
-                if let Some(h) = open {
-                    self.tail_notes.push(Note::Torn {
-                        offset: s + h as u64,
-                        len: self.len - (s + h as u64),
-                        at_eof: true,
-                    });
-                } else if !last_newline {
-                    self.tail_notes.push(Note::MissingFinalNewline);
-                }
-            }
-            self.pending = found
-                .into_iter()
-                .map(|(h, e)| Found {
-                    offset: s + h as u64,
-                    bytes: d[h..e].to_vec(),
-                })
-                .collect();
-            self.end = s + first_header as u64;
+            self.end = s;
         }
-        Ok(())
-    }
-
-    /// The next older complete block.
-    pub fn next_block(&mut self) -> io::Result<Option<Found>> {
-        self.refill()?;
-        Ok(self.pending.pop())
+        Ok(None)
     }
 }
 
@@ -613,6 +705,7 @@ mod tests {
         let f = File::open(&p).unwrap();
         let mut bw = Backward::new(&f).unwrap();
         bw.window = 64;
+        bw.events.clear();
         let mut back = Vec::new();
         while let Some(b) = bw.next_block().unwrap() {
             back.push(b.bytes);

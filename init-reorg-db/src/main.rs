@@ -87,7 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             return Ok(ExitStatus::Integrity);
         }
         if cli.common.json {
-            out(json!({"path": cli.path, "copy": dest, "records": n}))?;
+            out(json!({"path": cli.path.to_string_lossy(), "copy": dest.to_string_lossy(), "records": n}))?;
         } else {
             out(format_args!(
                 "Copied {n} records from {} to {} (checked)",
@@ -100,7 +100,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     if !cli.check {
         ReorgDb::create(&cli.path).context("cannot create reorg database")?;
         if cli.common.json {
-            out(json!({"path": cli.path, "created": true, "column_families": ailee_core::records::COLUMN_FAMILIES}))?;
+            out(
+                json!({"path": cli.path.to_string_lossy(), "created": true, "column_families": ailee_core::records::COLUMN_FAMILIES}),
+            )?;
         } else {
             out(format_args!(
                 "Created reorg database at {} (column families: default, reputation_cf)",
@@ -118,7 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     };
     if cli.common.json {
         out(json!({
-            "path": cli.path,
+            "path": cli.path.to_string_lossy(),
             "healthy": r.healthy(),
             "anchors": AnchorStatus::ALL.iter().map(|s| (s.name().to_string(), json!(r.anchors[*s as usize]))).collect::<serde_json::Map<_, _>>(),
             "blocks": {"count": r.blocks, "min_height": r.min_height, "max_height": r.max_height,

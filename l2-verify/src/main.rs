@@ -2,17 +2,17 @@
 //! (SPEC §2). The default checks only the newest complete snapshot and reads
 //! the file from the end; `--all` streams the whole file on all cores.
 
-use ailee_cli::{out, Common, Report, EXIT_CODES_HELP};
+use ailee_cli::{lossy, out, Common, ReadArgs, Report, EXIT_CODES_HELP};
 use ailee_core::format::ParseError;
 use ailee_core::reorgdb::{Mode, ReorgDb};
-use ailee_core::scan::{Backward, Note, Scanner};
-use ailee_core::verify::{anchor_hash_of, anchors_before, check_block, check_links, AnchorSource, Failure, Verdict};
-use ailee_core::{cancel, Error, ExitStatus};
+use ailee_core::scan::Note;
+use ailee_core::snapfile::SnapshotFile;
+use ailee_core::verify::{anchor_hash_of, check_block, check_links, AnchorSource, Failure, Verdict};
+use ailee_core::{Error, ExitStatus};
 use anyhow::Context;
 use clap::Parser;
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -50,7 +50,33 @@ struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..256))]
     threads: Option<u64>,
     #[command(flatten)]
+    read: ReadArgs,
+    #[command(flatten)]
     common: Common,
+}
+
+/// What one run does (argv parsed into one value; one function per mode).
+#[derive(Debug, Clone, Copy)]
+enum Run {
+    Newest,
+    Index(usize),
+    All,
+    LastValid,
+    PrintNewest,
+    PrintIndex(usize),
+}
+
+impl Cli {
+    fn mode(&self) -> Run {
+        match (self.index, self.all, self.last_valid, self.print_state) {
+            (_, true, _, _) => Run::All,
+            (_, _, true, _) => Run::LastValid,
+            (None, _, _, false) => Run::Newest,
+            (None, _, _, true) => Run::PrintNewest,
+            (Some(n), _, _, false) => Run::Index(n as usize),
+            (Some(n), _, _, true) => Run::PrintIndex(n as usize),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -91,12 +117,6 @@ fn note_warnings(rep: &Report, notes: &[Note], warnings: &mut Vec<String>) {
     }
 }
 
-fn open(path: &Path) -> anyhow::Result<File> {
-    Ok(ailee_core::scan::open_snapshot_file(path)
-        .context("Failed to load snapshot")?
-        .0)
-}
-
 fn no_snapshots(path: &Path) -> anyhow::Error {
     anyhow::Error::new(Error::NoSnapshots(path.to_path_buf())).context("Failed to load snapshot")
 }
@@ -105,25 +125,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     let rep = Report {
         quiet: cli.common.quiet,
     };
-    let file = open(&cli.snapshot)?;
+    let sf = cli.read.open(&cli.snapshot).context("Failed to load snapshot")?;
     let db = match &cli.reorg_db {
         Some(p) => Some(ReorgDb::open(p, Mode::ReadOnly).context("cannot open reorg database")?),
         None => None,
     };
     let db = db.as_ref().map(|d| d as &dyn AnchorSource);
-    if cli.all {
-        return verify_all(&cli, &rep, &file, db);
+    match cli.mode() {
+        Run::All => verify_all(&cli, &rep, &sf, db),
+        Run::LastValid => last_valid(&cli, &rep, &sf, db),
+        Run::Newest | Run::PrintNewest | Run::Index(_) | Run::PrintIndex(_) => verify_one(&cli, &rep, &sf, db),
     }
-    if cli.last_valid {
-        return last_valid(&cli, &rep, &file, db);
-    }
+}
+
+fn verify_one(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn AnchorSource>) -> anyhow::Result<ExitStatus> {
     let mut warnings = Vec::new();
-    let (place, block, earlier) = match cli.index {
-        None => {
-            let mut bw = Backward::new(&file).map_err(|e| Error::io(&cli.snapshot, e))?;
-            let found = bw.next_block().map_err(|e| Error::io(&cli.snapshot, e))?;
-            note_warnings(&rep, &bw.tail_notes, &mut warnings);
-            let found = found.ok_or_else(|| no_snapshots(&cli.snapshot))?;
+    let (place, block, earlier) = match cli.mode() {
+        Run::Index(n) | Run::PrintIndex(n) => {
+            let (place, bytes, anchors) = find_index(sf, n, rep, &mut warnings)?;
+            (place, bytes, Some(anchors))
+        }
+        _ => {
+            let (found, notes) = sf.newest()?;
+            note_warnings(rep, &notes, &mut warnings);
+            let found = found.ok_or_else(|| no_snapshots(sf.path()))?;
             (
                 Place {
                     number: None,
@@ -134,13 +159,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
                 None,
             )
         }
-        Some(n) => {
-            let (place, bytes, anchors) = find_index(&cli.snapshot, &file, n as usize, &rep, &mut warnings)?;
-            (place, bytes, Some(anchors))
-        }
     };
-    if cli.print_state {
-        return print_state(&cli, &place, &block);
+    if matches!(cli.mode(), Run::PrintNewest | Run::PrintIndex(_)) {
+        return print_state(sf, &place, &block);
     }
     let mut buf = Vec::new();
     let mut verdict = check_block(&block, &mut buf);
@@ -151,31 +172,71 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         warnings.push("lines end in \\r\\n (tolerated)".into());
     }
     if matches!(verdict.failure, Some(Failure::Corrupt(_))) && place.number.is_none() {
-        place = locate(&cli.snapshot, place.offset)?;
+        place = locate(sf, place.offset)?;
     }
     if verdict.ok() {
         let earlier = match earlier {
             Some(set) => set,
-            None => anchors_before(&cli.snapshot, &file, place.offset, &verdict.pegout_refs)?,
+            None => anchors_before(sf, place.offset, &verdict.pegout_refs)?,
         };
-        resolve(&mut verdict, &earlier, db, &rep, &mut warnings)?;
+        resolve(&mut verdict, &earlier, db, rep, &mut warnings)?;
     }
-    report_one(&cli, &place, &verdict, warnings)
+    report_one(cli, &place, &verdict, warnings)
 }
 
-fn print_state(cli: &Cli, place: &Place, block: &[u8]) -> anyhow::Result<ExitStatus> {
-    match ailee_core::format::parse_block(block) {
-        Ok(p) => {
-            let v = ailee_core::state_json::to_json(&p.snapshot)?;
-            out(serde_json::to_string_pretty(&v)?)?;
-            Ok(ExitStatus::Success)
+/// Anchor hashes of the snapshots before `before`, read backwards until every
+/// anchor `refs` names is among them (or the start of the file).
+fn anchors_before(
+    sf: &SnapshotFile,
+    before: u64,
+    refs: &[ailee_core::verify::PegoutRef],
+) -> anyhow::Result<HashSet<String>> {
+    let mut set = HashSet::new();
+    let mut missing: HashSet<&str> = refs.iter().map(|r| r.hash.as_str()).collect();
+    if missing.is_empty() {
+        return Ok(set);
+    }
+    let mut bw = sf.backward(Some(before))?;
+    while let Some(b) = sf.next_back(&mut bw)? {
+        if let Some(h) = anchor_hash_of(&b.bytes) {
+            missing.remove(h.as_str());
+            set.insert(h);
         }
+        if missing.is_empty() {
+            break;
+        }
+    }
+    Ok(set)
+}
+
+fn print_state(sf: &SnapshotFile, place: &Place, block: &[u8]) -> anyhow::Result<ExitStatus> {
+    let located = || -> anyhow::Result<Place> {
+        Ok(if place.number.is_none() {
+            locate(sf, place.offset)?
+        } else {
+            *place
+        })
+    };
+    match ailee_core::format::parse_block(block) {
+        Ok(p) => match ailee_core::state_json::to_json(&p.snapshot) {
+            Ok(v) => {
+                out(serde_json::to_string_pretty(&v)?)?;
+                Ok(ExitStatus::Success)
+            }
+            Err(e) => {
+                // The snapshot is sound (it may verify); JSON just cannot
+                // carry a string that is not UTF-8: an operational limit.
+                let place = located()?;
+                let which = match (place.number, place.line) {
+                    (Some(n), Some(l)) => format!("snapshot {n} (line {l})"),
+                    _ => format!("the snapshot at byte offset {}", place.offset),
+                };
+                eprintln!("cannot print {which} of {} as JSON: {e}", lossy(sf.path()));
+                Ok(ExitStatus::Operational)
+            }
+        },
         Err(e) => {
-            let place = if place.number.is_none() {
-                locate(&cli.snapshot, place.offset)?
-            } else {
-                *place
-            };
+            let place = located()?;
             eprintln!("{}", corrupt_message(&place, &e));
             Ok(ExitStatus::Integrity)
         }
@@ -207,7 +268,7 @@ fn report_one(cli: &Cli, place: &Place, v: &Verdict, warnings: Vec<String>) -> a
     let error = v.failure.as_ref().map(|f| failure_message(place, f));
     if cli.common.json {
         out(json!({
-            "file": cli.snapshot,
+            "file": lossy(&cli.snapshot),
             "snapshot": place.number,
             "offset": place.offset,
             "line": place.line,
@@ -239,67 +300,51 @@ fn report_one(cli: &Cli, place: &Place, v: &Verdict, warnings: Vec<String>) -> a
 }
 
 /// Number and line of the block at `offset` (one forward pass; failure paths only).
-fn locate(path: &Path, offset: u64) -> anyhow::Result<Place> {
-    let f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut sc = Scanner::new(f);
-    let mut number = 0;
-    while let Some(c) = sc.next_chunk().map_err(|e| Error::io(path, e))? {
-        for b in &c.blocks {
-            number += 1;
-            if c.offset + b.start as u64 == offset {
-                return Ok(Place {
-                    number: Some(number),
-                    offset,
-                    line: Some(b.line),
-                });
-            }
-        }
-        sc.recycle(c.data);
-    }
+fn locate(sf: &SnapshotFile, offset: u64) -> anyhow::Result<Place> {
+    let found = sf.locate(offset)?;
     Ok(Place {
-        number: None,
+        number: found.map(|f| f.0),
         offset,
-        line: None,
+        line: found.map(|f| f.1),
     })
 }
 
 /// Snapshot `n` and the anchors of the snapshots before it.
 fn find_index(
-    path: &Path,
-    file: &File,
+    sf: &SnapshotFile,
     n: usize,
     rep: &Report,
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<(Place, Vec<u8>, HashSet<String>)> {
-    let mut sc = Scanner::new(file);
-    let mut number = 0;
     let mut anchors = HashSet::new();
-    while let Some(c) = sc.next_chunk().map_err(|e| Error::io(path, e))? {
-        cancel::check()?;
-        for b in &c.blocks {
-            number += 1;
-            let bytes = &c.data[b.start..b.end];
-            if number == n {
-                let place = Place {
-                    number: Some(n),
-                    offset: c.offset + b.start as u64,
-                    line: Some(b.line),
-                };
-                return Ok((place, bytes.to_vec(), anchors));
-            }
-            if let Some(h) = anchor_hash_of(bytes) {
-                anchors.insert(h);
-            }
+    let mut found = None;
+    let mut number = 0;
+    let notes = sf.forward(|b| {
+        number = b.number;
+        if b.number == n {
+            let place = Place {
+                number: Some(n),
+                offset: b.offset,
+                line: Some(b.line),
+            };
+            found = Some((place, b.bytes.to_vec()));
+            return Ok(false);
         }
-        note_warnings(rep, &c.notes, warnings);
-        sc.recycle(c.data);
+        if let Some(h) = anchor_hash_of(b.bytes) {
+            anchors.insert(h);
+        }
+        Ok(true)
+    })?;
+    note_warnings(rep, &notes, warnings);
+    if let Some((place, bytes)) = found {
+        return Ok((place, bytes, anchors));
     }
     if number == 0 {
-        return Err(no_snapshots(path));
+        return Err(no_snapshots(sf.path()));
     }
     Err(Error::Usage(format!(
         "{}: has {number} complete snapshots, no snapshot {n}",
-        path.display()
+        sf.path().display()
     ))
     .into())
 }
@@ -310,15 +355,15 @@ fn threads(cli: &Cli) -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
-fn verify_all(cli: &Cli, rep: &Report, file: &File, db: Option<&dyn AnchorSource>) -> anyhow::Result<ExitStatus> {
-    let total = file.metadata().map_err(|e| Error::io(&cli.snapshot, e))?.len();
+fn verify_all(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn AnchorSource>) -> anyhow::Result<ExitStatus> {
+    let total = sf.len();
     let bar = rep.bar(total, "verifying");
     let mut anchors: HashSet<String> = HashSet::new();
     let (mut count, mut failed) = (0usize, 0usize);
     let mut crlf = false;
     let mut warnings = Vec::new();
     let mut results: Vec<Value> = Vec::new();
-    let notes = ailee_core::pipeline::check_all(&cli.snapshot, file, threads(cli), &bar, |r| {
+    let notes = ailee_core::pipeline::check_all(sf, threads(cli), &bar, |r| {
         let mut v = r.verdict;
         crlf |= v.crlf;
         if v.ok() {
@@ -370,7 +415,7 @@ fn verify_all(cli: &Cli, rep: &Report, file: &File, db: Option<&dyn AnchorSource
         return Err(no_snapshots(&cli.snapshot));
     }
     if cli.common.json {
-        out(json!({"file": cli.snapshot, "ok": failed == 0, "snapshots": results, "warnings": warnings}))?;
+        out(json!({"file": lossy(&cli.snapshot), "ok": failed == 0, "snapshots": results, "warnings": warnings}))?;
     }
     rep.info(format_args!(
         "{count} snapshots verified: {} OK, {failed} failed",
@@ -383,30 +428,27 @@ fn verify_all(cli: &Cli, rep: &Report, file: &File, db: Option<&dyn AnchorSource
     })
 }
 
-fn last_valid(cli: &Cli, rep: &Report, file: &File, db: Option<&dyn AnchorSource>) -> anyhow::Result<ExitStatus> {
-    let path = &cli.snapshot;
+fn last_valid(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn AnchorSource>) -> anyhow::Result<ExitStatus> {
+    let path = &lossy(sf.path());
     // Numbers need the count of complete snapshots: one pass that only finds boundaries.
-    let mut sc = Scanner::new(file);
     let mut total = 0usize;
     let mut warnings = Vec::new();
-    while let Some(c) = sc.next_chunk().map_err(|e| Error::io(path, e))? {
-        cancel::check()?;
-        total += c.blocks.len();
-        note_warnings(rep, &c.notes, &mut warnings);
-        sc.recycle(c.data);
-    }
+    let notes = sf.forward(|_| {
+        total += 1;
+        Ok(true)
+    })?;
+    note_warnings(rep, &notes, &mut warnings);
     if total == 0 {
-        return Err(no_snapshots(path));
+        return Err(no_snapshots(sf.path()));
     }
-    let mut bw = Backward::new(file).map_err(|e| Error::io(path, e))?;
+    let mut bw = sf.backward(None)?;
     let mut buf = Vec::new();
     let mut number = total + 1;
-    while let Some(b) = bw.next_block().map_err(|e| Error::io(path, e))? {
-        cancel::check()?;
-        number -= 1;
+    while let Some(b) = sf.next_back(&mut bw)? {
+        number = number.saturating_sub(1);
         let mut v = check_block(&b.bytes, &mut buf);
         if v.ok() {
-            let earlier = anchors_before(path, file, b.offset, &v.pegout_refs)?;
+            let earlier = anchors_before(sf, b.offset, &v.pegout_refs)?;
             resolve(&mut v, &earlier, db, rep, &mut warnings)?;
         }
         match &v.failure {
@@ -436,7 +478,7 @@ fn last_valid(cli: &Cli, rep: &Report, file: &File, db: Option<&dyn AnchorSource
     if cli.common.json {
         out(json!({"file": path, "last_valid": null, "total": total, "warnings": warnings}))?;
     }
-    eprintln!("No snapshot in {} verifies.", path.display());
+    eprintln!("No snapshot in {path} verifies.");
     Ok(ExitStatus::Integrity)
 }
 

@@ -3,9 +3,9 @@
 //! Finds them from the end of F and copies them in the kernel, so neither
 //! reading nor copying depends on how much older history is dropped.
 
-use ailee_cli::{out, Common, Report, EXIT_CODES_HELP};
+use ailee_cli::{lossy, out, Common, ReadArgs, Report, EXIT_CODES_HELP};
 use ailee_core::atomic::{parent_dir, Pending};
-use ailee_core::scan::{open_snapshot_file, torn_tail, Backward};
+use ailee_core::scan::torn_tail;
 use ailee_core::{cancel, Error, ExitStatus};
 use anyhow::Context;
 use clap::Parser;
@@ -36,6 +36,8 @@ struct Cli {
     #[arg(long)]
     force: bool,
     #[command(flatten)]
+    read: ReadArgs,
+    #[command(flatten)]
     common: Common,
 }
 
@@ -59,31 +61,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     let rep = Report {
         quiet: cli.common.quiet,
     };
-    let (file, md) = open_snapshot_file(&cli.file).context("cannot read snapshot file")?;
+    let sf = cli.read.open(&cli.file).context("cannot read snapshot file")?;
+    let md = sf.file().metadata().map_err(|e| Error::io(&cli.file, e))?;
     if same_file(&md, &cli.file, &cli.output) {
         return Err(Error::Usage(format!(
             "--output {} is the input file; write elsewhere, verify, then replace (see the runbook)",
-            cli.output.display()
+            lossy(&cli.output)
         ))
         .into());
     }
     let mut pending = Pending::create(&cli.output, cli.force).context("cannot create output")?;
 
-    let mut bw = Backward::new(&file).map_err(|e| Error::io(&cli.file, e))?;
+    let mut bw = sf.backward(None)?;
     let mut kept = Vec::new();
     while (kept.len() as u64) < cli.keep {
-        cancel::check()?;
-        match bw.next_block().map_err(|e| Error::io(&cli.file, e))? {
+        match sf.next_back(&mut bw)? {
             Some(b) => kept.push((b.offset, b.bytes.len() as u64)),
             None => break,
         }
     }
     let older = if kept.len() as u64 == cli.keep {
-        bw.next_block().map_err(|e| Error::io(&cli.file, e))?.is_some()
+        sf.next_back(&mut bw)?.is_some()
     } else {
         false
     };
-    for n in &bw.tail_notes {
+    for n in bw.tail_notes.iter().chain(&bw.notes) {
         rep.warn(n);
     }
     if kept.is_empty() {
@@ -93,17 +95,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     let kept_bytes: u64 = kept.iter().map(|k| k.1).sum();
     let bar = rep.bar(kept_bytes, "copying");
     for &(offset, len) in &kept {
-        pending.copy_range(&file, offset, len)?;
+        pending.copy_range(sf.file(), offset, len)?;
         bar.0.inc(len);
     }
     drop(bar);
-    pending.commit().context("cannot write output")?;
+    cancel::check()?;
+    cancel::critical(|| -> anyhow::Result<()> {
+        pending.commit().context("cannot write output")?;
+        // From here on the job is done: a signal no longer interrupts it.
+        cancel::committed();
+        Ok(())
+    })?;
 
     let torn = torn_tail(&bw.tail_notes);
     let k = kept.len();
     if cli.common.json {
         out(json!({
-            "file": cli.file, "output": cli.output, "kept": k, "older_dropped": older,
+            "file": lossy(&cli.file), "output": lossy(&cli.output), "kept": k, "older_dropped": older,
             "bytes_before": md.len(), "bytes_after": kept_bytes,
             "torn_tail": torn.map(|(o, l)| json!({"offset": o, "bytes": l})),
         }))?;
@@ -120,7 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         out(format_args!(
             "{what}: {kept_bytes} of {} bytes written to {}{tail}",
             md.len(),
-            cli.output.display()
+            lossy(&cli.output)
         ))?;
     }
     Ok(ExitStatus::Success)

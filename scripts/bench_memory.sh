@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Peak memory (max RSS, /usr/bin/time -v) of the snapshot readers on hostile
+# files: a healthy file followed by a 1.5 GB torn tail (a header, then lines
+# that never reach END_SNAPSHOT), and one followed by a 2 GB line without a
+# newline inside an open block. Target: every figure under 100 MB, whatever
+# the junk's size. Prints the median of RUNS runs (default 3) per command.
+# Figures are recorded in BENCHMARKS.md.
+# Usage: scripts/bench_memory.sh [WORKDIR]   (needs ~4 GB free in WORKDIR)
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+W=${1:-${TMPDIR:-/tmp}/ailee-bench-memory}
+RUNS=${RUNS:-3}
+[[ $RUNS =~ ^[1-9][0-9]?$ ]] || { echo "RUNS must be 1..99" >&2; exit 1; }
+mkdir -p "$W"
+[ -x /usr/bin/time ] || scripts/setup.sh --no-bitcoind
+cargo build --release --workspace --bins -q
+B=$AILEE_BIN
+base=tests/fixtures/vectors/basic.dat
+torn=$W/torn_tail_1500MB.dat
+line=$W/line_2GB.dat
+if [ ! -s "$torn" ]; then
+    echo "generating $torn ..." >&2
+    { cat "$base"; printf 'SNAPSHOT v1\ntimestamp_ms 1\nbalances 99999999\n'
+      yes 'balance "peer-with-a-long-name" 1000000' | head -c 1500000000; } > "$torn"
+fi
+if [ ! -s "$line" ]; then
+    echo "generating $line ..." >&2
+    { cat "$base"; printf 'SNAPSHOT v1\nbalance "'; head -c 2000000000 /dev/zero | tr '\0' x; } > "$line"
+fi
+
+# median max RSS in MB of RUNS runs of a command (its exit code must be 0)
+rss() {
+    local v=()
+    for _ in $(seq "$RUNS"); do
+        rm -rf "$W/out"
+        local kb
+        kb=$(/usr/bin/time -v "$@" 2>&1 >/dev/null | awk -F': ' '/Maximum resident set size/ { print $2 }')
+        "$@" >/dev/null 2>&1 || { echo "FAILED: $*" >&2; return 1; }
+        v+=("$kb")
+    done
+    printf '%s\n' "${v[@]}" | sort -n | awk '{ a[NR] = $1 } END { printf "%.1f", a[int((NR + 1) / 2)] / 1024 }'
+}
+
+printf '| input | command | peak RSS (MB, median of %d) |\n| --- | --- | --- |\n' "$RUNS"
+for f in "$torn" "$line"; do
+    name=$(basename "$f")
+    printf '| %s | verify (newest) | %s |\n' "$name" "$(rss "$B/ailee_l2_verify" -q --snapshot "$f")"
+    printf '| %s | verify --all | %s |\n' "$name" "$(rss "$B/ailee_l2_verify" -q --snapshot "$f" --all)"
+    printf '| %s | verify --last-valid | %s |\n' "$name" "$(rss "$B/ailee_l2_verify" -q --snapshot "$f" --last-valid)"
+    printf '| %s | extract | %s |\n' "$name" "$(rss "$B/ailee_extract_snapshots" -q "$f" "$W/out")"
+done
+rm -rf "$W/out"
