@@ -207,6 +207,8 @@ pub struct Scanner<R> {
     hold: usize,
     /// The open block that outgrew `hold`: file offset and line of its header.
     spill: Option<(u64, usize)>,
+    /// A complete block longer than this is reported, not handed out.
+    cap: u64,
 }
 
 /// Default read size of the forward scanner.
@@ -235,7 +237,15 @@ impl<R: Read> Scanner<R> {
             spare: Vec::new(),
             hold: usize::MAX,
             spill: None,
+            cap: u64::MAX,
         }
+    }
+
+    /// Reports complete blocks longer than `cap` as [`Note::Oversized`]
+    /// instead of handing them out.
+    pub fn with_cap(mut self, cap: u64) -> Self {
+        self.cap = cap;
+        self
     }
 
     /// Keeps at most `hold` bytes of an open block in memory; a longer block
@@ -317,11 +327,12 @@ impl<R: Read> Scanner<R> {
                 }
                 Event::End { end, newline } => {
                     if let Some((s, line)) = self.spill.take() {
-                        large = Some(Large {
-                            offset: s,
-                            len: off + end as u64 - s,
-                            line,
-                        });
+                        let len = off + end as u64 - s;
+                        if len > self.cap {
+                            notes.push(Note::Oversized { offset: s, len });
+                        } else {
+                            large = Some(Large { offset: s, len, line });
+                        }
                         self.gap = Some(end);
                         if !newline {
                             notes.push(Note::MissingFinalNewline);
@@ -329,11 +340,18 @@ impl<R: Read> Scanner<R> {
                     } else if let Some(s) = self.open.take() {
                         self.nl_count += count_newlines(&d[self.nl_pos..s]);
                         self.nl_pos = s;
-                        blocks.push(Span {
-                            start: s,
-                            end,
-                            line: self.nl_count + 1,
-                        });
+                        if (end - s) as u64 > self.cap {
+                            notes.push(Note::Oversized {
+                                offset: off + s as u64,
+                                len: (end - s) as u64,
+                            });
+                        } else {
+                            blocks.push(Span {
+                                start: s,
+                                end,
+                                line: self.nl_count + 1,
+                            });
+                        }
                         self.gap = Some(end);
                         if !newline {
                             notes.push(Note::MissingFinalNewline);

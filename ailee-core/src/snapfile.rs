@@ -192,7 +192,7 @@ impl SnapshotFile {
 
     /// A forward scanner over the file with the memory bounds set.
     pub fn scanner(&self) -> Scanner<&File> {
-        Scanner::new(&self.file).with_hold(HOLD)
+        Scanner::new(&self.file).with_hold(HOLD).with_cap(self.cap)
     }
 
     /// Reads a block the scanner did not keep; `None` (with a note) when it
