@@ -22,7 +22,7 @@ line=$W/line_2GB.dat
 if [ ! -s "$torn" ]; then
     echo "generating $torn ..." >&2
     { cat "$base"; printf 'SNAPSHOT v1\ntimestamp_ms 1\nbalances 99999999\n'
-      yes 'balance "peer-with-a-long-name" 1000000' | head -c 1500000000; } > "$torn"
+      yes 'balance "peer-with-a-long-name" 1000000' | head -c 1500000000 || true; } > "$torn"
 fi
 if [ ! -s "$line" ]; then
     echo "generating $line ..." >&2
@@ -34,9 +34,10 @@ rss() {
     local v=()
     for _ in $(seq "$RUNS"); do
         rm -rf "$W/out"
-        local kb
-        kb=$(/usr/bin/time -v "$@" 2>&1 >/dev/null | awk -F': ' '/Maximum resident set size/ { print $2 }')
-        "$@" >/dev/null 2>&1 || { echo "FAILED: $*" >&2; return 1; }
+        local out kb
+        out=$(/usr/bin/time -v "$@" 2>&1 >/dev/null || true)
+        grep -q 'Exit status: 0$' <<<"$out" || { echo "FAILED: $*" >&2; grep -v '^\s' <<<"$out" >&2; return 1; }
+        kb=$(awk -F': ' '/Maximum resident set size/ { print $2 }' <<<"$out")
         v+=("$kb")
     done
     printf '%s\n' "${v[@]}" | sort -n | awk '{ a[NR] = $1 } END { printf "%.1f", a[int((NR + 1) / 2)] / 1024 }'
