@@ -13,7 +13,9 @@ pub enum ExitStatus {
     Integrity = 2,
     /// A reorg deeper than the confirmation threshold: halt and re-anchor.
     DeepReorg = 3,
-    /// Stopped by SIGINT/SIGTERM.
+    /// Stopped by a signal before the work was committed. The process then
+    /// dies by the signal itself (the shell reports 128 + the signal); this
+    /// value is only the fallback when it cannot.
     Interrupted = 130,
 }
 
@@ -31,4 +33,6 @@ Exit codes:
        database locked or absent, RPC unreachable or refused
   2    integrity failure: the data was read and is wrong
   3    deep reorg (ailee_resync_blocks): deeper than the confirmation threshold
-  130  interrupted";
+  130  interrupted by SIGINT (143 SIGTERM, 129 SIGHUP): temporary files are
+       removed and the tool dies by the signal; work already committed
+       reports success instead";
