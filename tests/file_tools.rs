@@ -308,7 +308,10 @@ fn disk_full_exits_1_with_no_partial_output() {
     assert!(std::fs::read_to_string(d.path().join("err1"))
         .unwrap()
         .contains("File too large"));
-    assert!(!d.path().join("x").exists(), "no OUTDIR: the set is moved in only when complete");
+    assert!(
+        !d.path().join("x").exists(),
+        "no OUTDIR: the set is moved in only when complete"
+    );
     assert!(!d.path().join("p.dat").exists());
     let left: Vec<_> = std::fs::read_dir(d.path())
         .unwrap()

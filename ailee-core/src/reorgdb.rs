@@ -109,6 +109,8 @@ impl ReorgDb {
             .file_name()
             .ok_or_else(|| Error::Usage(format!("{}: not a directory name", path.display())))?;
         let tmp = parent.join(format!(".{}.ailee-tmp.{}", name.to_string_lossy(), std::process::id()));
+        // A signal removes the half-built database before the process dies.
+        crate::cancel::create_registered(&tmp, true, || Ok(()))?;
         let result = (|| {
             let mut o = cf_options();
             o.create_if_missing(true);
@@ -129,11 +131,13 @@ impl ReorgDb {
                     .map_err(|e| Error::io(&p, e))?;
             }
             crate::atomic::sync_dir(&tmp)?;
-            std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-            crate::atomic::sync_dir(&parent)
+            crate::cancel::critical(|| {
+                crate::cancel::release(&tmp, || std::fs::rename(&tmp, path)).map_err(|e| Error::io(path, e))?;
+                crate::atomic::sync_dir(&parent)
+            })
         })();
         if result.is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
+            crate::cancel::release(&tmp, || std::fs::remove_dir_all(&tmp).ok());
         }
         result
     }
