@@ -809,6 +809,33 @@ fn fifos_devices_and_endless_inputs_are_refused_at_once() {
             assert_eq!(st.code(), Some(1), "{args:?}: {st:?}");
         }
     }
+    // A database directory whose CURRENT is a FIFO: RocksDB would block in open().
+    let odd = d.path().join("odd_db");
+    cmd("ailee_init_reorg_db").arg("--path").arg(&odd).assert().code(0);
+    std::fs::remove_file(odd.join("CURRENT")).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(odd.join("CURRENT"))
+        .status()
+        .unwrap()
+        .success());
+    for args in [&["--check"][..], &["--get-anchor", "ab"][..]] {
+        cmd("ailee_init_reorg_db")
+            .arg("--path")
+            .arg(&odd)
+            .args(args)
+            .timeout(Duration::from_secs(60))
+            .assert()
+            .code(1)
+            .stderr(contains("CURRENT is not a regular file"));
+    }
+    cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(vector("basic"))
+        .arg("--reorg-db")
+        .arg(&odd)
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .code(1);
     // The --snapshot-file case above must not have given the state file's
     // parse error: --l2-state-file basic.dat is not JSON. Check the refusal
     // text of the plain cases.

@@ -52,7 +52,10 @@ fn db_error(path: &Path, e: rocksdb::Error) -> Error {
 pub fn describe(path: &Path) -> Option<String> {
     let md = std::fs::symlink_metadata(path).ok()?;
     Some(if md.is_dir() {
-        if path.join("CURRENT").exists() {
+        if let Some(odd) = non_regular_entry(path) {
+            // Hostile input (SPEC §2): RocksDB would block opening a FIFO.
+            format!("a directory whose {odd} is not a regular file")
+        } else if path.join("CURRENT").exists() {
             "an existing RocksDB database".to_string()
         } else {
             match std::fs::read_dir(path).map(|d| d.count()) {
@@ -63,6 +66,15 @@ pub fn describe(path: &Path) -> Option<String> {
         }
     } else {
         "a file, not a directory".to_string()
+    })
+}
+
+/// The name of an entry of `dir` that is neither a regular file nor a
+/// directory (after symlinks): a FIFO, device or socket.
+fn non_regular_entry(dir: &Path) -> Option<String> {
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let ft = std::fs::metadata(e.path()).ok()?.file_type();
+        (!ft.is_file() && !ft.is_dir()).then(|| e.file_name().to_string_lossy().into_owned())
     })
 }
 
