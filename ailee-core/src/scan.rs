@@ -401,7 +401,12 @@ impl<R: Read> Scanner<R> {
             }
         }
         // Keep the open block (or the undecided tail) for the next round.
-        let keep = self.open.unwrap_or(limit).min(limit);
+        let mut keep = self.open.unwrap_or(limit).min(limit);
+        if self.spill.is_some() {
+            // An `END_SNAPSHOT` candidate is decided by the 5 bytes before its
+            // `SNAPSHOT` (`\nEND_`): keep them with the undecided tail.
+            keep = keep.saturating_sub(5);
+        }
         if self.nl_pos < keep {
             self.nl_count += count_newlines(&d[self.nl_pos..keep]);
             self.nl_pos = keep;
@@ -513,19 +518,16 @@ impl<'f> Backward<'f> {
     /// The next older complete block.
     pub fn next_block(&mut self) -> io::Result<Option<Found>> {
         while self.end > 0 {
-            let s = self.end.saturating_sub(self.window.max(64));
+            let start = self.end.saturating_sub(self.window.max(64));
+            // Read a few bytes before the window too: an `END_SNAPSHOT` whose
+            // `SNAPSHOT` starts in the window is decided by the `\nEND_` before.
+            let s = start.saturating_sub(8);
             let read_end = (self.end + LOOKAHEAD as u64).min(self.len);
             let d = self.read_at(s, read_end)?;
             let prev = if s > 0 { Some(self.read_at(s - 1, s)?[0]) } else { None };
             self.events.clear();
-            events(
-                &d,
-                prev,
-                read_end == self.len,
-                0,
-                (self.end - s) as usize,
-                &mut self.events,
-            );
+            let (from, limit) = ((start - s) as usize, (self.end - s) as usize);
+            events(&d, prev, read_end == self.len, from, limit, &mut self.events);
             drop(d);
             // Examine the candidates from the last one backwards; stop at the
             // first block found, to resume below it on the next call.
@@ -572,7 +574,7 @@ impl<'f> Backward<'f> {
                     }
                 }
             }
-            self.end = s;
+            self.end = start;
         }
         Ok(None)
     }
@@ -714,6 +716,10 @@ mod tests {
             if i % 7 == 3 {
                 file.push_str("SNAPSHOT v1\ntorn");
             }
+            if i % 5 == 1 {
+                // Junk without markers: window starts land anywhere in it.
+                file.push_str(&"junk line\n".repeat(i));
+            }
         }
         file.push_str("SNAPSHOT v1\nbal");
         let dir = tempfile::tempdir().unwrap();
@@ -721,15 +727,31 @@ mod tests {
         std::fs::write(&p, &file).unwrap();
         let (fwd, _) = blocks_of(file.as_bytes(), 100);
         let f = File::open(&p).unwrap();
-        let mut bw = Backward::new(&f).unwrap();
-        bw.window = 64;
-        bw.events.clear();
-        let mut back = Vec::new();
-        while let Some(b) = bw.next_block().unwrap() {
-            back.push(b.bytes);
+        // Forward with a small hold: long blocks are re-read from the file.
+        for chunk in [64, 100, 333] {
+            let mut sc = Scanner::with_chunk_size(File::open(&p).unwrap(), chunk).with_hold(chunk);
+            let mut held = Vec::new();
+            while let Some(c) = sc.next_chunk().unwrap() {
+                if let Some(l) = c.large {
+                    let mut v = vec![0u8; l.len as usize];
+                    f.read_exact_at(&mut v, l.offset).unwrap();
+                    held.push(v);
+                }
+                held.extend(c.blocks.iter().map(|b| c.data[b.start..b.end].to_vec()));
+            }
+            assert_eq!(fwd, held, "chunk {chunk}");
         }
-        back.reverse();
-        assert_eq!(fwd, back);
-        assert!(matches!(bw.tail_notes[0], Note::Torn { at_eof: true, .. }));
+        // Every window size, so that markers straddle window starts.
+        for window in 64..400 {
+            let mut bw = Backward::new(&f).unwrap();
+            bw.window = window;
+            let mut back = Vec::new();
+            while let Some(b) = bw.next_block().unwrap() {
+                back.push(b.bytes);
+            }
+            back.reverse();
+            assert_eq!(fwd, back, "window {window}");
+            assert!(matches!(bw.tail_notes[0], Note::Torn { at_eof: true, .. }));
+        }
     }
 }

@@ -171,6 +171,20 @@ proptest! {
         for blk in &fwd {
             prop_assert!(parse_block(blk).is_ok());
         }
+        // With a tiny hold (blocks longer than 64 bytes are not kept while
+        // open, and re-read from the file when they complete) the reader of
+        // the tools hands out the same blocks.
+        let sf = ailee_core::snapfile::SnapshotFile::open(&p).unwrap();
+        let mut held = Vec::new();
+        let mut sc = Scanner::with_chunk_size(sf.file(), 64).with_hold(64);
+        let mut notes = Vec::new();
+        while let Some(c) = sc.next_chunk().unwrap() {
+            if let Some(l) = &c.large {
+                held.push(sf.read_large(l, &mut notes).unwrap().unwrap());
+            }
+            held.extend(c.blocks.iter().map(|b| c.data[b.start..b.end].to_vec()));
+        }
+        prop_assert_eq!(&held, &fwd);
     }
 }
 
