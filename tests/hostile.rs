@@ -672,6 +672,34 @@ fn one_sigint_stops_the_runbook_loop() {
 }
 
 #[test]
+fn a_signal_ignored_at_start_stays_ignored() {
+    // `nohup TOOL` (SIGHUP ignored) must survive the hang-up it asked to
+    // survive; the tool's own handling must not undo that.
+    let d = tempfile::tempdir().unwrap();
+    let f = big_file(d.path(), 200);
+    let mut c = Command::new("nohup");
+    c.arg(bin("ailee_l2_verify")).arg("--snapshot").arg(&f).arg("--all");
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut child = c.stdout(writer).stderr(Stdio::null()).spawn().unwrap();
+    drop(c);
+    // The tool is running (its first result line arrived): hang up.
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(&mut reader, &mut first).unwrap();
+    signal(child.id() as i32, "HUP");
+    let drain = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut v).unwrap();
+        v
+    });
+    let st = wait_exit(&mut child);
+    assert_eq!(st.code(), Some(0), "{st:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&drain.join().unwrap()).matches(": OK ").count(),
+        1000
+    );
+}
+
+#[test]
 fn one_sigterm_stops_a_tool_waiting_on_an_unanswering_rpc() {
     // Item 12: the first signal was swallowed while waiting on RPC.
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

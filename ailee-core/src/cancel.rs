@@ -57,13 +57,29 @@ pub fn install() -> std::io::Result<()> {
         signal_hook::consts::SIGXFSZ,
         std::sync::Arc::new(AtomicBool::new(false)),
     )?;
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    // A signal the tool was started with ignored stays ignored (`nohup`, a
+    // background job of a script), as a shell's builtins do.
+    let wanted: Vec<i32> = [SIGINT, SIGTERM, SIGHUP].into_iter().filter(|&s| !ignored(s)).collect();
+    let mut signals = signal_hook::iterator::Signals::new(wanted)?;
     std::thread::Builder::new().name("signals".into()).spawn(move || {
         if let Some(sig) = signals.forever().next() {
             on_signal(sig);
         }
     })?;
     Ok(())
+}
+
+/// Whether `sig` is ignored (`SIG_IGN`) in this process, from the kernel's
+/// `SigIgn` mask in `/proc/self/status` (no `unsafe` needed).
+fn ignored(sig: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| (1..=64).contains(&sig) && mask & (1u64 << (sig - 1)) != 0)
 }
 
 fn on_signal(sig: i32) {
