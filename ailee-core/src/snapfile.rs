@@ -75,9 +75,13 @@ pub fn read_capped(path: &Path, cap: u64, what: &str, stdin_ok: bool) -> Result<
     };
     r.map_err(|e| Error::io(path, e))?;
     if buf.len() as u64 > cap {
+        let name = if stdin_ok && path.as_os_str() == "-" {
+            "standard input".into()
+        } else {
+            path.display().to_string()
+        };
         return Err(Error::Usage(format!(
-            "{}: larger than {cap} bytes, too large for {what}",
-            path.display()
+            "{name}: larger than {cap} bytes, too large for {what}"
         )));
     }
     Ok(buf)
