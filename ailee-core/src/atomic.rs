@@ -234,6 +234,8 @@ fn temp_owner(name: &[u8]) -> Option<u32> {
     }
     let rest = std::str::from_utf8(&name[at + 11..]).ok()?;
     let (pid, seq) = rest.split_once('.')?;
+    // `<n>` or `<n>.gone` (a staging directory a signal was removing).
+    let seq = seq.strip_suffix(".gone").unwrap_or(seq);
     seq.parse::<u64>().ok()?;
     pid.parse().ok()
 }
@@ -393,7 +395,7 @@ mod tests {
         let dead = d.path().join(".snapshot_1.dat.ailee-tmp.99999999.3");
         let mine = d.path().join(format!(".x.ailee-tmp.{}.0", std::process::id()));
         let other = d.path().join(".x.ailee-tmp.notapid.0");
-        let stage = d.path().join(".out.ailee-tmp.99999998.1");
+        let stage = d.path().join(".out.ailee-tmp.99999998.1.gone");
         for p in [&dead, &mine, &other] {
             std::fs::write(p, "x").unwrap();
         }

@@ -99,7 +99,7 @@ fn on_signal(sig: i32) {
         let _ = std::fs::remove_file(f);
     }
     for d in &reg.dirs {
-        let _ = std::fs::remove_dir_all(d);
+        remove_dir_while_written(d);
     }
     let _ = signal_hook::low_level::emulate_default_handler(sig);
     // Not reached for the termination signals; stay locked regardless.
@@ -113,6 +113,26 @@ fn on_signal(sig: i32) {
 pub fn die() {
     if let Some(sig) = signal() {
         on_signal(sig);
+    }
+}
+
+/// Removes a temporary directory the work thread may still be filling (it
+/// runs on until the process dies): first renamed away, so new files can no
+/// longer land in it by its name, then removed, retried while a file created
+/// just before the rename makes it non-empty.
+fn remove_dir_while_written(d: &Path) {
+    let mut away = d.as_os_str().to_owned();
+    away.push(".gone");
+    let away = PathBuf::from(away);
+    let target = if std::fs::rename(d, &away).is_ok() {
+        away
+    } else {
+        d.to_path_buf()
+    };
+    for _ in 0..1000 {
+        if std::fs::remove_dir_all(&target).is_ok() || std::fs::symlink_metadata(&target).is_err() {
+            return;
+        }
     }
 }
 
