@@ -557,6 +557,26 @@ fn interrupted_extract_force_leaves_the_old_set_or_the_new_one_never_a_mix() {
 }
 
 #[test]
+fn extract_into_an_existing_directory_keeps_that_directory() {
+    // An operator's shell may sit in OUTDIR: it must not end up in a
+    // replaced (deleted) directory when there was nothing to replace.
+    use std::os::unix::fs::MetadataExt;
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let ino = std::fs::metadata(&out).unwrap().ino();
+    cmd("ailee_extract_snapshots")
+        .arg(vector("basic"))
+        .arg(".")
+        .current_dir(&out)
+        .assert()
+        .code(0);
+    assert_eq!(std::fs::metadata(&out).unwrap().ino(), ino);
+    assert_eq!(set_of(&out).len(), blocks("basic").len());
+    assert!(temporaries(d.path()).is_empty() && temporaries(&out).is_empty());
+}
+
+#[test]
 fn dead_runs_temporary_files_are_reaped_by_the_next_run() {
     // Item 16: SIGKILLed extract/prune runs left `.NAME.ailee-tmp.PID.N`
     // files (hundreds of MB) that reruns never removed.

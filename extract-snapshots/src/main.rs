@@ -19,10 +19,11 @@ use std::process::ExitCode;
 /// N counts complete snapshots from 1 (oldest first, no padding). Each file is a
 /// byte-identical copy of its block; corrupt-but-complete snapshots are extracted
 /// too (ailee_l2_verify judges them), a torn snapshot left by a crash is not.
-/// The set is built in a fresh directory beside OUTDIR and then renamed into
-/// place (or, with --force over an earlier extraction, swapped with it in one
-/// rename), so OUTDIR never holds a mix of two extractions, even after an
-/// interrupted run. Existing snapshot_*.dat files are never replaced without
+/// A new OUTDIR is built beside its final name and renamed into place once
+/// complete; with --force over an earlier extraction the new set is built
+/// the same way and swapped with the old one in one rename, so OUTDIR never
+/// holds a mix of two extractions, even after an interrupted run. Into an
+/// existing OUTDIR without snapshot files, each file is written atomically. Existing snapshot_*.dat files are never replaced without
 /// --force; --force needs OUTDIR to hold nothing but snapshot_<N>.dat files.
 /// FILE may not lie inside OUTDIR.
 #[derive(Debug, Parser)]
@@ -144,9 +145,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     };
     let mut replaced = 0usize;
     let (count, bytes, notes) = match &existing {
-        // Files the operator keeps there and nothing of ours: add the set
-        // file by file (each atomic; nothing to mix with).
-        Some((_, c)) if c.snapshots.is_empty() && c.other.is_some() => {
+        // No snapshot files there (an empty directory, or files the operator
+        // keeps): add the set file by file, each atomic, nothing to mix
+        // with; the directory itself (perhaps a shell's working directory)
+        // stays the same directory.
+        Some((_, c)) if c.snapshots.is_empty() => {
             let (count, bytes, notes, batch) = write_set(&sf, &outdir, &rep, false)?;
             if let Some(b) = batch.filter(|b| !b.is_empty()) {
                 b.commit(&outdir).context("cannot write the extracted snapshots")?;
