@@ -53,7 +53,10 @@ fn generate(mut cmd: clap::Command, kind: &str) -> io::Result<bool> {
 pub fn parse<T: Parser>() -> Result<T, ExitCode> {
     let mut argv = std::env::args_os().skip(1);
     if argv.next().is_some_and(|a| a == "--generate") {
-        let kind = argv.next().map(|k| k.to_string_lossy().into_owned()).unwrap_or_default();
+        let kind = argv
+            .next()
+            .map(|k| k.to_string_lossy().into_owned())
+            .unwrap_or_default();
         return Err(match generate(T::command(), &kind) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => {
