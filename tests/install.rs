@@ -152,6 +152,16 @@ fn scripts_answer_help_and_version_and_check_their_tools_first() {
             .code(0)
             .stdout(predicate::str::starts_with(format!("{s} ")));
     }
+    // The drill through a symlink finds its own directory (env.sh, ROOT).
+    std::os::unix::fs::symlink(root().join("scripts/test_recovery.sh"), t.path().join("drill")).unwrap();
+    sh(t.path(), &system_path(), "./drill --help")
+        .assert()
+        .code(0)
+        .stdout(predicate::str::starts_with("test_recovery.sh --mode"));
+    sh(t.path(), &system_path(), "./drill --mode nonsense")
+        .assert()
+        .code(1)
+        .stderr(contains("usage: test_recovery.sh").and(contains("unbound").not()));
     // A script whose tool is missing refuses before it changes anything.
     let lonely = t.path().join("lonely");
     std::fs::create_dir_all(lonely.join("lib/ailee-recovery")).unwrap();
