@@ -214,20 +214,6 @@ impl Rpc {
         Ok(out)
     }
 
-    /// The block holding a wallet or indexed transaction, if it is mined:
-    /// `(block hash, confirmations)`.
-    pub fn tx_block(&self, txid: &str) -> Result<Option<(String, u64)>> {
-        let v = match self.call("gettransaction", &[Value::from(txid)]) {
-            Ok(v) => v,
-            Err(_) => self.call("getrawtransaction", &[Value::from(txid), Value::from(1)])?,
-        };
-        let conf = v.get("confirmations").and_then(Value::as_i64).unwrap_or(0);
-        match v.get("blockhash").and_then(Value::as_str) {
-            Some(b) if conf > 0 => Ok(Some((b.to_string(), conf as u64))),
-            _ => Ok(None),
-        }
-    }
-
     /// Creates, funds and signs through the node's wallet a transaction whose
     /// only non-change output is an `OP_RETURN` carrying `data`; returns the
     /// signed hex, not yet broadcast. Signing tries Bitcoin Core's
@@ -275,14 +261,6 @@ impl Rpc {
         v.as_str()
             .map(str::to_string)
             .ok_or_else(|| self.err("sendrawtransaction", "no txid in reply"))
-    }
-
-    /// Height of a block, from its header as raw JSON.
-    pub fn block_height(&self, hash: &str) -> Result<u64> {
-        let v = self.call("getblockheader", &[Value::from(hash), Value::from(true)])?;
-        v.get("height")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| self.err("getblockheader", "no height in header"))
     }
 }
 
