@@ -206,6 +206,11 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
             .stderr(contains("not a reorg"));
         assert_eq!(ldb_scan(&db), before, "start {start}: the database must be unchanged");
     }
+    // --json says it in one document on stdout.
+    resync(&n2, &db, 0).arg("--json").assert().code(1).stdout(contains(
+        r#""behind":{"initial_block_download":false,"stored_tip":228,"tip":150}"#,
+    ));
+    assert_eq!(ldb_scan(&db), before);
     // --wait polls until the node has caught up, then resyncs.
     let mut child = Command::new(bin("ailee_resync_blocks"))
         .args([

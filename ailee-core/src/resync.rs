@@ -169,6 +169,12 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl Run<'_> {
+    /// Whether an attempt has written anything (never in a dry run).
+    fn wrote(&self) -> bool {
+        !self.o.dry_run
+            && (self.report.blocks_written > 0 || self.report.blocks_deleted > 0 || !self.report.reorgs.is_empty())
+    }
+
     fn commit(&self, b: Batch) -> Result<()> {
         if self.o.dry_run || b.is_empty() {
             return Ok(());
@@ -613,7 +619,7 @@ pub fn resync(db: &ReorgDb, rpc: &Rpc, o: &Options, progress: &dyn Progress) -> 
         let saved = run.report.clone();
         match run.attempt(progress) {
             Ok(()) => break,
-            Err(Stop::Moved) if run.report.attempts < MAX_ATTEMPTS && !o.dry_run => {
+            Err(Stop::Moved) if run.report.attempts < MAX_ATTEMPTS => {
                 // What was written stays (it was right when read); counts restart.
                 let attempts = run.report.attempts;
                 run.report = Report {
@@ -631,6 +637,16 @@ pub fn resync(db: &ReorgDb, rpc: &Rpc, o: &Options, progress: &dyn Progress) -> 
                     "the node's best chain kept changing during the resync ({} attempts); try again when it settles",
                     run.report.attempts
                 ),
+                })
+            }
+            // Both outcomes promise that nothing was written; after an earlier
+            // attempt wrote (the chain then moved to this), say what happened instead.
+            Err(Stop::Behind { .. } | Stop::Refused(_)) if run.wrote() => {
+                return Err(Error::Rpc {
+                    url: rpc.url().to_string(),
+                    message: "the node's chain changed during the run to one that is behind or unrelated; what was \
+                              written agreed with its chain when read. Run again once the node is settled"
+                        .into(),
                 })
             }
             Err(Stop::Behind { tip, stored, ibd }) => return Ok(Outcome::Behind { tip, stored, ibd }),

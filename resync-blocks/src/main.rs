@@ -152,11 +152,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         match outcome {
             Outcome::Synced(r) => break r,
             Outcome::Refused(m) => {
+                if cli.common.json {
+                    out(json!({"refused": m, "node": rpc.url()}))?;
+                }
                 eprintln!("Refused: {m}.");
                 return Ok(ExitStatus::Operational);
             }
             Outcome::Behind { tip, stored, ibd } => {
                 let msg = behind(tip, stored, ibd);
+                if cli.common.json && (!cli.wait || started.elapsed().as_secs() >= cli.wait_timeout) {
+                    out(
+                        json!({"behind": {"tip": tip, "stored_tip": stored, "initial_block_download": ibd}, "node": rpc.url()}),
+                    )?;
+                }
                 if !cli.wait {
                     eprintln!(
                         "{msg}. Nothing was changed: this is not a reorg. Wait for the node to sync \
