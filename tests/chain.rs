@@ -792,3 +792,65 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
         .assert()
         .code(1);
 }
+
+/// A node in initial block download (Bitcoin Core says so in
+/// `getblockchaininfo`; the SV test node has no such field, hence a raw TCP
+/// fake): behind, whatever its tip — nothing written, exit 1.
+#[test]
+fn node_in_initial_block_download_is_behind_and_nothing_is_written() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let result = match req["method"].as_str() {
+                Some("getblockcount") => serde_json::json!(500),
+                _ => serde_json::json!({"blocks": 500, "headers": 900000, "initialblockdownload": true,
+                                        "bestblockhash": "ab".repeat(32)}),
+            };
+            let reply = serde_json::json!({"result": result, "error": null, "id": req["id"]}).to_string();
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+    });
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    init(&db);
+    let before = ldb_scan(&db);
+    cmd("ailee_resync_blocks")
+        .args([
+            "--start-height",
+            "0",
+            "--rpc-user",
+            "u",
+            "--rpc-password",
+            "p",
+            "--db-path",
+        ])
+        .arg(&db)
+        .args(["--bitcoin-rpc", &format!("http://127.0.0.1:{port}")])
+        .assert()
+        .code(1)
+        .stderr(contains("node is behind: it is in initial block download (tip 500)"));
+    assert_eq!(ldb_scan(&db), before);
+}

@@ -100,7 +100,8 @@ pub fn find_on_chain(
     }
     let mut found: Vec<Option<Found>> = vec![None; anchors.len()];
     progress.set_total(tip.saturating_add(1).saturating_sub(start));
-    let step = hash_batch.max(block_batch).max(1);
+    let block_batch = block_batch.max(1);
+    let step = hash_batch.max(block_batch);
     let mut h = start;
     while h <= tip && !by_script.is_empty() {
         cancel::check()?;
@@ -111,7 +112,7 @@ pub fn find_on_chain(
             .enumerate()
         {
             cancel::check()?;
-            let base = h + (k as u64) * block_batch;
+            let base = h + (k as u64).saturating_mul(block_batch);
             for (i, raw) in rpc.raw_blocks(part)?.iter().enumerate() {
                 let height = base + i as u64;
                 let block = crate::block::parse(raw)

@@ -205,7 +205,7 @@ impl Run<'_> {
         let mut h = lo;
         while h <= hi {
             cancel::check()?;
-            let end = hi.min(h.saturating_add(self.o.batch_size - 1));
+            let end = hi.min(h.saturating_add(self.o.batch_size.max(1) - 1));
             match self.rpc.block_hashes_pinned(h..=end, (self.pin.0, &self.pin.1))? {
                 Some(v) => out.extend(v),
                 None => return Err(Stop::Moved),
@@ -261,7 +261,7 @@ impl Run<'_> {
                     _ => return Ok(fork),
                 }
             }
-            step = step.saturating_mul(2).min(self.o.batch_size.max(16) * 8);
+            step = step.saturating_mul(2).min(self.o.batch_size.max(16).saturating_mul(8));
         }
     }
 
