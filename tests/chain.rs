@@ -462,7 +462,11 @@ struct Proxy {
 }
 
 fn proxy(upstream: u16, nth: usize) -> Proxy {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    proxy_on(TcpListener::bind("127.0.0.1:0").unwrap(), upstream, nth)
+}
+
+/// [`proxy`] on a given listener; `nth` 0 holds nothing.
+fn proxy_on(l: TcpListener, upstream: u16, nth: usize) -> Proxy {
     let port = l.local_addr().unwrap().port();
     let (held_tx, held) = channel();
     let (release, release_rx) = channel::<()>();
@@ -853,4 +857,58 @@ fn node_in_initial_block_download_is_behind_and_nothing_is_written() {
         .code(1)
         .stderr(contains("node is behind: it is in initial block download (tip 500)"));
     assert_eq!(ldb_scan(&db), before);
+}
+
+#[test]
+fn wait_rides_out_a_node_that_is_not_listening_yet() {
+    let n = Node::start();
+    n.generate(20);
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    init(&db);
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    // Without --wait, nothing listening is an error at once.
+    resync_via(&url, &n, &db, 0)
+        .assert()
+        .code(1)
+        .stderr(contains("Connection refused"));
+    let mut child = Command::new(bin("ailee_resync_blocks"))
+        .args([
+            "--start-height",
+            "0",
+            "--wait",
+            "--wait-interval",
+            "1",
+            "--wait-timeout",
+            "600",
+            "--db-path",
+        ])
+        .arg(&db)
+        .args(rpc_args(&url, &n))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(120)).expect("it says it waits");
+    assert!(
+        line.contains("node not ready") && line.contains("Connection refused"),
+        "{line}"
+    );
+    assert!(stored(&db).is_empty());
+    // The node starts listening there (a plain forwarder to the real node).
+    let _px = proxy_on(TcpListener::bind(("127.0.0.1", port)).unwrap(), n.rpc_port, 0);
+    let status = wait_exit(&mut child, Duration::from_secs(600));
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("21 block hashes written"), "{out}");
+    assert_matches_node(&n, &db);
 }

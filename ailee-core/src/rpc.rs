@@ -298,6 +298,15 @@ pub enum TxPlace {
     Unknown(String),
 }
 
+/// Is `e` a node that is starting — RPC warm-up (`-28`, "Loading block
+/// index…") or nothing listening yet — rather than one that answered wrong?
+pub fn not_ready(e: &Error) -> bool {
+    matches!(e, Error::Rpc { message, .. }
+        if ["-28", "Loading block index", "Verifying blocks", "Connection refused"]
+            .iter()
+            .any(|m| message.contains(m)))
+}
+
 /// RPC error code of "no such transaction" and of "block height out of range".
 const RPC_NOT_FOUND: i64 = -5;
 const RPC_OUT_OF_RANGE: i64 = -8;

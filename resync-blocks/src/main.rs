@@ -64,7 +64,8 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = ailee_core::resync::DEFAULT_MAX_REORG_DEPTH,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_reorg_depth: u64,
-    /// When the node is behind or in initial block download, poll until it has caught up.
+    /// When the node is behind, in initial block download or still starting
+    /// (RPC warm-up, not listening yet), poll until it has caught up.
     #[arg(long)]
     wait: bool,
     /// Give up waiting after this many seconds (exit 1).
@@ -117,8 +118,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         dry_run: cli.dry_run,
     };
     let started = now();
+    let pause = |waited: u64| -> anyhow::Result<()> {
+        let secs = cli.wait_interval.min(cli.wait_timeout.saturating_sub(waited));
+        for _ in 0..secs * 10 {
+            ailee_core::cancel::check()?;
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Ok(())
+    };
     let r = loop {
-        let tip = rpc.block_count()?;
+        let tip = match rpc.block_count() {
+            Ok(t) => t,
+            // A node still starting (RPC warm-up, or not listening yet) is waited for too.
+            Err(e) if cli.wait && ailee_core::rpc::not_ready(&e) => {
+                let waited = started.elapsed().as_secs();
+                if waited >= cli.wait_timeout {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "gave up waiting for the node after {waited} s (--wait-timeout {})",
+                        cli.wait_timeout
+                    )));
+                }
+                rep.info(format_args!(
+                    "node not ready ({e}); waiting ({waited} s of {} s)",
+                    cli.wait_timeout
+                ));
+                pause(waited)?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if cli.start_height > tip && db.tip()?.is_none_or(|t| t <= tip) && !cli.wait {
             return Err(ailee_core::Error::Usage(format!(
                 "--start-height {} is above the node's tip {tip} (is the node synced? --wait polls until it is)",
@@ -181,11 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
                     return Ok(ExitStatus::Operational);
                 }
                 rep.info(format_args!("{msg}; waiting ({waited} s of {} s)", cli.wait_timeout));
-                let pause = cli.wait_interval.min(cli.wait_timeout - waited);
-                for _ in 0..pause * 10 {
-                    ailee_core::cancel::check()?;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
+                pause(waited)?;
             }
         }
     };
