@@ -765,6 +765,14 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
         .assert()
         .code(2)
         .stderr(contains("holds no such transaction"));
+    // A node that is behind (still syncing, below the anchor's block) proves
+    // nothing either way: exit 1, not a contradiction.
+    let n3 = Node::start();
+    feed(&n, &n3, 1, 101);
+    verify(&n3, &f, &db)
+        .assert()
+        .code(1)
+        .stderr(contains("the node is behind (tip 101; anchor"));
     // A tampered backup: a forged state, re-anchored but never broadcast. With
     // the real database the anchor is unknown: exit 2 with --bitcoin-rpc ...
     cmd("ailee_create_anchor")

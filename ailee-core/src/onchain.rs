@@ -318,8 +318,18 @@ pub fn verify_on_chain(db: &ReorgDb, rpc: &Rpc, hash: &str, payload: &[u8], min_
         )));
     }
     let txid = rec.bitcoin_tx_id.to_ascii_lowercase();
+    let info = rpc.chain_info()?;
+    let tip = info.blocks;
+    // A node that is behind proves nothing either way (as for resync: lag is not a contradiction).
+    if info.ibd || rec.bitcoin_height > tip {
+        return Ok(OnChain::NotYet(format!(
+            "the node is behind (tip {tip}{}; anchor {hash} is recorded at height {}): not provable yet — \
+             let it sync and verify again",
+            if info.ibd { ", initial block download" } else { "" },
+            rec.bitcoin_height
+        )));
+    }
     let place = rpc.tx_places(std::slice::from_ref(&txid))?.pop();
-    let tip = rpc.chain_info()?.blocks;
     // The block that holds the transaction, and its height.
     let (block, height) = match place {
         Some(TxPlace::InBlock { block, confirmations }) => {
