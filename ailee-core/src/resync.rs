@@ -85,6 +85,8 @@ pub struct Report {
     pub blocks_checked: u64,
     pub blocks_written: u64,
     pub blocks_deleted: u64,
+    /// The deepest reorg recorded (set at the end of the run).
+    pub reorg: Option<Reorg>,
     /// Reorgs recorded, in order (more than one only if the chain moved during the run).
     pub reorgs: Vec<Reorg>,
     pub anchors_confirmed: Vec<String>,
@@ -100,14 +102,9 @@ pub struct Report {
 }
 
 impl Report {
-    /// The deepest reorg recorded.
-    pub fn reorg(&self) -> Option<&Reorg> {
-        self.reorgs.iter().max_by_key(|r| r.depth)
-    }
-
     /// A reorg deeper than the confirmation threshold: halt and re-anchor.
     pub fn deep(&self, threshold: u64) -> bool {
-        self.reorg().is_some_and(|r| r.depth > threshold)
+        self.reorgs.iter().any(|r| r.depth > threshold)
     }
 }
 
@@ -115,7 +112,7 @@ impl Report {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// The database follows the node's best chain up to `report.tip`.
-    Synced(Report),
+    Synced(Box<Report>),
     /// The node is behind our stored heights (hashes equal up to its tip) or in
     /// initial block download: nothing was written.
     Behind { tip: u64, stored: Option<u64>, ibd: bool },
@@ -658,5 +655,6 @@ pub fn resync(db: &ReorgDb, rpc: &Rpc, o: &Options, progress: &dyn Progress) -> 
         db.flush()?;
     }
     progress.finish();
-    Ok(Outcome::Synced(run.report))
+    run.report.reorg = run.report.reorgs.iter().max_by_key(|r| r.depth).cloned();
+    Ok(Outcome::Synced(Box::new(run.report)))
 }

@@ -178,7 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             resync(&db, &rpc, &opts, &bar)?
         };
         match outcome {
-            Outcome::Synced(r) => break r,
+            Outcome::Synced(r) => break *r,
             Outcome::Refused(m) => {
                 if cli.common.json {
                     out(json!({"refused": m, "node": rpc.url()}))?;
@@ -284,7 +284,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         out(json!({
             "dry_run": cli.dry_run, "start_height": r.start, "tip": r.tip, "node": rpc.url(),
             "blocks_checked": r.blocks_checked, "blocks_written": r.blocks_written, "blocks_deleted": r.blocks_deleted,
-            "reorg": r.reorg().map(reorg_json),
+            "reorg": r.reorg.as_ref().map(reorg_json),
             "reorgs": r.reorgs.iter().map(reorg_json).collect::<Vec<_>>(),
             "attempts": r.attempts,
             "deep_reorg": deep,
@@ -343,7 +343,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         }
     }
     if deep {
-        let g = r.reorg().map_or(0, |g| g.depth);
+        let g = r.reorg.as_ref().map_or(0, |g| g.depth);
         eprintln!(
             "DEEP REORG: depth {g} exceeds the confirmation threshold {} — halt the node and re-anchor.",
             cli.confirmations
