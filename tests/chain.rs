@@ -680,6 +680,27 @@ ailee_resync_blocks --start-height 0 --db-path reorg_db {rpc} --anchors-from l2_
         .assert()
         .code(0)
         .stdout(contains("0 recorded, 3 already recorded, 1 not found"));
+    // A record whose txid the chain does not hold is invalidated by the
+    // resync, then given back the transaction that carries the anchor.
+    let a2_old = old.iter().find(|o| o.anchor_hash == a2).unwrap().clone();
+    put(&db, |b| {
+        b.put_anchor(&AnchorRecord {
+            bitcoin_tx_id: "ee".repeat(32),
+            ..a2_old.clone()
+        })
+    });
+    resync(&n, &db, 0)
+        .arg("--anchors-from")
+        .arg(&f)
+        .assert()
+        .code(0)
+        .stderr(contains(format!("anchor {a2} (txid {})", "ee".repeat(32))))
+        .stdout(contains("1 recorded, 2 already recorded, 1 not found"));
+    let back = record(&db, &a2).unwrap();
+    assert_eq!(
+        (&back.bitcoin_tx_id, back.bitcoin_height, back.status),
+        (&a2_old.bitcoin_tx_id, a2_old.bitcoin_height, a2_old.status)
+    );
     // Anchors mined below --start-height are not searched: listed as not found.
     resync(&n, &db, 104)
         .arg("--anchors-from")

@@ -180,8 +180,8 @@ pub struct Recorded {
 
 /// Records found anchors: txid, height, confirmations against `tip`, and
 /// CONFIRMED at `threshold` confirmations (else PENDING). An existing record
-/// is completed (missing txid or height, or INVALIDATED_REORG whose
-/// transaction is on the chain again) but never given another txid.
+/// is completed (missing txid or height) or, when INVALIDATED_REORG, replaced
+/// by what the chain holds; a live record is never given another txid.
 pub fn record_found(
     db: &ReorgDb,
     anchors: &[FileAnchor],
@@ -212,7 +212,13 @@ pub fn record_found(
         };
         let rec = match db.anchor(&a.hash)? {
             None => new,
-            Some(old) if !old.bitcoin_tx_id.is_empty() && !old.bitcoin_tx_id.eq_ignore_ascii_case(&f.txid) => {
+            // Another txid stands unless the record is INVALIDATED_REORG (its
+            // transaction left the chain; this one carries the anchor now).
+            Some(old)
+                if !old.bitcoin_tx_id.is_empty()
+                    && !old.bitcoin_tx_id.eq_ignore_ascii_case(&f.txid)
+                    && old.status != AnchorStatus::InvalidatedReorg =>
+            {
                 r.conflicts.push((a.hash.clone(), old.bitcoin_tx_id, f.txid.clone()));
                 continue;
             }
