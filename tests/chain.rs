@@ -777,6 +777,17 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
         .assert()
         .code(2)
         .stderr(contains(format!("own anchor {h1} is INVALIDATED_REORG")));
+    for mode in ["--all", "--last-valid"] {
+        cmd("ailee_l2_verify")
+            .arg("--snapshot")
+            .arg(&f)
+            .arg("--reorg-db")
+            .arg(&void)
+            .arg(mode)
+            .assert()
+            .code(2)
+            .stdout(contains("OK").not());
+    }
     // The anchor's block reorged away: a node whose chain forks below it and
     // never held the transaction.
     let n2 = Node::start();

@@ -221,6 +221,17 @@ fn resolve(
     Ok(())
 }
 
+/// With the reorg database, a snapshot whose own anchor it marks
+/// INVALIDATED_REORG or FAILED_ORPHANED fails (`--all`, `--last-valid`).
+fn own_void(db: Option<&dyn AnchorSource>, v: &mut Verdict) -> ailee_core::Result<()> {
+    if let (None, Some(db), Some(h)) = (&v.failure, db, &v.anchor_hash) {
+        if let ailee_core::verify::LinkStatus::Void(why) = db.status(h)? {
+            v.failure = Some(Failure::OwnAnchor(format!("the snapshot's own anchor {h}: {why}")));
+        }
+    }
+    Ok(())
+}
+
 fn report_one(
     cli: &Cli,
     place: &Place,
@@ -364,6 +375,7 @@ fn verify_all(cli: &Cli, rep: &Report, file: &File, db: Option<&dyn AnchorSource
                 warnings.push(w);
             }
             v.failure = links.failure;
+            own_void(db, &mut v)?;
         }
         if let Some(h) = &v.anchor_hash {
             anchors.insert(h.clone());
@@ -443,6 +455,7 @@ fn last_valid(cli: &Cli, rep: &Report, file: &File, db: Option<&dyn AnchorSource
         if v.ok() {
             let earlier = anchors_before(path, file, b.offset, &v.pegout_refs)?;
             resolve(&mut v, &earlier, db, rep, &mut warnings)?;
+            own_void(db, &mut v)?;
         }
         match &v.failure {
             None => {
