@@ -952,3 +952,33 @@ fn wait_rides_out_a_node_that_is_not_listening_yet() {
     assert!(out.contains("21 block hashes written"), "{out}");
     assert_matches_node(&n, &db);
 }
+
+#[test]
+fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
+    let n1 = Node::start();
+    n1.generate(101);
+    let d = tempfile::tempdir().unwrap();
+    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
+    init(&db);
+    let (hash, txid) = anchor(&n1, &f, &db, 8, "no-txindex", true);
+    n1.generate(7);
+    resync(&n1, &db, 0).assert().code(0).stdout(contains("1 confirmed"));
+    // The same chain on a node without -txindex whose wallet never saw the
+    // transaction (this SV node still finds it through the unspent change
+    // output, as Bitcoin Core did before 0.15; newer Core answers -5 and the
+    // recorded block is searched instead).
+    let n2 = Node::start_with(&["-txindex=0"]);
+    feed(&n1, &n2, 1, 108);
+    n1.generate(2);
+    feed(&n1, &n2, 109, 110);
+    resync(&n2, &db, 0).assert().code(0).stdout(contains("No reorg."));
+    let a = record(&db, &hash).unwrap();
+    assert_eq!(
+        (a.status, a.bitcoin_height, a.confirmations),
+        (AnchorStatus::Confirmed, 102, 9)
+    );
+    verify(&n2, &f, &db)
+        .assert()
+        .code(0)
+        .stdout(contains(format!("transaction {txid} at height 102 (9 confirmations)")));
+}
