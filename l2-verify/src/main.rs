@@ -21,6 +21,14 @@ use std::process::ExitCode;
 /// By default verifies the newest complete snapshot of FILE (a torn snapshot at
 /// the end, left by a crash, is ignored with a warning). Prints the computed
 /// state root and the verified anchor on stdout; failures go to stderr.
+///
+/// With --reorg-db the snapshot's own anchor is looked up too: INVALIDATED_REORG
+/// or FAILED_ORPHANED fails, absent or PENDING is a warning. With --bitcoin-rpc
+/// (and --reorg-db, whose record gives the txid) it is proven on Bitcoin: the
+/// transaction must be in the node's best chain with at least --confirmations
+/// and carry exactly the anchor's OP_RETURN script. A contradiction, or an
+/// anchor the database does not record, exits 2; an anchor not provable yet
+/// (not mined, too few confirmations, node behind) exits 1.
 #[derive(Debug, Parser)]
 #[command(version, after_help = EXIT_CODES_HELP, mut_arg("bitcoin_rpc", |a| a.requires("reorg_db").conflicts_with_all(["all", "last_valid", "print_state"])))]
 struct Cli {
@@ -42,10 +50,7 @@ struct Cli {
     /// FAILED_ORPHANED, or that no source records, fails the snapshot.
     #[arg(long, value_name = "PATH")]
     reorg_db: Option<PathBuf>,
-    /// Prove the snapshot's own anchor on Bitcoin (needs --reorg-db, whose record
-    /// gives the txid): its transaction must be in the node's best chain with at
-    /// least --confirmations and carry exactly the anchor's OP_RETURN script.
-    /// A contradiction or an unrecorded anchor exits 2; not yet provable exits 1.
+    /// The Bitcoin node for the on-chain check of the own anchor (see above).
     #[command(flatten)]
     rpc: RpcArgs,
     /// Confirmations the anchor's transaction needs for --bitcoin-rpc.
