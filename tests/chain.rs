@@ -462,11 +462,12 @@ struct Proxy {
 }
 
 fn proxy(upstream: u16, nth: usize) -> Proxy {
-    proxy_on(TcpListener::bind("127.0.0.1:0").unwrap(), upstream, nth)
+    proxy_on(TcpListener::bind("127.0.0.1:0").unwrap(), upstream, nth, false)
 }
 
-/// [`proxy`] on a given listener; `nth` 0 holds nothing.
-fn proxy_on(l: TcpListener, upstream: u16, nth: usize) -> Proxy {
+/// [`proxy`] on a given listener; `nth` 0 holds nothing; with `every`, each
+/// request from the `nth` on is held (one release each).
+fn proxy_on(l: TcpListener, upstream: u16, nth: usize, every: bool) -> Proxy {
     let port = l.local_addr().unwrap().port();
     let (held_tx, held) = channel();
     let (release, release_rx) = channel::<()>();
@@ -499,9 +500,12 @@ fn proxy_on(l: TcpListener, upstream: u16, nth: usize) -> Proxy {
                 head.push_str("Connection: close\r\n\r\n");
                 let mut body = vec![0; len];
                 r.read_exact(&mut body).unwrap();
-                if String::from_utf8_lossy(&body).contains("getblockhash")
-                    && count.fetch_add(1, Ordering::SeqCst) + 1 == nth
-                {
+                let k = if String::from_utf8_lossy(&body).contains("getblockhash") {
+                    count.fetch_add(1, Ordering::SeqCst) + 1
+                } else {
+                    0
+                };
+                if nth > 0 && (k == nth || (every && k > nth)) {
                     held_tx.send(()).unwrap();
                     release_rx.lock().unwrap().recv().unwrap();
                 }
@@ -944,7 +948,7 @@ fn wait_rides_out_a_node_that_is_not_listening_yet() {
     );
     assert!(stored(&db).is_empty());
     // The node starts listening there (a plain forwarder to the real node).
-    let _px = proxy_on(TcpListener::bind(("127.0.0.1", port)).unwrap(), n.rpc_port, 0);
+    let _px = proxy_on(TcpListener::bind(("127.0.0.1", port)).unwrap(), n.rpc_port, 0, false);
     let status = wait_exit(&mut child, Duration::from_secs(600));
     let mut out = String::new();
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
@@ -981,4 +985,43 @@ fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
         .assert()
         .code(0)
         .stdout(contains(format!("transaction {txid} at height 102 (9 confirmations)")));
+}
+
+#[test]
+fn a_chain_that_keeps_moving_is_given_up_on_after_bounded_attempts() {
+    let n = Node::start();
+    n.generate(60);
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    init(&db);
+    // Every batch of hashes is held while the tip is replaced.
+    let px = proxy_on(TcpListener::bind("127.0.0.1:0").unwrap(), n.rpc_port, 1, true);
+    let mut child = Command::new(bin("ailee_resync_blocks"))
+        .args(["--start-height", "0", "--batch-size", "10", "--db-path"])
+        .arg(&db)
+        .args(rpc_args(&format!("http://127.0.0.1:{}", px.port), &n))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reorgs = 0;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if px.held.recv_timeout(Duration::from_millis(200)).is_ok() {
+            n.cli(&["invalidateblock", &n.hash(n.count())]);
+            n.generate(2);
+            reorgs += 1;
+            px.release.send(()).unwrap();
+        }
+        assert!(reorgs < 50, "the resync must give up");
+    };
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("kept changing during the resync (5 attempts)"), "{err}");
+    assert_eq!(reorgs, 5);
+    // Nothing it read while the chain moved was written.
+    assert!(stored(&db).is_empty());
 }
