@@ -1025,3 +1025,36 @@ fn a_chain_that_keeps_moving_is_given_up_on_after_bounded_attempts() {
     // Nothing it read while the chain moved was written.
     assert!(stored(&db).is_empty());
 }
+
+#[test]
+fn confirmed_anchor_whose_block_left_the_chain_unseen_is_not_left_confirmed() {
+    // The database never stored the heights of the reorg (here: deleted), so
+    // no stored hash differs; the anchor's transaction is still in no
+    // best-chain block, and the anchor must not stay CONFIRMED.
+    let n = Node::start();
+    n.generate(101);
+    let d = tempfile::tempdir().unwrap();
+    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
+    init(&db);
+    let (hash, txid) = anchor(&n, &f, &db, 6, "unseen", true);
+    n.generate(9); // anchor at 102, tip 110
+    resync(&n, &db, 0).assert().code(0);
+    assert_eq!(record(&db, &hash).unwrap().status, AnchorStatus::Confirmed);
+    put(&db, |b| b.delete_blocks_from(100));
+    n.cli(&["invalidateblock", &n.hash(100)]);
+    n.generate(20); // the transaction's coinbase input is immature below 101: not mined again
+    assert!(!matches!(
+        rpc(&n).tx_places(std::slice::from_ref(&txid)).unwrap()[0],
+        ailee_core::rpc::TxPlace::InBlock { .. }
+    ));
+    resync(&n, &db, 0)
+        .assert()
+        .code(0)
+        .stdout(contains("No reorg."))
+        .stderr(contains(format!(
+            "anchor {hash} (txid {txid}): its transaction is in no best-chain block"
+        )));
+    let a = record(&db, &hash).unwrap();
+    assert_eq!((a.status, a.confirmations), (AnchorStatus::InvalidatedReorg, 0));
+    assert_matches_node(&n, &db);
+}
