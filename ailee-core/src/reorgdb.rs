@@ -248,6 +248,52 @@ impl ReorgDb {
             .collect()
     }
 
+    /// The id for a new reorg event: past both the counter and the highest
+    /// existing event (a counter behind its events must not overwrite one).
+    /// Never u64::MAX, so the counter after it (id + 1) cannot wrap.
+    pub fn next_event_id(&self) -> Result<u64> {
+        let counter = self.counter()?.unwrap_or(0);
+        let mut it = self.db.iterator(IteratorMode::From(b"reorg:\xff", Direction::Reverse));
+        let past_highest = match it.next() {
+            Some(Ok((k, _))) if k.starts_with(REORG_PREFIX.as_bytes()) => match Key::decode(&k)? {
+                Key::Reorg(id) => Some(id.checked_add(1)),
+                _ => None,
+            },
+            Some(Err(e)) => return Err(db_error(&self.path, e)),
+            _ => None,
+        };
+        let id = match past_highest {
+            None => Some(counter),
+            Some(None) => None,
+            Some(Some(p)) => Some(p.max(counter)),
+        };
+        id.filter(|i| *i < u64::MAX).ok_or_else(|| {
+            Error::Integrity(format!(
+                "{}: reorg event ids are exhausted (counter {counter}); no event can be recorded without wrapping",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// The highest stored block at or below `height`.
+    pub fn block_at_or_below(&self, height: u64) -> Result<Option<(u64, String)>> {
+        let start = block_key(height);
+        let mut it = self
+            .db
+            .iterator(IteratorMode::From(start.as_bytes(), Direction::Reverse));
+        match it.next() {
+            Some(Ok((k, v))) if k.starts_with(BLOCK_PREFIX.as_bytes()) => {
+                let key = String::from_utf8_lossy(&k).into_owned();
+                match Key::decode(&k)? {
+                    Key::Block(h) => Ok(Some((h, decode_block_hash(&key, &v)?))),
+                    _ => Ok(None),
+                }
+            }
+            Some(Err(e)) => Err(db_error(&self.path, e)),
+            _ => Ok(None),
+        }
+    }
+
     pub fn counter(&self) -> Result<Option<u64>> {
         match self.get(REORG_COUNTER)? {
             None => Ok(None),
@@ -465,7 +511,9 @@ impl Batch {
     /// The event and the counter move together (SPEC §1.4).
     pub fn record_reorg(&mut self, id: u64, e: &ReorgEvent) {
         self.0.put(reorg_key(id), e.encode());
-        self.0.put(REORG_COUNTER, (id + 1).to_string());
+        // Callers allocate ids with [`ReorgDb::next_event_id`], which never
+        // returns u64::MAX; saturating keeps even a misuse from wrapping to 0.
+        self.0.put(REORG_COUNTER, id.saturating_add(1).to_string());
     }
 
     pub fn len(&self) -> usize {

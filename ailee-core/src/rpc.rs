@@ -214,20 +214,6 @@ impl Rpc {
         Ok(out)
     }
 
-    /// The block holding a wallet or indexed transaction, if it is mined:
-    /// `(block hash, confirmations)`.
-    pub fn tx_block(&self, txid: &str) -> Result<Option<(String, u64)>> {
-        let v = match self.call("gettransaction", &[Value::from(txid)]) {
-            Ok(v) => v,
-            Err(_) => self.call("getrawtransaction", &[Value::from(txid), Value::from(1)])?,
-        };
-        let conf = v.get("confirmations").and_then(Value::as_i64).unwrap_or(0);
-        match v.get("blockhash").and_then(Value::as_str) {
-            Some(b) if conf > 0 => Ok(Some((b.to_string(), conf as u64))),
-            _ => Ok(None),
-        }
-    }
-
     /// Creates, funds and signs through the node's wallet a transaction whose
     /// only non-change output is an `OP_RETURN` carrying `data`; returns the
     /// signed hex, not yet broadcast. Signing tries Bitcoin Core's
@@ -276,13 +262,222 @@ impl Rpc {
             .map(str::to_string)
             .ok_or_else(|| self.err("sendrawtransaction", "no txid in reply"))
     }
+}
 
-    /// Height of a block, from its header as raw JSON.
-    pub fn block_height(&self, hash: &str) -> Result<u64> {
-        let v = self.call("getblockheader", &[Value::from(hash), Value::from(true)])?;
-        v.get("height")
+/// A 64-digit hex hash from the node, lower-cased; `None` for anything else.
+/// Hashes are compared and stored in this one case (hex is hex).
+pub fn hash64(v: &Value) -> Option<String> {
+    let s = v.as_str()?;
+    (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_ascii_lowercase())
+}
+
+/// The node's view of its chain, read in one call (`getblockchaininfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainInfo {
+    /// Height of the best block.
+    pub blocks: u64,
+    /// Hash of the best block (lower case).
+    pub best: String,
+    /// Headers the node knows of, when it says.
+    pub headers: Option<u64>,
+    /// Initial block download (Bitcoin Core says so; the SV test node does not).
+    pub ibd: bool,
+}
+
+/// One reply of a batch: the result, or the node's error code and message.
+pub type Reply = std::result::Result<Value, (i64, String)>;
+
+/// Where the node says a transaction is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxPlace {
+    /// Mined in this block (lower-case hash), with this many confirmations.
+    InBlock { block: String, confirmations: u64 },
+    /// Known but not in a best-chain block (mempool, or a block reorged away).
+    Unmined,
+    /// The node does not know it (`-5`: not in the mempool, no txindex entry, not the wallet's).
+    Unknown(String),
+}
+
+/// Is `e` a node that is starting — RPC warm-up (`-28`, "Loading block
+/// index…") or nothing listening yet — rather than one that answered wrong?
+pub fn not_ready(e: &Error) -> bool {
+    matches!(e, Error::Rpc { message, .. }
+        if ["-28", "Loading block index", "Verifying blocks", "Connection refused"]
+            .iter()
+            .any(|m| message.contains(m)))
+}
+
+/// RPC error code of "no such transaction" and of "block height out of range".
+const RPC_NOT_FOUND: i64 = -5;
+const RPC_OUT_OF_RANGE: i64 = -8;
+
+impl Rpc {
+    /// Sends one JSON-RPC batch of `method` with each of `params` (arrays).
+    pub fn batch(&self, method: &str, params: &[Value]) -> Result<Vec<Reply>> {
+        self.batch_mixed(&params.iter().map(|p| (method, p.clone())).collect::<Vec<_>>())
+    }
+
+    /// One JSON-RPC batch of different calls; replies in request order.
+    pub fn batch_mixed(&self, calls: &[(&str, Value)]) -> Result<Vec<Reply>> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let what = calls[0].0;
+        let raw: Vec<Box<serde_json::value::RawValue>> = calls
+            .iter()
+            .map(|(_, p)| serde_json::value::to_raw_value(p))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(what, e))?;
+        let c = self.client.get_jsonrpc_client();
+        let reqs: Vec<_> = calls
+            .iter()
+            .zip(&raw)
+            .map(|((m, _), p)| c.build_request(m, Some(p)))
+            .collect();
+        let resps = c.send_batch(&reqs).map_err(|e| self.err(&format!("{what} batch"), e))?;
+        if resps.len() != calls.len() {
+            return Err(self.err(
+                &format!("{what} batch"),
+                format!("{} replies to {} requests", resps.len(), calls.len()),
+            ));
+        }
+        let mut out = Vec::with_capacity(resps.len());
+        for (i, r) in resps.into_iter().enumerate() {
+            let r = r.ok_or_else(|| self.err(&format!("{what} batch"), format!("no reply to request {i}")))?;
+            out.push(match r.error {
+                Some(e) => Err((i64::from(e.code), e.message)),
+                None => Ok(r
+                    .result
+                    .as_deref()
+                    .and_then(|v| serde_json::from_str(v.get()).ok())
+                    .unwrap_or(Value::Null)),
+            });
+        }
+        Ok(out)
+    }
+
+    /// `getblockchaininfo`: tip height and hash in one reply.
+    pub fn chain_info(&self) -> Result<ChainInfo> {
+        let v = self.call("getblockchaininfo", &[])?;
+        let blocks = v
+            .get("blocks")
             .and_then(Value::as_u64)
-            .ok_or_else(|| self.err("getblockheader", "no height in header"))
+            .ok_or_else(|| self.err("getblockchaininfo", "no block height in reply"))?;
+        let best = v
+            .get("bestblockhash")
+            .and_then(hash64)
+            .ok_or_else(|| self.err("getblockchaininfo", "no valid bestblockhash in reply"))?;
+        Ok(ChainInfo {
+            blocks,
+            best,
+            headers: v.get("headers").and_then(Value::as_u64),
+            ibd: v.get("initialblockdownload").and_then(Value::as_bool).unwrap_or(false),
+        })
+    }
+
+    /// The hash at `height` on the best chain, `None` above the tip.
+    pub fn block_hash_at(&self, height: u64) -> Result<Option<String>> {
+        match self.call_reply("getblockhash", &[Value::from(height)])? {
+            Ok(v) => hash64(&v)
+                .map(Some)
+                .ok_or_else(|| self.err("getblockhash", format!("height {height}: not a block hash: {v}"))),
+            Err((RPC_OUT_OF_RANGE, _)) => Ok(None),
+            Err((code, m)) => Err(self.err("getblockhash", format!("height {height}: RPC error {code}: {m}"))),
+        }
+    }
+
+    fn call_reply(&self, method: &str, params: &[Value]) -> Result<Reply> {
+        Ok(self
+            .batch_mixed(&[(method, Value::Array(params.to_vec()))])?
+            .pop()
+            .unwrap_or(Ok(Value::Null)))
+    }
+
+    /// Hashes of `heights` in one batch, ending with `getblockhash(pin.0)`:
+    /// `None` when the node no longer has `pin.1` there — the chain moved
+    /// while (or before) these were read, so they may mix two chains.
+    pub fn block_hashes_pinned(
+        &self,
+        heights: std::ops::RangeInclusive<u64>,
+        pin: (u64, &str),
+    ) -> Result<Option<Vec<String>>> {
+        let mut calls: Vec<(&str, Value)> = heights
+            .clone()
+            .map(|h| ("getblockhash", serde_json::json!([h])))
+            .collect();
+        calls.push(("getblockhash", serde_json::json!([pin.0])));
+        let mut replies = self.batch_mixed(&calls)?;
+        let last = replies.pop();
+        match last {
+            Some(Ok(v)) if hash64(&v).as_deref() == Some(pin.1) => {}
+            Some(Ok(_)) | Some(Err((RPC_OUT_OF_RANGE, _))) => return Ok(None),
+            Some(Err((code, m))) => {
+                return Err(self.err("getblockhash", format!("height {}: RPC error {code}: {m}", pin.0)))
+            }
+            None => return Err(self.err("getblockhash batch", "no replies")),
+        }
+        let mut out = Vec::with_capacity(replies.len());
+        for (h, r) in heights.zip(replies) {
+            match r {
+                Ok(v) => out.push(
+                    hash64(&v).ok_or_else(|| self.err("getblockhash", format!("height {h}: not a block hash: {v}")))?,
+                ),
+                // Below the pinned tip, a height out of range means the chain moved.
+                Err((RPC_OUT_OF_RANGE, _)) => return Ok(None),
+                Err((code, m)) => return Err(self.err("getblockhash", format!("height {h}: RPC error {code}: {m}"))),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Raw blocks (`getblock HASH 0`, hex-decoded), one batch.
+    pub fn raw_blocks(&self, hashes: &[String]) -> Result<Vec<Vec<u8>>> {
+        let params: Vec<Value> = hashes.iter().map(|h| serde_json::json!([h, 0])).collect();
+        let mut out = Vec::with_capacity(hashes.len());
+        for (h, r) in hashes.iter().zip(self.batch("getblock", &params)?) {
+            let v = r.map_err(|(code, m)| self.err("getblock", format!("{h}: RPC error {code}: {m}")))?;
+            let raw = v
+                .as_str()
+                .and_then(crate::block::unhex)
+                .ok_or_else(|| self.err("getblock", format!("{h}: reply is not raw block hex")))?;
+            out.push(raw);
+        }
+        Ok(out)
+    }
+
+    /// Where each transaction is, one batch of `getrawtransaction TXID 1`;
+    /// transactions the node's index does not know are asked of its wallet
+    /// (`gettransaction`), which knows its own transactions without `-txindex`.
+    pub fn tx_places(&self, txids: &[String]) -> Result<Vec<TxPlace>> {
+        let params: Vec<Value> = txids.iter().map(|t| serde_json::json!([t, 1])).collect();
+        let mut out = Vec::with_capacity(txids.len());
+        for (t, r) in txids.iter().zip(self.batch("getrawtransaction", &params)?) {
+            let place = match r {
+                Ok(v) => self.place_of("getrawtransaction", t, &v)?,
+                Err((RPC_NOT_FOUND, m)) => match self.call_reply("gettransaction", &[Value::from(t.as_str())])? {
+                    Ok(v) => self.place_of("gettransaction", t, &v)?,
+                    Err(_) => TxPlace::Unknown(m),
+                },
+                Err((code, m)) => return Err(self.err("getrawtransaction", format!("{t}: RPC error {code}: {m}"))),
+            };
+            out.push(place);
+        }
+        Ok(out)
+    }
+
+    fn place_of(&self, method: &str, txid: &str, v: &Value) -> Result<TxPlace> {
+        let conf = v.get("confirmations").and_then(Value::as_i64).unwrap_or(0);
+        if conf <= 0 {
+            return Ok(TxPlace::Unmined);
+        }
+        let block = v
+            .get("blockhash")
+            .and_then(hash64)
+            .ok_or_else(|| self.err(method, format!("{txid}: confirmed but no valid blockhash")))?;
+        Ok(TxPlace::InBlock {
+            block,
+            confirmations: conf as u64,
+        })
     }
 }
 

@@ -37,6 +37,12 @@ pub enum Failure {
         hash: String,
         why: String,
     },
+    /// The snapshot's own anchor is void in the reorg database, or the chain
+    /// contradicts its record (or there is none): an integrity failure.
+    OwnAnchor(String),
+    /// The own anchor is recorded but not provable on the chain yet (not
+    /// mined, too few confirmations): exit 1, not an integrity verdict.
+    NotYetProvable(String),
 }
 
 impl fmt::Display for Failure {
@@ -61,6 +67,8 @@ impl fmt::Display for Failure {
             Failure::PegoutAnchor { peg_id, hash, why } => {
                 write!(f, "Peg-out {peg_id} names anchor {hash}, which {why}.")
             }
+            Failure::OwnAnchor(m) => write!(f, "Anchor verification failed: {m}."),
+            Failure::NotYetProvable(m) => write!(f, "Anchor not provable on Bitcoin yet: {m}."),
         }
     }
 }

@@ -2,10 +2,10 @@
 //! (SPEC §2). The default checks only the newest complete snapshot and reads
 //! the file from the end; `--all` streams the whole file on all cores.
 
-use ailee_cli::{out, Common, Report, EXIT_CODES_HELP};
+use ailee_cli::{out, Common, Report, RpcArgs, EXIT_CODES_HELP};
 use ailee_core::format::ParseError;
 use ailee_core::reorgdb::{Mode, ReorgDb};
-use ailee_core::scan::{Backward, Note, Scanner};
+use ailee_core::scan::{Backward, Scanner};
 use ailee_core::verify::{anchor_hash_of, anchors_before, check_block, check_links, AnchorSource, Failure, Verdict};
 use ailee_core::{cancel, Error, ExitStatus};
 use anyhow::Context;
@@ -21,8 +21,16 @@ use std::process::ExitCode;
 /// By default verifies the newest complete snapshot of FILE (a torn snapshot at
 /// the end, left by a crash, is ignored with a warning). Prints the computed
 /// state root and the verified anchor on stdout; failures go to stderr.
+///
+/// With --reorg-db the snapshot's own anchor is looked up too: INVALIDATED_REORG
+/// or FAILED_ORPHANED fails, absent or PENDING is a warning. With --bitcoin-rpc
+/// (and --reorg-db, whose record gives the txid) it is proven on Bitcoin: the
+/// transaction must be in the node's best chain with at least --confirmations
+/// and carry exactly the anchor's OP_RETURN script. A contradiction, or an
+/// anchor the database does not record, exits 2; an anchor not provable yet
+/// (not mined, too few confirmations, node behind) exits 1.
 #[derive(Debug, Parser)]
-#[command(name = "ailee_l2_verify", version, after_help = EXIT_CODES_HELP)]
+#[command(name = "ailee_l2_verify", version, after_help = EXIT_CODES_HELP, mut_arg("bitcoin_rpc", |a| a.requires("reorg_db").conflicts_with_all(["all", "last_valid", "print_state"])))]
 struct Cli {
     /// Snapshot file: l2_snapshots.dat, a pruned copy or an extracted snapshot_N.dat.
     #[arg(long, value_name = "FILE")]
@@ -42,6 +50,13 @@ struct Cli {
     /// FAILED_ORPHANED, or that no source records, fails the snapshot.
     #[arg(long, value_name = "PATH")]
     reorg_db: Option<PathBuf>,
+    /// The Bitcoin node for the on-chain check of the own anchor (see above).
+    #[command(flatten)]
+    rpc: RpcArgs,
+    /// Confirmations the anchor's transaction needs for --bitcoin-rpc.
+    #[arg(long, value_name = "N", default_value_t = ailee_core::records::DEFAULT_CONFIRMATIONS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    confirmations: u64,
     /// Print the snapshot's state as the JSON of SPEC §3 (for ailee_create_anchor
     /// --l2-state-file) instead of verifying it.
     #[arg(long, conflicts_with_all = ["all", "last_valid"])]
@@ -84,7 +99,7 @@ fn failure_message(place: &Place, f: &Failure) -> String {
     }
 }
 
-fn note_warnings(rep: &Report, notes: &[Note], warnings: &mut Vec<String>) {
+fn note_warnings<T: std::fmt::Display>(rep: &Report, notes: &[T], warnings: &mut Vec<String>) {
     for n in notes {
         rep.warn(n);
         warnings.push(n.to_string());
@@ -110,6 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Some(p) => Some(ReorgDb::open(p, Mode::ReadOnly).context("cannot open reorg database")?),
         None => None,
     };
+    let own_db = db.as_ref();
     let db = db.as_ref().map(|d| d as &dyn AnchorSource);
     if cli.all {
         return verify_all(&cli, &rep, &file, db);
@@ -144,6 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     }
     let mut buf = Vec::new();
     let mut verdict = check_block(&block, &mut buf);
+    let payload = own_db.and_then(|_| ailee_core::onchain::anchor_payload(&block));
     drop(block);
     let mut place = place;
     if verdict.crlf {
@@ -160,7 +177,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         };
         resolve(&mut verdict, &earlier, db, &rep, &mut warnings)?;
     }
-    report_one(&cli, &place, &verdict, warnings)
+    let mut proven = None;
+    if let (true, Some(d), Some(hash), Some(payload)) = (verdict.ok(), own_db, verdict.anchor_hash.clone(), payload) {
+        let rpc = match &cli.rpc.bitcoin_rpc {
+            Some(_) => Some(ailee_core::rpc::Rpc::connect(&cli.rpc.config()?)?),
+            None => None,
+        };
+        let own = ailee_core::onchain::check_own_anchor(d, rpc.as_ref(), &hash, &payload, cli.confirmations)?;
+        note_warnings(&rep, &own.warnings, &mut warnings);
+        verdict.failure = own.failure;
+        proven = own.proven;
+    }
+    report_one(&cli, &place, &verdict, warnings, proven)
 }
 
 fn print_state(cli: &Cli, place: &Place, block: &[u8]) -> anyhow::Result<ExitStatus> {
@@ -198,11 +226,28 @@ fn resolve(
     Ok(())
 }
 
-fn report_one(cli: &Cli, place: &Place, v: &Verdict, warnings: Vec<String>) -> anyhow::Result<ExitStatus> {
-    let status = if v.ok() {
-        ExitStatus::Success
-    } else {
-        ExitStatus::Integrity
+/// With the reorg database, a snapshot whose own anchor it marks
+/// INVALIDATED_REORG or FAILED_ORPHANED fails (`--all`, `--last-valid`).
+fn own_void(db: Option<&dyn AnchorSource>, v: &mut Verdict) -> ailee_core::Result<()> {
+    if let (None, Some(db), Some(h)) = (&v.failure, db, &v.anchor_hash) {
+        if let ailee_core::verify::LinkStatus::Void(why) = db.status(h)? {
+            v.failure = Some(Failure::OwnAnchor(format!("the snapshot's own anchor {h}: {why}")));
+        }
+    }
+    Ok(())
+}
+
+fn report_one(
+    cli: &Cli,
+    place: &Place,
+    v: &Verdict,
+    warnings: Vec<String>,
+    proven: Option<(String, u64, u64)>,
+) -> anyhow::Result<ExitStatus> {
+    let status = match &v.failure {
+        None => ExitStatus::Success,
+        Some(Failure::NotYetProvable(_)) => ExitStatus::Operational,
+        Some(_) => ExitStatus::Integrity,
     };
     let error = v.failure.as_ref().map(|f| failure_message(place, f));
     if cli.common.json {
@@ -216,6 +261,7 @@ fn report_one(cli: &Cli, place: &Place, v: &Verdict, warnings: Vec<String>) -> a
             "anchor_hash": v.anchor_hash,
             "error": error,
             "warnings": warnings,
+            "on_chain": proven.as_ref().map(|(t, h, c)| json!({"txid": t, "height": h, "confirmations": c})),
         }))?;
         if let Some(e) = &error {
             eprintln!("{e}");
@@ -231,6 +277,11 @@ fn report_one(cli: &Cli, place: &Place, v: &Verdict, warnings: Vec<String>) -> a
                 "Anchor verified: {}",
                 v.anchor_hash.as_deref().unwrap_or_default()
             ))?;
+            if let Some((t, h, c)) = &proven {
+                out(format_args!(
+                    "Anchor on Bitcoin: transaction {t} at height {h} ({c} confirmations)"
+                ))?;
+            }
             out("Verification OK.")?;
         }
         Some(e) => eprintln!("{e}"),
@@ -329,6 +380,7 @@ fn verify_all(cli: &Cli, rep: &Report, file: &File, db: Option<&dyn AnchorSource
                 warnings.push(w);
             }
             v.failure = links.failure;
+            own_void(db, &mut v)?;
         }
         if let Some(h) = &v.anchor_hash {
             anchors.insert(h.clone());
@@ -408,6 +460,7 @@ fn last_valid(cli: &Cli, rep: &Report, file: &File, db: Option<&dyn AnchorSource
         if v.ok() {
             let earlier = anchors_before(path, file, b.offset, &v.pegout_refs)?;
             resolve(&mut v, &earlier, db, rep, &mut warnings)?;
+            own_void(db, &mut v)?;
         }
         match &v.failure {
             None => {
