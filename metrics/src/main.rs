@@ -201,6 +201,12 @@ fn write(a: WriteArgs) -> anyhow::Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
+/// Seconds as hours with one decimal, without a trailing `.0` ("3", "2.5").
+fn hours(secs: f64) -> String {
+    let h = format!("{:.1}", secs / 3600.0);
+    h.strip_suffix(".0").map(str::to_string).unwrap_or(h)
+}
+
 fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -236,7 +242,8 @@ fn mtime_seconds(p: &Path) -> Option<f64> {
 }
 
 /// Unix time of the last successful backup: from the backup's metrics file
-/// when there is one, else the newest of the backup directory's markers.
+/// when there is one, else the newest `manifest_*.txt` in the backup
+/// directory, else its `l2_snapshots_latest.dat.bak`.
 fn last_backup(metrics_dir: Option<&Path>, backup_dir: &Path) -> Option<(f64, String)> {
     if let Some(dir) = metrics_dir {
         let p = dir.join(format!("{}.prom", metrics::BACKUP));
@@ -250,17 +257,23 @@ fn last_backup(metrics_dir: Option<&Path>, backup_dir: &Path) -> Option<(f64, St
         }
     }
     let mut best: Option<(f64, String)> = None;
-    let rd = std::fs::read_dir(backup_dir).ok()?;
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let marker = name == "l2_snapshots_latest.dat.bak" || (name.starts_with("manifest_") && name.ends_with(".txt"));
-        if let (true, Some(t)) = (marker, mtime_seconds(&e.path())) {
-            if best.as_ref().is_none_or(|(b, _)| t > *b) {
-                best = Some((t, e.path().display().to_string()));
+    if let Ok(rd) = std::fs::read_dir(backup_dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with("manifest_") && name.ends_with(".txt")) {
+                continue;
+            }
+            if let Some(t) = mtime_seconds(&e.path()) {
+                if best.as_ref().is_none_or(|(b, _)| t > *b) {
+                    best = Some((t, e.path().display().to_string()));
+                }
             }
         }
     }
-    best
+    best.or_else(|| {
+        let p = backup_dir.join("l2_snapshots_latest.dat.bak");
+        mtime_seconds(&p).map(|t| (t, p.display().to_string()))
+    })
 }
 
 fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
@@ -427,8 +440,8 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
                         let age = now - t as f64 / 1000.0;
                         if age > max * 3600.0 {
                             f.warn(format_args!(
-                                "the newest snapshot is {:.1}h old (limit {max}h): is the node anchoring?",
-                                age / 3600.0
+                                "the newest snapshot is {}h old (limit {max}h): is the node anchoring?",
+                                hours(age)
                             ))?;
                         }
                     }
@@ -463,8 +476,8 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
             let age = now - t;
             if age > a.max_backup_age_hours * 3600.0 {
                 f.warn(format_args!(
-                    "the last successful backup is {:.1}h old (limit {}h, from {from})",
-                    age / 3600.0,
+                    "the last successful backup is {}h old (limit {}h, from {from})",
+                    hours(age),
                     a.max_backup_age_hours
                 ))?;
             }

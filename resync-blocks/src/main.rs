@@ -47,12 +47,58 @@ struct Cli {
     /// Report what would change without writing (opens the database read-only).
     #[arg(long)]
     dry_run: bool,
+    /// Write DIR/ailee_resync.prom for node_exporter's textfile collector (last
+    /// run, exit code, reorgs found); not with --dry-run.
+    #[arg(long, value_name = "DIR", conflicts_with = "dry_run")]
+    metrics_dir: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
 
 fn main() -> ExitCode {
-    ailee_cli::main(run)
+    ailee_cli::main(|cli: Cli| {
+        let dir = cli.metrics_dir.clone();
+        let r = run(cli);
+        if let Some(dir) = dir {
+            if let Err(e) = metrics::record(&dir, &r) {
+                eprintln!("warning: cannot write metrics to {}: {e}", dir.display());
+            }
+        }
+        r
+    })
+}
+
+/// `--metrics-dir`: the outcome of a run as `DIR/ailee_resync.prom`.
+mod metrics {
+    use ailee_core::metrics::{now_seconds, MetricsFile, RESYNC};
+    use ailee_core::resync::Reorg;
+    use ailee_core::{Error, ExitStatus};
+    use std::sync::Mutex;
+
+    /// The reorg the run found (set by `run`, read once it returns).
+    pub static FOUND: Mutex<Option<Reorg>> = Mutex::new(None);
+
+    pub fn record(dir: &std::path::Path, r: &anyhow::Result<ExitStatus>) -> ailee_core::Result<()> {
+        let code = match r {
+            Ok(s) => *s,
+            Err(e) => e
+                .chain()
+                .find_map(|c| c.downcast_ref::<Error>())
+                .map_or(ExitStatus::Operational, Error::exit_status),
+        };
+        let mut m = MetricsFile::open(dir, RESYNC)?;
+        let now = now_seconds().floor();
+        m.set("ailee_resync_last_run_timestamp_seconds", &[], now)?;
+        m.set("ailee_resync_last_exit_code", &[], code.code() as f64)?;
+        m.inc("ailee_resync_reorgs_found_total", &[], 0.0)?;
+        if let Some(g) = FOUND.lock().ok().and_then(|f| f.clone()) {
+            m.inc("ailee_resync_reorgs_found_total", &[], 1.0)?;
+            m.set("ailee_resync_last_reorg_height", &[], g.fork_height as f64)?;
+            m.set("ailee_resync_last_reorg_depth_blocks", &[], g.depth as f64)?;
+            m.set("ailee_resync_last_reorg_timestamp_seconds", &[], now)?;
+        }
+        m.commit().map(drop)
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
@@ -83,6 +129,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     );
     let r = resync(&db, &rpc, &opts, &bar)?;
     drop(bar);
+    if let (Some(g), Ok(mut f)) = (&r.reorg, metrics::FOUND.lock()) {
+        *f = Some(g.clone());
+    }
     let deep = r.deep(cli.confirmations);
     if cli.common.json {
         out(json!({
