@@ -778,6 +778,101 @@ fn node_exporter_serves_the_backup_success_and_failure_counter() {
 // The drill
 
 #[test]
+fn drill_writes_recovery_time_and_pass_per_mode() {
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("textfile");
+    let target = ailee_recovery::bin("ailee_l2_verify")
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf();
+    bash(&format!(
+        "{} --mode crash --metrics-dir {}",
+        root().join("scripts/test_recovery.sh").display(),
+        m.display()
+    ))
+    .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+    .env("CARGO_TARGET_DIR", target)
+    .assert()
+    .code(0)
+    .stdout(contains("SUMMARY: 8 passed, 0 failed"));
+    let f = m.join("ailee_drill.prom");
+    check_metrics(&f);
+    let s = read_samples(&f);
+    assert_eq!(s[r#"ailee_drill_success{mode="crash"}"#], 1.0);
+    assert!(s[r#"ailee_drill_recovery_seconds{mode="crash"}"#] > 0.0);
+    assert!(s["ailee_drill_last_run_timestamp_seconds"] > 1.7e9);
+}
+
+#[test]
+fn concurrent_increments_are_never_lost() {
+    let d = tempfile::tempdir().unwrap();
+    let exe = ailee_recovery::bin("ailee_metrics");
+    let children: Vec<Child> = (0..16)
+        .map(|_| {
+            Command::new(&exe)
+                .args(["write", "--metrics-dir"])
+                .arg(d.path())
+                .args(["--writer", "ailee_backup", "--inc", "ailee_backup_failures_total"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    assert_eq!(
+        read_samples(&d.path().join("ailee_backup.prom"))["ailee_backup_failures_total"],
+        16.0
+    );
+}
+
+#[test]
+fn monitor_reads_a_database_the_node_holds() {
+    let d = data_dir();
+    let m = tempfile::tempdir().unwrap();
+    backed_up(m.path(), 60);
+    let _held =
+        ailee_core::reorgdb::ReorgDb::open(&d.path().join("reorg_db"), ailee_core::reorgdb::Mode::ReadWrite).unwrap();
+    monitor(d.path(), m.path()).assert().code(0);
+    assert_eq!(
+        read_samples(&m.path().join("ailee_monitor.prom"))["ailee_reorg_db_corrupt_records"],
+        0.0
+    );
+}
+
+#[test]
+fn unusable_inputs_are_operational_errors_and_still_reported() {
+    let d = data_dir();
+    let m = tempfile::tempdir().unwrap();
+    backed_up(m.path(), 60);
+    // A FIFO instead of the snapshot file: refused at once, verified 0.
+    let file = d.path().join("l2_snapshots.dat");
+    std::fs::remove_file(&file).unwrap();
+    assert!(Command::new("mkfifo").arg(&file).status().unwrap().success());
+    monitor(d.path(), m.path())
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .code(1)
+        .stdout(contains("cannot read the snapshot file"));
+    let s = read_samples(&m.path().join("ailee_monitor.prom"));
+    assert_eq!(s["ailee_snapshot_newest_verified"], 0.0);
+    assert!(!s.contains_key("ailee_snapshot_file_size_bytes"));
+    // No reorg_db: its metrics are left out, not reported stale.
+    std::fs::remove_dir_all(d.path().join("reorg_db")).unwrap();
+    monitor(d.path(), m.path())
+        .assert()
+        .code(1)
+        .stdout(contains("cannot open reorg database"));
+    let s = read_samples(&m.path().join("ailee_monitor.prom"));
+    assert!(!s.contains_key("ailee_reorg_db_corrupt_records"), "{s:?}");
+    assert!(!s.contains_key(r#"ailee_reorg_db_anchors{status="pending"}"#), "{s:?}");
+    // A data directory that is missing, or a metrics directory that is a file.
+    monitor(&d.path().join("missing"), m.path()).assert().code(1);
+    monitor(d.path(), &file).assert().code(1);
+}
+
+#[test]
 fn drill_rejects_a_metrics_dir_that_is_a_file_before_doing_anything() {
     let d = tempfile::tempdir().unwrap();
     let file: PathBuf = d.path().join("file");

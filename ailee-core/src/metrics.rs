@@ -217,12 +217,11 @@ impl MetricsFile {
             return Err(Error::Usage(format!("{}: not a directory", dir.display())));
         }
         let lock_path = dir.join(format!(".{writer}.prom.lock"));
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
+        let lock = open_regular(
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true),
+            &lock_path,
+        )?
+        .ok_or_else(|| Error::io(&lock_path, std::io::ErrorKind::NotFound.into()))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| Error::io(&lock_path, e.into()))?;
         let mut m = MetricsFile {
@@ -233,8 +232,8 @@ impl MetricsFile {
             _lock: lock,
         };
         let path = m.path();
-        match std::fs::read(&path) {
-            Ok(bytes) => {
+        if let Some(bytes) = read_regular(&path)? {
+            {
                 let text = String::from_utf8_lossy(&bytes);
                 for line in text.lines() {
                     let t = line.trim();
@@ -253,8 +252,6 @@ impl MetricsFile {
                     }
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path, e)),
         }
         Ok(m)
     }
@@ -474,16 +471,43 @@ pub fn parse_sample(line: &str) -> Option<Sample> {
 /// (e.g. the monitor reading the backup's last success). Lines that do not
 /// parse are skipped; a missing file is empty.
 pub fn read_samples(path: &Path) -> Result<Vec<Sample>> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(String::from_utf8_lossy(&b)
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .filter_map(parse_sample)
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::io(path, e)),
+    Ok(read_regular(path)?
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .filter_map(parse_sample)
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Opens `path` without blocking (a FIFO planted there would hang a plain
+/// open) and refuses anything but a regular file; `None` if it does not exist.
+fn open_regular(o: &mut std::fs::OpenOptions, path: &Path) -> Result<Option<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = match o.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let md = f.metadata().map_err(|e| Error::io(path, e))?;
+    if !md.is_file() {
+        return Err(Error::Usage(format!("{}: not a regular file", path.display())));
     }
+    Ok(Some(f))
+}
+
+/// The bytes of a regular file (at most 16 MiB), `None` if it does not exist.
+fn read_regular(path: &Path) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let Some(f) = open_regular(std::fs::OpenOptions::new().read(true), path)? else {
+        return Ok(None);
+    };
+    let mut b = Vec::new();
+    f.take(16 << 20).read_to_end(&mut b).map_err(|e| Error::io(path, e))?;
+    Ok(Some(b))
 }
 
 /// Seconds since the Unix epoch, now.
@@ -609,6 +633,34 @@ mod tests {
         m.set("ailee_restore_success", &[], 0.0).unwrap();
         m.commit().unwrap();
         assert!(!stale.exists());
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_the_file_or_lock_is_refused_not_waited_on() {
+        let d = dir();
+        let fifo = d.path().join("ailee_backup.prom");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert!(matches!(MetricsFile::open(d.path(), BACKUP), Err(Error::Usage(_))));
+        assert!(matches!(read_samples(&fifo), Err(Error::Usage(_))));
+        std::fs::remove_file(&fifo).unwrap();
+        let lock = d.path().join(".ailee_backup.prom.lock");
+        std::fs::remove_file(&lock).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &lock,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert!(MetricsFile::open(d.path(), BACKUP).is_err());
     }
 
     #[test]

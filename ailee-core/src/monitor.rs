@@ -124,6 +124,11 @@ impl SnapshotStatus {
 /// it as `ailee_l2_verify` does, with `db` (when given) deciding peg-out
 /// anchors and judging the snapshot's own anchor (void: a failure).
 pub fn snapshot_status(path: &Path, db: Option<&ReorgDb>) -> Result<SnapshotStatus> {
+    // Before open(): opening a FIFO would block the monitor forever.
+    let md = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !md.is_file() {
+        return Err(Error::Usage(format!("{}: not a regular file", path.display())));
+    }
     let (file, md) = crate::scan::open_snapshot_file(path)?;
     let mut st = SnapshotStatus {
         size_bytes: md.len(),
