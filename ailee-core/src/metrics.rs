@@ -85,12 +85,12 @@ pub const CATALOG: &[Def] = &[
     g(BACKUP, "ailee_backup_last_success_timestamp_seconds", &[], "Unix time of the last successful backup."),
     g(BACKUP, "ailee_backup_last_failure_timestamp_seconds", &[], "Unix time of the last failed backup."),
     c(BACKUP, "ailee_backup_failures_total", &[], "Backups that failed, counted across runs."),
-    g(BACKUP, "ailee_backup_duration_seconds", &[], "Duration of the last successful backup."),
+    g(BACKUP, "ailee_backup_duration_seconds", &[], "Duration of the last backup run."),
     g(BACKUP, "ailee_backup_bytes_added", &[], "Bytes the last backup added to the repository (after deduplication)."),
     g(BACKUP, "ailee_backup_repository_size_bytes", &[], "Size of the backup repository after the last backup."),
     // ailee_restore
-    g(RESTORE, "ailee_restore_last_timestamp_seconds", &[], "Unix time the last restore finished."),
-    g(RESTORE, "ailee_restore_duration_seconds", &[], "Duration of the last restore."),
+    g(RESTORE, "ailee_restore_last_timestamp_seconds", &[], "Unix time the last restore attempt finished."),
+    g(RESTORE, "ailee_restore_duration_seconds", &[], "Duration of the last restore attempt."),
     g(RESTORE, "ailee_restore_success", &[], "1 if the last restore succeeded, 0 if it failed (and rolled back)."),
     // ailee_monitor
     g(MONITOR, "ailee_monitor_last_run_timestamp_seconds", &[], "Unix time of the last monitor run."),

@@ -14,8 +14,9 @@
 
 use crate::records::{AnchorRecord, AnchorStatus, Key, ReorgEvent, ANCHOR_PREFIX, REORG_PREFIX};
 use crate::reorgdb::ReorgDb;
-use crate::verify::{anchors_before, check_block, check_links, AnchorSource};
+use crate::verify::{anchor_hash_of, check_block, check_links, AnchorSource, PegoutRef};
 use crate::{Error, Result};
+use std::collections::HashSet;
 use std::path::Path;
 
 /// The newest complete snapshot of the file.
@@ -166,7 +167,7 @@ pub fn snapshot_status(path: &Path, db: Option<&ReorgDb>) -> Result<SnapshotStat
     };
     drop(found);
     if n.failure.is_none() {
-        let earlier = anchors_before(path, &file, n.offset, &v.pegout_refs)?;
+        let earlier = earlier_anchors(path, &file, n.offset, &v.pegout_refs)?;
         let links = check_links(&v.pegout_refs, &earlier, db.map(|d| d as &dyn AnchorSource))?;
         n.failure = links.failure.map(|f| f.to_string());
         n.warnings = links.warnings;
@@ -190,6 +191,28 @@ pub fn snapshot_status(path: &Path, db: Option<&ReorgDb>) -> Result<SnapshotStat
     }
     st.newest = Some(n);
     Ok(st)
+}
+
+/// Anchor hashes of the snapshots that start before `before`, read from
+/// there backwards until every anchor `refs` names is among them.
+fn earlier_anchors(path: &Path, file: &std::fs::File, before: u64, refs: &[PegoutRef]) -> Result<HashSet<String>> {
+    let mut set = HashSet::new();
+    let mut missing: HashSet<&str> = refs.iter().map(|r| r.hash.as_str()).collect();
+    if missing.is_empty() {
+        return Ok(set);
+    }
+    let mut bw = crate::scan::Backward::before(file, before).map_err(|e| Error::io(path, e))?;
+    while let Some(b) = bw.next_block().map_err(|e| Error::io(path, e))? {
+        crate::cancel::check()?;
+        if let Some(h) = anchor_hash_of(&b.bytes) {
+            missing.remove(h.as_str());
+            set.insert(h);
+        }
+        if missing.is_empty() {
+            break;
+        }
+    }
+    Ok(set)
 }
 
 /// The reorg database, read cheaply.

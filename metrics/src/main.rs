@@ -242,8 +242,9 @@ fn mtime_seconds(p: &Path) -> Option<f64> {
 }
 
 /// Unix time of the last successful backup: from the backup's metrics file
-/// when there is one, else the newest `manifest_*.txt` in the backup
-/// directory, else its `l2_snapshots_latest.dat.bak`.
+/// when there is one, else the newest marker in the backup directory
+/// (`last_backup`, which ailee_backup rewrites after each success, or the
+/// older scheme's `manifest_*.txt`), else its `l2_snapshots_latest.dat.bak`.
 fn last_backup(metrics_dir: Option<&Path>, backup_dir: &Path) -> Option<(f64, String)> {
     if let Some(dir) = metrics_dir {
         let p = dir.join(format!("{}.prom", metrics::BACKUP));
@@ -260,7 +261,7 @@ fn last_backup(metrics_dir: Option<&Path>, backup_dir: &Path) -> Option<(f64, St
     if let Ok(rd) = std::fs::read_dir(backup_dir) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !(name.starts_with("manifest_") && name.ends_with(".txt")) {
+            if !(name == "last_backup" || name.starts_with("manifest_") && name.ends_with(".txt")) {
                 continue;
             }
             if let Some(t) = mtime_seconds(&e.path()) {
