@@ -39,80 +39,123 @@ pub struct SnapshotStatus {
     pub size_bytes: u64,
     /// The file ends in a torn (incomplete) block: (offset, length).
     pub torn_tail: Option<(u64, u64)>,
-    /// `None` when no complete snapshot was found (see `junk_tail`).
+    /// `None` when the file holds no complete snapshot.
     pub newest: Option<Newest>,
-    /// The last this many bytes hold no `END_SNAPSHOT` line: a torn or junk
-    /// region longer than [`TAIL_CAP`], not searched further.
-    pub junk_tail: Option<u64>,
 }
 
-/// How far from the end the monitor looks for the newest `END_SNAPSHOT`
-/// (memory stays bounded whatever the file's tail holds).
-pub const TAIL_CAP: u64 = 64 << 20;
+/// The backward search reads this much at a time: memory stays bounded
+/// whatever the file's tail holds (a torn region, gigabytes of zeros).
+const CHUNK: u64 = 1 << 20;
+/// Bytes read past a chunk, so a marker at its end is seen with what follows.
+const OVERLAP: u64 = 32;
 
 /// Where the last complete block ends, found from the end of the file.
-enum Tail {
-    /// End offset of the last `END_SNAPSHOT` line; offset of a block header
-    /// after it (a torn tail), if any.
-    End { end: u64, torn: Option<u64> },
-    /// The whole file holds no `END_SNAPSHOT` line; a header, if any.
-    NoEnd { torn: Option<u64> },
-    /// No `END_SNAPSHOT` line within the last `TAIL_CAP` bytes.
-    Junk,
+struct Tail {
+    /// End offset of the last `END_SNAPSHOT` line (`None`: there is none).
+    end: Option<u64>,
+    /// Offset of the last block header after it: a torn tail.
+    torn: Option<u64>,
 }
 
-/// The end of the last `END_SNAPSHOT` line in `d` (which ends at EOF): the
-/// marker starts a line and is followed by a newline, EOF, or a glued header.
-fn last_end_line(d: &[u8], at_file_start: bool) -> Option<usize> {
+/// In `d` (the chunk, `limit` bytes, then the overlap; `eof` when `d` ends
+/// at the end of the file; `prev` the byte before it): the end of the last
+/// `END_SNAPSHOT` line starting in the chunk — the marker starts a line and
+/// is followed by a newline, EOF, or a glued header (SPEC 1.1 rule 3).
+fn last_end_line(d: &[u8], prev: Option<u8>, eof: bool, limit: usize) -> Option<usize> {
     const END: &[u8] = b"END_SNAPSHOT";
-    memchr::memmem::rfind_iter(d, END).find_map(|p| {
-        let line_start = if p == 0 { at_file_start } else { d[p - 1] == b'\n' };
-        let rest = &d[p + END.len()..];
+    memchr::memmem::rfind_iter(d, END).filter(|&p| p < limit).find_map(|p| {
+        let line_start = if p == 0 {
+            matches!(prev, None | Some(b'\n'))
+        } else {
+            d[p - 1] == b'\n'
+        };
         let end = p + END.len();
-        match rest {
+        match &d[end..] {
             _ if !line_start => None,
-            [] | [b'\r'] => Some(d.len()),
+            [] | [b'\r'] if eof => Some(d.len()),
             [b'\n', ..] => Some(end + 1),
             [b'\r', b'\n', ..] => Some(end + 2),
-            _ if rest.starts_with(b"SNAPSHOT v1") => Some(end),
+            rest if rest.starts_with(b"SNAPSHOT v1") => Some(end),
             _ => None,
         }
     })
 }
 
-/// Offset of the last block header in `d` (a line ending in `SNAPSHOT v1`).
-fn last_header(d: &[u8]) -> Option<usize> {
+/// Offset of the last block header (a line ending in `SNAPSHOT v1`) that
+/// starts in `d[from..limit]`.
+fn last_header(d: &[u8], eof: bool, from: usize, limit: usize) -> Option<usize> {
     const H: &[u8] = b"SNAPSHOT v1";
-    memchr::memmem::rfind_iter(d, H).find(|&p| {
-        let rest = &d[p + H.len()..];
-        matches!(rest, [] | [b'\r'] | [b'\n', ..] | [b'\r', b'\n', ..]) && !d[..p].ends_with(b"END_")
-    })
+    memchr::memmem::rfind_iter(d, H)
+        .filter(|&p| p >= from && p < limit)
+        .find(|&p| match &d[p + H.len()..] {
+            [] | [b'\r'] => eof,
+            [b'\n', ..] | [b'\r', b'\n', ..] => true,
+            _ => false,
+        })
+}
+
+/// The file's data regions `(start, end)` from `SEEK_DATA`/`SEEK_HOLE`, so
+/// the search skips holes (all zeros: no marker there); the whole file when
+/// the filesystem cannot tell or the map is long.
+fn data_regions(file: &std::fs::File, len: u64) -> Vec<(u64, u64)> {
+    use rustix::fs::{seek, SeekFrom};
+    let whole = vec![(0, len)];
+    let mut v = Vec::new();
+    let mut off = 0;
+    while off < len {
+        let d = match seek(file, SeekFrom::Data(off)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => return whole,
+        };
+        let h = match seek(file, SeekFrom::Hole(d)) {
+            Ok(h) => h.min(len),
+            Err(_) => return whole,
+        };
+        if h <= d || v.len() >= 4096 {
+            return whole;
+        }
+        v.push((d, h));
+        off = h;
+    }
+    v
 }
 
 fn find_tail(file: &std::fs::File, len: u64, path: &Path) -> Result<Tail> {
     use std::os::unix::fs::FileExt;
-    let mut w: u64 = 64 << 10;
-    loop {
-        let start = len.saturating_sub(w);
-        let mut d = vec![0u8; (len - start) as usize];
-        file.read_exact_at(&mut d, start).map_err(|e| Error::io(path, e))?;
-        if let Some(end) = last_end_line(&d, start == 0) {
-            let torn = last_header(&d[end..]).map(|h| start + (end + h) as u64);
-            return Ok(Tail::End {
-                end: start + end as u64,
+    let regions = data_regions(file, len);
+    let mut torn = None;
+    let mut e = len;
+    while e > 0 {
+        crate::cancel::check()?;
+        // Skip a hole: continue from the end of the data before it.
+        match regions.iter().rev().find(|(start, _)| *start < e) {
+            Some(&(_, end)) => e = e.min(end),
+            None => break,
+        }
+        let s = e.saturating_sub(CHUNK);
+        let read_end = (e + OVERLAP).min(len);
+        let mut d = vec![0u8; (read_end - s) as usize];
+        file.read_exact_at(&mut d, s).map_err(|e| Error::io(path, e))?;
+        let prev = if s > 0 {
+            let mut b = [0u8];
+            file.read_exact_at(&mut b, s - 1).map_err(|e| Error::io(path, e))?;
+            Some(b[0])
+        } else {
+            None
+        };
+        let (eof, limit) = (read_end == len, (e - s) as usize);
+        if let Some(end) = last_end_line(&d, prev, eof, limit) {
+            let torn = torn.or_else(|| last_header(&d, eof, end, limit).map(|h| s + h as u64));
+            return Ok(Tail {
+                end: Some(s + end as u64),
                 torn,
             });
         }
-        if start == 0 {
-            return Ok(Tail::NoEnd {
-                torn: last_header(&d).map(|h| h as u64),
-            });
-        }
-        if w >= TAIL_CAP {
-            return Ok(Tail::Junk);
-        }
-        w = (w * 2).min(TAIL_CAP);
+        torn = torn.or_else(|| last_header(&d, eof, 0, limit).map(|h| s + h as u64));
+        e = s;
     }
+    Ok(Tail { end: None, torn })
 }
 
 impl SnapshotStatus {
@@ -136,19 +179,10 @@ pub fn snapshot_status(path: &Path, db: Option<&ReorgDb>) -> Result<SnapshotStat
         ..SnapshotStatus::default()
     };
     let len = md.len();
-    let end = match find_tail(&file, len, path)? {
-        Tail::End { end, torn } => {
-            st.torn_tail = torn.map(|t| (t, len - t));
-            end
-        }
-        Tail::NoEnd { torn } => {
-            st.torn_tail = torn.map(|t| (t, len - t));
-            return Ok(st);
-        }
-        Tail::Junk => {
-            st.junk_tail = Some(TAIL_CAP.min(len));
-            return Ok(st);
-        }
+    let tail = find_tail(&file, len, path)?;
+    st.torn_tail = tail.torn.map(|t| (t, len - t));
+    let Some(end) = tail.end else {
+        return Ok(st);
     };
     let mut bw = crate::scan::Backward::before(&file, end).map_err(|e| Error::io(path, e))?;
     let Some(found) = bw.next_block().map_err(|e| Error::io(path, e))? else {
@@ -367,24 +401,43 @@ mod tests {
     }
 
     #[test]
-    fn a_long_junk_tail_is_reported_without_reading_it_all() {
+    fn a_long_junk_tail_does_not_hide_the_newest_snapshot() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("f");
         std::fs::write(&p, BLOCK).unwrap();
         let f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
-        f.set_len(BLOCK.len() as u64 + TAIL_CAP + 1).unwrap(); // sparse zeros
+        f.set_len(BLOCK.len() as u64 + 50 * CHUNK + 7).unwrap(); // sparse zeros
         let s = snapshot_status(&p, None).unwrap();
-        assert_eq!(s.junk_tail, Some(TAIL_CAP));
-        assert!(s.newest.is_none());
-        // Zeros before the blocks do not matter.
+        assert_eq!(s.newest.unwrap().offset, 0);
+        assert_eq!(s.torn_tail, None);
+        // Zeros before the blocks do not matter either.
         let q = d.path().join("g");
         let g = std::fs::File::create(&q).unwrap();
-        g.set_len(TAIL_CAP * 2).unwrap();
+        g.set_len(CHUNK * 3 + 5).unwrap();
         drop(g);
         let mut g = std::fs::OpenOptions::new().append(true).open(&q).unwrap();
         std::io::Write::write_all(&mut g, BLOCK).unwrap();
         let s = snapshot_status(&q, None).unwrap();
-        assert_eq!(s.newest.unwrap().offset, TAIL_CAP * 2);
+        assert_eq!(s.newest.unwrap().offset, CHUNK * 3 + 5);
+    }
+
+    #[test]
+    fn markers_across_chunk_boundaries_are_found() {
+        // The first chunk read (the last CHUNK bytes) starts at every offset
+        // from before END_SNAPSHOT to after the torn header that follows it.
+        let torn: &[u8] = b"SNAPSHOT v1\ntimestamp_ms 3\n";
+        let (b, t) = (BLOCK.len() as u64, torn.len() as u64);
+        for boundary in b - 20..b + t + 5 {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join("f");
+            let mut data = [BLOCK, torn].concat();
+            data.extend(std::iter::repeat_n(b'\n', (CHUNK + boundary - b - t) as usize));
+            assert_eq!(data.len() as u64 - CHUNK, boundary);
+            std::fs::write(&p, &data).unwrap();
+            let s = snapshot_status(&p, None).unwrap();
+            assert_eq!(s.newest.unwrap().offset, 0, "boundary {boundary}");
+            assert_eq!(s.torn_tail.map(|t| t.0), Some(b), "boundary {boundary}");
+        }
     }
 
     #[test]

@@ -412,17 +412,10 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
             match &s.newest {
                 None => {
                     put("ailee_snapshot_newest_timestamp_seconds", None);
-                    match s.junk_tail {
-                        Some(n) => f.integrity(format_args!(
-                            "no complete snapshot in the last {} MiB of {} (a torn or junk region) - run ailee_l2_verify, then runbook Procedure 1 or 2",
-                            n >> 20,
-                            file.display()
-                        ))?,
-                        None => f.integrity(format_args!(
-                            "no complete snapshot in {} - runbook Procedure 1 (restore from backup)",
-                            file.display()
-                        ))?,
-                    }
+                    f.integrity(format_args!(
+                        "no complete snapshot in {} - runbook Procedure 1 (restore from backup)",
+                        file.display()
+                    ))?;
                 }
                 Some(n) => {
                     put(
