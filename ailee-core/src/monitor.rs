@@ -341,21 +341,23 @@ pub fn db_status(db: &ReorgDb) -> Result<DbStatus> {
 
 /// Disk usage of a file or directory tree, as `du` counts it (allocated blocks).
 pub fn disk_usage(path: &Path) -> Result<u64> {
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
-    let mut total = md.blocks() * 512;
-    if md.is_dir() {
-        for e in std::fs::read_dir(path).map_err(|e| Error::io(path, e))? {
-            let e = e.map_err(|e| Error::io(path, e))?;
-            match disk_usage(&e.path()) {
-                Ok(n) => total += n,
-                // A file RocksDB removed meanwhile (compaction) is not an error.
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+    fn walk(p: &Path) -> std::io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::symlink_metadata(p)?;
+        let mut total = md.blocks() * 512;
+        if md.is_dir() {
+            for e in std::fs::read_dir(p)? {
+                match walk(&e?.path()) {
+                    Ok(n) => total += n,
+                    // A file RocksDB removed meanwhile (compaction) is not an error.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
+        Ok(total)
     }
-    Ok(total)
+    walk(path).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]
