@@ -223,6 +223,13 @@ fn bad_writes_exit_1_and_leave_the_file_alone() {
         &["--set", "ailee_nope=1"],
         &["--set", "ailee_restore_success=1"],
         &["--set", "ailee_backup_duration_seconds{mode=x}=1"],
+        &["--set", "ailee_backup_duration_seconds="],
+        &[
+            "--set",
+            "ailee_backup_duration_seconds=1",
+            "--set",
+            "ailee_backup_duration_seconds=x",
+        ],
         &["--inc", "ailee_backup_duration_seconds"],
         &["--inc", "ailee_backup_failures_total=-1"],
         &[],
@@ -230,6 +237,10 @@ fn bad_writes_exit_1_and_leave_the_file_alone() {
         write(d.path(), "ailee_backup", args).assert().code(1);
         assert_eq!(std::fs::read(&f).unwrap(), before, "{args:?}");
     }
+    write(d.path(), "ailee_drill", &["--set", "ailee_drill_success{mode=}=1"])
+        .assert()
+        .code(1);
+    assert!(!d.path().join("ailee_drill.prom").exists());
     write(d.path(), "../evil", &["--set", "ailee_backup_duration_seconds=1"])
         .assert()
         .code(1);

@@ -276,6 +276,10 @@ impl MetricsFile {
                 labels.len()
             )));
         }
+        // An empty label value is the same series as no label at all.
+        if labels.iter().any(|v| v.is_empty()) {
+            return Err(Error::Usage(format!("metric {name}: a label value cannot be empty")));
+        }
         Ok(d)
     }
 
@@ -668,6 +672,12 @@ mod tests {
         let d = dir();
         let mut m = MetricsFile::open(d.path(), BACKUP).unwrap();
         assert!(matches!(m.set("ailee_nope", &[], 1.0), Err(Error::Usage(_))));
+        let mut drill = MetricsFile::open(d.path(), DRILL).unwrap();
+        assert!(matches!(
+            drill.set("ailee_drill_success", &[""], 1.0),
+            Err(Error::Usage(_))
+        ));
+        drop(drill);
         assert!(matches!(m.set("ailee_restore_success", &[], 1.0), Err(Error::Usage(_))));
         assert!(matches!(
             m.set("ailee_backup_duration_seconds", &["x"], 1.0),
