@@ -488,6 +488,35 @@ fn corrupt_reorg_db_record_exits_2() {
 }
 
 #[test]
+fn unreachable_node_warns_rpc_up_0_and_never_shows_the_password() {
+    let d = data_dir();
+    let m = tempfile::tempdir().unwrap();
+    backed_up(m.path(), 60);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // closed again when the listener drops
+    let out = monitor(d.path(), m.path())
+        .args(["--rpc-timeout", "5", "--bitcoin-rpc"])
+        .arg(format!("http://ailee:s3cret-pw@127.0.0.1:{port}"))
+        .assert()
+        .code(1)
+        .stdout(contains("cannot reach the Bitcoin node"));
+    let o = out.get_output();
+    let all = format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        std::fs::read_to_string(m.path().join("ailee_monitor.prom")).unwrap()
+    );
+    assert!(!all.contains("s3cret"), "{all}");
+    let s = read_samples(&m.path().join("ailee_monitor.prom"));
+    assert_eq!(s["ailee_bitcoin_rpc_up"], 0.0);
+    assert!(!s.contains_key("ailee_anchor_divergence_blocks"));
+}
+
+#[test]
 fn monitor_script_passes_options_through() {
     let d = data_dir();
     let m = tempfile::tempdir().unwrap();
