@@ -458,6 +458,17 @@ fn size_thresholds_warn_like_the_runbook() {
         .assert()
         .code(1)
         .stdout(contains("Warning: Snapshot file is 3MB - consider pruning"));
+    // reorg_db counted as `du -sm` does (allocated, rounded up): an old
+    // RocksDB info log of 2 MB plus the database's own files.
+    std::fs::write(d.path().join("reorg_db/LOG.old.1"), vec![b'x'; 2 << 20]).unwrap();
+    let out = monitor(d.path(), m.path())
+        .args(["--max-reorg-db-mb", "2"])
+        .assert()
+        .code(1)
+        .stdout(contains("Warning: Reorg DB is 3MB - consider pruning"));
+    assert!(!String::from_utf8_lossy(&out.get_output().stdout).contains("Snapshot file"));
+    let s = read_samples(&m.path().join("ailee_monitor.prom"));
+    assert!(s["ailee_reorg_db_size_bytes"] > (2 << 20) as f64);
 }
 
 #[test]

@@ -311,8 +311,10 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
     let db_size = disk_usage(&db_path).ok();
     put("ailee_reorg_db_size_bytes", db_size.map(|v| v as f64));
     if let Some(s) = db_size {
-        if s / MB > a.max_reorg_db_mb {
-            f.warn(format_args!("Reorg DB is {}MB - consider pruning", s / MB))?;
+        // Whole MB rounded up, as the runbook's `du -sm` counts.
+        let mb = s.div_ceil(MB);
+        if mb > a.max_reorg_db_mb {
+            f.warn(format_args!("Reorg DB is {mb}MB - consider pruning"))?;
         }
     }
     let dbs = match &db {
@@ -543,7 +545,7 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
         out(format_args!(
             "OK: snapshots {}MB, reorg_db {}MB, newest snapshot verified",
             std::fs::metadata(&file).map_or(0, |m| m.len() / MB),
-            db_size.unwrap_or(0) / MB
+            db_size.unwrap_or(0).div_ceil(MB)
         ))?;
     }
     Ok(f.status)
