@@ -527,6 +527,63 @@ fn unreachable_node_warns_rpc_up_0_and_never_shows_the_password() {
     assert!(!s.contains_key("ailee_anchor_divergence_blocks"));
 }
 
+/// Records one reorg event (id 0) in a fresh database at `db`.
+fn fresh_db_with_event(db: &Path, height: u64, detected_ms: u64) {
+    use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
+    if db.exists() {
+        std::fs::remove_dir_all(db).unwrap();
+    }
+    ReorgDb::create(db).unwrap();
+    let d = ReorgDb::open(db, Mode::ReadWrite).unwrap();
+    let mut b = Batch::default();
+    for h in 0..=height + 3 {
+        b.put_block(h, &format!("{h:064x}"));
+    }
+    b.record_reorg(
+        0,
+        &ailee_core::records::ReorgEvent {
+            reorg_height: height,
+            old_block_hash: "aa".repeat(32),
+            new_block_hash: "bb".repeat(32),
+            detected_at: detected_ms,
+            invalidated_anchors: vec![],
+        },
+    );
+    d.write(b).unwrap();
+}
+
+#[test]
+fn a_new_reorg_warns_once_even_in_a_rebuilt_database() {
+    let d = data_dir();
+    let m = tempfile::tempdir().unwrap();
+    backed_up(m.path(), 60);
+    let db = d.path().join("reorg_db");
+    monitor(d.path(), m.path()).assert().code(0);
+    fresh_db_with_event(&db, 5, 1_700_000_000_000);
+    // The previous run saw no stored block: the depth is unknown.
+    monitor(d.path(), m.path())
+        .assert()
+        .code(1)
+        .stdout(contains("Warning: new reorg recorded at height 5: 0 anchor(s)"));
+    monitor(d.path(), m.path()).assert().code(0);
+    let s = read_samples(&m.path().join("ailee_monitor.prom"));
+    assert_eq!(s["ailee_reorg_db_last_reorg_height"], 5.0);
+    assert_eq!(s["ailee_reorg_db_last_reorg_timestamp_seconds"], 1_700_000_000.0);
+    assert!(!s.contains_key("ailee_reorg_db_last_reorg_depth_blocks"));
+    // Procedure 3 rebuilds the database; its first event reuses id 0 and the
+    // count is 1 again, but it is a new reorg: the previous run saw tip 8.
+    fresh_db_with_event(&db, 7, 1_700_000_100_000);
+    monitor(d.path(), m.path())
+        .assert()
+        .code(1)
+        .stdout(contains("Warning: new reorg recorded at height 7 (depth 2)"));
+    monitor(d.path(), m.path()).assert().code(0);
+    assert_eq!(
+        read_samples(&m.path().join("ailee_monitor.prom"))["ailee_reorg_db_last_reorg_depth_blocks"],
+        2.0
+    );
+}
+
 #[test]
 fn monitor_script_passes_options_through() {
     let d = data_dir();

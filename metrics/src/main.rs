@@ -331,6 +331,10 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
     let prev_events = prev("ailee_reorg_db_reorg_events_total");
     let prev_tip = prev("ailee_reorg_db_tip_height");
     let prev_depth = prev("ailee_reorg_db_last_reorg_depth_blocks");
+    let prev_last = (
+        prev("ailee_reorg_db_last_reorg_height"),
+        prev("ailee_reorg_db_last_reorg_timestamp_seconds"),
+    );
     let mut anchors: Vec<(String, f64)> = Vec::new();
     if let Some(s) = &dbs {
         if s.corrupt > 0 {
@@ -352,28 +356,28 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
             "ailee_reorg_db_last_reorg_timestamp_seconds",
             last.map(|e| e.detected_at as f64 / 1000.0),
         );
-        // Depth: the stored tip the previous run saw, minus the fork, plus 1 —
-        // computed when a new event appears, kept until the next one.
-        let depth = match (last, prev_events, prev_tip) {
-            (Some(e), Some(pe), Some(pt)) if (s.reorg_events as f64) > pe => Some(if pt >= e.reorg_height as f64 {
-                pt - e.reorg_height as f64 + 1.0
-            } else {
-                0.0
-            }),
-            (Some(_), Some(pe), _) if (s.reorg_events as f64) <= pe => prev_depth,
+        // A new event: the newest one is not the one the previous run saw
+        // (by height and detection time, so a database rebuilt by Procedure 3
+        // whose first event reuses an old id still counts). Only once the
+        // monitor has run before: the first run has nothing to compare with.
+        let key = last.map(|e| (Some(e.reorg_height as f64), Some(e.detected_at as f64 / 1000.0)));
+        let new_event = prev_events.is_some() && key.is_some_and(|k| k != prev_last);
+        // Its depth: the stored tip the previous run saw, minus the fork, plus
+        // 1 (the event does not record one); kept until the next event.
+        let depth = match (last, new_event, prev_tip) {
+            (Some(e), true, Some(pt)) => Some((pt - e.reorg_height as f64 + 1.0).max(0.0)),
+            (Some(_), false, _) => prev_depth,
             _ => None,
         };
         put("ailee_reorg_db_last_reorg_depth_blocks", depth);
-        if let (Some(e), Some(pe)) = (last, prev_events) {
-            if s.reorg_events as f64 > pe {
-                f.warn(format_args!(
-                    "new reorg recorded at height {}{}: {} anchor(s) invalidated - check with ailee_init_reorg_db --check{}",
-                    e.reorg_height,
-                    depth.map(|d| format!(" (depth {d})")).unwrap_or_default(),
-                    e.invalidated_anchors.len(),
-                    if e.invalidated_anchors.is_empty() { "" } else { ", then re-anchor (ailee_create_anchor)" }
-                ))?;
-            }
+        if let (Some(e), true) = (last, new_event) {
+            f.warn(format_args!(
+                "new reorg recorded at height {}{}: {} anchor(s) invalidated - check with ailee_init_reorg_db --check{}",
+                e.reorg_height,
+                depth.map(|d| format!(" (depth {d})")).unwrap_or_default(),
+                e.invalidated_anchors.len(),
+                if e.invalidated_anchors.is_empty() { "" } else { ", then re-anchor (ailee_create_anchor)" }
+            ))?;
         }
     } else {
         for n in [
