@@ -84,13 +84,15 @@ struct MonitorArgs {
 /// every other sample of the previous file is kept. SAMPLE is NAME or
 /// NAME{label=value,...}; NAME must be one of the declared metrics of WRITER
 /// (see the README's metric table). VALUE is a decimal number or `now`
-/// (Unix seconds). Example, a failed backup:
-///   ailee_metrics write --metrics-dir /var/lib/node_exporter/textfile --writer ailee_backup
-///     --set ailee_backup_last_failure_timestamp_seconds=now --inc ailee_backup_failures_total
+/// (Unix seconds).
+///
+/// Example, a failed backup: `ailee_metrics write --metrics-dir
+/// /var/lib/node_exporter/textfile --writer ailee_backup --set
+/// ailee_backup_last_failure_timestamp_seconds=now --inc ailee_backup_failures_total`
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXIT_CODES_HELP)]
 struct WriteArgs {
-    /// node_exporter's textfile directory (must exist).
+    /// node_exporter's textfile directory (created if missing).
     #[arg(long, value_name = "DIR")]
     metrics_dir: PathBuf,
     /// The writer: the file is DIR/WRITER.prom (ailee_backup, ailee_restore, ailee_drill, …).
