@@ -17,9 +17,12 @@ pub mod cancel;
 pub mod error;
 pub mod exit;
 pub mod format;
+pub mod metrics;
 pub mod model;
 #[cfg(all(feature = "db", feature = "rpc"))]
 pub mod onchain;
+#[cfg(feature = "db")]
+pub mod monitor;
 pub mod pipeline;
 pub mod progress;
 pub mod records;
