@@ -220,6 +220,105 @@ pub fn canonical_text(state: &L2State<'_>, ord: &KeyOrder, out: &mut Vec<u8>) {
     }
 }
 
+/// A string of the state that makes the canonical text ambiguous: it holds
+/// the field separator `:` (or a line break), so the same text — the same
+/// root — also stands for a state that splits the fields elsewhere (escrows
+/// `t:c`/`x` and `t`/`c:x` share a root). The node's encoding cannot change
+/// (the roots must stay the node's), so such a root does not pin the state
+/// down; the tools say so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmbiguousField {
+    pub section: Section,
+    /// The entry's key (peerId, taskId or pegId), raw bytes.
+    pub key: Vec<u8>,
+    /// The field's name in the node's JSON (e.g. `clientPeerId`).
+    pub field: &'static str,
+}
+
+impl std::fmt::Display for AmbiguousField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let entry = self.section.name().trim_end_matches('s');
+        write!(f, "{entry} \"{}\" {}", crate::format::show(&self.key), self.field)
+    }
+}
+
+/// Every string of `state` that holds `:` or a line break, in section order.
+pub fn ambiguous_fields(state: &L2State<'_>) -> Vec<AmbiguousField> {
+    let mut out = Vec::new();
+    let mut check = |section: Section, key: &[u8], fields: &[(&'static str, &[u8])]| {
+        for (field, v) in fields {
+            if v.iter().any(|&b| b == b':' || b == b'\n' || b == b'\r') {
+                out.push(AmbiguousField {
+                    section,
+                    key: key.to_vec(),
+                    field,
+                });
+            }
+        }
+    };
+    for e in &state.balances {
+        check(Section::Balances, &e.peer_id, &[("peerId", &e.peer_id)]);
+    }
+    for e in &state.escrows {
+        check(
+            Section::Escrows,
+            &e.task_id,
+            &[("taskId", &e.task_id), ("clientPeerId", &e.client_peer_id)],
+        );
+    }
+    for e in &state.pegins {
+        check(
+            Section::Pegins,
+            &e.peg_id,
+            &[
+                ("pegId", &e.peg_id),
+                ("btcTxId", &e.btc_tx_id),
+                ("btcSource", &e.btc_source),
+                ("aileeDest", &e.ailee_dest),
+            ],
+        );
+    }
+    for e in &state.pegouts {
+        check(
+            Section::Pegouts,
+            &e.peg_id,
+            &[
+                ("pegId", &e.peg_id),
+                ("aileeSource", &e.ailee_source),
+                ("btcDest", &e.btc_dest),
+                ("anchorCommitmentHash", &e.anchor_commitment_hash),
+            ],
+        );
+    }
+    for e in &state.tasks {
+        check(
+            Section::Tasks,
+            &e.task_id,
+            &[
+                ("taskId", &e.task_id),
+                ("submitterId", &e.submitter_id),
+                ("payloadHash", &e.payload_hash),
+                ("anchorCommitmentHash", &e.anchor_commitment_hash),
+            ],
+        );
+    }
+    out
+}
+
+/// The one-line warning for a state with [`ambiguous_fields`], or `None`.
+pub fn ambiguity_warning(fields: &[AmbiguousField]) -> Option<String> {
+    let first = fields.first()?;
+    let more = match fields.len() {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    Some(format!(
+        "ambiguous state root: {first} contains ':' or a line break{more}; the root's canonical text \
+         joins fields with ':' unescaped, so a different state can have the same root — \
+         the root does not pin this state down"
+    ))
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     const D: &[u8; 16] = b"0123456789abcdef";
@@ -250,6 +349,49 @@ pub fn state_root(state: &L2State<'_>) -> Result<String, Duplicate> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::model::Escrow;
+    use std::borrow::Cow;
+
+    fn escrow(task: &'static str, client: &'static str) -> L2State<'static> {
+        L2State {
+            escrows: vec![Escrow {
+                task_id: Cow::Borrowed(task.as_bytes()),
+                client_peer_id: Cow::Borrowed(client.as_bytes()),
+                amount: 5,
+                locked: true,
+                created_at: 7,
+            }],
+            ..L2State::default()
+        }
+    }
+
+    #[test]
+    fn colon_in_ids_lets_two_states_share_a_root_and_is_flagged() {
+        let a = escrow("t:c", "x");
+        let b = escrow("t", "c:x");
+        assert_ne!(a, b);
+        assert_eq!(state_root(&a).unwrap(), state_root(&b).unwrap());
+        let fa = ambiguous_fields(&a);
+        assert_eq!(fa.len(), 1);
+        assert_eq!(
+            (fa[0].section, fa[0].field, &fa[0].key[..]),
+            (Section::Escrows, "taskId", &b"t:c"[..])
+        );
+        let fb = ambiguous_fields(&b);
+        assert_eq!((fb[0].field, &fb[0].key[..]), ("clientPeerId", &b"t"[..]));
+        let w = ambiguity_warning(&fb).unwrap();
+        assert!(w.contains("escrow \"t\" clientPeerId"), "{w}");
+    }
+
+    #[test]
+    fn a_state_without_separators_is_not_ambiguous() {
+        let s = escrow("t", "x");
+        assert!(ambiguous_fields(&s).is_empty());
+        assert_eq!(ambiguity_warning(&[]), None);
+        assert_eq!(ambiguous_fields(&escrow("t", "a\nb")).len(), 1);
+    }
+
     #[test]
     fn decimal_formatting_matches_std() {
         for v in [
@@ -267,11 +409,11 @@ mod tests {
             u64::MAX - 1,
         ] {
             let mut o = Vec::new();
-            super::push_u64(&mut o, v);
+            push_u64(&mut o, v);
             assert_eq!(String::from_utf8(o).unwrap(), v.to_string());
         }
         let mut o = Vec::new();
-        super::push_i32(&mut o, i32::MIN);
+        push_i32(&mut o, i32::MIN);
         assert_eq!(String::from_utf8(o).unwrap(), i32::MIN.to_string());
     }
 }

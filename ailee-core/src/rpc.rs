@@ -5,10 +5,16 @@
 //! serve are used, and headers are never decoded through typed structs (the
 //! SV node says `num_tx` where Core says `nTx`). Block hashes come in JSON-RPC
 //! batches. Secrets never appear in errors: URLs are shown without userinfo.
+//!
+//! Below the client sits [`transport`] (no redirects, bounded replies); every
+//! value a reply carries goes through [`reply`] before it is used or stored.
+
+pub mod reply;
+pub mod transport;
 
 use crate::{Error, Result};
-// `jsonrpc` is the crate bitcoincore-rpc is built on (same version); it is a
-// direct dependency only to enable its minreq transport.
+// `jsonrpc` is the crate bitcoincore-rpc is built on (same version); its
+// `Transport` trait is implemented by our own HTTP transport.
 use bitcoincore_rpc::RpcApi;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -127,25 +133,29 @@ fn read_cookie(p: &Path) -> Result<(String, String)> {
 
 impl Rpc {
     pub fn connect(cfg: &RpcConfig) -> Result<Rpc> {
-        // minreq transport: the node answers large batches with chunked
-        // transfer encoding, which the crate's default transport cannot read.
-        let mut b = jsonrpc::http::minreq_http::Builder::new()
-            .timeout(cfg.timeout)
-            .url(&cfg.url)
-            .map_err(|e| Error::Usage(format!("--bitcoin-rpc {}: {e}", cfg.url)))?;
-        match &cfg.auth {
-            Auth::None => {}
-            Auth::UserPass { user, password } => b = b.basic_auth(user.clone(), Some(password.clone())),
-            Auth::Cookie(p) => {
-                let (u, pw) = read_cookie(p)?;
-                b = b.basic_auth(u, Some(pw));
-            }
-        }
-        let client = bitcoincore_rpc::Client::from_jsonrpc(jsonrpc::Client::with_transport(b.build()));
+        let creds = match &cfg.auth {
+            Auth::None => None,
+            Auth::UserPass { user, password } => Some((user.clone(), password.clone())),
+            Auth::Cookie(p) => Some(read_cookie(p)?),
+        };
+        let http = transport::Http::new(
+            &cfg.url,
+            creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+            cfg.timeout,
+        );
+        let client = bitcoincore_rpc::Client::from_jsonrpc(jsonrpc::Client::with_transport(http));
         Ok(Rpc {
             client,
             url: cfg.url.clone(),
         })
+    }
+
+    /// A value of the node's reply failed [`reply`]'s validation.
+    fn invalid(&self, method: &str, e: reply::Invalid) -> Error {
+        Error::Rpc {
+            url: self.url.clone(),
+            message: format!("{method}: reply refused: {e}"),
+        }
     }
 
     fn err(&self, method: &str, e: impl std::fmt::Display) -> Error {
@@ -168,7 +178,8 @@ impl Rpc {
     }
 
     pub fn block_count(&self) -> Result<u64> {
-        self.client.get_block_count().map_err(|e| self.err("getblockcount", e))
+        let v = self.call("getblockcount", &[])?;
+        reply::height(&v).map_err(|e| self.invalid("getblockcount", e))
     }
 
     /// A raw call whose result is returned as JSON (no typed decoding).
@@ -203,12 +214,11 @@ impl Rpc {
                     format!("height {h}: RPC error {}: {}", e.code, e.message),
                 ));
             }
-            let hash: String = r
+            let hash: Value = r
                 .result()
                 .map_err(|e| self.err("getblockhash", format!("height {h}: {e}")))?;
-            if !crate::records::is_hash(&hash) {
-                return Err(self.err("getblockhash", format!("height {h}: not a block hash: {hash:?}")));
-            }
+            let hash = reply::block_hash(&hash)
+                .map_err(|e| self.invalid("getblockhash", reply::Invalid(format!("height {h}: {e}"))))?;
             out.push(hash);
         }
         Ok(out)
@@ -221,9 +231,15 @@ impl Rpc {
             Ok(v) => v,
             Err(_) => self.call("getrawtransaction", &[Value::from(txid), Value::from(1)])?,
         };
-        let conf = v.get("confirmations").and_then(Value::as_i64).unwrap_or(0);
-        match v.get("blockhash").and_then(Value::as_str) {
-            Some(b) if conf > 0 => Ok(Some((b.to_string(), conf as u64))),
+        let conf = match v.get("confirmations") {
+            None => 0,
+            Some(c) => reply::confirmations(c).map_err(|e| self.invalid("gettransaction", e))?,
+        };
+        match v.get("blockhash") {
+            Some(b) if conf > 0 => {
+                let b = reply::block_hash(b).map_err(|e| self.invalid("gettransaction", e))?;
+                Ok(Some((b, conf)))
+            }
             _ => Ok(None),
         }
     }
@@ -262,27 +278,40 @@ impl Rpc {
                 format!("wallet could not sign the transaction: {signed}"),
             ));
         }
-        signed
-            .get("hex")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| self.err("signrawtransaction", "no hex in reply"))
+        let hex = signed.get("hex").unwrap_or(&Value::Null);
+        reply::signed_op_return_tx(hex, data).map_err(|e| self.invalid("signrawtransaction", e))?;
+        Ok(hex.as_str().unwrap_or_default().to_ascii_lowercase())
     }
 
-    /// Broadcasts a signed transaction; returns its txid.
+    /// Broadcasts a signed transaction; returns its txid, which must be the
+    /// txid of `hex` (64 hex digits, lower-case), or the call fails and the
+    /// caller stores nothing.
     pub fn send_raw(&self, hex: &str) -> Result<String> {
+        let expected = reply::signed_txid(&Value::from(hex)).map_err(|e| self.invalid("sendrawtransaction", e))?;
         let v = self.call("sendrawtransaction", &[Value::from(hex)])?;
-        v.as_str()
-            .map(str::to_string)
-            .ok_or_else(|| self.err("sendrawtransaction", "no txid in reply"))
+        let refused = |e: reply::Invalid| {
+            self.invalid(
+                "sendrawtransaction",
+                reply::Invalid(format!(
+                    "{e} (transaction {expected} may have been broadcast and is not recorded: \
+                     look it up with getrawtransaction before anchoring again)"
+                )),
+            )
+        };
+        let txid = reply::txid(&v).map_err(refused)?;
+        if txid != expected {
+            return Err(refused(reply::Invalid(format!(
+                "the node answered txid {txid} for the transaction whose txid is {expected}"
+            ))));
+        }
+        Ok(txid)
     }
 
     /// Height of a block, from its header as raw JSON.
     pub fn block_height(&self, hash: &str) -> Result<u64> {
         let v = self.call("getblockheader", &[Value::from(hash), Value::from(true)])?;
-        v.get("height")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| self.err("getblockheader", "no height in header"))
+        let h = v.get("height").unwrap_or(&Value::Null);
+        reply::height(h).map_err(|e| self.invalid("getblockheader", e))
     }
 }
 
