@@ -538,3 +538,178 @@ fn resync_real(node: &Node, db: &Path) {
         .assert()
         .code(0);
 }
+
+// --- hostile replies: bounded memory and time ---------------------------------
+
+/// Serves raw bytes from `write(stream)` after reading the request head.
+fn serve_stream(write: fn(&mut std::net::TcpStream)) -> u16 {
+    serve_raw(move |s| {
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+        }
+        write(s);
+    })
+}
+
+fn serve_raw(handle: impl Fn(&mut std::net::TcpStream) + Send + Sync + 'static) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let handle = Arc::new(handle);
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let h = handle.clone();
+            std::thread::spawn(move || h(&mut s));
+        }
+    });
+    port
+}
+
+#[test]
+fn endless_headers_are_cut_off() {
+    let port = serve_stream(|s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\n");
+        let line = format!("X-Junk: {}\r\n", "a".repeat(1000));
+        while s.write_all(line.as_bytes()).is_ok() {}
+    });
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    resync(port, &db).code(1).stderr(contains("getblockcount"));
+    db_is_untouched(&db);
+}
+
+#[test]
+fn endless_status_line_is_cut_off() {
+    let port = serve_stream(|s| {
+        let _ = s.write_all(b"HTTP/1.1 200 ");
+        let chunk = [b'O'; 4096];
+        while s.write_all(&chunk).is_ok() {}
+    });
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    resync(port, &db).code(1).stderr(contains("getblockcount"));
+    db_is_untouched(&db);
+}
+
+#[test]
+fn endless_chunked_body_stops_at_the_cap() {
+    // No Content-Length: the body is counted while read and refused at the cap.
+    let port = serve_stream(|s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let mut chunk = format!("{:x}\r\n", 1 << 20).into_bytes();
+        chunk.extend(std::iter::repeat_n(b' ', 1 << 20));
+        chunk.extend_from_slice(b"\r\n");
+        while s.write_all(&chunk).is_ok() {}
+    });
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    cmd("ailee_resync_blocks")
+        .args(["--start-height", "0", "--db-path"])
+        .arg(&db)
+        .args([
+            "--bitcoin-rpc",
+            &format!("http://127.0.0.1:{port}"),
+            "--rpc-timeout",
+            "600",
+        ])
+        .timeout(Duration::from_secs(600))
+        .assert()
+        .code(1)
+        .stderr(contains("larger than 268435456 bytes"));
+    db_is_untouched(&db);
+}
+
+#[test]
+fn a_body_that_never_ends_hits_the_request_timeout() {
+    // One byte at a time, forever: the timeout covers the whole request, not
+    // each read, so a trickle cannot hold the tool.
+    let port = serve_stream(|s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n");
+        loop {
+            if s.write_all(b" ").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    cmd("ailee_resync_blocks")
+        .args(["--start-height", "0", "--db-path"])
+        .arg(&db)
+        .args([
+            "--bitcoin-rpc",
+            &format!("http://127.0.0.1:{port}"),
+            "--rpc-timeout",
+            "2",
+        ])
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .code(1)
+        .stderr(contains("timeout"));
+    db_is_untouched(&db);
+}
+
+#[test]
+fn a_reply_with_another_id_or_shape_is_refused() {
+    for reply in [
+        (|_: &str| http("200 OK", "", br#"{"result":3,"error":null,"id":999}"#)) as fn(&str) -> Vec<u8>,
+        |_| http("200 OK", "", br#"[{"result":3,"error":null,"id":0}]"#),
+        |_| http("200 OK", "", br#""just a string""#),
+        |_| http("200 OK", "", b""),
+        |_| http("200 OK", "", b"\xff\xfe{}"),
+    ] {
+        let port = serve(reply);
+        let d = tempfile::tempdir().unwrap();
+        let db = init_db(d.path());
+        resync(port, &db).code(1).stderr(contains("getblockcount"));
+        db_is_untouched(&db);
+    }
+}
+
+#[test]
+fn batch_replies_missing_or_duplicated_are_refused() {
+    for batch in [
+        // One reply short.
+        (|body: &str| {
+            let req: Value = serde_json::from_str(body).unwrap();
+            let rs: Vec<Value> = req.as_array().unwrap()[1..]
+                .iter()
+                .map(|r| json!({"result": "ab".repeat(32), "error": null, "id": r["id"]}))
+                .collect();
+            Value::Array(rs)
+        }) as fn(&str) -> Value,
+        // Every reply carries the first id.
+        |body| {
+            let req: Value = serde_json::from_str(body).unwrap();
+            let a = req.as_array().unwrap();
+            Value::Array(
+                a.iter()
+                    .map(|_| json!({"result": "ab".repeat(32), "error": null, "id": a[0]["id"]}))
+                    .collect(),
+            )
+        },
+    ] {
+        let port = serve(move |body| {
+            let req: Value = serde_json::from_str(body).unwrap();
+            if req.is_array() {
+                http("200 OK", "", batch(body).to_string().as_bytes())
+            } else if req["method"] == "getblockchaininfo" {
+                result(
+                    body,
+                    json!({"chain": "regtest", "blocks": 3, "headers": 3, "initialblockdownload": false}),
+                )
+            } else {
+                result(body, json!(3))
+            }
+        });
+        let d = tempfile::tempdir().unwrap();
+        let db = init_db(d.path());
+        resync(port, &db).code(1).stderr(contains("getblockhash"));
+        db_is_untouched(&db);
+    }
+}

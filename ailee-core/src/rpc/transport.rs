@@ -12,6 +12,7 @@
 //! - Memory is bounded: the status line and headers are capped, and a body
 //!   longer than [`MAX_REPLY_BYTES`] is refused, by `Content-Length` before
 //!   reading or by counting while reading (chunked or until-close bodies).
+//! - A reply must carry its request's id.
 //! - Errors never quote more than a short, escaped excerpt of what the server
 //!   sent.
 
@@ -40,6 +41,8 @@ pub enum TransportError {
     TooLarge,
     #[error("{0}")]
     Connection(String),
+    #[error("the reply's id {got} is not the request's id {sent}")]
+    WrongId { got: String, sent: String },
     #[error("malformed JSON reply ({error}): {body}")]
     Json { error: String, body: String },
 }
@@ -152,7 +155,16 @@ impl Http {
 
 impl jsonrpc::Transport for Http {
     fn send_request(&self, req: Request) -> Result<Response, jsonrpc::Error> {
-        self.post(&req).map_err(|e| jsonrpc::Error::Transport(Box::new(e)))
+        let resp: Response = self.post(&req).map_err(|e| jsonrpc::Error::Transport(Box::new(e)))?;
+        // bitcoincore-rpc's `call` does not compare ids: a reply to another
+        // request (or a server answering everyone alike) is refused here.
+        if resp.id != req.id {
+            return Err(jsonrpc::Error::Transport(Box::new(TransportError::WrongId {
+                got: excerpt(resp.id.to_string().as_bytes(), 40),
+                sent: req.id.to_string(),
+            })));
+        }
+        Ok(resp)
     }
 
     fn send_batch(&self, reqs: &[Request]) -> Result<Vec<Response>, jsonrpc::Error> {
