@@ -107,6 +107,28 @@ fn manifest_damage(path: &Path) -> Option<String> {
     }
 }
 
+/// RocksDB writes an `OPTIONS-<n>` file naming every column family; the
+/// newest one naming `cf` while the MANIFEST lacks it means MANIFEST edits
+/// were lost (a database created without `cf` never names it).
+fn options_name_cf(path: &Path, cf: &str) -> Option<String> {
+    let newest = std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let num: u64 = n.strip_prefix("OPTIONS-")?.parse().ok()?;
+            Some((num, e.path()))
+        })
+        .max()?;
+    let text = std::fs::read_to_string(&newest.1).ok()?;
+    text.contains(&format!("[CFOptions \"{cf}\"]")).then(|| {
+        format!(
+            "{} names it: the MANIFEST lost the edits that created it",
+            newest.1.display()
+        )
+    })
+}
+
 fn manifest_torn(path: &Path) -> bool {
     manifest_damage(path).is_some()
 }
@@ -255,7 +277,7 @@ impl ReorgDb {
         let cfs = DB::list_cf(&Options::default(), path).map_err(|e| db_error(path, e))?;
         for want in COLUMN_FAMILIES {
             if !cfs.iter().any(|c| c == want) {
-                if let Some(why) = manifest_damage(path) {
+                if let Some(why) = manifest_damage(path).or_else(|| options_name_cf(path, want)) {
                     return Err(Error::DbCorrupt {
                         path: path.to_path_buf(),
                         message: format!("column family {want:?} is missing and {why}"),
