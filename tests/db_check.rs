@@ -407,3 +407,50 @@ fn a_manifest_cut_at_any_byte_never_checks_healthy_with_data_gone() {
         }
     }
 }
+
+/// Runs `ailee_init_reorg_db ARGS --json`: exit `code`, exactly one document.
+fn one_json_doc(args: &[&std::ffi::OsStr], code: i32) -> serde_json::Value {
+    let a = cmd("ailee_init_reorg_db").args(args).arg("--json").assert().code(code);
+    let out = String::from_utf8(a.get_output().stdout.clone()).unwrap();
+    let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {out:?}"));
+    assert_eq!(docs.len(), 1, "exactly one document: {out:?}");
+    docs.into_iter().next().unwrap()
+}
+
+#[test]
+fn every_mode_prints_one_json_document_on_errors_too() {
+    let d = tempfile::tempdir().unwrap();
+    let db = populated(d.path());
+    let p = |x: &Path| x.as_os_str().to_owned();
+    // Create over an existing database: refused, exit 1.
+    let v = one_json_doc(&[p(Path::new("--path")).as_os_str(), p(&db).as_os_str()], 1);
+    assert!(v["error"].as_str().unwrap().contains("refusing"), "{v}");
+    // An anchor that is not there.
+    let v = one_json_doc(
+        &[
+            "--path".as_ref(),
+            db.as_os_str(),
+            "--get-anchor".as_ref(),
+            "f".repeat(64).as_ref(),
+        ],
+        1,
+    );
+    assert!(v["error"].as_str().unwrap().contains("No anchor"), "{v}");
+    // A copy of a damaged database: exit 2, nothing left at the destination.
+    std::fs::remove_file(biggest_sst(&db)).unwrap();
+    let dest = d.path().join("copy");
+    let v = one_json_doc(
+        &[
+            "--path".as_ref(),
+            db.as_os_str(),
+            "--copy-to".as_ref(),
+            dest.as_os_str(),
+        ],
+        2,
+    );
+    assert_eq!(v["problem"], "corrupt", "{v}");
+    assert!(!dest.exists());
+}

@@ -51,10 +51,14 @@ fn http(status: &str, body: &[u8]) -> Vec<u8> {
     v
 }
 
-/// getblockcount answers 10; batches get `batch(body)`.
+/// getblockcount answers 10 (with the request's id); batches get `batch(body)`.
 fn count_then(body: &str, batch: fn(&str) -> Vec<u8>) -> Vec<u8> {
     if body.contains("getblockcount") {
-        http("200 OK", br#"{"result":10,"error":null,"id":1}"#)
+        let id = &serde_json::from_str::<serde_json::Value>(body).unwrap()["id"];
+        http(
+            "200 OK",
+            format!(r#"{{"result":10,"error":null,"id":{id}}}"#).as_bytes(),
+        )
     } else {
         batch(body)
     }

@@ -110,11 +110,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         let copy = ReorgDb::open(dest, Mode::ReadOnly)?;
         let r = copy.check(0)?;
         if !r.healthy() {
-            eprintln!(
-                "The copy does not check: {}",
-                r.errors.first().cloned().or(r.counter_mismatch).unwrap_or_default()
-            );
-            return Ok(ExitStatus::Integrity);
+            let why = r.errors.first().cloned().or(r.counter_mismatch).unwrap_or_default();
+            return Err(Error::Integrity(format!("The copy does not check: {why}")).into());
         }
         if cli.common.json {
             out(json!({"path": cli.path, "copy": dest, "records": n}))?;
