@@ -454,3 +454,33 @@ fn every_mode_prints_one_json_document_on_errors_too() {
     assert_eq!(v["problem"], "corrupt", "{v}");
     assert!(!dest.exists());
 }
+
+#[test]
+fn a_writer_that_meets_a_damaged_database_exits_2_and_changes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let db = populated(d.path());
+    std::fs::remove_file(biggest_sst(&db)).unwrap();
+    let before: Vec<(PathBuf, Vec<u8>)> = {
+        let mut v: Vec<_> = std::fs::read_dir(&db)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with("LOG"))
+            .map(|p| {
+                let b = std::fs::read(&p).unwrap();
+                (p, b)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    cmd("ailee_create_anchor")
+        .args(["--l2-state-file", "-", "--db-path"])
+        .arg(&db)
+        .write_stdin(r#"{"ledger": {"balances": [{"peerId": "p", "balance": 1}]}}"#)
+        .assert()
+        .code(2)
+        .stderr(contains("damaged"));
+    for (p, b) in before {
+        assert_eq!(std::fs::read(&p).unwrap(), b, "{} changed", p.display());
+    }
+}
