@@ -713,3 +713,110 @@ fn batch_replies_missing_or_duplicated_are_refused() {
         db_is_untouched(&db);
     }
 }
+
+/// A node at tip 3 whose wallet knows the anchor's transaction: mined in
+/// block `e…e` at height 1. `tx_reply`/`header_reply` shape those answers.
+fn node_with_tx(tx_reply: fn(&str) -> Value, header_reply: fn(&str) -> Value) -> u16 {
+    serve(move |body| {
+        let req: Value = serde_json::from_str(body).unwrap();
+        if let Some(batch) = req.as_array() {
+            let rs: Vec<Value> = batch
+                .iter()
+                .map(|r| json!({"result": format!("{:064x}", r["params"][0].as_u64().unwrap() + 1), "error": null, "id": r["id"]}))
+                .collect();
+            return http("200 OK", "", Value::Array(rs).to_string().as_bytes());
+        }
+        let p0 = req["params"][0].as_str().unwrap_or_default().to_string();
+        match req["method"].as_str().unwrap() {
+            "getblockcount" => result(body, json!(3)),
+            "getblockchaininfo" => result(
+                body,
+                json!({"chain": "regtest", "blocks": 3, "headers": 3, "initialblockdownload": false}),
+            ),
+            "gettransaction" | "getrawtransaction" => result(body, tx_reply(&p0)),
+            "getblockheader" => result(body, header_reply(&p0)),
+            m => http(
+                "404 Not Found",
+                "",
+                json!({"result": null, "error": {"code": -32601, "message": format!("Method not found: {m}")}, "id": req["id"]})
+                    .to_string()
+                    .as_bytes(),
+            ),
+        }
+    })
+}
+
+#[test]
+fn replies_about_another_transaction_or_block_are_refused_and_the_anchor_is_unchanged() {
+    use ailee_core::records::{AnchorRecord, AnchorStatus};
+    use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
+    let pending = AnchorRecord {
+        anchor_hash: "a".repeat(64),
+        bitcoin_tx_id: "c".repeat(64),
+        bitcoin_height: 0,
+        confirmations: 0,
+        broadcast_time: 1_700_000_000_000,
+        retry_count: 0,
+        status: AnchorStatus::Pending,
+        l2_state_root: "e".repeat(64),
+    };
+    let cases: [(fn(&str) -> Value, fn(&str) -> Value, &str); 3] = [
+        // gettransaction about another txid
+        (
+            |_| json!({"txid": "d".repeat(64), "confirmations": 3, "blockhash": "e".repeat(64)}),
+            |h| json!({"hash": h, "height": 1}),
+            "asked about txid",
+        ),
+        // getblockheader about another block
+        (
+            |t| json!({"txid": t, "confirmations": 3, "blockhash": "e".repeat(64)}),
+            |_| json!({"hash": "f".repeat(64), "height": 1}),
+            "asked about block hash",
+        ),
+        // a block hash that is not one
+        (
+            |t| json!({"txid": t, "confirmations": 3, "blockhash": "e|e"}),
+            |h| json!({"hash": h, "height": 1}),
+            "not 64 hex digits",
+        ),
+    ];
+    for (tx, header, why) in cases {
+        let d = tempfile::tempdir().unwrap();
+        let db = init_db(d.path());
+        {
+            let w = ReorgDb::open(&db, Mode::ReadWrite).unwrap();
+            let mut b = Batch::default();
+            b.put_anchor(&pending);
+            w.write(b).unwrap();
+        }
+        resync(node_with_tx(tx, header), &db).code(1).stderr(contains(why));
+        let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
+        assert_eq!(r.anchor(&pending.anchor_hash).unwrap().unwrap(), pending, "{why}");
+    }
+    // The same node answering consistently confirms the anchor: the fake is
+    // good enough for the refusals above to mean something.
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    {
+        let w = ReorgDb::open(&db, Mode::ReadWrite).unwrap();
+        let mut b = Batch::default();
+        b.put_anchor(&pending);
+        w.write(b).unwrap();
+    }
+    let port = node_with_tx(
+        |t| json!({"txid": t, "confirmations": 3, "blockhash": "E".repeat(64)}),
+        |h| json!({"hash": h, "height": 1}),
+    );
+    cmd("ailee_resync_blocks")
+        .args(["--start-height", "0", "--confirmations", "3", "--db-path"])
+        .arg(&db)
+        .args(rpc_args(port))
+        .assert()
+        .code(0);
+    let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
+    let a = r.anchor(&pending.anchor_hash).unwrap().unwrap();
+    assert_eq!(
+        (a.status, a.bitcoin_height, a.confirmations),
+        (AnchorStatus::Confirmed, 1, 3)
+    );
+}

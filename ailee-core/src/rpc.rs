@@ -231,6 +231,7 @@ impl Rpc {
             Ok(v) => v,
             Err(_) => self.call("getrawtransaction", &[Value::from(txid), Value::from(1)])?,
         };
+        reply::same_hash("txid", v.get("txid"), txid).map_err(|e| self.invalid("gettransaction", e))?;
         let conf = match v.get("confirmations") {
             None => 0,
             Some(c) => reply::confirmations(c).map_err(|e| self.invalid("gettransaction", e))?,
@@ -310,6 +311,7 @@ impl Rpc {
     /// Height of a block, from its header as raw JSON.
     pub fn block_height(&self, hash: &str) -> Result<u64> {
         let v = self.call("getblockheader", &[Value::from(hash), Value::from(true)])?;
+        reply::same_hash("block hash", v.get("hash"), hash).map_err(|e| self.invalid("getblockheader", e))?;
         let h = v.get("height").unwrap_or(&Value::Null);
         reply::height(h).map_err(|e| self.invalid("getblockheader", e))
     }

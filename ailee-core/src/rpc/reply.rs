@@ -53,6 +53,17 @@ pub fn txid(v: &Value) -> Result<String, Invalid> {
     hex64("txid", v)
 }
 
+/// A reply about `asked` must name it: `v` (the reply's `hash` or `txid`
+/// field) is 64 hex digits equal to `asked`, case aside.
+pub fn same_hash(what: &str, v: Option<&Value>, asked: &str) -> Result<(), Invalid> {
+    let got = hex64(what, v.unwrap_or(&Value::Null))?;
+    if got.eq_ignore_ascii_case(asked) {
+        Ok(())
+    } else {
+        Err(Invalid(format!("asked about {what} {asked}, the reply is about {got}")))
+    }
+}
+
 /// A block height: a JSON integer in `0..=MAX_HEIGHT`.
 pub fn height(v: &Value) -> Result<u64, Invalid> {
     match v.as_u64() {
@@ -173,6 +184,14 @@ mod tests {
         assert_eq!(confirmations(&json!(6)).unwrap(), 6);
         assert!(confirmations(&json!(u64::MAX)).is_err());
         assert!(confirmations(&json!("6")).is_err());
+    }
+
+    #[test]
+    fn a_reply_about_another_object_is_refused() {
+        let h = "ab".repeat(32);
+        assert!(same_hash("txid", Some(&json!(h.to_ascii_uppercase())), &h).is_ok());
+        assert!(same_hash("txid", Some(&json!("cd".repeat(32))), &h).is_err());
+        assert!(same_hash("txid", None, &h).is_err());
     }
 
     #[test]
