@@ -760,7 +760,8 @@ fn replies_about_another_transaction_or_block_are_refused_and_the_anchor_is_unch
         status: AnchorStatus::Pending,
         l2_state_root: "e".repeat(64),
     };
-    let cases: [(fn(&str) -> Value, fn(&str) -> Value, &str); 3] = [
+    type Case = (fn(&str) -> Value, fn(&str) -> Value, &'static str);
+    let cases: [Case; 3] = [
         // gettransaction about another txid
         (
             |_| json!({"txid": "d".repeat(64), "confirmations": 3, "blockhash": "e".repeat(64)}),
