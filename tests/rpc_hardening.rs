@@ -821,3 +821,35 @@ fn replies_about_another_transaction_or_block_are_refused_and_the_anchor_is_unch
         (AnchorStatus::Confirmed, 1, 3)
     );
 }
+
+#[test]
+fn a_cookie_that_is_not_a_small_regular_file_is_refused_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    let fifo = d.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let big = d.path().join("big.cookie");
+    std::fs::write(&big, format!("__cookie__:{}", "a".repeat(1 << 20))).unwrap();
+    let port = serve(|body| result(body, json!(3)));
+    for (cookie, why) in [
+        (Path::new("/dev/zero"), "not a regular file"),
+        (fifo.as_path(), "not a regular file"),
+        (big.as_path(), "larger than 4096 bytes"),
+    ] {
+        cmd("ailee_resync_blocks")
+            .args(["--start-height", "0", "--db-path"])
+            .arg(&db)
+            .args(["--bitcoin-rpc", &format!("http://127.0.0.1:{port}"), "--rpc-cookie"])
+            .arg(cookie)
+            .timeout(Duration::from_secs(60))
+            .assert()
+            .code(1)
+            .stderr(contains(why))
+            .stderr(contains("aaaa").not());
+    }
+    db_is_untouched(&db);
+}

@@ -119,8 +119,29 @@ pub struct Rpc {
     url: String,
 }
 
+/// Largest cookie file read (bitcoind's is `__cookie__:` + 64 hex digits).
+const MAX_COOKIE_BYTES: u64 = 4096;
+
 fn read_cookie(p: &Path) -> Result<(String, String)> {
-    let s = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+    use std::io::Read;
+    // A FIFO or device would block or never end: refused before it is opened.
+    let md = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+    if !md.is_file() {
+        return Err(Error::Usage(format!(
+            "{}: not a regular file (a cookie file is)",
+            p.display()
+        )));
+    }
+    let mut s = String::new();
+    std::fs::File::open(p)
+        .and_then(|f| f.take(MAX_COOKIE_BYTES + 1).read_to_string(&mut s))
+        .map_err(|e| Error::io(p, e))?;
+    if s.len() as u64 > MAX_COOKIE_BYTES {
+        return Err(Error::Usage(format!(
+            "{}: larger than {MAX_COOKIE_BYTES} bytes, not a cookie file",
+            p.display()
+        )));
+    }
     let s = s.trim_end();
     match s.split_once(':') {
         Some((u, pw)) => Ok((u.to_string(), pw.to_string())),
