@@ -484,3 +484,32 @@ fn a_writer_that_meets_a_damaged_database_exits_2_and_changes_nothing() {
         assert_eq!(std::fs::read(&p).unwrap(), b, "{} changed", p.display());
     }
 }
+
+#[test]
+fn a_path_that_is_not_utf8_prints_lossily_in_json_never_panics() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join(std::ffi::OsStr::from_bytes(b"reorg_\xff"));
+    let v = one_json_doc(&["--path".as_ref(), p.as_os_str(), "--check".as_ref()], 1);
+    assert!(v["path"].as_str().unwrap().ends_with("reorg_\u{fffd}"), "{v}");
+    let v = one_json_doc(&["--path".as_ref(), p.as_os_str()], 0);
+    assert_eq!(v["created"], true);
+    let v = one_json_doc(&["--path".as_ref(), p.as_os_str(), "--check".as_ref()], 0);
+    assert_eq!(v["healthy"], true);
+    let dest = d.path().join(std::ffi::OsStr::from_bytes(b"copy_\xfe"));
+    let v = one_json_doc(
+        &["--path".as_ref(), p.as_os_str(), "--copy-to".as_ref(), dest.as_os_str()],
+        0,
+    );
+    assert!(v["copy"].as_str().unwrap().ends_with("copy_\u{fffd}"), "{v}");
+}
+
+#[test]
+fn a_database_reached_through_a_symlink_checks() {
+    let d = tempfile::tempdir().unwrap();
+    let db = populated(d.path());
+    let link = d.path().join("link");
+    std::os::unix::fs::symlink(&db, &link).unwrap();
+    let v = check(&link, 0);
+    assert_eq!(v["blocks"]["count"], 3000);
+}

@@ -259,7 +259,9 @@ impl ReorgDb {
 
     /// Opens an existing database; never creates anything.
     pub fn open(path: &Path, mode: Mode) -> Result<ReorgDb> {
-        match describe(path) {
+        // A symlink to the database (e.g. /var/lib/ailee/reorg_db -> /data/…) is followed.
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        match describe(&real) {
             Some(d) if d == "an existing RocksDB database" => {}
             Some(d) => {
                 return Err(Error::NotADatabase {

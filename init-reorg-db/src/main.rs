@@ -70,8 +70,10 @@ fn run_json(cli: Cli) -> anyhow::Result<ExitStatus> {
                 Some(Error::Interrupted) => "interrupted",
                 _ => "error",
             };
-            out(json!({"path": path, "healthy": false, "problem": problem,
-                       "error": format!("{e:#}"), "exit_code": status.code()}))?;
+            out(
+                json!({"path": path.to_string_lossy(), "healthy": false, "problem": problem,
+                       "error": format!("{e:#}"), "exit_code": status.code()}),
+            )?;
             eprintln!("{e:#}");
             Ok(status)
         }
@@ -114,7 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             return Err(Error::Integrity(format!("The copy does not check: {why}")).into());
         }
         if cli.common.json {
-            out(json!({"path": cli.path, "copy": dest, "records": n}))?;
+            out(json!({"path": cli.path.to_string_lossy(), "copy": dest.to_string_lossy(), "records": n}))?;
         } else {
             out(format_args!(
                 "Copied {n} records from {} to {} (checked)",
@@ -127,7 +129,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     if !cli.check {
         ReorgDb::create(&cli.path).context("cannot create reorg database")?;
         if cli.common.json {
-            out(json!({"path": cli.path, "created": true, "column_families": ailee_core::records::COLUMN_FAMILIES}))?;
+            out(
+                json!({"path": cli.path.to_string_lossy(), "created": true, "column_families": ailee_core::records::COLUMN_FAMILIES}),
+            )?;
         } else {
             out(format_args!(
                 "Created reorg database at {} (column families: default, reputation_cf)",
@@ -145,7 +149,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     };
     if cli.common.json {
         out(json!({
-            "path": cli.path,
+            "path": cli.path.to_string_lossy(),
             "healthy": r.healthy(),
             "anchors": AnchorStatus::ALL.iter().map(|s| (s.name().to_string(), json!(r.anchors[*s as usize]))).collect::<serde_json::Map<_, _>>(),
             "blocks": {"count": r.blocks, "min_height": r.min_height, "max_height": r.max_height,
