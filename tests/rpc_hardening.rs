@@ -853,3 +853,27 @@ fn a_cookie_that_is_not_a_small_regular_file_is_refused_at_once() {
     }
     db_is_untouched(&db);
 }
+
+#[test]
+fn a_huge_or_multi_line_rpc_error_message_is_clipped_to_one_line() {
+    let port = serve(|body| {
+        let req: Value = serde_json::from_str(body).unwrap();
+        let msg = format!("Loading\nerror: forged line{}", "z".repeat(10 << 20));
+        http(
+            "500 Internal Server Error",
+            "",
+            json!({"result": null, "error": {"code": -28, "message": msg}, "id": req["id"]})
+                .to_string()
+                .as_bytes(),
+        )
+    });
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    let a = resync(port, &db)
+        .code(1)
+        .stderr(contains("Loading\\nerror: forged line"));
+    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
+    assert!(err.len() < 3000, "{} bytes", err.len());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    db_is_untouched(&db);
+}

@@ -180,7 +180,9 @@ impl Rpc {
     }
 
     fn err(&self, method: &str, e: impl std::fmt::Display) -> Error {
-        let m = e.to_string();
+        // The text may carry what the server sent (an RPC error message):
+        // one line, bounded.
+        let m = transport::clip(&e.to_string(), 1000);
         let hint = if m.contains("401") {
             " — authentication refused: check --rpc-user/--rpc-password or --rpc-cookie"
         } else if m.contains("Connection refused") {

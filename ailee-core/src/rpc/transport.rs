@@ -57,6 +57,24 @@ pub fn excerpt(b: &[u8], max: usize) -> String {
     out
 }
 
+/// Error text that may hold what a server sent: control characters escaped
+/// (no forged log lines), at most `max` characters.
+pub fn clip(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for (i, c) in s.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Base64 (standard alphabet, padded) for the Basic authorization header.
 fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -193,6 +211,12 @@ mod tests {
         ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
+    }
+
+    #[test]
+    fn clip_keeps_one_bounded_line() {
+        assert_eq!(clip("a \"b\"\nfake: line", 100), "a \"b\"\\nfake: line");
+        assert_eq!(clip(&"x".repeat(5000), 3), "xxx…");
     }
 
     #[test]
