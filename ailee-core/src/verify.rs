@@ -113,7 +113,11 @@ pub fn check_block(block: &[u8], buf: &mut Vec<u8>) -> Verdict {
     let root = state_root_with(&snap.state, &parsed.order, buf);
     let mut v = Verdict {
         crlf: parsed.crlf,
-        ambiguous_root: crate::root::ambiguity_warning(&crate::root::ambiguous_fields(&snap.state)),
+        ambiguous_root: if crate::root::separators_as_laid_out(&snap.state, buf) {
+            None
+        } else {
+            crate::root::ambiguity_warning(&crate::root::ambiguous_fields(&snap.state))
+        },
         ..Verdict::default()
     };
     v.failure = (|| {
