@@ -269,6 +269,12 @@ fn unreadable_database_exits_1_not_2() {
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["problem"], "unreadable", "{v}");
+    // A directory that cannot even be listed.
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let o = run_as_nobody(true);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["problem"], "unreadable", "{v}");
 }
 
 #[test]

@@ -64,6 +64,11 @@ fn run_json(cli: Cli) -> anyhow::Result<ExitStatus> {
             let problem = match core {
                 Some(Error::DbCorrupt { .. } | Error::Decode(_) | Error::Integrity(_)) => "corrupt",
                 Some(Error::Locked { .. }) => "locked",
+                Some(Error::NotADatabase { .. })
+                    if std::fs::read_dir(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) =>
+                {
+                    "unreadable"
+                }
                 Some(Error::NotADatabase { .. }) if std::fs::symlink_metadata(&path).is_err() => "absent",
                 Some(Error::NotADatabase { .. }) => "not_a_database",
                 Some(Error::Io { .. } | Error::Db { .. }) => "unreadable",
