@@ -5,10 +5,16 @@
 //! serve are used, and headers are never decoded through typed structs (the
 //! SV node says `num_tx` where Core says `nTx`). Block hashes come in JSON-RPC
 //! batches. Secrets never appear in errors: URLs are shown without userinfo.
+//!
+//! Below the client sits [`transport`] (no redirects, bounded replies); every
+//! value a reply carries goes through [`reply`] before it is used or stored.
+
+pub mod reply;
+pub mod transport;
 
 use crate::{Error, Result};
-// `jsonrpc` is the crate bitcoincore-rpc is built on (same version); it is a
-// direct dependency only to enable its minreq transport.
+// `jsonrpc` is the crate bitcoincore-rpc is built on (same version); its
+// `Transport` trait is implemented by our own HTTP transport.
 use bitcoincore_rpc::RpcApi;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -113,8 +119,29 @@ pub struct Rpc {
     url: String,
 }
 
+/// Largest cookie file read (bitcoind's is `__cookie__:` + 64 hex digits).
+const MAX_COOKIE_BYTES: u64 = 4096;
+
 fn read_cookie(p: &Path) -> Result<(String, String)> {
-    let s = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+    use std::io::Read;
+    // A FIFO or device would block or never end: refused before it is opened.
+    let md = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+    if !md.is_file() {
+        return Err(Error::Usage(format!(
+            "{}: not a regular file (a cookie file is)",
+            p.display()
+        )));
+    }
+    let mut s = String::new();
+    std::fs::File::open(p)
+        .and_then(|f| f.take(MAX_COOKIE_BYTES + 1).read_to_string(&mut s))
+        .map_err(|e| Error::io(p, e))?;
+    if s.len() as u64 > MAX_COOKIE_BYTES {
+        return Err(Error::Usage(format!(
+            "{}: larger than {MAX_COOKIE_BYTES} bytes, not a cookie file",
+            p.display()
+        )));
+    }
     let s = s.trim_end();
     match s.split_once(':') {
         Some((u, pw)) => Ok((u.to_string(), pw.to_string())),
@@ -127,29 +154,35 @@ fn read_cookie(p: &Path) -> Result<(String, String)> {
 
 impl Rpc {
     pub fn connect(cfg: &RpcConfig) -> Result<Rpc> {
-        // minreq transport: the node answers large batches with chunked
-        // transfer encoding, which the crate's default transport cannot read.
-        let mut b = jsonrpc::http::minreq_http::Builder::new()
-            .timeout(cfg.timeout)
-            .url(&cfg.url)
-            .map_err(|e| Error::Usage(format!("--bitcoin-rpc {}: {e}", cfg.url)))?;
-        match &cfg.auth {
-            Auth::None => {}
-            Auth::UserPass { user, password } => b = b.basic_auth(user.clone(), Some(password.clone())),
-            Auth::Cookie(p) => {
-                let (u, pw) = read_cookie(p)?;
-                b = b.basic_auth(u, Some(pw));
-            }
-        }
-        let client = bitcoincore_rpc::Client::from_jsonrpc(jsonrpc::Client::with_transport(b.build()));
+        let creds = match &cfg.auth {
+            Auth::None => None,
+            Auth::UserPass { user, password } => Some((user.clone(), password.clone())),
+            Auth::Cookie(p) => Some(read_cookie(p)?),
+        };
+        let http = transport::Http::new(
+            &cfg.url,
+            creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+            cfg.timeout,
+        );
+        let client = bitcoincore_rpc::Client::from_jsonrpc(jsonrpc::Client::with_transport(http));
         Ok(Rpc {
             client,
             url: cfg.url.clone(),
         })
     }
 
+    /// A value of the node's reply failed [`reply`]'s validation.
+    fn invalid(&self, method: &str, e: reply::Invalid) -> Error {
+        Error::Rpc {
+            url: self.url.clone(),
+            message: format!("{method}: reply refused: {e}"),
+        }
+    }
+
     fn err(&self, method: &str, e: impl std::fmt::Display) -> Error {
-        let m = e.to_string();
+        // The text may carry what the server sent (an RPC error message):
+        // one line, bounded.
+        let m = transport::clip(&e.to_string(), 1000);
         let hint = if m.contains("401") {
             " — authentication refused: check --rpc-user/--rpc-password or --rpc-cookie"
         } else if m.contains("Connection refused") {
@@ -168,7 +201,8 @@ impl Rpc {
     }
 
     pub fn block_count(&self) -> Result<u64> {
-        self.client.get_block_count().map_err(|e| self.err("getblockcount", e))
+        let v = self.call("getblockcount", &[])?;
+        reply::height(&v).map_err(|e| self.invalid("getblockcount", e))
     }
 
     /// A raw call whose result is returned as JSON (no typed decoding).
@@ -203,12 +237,11 @@ impl Rpc {
                     format!("height {h}: RPC error {}: {}", e.code, e.message),
                 ));
             }
-            let hash: String = r
+            let hash: Value = r
                 .result()
                 .map_err(|e| self.err("getblockhash", format!("height {h}: {e}")))?;
-            if !crate::records::is_hash(&hash) {
-                return Err(self.err("getblockhash", format!("height {h}: not a block hash: {hash:?}")));
-            }
+            let hash = reply::block_hash(&hash)
+                .map_err(|e| self.invalid("getblockhash", reply::Invalid(format!("height {h}: {e}"))))?;
             out.push(hash);
         }
         Ok(out)
@@ -248,19 +281,33 @@ impl Rpc {
                 format!("wallet could not sign the transaction: {signed}"),
             ));
         }
-        signed
-            .get("hex")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| self.err("signrawtransaction", "no hex in reply"))
+        let hex = signed.get("hex").unwrap_or(&Value::Null);
+        reply::signed_op_return_tx(hex, data).map_err(|e| self.invalid("signrawtransaction", e))?;
+        Ok(hex.as_str().unwrap_or_default().to_ascii_lowercase())
     }
 
-    /// Broadcasts a signed transaction; returns its txid.
+    /// Broadcasts a signed transaction; returns its txid, which must be the
+    /// txid of `hex` (64 hex digits, lower-case), or the call fails and the
+    /// caller stores nothing.
     pub fn send_raw(&self, hex: &str) -> Result<String> {
+        let expected = reply::signed_txid(&Value::from(hex)).map_err(|e| self.invalid("sendrawtransaction", e))?;
         let v = self.call("sendrawtransaction", &[Value::from(hex)])?;
-        v.as_str()
-            .map(str::to_string)
-            .ok_or_else(|| self.err("sendrawtransaction", "no txid in reply"))
+        let refused = |e: reply::Invalid| {
+            self.invalid(
+                "sendrawtransaction",
+                reply::Invalid(format!(
+                    "{e} (transaction {expected} may have been broadcast and is not recorded: \
+                     look it up with getrawtransaction before anchoring again)"
+                )),
+            )
+        };
+        let txid = reply::txid(&v).map_err(refused)?;
+        if txid != expected {
+            return Err(refused(reply::Invalid(format!(
+                "the node answered txid {txid} for the transaction whose txid is {expected}"
+            ))));
+        }
+        Ok(txid)
     }
 }
 

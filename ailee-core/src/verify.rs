@@ -91,6 +91,9 @@ pub struct Verdict {
     /// Peg-out anchor links still to resolve (only when nothing else failed).
     pub pegout_refs: Vec<PegoutRef>,
     pub crlf: bool,
+    /// A warning when an id of the state holds `:`, so the root does not pin
+    /// the state down ([`crate::root::ambiguous_fields`]); not a failure.
+    pub ambiguous_root: Option<String>,
 }
 
 impl Verdict {
@@ -118,6 +121,11 @@ pub fn check_block(block: &[u8], buf: &mut Vec<u8>) -> Verdict {
     let root = state_root_with(&snap.state, &parsed.order, buf);
     let mut v = Verdict {
         crlf: parsed.crlf,
+        ambiguous_root: if crate::root::separators_as_laid_out(&snap.state, buf) {
+            None
+        } else {
+            crate::root::ambiguity_warning(&crate::root::ambiguous_fields(&snap.state))
+        },
         ..Verdict::default()
     };
     v.failure = (|| {

@@ -65,6 +65,9 @@ struct Cli {
     /// Accept peg-outs whose anchor no available source records.
     #[arg(long)]
     allow_unknown_pegout_anchors: bool,
+    /// Anchor a state whose ids hold ':' although its root then does not pin it down.
+    #[arg(long)]
+    allow_ambiguous_root: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -125,6 +128,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     }
     let (state_ts, mut snap) = load(&cli)?;
     let root = state_root(&snap.state).map_err(|d| Error::Usage(format!("duplicate key in {}", d.section.name())))?;
+    let ambiguous = ailee_core::root::ambiguity_warning(&ailee_core::root::ambiguous_fields(&snap.state));
+    if let Some(w) = &ambiguous {
+        if !cli.allow_ambiguous_root {
+            let e = format!("{w}. Refusing to anchor this state (--allow-ambiguous-root overrides)");
+            return Err(Error::Usage(e).into());
+        }
+        rep.warn(format_args!("{w} (allowed by --allow-ambiguous-root)"));
+    }
     let ts = cli.timestamp_ms.unwrap_or_else(now_ms);
     snap.timestamp_ms = state_ts.unwrap_or(ts);
     let a = anchor::build(&root, ts, cli.recovery_metadata.as_bytes());
@@ -242,6 +253,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             "l2_state_root": root, "timestamp_ms": ts, "recovery_metadata": cli.recovery_metadata,
             "payload": payload, "hash": hash, "op_return_script": script,
             "appended_at_offset": appended, "recorded_in": cli.db_path, "txid": txid,
+            "ambiguous_root": ambiguous.is_some(),
         }))?;
     } else {
         out(format_args!("L2StateRoot: {root}"))?;

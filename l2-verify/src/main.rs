@@ -167,6 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         rep.warn("lines end in \\r\\n (tolerated)");
         warnings.push("lines end in \\r\\n (tolerated)".into());
     }
+    note_ambiguity(&rep, &verdict, "", &mut warnings);
     if matches!(verdict.failure, Some(Failure::Corrupt(_))) && place.number.is_none() {
         place = locate(&cli.snapshot, place.offset)?;
     }
@@ -260,6 +261,7 @@ fn report_one(
             "root": v.root,
             "anchor_hash": v.anchor_hash,
             "error": error,
+            "ambiguous_root": v.ambiguous_root.is_some(),
             "warnings": warnings,
             "on_chain": proven.as_ref().map(|(t, h, c)| json!({"txid": t, "height": h, "confirmations": c})),
         }))?;
@@ -385,6 +387,8 @@ fn verify_all(cli: &Cli, rep: &Report, file: &File, db: Option<&dyn AnchorSource
         if let Some(h) = &v.anchor_hash {
             anchors.insert(h.clone());
         }
+        bar.0
+            .suspend(|| note_ambiguity(rep, &v, &format!("snapshot {}: ", r.number), &mut warnings));
         count += 1;
         let place = Place {
             number: Some(r.number),
@@ -397,6 +401,7 @@ fn verify_all(cli: &Cli, rep: &Report, file: &File, db: Option<&dyn AnchorSource
             results.push(json!({
                 "snapshot": r.number, "offset": r.offset, "line": r.line, "ok": v.ok(),
                 "root": v.root, "anchor_hash": v.anchor_hash, "error": error,
+                "ambiguous_root": v.ambiguous_root.is_some(),
             }));
         } else {
             let line = match &error {
@@ -464,10 +469,11 @@ fn last_valid(cli: &Cli, rep: &Report, file: &File, db: Option<&dyn AnchorSource
         }
         match &v.failure {
             None => {
+                let ambiguous = note_ambiguity(rep, &v, "", &mut warnings);
                 if cli.common.json {
                     out(
                         json!({"file": path, "last_valid": number, "root": v.root, "anchor_hash": v.anchor_hash,
-                               "total": total, "warnings": warnings}),
+                               "total": total, "ambiguous_root": ambiguous, "warnings": warnings}),
                     )?;
                 } else {
                     out(number)?;
@@ -491,6 +497,15 @@ fn last_valid(cli: &Cli, rep: &Report, file: &File, db: Option<&dyn AnchorSource
     }
     eprintln!("No snapshot in {} verifies.", path.display());
     Ok(ExitStatus::Integrity)
+}
+
+/// Warns when the snapshot's root is ambiguous (an id holds `:`); true if so.
+fn note_ambiguity(rep: &Report, v: &Verdict, prefix: &str, warnings: &mut Vec<String>) -> bool {
+    let Some(w) = &v.ambiguous_root else { return false };
+    let w = format!("{prefix}{w}");
+    rep.warn(&w);
+    warnings.push(w);
+    true
 }
 
 #[cfg(test)]
