@@ -6,7 +6,8 @@
 # pages, shell completions, the systemd/cron examples and alert rules in
 # /usr/share/ailee-recovery/examples, the docs in /usr/share/doc/ailee-recovery.
 # Runtime dependencies are Debian's (restic for backups, util-linux for flock,
-# python3 for the scripts' JSON). Writes the package into DIR (default
+# python3 for the scripts' JSON; util-linux's flock is essential). The
+# maintainer is $DEBFULLNAME <$DEBEMAIL> when set. Writes the package into DIR (default
 # target's release directory) and prints its path. Check it with
 # `lintian PACKAGE.deb` and `dpkg-deb --contents PACKAGE.deb`.
 set -euo pipefail
@@ -27,6 +28,7 @@ command -v dpkg-deb >/dev/null || { echo "package-deb.sh: dpkg-deb is missing (s
 source "$here/env.sh"
 out=${out:-$CARGO_TARGET_DIR/release}
 mkdir -p "$out"
+maintainer="${DEBFULLNAME:-ailee-recovery maintainers} <${DEBEMAIL:-ailee-recovery@users.noreply.github.com}>"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -n 1)
 arch=$(dpkg --print-architecture)
 stage=$(mktemp -d "${TMPDIR:-/tmp}/ailee-deb.XXXXXX")
@@ -64,8 +66,8 @@ License: MIT
  OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN
  THE SOFTWARE.
 EOF
-printf 'ailee-recovery (%s) unstable; urgency=medium\n\n  * Release %s.\n\n -- ailee-recovery maintainers <ailee-recovery@localhost>  %s\n' \
-    "$version" "$version" "$(date -u -R)" | gzip -9n > "$doc/changelog.gz"
+printf 'ailee-recovery (%s) unstable; urgency=medium\n\n  * Release %s.\n\n -- %s  %s\n' \
+    "$version" "$version" "$maintainer" "$(date -u -R)" | gzip -9n > "$doc/changelog.gz"
 for b in "$pkg"/usr/bin/*; do
     if file -b "$b" 2>/dev/null | grep -q ELF || head -c 4 "$b" | grep -q ELF; then
         strip --strip-unneeded --remove-section=.comment --remove-section=.note "$b"
@@ -74,7 +76,7 @@ done
 find "$pkg" -type d -exec chmod 0755 {} +
 
 size=$(du -sk --exclude=DEBIAN "$pkg" | cut -f1)
-depends="libc6, libgcc-s1, libstdc++6, python3, util-linux, restic"
+depends="libc6, libgcc-s1, libstdc++6, python3, restic"   # util-linux (flock) is essential
 install -d "$pkg/DEBIAN"
 cat > "$pkg/DEBIAN/control" <<EOF
 Package: ailee-recovery
@@ -82,7 +84,7 @@ Version: $version
 Section: utils
 Priority: optional
 Architecture: $arch
-Maintainer: ailee-recovery maintainers <ailee-recovery@localhost>
+Maintainer: $maintainer
 Installed-Size: $size
 Depends: $depends
 Recommends: prometheus-node-exporter

@@ -142,6 +142,12 @@ pub fn bitcoind() -> PathBuf {
 
 impl Node {
     pub fn start() -> Node {
+        Node::start_with(&[])
+    }
+
+    /// Starts a node with extra `bitcoind` options (`-txindex=0` replaces the
+    /// default `-txindex=1`).
+    pub fn start_with(extra: &[&str]) -> Node {
         let bitcoind = bitcoind();
         let bin_dir = bitcoind.parent().expect("bin dir").to_path_buf();
         let datadir = tempfile::tempdir().expect("datadir");
@@ -155,7 +161,6 @@ impl Node {
                 "-minminingtxfee=0.00000500",
                 "-server=1",
                 "-listen=0",
-                "-txindex=1",
                 "-rpcbind=127.0.0.1",
                 "-rpcallowip=127.0.0.1",
                 "-rpcuser=ailee",
@@ -165,6 +170,8 @@ impl Node {
             .arg(format!("-rpcport={rpc_port}"))
             .arg(format!("-port={p2p}"))
             .arg(format!("-datadir={}", datadir.path().display()))
+            .args(extra)
+            .args((!extra.iter().any(|a| a.starts_with("-txindex"))).then_some("-txindex=1"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

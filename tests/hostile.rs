@@ -263,8 +263,15 @@ fn rejecting_proxy(node_port: u16) -> u16 {
                 let mut r = BufReader::new(s.try_clone().unwrap());
                 while let Some((head, body)) = read_msg(&mut r) {
                     if String::from_utf8_lossy(&body).contains("sendrawtransaction") {
-                        let b =
-                            br#"{"result":null,"error":{"code":-26,"message":"rejected by the test proxy"},"id":1}"#;
+                        // Answer with the request's own id, as a node would.
+                        let id = serde_json::from_slice::<serde_json::Value>(&body)
+                            .ok()
+                            .and_then(|v| v.get("id").cloned())
+                            .unwrap_or(serde_json::Value::Null);
+                        let b = format!(
+                            r#"{{"result":null,"error":{{"code":-26,"message":"rejected by the test proxy"}},"id":{id}}}"#
+                        );
+                        let b = b.as_bytes();
                         let reply = format!(
                             "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
                             b.len()

@@ -86,10 +86,9 @@ fn installed_tools_run_the_runbook_with_only_the_prefix_on_path() {
         &path,
         r#"
 ailee_init_node --data-dir ./ailee
-ailee_l2_verify --snapshot basic.dat --index 4 --print-state > state4.json
-ailee_l2_verify --snapshot basic.dat --print-state > state5.json
-ailee_create_anchor --l2-state-file state4.json --snapshot-file ./ailee/l2_snapshots.dat --db-path ./ailee/reorg_db >/dev/null
-ailee_create_anchor --l2-state-file state5.json --snapshot-file ./ailee/l2_snapshots.dat --db-path ./ailee/reorg_db >/dev/null
+ailee_l2_verify --snapshot basic.dat --index 1 --print-state > state.json
+ailee_create_anchor --l2-state-file state.json --timestamp-ms 1000 --snapshot-file ./ailee/l2_snapshots.dat --db-path ./ailee/reorg_db >/dev/null
+ailee_create_anchor --l2-state-file state.json --timestamp-ms 2000 --snapshot-file ./ailee/l2_snapshots.dat --db-path ./ailee/reorg_db >/dev/null
 ailee_l2_verify --snapshot ./ailee/l2_snapshots.dat
 ailee_init_reorg_db --path ./ailee/reorg_db --check >/dev/null
 ailee_extract_snapshots ./ailee/l2_snapshots.dat ./snapshots/ >/dev/null
@@ -153,6 +152,16 @@ fn scripts_answer_help_and_version_and_check_their_tools_first() {
             .code(0)
             .stdout(predicate::str::starts_with(format!("{s} ")));
     }
+    // The drill through a symlink finds its own directory (env.sh, ROOT).
+    std::os::unix::fs::symlink(root().join("scripts/test_recovery.sh"), t.path().join("drill")).unwrap();
+    sh(t.path(), &system_path(), "./drill --help")
+        .assert()
+        .code(0)
+        .stdout(predicate::str::starts_with("test_recovery.sh --mode"));
+    sh(t.path(), &system_path(), "./drill --mode nonsense")
+        .assert()
+        .code(1)
+        .stderr(contains("usage: test_recovery.sh").and(contains("unbound").not()));
     // A script whose tool is missing refuses before it changes anything.
     let lonely = t.path().join("lonely");
     std::fs::create_dir_all(lonely.join("lib/ailee-recovery")).unwrap();
@@ -290,7 +299,7 @@ fn the_debian_package_builds_passes_lintian_and_runs_extracted() {
     assert!(String::from_utf8_lossy(&fields.stdout).contains("restic"));
 
     let lintian = Command::new("lintian")
-        .args(["--no-tag-display-limit"])
+        .args(["--tag-display-limit", "0"])
         .arg(&deb)
         .output()
         .unwrap();

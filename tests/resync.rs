@@ -184,14 +184,24 @@ fn reorg_deeper_than_the_threshold_exits_3_after_recording_it() {
 }
 
 #[test]
-fn shorter_chain_deletes_heights_above_the_tip() {
+fn shorter_chain_with_equal_hashes_is_behind_not_a_reorg() {
+    // A chain that ends below our stored heights, with the same hashes up to
+    // its tip, is a node that is behind: nothing deleted (issue 15).
     let node = Node::start();
     node.generate(30);
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("reorg_db");
     init(&db);
     resync(&node, &db, 0).assert().code(0);
+    let before = stored(&db);
     node.cli(&["invalidateblock", &node.hash(28)]);
+    resync(&node, &db, 20)
+        .assert()
+        .code(1)
+        .stderr(contains("node is behind: tip 27, stored up to 30"));
+    assert_eq!(stored(&db), before);
+    // Once the node's chain has a hash that differs at a height it has, it is a reorg.
+    node.generate(4);
     resync(&node, &db, 20)
         .assert()
         .code(0)
@@ -224,7 +234,8 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
     init(&db);
     resync(&node, &db, 0).assert().code(0);
     // A reorg to detect, then kill the resync at several points.
-    node.cli(&["invalidateblock", &node.hash(1400)]);
+    // Fork at 1420: 81 deep, within --max-reorg-depth (a deeper one is refused).
+    node.cli(&["invalidateblock", &node.hash(1420)]);
     node.generate(110);
     for delay_ms in [5u64, 40, 120] {
         let mut c = std::process::Command::new(ailee_recovery::bin("ailee_resync_blocks"));
@@ -255,7 +266,7 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
         let s = stored(&db);
         let sample: Vec<_> = s.iter().filter(|(h, _)| h % 97 == 0).collect();
         for (h, hash) in sample {
-            if *h < 1400 {
+            if *h < 1420 {
                 assert_eq!(*hash, node.hash(*h));
             }
         }
@@ -269,7 +280,7 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
     let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
     let ev = r.reorg_events().unwrap();
     assert_eq!(ev.len(), 1, "one event for the one fork, whatever the kills: {ev:?}");
-    assert_eq!(ev[0].1.reorg_height, 1400);
+    assert_eq!(ev[0].1.reorg_height, 1420);
 }
 
 #[test]

@@ -51,10 +51,27 @@ fn http(status: &str, body: &[u8]) -> Vec<u8> {
     v
 }
 
-/// getblockcount answers 10; batches get `batch(body)`.
+/// getblockcount and getblockchaininfo answer height 10 (with the request's id);
+/// batches get `batch(body)`.
 fn count_then(body: &str, batch: fn(&str) -> Vec<u8>) -> Vec<u8> {
+    let id = || {
+        serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("id").cloned())
+            .unwrap_or(1.into())
+    };
     if body.contains("getblockcount") {
-        http("200 OK", br#"{"result":10,"error":null,"id":1}"#)
+        http(
+            "200 OK",
+            format!(r#"{{"result":10,"error":null,"id":{}}}"#, id()).as_bytes(),
+        )
+    } else if body.contains("getblockchaininfo") {
+        let best = "0".repeat(64);
+        let reply = format!(
+            r#"{{"result":{{"blocks":10,"bestblockhash":"{best}"}},"error":null,"id":{}}}"#,
+            id()
+        );
+        http("200 OK", reply.as_bytes())
     } else {
         batch(body)
     }

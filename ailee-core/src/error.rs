@@ -29,6 +29,13 @@ pub enum Error {
     NotADatabase { path: PathBuf, why: String },
     #[error("{path}: RocksDB: {message}")]
     Db { path: PathBuf, message: String },
+    /// RocksDB read the database and found it damaged (its `Corruption`
+    /// kind: checksum, file size, missing file, bad CURRENT or MANIFEST).
+    #[error(
+        "{path}: the database is damaged (RocksDB: {message}). Do not run the node on it: \
+         rebuild it from the Bitcoin node (runbook Procedure 3) or restore a backup"
+    )]
+    DbCorrupt { path: PathBuf, message: String },
     #[error("Bitcoin RPC {url}: {message}")]
     Rpc { url: String, message: String },
     #[error("{0}")]
@@ -47,7 +54,7 @@ impl Error {
     pub fn exit_status(&self) -> ExitStatus {
         match self {
             Error::Interrupted => ExitStatus::Interrupted,
-            Error::Integrity(_) | Error::Decode(_) => ExitStatus::Integrity,
+            Error::Integrity(_) | Error::Decode(_) | Error::DbCorrupt { .. } => ExitStatus::Integrity,
             _ => ExitStatus::Operational,
         }
     }

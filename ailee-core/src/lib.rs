@@ -12,11 +12,17 @@
 pub mod anchor;
 pub mod append;
 pub mod atomic;
+pub mod block;
 pub mod cancel;
 pub mod error;
 pub mod exit;
 pub mod format;
+pub mod metrics;
 pub mod model;
+#[cfg(feature = "db")]
+pub mod monitor;
+#[cfg(all(feature = "db", feature = "rpc"))]
+pub mod onchain;
 pub mod pipeline;
 pub mod progress;
 pub mod records;

@@ -34,11 +34,32 @@ fn descriptors() -> Vec<ColumnFamilyDescriptor> {
         .collect()
 }
 
+/// Maps a RocksDB error to ours by its kind: `Corruption` (a checksum
+/// mismatch, an SST whose size differs from the MANIFEST's, a bad CURRENT or
+/// MANIFEST, a missing file the MANIFEST names) is [`Error::DbCorrupt`], an
+/// integrity failure; everything else (locked, I/O, permission) is
+/// operational. Two cases have no kind of their own: the lock (an `IOError`
+/// on `LOCK`), and a file the database names that is gone, which RocksDB
+/// reports as an `IOError` "No such file or directory" while the database's
+/// CURRENT is there — the database is damaged, not absent.
 fn db_error(path: &Path, e: rocksdb::Error) -> Error {
     let m = e.to_string();
     if m.contains("lock") && (m.contains("Resource temporarily unavailable") || m.contains("LOCK")) {
-        Error::Locked {
+        return Error::Locked {
             path: path.to_path_buf(),
+        };
+    }
+    let corrupt = match e.kind() {
+        rocksdb::ErrorKind::Corruption => true,
+        rocksdb::ErrorKind::IOError | rocksdb::ErrorKind::NotFound => {
+            m.contains("No such file or directory") && path.join("CURRENT").is_file()
+        }
+        _ => false,
+    };
+    if corrupt {
+        Error::DbCorrupt {
+            path: path.to_path_buf(),
+            message: m,
         }
     } else {
         Error::Db {
@@ -76,6 +97,104 @@ fn non_regular_entry(dir: &Path) -> Option<String> {
         let ft = std::fs::metadata(e.path()).ok()?.file_type();
         (!ft.is_file() && !ft.is_dir()).then(|| e.file_name().to_string_lossy().into_owned())
     })
+}
+
+/// The MANIFEST that `CURRENT` names, if `CURRENT` reads as one.
+fn current_manifest(path: &Path) -> Option<PathBuf> {
+    let c = std::fs::read_to_string(path.join("CURRENT")).ok()?;
+    let name = c.strip_suffix('\n')?;
+    (name.starts_with("MANIFEST-") && !name.contains('/')).then(|| path.join(name))
+}
+
+/// How the MANIFEST is damaged, if it visibly is (empty or ends torn).
+fn manifest_damage(path: &Path) -> Option<String> {
+    let m = current_manifest(path)?;
+    let bytes = std::fs::read(&m).ok()?;
+    if bytes.is_empty() {
+        Some(format!("{} is empty", m.display()))
+    } else if log_tail_torn(&bytes) {
+        Some(format!("{} ends in a torn record", m.display()))
+    } else {
+        None
+    }
+}
+
+/// RocksDB writes an `OPTIONS-<n>` file naming every column family; the
+/// newest one naming `cf` while the MANIFEST lacks it means MANIFEST edits
+/// were lost (a database created without `cf` never names it).
+fn options_name_cf(path: &Path, cf: &str) -> Option<String> {
+    let newest = std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let num: u64 = n.strip_prefix("OPTIONS-")?.parse().ok()?;
+            Some((num, e.path()))
+        })
+        .max()?;
+    let text = std::fs::read_to_string(&newest.1).ok()?;
+    text.contains(&format!("[CFOptions \"{cf}\"]")).then(|| {
+        format!(
+            "{} names it: the MANIFEST lost the edits that created it",
+            newest.1.display()
+        )
+    })
+}
+
+fn manifest_torn(path: &Path) -> bool {
+    manifest_damage(path).is_some()
+}
+
+/// Whether a RocksDB log file (the MANIFEST's format: 32 KiB blocks of
+/// records with a 7-byte header — 11 for the recyclable types — and a
+/// zero-filled block trailer) ends inside a record or a fragmented record.
+pub fn log_tail_torn(b: &[u8]) -> bool {
+    const BLOCK: usize = 32768;
+    let mut pos = 0;
+    let mut open_fragment = false;
+    while pos < b.len() {
+        let left = BLOCK - pos % BLOCK;
+        if left < 7 {
+            pos += left;
+            continue;
+        }
+        if b.len() - pos < 7 {
+            return true;
+        }
+        let len = u16::from_le_bytes([b[pos + 4], b[pos + 5]]) as usize;
+        let kind = b[pos + 6];
+        if kind == 0 && len == 0 {
+            // Zero fill (preallocated space): the log ends here.
+            return open_fragment;
+        }
+        let header = if matches!(kind, 5..=8 | 11 | 131) { 11 } else { 7 };
+        if header + len > left || pos + header + len > b.len() {
+            return true;
+        }
+        match kind {
+            2 | 6 => open_fragment = true,
+            4 | 8 => open_fragment = false,
+            _ => {}
+        }
+        pos += header + len;
+    }
+    open_fragment
+}
+
+/// Whether some process holds RocksDB's `LOCK` on the database at `path`
+/// (POSIX locks, read from `/proc/locks`; false where that is unavailable).
+pub fn lock_held(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(md) = std::fs::metadata(path.join("LOCK")) else {
+        return false;
+    };
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(md.dev()),
+        rustix::fs::minor(md.dev()),
+        md.ino()
+    );
+    std::fs::read_to_string("/proc/locks").is_ok_and(|l| l.lines().any(|line| line.split_whitespace().any(|f| f == id)))
 }
 
 /// How to open an existing database.
@@ -156,7 +275,9 @@ impl ReorgDb {
 
     /// Opens an existing database; never creates anything.
     pub fn open(path: &Path, mode: Mode) -> Result<ReorgDb> {
-        match describe(path) {
+        // A symlink to the database (e.g. /var/lib/ailee/reorg_db -> /data/…) is followed.
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        match describe(&real) {
             Some(d) if d == "an existing RocksDB database" => {}
             Some(d) => {
                 return Err(Error::NotADatabase {
@@ -174,6 +295,12 @@ impl ReorgDb {
         let cfs = DB::list_cf(&Options::default(), path).map_err(|e| db_error(path, e))?;
         for want in COLUMN_FAMILIES {
             if !cfs.iter().any(|c| c == want) {
+                if let Some(why) = manifest_damage(path).or_else(|| options_name_cf(path, want)) {
+                    return Err(Error::DbCorrupt {
+                        path: path.to_path_buf(),
+                        message: format!("column family {want:?} is missing and {why}"),
+                    });
+                }
                 return Err(Error::NotADatabase {
                     path: path.to_path_buf(),
                     why: format!(
@@ -209,7 +336,7 @@ impl ReorgDb {
     }
 
     /// Key/value pairs whose key starts with `prefix`, from `start` on, in key order.
-    fn scan<'a>(&'a self, prefix: &'a str, start: &str) -> impl Iterator<Item = Result<(String, Box<[u8]>)>> + 'a {
+    pub fn scan<'a>(&'a self, prefix: &'a str, start: &str) -> impl Iterator<Item = Result<(String, Box<[u8]>)>> + 'a {
         self.db
             .iterator(IteratorMode::From(start.as_bytes(), Direction::Forward))
             .map(|r| r.map_err(|e| db_error(&self.path, e)))
@@ -262,6 +389,52 @@ impl ReorgDb {
         self.scan(ANCHOR_PREFIX, ANCHOR_PREFIX)
             .map(|r| r.and_then(|(k, v)| Ok(AnchorRecord::decode(&k, &v)?)))
             .collect()
+    }
+
+    /// The id for a new reorg event: past both the counter and the highest
+    /// existing event (a counter behind its events must not overwrite one).
+    /// Never u64::MAX, so the counter after it (id + 1) cannot wrap.
+    pub fn next_event_id(&self) -> Result<u64> {
+        let counter = self.counter()?.unwrap_or(0);
+        let mut it = self.db.iterator(IteratorMode::From(b"reorg:\xff", Direction::Reverse));
+        let past_highest = match it.next() {
+            Some(Ok((k, _))) if k.starts_with(REORG_PREFIX.as_bytes()) => match Key::decode(&k)? {
+                Key::Reorg(id) => Some(id.checked_add(1)),
+                _ => None,
+            },
+            Some(Err(e)) => return Err(db_error(&self.path, e)),
+            _ => None,
+        };
+        let id = match past_highest {
+            None => Some(counter),
+            Some(None) => None,
+            Some(Some(p)) => Some(p.max(counter)),
+        };
+        id.filter(|i| *i < u64::MAX).ok_or_else(|| {
+            Error::Integrity(format!(
+                "{}: reorg event ids are exhausted (counter {counter}); no event can be recorded without wrapping",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// The highest stored block at or below `height`.
+    pub fn block_at_or_below(&self, height: u64) -> Result<Option<(u64, String)>> {
+        let start = block_key(height);
+        let mut it = self
+            .db
+            .iterator(IteratorMode::From(start.as_bytes(), Direction::Reverse));
+        match it.next() {
+            Some(Ok((k, v))) if k.starts_with(BLOCK_PREFIX.as_bytes()) => {
+                let key = String::from_utf8_lossy(&k).into_owned();
+                match Key::decode(&k)? {
+                    Key::Block(h) => Ok(Some((h, decode_block_hash(&key, &v)?))),
+                    _ => Ok(None),
+                }
+            }
+            Some(Err(e)) => Err(db_error(&self.path, e)),
+            _ => Ok(None),
+        }
     }
 
     pub fn counter(&self) -> Result<Option<u64>> {
@@ -356,9 +529,88 @@ impl ReorgDb {
         Ok(n)
     }
 
-    /// Decodes every record and summarises the database (read-only).
+    /// Reads every entry of both column families with checksums verified
+    /// and the block cache bypassed: a flipped byte in any data block surfaces as
+    /// [`Error::DbCorrupt`]. Index, filter and properties blocks were
+    /// already verified when the open loaded every table. Returns the
+    /// number of entries read.
+    pub fn verify_blocks(&self) -> Result<u64> {
+        let mut n = 0u64;
+        for name in COLUMN_FAMILIES {
+            let Some(cf) = self.db.cf_handle(name) else {
+                continue;
+            };
+            let mut o = rocksdb::ReadOptions::default();
+            o.set_verify_checksums(true);
+            o.fill_cache(false);
+            o.set_readahead_size(2 << 20);
+            for item in self.db.iterator_cf_opt(&cf, o, IteratorMode::Start) {
+                crate::cancel::check()?;
+                item.map_err(|e| db_error(&self.path, e))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// SST files in the directory that the MANIFEST does not list. RocksDB
+    /// ignores a torn last MANIFEST record (a crash mid-append) and deletes
+    /// unlisted SSTs on its next read-write open; both together mean edits
+    /// that referenced those files were lost (a truncated MANIFEST): data the
+    /// open no longer shows, which the node's next start would delete. That
+    /// is corruption — unless a process holds the database (the node is
+    /// running and may be mid-flush), when it is only reported. Unlisted
+    /// files alone (left by an interrupted flush or compaction, which the
+    /// WAL or the live files still cover) are a warning.
+    fn audit_files(&self, r: &mut CheckReport) -> Result<()> {
+        let live: std::collections::HashSet<String> = self
+            .db
+            .live_files()
+            .map_err(|e| db_error(&self.path, e))?
+            .into_iter()
+            .map(|f| f.name.trim_start_matches('/').to_string())
+            .collect();
+        let mut unlisted: Vec<String> = std::fs::read_dir(&self.path)
+            .map_err(|e| Error::io(&self.path, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sst") && !live.contains(n))
+            .collect();
+        unlisted.sort();
+        if unlisted.is_empty() {
+            return Ok(());
+        }
+        let list = unlisted.join(", ");
+        let held = lock_held(&self.path);
+        if !held && manifest_torn(&self.path) {
+            return Err(Error::DbCorrupt {
+                path: self.path.clone(),
+                message: format!(
+                    "the MANIFEST ends in a torn record and {} SST file(s) it does not list are present ({list}): \
+                     edits were lost, the data in those files is no longer visible, and the node's next start \
+                     would delete them",
+                    unlisted.len()
+                ),
+            });
+        }
+        r.warnings.push(format!(
+            "{} SST file(s) not listed in the MANIFEST ({list}){}",
+            unlisted.len(),
+            if held {
+                ": the database is in use, a flush or compaction may be under way"
+            } else {
+                ": left by an interrupted flush or compaction (removed on the next open)"
+            }
+        ));
+        Ok(())
+    }
+
+    /// Decodes every record and summarises the database (read-only); every
+    /// block is read with its checksum verified first ([`Self::verify_blocks`]).
     pub fn check(&self, recent: usize) -> Result<CheckReport> {
+        self.verify_blocks()?;
         let mut r = CheckReport::default();
+        self.audit_files(&mut r)?;
         let mut prev_height: Option<u64> = None;
         let mut events: BTreeMap<u64, ReorgEvent> = BTreeMap::new();
         for item in self.db.iterator(IteratorMode::Start) {
@@ -446,6 +698,8 @@ pub struct CheckReport {
     pub undecodable: u64,
     /// The first decode errors, each naming its key.
     pub errors: Vec<String>,
+    /// Findings that are not failures (e.g. SST files the MANIFEST does not list).
+    pub warnings: Vec<String>,
 }
 
 impl CheckReport {
@@ -481,7 +735,9 @@ impl Batch {
     /// The event and the counter move together (SPEC §1.4).
     pub fn record_reorg(&mut self, id: u64, e: &ReorgEvent) {
         self.0.put(reorg_key(id), e.encode());
-        self.0.put(REORG_COUNTER, (id + 1).to_string());
+        // Callers allocate ids with [`ReorgDb::next_event_id`], which never
+        // returns u64::MAX; saturating keeps even a misuse from wrapping to 0.
+        self.0.put(REORG_COUNTER, id.saturating_add(1).to_string());
     }
 
     pub fn len(&self) -> usize {

@@ -220,6 +220,142 @@ pub fn canonical_text(state: &L2State<'_>, ord: &KeyOrder, out: &mut Vec<u8>) {
     }
 }
 
+/// A string of the state that makes the canonical text ambiguous: it holds
+/// the field separator `:` (or a line break), so the same text — the same
+/// root — also stands for a state that splits the fields elsewhere (escrows
+/// `t:c`/`x` and `t`/`c:x` share a root). The node's encoding cannot change
+/// (the roots must stay the node's), so such a root does not pin the state
+/// down; the tools say so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmbiguousField {
+    pub section: Section,
+    /// The entry's key (peerId, taskId or pegId), raw bytes.
+    pub key: Vec<u8>,
+    /// The field's name in the node's JSON (e.g. `clientPeerId`).
+    pub field: &'static str,
+}
+
+impl std::fmt::Display for AmbiguousField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let entry = self.section.name().trim_end_matches('s');
+        write!(f, "{entry} \"{}\" {}", crate::format::show(&self.key), self.field)
+    }
+}
+
+/// Every string of `state` that holds `:` or a line break, in section order.
+pub fn ambiguous_fields(state: &L2State<'_>) -> Vec<AmbiguousField> {
+    let mut out = Vec::new();
+    let mut check = |section: Section, key: &[u8], fields: &[(&'static str, &[u8])]| {
+        for (field, v) in fields {
+            if memchr::memchr3(b':', b'\n', b'\r', v).is_some() {
+                out.push(AmbiguousField {
+                    section,
+                    key: key.to_vec(),
+                    field,
+                });
+            }
+        }
+    };
+    for e in &state.balances {
+        check(Section::Balances, &e.peer_id, &[("peerId", &e.peer_id)]);
+    }
+    for e in &state.escrows {
+        check(
+            Section::Escrows,
+            &e.task_id,
+            &[("taskId", &e.task_id), ("clientPeerId", &e.client_peer_id)],
+        );
+    }
+    for e in &state.pegins {
+        check(
+            Section::Pegins,
+            &e.peg_id,
+            &[
+                ("pegId", &e.peg_id),
+                ("btcTxId", &e.btc_tx_id),
+                ("btcSource", &e.btc_source),
+                ("aileeDest", &e.ailee_dest),
+            ],
+        );
+    }
+    for e in &state.pegouts {
+        check(
+            Section::Pegouts,
+            &e.peg_id,
+            &[
+                ("pegId", &e.peg_id),
+                ("aileeSource", &e.ailee_source),
+                ("btcDest", &e.btc_dest),
+                ("anchorCommitmentHash", &e.anchor_commitment_hash),
+            ],
+        );
+    }
+    for e in &state.tasks {
+        check(
+            Section::Tasks,
+            &e.task_id,
+            &[
+                ("taskId", &e.task_id),
+                ("submitterId", &e.submitter_id),
+                ("payloadHash", &e.payload_hash),
+                ("anchorCommitmentHash", &e.anchor_commitment_hash),
+            ],
+        );
+    }
+    out
+}
+
+/// Fast test on the canonical text of `state` (from [`canonical_text`]):
+/// true when it holds exactly the `:` and line breaks its layout puts there,
+/// so no string of the state holds one and [`ambiguous_fields`] would find
+/// nothing. One vectorised pass over the text; the field-by-field scan is
+/// only needed when this says false.
+pub fn separators_as_laid_out(state: &L2State<'_>, text: &[u8]) -> bool {
+    let (b, e, i, o, t) = (
+        state.balances.len(),
+        state.escrows.len(),
+        state.pegins.len(),
+        state.pegouts.len(),
+        state.tasks.len(),
+    );
+    // Count lines carry one ':' each; entry lines as many as they have fields after the tag.
+    let colons = 5 + 2 * b + 5 * e + 10 * i + 9 * o + 7 * t;
+    let lines = 6 + b + e + i + o + t;
+    // Byte counters per 64-byte chunk: the compiler turns this into vector
+    // compares (a per-byte usize sum was a quarter of --all's CPU time).
+    let count = |chunk: &[u8]| {
+        let (mut c, mut n, mut r) = (0u8, 0u8, 0u8);
+        for &x in chunk {
+            c += u8::from(x == b':');
+            n += u8::from(x == b'\n');
+            r += u8::from(x == b'\r');
+        }
+        (usize::from(c), usize::from(n), usize::from(r))
+    };
+    let (mut c, mut n, mut r) = (0usize, 0usize, 0usize);
+    let mut chunks = text.chunks_exact(64);
+    for ch in &mut chunks {
+        let (a, b, d) = count(ch);
+        (c, n, r) = (c + a, n + b, r + d);
+    }
+    let (a, b, d) = count(chunks.remainder());
+    c + a == colons && n + b == lines && r + d == 0
+}
+
+/// The one-line warning for a state with [`ambiguous_fields`], or `None`.
+pub fn ambiguity_warning(fields: &[AmbiguousField]) -> Option<String> {
+    let first = fields.first()?;
+    let more = match fields.len() {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    Some(format!(
+        "ambiguous state root: {first} contains ':' or a line break{more}; the root's canonical text \
+         joins fields with ':' unescaped, so a different state can have the same root — \
+         the root does not pin this state down"
+    ))
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     const D: &[u8; 16] = b"0123456789abcdef";
@@ -250,6 +386,63 @@ pub fn state_root(state: &L2State<'_>) -> Result<String, Duplicate> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::model::Escrow;
+    use std::borrow::Cow;
+
+    fn escrow(task: &'static str, client: &'static str) -> L2State<'static> {
+        L2State {
+            escrows: vec![Escrow {
+                task_id: Cow::Borrowed(task.as_bytes()),
+                client_peer_id: Cow::Borrowed(client.as_bytes()),
+                amount: 5,
+                locked: true,
+                created_at: 7,
+            }],
+            ..L2State::default()
+        }
+    }
+
+    #[test]
+    fn colon_in_ids_lets_two_states_share_a_root_and_is_flagged() {
+        let a = escrow("t:c", "x");
+        let b = escrow("t", "c:x");
+        assert_ne!(a, b);
+        assert_eq!(state_root(&a).unwrap(), state_root(&b).unwrap());
+        let fa = ambiguous_fields(&a);
+        assert_eq!(fa.len(), 1);
+        assert_eq!(
+            (fa[0].section, fa[0].field, &fa[0].key[..]),
+            (Section::Escrows, "taskId", &b"t:c"[..])
+        );
+        let fb = ambiguous_fields(&b);
+        assert_eq!((fb[0].field, &fb[0].key[..]), ("clientPeerId", &b"t"[..]));
+        let w = ambiguity_warning(&fb).unwrap();
+        assert!(w.contains("escrow \"t\" clientPeerId"), "{w}");
+    }
+
+    #[test]
+    fn the_fast_test_agrees_with_the_field_scan() {
+        let mut buf = Vec::new();
+        for (t, c) in [("t", "x"), ("t:c", "x"), ("t", "c:x"), ("a\nb", "x"), ("t", "x\r")] {
+            let s = escrow(t, c);
+            canonical_text(&s, &key_order(&s).unwrap(), &mut buf);
+            assert_eq!(
+                separators_as_laid_out(&s, &buf),
+                ambiguous_fields(&s).is_empty(),
+                "{t:?} {c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_state_without_separators_is_not_ambiguous() {
+        let s = escrow("t", "x");
+        assert!(ambiguous_fields(&s).is_empty());
+        assert_eq!(ambiguity_warning(&[]), None);
+        assert_eq!(ambiguous_fields(&escrow("t", "a\nb")).len(), 1);
+    }
+
     #[test]
     fn decimal_formatting_matches_std() {
         for v in [
@@ -267,11 +460,11 @@ mod tests {
             u64::MAX - 1,
         ] {
             let mut o = Vec::new();
-            super::push_u64(&mut o, v);
+            push_u64(&mut o, v);
             assert_eq!(String::from_utf8(o).unwrap(), v.to_string());
         }
         let mut o = Vec::new();
-        super::push_i32(&mut o, i32::MIN);
+        push_i32(&mut o, i32::MIN);
         assert_eq!(String::from_utf8(o).unwrap(), i32::MIN.to_string());
     }
 }

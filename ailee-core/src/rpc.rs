@@ -5,10 +5,16 @@
 //! serve are used, and headers are never decoded through typed structs (the
 //! SV node says `num_tx` where Core says `nTx`). Block hashes come in JSON-RPC
 //! batches. Secrets never appear in errors: URLs are shown without userinfo.
+//!
+//! Below the client sits [`transport`] (no redirects, bounded replies); every
+//! value a reply carries goes through [`reply`] before it is used or stored.
+
+pub mod reply;
+pub mod transport;
 
 use crate::{Error, Result};
-// `jsonrpc` is the crate bitcoincore-rpc is built on (same version); it is a
-// direct dependency only to enable its minreq transport.
+// `jsonrpc` is the crate bitcoincore-rpc is built on (same version); its
+// `Transport` trait is implemented by our own HTTP transport.
 use bitcoincore_rpc::RpcApi;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -146,9 +152,29 @@ pub struct Rpc {
     url: String,
 }
 
+/// Largest cookie file read (bitcoind's is `__cookie__:` + 64 hex digits).
+const MAX_COOKIE_BYTES: u64 = 4096;
+
 fn read_cookie(p: &Path) -> Result<(String, String)> {
-    let s = crate::snapfile::read_capped(p, crate::snapfile::COOKIE_CAP, "cookie file", false)?;
-    let s = String::from_utf8(s).map_err(|_| Error::Usage(format!("{}: not a cookie file (not text)", p.display())))?;
+    use std::io::Read;
+    // A FIFO or device would block or never end: refused before it is opened.
+    let md = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+    if !md.is_file() {
+        return Err(Error::Usage(format!(
+            "{}: not a regular file (a cookie file is)",
+            p.display()
+        )));
+    }
+    let mut s = String::new();
+    std::fs::File::open(p)
+        .and_then(|f| f.take(MAX_COOKIE_BYTES + 1).read_to_string(&mut s))
+        .map_err(|e| Error::io(p, e))?;
+    if s.len() as u64 > MAX_COOKIE_BYTES {
+        return Err(Error::Usage(format!(
+            "{}: larger than {MAX_COOKIE_BYTES} bytes, not a cookie file",
+            p.display()
+        )));
+    }
     let s = s.trim_end();
     match s.split_once(':') {
         Some((u, pw)) => Ok((u.to_string(), pw.to_string())),
@@ -161,29 +187,35 @@ fn read_cookie(p: &Path) -> Result<(String, String)> {
 
 impl Rpc {
     pub fn connect(cfg: &RpcConfig) -> Result<Rpc> {
-        // minreq transport: the node answers large batches with chunked
-        // transfer encoding, which the crate's default transport cannot read.
-        let mut b = jsonrpc::http::minreq_http::Builder::new()
-            .timeout(cfg.timeout)
-            .url(&cfg.url)
-            .map_err(|e| Error::Usage(format!("--bitcoin-rpc {}: {e}", cfg.url)))?;
-        match &cfg.auth {
-            Auth::None => {}
-            Auth::UserPass { user, password } => b = b.basic_auth(user.clone(), Some(password.clone())),
-            Auth::Cookie(p) => {
-                let (u, pw) = read_cookie(p)?;
-                b = b.basic_auth(u, Some(pw));
-            }
-        }
-        let client = bitcoincore_rpc::Client::from_jsonrpc(jsonrpc::Client::with_transport(b.build()));
+        let creds = match &cfg.auth {
+            Auth::None => None,
+            Auth::UserPass { user, password } => Some((user.clone(), password.clone())),
+            Auth::Cookie(p) => Some(read_cookie(p)?),
+        };
+        let http = transport::Http::new(
+            &cfg.url,
+            creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+            cfg.timeout,
+        );
+        let client = bitcoincore_rpc::Client::from_jsonrpc(jsonrpc::Client::with_transport(http));
         Ok(Rpc {
             client,
             url: cfg.url.clone(),
         })
     }
 
+    /// A value of the node's reply failed [`reply`]'s validation.
+    fn invalid(&self, method: &str, e: reply::Invalid) -> Error {
+        Error::Rpc {
+            url: self.url.clone(),
+            message: format!("{method}: reply refused: {e}"),
+        }
+    }
+
     fn err(&self, method: &str, e: impl std::fmt::Display) -> Error {
-        let m = e.to_string();
+        // The text may carry what the server sent (an RPC error message):
+        // one line, bounded.
+        let m = transport::clip(&e.to_string(), 1000);
         let hint = if m.contains("401") {
             " — authentication refused: check --rpc-user/--rpc-password or --rpc-cookie"
         } else if m.contains("Connection refused") {
@@ -202,7 +234,8 @@ impl Rpc {
     }
 
     pub fn block_count(&self) -> Result<u64> {
-        self.client.get_block_count().map_err(|e| self.err("getblockcount", e))
+        let v = self.call("getblockcount", &[])?;
+        reply::height(&v).map_err(|e| self.invalid("getblockcount", e))
     }
 
     /// A raw call whose result is returned as JSON (no typed decoding).
@@ -237,29 +270,14 @@ impl Rpc {
                     format!("height {h}: RPC error {}: {}", e.code, e.message),
                 ));
             }
-            let hash: String = r
+            let hash: Value = r
                 .result()
                 .map_err(|e| self.err("getblockhash", format!("height {h}: {e}")))?;
-            if !crate::records::is_hash(&hash) {
-                return Err(self.err("getblockhash", format!("height {h}: not a block hash: {hash:?}")));
-            }
+            let hash = reply::block_hash(&hash)
+                .map_err(|e| self.invalid("getblockhash", reply::Invalid(format!("height {h}: {e}"))))?;
             out.push(hash);
         }
         Ok(out)
-    }
-
-    /// The block holding a wallet or indexed transaction, if it is mined:
-    /// `(block hash, confirmations)`.
-    pub fn tx_block(&self, txid: &str) -> Result<Option<(String, u64)>> {
-        let v = match self.call("gettransaction", &[Value::from(txid)]) {
-            Ok(v) => v,
-            Err(_) => self.call("getrawtransaction", &[Value::from(txid), Value::from(1)])?,
-        };
-        let conf = v.get("confirmations").and_then(Value::as_i64).unwrap_or(0);
-        match v.get("blockhash").and_then(Value::as_str) {
-            Some(b) if conf > 0 => Ok(Some((b.to_string(), conf as u64))),
-            _ => Ok(None),
-        }
     }
 
     /// Creates, funds and signs through the node's wallet a transaction whose
@@ -296,27 +314,250 @@ impl Rpc {
                 format!("wallet could not sign the transaction: {signed}"),
             ));
         }
-        signed
-            .get("hex")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| self.err("signrawtransaction", "no hex in reply"))
+        let hex = signed.get("hex").unwrap_or(&Value::Null);
+        reply::signed_op_return_tx(hex, data).map_err(|e| self.invalid("signrawtransaction", e))?;
+        Ok(hex.as_str().unwrap_or_default().to_ascii_lowercase())
     }
 
-    /// Broadcasts a signed transaction; returns its txid.
+    /// Broadcasts a signed transaction; returns its txid, which must be the
+    /// txid of `hex` (64 hex digits, lower-case), or the call fails and the
+    /// caller stores nothing.
     pub fn send_raw(&self, hex: &str) -> Result<String> {
+        let expected = reply::signed_txid(&Value::from(hex)).map_err(|e| self.invalid("sendrawtransaction", e))?;
         let v = self.call("sendrawtransaction", &[Value::from(hex)])?;
-        v.as_str()
-            .map(str::to_string)
-            .ok_or_else(|| self.err("sendrawtransaction", "no txid in reply"))
+        let refused = |e: reply::Invalid| {
+            self.invalid(
+                "sendrawtransaction",
+                reply::Invalid(format!(
+                    "{e} (transaction {expected} may have been broadcast and is not recorded: \
+                     look it up with getrawtransaction before anchoring again)"
+                )),
+            )
+        };
+        let txid = reply::txid(&v).map_err(refused)?;
+        if txid != expected {
+            return Err(refused(reply::Invalid(format!(
+                "the node answered txid {txid} for the transaction whose txid is {expected}"
+            ))));
+        }
+        Ok(txid)
+    }
+}
+
+/// A 64-digit hex hash from the node, lower-cased; `None` for anything else.
+/// Hashes are compared and stored in this one case (hex is hex).
+pub fn hash64(v: &Value) -> Option<String> {
+    let s = v.as_str()?;
+    (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_ascii_lowercase())
+}
+
+/// The node's view of its chain, read in one call (`getblockchaininfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainInfo {
+    /// Height of the best block.
+    pub blocks: u64,
+    /// Hash of the best block (lower case).
+    pub best: String,
+    /// Headers the node knows of, when it says.
+    pub headers: Option<u64>,
+    /// Initial block download (Bitcoin Core says so; the SV test node does not).
+    pub ibd: bool,
+}
+
+/// One reply of a batch: the result, or the node's error code and message.
+pub type Reply = std::result::Result<Value, (i64, String)>;
+
+/// Where the node says a transaction is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxPlace {
+    /// Mined in this block (lower-case hash), with this many confirmations.
+    InBlock { block: String, confirmations: u64 },
+    /// Known but not in a best-chain block (mempool, or a block reorged away).
+    Unmined,
+    /// The node does not know it (`-5`: not in the mempool, no txindex entry, not the wallet's).
+    Unknown(String),
+}
+
+/// Is `e` a node that is starting — RPC warm-up (`-28`, "Loading block
+/// index…") or nothing listening yet — rather than one that answered wrong?
+pub fn not_ready(e: &Error) -> bool {
+    matches!(e, Error::Rpc { message, .. }
+        if ["-28", "Loading block index", "Verifying blocks", "Connection refused"]
+            .iter()
+            .any(|m| message.contains(m)))
+}
+
+/// RPC error code of "no such transaction" and of "block height out of range".
+const RPC_NOT_FOUND: i64 = -5;
+const RPC_OUT_OF_RANGE: i64 = -8;
+
+impl Rpc {
+    /// Sends one JSON-RPC batch of `method` with each of `params` (arrays).
+    pub fn batch(&self, method: &str, params: &[Value]) -> Result<Vec<Reply>> {
+        self.batch_mixed(&params.iter().map(|p| (method, p.clone())).collect::<Vec<_>>())
     }
 
-    /// Height of a block, from its header as raw JSON.
-    pub fn block_height(&self, hash: &str) -> Result<u64> {
-        let v = self.call("getblockheader", &[Value::from(hash), Value::from(true)])?;
-        v.get("height")
+    /// One JSON-RPC batch of different calls; replies in request order.
+    pub fn batch_mixed(&self, calls: &[(&str, Value)]) -> Result<Vec<Reply>> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let what = calls[0].0;
+        let raw: Vec<Box<serde_json::value::RawValue>> = calls
+            .iter()
+            .map(|(_, p)| serde_json::value::to_raw_value(p))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(what, e))?;
+        let c = self.client.get_jsonrpc_client();
+        let reqs: Vec<_> = calls
+            .iter()
+            .zip(&raw)
+            .map(|((m, _), p)| c.build_request(m, Some(p)))
+            .collect();
+        let resps = c.send_batch(&reqs).map_err(|e| self.err(&format!("{what} batch"), e))?;
+        if resps.len() != calls.len() {
+            return Err(self.err(
+                &format!("{what} batch"),
+                format!("{} replies to {} requests", resps.len(), calls.len()),
+            ));
+        }
+        let mut out = Vec::with_capacity(resps.len());
+        for (i, r) in resps.into_iter().enumerate() {
+            let r = r.ok_or_else(|| self.err(&format!("{what} batch"), format!("no reply to request {i}")))?;
+            out.push(match r.error {
+                Some(e) => Err((i64::from(e.code), e.message)),
+                None => Ok(r
+                    .result
+                    .as_deref()
+                    .and_then(|v| serde_json::from_str(v.get()).ok())
+                    .unwrap_or(Value::Null)),
+            });
+        }
+        Ok(out)
+    }
+
+    /// `getblockchaininfo`: tip height and hash in one reply.
+    pub fn chain_info(&self) -> Result<ChainInfo> {
+        let v = self.call("getblockchaininfo", &[])?;
+        let blocks = v
+            .get("blocks")
             .and_then(Value::as_u64)
-            .ok_or_else(|| self.err("getblockheader", "no height in header"))
+            .ok_or_else(|| self.err("getblockchaininfo", "no block height in reply"))?;
+        let best = v
+            .get("bestblockhash")
+            .and_then(hash64)
+            .ok_or_else(|| self.err("getblockchaininfo", "no valid bestblockhash in reply"))?;
+        Ok(ChainInfo {
+            blocks,
+            best,
+            headers: v.get("headers").and_then(Value::as_u64),
+            ibd: v.get("initialblockdownload").and_then(Value::as_bool).unwrap_or(false),
+        })
+    }
+
+    /// The hash at `height` on the best chain, `None` above the tip.
+    pub fn block_hash_at(&self, height: u64) -> Result<Option<String>> {
+        match self.call_reply("getblockhash", &[Value::from(height)])? {
+            Ok(v) => hash64(&v)
+                .map(Some)
+                .ok_or_else(|| self.err("getblockhash", format!("height {height}: not a block hash: {v}"))),
+            Err((RPC_OUT_OF_RANGE, _)) => Ok(None),
+            Err((code, m)) => Err(self.err("getblockhash", format!("height {height}: RPC error {code}: {m}"))),
+        }
+    }
+
+    fn call_reply(&self, method: &str, params: &[Value]) -> Result<Reply> {
+        Ok(self
+            .batch_mixed(&[(method, Value::Array(params.to_vec()))])?
+            .pop()
+            .unwrap_or(Ok(Value::Null)))
+    }
+
+    /// Hashes of `heights` in one batch, ending with `getblockhash(pin.0)`:
+    /// `None` when the node no longer has `pin.1` there — the chain moved
+    /// while (or before) these were read, so they may mix two chains.
+    pub fn block_hashes_pinned(
+        &self,
+        heights: std::ops::RangeInclusive<u64>,
+        pin: (u64, &str),
+    ) -> Result<Option<Vec<String>>> {
+        let mut calls: Vec<(&str, Value)> = heights
+            .clone()
+            .map(|h| ("getblockhash", serde_json::json!([h])))
+            .collect();
+        calls.push(("getblockhash", serde_json::json!([pin.0])));
+        let mut replies = self.batch_mixed(&calls)?;
+        let last = replies.pop();
+        match last {
+            Some(Ok(v)) if hash64(&v).as_deref() == Some(pin.1) => {}
+            Some(Ok(_)) | Some(Err((RPC_OUT_OF_RANGE, _))) => return Ok(None),
+            Some(Err((code, m))) => {
+                return Err(self.err("getblockhash", format!("height {}: RPC error {code}: {m}", pin.0)))
+            }
+            None => return Err(self.err("getblockhash batch", "no replies")),
+        }
+        let mut out = Vec::with_capacity(replies.len());
+        for (h, r) in heights.zip(replies) {
+            match r {
+                Ok(v) => out.push(
+                    hash64(&v).ok_or_else(|| self.err("getblockhash", format!("height {h}: not a block hash: {v}")))?,
+                ),
+                // Below the pinned tip, a height out of range means the chain moved.
+                Err((RPC_OUT_OF_RANGE, _)) => return Ok(None),
+                Err((code, m)) => return Err(self.err("getblockhash", format!("height {h}: RPC error {code}: {m}"))),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Raw blocks (`getblock HASH 0`, hex-decoded), one batch.
+    pub fn raw_blocks(&self, hashes: &[String]) -> Result<Vec<Vec<u8>>> {
+        let params: Vec<Value> = hashes.iter().map(|h| serde_json::json!([h, 0])).collect();
+        let mut out = Vec::with_capacity(hashes.len());
+        for (h, r) in hashes.iter().zip(self.batch("getblock", &params)?) {
+            let v = r.map_err(|(code, m)| self.err("getblock", format!("{h}: RPC error {code}: {m}")))?;
+            let raw = v
+                .as_str()
+                .and_then(crate::block::unhex)
+                .ok_or_else(|| self.err("getblock", format!("{h}: reply is not raw block hex")))?;
+            out.push(raw);
+        }
+        Ok(out)
+    }
+
+    /// Where each transaction is, one batch of `getrawtransaction TXID 1`;
+    /// transactions the node's index does not know are asked of its wallet
+    /// (`gettransaction`), which knows its own transactions without `-txindex`.
+    pub fn tx_places(&self, txids: &[String]) -> Result<Vec<TxPlace>> {
+        let params: Vec<Value> = txids.iter().map(|t| serde_json::json!([t, 1])).collect();
+        let mut out = Vec::with_capacity(txids.len());
+        for (t, r) in txids.iter().zip(self.batch("getrawtransaction", &params)?) {
+            let place = match r {
+                Ok(v) => self.place_of("getrawtransaction", t, &v)?,
+                Err((RPC_NOT_FOUND, m)) => match self.call_reply("gettransaction", &[Value::from(t.as_str())])? {
+                    Ok(v) => self.place_of("gettransaction", t, &v)?,
+                    Err(_) => TxPlace::Unknown(m),
+                },
+                Err((code, m)) => return Err(self.err("getrawtransaction", format!("{t}: RPC error {code}: {m}"))),
+            };
+            out.push(place);
+        }
+        Ok(out)
+    }
+
+    fn place_of(&self, method: &str, txid: &str, v: &Value) -> Result<TxPlace> {
+        let conf = v.get("confirmations").and_then(Value::as_i64).unwrap_or(0);
+        if conf <= 0 {
+            return Ok(TxPlace::Unmined);
+        }
+        let block = v
+            .get("blockhash")
+            .and_then(hash64)
+            .ok_or_else(|| self.err(method, format!("{txid}: confirmed but no valid blockhash")))?;
+        Ok(TxPlace::InBlock {
+            block,
+            confirmations: conf as u64,
+        })
     }
 }
 

@@ -37,6 +37,12 @@ pub enum Failure {
         hash: String,
         why: String,
     },
+    /// The snapshot's own anchor is void in the reorg database, or the chain
+    /// contradicts its record (or there is none): an integrity failure.
+    OwnAnchor(String),
+    /// The own anchor is recorded but not provable on the chain yet (not
+    /// mined, too few confirmations): exit 1, not an integrity verdict.
+    NotYetProvable(String),
 }
 
 impl fmt::Display for Failure {
@@ -61,6 +67,8 @@ impl fmt::Display for Failure {
             Failure::PegoutAnchor { peg_id, hash, why } => {
                 write!(f, "Peg-out {peg_id} names anchor {hash}, which {why}.")
             }
+            Failure::OwnAnchor(m) => write!(f, "Anchor verification failed: {m}."),
+            Failure::NotYetProvable(m) => write!(f, "Anchor not provable on Bitcoin yet: {m}."),
         }
     }
 }
@@ -83,6 +91,9 @@ pub struct Verdict {
     /// Peg-out anchor links still to resolve (only when nothing else failed).
     pub pegout_refs: Vec<PegoutRef>,
     pub crlf: bool,
+    /// A warning when an id of the state holds `:`, so the root does not pin
+    /// the state down ([`crate::root::ambiguous_fields`]); not a failure.
+    pub ambiguous_root: Option<String>,
 }
 
 impl Verdict {
@@ -110,6 +121,11 @@ pub fn check_block(block: &[u8], buf: &mut Vec<u8>) -> Verdict {
     let root = state_root_with(&snap.state, &parsed.order, buf);
     let mut v = Verdict {
         crlf: parsed.crlf,
+        ambiguous_root: if crate::root::separators_as_laid_out(&snap.state, buf) {
+            None
+        } else {
+            crate::root::ambiguity_warning(&crate::root::ambiguous_fields(&snap.state))
+        },
         ..Verdict::default()
     };
     v.failure = (|| {

@@ -73,6 +73,9 @@ struct Cli {
     /// Accept peg-outs whose anchor no available source records.
     #[arg(long)]
     allow_unknown_pegout_anchors: bool,
+    /// Anchor a state whose ids hold ':' although its root then does not pin it down.
+    #[arg(long)]
+    allow_ambiguous_root: bool,
     #[command(flatten)]
     read: ReadArgs,
     #[command(flatten)]
@@ -200,6 +203,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     }
     let (state_ts, mut snap) = load(&cli)?;
     let root = state_root(&snap.state).map_err(|d| Error::Usage(format!("duplicate key in {}", d.section.name())))?;
+    let ambiguous = ailee_core::root::ambiguity_warning(&ailee_core::root::ambiguous_fields(&snap.state));
+    if let Some(w) = &ambiguous {
+        if !cli.allow_ambiguous_root {
+            let e = format!("{w}. Refusing to anchor this state (--allow-ambiguous-root overrides)");
+            return Err(Error::Usage(e).into());
+        }
+        rep.warn(format_args!("{w} (allowed by --allow-ambiguous-root)"));
+    }
 
     // Open what will be written first, so a lock or a bad path fails before anything changes.
     let db = match &cli.db_path {
@@ -396,6 +407,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             "appended_at_offset": offset, "recorded_in": cli.db_path.as_deref().map(lossy), "txid": txid,
             "record_status": status_now,
             "steps": {"append": append.name(), "record": record.name(), "broadcast": broadcast.name()},
+            "ambiguous_root": ambiguous.is_some(),
         }))?;
     } else {
         out(format_args!("L2StateRoot: {root}"))?;

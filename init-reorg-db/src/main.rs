@@ -4,7 +4,7 @@
 use ailee_cli::{out, Common, EXIT_CODES_HELP};
 use ailee_core::records::AnchorStatus;
 use ailee_core::reorgdb::{Mode, ReorgDb};
-use ailee_core::ExitStatus;
+use ailee_core::{Error, ExitStatus};
 use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
@@ -19,8 +19,12 @@ use std::process::ExitCode;
 ///
 /// With --check: opens PATH read-only — safe while the node runs — decodes every
 /// record and prints anchor counts per status, the block height range and gaps,
-/// the most recent reorg events and whether reorg_counter matches them.
-/// Exit 2 if any record does not decode or the counter disagrees.
+/// the most recent reorg events and whether reorg_counter matches them. Every
+/// block is read with its checksum verified. Exit 2 if any record does not
+/// decode, the counter disagrees, or RocksDB finds the database damaged (a
+/// checksum or file-size mismatch, a missing SST, a bad CURRENT or MANIFEST);
+/// exit 1 if it is absent or unreadable. With --json exactly one document is
+/// printed, errors included ("problem", "error", "exit_code").
 #[derive(Debug, Parser)]
 #[command(name = "ailee_init_reorg_db", version, after_help = EXIT_CODES_HELP)]
 struct Cli {
@@ -45,15 +49,48 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    ailee_cli::main(run)
+    ailee_cli::main(run_json)
+}
+
+/// With `--json`, exactly one document on stdout whatever happens: an error
+/// becomes `{"path", "healthy": false, "problem", "error", "exit_code"}`
+/// (and is also told on stderr).
+fn run_json(cli: Cli) -> anyhow::Result<ExitStatus> {
+    let (json, path) = (cli.common.json, cli.path.clone());
+    match run(cli) {
+        Err(e) if json => {
+            let core = e.chain().find_map(|c| c.downcast_ref::<Error>());
+            let status = core.map_or(ExitStatus::Operational, Error::exit_status);
+            let problem = match core {
+                Some(Error::DbCorrupt { .. } | Error::Decode(_) | Error::Integrity(_)) => "corrupt",
+                Some(Error::Locked { .. }) => "locked",
+                Some(Error::NotADatabase { .. })
+                    if std::fs::read_dir(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) =>
+                {
+                    "unreadable"
+                }
+                Some(Error::NotADatabase { .. }) if std::fs::symlink_metadata(&path).is_err() => "absent",
+                Some(Error::NotADatabase { .. }) => "not_a_database",
+                Some(Error::Io { .. } | Error::Db { .. }) => "unreadable",
+                Some(Error::Interrupted) => "interrupted",
+                _ => "error",
+            };
+            out(
+                json!({"path": path.to_string_lossy(), "healthy": false, "problem": problem,
+                       "error": format!("{e:#}"), "exit_code": status.code()}),
+            )?;
+            eprintln!("{e:#}");
+            Ok(status)
+        }
+        r => r,
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     if let Some(hash) = &cli.get_anchor {
         let db = ReorgDb::open(&cli.path, Mode::ReadOnly).context("cannot open reorg database")?;
         let Some(a) = db.anchor(hash)? else {
-            eprintln!("No anchor {hash} in {}", cli.path.display());
-            return Ok(ExitStatus::Operational);
+            return Err(Error::Usage(format!("No anchor {hash} in {}", cli.path.display())).into());
         };
         if cli.common.json {
             out(json!({"anchor_hash": a.anchor_hash, "bitcoin_tx_id": a.bitcoin_tx_id,
@@ -80,11 +117,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         let copy = ReorgDb::open(dest, Mode::ReadOnly)?;
         let r = copy.check(0)?;
         if !r.healthy() {
-            eprintln!(
-                "The copy does not check: {}",
-                r.errors.first().cloned().or(r.counter_mismatch).unwrap_or_default()
-            );
-            return Ok(ExitStatus::Integrity);
+            let why = r.errors.first().cloned().or(r.counter_mismatch).unwrap_or_default();
+            return Err(Error::Integrity(format!("The copy does not check: {why}")).into());
         }
         if cli.common.json {
             out(json!({"path": cli.path.to_string_lossy(), "copy": dest.to_string_lossy(), "records": n}))?;
@@ -135,6 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             "reputation_entries": r.reputation_entries,
             "undecodable_records": r.undecodable,
             "errors": r.errors,
+            "warnings": r.warnings,
         }))?;
     } else {
         let n = |s: AnchorStatus| r.anchors[s as usize];
@@ -173,6 +208,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             ))?;
         }
         out(format_args!("reputation_cf: {} entries", r.reputation_entries))?;
+    }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
     }
     if let Some(m) = &r.counter_mismatch {
         eprintln!("Counter mismatch: {m}");

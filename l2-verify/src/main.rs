@@ -2,10 +2,9 @@
 //! (SPEC §2). The default checks only the newest complete snapshot and reads
 //! the file from the end; `--all` streams the whole file on all cores.
 
-use ailee_cli::{lossy, out, Common, ReadArgs, Report, EXIT_CODES_HELP};
+use ailee_cli::{lossy, out, Common, ReadArgs, Report, RpcArgs, EXIT_CODES_HELP};
 use ailee_core::format::ParseError;
 use ailee_core::reorgdb::{Mode, ReorgDb};
-use ailee_core::scan::Note;
 use ailee_core::snapfile::SnapshotFile;
 use ailee_core::verify::{anchor_hash_of, check_block, check_links, AnchorSource, Failure, Verdict};
 use ailee_core::{Error, ExitStatus};
@@ -21,8 +20,16 @@ use std::process::ExitCode;
 /// By default verifies the newest complete snapshot of FILE (a torn snapshot at
 /// the end, left by a crash, is ignored with a warning). Prints the computed
 /// state root and the verified anchor on stdout; failures go to stderr.
+///
+/// With --reorg-db the snapshot's own anchor is looked up too: INVALIDATED_REORG
+/// or FAILED_ORPHANED fails, absent or PENDING is a warning. With --bitcoin-rpc
+/// (and --reorg-db, whose record gives the txid) it is proven on Bitcoin: the
+/// transaction must be in the node's best chain with at least --confirmations
+/// and carry exactly the anchor's OP_RETURN script. A contradiction, or an
+/// anchor the database does not record, exits 2; an anchor not provable yet
+/// (not mined, too few confirmations, node behind) exits 1.
 #[derive(Debug, Parser)]
-#[command(name = "ailee_l2_verify", version, after_help = EXIT_CODES_HELP)]
+#[command(name = "ailee_l2_verify", version, after_help = EXIT_CODES_HELP, mut_arg("bitcoin_rpc", |a| a.requires("reorg_db").conflicts_with_all(["all", "last_valid", "print_state"])))]
 struct Cli {
     /// Snapshot file: l2_snapshots.dat, a pruned copy or an extracted snapshot_N.dat.
     #[arg(long, value_name = "FILE")]
@@ -42,6 +49,13 @@ struct Cli {
     /// FAILED_ORPHANED, or that no source records, fails the snapshot.
     #[arg(long, value_name = "PATH")]
     reorg_db: Option<PathBuf>,
+    /// The Bitcoin node for the on-chain check of the own anchor (see above).
+    #[command(flatten)]
+    rpc: RpcArgs,
+    /// Confirmations the anchor's transaction needs for --bitcoin-rpc.
+    #[arg(long, value_name = "N", default_value_t = ailee_core::records::DEFAULT_CONFIRMATIONS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    confirmations: u64,
     /// Print the snapshot's state as the JSON of SPEC §3 (for ailee_create_anchor
     /// --l2-state-file) instead of verifying it.
     #[arg(long, conflicts_with_all = ["all", "last_valid"])]
@@ -110,7 +124,7 @@ fn failure_message(place: &Place, f: &Failure) -> String {
     }
 }
 
-fn note_warnings(rep: &Report, notes: &[Note], warnings: &mut Vec<String>) {
+fn note_warnings<T: std::fmt::Display>(rep: &Report, notes: &[T], warnings: &mut Vec<String>) {
     for n in notes {
         rep.warn(n);
         warnings.push(n.to_string());
@@ -130,15 +144,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Some(p) => Some(ReorgDb::open(p, Mode::ReadOnly).context("cannot open reorg database")?),
         None => None,
     };
+    let own_db = db.as_ref();
     let db = db.as_ref().map(|d| d as &dyn AnchorSource);
     match cli.mode() {
         Run::All => verify_all(&cli, &rep, &sf, db),
         Run::LastValid => last_valid(&cli, &rep, &sf, db),
-        Run::Newest | Run::PrintNewest | Run::Index(_) | Run::PrintIndex(_) => verify_one(&cli, &rep, &sf, db),
+        Run::Newest | Run::PrintNewest | Run::Index(_) | Run::PrintIndex(_) => verify_one(&cli, &rep, &sf, db, own_db),
     }
 }
 
-fn verify_one(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn AnchorSource>) -> anyhow::Result<ExitStatus> {
+fn verify_one(
+    cli: &Cli,
+    rep: &Report,
+    sf: &SnapshotFile,
+    db: Option<&dyn AnchorSource>,
+    own_db: Option<&ReorgDb>,
+) -> anyhow::Result<ExitStatus> {
     let mut warnings = Vec::new();
     let (place, block, earlier) = match cli.mode() {
         Run::Index(n) | Run::PrintIndex(n) => {
@@ -165,12 +186,14 @@ fn verify_one(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
     }
     let mut buf = Vec::new();
     let mut verdict = check_block(&block, &mut buf);
+    let payload = own_db.and_then(|_| ailee_core::onchain::anchor_payload(&block));
     drop(block);
     let mut place = place;
     if verdict.crlf {
         rep.warn("lines end in \\r\\n (tolerated)");
         warnings.push("lines end in \\r\\n (tolerated)".into());
     }
+    note_ambiguity(rep, &verdict, "", &mut warnings);
     if matches!(verdict.failure, Some(Failure::Corrupt(_))) && place.number.is_none() {
         place = locate(sf, place.offset)?;
     }
@@ -181,7 +204,18 @@ fn verify_one(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
         };
         resolve(&mut verdict, &earlier, db, rep, &mut warnings)?;
     }
-    report_one(cli, &place, &verdict, warnings)
+    let mut proven = None;
+    if let (true, Some(d), Some(hash), Some(payload)) = (verdict.ok(), own_db, verdict.anchor_hash.clone(), payload) {
+        let rpc = match &cli.rpc.bitcoin_rpc {
+            Some(_) => Some(ailee_core::rpc::Rpc::connect(&cli.rpc.config()?)?),
+            None => None,
+        };
+        let own = ailee_core::onchain::check_own_anchor(d, rpc.as_ref(), &hash, &payload, cli.confirmations)?;
+        note_warnings(rep, &own.warnings, &mut warnings);
+        verdict.failure = own.failure;
+        proven = own.proven;
+    }
+    report_one(cli, &place, &verdict, warnings, proven)
 }
 
 /// Anchor hashes of the snapshots before `before`, read backwards until every
@@ -259,11 +293,28 @@ fn resolve(
     Ok(())
 }
 
-fn report_one(cli: &Cli, place: &Place, v: &Verdict, warnings: Vec<String>) -> anyhow::Result<ExitStatus> {
-    let status = if v.ok() {
-        ExitStatus::Success
-    } else {
-        ExitStatus::Integrity
+/// With the reorg database, a snapshot whose own anchor it marks
+/// INVALIDATED_REORG or FAILED_ORPHANED fails (`--all`, `--last-valid`).
+fn own_void(db: Option<&dyn AnchorSource>, v: &mut Verdict) -> ailee_core::Result<()> {
+    if let (None, Some(db), Some(h)) = (&v.failure, db, &v.anchor_hash) {
+        if let ailee_core::verify::LinkStatus::Void(why) = db.status(h)? {
+            v.failure = Some(Failure::OwnAnchor(format!("the snapshot's own anchor {h}: {why}")));
+        }
+    }
+    Ok(())
+}
+
+fn report_one(
+    cli: &Cli,
+    place: &Place,
+    v: &Verdict,
+    warnings: Vec<String>,
+    proven: Option<(String, u64, u64)>,
+) -> anyhow::Result<ExitStatus> {
+    let status = match &v.failure {
+        None => ExitStatus::Success,
+        Some(Failure::NotYetProvable(_)) => ExitStatus::Operational,
+        Some(_) => ExitStatus::Integrity,
     };
     let error = v.failure.as_ref().map(|f| failure_message(place, f));
     if cli.common.json {
@@ -276,7 +327,9 @@ fn report_one(cli: &Cli, place: &Place, v: &Verdict, warnings: Vec<String>) -> a
             "root": v.root,
             "anchor_hash": v.anchor_hash,
             "error": error,
+            "ambiguous_root": v.ambiguous_root.is_some(),
             "warnings": warnings,
+            "on_chain": proven.as_ref().map(|(t, h, c)| json!({"txid": t, "height": h, "confirmations": c})),
         }))?;
         if let Some(e) = &error {
             eprintln!("{e}");
@@ -292,6 +345,11 @@ fn report_one(cli: &Cli, place: &Place, v: &Verdict, warnings: Vec<String>) -> a
                 "Anchor verified: {}",
                 v.anchor_hash.as_deref().unwrap_or_default()
             ))?;
+            if let Some((t, h, c)) = &proven {
+                out(format_args!(
+                    "Anchor on Bitcoin: transaction {t} at height {h} ({c} confirmations)"
+                ))?;
+            }
             out("Verification OK.")?;
         }
         Some(e) => eprintln!("{e}"),
@@ -374,10 +432,13 @@ fn verify_all(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
                 warnings.push(w);
             }
             v.failure = links.failure;
+            own_void(db, &mut v)?;
         }
         if let Some(h) = &v.anchor_hash {
             anchors.insert(h.clone());
         }
+        bar.0
+            .suspend(|| note_ambiguity(rep, &v, &format!("snapshot {}: ", r.number), &mut warnings));
         count += 1;
         let place = Place {
             number: Some(r.number),
@@ -390,6 +451,7 @@ fn verify_all(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
             results.push(json!({
                 "snapshot": r.number, "offset": r.offset, "line": r.line, "ok": v.ok(),
                 "root": v.root, "anchor_hash": v.anchor_hash, "error": error,
+                "ambiguous_root": v.ambiguous_root.is_some(),
             }));
         } else {
             let line = match &error {
@@ -450,13 +512,15 @@ fn last_valid(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
         if v.ok() {
             let earlier = anchors_before(sf, b.offset, &v.pegout_refs)?;
             resolve(&mut v, &earlier, db, rep, &mut warnings)?;
+            own_void(db, &mut v)?;
         }
         match &v.failure {
             None => {
+                let ambiguous = note_ambiguity(rep, &v, "", &mut warnings);
                 if cli.common.json {
                     out(
                         json!({"file": path, "last_valid": number, "root": v.root, "anchor_hash": v.anchor_hash,
-                               "total": total, "warnings": warnings}),
+                               "total": total, "ambiguous_root": ambiguous, "warnings": warnings}),
                     )?;
                 } else {
                     out(number)?;
@@ -480,6 +544,15 @@ fn last_valid(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
     }
     eprintln!("No snapshot in {path} verifies.");
     Ok(ExitStatus::Integrity)
+}
+
+/// Warns when the snapshot's root is ambiguous (an id holds `:`); true if so.
+fn note_ambiguity(rep: &Report, v: &Verdict, prefix: &str, warnings: &mut Vec<String>) -> bool {
+    let Some(w) = &v.ambiguous_root else { return false };
+    let w = format!("{prefix}{w}");
+    rep.warn(&w);
+    warnings.push(w);
+    true
 }
 
 #[cfg(test)]

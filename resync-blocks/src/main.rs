@@ -4,7 +4,7 @@
 
 use ailee_cli::{out, Common, Report, RpcArgs, EXIT_CODES_HELP};
 use ailee_core::reorgdb::{Mode, ReorgDb};
-use ailee_core::resync::{resync, Options};
+use ailee_core::resync::{resync, Options, Outcome};
 use ailee_core::rpc::Rpc;
 use ailee_core::ExitStatus;
 use anyhow::Context;
@@ -17,15 +17,31 @@ use std::process::ExitCode;
 ///
 /// Compares the stored hashes from --start-height to the node's tip with the
 /// node's best chain (JSON-RPC batches). Where they differ it finds the fork
-/// point (walking below the start height if needed), records one reorg event,
-/// marks anchors at or above the fork INVALIDATED_REORG, deletes stored heights
-/// above a shorter tip, writes the new hashes, and refreshes the confirmations
-/// of the other anchors (PENDING -> CONFIRMED at --confirmations).
+/// point (walking below the start height if needed), confirms it with fresh
+/// reads, records one reorg event, marks anchors at or above the fork
+/// INVALIDATED_REORG, writes the new hashes, and refreshes the anchors
+/// (PENDING -> CONFIRMED at --confirmations; an INVALIDATED_REORG anchor whose
+/// transaction is in a best-chain block again is re-confirmed).
+///
+/// A reorg is only a hash that differs at a height the node has. A node that
+/// is behind (tip below our stored heights, equal hashes up to its tip) or in
+/// initial block download is not a reorg: nothing is written, exit 1 ("node
+/// is behind"); --wait polls until it has caught up. A node on another chain
+/// (other genesis, or a fork deeper than --max-reorg-depth) is refused before
+/// anything is written (exit 1). If the chain moves during the run, the
+/// comparison starts again (bounded).
+///
+/// --anchors-from FILE then finds the anchors of the snapshot file on the
+/// chain (OP_RETURN outputs of the raw blocks from --start-height) and records
+/// each with txid, height, confirmations and status: after runbook Procedure
+/// 3 this gives back the anchor records the old database held.
 ///
 /// Needs exclusive access: stop the node first. Every change is a RocksDB
 /// write batch; an interrupted run leaves the database consistent and a rerun
 /// finishes the job. Exit 3 when the reorg is deeper than --confirmations:
-/// the changes are written, then halt the node and re-anchor.
+/// the changes are written, then halt the node and re-anchor. Exit 1 also
+/// when the blocks were synced but a PENDING anchor's txid is unknown to the
+/// node (named on stderr; the other anchors were updated).
 #[derive(Debug, Parser)]
 #[command(name = "ailee_resync_blocks", version, after_help = EXIT_CODES_HELP, mut_arg("bitcoin_rpc", |a| a.required(true)))]
 struct Cli {
@@ -44,15 +60,124 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = ailee_core::records::DEFAULT_CONFIRMATIONS,
           value_parser = clap::value_parser!(u64).range(1..))]
     confirmations: u64,
+    /// A fork deeper than this (stored tip - fork + 1) is another chain, refused before any write.
+    #[arg(long, value_name = "N", default_value_t = ailee_core::resync::DEFAULT_MAX_REORG_DEPTH,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_reorg_depth: u64,
+    /// When the node is behind, in initial block download or still starting
+    /// (RPC warm-up, not listening yet), poll until it has caught up.
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this many seconds (exit 1).
+    #[arg(long, value_name = "SECS", default_value_t = 3600, requires = "wait",
+          value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
+    wait_timeout: u64,
+    /// Seconds between polls while waiting.
+    #[arg(long, value_name = "SECS", default_value_t = 10, requires = "wait",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    wait_interval: u64,
+    /// Also rebuild anchor records: find the anchors of this snapshot file on the chain from --start-height.
+    #[arg(long, value_name = "FILE")]
+    anchors_from: Option<PathBuf>,
+    /// Raw blocks per JSON-RPC batch for --anchors-from (each can be megabytes on mainnet).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    block_batch: u64,
     /// Report what would change without writing (opens the database read-only).
     #[arg(long)]
     dry_run: bool,
+    /// Write DIR/ailee_resync.prom for node_exporter's textfile collector (last
+    /// run, exit code, reorgs found); not with --dry-run.
+    #[arg(long, value_name = "DIR", conflicts_with = "dry_run")]
+    metrics_dir: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
 
 fn main() -> ExitCode {
-    ailee_cli::main(run)
+    ailee_cli::main(|cli: Cli| {
+        let dir = cli.metrics_dir.clone();
+        let db = cli.db_path.clone();
+        let before = dir.as_ref().and_then(|_| metrics::Before::read(&db));
+        let r = run(cli);
+        if let Some(dir) = dir {
+            if let Err(e) = metrics::record(&dir, &db, before, &r) {
+                eprintln!("warning: cannot write metrics to {}: {e}", dir.display());
+            }
+        }
+        r
+    })
+}
+
+/// `--metrics-dir`: the outcome of a run as `DIR/ailee_resync.prom`. The
+/// reorg a run recorded is read back from the database (events newer than
+/// before the run), so `run` itself is untouched.
+mod metrics {
+    use ailee_core::metrics::{now_seconds, MetricsFile, RESYNC};
+    use ailee_core::reorgdb::{Mode, ReorgDb};
+    use ailee_core::{Error, ExitStatus};
+    use std::path::Path;
+
+    /// The database before the run: stored tip and highest reorg event id.
+    pub struct Before {
+        tip: Option<u64>,
+        max_event: Option<u64>,
+    }
+
+    impl Before {
+        pub fn read(db: &Path) -> Option<Before> {
+            let d = ReorgDb::open(db, Mode::ReadOnly).ok()?;
+            Some(Before {
+                tip: d.tip().ok()?,
+                max_event: d.reorg_events().ok()?.last().map(|(id, _)| *id),
+            })
+        }
+    }
+
+    pub fn record(
+        dir: &Path,
+        db: &Path,
+        before: Option<Before>,
+        r: &anyhow::Result<ExitStatus>,
+    ) -> ailee_core::Result<()> {
+        let code = match r {
+            Ok(s) => *s,
+            Err(e) => e
+                .chain()
+                .find_map(|c| c.downcast_ref::<Error>())
+                .map_or(ExitStatus::Operational, Error::exit_status),
+        };
+        // The newest event this run recorded; its depth as resync counts it:
+        // the stored tip before the run − the fork height + 1.
+        let found = before.and_then(|b| {
+            let d = ReorgDb::open(db, Mode::ReadOnly).ok()?;
+            let (_, e) = d
+                .reorg_events()
+                .ok()?
+                .into_iter()
+                .rfind(|(id, _)| b.max_event.is_none_or(|m| *id > m))?;
+            let depth = b.tip.map(|t| t.saturating_sub(e.reorg_height) + 1);
+            Some((e.reorg_height, depth))
+        });
+        let mut m = MetricsFile::open(dir, RESYNC)?;
+        let now = now_seconds().floor();
+        m.set("ailee_resync_last_run_timestamp_seconds", &[], now)?;
+        m.set("ailee_resync_last_exit_code", &[], code.code() as f64)?;
+        m.inc("ailee_resync_reorgs_found_total", &[], 0.0)?;
+        if let Some((height, depth)) = found {
+            m.inc("ailee_resync_reorgs_found_total", &[], 1.0)?;
+            m.set("ailee_resync_last_reorg_height", &[], height as f64)?;
+            match depth {
+                Some(d) => m.set("ailee_resync_last_reorg_depth_blocks", &[], d as f64)?,
+                None => m.remove("ailee_resync_last_reorg_depth_blocks", &[]),
+            }
+            m.set("ailee_resync_last_reorg_timestamp_seconds", &[], now)?;
+        }
+        m.commit().map(drop)
+    }
+}
+
+fn now() -> std::time::Instant {
+    std::time::Instant::now()
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
@@ -62,37 +187,194 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     let cfg = cli.rpc.config()?;
     let mode = if cli.dry_run { Mode::ReadOnly } else { Mode::ReadWrite };
     let db = ReorgDb::open(&cli.db_path, mode).context("cannot open reorg database")?;
+    // The snapshot file is read before anything is written: a bad path fails early.
+    let file_anchors = match &cli.anchors_from {
+        Some(p) => Some(ailee_core::onchain::anchors_of_file(p).context("--anchors-from")?),
+        None => None,
+    };
     let rpc = Rpc::connect(&cfg)?;
-    let tip = rpc.block_count()?;
-    if cli.start_height > tip && db.tip()?.is_none_or(|t| t <= tip) {
-        return Err(ailee_core::Error::Usage(format!(
-            "--start-height {} is above the node's tip {tip} (is the node synced?)",
-            cli.start_height
-        ))
-        .into());
-    }
     let opts = Options {
         start: cli.start_height,
         batch_size: cli.batch_size,
         confirmations: cli.confirmations,
+        max_reorg_depth: cli.max_reorg_depth,
         dry_run: cli.dry_run,
     };
-    let bar = rep.count_bar(
-        tip.saturating_add(1).saturating_sub(cli.start_height),
-        "resyncing blocks",
-    );
-    let r = resync(&db, &rpc, &opts, &bar)?;
-    drop(bar);
+    let started = now();
+    let pause = |waited: u64| -> anyhow::Result<()> {
+        let secs = cli.wait_interval.min(cli.wait_timeout.saturating_sub(waited));
+        for _ in 0..secs * 10 {
+            ailee_core::cancel::check()?;
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Ok(())
+    };
+    let r = loop {
+        let tip = match rpc.block_count() {
+            Ok(t) => t,
+            // A node still starting (RPC warm-up, or not listening yet) is waited for too.
+            Err(e) if cli.wait && ailee_core::rpc::not_ready(&e) => {
+                let waited = started.elapsed().as_secs();
+                if waited >= cli.wait_timeout {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "gave up waiting for the node after {waited} s (--wait-timeout {})",
+                        cli.wait_timeout
+                    )));
+                }
+                rep.info(format_args!(
+                    "node not ready ({e}); waiting ({waited} s of {} s)",
+                    cli.wait_timeout
+                ));
+                pause(waited)?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if cli.start_height > tip && db.tip()?.is_none_or(|t| t <= tip) && !cli.wait {
+            return Err(ailee_core::Error::Usage(format!(
+                "--start-height {} is above the node's tip {tip} (is the node synced? --wait polls until it is)",
+                cli.start_height
+            ))
+            .into());
+        }
+        let behind = |tip: u64, stored: Option<u64>, ibd: bool| {
+            if ibd {
+                format!("node is behind: it is in initial block download (tip {tip})")
+            } else {
+                match stored {
+                    Some(s) => format!("node is behind: tip {tip}, stored up to {s}"),
+                    None => format!("node is behind: tip {tip}, below --start-height {}", cli.start_height),
+                }
+            }
+        };
+        let outcome = if cli.start_height > tip && db.tip()?.is_none_or(|t| t <= tip) {
+            Outcome::Behind {
+                tip,
+                stored: None,
+                ibd: false,
+            }
+        } else {
+            let bar = rep.count_bar(
+                tip.saturating_add(1).saturating_sub(cli.start_height),
+                "resyncing blocks",
+            );
+            resync(&db, &rpc, &opts, &bar)?
+        };
+        match outcome {
+            Outcome::Synced(r) => break *r,
+            Outcome::Refused(m) => {
+                if cli.common.json {
+                    out(json!({"refused": m, "node": rpc.url()}))?;
+                }
+                eprintln!("Refused: {m}.");
+                return Ok(ExitStatus::Operational);
+            }
+            Outcome::Behind { tip, stored, ibd } => {
+                let msg = behind(tip, stored, ibd);
+                if cli.common.json && (!cli.wait || started.elapsed().as_secs() >= cli.wait_timeout) {
+                    out(
+                        json!({"behind": {"tip": tip, "stored_tip": stored, "initial_block_download": ibd}, "node": rpc.url()}),
+                    )?;
+                }
+                if !cli.wait {
+                    eprintln!(
+                        "{msg}. Nothing was changed: this is not a reorg. Wait for the node to sync \
+                         (or use --wait), then run again."
+                    );
+                    return Ok(ExitStatus::Operational);
+                }
+                let waited = started.elapsed().as_secs();
+                if waited >= cli.wait_timeout {
+                    eprintln!(
+                        "{msg}. Gave up waiting after {waited} s (--wait-timeout {}); nothing was changed.",
+                        cli.wait_timeout
+                    );
+                    return Ok(ExitStatus::Operational);
+                }
+                rep.info(format_args!("{msg}; waiting ({waited} s of {} s)", cli.wait_timeout));
+                pause(waited)?;
+            }
+        }
+    };
     let deep = r.deep(cli.confirmations);
+    let mut anchors_json = serde_json::Value::Null;
+    let mut anchor_lines = Vec::new();
+    if let (Some(path), Some((anchors, bad))) = (&cli.anchors_from, &file_anchors) {
+        if *bad > 0 {
+            rep.warn(format_args!(
+                "{}: {bad} snapshot(s) do not parse; their anchors are not searched",
+                path.display()
+            ));
+        }
+        let bar = rep.count_bar(0, "searching anchors");
+        let (tip, found) =
+            ailee_core::onchain::find_on_chain(&rpc, anchors, cli.start_height, cli.batch_size, cli.block_batch, &bar)?;
+        drop(bar);
+        let rec = ailee_core::onchain::record_found(&db, anchors, &found, tip, cli.confirmations, cli.dry_run)?;
+        let found_set: std::collections::HashSet<usize> = found.iter().map(|f| f.anchor).collect();
+        let missing: Vec<&ailee_core::onchain::FileAnchor> = anchors
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !found_set.contains(i))
+            .map(|(_, a)| a)
+            .collect();
+        for (h, old, new) in &rec.conflicts {
+            rep.warn(format_args!(
+                "anchor {h} is recorded with txid {old}, but the chain carries it in {new}: record left as is"
+            ));
+        }
+        for a in &missing {
+            rep.warn(format_args!(
+                "anchor {} (snapshot {}) not found on the chain from height {}: left unrecorded",
+                a.hash, a.snapshot, cli.start_height
+            ));
+        }
+        let would = if cli.dry_run { "would be " } else { "" };
+        anchor_lines.push(format!(
+            "Anchors from {}: {} in the file, {} found on the chain, {} {would}recorded, {} already recorded, {} not found",
+            path.display(),
+            anchors.len(),
+            found.len(),
+            rec.written.len(),
+            rec.unchanged.len(),
+            missing.len()
+        ));
+        anchors_json = json!({
+            "file": path, "in_file": anchors.len(),
+            "found": found.iter().map(|f| json!({"anchor": anchors[f.anchor].hash, "txid": f.txid, "height": f.height})).collect::<Vec<_>>(),
+            "recorded": rec.written, "already_recorded": rec.unchanged,
+            "conflicts": rec.conflicts.iter().map(|(h, o, n)| json!({"anchor": h, "recorded_txid": o, "chain_txid": n})).collect::<Vec<_>>(),
+            "not_found": missing.iter().map(|a| json!({"anchor": a.hash, "snapshot": a.snapshot})).collect::<Vec<_>>(),
+        });
+    }
+    let reorg_json = |g: &ailee_core::resync::Reorg| {
+        json!({
+        "event_id": g.event_id, "fork_height": g.fork_height, "depth": g.depth,
+        "old_block_hash": g.old_hash, "new_block_hash": g.new_hash, "invalidated_anchors": g.invalidated})
+    };
+    let attention = |v: &[ailee_core::resync::Attention]| {
+        v.iter()
+            .map(|(a, t, why)| json!({"anchor": a, "txid": t, "why": why}))
+            .collect::<Vec<_>>()
+    };
+    for (a, t, why) in &r.unknown_txids {
+        eprintln!("warning: PENDING anchor {a}: the node does not know its transaction {t} ({why}); skipped — rebroadcast it or mark it FAILED_ORPHANED");
+    }
+    for (a, t, why) in &r.anchors_orphaned {
+        eprintln!("warning: anchor {a} (txid {t}): {why}: marked INVALIDATED_REORG");
+    }
     if cli.common.json {
         out(json!({
             "dry_run": cli.dry_run, "start_height": r.start, "tip": r.tip, "node": rpc.url(),
             "blocks_checked": r.blocks_checked, "blocks_written": r.blocks_written, "blocks_deleted": r.blocks_deleted,
-            "reorg": r.reorg.as_ref().map(|g| json!({
-                "event_id": g.event_id, "fork_height": g.fork_height, "depth": g.depth,
-                "old_block_hash": g.old_hash, "new_block_hash": g.new_hash, "invalidated_anchors": g.invalidated})),
+            "reorg": r.reorg.as_ref().map(reorg_json),
+            "reorgs": r.reorgs.iter().map(reorg_json).collect::<Vec<_>>(),
+            "attempts": r.attempts,
             "deep_reorg": deep,
-            "anchors_confirmed": r.anchors_confirmed, "anchors_updated": r.anchors_updated,
+            "anchors_confirmed": r.anchors_confirmed, "anchors_reconfirmed": r.anchors_reconfirmed,
+            "anchors_orphaned": attention(&r.anchors_orphaned), "anchors_updated": r.anchors_updated,
+            "unknown_txids": attention(&r.unknown_txids),
+            "anchors_from": anchors_json,
         }))?;
     } else {
         let would = if cli.dry_run { "would be " } else { "" };
@@ -106,29 +388,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             r.blocks_deleted,
             if cli.dry_run { " (dry run: nothing written)" } else { "" }
         ))?;
-        match &r.reorg {
-            None => out("No reorg.")?,
-            Some(g) => out(format_args!(
+        if r.reorgs.is_empty() {
+            out("No reorg.")?;
+        }
+        for g in &r.reorgs {
+            out(format_args!(
                 "Reorg at height {} (depth {}): old {} -> new {}; event {}; {} anchor(s) invalidated{}{}",
                 g.fork_height,
                 g.depth,
                 g.old_hash,
-                if g.new_hash.is_empty() {
-                    "(none: chain is shorter)"
-                } else {
-                    &g.new_hash
-                },
+                g.new_hash,
                 g.event_id,
                 g.invalidated.len(),
                 if g.invalidated.is_empty() { "" } else { ": " },
                 g.invalidated.join(", ")
-            ))?,
+            ))?;
+        }
+        if r.attempts > 1 {
+            out(format_args!(
+                "The chain moved during the run: compared again ({} attempts).",
+                r.attempts
+            ))?;
         }
         out(format_args!(
-            "Anchors: {} confirmed, {} updated",
+            "Anchors: {} confirmed, {} re-confirmed, {} updated{}",
             r.anchors_confirmed.len(),
-            r.anchors_updated
+            r.anchors_reconfirmed.len(),
+            r.anchors_updated,
+            if r.unknown_txids.is_empty() {
+                String::new()
+            } else {
+                format!(", {} PENDING with a txid the node does not know", r.unknown_txids.len())
+            }
         ))?;
+        for l in &anchor_lines {
+            out(l)?;
+        }
     }
     if deep {
         let g = r.reorg.as_ref().map_or(0, |g| g.depth);
@@ -137,6 +432,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             cli.confirmations
         );
         return Ok(ExitStatus::DeepReorg);
+    }
+    if !r.unknown_txids.is_empty() {
+        return Ok(ExitStatus::Operational);
     }
     Ok(ExitStatus::Success)
 }

@@ -1,0 +1,489 @@
+//! Anchors on Bitcoin: rebuilding anchor records from the chain
+//! (`ailee_resync_blocks --anchors-from`) and proving a snapshot's own anchor
+//! on the chain (`ailee_l2_verify --reorg-db P --bitcoin-rpc URL`), SPEC §2.
+//!
+//! An anchor is found by its `OP_RETURN` script (SPEC §1.3), which depends
+//! only on the anchor's payload: the snapshot file says what to look for, the
+//! raw blocks say where it is. Nothing here trusts the database over the
+//! chain: a record is a pointer (txid, height) that the chain must confirm.
+
+use crate::anchor::{op_return_data, op_return_script};
+use crate::progress::Progress;
+use crate::records::{AnchorRecord, AnchorStatus};
+use crate::reorgdb::{Batch, ReorgDb};
+use crate::rpc::{Rpc, TxPlace};
+use crate::scan::Scanner;
+use crate::{cancel, Error, Result};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// An anchor of the snapshot file, with the script that carries it on chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileAnchor {
+    /// Lower-case anchor hash.
+    pub hash: String,
+    pub root: String,
+    /// Snapshot number (1 = oldest) of its first occurrence.
+    pub snapshot: usize,
+    pub script: Vec<u8>,
+}
+
+/// The anchors of every complete snapshot of `path` that parses, first
+/// occurrence of each hash; returns them and the number of snapshots that
+/// did not parse (skipped).
+pub fn anchors_of_file(path: &Path) -> Result<(Vec<FileAnchor>, usize)> {
+    let (file, _) = crate::scan::open_snapshot_file(path)?;
+    let mut sc = Scanner::new(file);
+    let mut out: Vec<FileAnchor> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let (mut number, mut bad) = (0usize, 0usize);
+    while let Some(c) = sc.next_chunk().map_err(|e| Error::io(path, e))? {
+        cancel::check()?;
+        for b in &c.blocks {
+            number += 1;
+            match crate::format::parse_block(&c.data[b.start..b.end]) {
+                Ok(p) => {
+                    if let Some(a) = &p.snapshot.anchor {
+                        let hash = String::from_utf8_lossy(&a.hash).to_ascii_lowercase();
+                        if seen.insert(hash.clone()) {
+                            out.push(FileAnchor {
+                                hash,
+                                root: String::from_utf8_lossy(&a.l2_state_root).into_owned(),
+                                snapshot: number,
+                                script: op_return_script(&op_return_data(&a.payload)),
+                            });
+                        }
+                    }
+                }
+                Err(_) => bad += 1,
+            }
+        }
+        sc.recycle(c.data);
+    }
+    if number == 0 {
+        return Err(Error::NoSnapshots(path.to_path_buf()));
+    }
+    Ok((out, bad))
+}
+
+/// Where an anchor was found on the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub anchor: usize,
+    pub txid: String,
+    pub height: u64,
+    /// Header time of its block, Unix milliseconds.
+    pub block_time_ms: u64,
+}
+
+/// Scans the best chain from `start` to its tip (raw blocks, `block_batch`
+/// per JSON-RPC batch; hashes `hash_batch` per batch, pinned to the tip) for
+/// the anchors' `OP_RETURN` scripts; the lowest occurrence of each wins.
+/// Returns the tip scanned to and what was found.
+pub fn find_on_chain(
+    rpc: &Rpc,
+    anchors: &[FileAnchor],
+    start: u64,
+    hash_batch: u64,
+    block_batch: u64,
+    progress: &dyn Progress,
+) -> Result<(u64, Vec<Found>)> {
+    let info = rpc.chain_info()?;
+    let tip = info.blocks;
+    let moved = || Error::Rpc {
+        url: rpc.url().to_string(),
+        message: "the node's best chain changed during the scan; run it again".into(),
+    };
+    let mut by_script: HashMap<&[u8], Vec<usize>> = HashMap::new();
+    for (i, a) in anchors.iter().enumerate() {
+        by_script.entry(a.script.as_slice()).or_default().push(i);
+    }
+    let mut found: Vec<Option<Found>> = vec![None; anchors.len()];
+    progress.set_total(tip.saturating_add(1).saturating_sub(start));
+    let block_batch = block_batch.max(1);
+    let step = hash_batch.max(block_batch);
+    let mut h = start;
+    while h <= tip && !by_script.is_empty() {
+        cancel::check()?;
+        let end = tip.min(h.saturating_add(step - 1));
+        let hashes = rpc.block_hashes_pinned(h..=end, (tip, &info.best))?.ok_or_else(moved)?;
+        for (k, part) in hashes
+            .chunks(usize::try_from(block_batch).unwrap_or(1).max(1))
+            .enumerate()
+        {
+            cancel::check()?;
+            let base = h + (k as u64).saturating_mul(block_batch);
+            for (i, raw) in rpc.raw_blocks(part)?.iter().enumerate() {
+                let height = base + i as u64;
+                let block = crate::block::parse(raw)
+                    .map_err(|e| Error::Integrity(format!("block {} at height {height}: {e}", part[i])))?;
+                if block.hash() != part[i] {
+                    return Err(Error::Integrity(format!(
+                        "the node returned block {} for hash {} (height {height})",
+                        block.hash(),
+                        part[i]
+                    )));
+                }
+                for tx in &block.txs {
+                    for s in &tx.output_scripts {
+                        let Some(s) = op_return_of(s) else {
+                            continue;
+                        };
+                        if let Some(idx) = by_script.remove(s) {
+                            let txid = tx.txid();
+                            for a in idx {
+                                found[a] = Some(Found {
+                                    anchor: a,
+                                    txid: txid.clone(),
+                                    height,
+                                    block_time_ms: block.time().saturating_mul(1000),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        progress.advance(end - h + 1);
+        if end == u64::MAX {
+            break;
+        }
+        h = end + 1;
+    }
+    if rpc.block_hash_at(tip)?.as_deref() != Some(info.best.as_str()) {
+        return Err(moved());
+    }
+    progress.finish();
+    Ok((tip, found.into_iter().flatten().collect()))
+}
+
+/// The `OP_RETURN` script of an output: as is, or after the `OP_FALSE` that
+/// Bitcoin SV nodes put in front of it (`00 6a …`, the same data output).
+fn op_return_of(script: &[u8]) -> Option<&[u8]> {
+    match script {
+        [0x6a, ..] => Some(script),
+        [0x00, 0x6a, ..] => Some(&script[1..]),
+        _ => None,
+    }
+}
+
+/// What recording found anchors did.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    /// New records or records completed (hash).
+    pub written: Vec<String>,
+    /// Already recorded with the same txid and height.
+    pub unchanged: Vec<String>,
+    /// Recorded with another txid: left alone (hash, recorded txid, chain txid).
+    pub conflicts: Vec<(String, String, String)>,
+}
+
+/// Records found anchors: txid, height, confirmations against `tip`, and
+/// CONFIRMED at `threshold` confirmations (else PENDING). An existing record
+/// is completed (missing txid or height) or, when INVALIDATED_REORG, replaced
+/// by what the chain holds; a live record is never given another txid.
+pub fn record_found(
+    db: &ReorgDb,
+    anchors: &[FileAnchor],
+    found: &[Found],
+    tip: u64,
+    threshold: u64,
+    dry_run: bool,
+) -> Result<Recorded> {
+    let mut r = Recorded::default();
+    let mut b = Batch::default();
+    for f in found {
+        let a = &anchors[f.anchor];
+        let conf = tip.saturating_sub(f.height).saturating_add(1);
+        let status = if conf >= threshold {
+            AnchorStatus::Confirmed
+        } else {
+            AnchorStatus::Pending
+        };
+        let new = AnchorRecord {
+            anchor_hash: a.hash.clone(),
+            bitcoin_tx_id: f.txid.clone(),
+            bitcoin_height: f.height,
+            confirmations: conf,
+            broadcast_time: f.block_time_ms,
+            retry_count: 0,
+            status,
+            l2_state_root: a.root.clone(),
+        };
+        let rec = match db.anchor(&a.hash)? {
+            None => new,
+            // Another txid stands unless the record is INVALIDATED_REORG (its
+            // transaction left the chain; this one carries the anchor now).
+            Some(old)
+                if !old.bitcoin_tx_id.is_empty()
+                    && !old.bitcoin_tx_id.eq_ignore_ascii_case(&f.txid)
+                    && old.status != AnchorStatus::InvalidatedReorg =>
+            {
+                r.conflicts.push((a.hash.clone(), old.bitcoin_tx_id, f.txid.clone()));
+                continue;
+            }
+            Some(old)
+                if old.bitcoin_height == f.height
+                    && old.status != AnchorStatus::InvalidatedReorg
+                    && !old.bitcoin_tx_id.is_empty() =>
+            {
+                r.unchanged.push(a.hash.clone());
+                continue;
+            }
+            Some(old) if old.status == AnchorStatus::FailedOrphaned => {
+                r.conflicts
+                    .push((a.hash.clone(), "(FAILED_ORPHANED)".into(), f.txid.clone()));
+                continue;
+            }
+            Some(old) => AnchorRecord {
+                broadcast_time: if old.broadcast_time > 0 {
+                    old.broadcast_time
+                } else {
+                    new.broadcast_time
+                },
+                retry_count: old.retry_count,
+                ..new
+            },
+        };
+        b.put_anchor(&rec);
+        r.written.push(a.hash.clone());
+    }
+    if !dry_run && !b.is_empty() {
+        db.write(b)?;
+        db.flush()?;
+    }
+    Ok(r)
+}
+
+/// The snapshot's own anchor in the reorg database (SPEC §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnRecord {
+    /// CONFIRMED.
+    Confirmed(AnchorRecord),
+    /// PENDING: a warning.
+    Pending(AnchorRecord),
+    /// Not recorded: a warning (an integrity failure with `--bitcoin-rpc`).
+    Absent,
+    /// INVALIDATED_REORG or FAILED_ORPHANED: the snapshot fails.
+    Void(AnchorRecord),
+}
+
+/// Looks up `hash` (as written, then lower-cased).
+pub fn own_record(db: &ReorgDb, hash: &str) -> Result<OwnRecord> {
+    let rec = match db.anchor(hash)? {
+        Some(r) => Some(r),
+        None => db.anchor(&hash.to_ascii_lowercase())?,
+    };
+    Ok(match rec {
+        None => OwnRecord::Absent,
+        Some(r) if r.status.is_void() => OwnRecord::Void(r),
+        Some(r) if r.status == AnchorStatus::Pending => OwnRecord::Pending(r),
+        Some(r) => OwnRecord::Confirmed(r),
+    })
+}
+
+/// The on-chain verdict on a snapshot's own anchor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnChain {
+    /// In the best chain with enough confirmations, carrying exactly the script.
+    Proven {
+        txid: String,
+        height: u64,
+        confirmations: u64,
+    },
+    /// Recorded, but not (yet) provable: not mined, or too few confirmations. Exit 1.
+    NotYet(String),
+    /// The chain contradicts the record, or there is no record. Exit 2.
+    Contradicted(String),
+}
+
+/// Checks the snapshot's own anchor (`hash`, whose `OP_RETURN` carries
+/// `payload`) on the node's best chain, through the record in `db`.
+pub fn verify_on_chain(db: &ReorgDb, rpc: &Rpc, hash: &str, payload: &[u8], min_conf: u64) -> Result<OnChain> {
+    let script = op_return_script(&op_return_data(payload));
+    let rec = match own_record(db, hash)? {
+        OwnRecord::Absent => {
+            return Ok(OnChain::Contradicted(format!(
+                "anchor {hash} is not recorded in the reorg database: the node never anchored this state. \
+                 If the database was rebuilt (runbook Procedure 3), restore the anchor records with \
+                 ailee_resync_blocks --anchors-from <snapshot file>, then verify again"
+            )))
+        }
+        OwnRecord::Void(r) => {
+            return Ok(OnChain::Contradicted(format!(
+                "anchor {hash} is {} in the reorg database",
+                r.status.name()
+            )))
+        }
+        OwnRecord::Pending(r) | OwnRecord::Confirmed(r) => r,
+    };
+    if rec.bitcoin_tx_id.is_empty() {
+        return Ok(OnChain::NotYet(format!(
+            "anchor {hash} is recorded {} but was never broadcast (no txid): not provable yet",
+            rec.status.name()
+        )));
+    }
+    let txid = rec.bitcoin_tx_id.to_ascii_lowercase();
+    let info = rpc.chain_info()?;
+    let tip = info.blocks;
+    // A node that is behind proves nothing either way (as for resync: lag is not a contradiction).
+    if info.ibd || rec.bitcoin_height > tip {
+        return Ok(OnChain::NotYet(format!(
+            "the node is behind (tip {tip}{}; anchor {hash} is recorded at height {}): not provable yet — \
+             let it sync and verify again",
+            if info.ibd { ", initial block download" } else { "" },
+            rec.bitcoin_height
+        )));
+    }
+    let place = rpc.tx_places(std::slice::from_ref(&txid))?.pop();
+    // The block that holds the transaction, and its height.
+    let (block, height) = match place {
+        Some(TxPlace::InBlock { block, confirmations }) => {
+            let h = tip.saturating_add(1).saturating_sub(confirmations);
+            if rpc.block_hash_at(h)?.as_deref() != Some(block.as_str()) {
+                return Err(Error::Rpc {
+                    url: rpc.url().to_string(),
+                    message: "the node's best chain changed during the check; run it again".into(),
+                });
+            }
+            (block, h)
+        }
+        Some(TxPlace::Unmined) => {
+            return Ok(if rec.status == AnchorStatus::Confirmed {
+                OnChain::Contradicted(format!(
+                    "anchor {hash} is recorded CONFIRMED (txid {txid}, height {}), but its transaction is in no \
+                     best-chain block",
+                    rec.bitcoin_height
+                ))
+            } else {
+                OnChain::NotYet(format!("anchor {hash}: transaction {txid} is not mined yet"))
+            })
+        }
+        Some(TxPlace::Unknown(_)) | None => {
+            // No transaction index: the recorded block is the place to look.
+            let at = if rec.bitcoin_height > 0 && rec.bitcoin_height <= tip {
+                rpc.block_hash_at(rec.bitcoin_height)?
+            } else {
+                None
+            };
+            match at {
+                Some(b) => (b, rec.bitcoin_height),
+                None => {
+                    return Ok(if rec.status == AnchorStatus::Confirmed || rec.bitcoin_height > 0 {
+                        OnChain::Contradicted(format!(
+                            "anchor {hash} is recorded {} with txid {txid} at height {}, but the node's best chain \
+                             holds no such transaction",
+                            rec.status.name(),
+                            rec.bitcoin_height
+                        ))
+                    } else {
+                        OnChain::NotYet(format!(
+                            "anchor {hash}: the node does not know transaction {txid} (not mined, not in its mempool): \
+                             not provable yet — rebroadcast it"
+                        ))
+                    })
+                }
+            }
+        }
+    };
+    let raw = rpc.raw_blocks(std::slice::from_ref(&block))?;
+    let parsed = match raw.first().map(|r| crate::block::parse(r)) {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => return Err(Error::Integrity(format!("block {block}: {e}"))),
+        None => return Err(Error::Integrity(format!("block {block}: no reply"))),
+    };
+    let Some(tx) = parsed.txs.iter().find(|t| t.txid() == txid) else {
+        return Ok(OnChain::Contradicted(format!(
+            "anchor {hash} is recorded with txid {txid} at height {}, but the best chain holds no such transaction \
+             (block {block} at height {height} does not contain it)",
+            rec.bitcoin_height
+        )));
+    };
+    if !tx
+        .output_scripts
+        .iter()
+        .any(|s| op_return_of(s) == Some(script.as_slice()))
+    {
+        return Ok(OnChain::Contradicted(format!(
+            "transaction {txid} (height {height}) does not carry anchor {hash}: none of its outputs is the \
+             OP_RETURN script {}",
+            crate::root::hex(&script)
+        )));
+    }
+    let confirmations = tip.saturating_sub(height).saturating_add(1);
+    if confirmations < min_conf {
+        return Ok(OnChain::NotYet(format!(
+            "anchor {hash}: transaction {txid} is at height {height} with {confirmations} confirmation(s), \
+             fewer than {min_conf}: not provable yet"
+        )));
+    }
+    Ok(OnChain::Proven {
+        txid,
+        height,
+        confirmations,
+    })
+}
+
+/// Payload of the anchor of a snapshot block (for [`verify_on_chain`]).
+pub fn anchor_payload(block: &[u8]) -> Option<Vec<u8>> {
+    let p = crate::format::parse_block(block).ok()?;
+    p.snapshot.anchor.map(|a| a.payload.into_owned())
+}
+
+/// What `ailee_l2_verify --reorg-db [--bitcoin-rpc]` concludes about the
+/// snapshot's own anchor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnCheck {
+    /// Absent or PENDING without `--bitcoin-rpc`: said, not failed.
+    pub warnings: Vec<String>,
+    /// The snapshot fails (exit 2 or, for [`crate::verify::Failure::NotYetProvable`], 1).
+    pub failure: Option<crate::verify::Failure>,
+    /// With `--bitcoin-rpc`: the proof, `(txid, height, confirmations)`.
+    pub proven: Option<(String, u64, u64)>,
+}
+
+/// The own-anchor lookup (SPEC §2): void fails; absent or PENDING warns;
+/// with `rpc`, the on-chain check decides instead ([`verify_on_chain`]).
+pub fn check_own_anchor(
+    db: &ReorgDb,
+    rpc: Option<&Rpc>,
+    hash: &str,
+    payload: &[u8],
+    min_conf: u64,
+) -> Result<OwnCheck> {
+    use crate::verify::Failure;
+    let mut c = OwnCheck::default();
+    match own_record(db, hash)? {
+        OwnRecord::Void(r) => {
+            c.failure = Some(Failure::OwnAnchor(format!(
+                "the snapshot's own anchor {hash} is {} in the reorg database",
+                r.status.name()
+            )));
+            return Ok(c);
+        }
+        OwnRecord::Absent if rpc.is_none() => c.warnings.push(format!(
+            "the snapshot's own anchor {hash} is not recorded in the reorg database (add --bitcoin-rpc to check it on Bitcoin)"
+        )),
+        OwnRecord::Pending(r) if rpc.is_none() => c.warnings.push(format!(
+            "the snapshot's own anchor {hash} is PENDING in the reorg database ({})",
+            if r.bitcoin_tx_id.is_empty() {
+                "never broadcast".to_string()
+            } else {
+                format!("txid {}", r.bitcoin_tx_id)
+            }
+        )),
+        _ => {}
+    }
+    if let Some(rpc) = rpc {
+        match verify_on_chain(db, rpc, hash, payload, min_conf)? {
+            OnChain::Proven {
+                txid,
+                height,
+                confirmations,
+            } => c.proven = Some((txid, height, confirmations)),
+            OnChain::NotYet(m) => c.failure = Some(Failure::NotYetProvable(m)),
+            OnChain::Contradicted(m) => c.failure = Some(Failure::OwnAnchor(m)),
+        }
+    }
+    Ok(c)
+}

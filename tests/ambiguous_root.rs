@@ -1,0 +1,197 @@
+//! The state root's canonical text joins fields with `:` unescaped (the
+//! node's encoding, which must not change): ids holding `:` let two different
+//! states share a root. `ailee_l2_verify` warns (stderr and `--json`);
+//! `ailee_create_anchor` refuses such a state (exit 1, nothing written)
+//! unless `--allow-ambiguous-root`. Every reference vector still gives the
+//! node's roots.
+
+use ailee_recovery::{cmd, roots, vector, vectors};
+use predicates::prelude::*;
+use predicates::str::contains;
+use serde_json::Value;
+
+/// The example: escrows `t:c`/`x` and `t`/`c:x`.
+fn escrow_state(task: &str, client: &str) -> String {
+    serde_json::json!({"ledger": {"escrows": [
+        {"taskId": task, "clientPeerId": client, "amount": 5, "locked": true, "createdAt": 7}
+    ]}})
+    .to_string()
+}
+
+fn json_out(a: &assert_cmd::assert::Assert) -> Value {
+    serde_json::from_slice(&a.get_output().stdout).unwrap()
+}
+
+#[test]
+fn every_vector_still_gives_the_nodes_roots() {
+    for e in std::fs::read_dir(vectors()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "dat") {
+            continue;
+        }
+        let name = p.file_stem().unwrap().to_str().unwrap().to_string();
+        let expected = roots(&name);
+        if expected.is_empty() {
+            continue;
+        }
+        let out = cmd("ailee_l2_verify")
+            .arg("--snapshot")
+            .arg(&p)
+            .args(["--all", "--json"])
+            .assert();
+        let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        let got: Vec<&str> = v["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["root"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, expected, "{name}");
+    }
+}
+
+#[test]
+fn verify_warns_when_ids_hold_colons_and_says_so_in_json() {
+    let q = vector("quoting");
+    let newest = roots("quoting").last().unwrap().clone();
+    cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(&q)
+        .assert()
+        .code(0)
+        .stdout(contains(format!("Computed L2StateRoot: {newest}")))
+        .stdout(contains("Verification OK."))
+        .stderr(contains("warning: ambiguous state root"))
+        .stderr(contains("colon:inside"))
+        .stderr(contains("does not pin this state down"));
+    let a = cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(&q)
+        .arg("--json")
+        .assert()
+        .code(0);
+    let v = json_out(&a);
+    assert_eq!(v["ambiguous_root"], true);
+    assert_eq!(v["root"], newest.as_str());
+    assert!(v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("ambiguous")));
+    let a = cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(&q)
+        .args(["--all", "--json"])
+        .assert()
+        .code(0);
+    let v = json_out(&a);
+    for s in v["snapshots"].as_array().unwrap() {
+        assert_eq!(s["ambiguous_root"], true, "{s}");
+    }
+    let a = cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(&q)
+        .args(["--last-valid", "--json"])
+        .assert()
+        .code(0);
+    assert_eq!(json_out(&a)["ambiguous_root"], true);
+}
+
+#[test]
+fn verify_says_nothing_about_a_state_without_colons() {
+    cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(vector("basic"))
+        .assert()
+        .code(0)
+        .stderr(contains("ambiguous").not());
+    let a = cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(vector("basic"))
+        .arg("--json")
+        .assert()
+        .code(0);
+    assert_eq!(json_out(&a)["ambiguous_root"], false);
+}
+
+#[test]
+fn create_anchor_refuses_an_ambiguous_state_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("l2_snapshots.dat");
+    let db = d.path().join("reorg_db");
+    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    for (task, client) in [("t:c", "x"), ("t", "c:x")] {
+        cmd("ailee_create_anchor")
+            .args(["--l2-state-file", "-", "--snapshot-file"])
+            .arg(&f)
+            .arg("--db-path")
+            .arg(&db)
+            .write_stdin(escrow_state(task, client))
+            .assert()
+            .code(1)
+            .stderr(contains("ambiguous state root"))
+            .stderr(contains("--allow-ambiguous-root"))
+            .stdout("");
+        // Even printing an anchor for it is refused.
+        cmd("ailee_create_anchor")
+            .args(["--l2-state-file", "-"])
+            .write_stdin(escrow_state(task, client))
+            .assert()
+            .code(1)
+            .stdout("");
+    }
+    assert!(!f.exists(), "nothing appended");
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(&db)
+        .arg("--check")
+        .assert()
+        .code(0)
+        .stdout(contains("Pending: 0"));
+}
+
+#[test]
+fn allowed_ambiguous_states_share_a_root_and_the_json_says_so() {
+    let run = |task: &str, client: &str| {
+        let a = cmd("ailee_create_anchor")
+            .args(["--l2-state-file", "-", "--allow-ambiguous-root", "--json"])
+            .args(["--timestamp-ms", "1700000000000"])
+            .write_stdin(escrow_state(task, client))
+            .assert()
+            .code(0)
+            .stderr(contains("warning: ambiguous state root"))
+            .stderr(contains("allowed by --allow-ambiguous-root"));
+        json_out(&a)
+    };
+    let a = run("t:c", "x");
+    let b = run("t", "c:x");
+    assert_eq!(a["ambiguous_root"], true);
+    assert_eq!(b["ambiguous_root"], true);
+    assert_eq!(a["l2_state_root"], b["l2_state_root"], "two states, one root");
+    // Without a colon the state is its own and nothing is said.
+    let c = cmd("ailee_create_anchor")
+        .args(["--l2-state-file", "-", "--json"])
+        .write_stdin(escrow_state("t", "x"))
+        .assert()
+        .code(0)
+        .stderr(contains("ambiguous").not());
+    assert_eq!(json_out(&c)["ambiguous_root"], false);
+}
+
+#[test]
+fn create_anchor_from_the_quoting_vector_needs_the_override_and_keeps_the_nodes_root() {
+    let q = vector("quoting");
+    cmd("ailee_create_anchor")
+        .arg("--from-snapshot")
+        .arg(&q)
+        .assert()
+        .code(1)
+        .stderr(contains("colon:inside"));
+    cmd("ailee_create_anchor")
+        .arg("--from-snapshot")
+        .arg(&q)
+        .arg("--allow-ambiguous-root")
+        .assert()
+        .code(0)
+        .stdout(contains(format!("L2StateRoot: {}", roots("quoting").last().unwrap())));
+}

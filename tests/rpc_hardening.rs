@@ -1,0 +1,879 @@
+//! The RPC transport and the validation of node replies, against raw TCP
+//! fakes for what a real node never sends (redirects, malformed txids,
+//! upper-case hashes) and the real regtest node for the normal path.
+//!
+//! - A redirect is never followed: the request, and with it the
+//!   `Authorization` header, never reaches the location (a second listener
+//!   checks what arrived there); the error names the location without its
+//!   userinfo.
+//! - A `sendrawtransaction` reply that is not the transaction's txid
+//!   (`a|b`, `ab\ncd`, `""`, 10 MB, another txid) is exit 1 and nothing is
+//!   stored; hashes and txids are stored lower-case.
+
+use ailee_recovery::{cmd, Node};
+use predicates::prelude::*;
+use predicates::str::contains;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const SECRET: &str = "secret-pw-42";
+
+/// Serves `reply(request body)` to every request on 127.0.0.1 until the test ends.
+fn serve(reply: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let reply = Arc::new(reply);
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let reply = reply.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                if r.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let _ = s.write_all(&reply(&String::from_utf8_lossy(&body)));
+            });
+        }
+    });
+    port
+}
+
+fn http(status: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut v = format!(
+        "HTTP/1.1 {status}\r\n{extra_headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    v.extend_from_slice(body);
+    v
+}
+
+/// A JSON-RPC reply to `req` (a single request) with `result`.
+fn result(req: &str, result: Value) -> Vec<u8> {
+    let req: Value = serde_json::from_str(req).unwrap();
+    http(
+        "200 OK",
+        "",
+        json!({"result": result, "error": null, "id": req["id"]})
+            .to_string()
+            .as_bytes(),
+    )
+}
+
+/// A listener standing for the host a redirect points at. It never answers;
+/// after the tool has exited, [`Target::received`] reads whatever arrived.
+struct Target {
+    l: TcpListener,
+}
+
+impl Target {
+    fn bind() -> Target {
+        // Another loopback address, as in the report (127.0.0.2).
+        let l = TcpListener::bind("127.0.0.2:0")
+            .or_else(|_| TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        Target { l }
+    }
+
+    fn addr(&self) -> String {
+        self.l.local_addr().unwrap().to_string()
+    }
+
+    /// Every request that reached the target (the tool has exited, so its
+    /// writes are all in the socket buffers and its sockets are closed).
+    fn received(&self) -> Vec<String> {
+        self.l.set_nonblocking(true).unwrap();
+        let mut out = Vec::new();
+        loop {
+            match self.l.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let mut buf = Vec::new();
+                    let _ = s.read_to_end(&mut buf);
+                    out.push(String::from_utf8_lossy(&buf).into_owned());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return out,
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    }
+}
+
+fn init_db(dir: &Path) -> std::path::PathBuf {
+    let db = dir.join("reorg_db");
+    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    db
+}
+
+fn db_is_untouched(db: &Path) {
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(db)
+        .arg("--check")
+        .assert()
+        .code(0)
+        .stdout(contains("Pending: 0\nConfirmed: 0"))
+        .stdout(contains("Blocks: none stored"));
+}
+
+fn rpc_args(port: u16) -> Vec<String> {
+    [
+        "--bitcoin-rpc",
+        &format!("http://127.0.0.1:{port}"),
+        "--rpc-user",
+        "u",
+        "--rpc-password",
+        SECRET,
+        "--rpc-timeout",
+        "5",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+const STATE: &str = r#"{"ledger": {"balances": [{"peerId": "p1", "balance": 5}]}}"#;
+
+fn create_anchor_broadcast(port: u16, db: &Path) -> assert_cmd::assert::Assert {
+    cmd("ailee_create_anchor")
+        .args([
+            "--l2-state-file",
+            "-",
+            "--broadcast",
+            "--timestamp-ms",
+            "1700000000000",
+            "--db-path",
+        ])
+        .arg(db)
+        .args(rpc_args(port))
+        .write_stdin(STATE)
+        .timeout(Duration::from_secs(60))
+        .assert()
+}
+
+fn resync(port: u16, db: &Path) -> assert_cmd::assert::Assert {
+    cmd("ailee_resync_blocks")
+        .args(["--start-height", "0", "--db-path"])
+        .arg(db)
+        .args(rpc_args(port))
+        .timeout(Duration::from_secs(60))
+        .assert()
+}
+
+/// Every request is answered with `status` pointing at `target`; with
+/// `userinfo`, the location carries credentials that must not be printed.
+fn redirecting(status: &'static str, target: &Target, userinfo: bool) -> u16 {
+    let info = if userinfo { "eve:stolen-pw@" } else { "" };
+    let location = format!("Location: http://{info}{}/\r\n", target.addr());
+    serve(move |_| http(status, &location, b""))
+}
+
+fn refused_redirect(a: assert_cmd::assert::Assert, code: &str, target: &Target) {
+    let a = a
+        .code(1)
+        .stderr(contains(code))
+        .stderr(contains(format!("http://{}/", target.addr())))
+        .stderr(contains("never followed"))
+        .stderr(contains(SECRET).not())
+        .stderr(contains("stolen-pw").not())
+        .stderr(contains("eve:").not());
+    assert!(a.get_output().stdout.is_empty());
+    let got = target.received();
+    assert!(got.is_empty(), "the redirect target was contacted: {got:?}");
+}
+
+#[test]
+fn resync_never_follows_a_redirect_nor_sends_the_password_there() {
+    for status in [
+        "301 Moved Permanently",
+        "302 Found",
+        "303 See Other",
+        "307 Temporary Redirect",
+        "308 Permanent Redirect",
+    ] {
+        for userinfo in [false, true] {
+            let target = Target::bind();
+            let port = redirecting(status, &target, userinfo);
+            let d = tempfile::tempdir().unwrap();
+            let db = init_db(d.path());
+            refused_redirect(resync(port, &db), &status[..3], &target);
+            db_is_untouched(&db);
+        }
+    }
+}
+
+#[test]
+fn create_anchor_broadcast_never_follows_a_redirect() {
+    let target = Target::bind();
+    let port = redirecting("307 Temporary Redirect", &target, false);
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    refused_redirect(create_anchor_broadcast(port, &db), "307", &target);
+    db_is_untouched(&db);
+}
+
+#[test]
+fn the_redirect_target_listener_does_see_a_direct_request() {
+    // The check above is only meaningful if the target records what arrives:
+    // pointing the tool straight at it, the Authorization header shows up.
+    let target = Target::bind();
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    cmd("ailee_resync_blocks")
+        .args(["--start-height", "0", "--db-path"])
+        .arg(&db)
+        .args(["--bitcoin-rpc", &format!("http://{}", target.addr())])
+        .args(["--rpc-user", "u", "--rpc-password", SECRET, "--rpc-timeout", "1"])
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .code(1);
+    let got = target.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].to_ascii_lowercase().contains("authorization: basic"), "{got:?}");
+}
+
+// --- validated replies -------------------------------------------------------
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A one-input legacy transaction whose only output is `OP_RETURN data`.
+fn op_return_tx(data: &[u8]) -> Vec<u8> {
+    let mut script = vec![0x6a];
+    if data.len() > 75 {
+        script.push(0x4c);
+    }
+    script.push(data.len() as u8);
+    script.extend_from_slice(data);
+    let mut t = vec![1, 0, 0, 0, 1];
+    t.extend_from_slice(&[0x11; 32]);
+    t.extend_from_slice(&[0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 1]);
+    t.extend_from_slice(&[0; 8]);
+    t.push(script.len() as u8);
+    t.extend_from_slice(&script);
+    t.extend_from_slice(&[0; 4]);
+    t
+}
+
+/// The txid of a transaction without witness: sha256d, byte-reversed.
+fn txid_of(tx: &[u8]) -> String {
+    let once = unhex(&ailee_core::root::sha256_hex(tx));
+    let mut twice = unhex(&ailee_core::root::sha256_hex(&once));
+    twice.reverse();
+    hex(&twice)
+}
+
+/// A wallet node: builds, funds and signs the OP_RETURN transaction the tool
+/// asks for (the data comes from `createrawtransaction`), and answers
+/// `sendrawtransaction` with `send(txid of what was sent)`.
+fn wallet_node(send: impl Fn(&str) -> Value + Send + Sync + 'static) -> u16 {
+    serve(move |body| {
+        let req: Value = serde_json::from_str(body).unwrap();
+        let p = &req["params"];
+        match req["method"].as_str().unwrap() {
+            "createrawtransaction" => result(body, json!(hex(&op_return_tx(&unhex(p[1]["data"].as_str().unwrap()))))),
+            "fundrawtransaction" => result(body, json!({"hex": p[0], "fee": 0.00001, "changepos": -1})),
+            "signrawtransactionwithwallet" => result(body, json!({"hex": p[0], "complete": true})),
+            "sendrawtransaction" => result(body, send(&txid_of(&unhex(p[0].as_str().unwrap())))),
+            m => http(
+                "404 Not Found",
+                "",
+                json!({"result": null, "error": {"code": -32601, "message": format!("Method not found: {m}")}, "id": req["id"]})
+                    .to_string()
+                    .as_bytes(),
+            ),
+        }
+    })
+}
+
+/// What a fake node answers `sendrawtransaction` with, given the real txid.
+type SendReply = Box<dyn Fn(&str) -> Value + Send + Sync>;
+
+#[test]
+fn malformed_txids_from_sendrawtransaction_exit_1_and_store_nothing() {
+    let cases: Vec<(&str, SendReply)> = vec![
+        ("a|b", Box::new(|_| json!("a|b"))),
+        ("ab\\ncd", Box::new(|_| json!("ab\ncd"))),
+        ("\"\"", Box::new(|_| json!(""))),
+        ("not 64 hex digits", Box::new(|_| json!("x".repeat(10 << 20)))),
+        ("not 64 hex digits", Box::new(|_| json!(null))),
+        ("not 64 hex digits", Box::new(|_| json!(12345))),
+        ("not 64 hex digits", Box::new(|t: &str| json!(format!("{t}|{t}")))),
+        (
+            "for the transaction whose txid is",
+            Box::new(|_| json!("ab".repeat(32))),
+        ),
+    ];
+    for (why, send) in cases {
+        let port = wallet_node(send);
+        let d = tempfile::tempdir().unwrap();
+        let db = init_db(d.path());
+        let a = create_anchor_broadcast(port, &db)
+            .code(1)
+            .stderr(contains("sendrawtransaction"))
+            .stderr(contains(why))
+            .stderr(contains(SECRET).not());
+        let err = &a.get_output().stderr;
+        assert!(err.len() < 4000, "bounded message ({} bytes) for {why}", err.len());
+        db_is_untouched(&db);
+    }
+}
+
+#[test]
+fn an_upper_case_txid_is_stored_lower_case() {
+    let port = wallet_node(|t| json!(t.to_ascii_uppercase()));
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    let out = create_anchor_broadcast(port, &db).code(0);
+    let txid = String::from_utf8_lossy(&out.get_output().stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Broadcast txid: ").map(str::to_string))
+        .expect("txid line");
+    assert_eq!(txid.len(), 64);
+    assert_eq!(txid, txid.to_ascii_lowercase());
+    let rec = ailee_core::reorgdb::ReorgDb::open(&db, ailee_core::reorgdb::Mode::ReadOnly)
+        .unwrap()
+        .anchors()
+        .unwrap();
+    assert_eq!(rec.len(), 1);
+    assert_eq!(rec[0].bitcoin_tx_id, txid);
+}
+
+#[test]
+fn a_signed_transaction_without_the_anchor_output_is_refused_before_broadcast() {
+    // A wallet that signs something else: nothing is broadcast or stored.
+    let sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = sent.clone();
+    let port = serve(move |body| {
+        let req: Value = serde_json::from_str(body).unwrap();
+        match req["method"].as_str().unwrap() {
+            "sendrawtransaction" => {
+                s2.store(true, std::sync::atomic::Ordering::SeqCst);
+                result(body, json!("00".repeat(32)))
+            }
+            "signrawtransactionwithwallet" => result(
+                body,
+                json!({"hex": hex(&op_return_tx(b"someone else")), "complete": true}),
+            ),
+            _ => result(body, json!({"hex": "00"})),
+        }
+    });
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    create_anchor_broadcast(port, &db)
+        .code(1)
+        .stderr(contains("no output carrying the anchor's OP_RETURN"));
+    assert!(!sent.load(std::sync::atomic::Ordering::SeqCst));
+    db_is_untouched(&db);
+}
+
+/// A node whose tip is 3 and whose `getblockhash` answers `hash(height)`.
+fn chain_node(hash: fn(u64) -> Value) -> u16 {
+    serve(move |body| {
+        let req: Value = serde_json::from_str(body).unwrap();
+        if let Some(batch) = req.as_array() {
+            let rs: Vec<Value> = batch
+                .iter()
+                .map(|r| json!({"result": hash(r["params"][0].as_u64().unwrap()), "error": null, "id": r["id"]}))
+                .collect();
+            return http("200 OK", "", Value::Array(rs).to_string().as_bytes());
+        }
+        match req["method"].as_str().unwrap() {
+            "getblockcount" => result(body, json!(3)),
+            "getblockchaininfo" => result(
+                body,
+                json!({"chain": "regtest", "blocks": 3, "headers": 3, "initialblockdownload": false}),
+            ),
+            "getblockhash" => result(body, hash(req["params"][0].as_u64().unwrap())),
+            m => http(
+                "404 Not Found",
+                "",
+                json!({"result": null, "error": {"code": -32601, "message": format!("Method not found: {m}")}, "id": req["id"]})
+                    .to_string()
+                    .as_bytes(),
+            ),
+        }
+    })
+}
+
+#[test]
+fn upper_case_block_hashes_are_stored_lower_case() {
+    let port = chain_node(|h| json!(format!("{h:064X}").replace('0', "A")));
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    resync(port, &db).code(0);
+    let r = ailee_core::reorgdb::ReorgDb::open(&db, ailee_core::reorgdb::Mode::ReadOnly).unwrap();
+    for h in 0..=3u64 {
+        assert_eq!(
+            r.block_hash(h).unwrap().unwrap(),
+            format!("{h:064X}").replace('0', "A").to_ascii_lowercase()
+        );
+    }
+}
+
+#[test]
+fn malformed_block_hashes_and_heights_exit_1_and_store_nothing() {
+    for bad in [
+        (|_| json!("a|b")) as fn(u64) -> Value,
+        |_| json!(""),
+        |_| json!("0".repeat(63)),
+        |h| json!(format!("{h:064x}\n")),
+        |_| json!(7),
+    ] {
+        let port = chain_node(bad);
+        let d = tempfile::tempdir().unwrap();
+        let db = init_db(d.path());
+        resync(port, &db)
+            .code(1)
+            .stderr(contains("getblockhash"))
+            .stderr(contains("64 hex digits"));
+        db_is_untouched(&db);
+    }
+    for count in [json!(-1), json!(1u64 << 40), json!("3"), json!(2.5)] {
+        let port = serve(move |body| result(body, count.clone()));
+        let d = tempfile::tempdir().unwrap();
+        let db = init_db(d.path());
+        resync(port, &db).code(1).stderr(contains("getblockcount"));
+        db_is_untouched(&db);
+    }
+}
+
+#[test]
+fn a_reply_over_the_size_cap_is_refused_before_it_is_read() {
+    // A server announcing a 1 TB body: refused on the header, nothing read.
+    let port = serve(|_| b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n[".to_vec());
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    resync(port, &db).code(1).stderr(contains("larger than"));
+    db_is_untouched(&db);
+}
+
+#[test]
+fn broadcast_on_the_real_node_stores_the_nodes_txid_lower_case() {
+    let node = Node::start();
+    node.generate(101);
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    let out = cmd("ailee_create_anchor")
+        .args(["--l2-state-file", "-", "--broadcast", "--json", "--db-path"])
+        .arg(&db)
+        .args([
+            "--bitcoin-rpc",
+            &node.url(),
+            "--rpc-user",
+            &node.user,
+            "--rpc-password",
+            &node.password,
+        ])
+        .write_stdin(STATE)
+        .assert()
+        .code(0);
+    let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let txid = v["txid"].as_str().unwrap().to_string();
+    assert!(txid.len() == 64 && txid.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    // The node knows that transaction, and it carries the anchor's script.
+    let raw: Value = serde_json::from_str(&node.cli(&["getrawtransaction", &txid, "1"])).unwrap();
+    assert_eq!(raw["txid"], txid.as_str());
+    let script = v["op_return_script"].as_str().unwrap();
+    assert!(
+        raw["vout"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["scriptPubKey"]["hex"].as_str().unwrap().ends_with(script)),
+        "{raw}"
+    );
+    let rec = ailee_core::reorgdb::ReorgDb::open(&db, ailee_core::reorgdb::Mode::ReadOnly)
+        .unwrap()
+        .anchors()
+        .unwrap();
+    assert_eq!(rec[0].bitcoin_tx_id, txid);
+    // And a resync through the same transport stores the node's hashes.
+    node.generate(1);
+    resync_real(&node, &db);
+    let r = ailee_core::reorgdb::ReorgDb::open(&db, ailee_core::reorgdb::Mode::ReadOnly).unwrap();
+    let tip = node.count();
+    assert_eq!(r.block_hash(tip).unwrap().unwrap(), node.hash(tip));
+}
+
+fn resync_real(node: &Node, db: &Path) {
+    cmd("ailee_resync_blocks")
+        .args(["--start-height", "0", "--db-path"])
+        .arg(db)
+        .args([
+            "--bitcoin-rpc",
+            &node.url(),
+            "--rpc-user",
+            &node.user,
+            "--rpc-password",
+            &node.password,
+        ])
+        .assert()
+        .code(0);
+}
+
+// --- hostile replies: bounded memory and time ---------------------------------
+
+/// Serves raw bytes from `write(stream)` after reading the request head.
+fn serve_stream(write: fn(&mut std::net::TcpStream)) -> u16 {
+    serve_raw(move |s| {
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+        }
+        write(s);
+    })
+}
+
+fn serve_raw(handle: impl Fn(&mut std::net::TcpStream) + Send + Sync + 'static) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let handle = Arc::new(handle);
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let h = handle.clone();
+            std::thread::spawn(move || h(&mut s));
+        }
+    });
+    port
+}
+
+#[test]
+fn endless_headers_are_cut_off() {
+    let port = serve_stream(|s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\n");
+        let line = format!("X-Junk: {}\r\n", "a".repeat(1000));
+        while s.write_all(line.as_bytes()).is_ok() {}
+    });
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    resync(port, &db).code(1).stderr(contains("getblockcount"));
+    db_is_untouched(&db);
+}
+
+#[test]
+fn endless_status_line_is_cut_off() {
+    let port = serve_stream(|s| {
+        let _ = s.write_all(b"HTTP/1.1 200 ");
+        let chunk = [b'O'; 4096];
+        while s.write_all(&chunk).is_ok() {}
+    });
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    resync(port, &db).code(1).stderr(contains("getblockcount"));
+    db_is_untouched(&db);
+}
+
+#[test]
+fn endless_chunked_body_stops_at_the_cap() {
+    // No Content-Length: the body is counted while read and refused at the cap.
+    let port = serve_stream(|s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let mut chunk = format!("{:x}\r\n", 1 << 20).into_bytes();
+        chunk.extend(std::iter::repeat_n(b' ', 1 << 20));
+        chunk.extend_from_slice(b"\r\n");
+        while s.write_all(&chunk).is_ok() {}
+    });
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    cmd("ailee_resync_blocks")
+        .args(["--start-height", "0", "--db-path"])
+        .arg(&db)
+        .args([
+            "--bitcoin-rpc",
+            &format!("http://127.0.0.1:{port}"),
+            "--rpc-timeout",
+            "600",
+        ])
+        .timeout(Duration::from_secs(600))
+        .assert()
+        .code(1)
+        .stderr(contains("larger than 268435456 bytes"));
+    db_is_untouched(&db);
+}
+
+#[test]
+fn a_body_that_never_ends_hits_the_request_timeout() {
+    // One byte at a time, forever: the timeout covers the whole request, not
+    // each read, so a trickle cannot hold the tool.
+    let port = serve_stream(|s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n");
+        loop {
+            if s.write_all(b" ").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    cmd("ailee_resync_blocks")
+        .args(["--start-height", "0", "--db-path"])
+        .arg(&db)
+        .args([
+            "--bitcoin-rpc",
+            &format!("http://127.0.0.1:{port}"),
+            "--rpc-timeout",
+            "2",
+        ])
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .code(1)
+        .stderr(contains("timeout"));
+    db_is_untouched(&db);
+}
+
+#[test]
+fn a_reply_with_another_id_or_shape_is_refused() {
+    for reply in [
+        (|_: &str| http("200 OK", "", br#"{"result":3,"error":null,"id":999}"#)) as fn(&str) -> Vec<u8>,
+        |_| http("200 OK", "", br#"[{"result":3,"error":null,"id":0}]"#),
+        |_| http("200 OK", "", br#""just a string""#),
+        |_| http("200 OK", "", b""),
+        |_| http("200 OK", "", b"\xff\xfe{}"),
+    ] {
+        let port = serve(reply);
+        let d = tempfile::tempdir().unwrap();
+        let db = init_db(d.path());
+        resync(port, &db).code(1).stderr(contains("getblockcount"));
+        db_is_untouched(&db);
+    }
+}
+
+#[test]
+fn batch_replies_missing_or_duplicated_are_refused() {
+    for batch in [
+        // One reply short.
+        (|body: &str| {
+            let req: Value = serde_json::from_str(body).unwrap();
+            let rs: Vec<Value> = req.as_array().unwrap()[1..]
+                .iter()
+                .map(|r| json!({"result": "ab".repeat(32), "error": null, "id": r["id"]}))
+                .collect();
+            Value::Array(rs)
+        }) as fn(&str) -> Value,
+        // Every reply carries the first id.
+        |body| {
+            let req: Value = serde_json::from_str(body).unwrap();
+            let a = req.as_array().unwrap();
+            Value::Array(
+                a.iter()
+                    .map(|_| json!({"result": "ab".repeat(32), "error": null, "id": a[0]["id"]}))
+                    .collect(),
+            )
+        },
+    ] {
+        let port = serve(move |body| {
+            let req: Value = serde_json::from_str(body).unwrap();
+            if req.is_array() {
+                http("200 OK", "", batch(body).to_string().as_bytes())
+            } else if req["method"] == "getblockchaininfo" {
+                result(
+                    body,
+                    json!({"chain": "regtest", "blocks": 3, "headers": 3, "initialblockdownload": false}),
+                )
+            } else {
+                result(body, json!(3))
+            }
+        });
+        let d = tempfile::tempdir().unwrap();
+        let db = init_db(d.path());
+        resync(port, &db).code(1).stderr(contains("getblockhash"));
+        db_is_untouched(&db);
+    }
+}
+
+/// A node at tip 3 whose wallet knows the anchor's transaction: mined in
+/// block `e…e` at height 1. `tx_reply`/`header_reply` shape those answers.
+fn node_with_tx(tx_reply: fn(&str) -> Value, header_reply: fn(&str) -> Value) -> u16 {
+    serve(move |body| {
+        let req: Value = serde_json::from_str(body).unwrap();
+        if let Some(batch) = req.as_array() {
+            let rs: Vec<Value> = batch
+                .iter()
+                .map(|r| json!({"result": format!("{:064x}", r["params"][0].as_u64().unwrap() + 1), "error": null, "id": r["id"]}))
+                .collect();
+            return http("200 OK", "", Value::Array(rs).to_string().as_bytes());
+        }
+        let p0 = req["params"][0].as_str().unwrap_or_default().to_string();
+        match req["method"].as_str().unwrap() {
+            "getblockcount" => result(body, json!(3)),
+            "getblockchaininfo" => result(
+                body,
+                json!({"chain": "regtest", "blocks": 3, "headers": 3, "initialblockdownload": false}),
+            ),
+            "gettransaction" | "getrawtransaction" => result(body, tx_reply(&p0)),
+            "getblockheader" => result(body, header_reply(&p0)),
+            m => http(
+                "404 Not Found",
+                "",
+                json!({"result": null, "error": {"code": -32601, "message": format!("Method not found: {m}")}, "id": req["id"]})
+                    .to_string()
+                    .as_bytes(),
+            ),
+        }
+    })
+}
+
+#[test]
+fn replies_about_another_transaction_or_block_are_refused_and_the_anchor_is_unchanged() {
+    use ailee_core::records::{AnchorRecord, AnchorStatus};
+    use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
+    let pending = AnchorRecord {
+        anchor_hash: "a".repeat(64),
+        bitcoin_tx_id: "c".repeat(64),
+        bitcoin_height: 0,
+        confirmations: 0,
+        broadcast_time: 1_700_000_000_000,
+        retry_count: 0,
+        status: AnchorStatus::Pending,
+        l2_state_root: "e".repeat(64),
+    };
+    type Case = (fn(&str) -> Value, fn(&str) -> Value, &'static str);
+    let cases: [Case; 3] = [
+        // gettransaction about another txid
+        (
+            |_| json!({"txid": "d".repeat(64), "confirmations": 3, "blockhash": "e".repeat(64)}),
+            |h| json!({"hash": h, "height": 1}),
+            "asked about txid",
+        ),
+        // getblockheader about another block
+        (
+            |t| json!({"txid": t, "confirmations": 3, "blockhash": "e".repeat(64)}),
+            |_| json!({"hash": "f".repeat(64), "height": 1}),
+            "asked about block hash",
+        ),
+        // a block hash that is not one
+        (
+            |t| json!({"txid": t, "confirmations": 3, "blockhash": "e|e"}),
+            |h| json!({"hash": h, "height": 1}),
+            "not 64 hex digits",
+        ),
+    ];
+    for (tx, header, why) in cases {
+        let d = tempfile::tempdir().unwrap();
+        let db = init_db(d.path());
+        {
+            let w = ReorgDb::open(&db, Mode::ReadWrite).unwrap();
+            let mut b = Batch::default();
+            b.put_anchor(&pending);
+            w.write(b).unwrap();
+        }
+        resync(node_with_tx(tx, header), &db).code(1).stderr(contains(why));
+        let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
+        assert_eq!(r.anchor(&pending.anchor_hash).unwrap().unwrap(), pending, "{why}");
+    }
+    // The same node answering consistently confirms the anchor: the fake is
+    // good enough for the refusals above to mean something.
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    {
+        let w = ReorgDb::open(&db, Mode::ReadWrite).unwrap();
+        let mut b = Batch::default();
+        b.put_anchor(&pending);
+        w.write(b).unwrap();
+    }
+    let port = node_with_tx(
+        |t| json!({"txid": t, "confirmations": 3, "blockhash": "E".repeat(64)}),
+        |h| json!({"hash": h, "height": 1}),
+    );
+    cmd("ailee_resync_blocks")
+        .args(["--start-height", "0", "--confirmations", "3", "--db-path"])
+        .arg(&db)
+        .args(rpc_args(port))
+        .assert()
+        .code(0);
+    let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
+    let a = r.anchor(&pending.anchor_hash).unwrap().unwrap();
+    assert_eq!(
+        (a.status, a.bitcoin_height, a.confirmations),
+        (AnchorStatus::Confirmed, 1, 3)
+    );
+}
+
+#[test]
+fn a_cookie_that_is_not_a_small_regular_file_is_refused_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    let fifo = d.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let big = d.path().join("big.cookie");
+    std::fs::write(&big, format!("__cookie__:{}", "a".repeat(1 << 20))).unwrap();
+    let port = serve(|body| result(body, json!(3)));
+    for (cookie, why) in [
+        (Path::new("/dev/zero"), "not a regular file"),
+        (fifo.as_path(), "not a regular file"),
+        (big.as_path(), "larger than 4096 bytes"),
+    ] {
+        cmd("ailee_resync_blocks")
+            .args(["--start-height", "0", "--db-path"])
+            .arg(&db)
+            .args(["--bitcoin-rpc", &format!("http://127.0.0.1:{port}"), "--rpc-cookie"])
+            .arg(cookie)
+            .timeout(Duration::from_secs(60))
+            .assert()
+            .code(1)
+            .stderr(contains(why))
+            .stderr(contains("aaaa").not());
+    }
+    db_is_untouched(&db);
+}
+
+#[test]
+fn a_huge_or_multi_line_rpc_error_message_is_clipped_to_one_line() {
+    let port = serve(|body| {
+        let req: Value = serde_json::from_str(body).unwrap();
+        let msg = format!("Loading\nerror: forged line{}", "z".repeat(10 << 20));
+        http(
+            "500 Internal Server Error",
+            "",
+            json!({"result": null, "error": {"code": -28, "message": msg}, "id": req["id"]})
+                .to_string()
+                .as_bytes(),
+        )
+    });
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    let a = resync(port, &db)
+        .code(1)
+        .stderr(contains("Loading\\nerror: forged line"));
+    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
+    assert!(err.len() < 3000, "{} bytes", err.len());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    db_is_untouched(&db);
+}

@@ -1,0 +1,126 @@
+//! The runbook caveats of the README and docs/RUNBOOK.md: the hazard each
+//! describes is real, and the safe command given for it works as written.
+
+use ailee_recovery::{bash, bin, root, vector};
+use predicates::str::contains;
+use std::path::Path;
+
+/// A snapshot file of 15 anchored states (basic.dat's first state, anchored
+/// at timestamps 1..=15) whose newest, #15, is corrupt.
+fn fifteen_with_the_newest_corrupt(dir: &Path) -> std::path::PathBuf {
+    let f = dir.join("l2_snapshots.dat");
+    let state = dir.join("state.json");
+    bash(&format!(
+        "ailee_l2_verify --snapshot {} --index 1 --print-state > {}",
+        vector("basic").display(),
+        state.display()
+    ))
+    .assert()
+    .code(0);
+    for ts in 1..=15 {
+        bash(&format!(
+            "ailee_create_anchor --l2-state-file {} --timestamp-ms {ts} --snapshot-file {} > /dev/null",
+            state.display(),
+            f.display()
+        ))
+        .assert()
+        .code(0);
+    }
+    // Corrupt a balance of #15 only (the last occurrence in the file).
+    let mut data = std::fs::read(&f).unwrap();
+    let pos = data.windows(8).rposition(|w| w == b"balance ").unwrap();
+    let digit = pos + data[pos..].iter().position(|&b| b == b'\n').unwrap() - 1;
+    data[digit] = if data[digit] == b'9' { b'8' } else { data[digit] + 1 };
+    std::fs::write(&f, data).unwrap();
+    bash(&format!("ailee_l2_verify --snapshot {}", f.display()))
+        .assert()
+        .code(2);
+    f
+}
+
+#[test]
+fn seq_10_loses_four_good_states_and_last_valid_does_not() {
+    let _ = bin("ailee_l2_verify");
+    let d = tempfile::tempdir().unwrap();
+    let f = fifteen_with_the_newest_corrupt(d.path());
+    let snaps = d.path().join("snapshots");
+    let live = d.path().join("live.dat");
+
+    // The runbook's loop, as written: it restores #10, not #14.
+    bash(&format!(
+        r#"ailee_extract_snapshots {f} {snaps}/ > /dev/null
+for i in $(seq 10 -1 1); do
+    snapshot="{snaps}/snapshot_${{i}}.dat"
+    if ailee_l2_verify --snapshot "$snapshot" > /dev/null 2>&1; then
+        echo "Found valid snapshot: $snapshot"
+        cp "$snapshot" {live}
+        break
+    fi
+done"#,
+        f = f.display(),
+        snaps = snaps.display(),
+        live = live.display()
+    ))
+    .assert()
+    .code(0)
+    .stdout(contains("snapshot_10.dat"));
+
+    // The safe command (docs/RUNBOOK.md): the newest snapshot that verifies.
+    bash(&format!(
+        r#"n=$(ailee_l2_verify --snapshot {f} --last-valid) || exit 1
+ailee_extract_snapshots --force {f} {snaps}/ || exit 1
+cp "{snaps}/snapshot_${{n}}.dat" {live}
+echo "restored $n""#,
+        f = f.display(),
+        snaps = snaps.display(),
+        live = live.display()
+    ))
+    .assert()
+    .code(0)
+    .stdout(contains("restored 14"));
+    assert_eq!(
+        std::fs::read(&live).unwrap(),
+        std::fs::read(snaps.join("snapshot_14.dat")).unwrap()
+    );
+    bash(&format!("ailee_l2_verify --snapshot {} --all", live.display()))
+        .assert()
+        .code(0);
+}
+
+#[test]
+fn a_stale_extraction_is_refused_and_the_checked_procedure_stops() {
+    let _ = bin("ailee_l2_verify");
+    let d = tempfile::tempdir().unwrap();
+    let snaps = d.path().join("snapshots");
+    let live = d.path().join("live.dat");
+    // Someone extracted another file there earlier.
+    bash(&format!(
+        "ailee_extract_snapshots {} {}/ > /dev/null",
+        vector("torn-then-appended").display(),
+        snaps.display()
+    ))
+    .assert()
+    .code(0);
+    bash(&format!(
+        r#"ailee_extract_snapshots {f} {snaps}/ || exit 1
+cp {snaps}/snapshot_3.dat {live}"#,
+        f = vector("bad-root").display(),
+        snaps = snaps.display(),
+        live = live.display()
+    ))
+    .assert()
+    .code(1)
+    .stderr(contains("refusing to overwrite"));
+    assert!(!live.exists(), "the procedure went on with stale files");
+}
+
+#[test]
+fn no_valid_snapshot_makes_last_valid_fail_with_nothing_on_stdout() {
+    bash(&format!(
+        "n=$(ailee_l2_verify --snapshot {} --last-valid) || {{ echo \"none ($?) '$n'\"; exit 0; }}; echo \"got $n\"",
+        root().join("tests/fixtures/malformed/root-mismatch.dat").display()
+    ))
+    .assert()
+    .code(0)
+    .stdout("none (2) ''\n");
+}
