@@ -331,11 +331,17 @@ fn rejected_broadcast_then_rerun_finishes_the_job_without_a_second_snapshot() {
     anchor(&proxy).code(1).stderr(contains("rejected by the test proxy"));
     let after_first = std::fs::read(&f).unwrap();
     assert_eq!(blocks_of(&f), 1);
+    // A refused broadcast stores nothing in the database.
+    assert!(ReorgDb::open(&db, Mode::ReadOnly)
+        .unwrap()
+        .anchors()
+        .unwrap()
+        .is_empty());
     // The natural retry (no --timestamp-ms), now against the node itself.
     let out = anchor(&node.url())
         .code(0)
         .stdout(contains("Already appended"))
-        .stdout(contains("Already recorded"))
+        .stdout(contains("Recorded as PENDING"))
         .stdout(contains("Broadcast txid: "));
     let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     assert_eq!(std::fs::read(&f).unwrap(), after_first, "no second snapshot");

@@ -344,23 +344,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         }
     };
     // Step 2: record PENDING (an existing record is never touched here).
-    let record = match (&db, &existing) {
+    // With --broadcast the record is written with its txid once the node has
+    // accepted the transaction, so a refused broadcast stores nothing; the
+    // rerun finds the snapshot already appended and finishes from there.
+    let new_record = |txid: &str| AnchorRecord {
+        anchor_hash: hash.clone(),
+        bitcoin_tx_id: txid.to_string(),
+        bitcoin_height: 0,
+        confirmations: 0,
+        broadcast_time: if txid.is_empty() { 0 } else { now_ms() },
+        retry_count: 0,
+        status: AnchorStatus::Pending,
+        l2_state_root: root.clone(),
+    };
+    let mut record = match (&db, &existing) {
         (None, _) => Step::Skipped,
         (Some(_), Some(_)) => Step::Already,
+        (Some(_), None) if signed.is_some() => Step::Skipped, // written with the txid below
         (Some(db), None) => {
             cancel::check()?;
             cancel::critical(|| -> anyhow::Result<()> {
                 let mut b = Batch::default();
-                b.put_anchor(&AnchorRecord {
-                    anchor_hash: hash.clone(),
-                    bitcoin_tx_id: String::new(),
-                    bitcoin_height: 0,
-                    confirmations: 0,
-                    broadcast_time: 0,
-                    retry_count: 0,
-                    status: AnchorStatus::Pending,
-                    l2_state_root: root.clone(),
-                });
+                b.put_anchor(&new_record(""));
                 db.write(b)?;
                 db.flush()?;
                 Ok(())
@@ -373,24 +378,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         (_, _, Some(t)) if cli.broadcast => (Step::Already, Some(t)),
         (Some(r), Some(hex), _) => {
             cancel::check()?;
-            let t = cancel::critical(|| -> anyhow::Result<String> {
+            let (t, created) = cancel::critical(|| -> anyhow::Result<(String, bool)> {
                 let t = r.send_raw(hex)?;
+                let mut created = false;
                 if let Some(db) = &db {
-                    // Only a PENDING record without a txid gains one; nothing
-                    // else of a record is ever changed here.
-                    if let Some(mut rec) = db.anchor(&hash)? {
-                        if rec.bitcoin_tx_id.is_empty() && rec.status == AnchorStatus::Pending {
+                    // A new record, or a PENDING record without a txid gains
+                    // one; nothing else of a record is ever changed here.
+                    let rec = match db.anchor(&hash)? {
+                        None => {
+                            created = true;
+                            Some(new_record(&t))
+                        }
+                        Some(mut rec) if rec.bitcoin_tx_id.is_empty() && rec.status == AnchorStatus::Pending => {
                             rec.bitcoin_tx_id = t.clone();
                             rec.broadcast_time = now_ms();
-                            let mut b = Batch::default();
-                            b.put_anchor(&rec);
-                            db.write(b)?;
-                            db.flush()?;
+                            Some(rec)
                         }
+                        Some(_) => None,
+                    };
+                    if let Some(rec) = rec {
+                        let mut b = Batch::default();
+                        b.put_anchor(&rec);
+                        db.write(b)?;
+                        db.flush()?;
                     }
                 }
-                Ok(t)
+                Ok((t, created))
             })?;
+            if created {
+                record = Step::Done;
+            }
             (Step::Done, Some(t))
         }
         _ => (Step::Skipped, None),
