@@ -61,10 +61,16 @@ fn count_then(body: &str, batch: fn(&str) -> Vec<u8>) -> Vec<u8> {
             .unwrap_or(1.into())
     };
     if body.contains("getblockcount") {
-        http("200 OK", format!(r#"{{"result":10,"error":null,"id":{}}}"#, id()).as_bytes())
+        http(
+            "200 OK",
+            format!(r#"{{"result":10,"error":null,"id":{}}}"#, id()).as_bytes(),
+        )
     } else if body.contains("getblockchaininfo") {
         let best = "0".repeat(64);
-        let reply = format!(r#"{{"result":{{"blocks":10,"bestblockhash":"{best}"}},"error":null,"id":{}}}"#, id());
+        let reply = format!(
+            r#"{{"result":{{"blocks":10,"bestblockhash":"{best}"}},"error":null,"id":{}}}"#,
+            id()
+        );
         http("200 OK", reply.as_bytes())
     } else {
         batch(body)

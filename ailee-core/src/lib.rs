@@ -19,10 +19,10 @@ pub mod exit;
 pub mod format;
 pub mod metrics;
 pub mod model;
-#[cfg(all(feature = "db", feature = "rpc"))]
-pub mod onchain;
 #[cfg(feature = "db")]
 pub mod monitor;
+#[cfg(all(feature = "db", feature = "rpc"))]
+pub mod onchain;
 pub mod pipeline;
 pub mod progress;
 pub mod records;
