@@ -347,8 +347,7 @@ impl Rpc {
 /// A 64-digit hex hash from the node, lower-cased; `None` for anything else.
 /// Hashes are compared and stored in this one case (hex is hex).
 pub fn hash64(v: &Value) -> Option<String> {
-    let s = v.as_str()?;
-    (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_ascii_lowercase())
+    reply::block_hash(v).ok()
 }
 
 /// The node's view of its chain, read in one call (`getblockchaininfo`).
@@ -439,14 +438,10 @@ impl Rpc {
     /// `getblockchaininfo`: tip height and hash in one reply.
     pub fn chain_info(&self) -> Result<ChainInfo> {
         let v = self.call("getblockchaininfo", &[])?;
-        let blocks = v
-            .get("blocks")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| self.err("getblockchaininfo", "no block height in reply"))?;
-        let best = v
-            .get("bestblockhash")
-            .and_then(hash64)
-            .ok_or_else(|| self.err("getblockchaininfo", "no valid bestblockhash in reply"))?;
+        let blocks = reply::height(v.get("blocks").unwrap_or(&Value::Null))
+            .map_err(|e| self.invalid("getblockchaininfo", reply::Invalid(format!("blocks: {e}"))))?;
+        let best = reply::block_hash(v.get("bestblockhash").unwrap_or(&Value::Null))
+            .map_err(|e| self.invalid("getblockchaininfo", reply::Invalid(format!("bestblockhash: {e}"))))?;
         Ok(ChainInfo {
             blocks,
             best,
@@ -488,9 +483,15 @@ impl Rpc {
         calls.push(("getblockhash", serde_json::json!([pin.0])));
         let mut replies = self.batch_mixed(&calls)?;
         let last = replies.pop();
+        let invalid =
+            |h: u64, e: reply::Invalid| self.invalid("getblockhash", reply::Invalid(format!("height {h}: {e}")));
         match last {
-            Some(Ok(v)) if hash64(&v).as_deref() == Some(pin.1) => {}
-            Some(Ok(_)) | Some(Err((RPC_OUT_OF_RANGE, _))) => return Ok(None),
+            Some(Ok(v)) => {
+                if reply::block_hash(&v).map_err(|e| invalid(pin.0, e))? != pin.1 {
+                    return Ok(None);
+                }
+            }
+            Some(Err((RPC_OUT_OF_RANGE, _))) => return Ok(None),
             Some(Err((code, m))) => {
                 return Err(self.err("getblockhash", format!("height {}: RPC error {code}: {m}", pin.0)))
             }
@@ -499,9 +500,7 @@ impl Rpc {
         let mut out = Vec::with_capacity(replies.len());
         for (h, r) in heights.zip(replies) {
             match r {
-                Ok(v) => out.push(
-                    hash64(&v).ok_or_else(|| self.err("getblockhash", format!("height {h}: not a block hash: {v}")))?,
-                ),
+                Ok(v) => out.push(reply::block_hash(&v).map_err(|e| invalid(h, e))?),
                 // Below the pinned tip, a height out of range means the chain moved.
                 Err((RPC_OUT_OF_RANGE, _)) => return Ok(None),
                 Err((code, m)) => return Err(self.err("getblockhash", format!("height {h}: RPC error {code}: {m}"))),
@@ -546,17 +545,19 @@ impl Rpc {
     }
 
     fn place_of(&self, method: &str, txid: &str, v: &Value) -> Result<TxPlace> {
-        let conf = v.get("confirmations").and_then(Value::as_i64).unwrap_or(0);
-        if conf <= 0 {
+        let invalid = |e: reply::Invalid| self.invalid(method, reply::Invalid(format!("{txid}: {e}")));
+        reply::same_hash("txid", v.get("txid"), txid).map_err(invalid)?;
+        let conf = match v.get("confirmations") {
+            None => 0,
+            Some(c) => reply::confirmations(c).map_err(invalid)?,
+        };
+        if conf == 0 {
             return Ok(TxPlace::Unmined);
         }
-        let block = v
-            .get("blockhash")
-            .and_then(hash64)
-            .ok_or_else(|| self.err(method, format!("{txid}: confirmed but no valid blockhash")))?;
+        let block = reply::block_hash(v.get("blockhash").unwrap_or(&Value::Null)).map_err(invalid)?;
         Ok(TxPlace::InBlock {
             block,
-            confirmations: conf as u64,
+            confirmations: conf,
         })
     }
 }

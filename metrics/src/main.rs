@@ -21,7 +21,7 @@ use std::process::ExitCode;
 /// the same writer (one file per writer, replaced atomically; values not
 /// given are kept from the previous file, so counters survive runs).
 #[derive(Debug, Parser)]
-#[command(version, after_help = EXIT_CODES_HELP)]
+#[command(name = "ailee_metrics", version, after_help = EXIT_CODES_HELP)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
