@@ -12,6 +12,8 @@
 pub mod anchor;
 pub mod append;
 pub mod atomic;
+#[cfg(feature = "db")]
+pub mod backup;
 pub mod cancel;
 pub mod error;
 pub mod exit;
