@@ -177,11 +177,7 @@ proptest! {
 #[test]
 fn every_cut_of_a_vector_file_yields_its_complete_snapshots() {
     // Exhaustive over every byte position of basic.dat (9.5 KB).
-    let file = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/vectors/basic.dat"
-    ))
-    .unwrap();
+    let file = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/vectors/basic.dat")).unwrap();
     let ends: Vec<usize> = file
         .windows(13)
         .enumerate()
