@@ -31,10 +31,9 @@ mkdir -p "$D"
 # few of them changed since the previous one, with a valid anchor.
 cat > "$W/gen.py" <<'PY'
 import hashlib, random, sys
-path, target, grow, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-rnd = random.Random(7)
+path, target, grow, count, state_path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+rnd = random.Random()
 nbal = max(1, grow // 40)
-state_path = path + ".state"
 try:
     with open(state_path) as f:
         ts, bal = f.readline().split(), [int(x) for x in f.readline().split()]
@@ -63,8 +62,8 @@ with open(state_path, "w") as f:
     f.write(f"{ts}\n" + " ".join(map(str, bal)) + "\n")
 PY
 echo "generating a ${SIZE_MB} MB snapshot file ..." >&2
-python3 "$W/gen.py" "$D/l2_snapshots.dat" $((SIZE_MB * 1024 * 1024)) $((GROW_KB * 1024)) 1
-grow() { python3 "$W/gen.py" "$D/l2_snapshots.dat" 0 $((GROW_KB * 1024)) 1; }
+python3 "$W/gen.py" "$D/l2_snapshots.dat" $((SIZE_MB * 1024 * 1024)) $((GROW_KB * 1024)) 1 "$W/gen.state"
+grow() { python3 "$W/gen.py" "$D/l2_snapshots.dat" 0 $((GROW_KB * 1024)) 1 "$W/gen.state"; }
 
 PLAIN=$W/plain-repo CRON=$W/cron
 printf 'bench\n' > "$W/pw"; chmod 600 "$W/pw"

@@ -192,20 +192,6 @@ impl Restic {
         }
     }
 
-    /// True when the repository exists and opens with our password.
-    pub fn is_initialized(&self) -> Result<bool> {
-        let o = self.run(&["cat", "config", "--no-lock"])?;
-        if o.ok() {
-            return Ok(true);
-        }
-        let e = o.stderr.to_ascii_lowercase();
-        if e.contains("does not exist") || e.contains("unable to open config file") || e.contains("no such file") {
-            Ok(false)
-        } else {
-            Err(self.failure("cat config", &o))
-        }
-    }
-
     /// Creates the repository (format 2: compressed).
     pub fn init(&self) -> Result<()> {
         self.run_ok(None, &["init", "--repository-version", "2"], "init")
@@ -223,15 +209,11 @@ impl Restic {
 
     /// The snapshot named by `which` (`latest`, a full or short id).
     pub fn find(&self, which: &str) -> Result<Snapshot> {
+        check_which(which)?;
         let all = self.snapshots()?;
         let found = if which == "latest" {
             all.last().cloned()
         } else {
-            if which.is_empty() || !which.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(Error::Usage(format!(
-                    "--backup {which:?}: expected `latest` or a backup id (hex, from --list)"
-                )));
-            }
             let m: Vec<_> = all.iter().filter(|s| s.id.starts_with(which)).collect();
             if m.len() > 1 {
                 return Err(Error::Usage(format!(
@@ -249,6 +231,25 @@ impl Restic {
             })
         })
     }
+}
+
+/// `latest` or a snapshot id (1 to 64 hex digits).
+pub fn check_which(which: &str) -> Result<()> {
+    if which == "latest" || (!which.is_empty() && which.len() <= 64 && which.bytes().all(|b| b.is_ascii_hexdigit())) {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "backup {which:?}: expected `latest` or a backup id (hex, from --list)"
+        )))
+    }
+}
+
+/// True when restic says there is no repository at the location.
+pub fn repo_missing(stderr: &str) -> bool {
+    let e = stderr.to_ascii_lowercase();
+    e.contains("is there a repository at the following location")
+        || e.contains("unable to open config file")
+        || e.contains("repository does not exist")
 }
 
 /// The tag every backup made by these tools carries.

@@ -16,7 +16,7 @@
 //! After a SIGKILL the journal says what was done: the next run rolls an
 //! uncommitted swap back (or finishes a committed one) before it starts.
 
-use super::restic::{Restic, Snapshot};
+use super::restic::Restic;
 use super::{check_data_dir, restore_to, sync_tree};
 use crate::{Error, Result};
 use std::fs::File;
@@ -306,15 +306,12 @@ fn keep_ownership(d: &Path, stage: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Restores snapshot `snap` into `d` (the caller holds the data directory's
-/// lock and has settled any journal with [`settle`]).
-pub fn restore(r: &Restic, d: &Path, snap: &Snapshot) -> Result<RestoreReport> {
+/// Restores the backup `which` (`latest` or an id) into `d` (the caller
+/// holds the data directory's lock and has settled any journal with [`settle`]).
+pub fn restore(r: &Restic, d: &Path, which: &str) -> Result<RestoreReport> {
     check_data_dir(d)?;
-    let mut report = RestoreReport {
-        snapshot: snap.id.clone(),
-        root: snap.tag("root").unwrap_or_default().to_string(),
-        ..RestoreReport::default()
-    };
+    super::restic::check_which(which)?;
+    let mut report = RestoreReport::default();
     // 1. Refuse while the database is in use; hold its lock to the end.
     let _old_lock = lock_db(&d.join("reorg_db"))?;
     if exists(&d.join("l2_snapshots.dat"))
@@ -331,7 +328,9 @@ pub fn restore(r: &Restic, d: &Path, snap: &Snapshot) -> Result<RestoreReport> {
     let stage = d.join(&stage_name);
     io(&stage, std::fs::create_dir(&stage))?;
     let staged = (|| {
-        restore_to(r, snap, &stage)?;
+        let snap = restore_to(r, which, &stage)?;
+        report.snapshot = snap.id.clone();
+        report.root = snap.tag("root").unwrap_or_default().to_string();
         crate::cancel::check()?;
         keep_ownership(d, &stage)?;
         sync_tree(&stage)?;

@@ -71,8 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         let r = cli.repo.resolve(d, false)?;
         let _lock = backup::lock(d)?;
         settled = restore::settle(d)?;
-        let snap = r.find(&cli.backup)?;
-        restore::restore(&r, d, &snap)
+        restore::restore(&r, d, &cli.backup)
     })();
     if let Some(s) = &settled {
         eprintln!("{s}");
