@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # test_recovery.sh --mode crash|reorg|corruption|all [--data-dir D] [--reorg-depth N] [--corrupt-snapshot]
+#                  [--metrics-dir DIR]
 #
 # Recovery drill on a scratch data directory: builds real state with the tools
 # (anchored snapshots, a reorg database, a regtest Bitcoin node for the reorg
@@ -13,17 +14,20 @@
 #   corruption  the newest snapshot is corrupted (--corrupt-snapshot, on by
 #               default in this mode) and a reorg_db record too; the "state root
 #               mismatch" loop, then ailee_restore of the hourly backup
+# With --metrics-dir, DIR/ailee_drill.prom gets each mode's recovery time and
+# pass/fail (ailee_drill_recovery_seconds, ailee_drill_success{mode=...}).
 # Exit 0 only if every step passed. Installs what is missing and builds the tools.
 set -uo pipefail
 here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 source "$here/env.sh"
-mode= data= depth=3 corrupt=0
+mode= data= depth=3 corrupt=0 metrics=
 while [ $# -gt 0 ]; do
     case $1 in
         --mode) mode=$2; shift 2 ;;
         --data-dir) data=$2; shift 2 ;;
         --reorg-depth) depth=$2; shift 2 ;;
         --corrupt-snapshot) corrupt=1; shift ;;
+        --metrics-dir) metrics=$2; shift 2 ;;
         -h|--help) awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$here/test_recovery.sh"; exit 0 ;;
         -V|--version) echo "test_recovery.sh 0.1.0"; exit 0 ;;
         *) echo "test_recovery.sh: unknown argument $1" >&2; exit 1 ;;
@@ -31,6 +35,9 @@ while [ $# -gt 0 ]; do
 done
 case $mode in crash|reorg|corruption|all) ;; *) echo "usage: test_recovery.sh --mode crash|reorg|corruption|all [--data-dir D] [--reorg-depth N] [--corrupt-snapshot]" >&2; exit 1 ;; esac
 [[ $depth =~ ^[1-9][0-9]*$ ]] || { echo "--reorg-depth must be a positive number" >&2; exit 1; }
+if [ -n "$metrics" ]; then
+    { mkdir -p "$metrics" 2>/dev/null && [ -d "$metrics" ]; } || { echo "--metrics-dir $metrics: not a directory" >&2; exit 1; }
+fi
 
 "$ROOT/scripts/setup.sh" || exit 1
 (cd "$ROOT" && cargo build --release --workspace --bins -q) || { echo "build failed" >&2; exit 1; }
@@ -119,7 +126,7 @@ PY
     step "all 6 complete snapshots verify (--all), the torn one is skipped" \
         "[ \$(ailee_l2_verify -q --snapshot '$d/l2_snapshots.dat' --all | grep -c ': OK ') = 6 ]"
     step "reorg_db survived the crash (read-only check)" "ailee_init_reorg_db --path '$d/reorg_db' --check | grep -q 'Pending: 6'"
-    echo "  RECOVERY TIME crash: $(( $(now_ms) - t0 )) ms"
+    recovery_time crash "$t0"
 }
 
 drill_corruption() {
@@ -161,7 +168,7 @@ PY
         ailee_l2_verify --snapshot '$d/l2_snapshots.dat' >/dev/null
         ailee_init_reorg_db --path '$d/reorg_db' --check | grep -q 'Pending: 5'
         ls -d '$d'/recovery_*/reorg_db >/dev/null"
-    echo "  RECOVERY TIME corruption: $(( $(now_ms) - t0 )) ms"
+    recovery_time corruption "$t0"
 }
 
 start_node() {
@@ -214,14 +221,30 @@ drill_reorg() {
         ailee_init_reorg_db --path '$d/reorg_db' >/dev/null
         ailee_resync_blocks --start-height 0 --db-path '$d/reorg_db' \"\${RPC[@]}\" -q >/dev/null
         ailee_init_reorg_db --path '$d/reorg_db' --check | grep -q \"heights 0..\$(\"\${CLI[@]}\" getblockcount), no gaps\""
-    echo "  RECOVERY TIME reorg: $(( $(now_ms) - t0 )) ms"
+    recovery_time reorg "$t0"
 }
 
+# Metrics of the drill (--metrics-dir): recovery time and pass/fail per mode.
+recovery_time() { # MODE T0_MS
+    recovery_ms=$(( $(now_ms) - $2 ))
+    echo "  RECOVERY TIME $1: $recovery_ms ms"
+}
+run_drill() { # MODE
+    local f0=$fail
+    recovery_ms=
+    "drill_$1"
+    [ -n "$metrics" ] || return 0
+    local secs=(--remove "ailee_drill_recovery_seconds{mode=$1}")
+    [ -n "$recovery_ms" ] && secs=(--set "ailee_drill_recovery_seconds{mode=$1}=$(printf '%d.%03d' $((recovery_ms / 1000)) $((recovery_ms % 1000)))")
+    ailee_metrics write --metrics-dir "$metrics" --writer ailee_drill "${secs[@]}" \
+        --set "ailee_drill_success{mode=$1}=$((fail == f0 ? 1 : 0))" --set ailee_drill_last_run_timestamp_seconds=now \
+        || { echo "  FAIL  writing the drill's metrics to $metrics" >&2; fail=$((fail + 1)); }
+}
 case $mode in
-    crash) drill_crash ;;
-    corruption) drill_corruption ;;
-    reorg) drill_reorg ;;
-    all) drill_crash; drill_corruption; drill_reorg ;;
+    crash) run_drill crash ;;
+    corruption) run_drill corruption ;;
+    reorg) run_drill reorg ;;
+    all) run_drill crash; run_drill corruption; run_drill reorg ;;
 esac
 echo "SUMMARY: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -154,10 +154,10 @@ fn monitor_warns_about_sizes_and_backup_age() {
     .assert()
     .code(0)
     .stdout(contains("OK: snapshots 0MB"));
-    // A 5001 MB (sparse) snapshot file and an old backup.
+    // A 5001 MB snapshot file (sparse zeros, then the snapshots) and an old backup.
     sh(
         d.path(),
-        "truncate -s 5001M ./ailee/l2_snapshots.dat && touch -d '3 hours ago' ./ailee/backups/last_backup && ailee_monitor --data-dir ./ailee",
+        "mv ./ailee/l2_snapshots.dat ./s && truncate -s 5001M ./ailee/l2_snapshots.dat && cat ./s >> ./ailee/l2_snapshots.dat && touch -d '3 hours ago' ./ailee/backups/last_backup && ailee_monitor --data-dir ./ailee",
     )
     .assert()
     .code(1)

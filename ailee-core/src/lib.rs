@@ -18,7 +18,10 @@ pub mod cancel;
 pub mod error;
 pub mod exit;
 pub mod format;
+pub mod metrics;
 pub mod model;
+#[cfg(feature = "db")]
+pub mod monitor;
 pub mod pipeline;
 pub mod progress;
 pub mod records;

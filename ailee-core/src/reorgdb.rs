@@ -193,7 +193,7 @@ impl ReorgDb {
     }
 
     /// Key/value pairs whose key starts with `prefix`, from `start` on, in key order.
-    fn scan<'a>(&'a self, prefix: &'a str, start: &str) -> impl Iterator<Item = Result<(String, Box<[u8]>)>> + 'a {
+    pub fn scan<'a>(&'a self, prefix: &'a str, start: &str) -> impl Iterator<Item = Result<(String, Box<[u8]>)>> + 'a {
         self.db
             .iterator(IteratorMode::From(start.as_bytes(), Direction::Forward))
             .map(|r| r.map_err(|e| db_error(&self.path, e)))

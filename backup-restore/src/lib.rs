@@ -1,6 +1,6 @@
-//! What `ailee_backup` and `ailee_restore` share: the repository options,
-//! signal handling that dies by the signal after cleaning up, and the
-//! Prometheus textfile they write.
+//! What `ailee_backup` and `ailee_restore` share: the repository options and
+//! signal handling that dies by the signal after cleaning up. Their metrics
+//! go through the one textfile writer, `ailee_core::metrics`.
 //!
 //! These two are binaries rather than bash scripts because their guarantees
 //! need things bash does not give reliably: a rollback that runs on SIGINT,
@@ -194,43 +194,4 @@ pub fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// One metric of a textfile.
-pub struct Metric {
-    pub name: &'static str,
-    pub kind: &'static str,
-    pub help: &'static str,
-    pub value: f64,
-}
-
-/// The previous value of `name` in a textfile written by [`write_prom`].
-pub fn prom_value(file: &Path, name: &str) -> Option<f64> {
-    let s = std::fs::read_to_string(file).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-/// Writes a node_exporter textfile atomically (temporary file, fsync,
-/// rename, fsync of the directory). The directory must exist.
-pub fn write_prom(dir: &Path, file: &str, metrics: &[Metric]) -> ailee_core::Result<()> {
-    match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => {}
-        _ => {
-            return Err(Error::Usage(format!(
-                "--metrics-dir {}: not an existing directory",
-                dir.display()
-            )))
-        }
-    }
-    let mut s = String::new();
-    for m in metrics {
-        s.push_str(&format!(
-            "# HELP {} {}\n# TYPE {} {}\n{} {}\n",
-            m.name, m.help, m.name, m.kind, m.name, m.value
-        ));
-    }
-    let mut p = ailee_core::atomic::Pending::create(&dir.join(file), true)?;
-    p.write_all(s.as_bytes())?;
-    p.commit()
 }

@@ -47,12 +47,95 @@ struct Cli {
     /// Report what would change without writing (opens the database read-only).
     #[arg(long)]
     dry_run: bool,
+    /// Write DIR/ailee_resync.prom for node_exporter's textfile collector (last
+    /// run, exit code, reorgs found); not with --dry-run.
+    #[arg(long, value_name = "DIR", conflicts_with = "dry_run")]
+    metrics_dir: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
 
 fn main() -> ExitCode {
-    ailee_cli::main(run)
+    ailee_cli::main(|cli: Cli| {
+        let dir = cli.metrics_dir.clone();
+        let db = cli.db_path.clone();
+        let before = dir.as_ref().and_then(|_| metrics::Before::read(&db));
+        let r = run(cli);
+        if let Some(dir) = dir {
+            if let Err(e) = metrics::record(&dir, &db, before, &r) {
+                eprintln!("warning: cannot write metrics to {}: {e}", dir.display());
+            }
+        }
+        r
+    })
+}
+
+/// `--metrics-dir`: the outcome of a run as `DIR/ailee_resync.prom`. The
+/// reorg a run recorded is read back from the database (events newer than
+/// before the run), so `run` itself is untouched.
+mod metrics {
+    use ailee_core::metrics::{now_seconds, MetricsFile, RESYNC};
+    use ailee_core::reorgdb::{Mode, ReorgDb};
+    use ailee_core::{Error, ExitStatus};
+    use std::path::Path;
+
+    /// The database before the run: stored tip and highest reorg event id.
+    pub struct Before {
+        tip: Option<u64>,
+        max_event: Option<u64>,
+    }
+
+    impl Before {
+        pub fn read(db: &Path) -> Option<Before> {
+            let d = ReorgDb::open(db, Mode::ReadOnly).ok()?;
+            Some(Before {
+                tip: d.tip().ok()?,
+                max_event: d.reorg_events().ok()?.last().map(|(id, _)| *id),
+            })
+        }
+    }
+
+    pub fn record(
+        dir: &Path,
+        db: &Path,
+        before: Option<Before>,
+        r: &anyhow::Result<ExitStatus>,
+    ) -> ailee_core::Result<()> {
+        let code = match r {
+            Ok(s) => *s,
+            Err(e) => e
+                .chain()
+                .find_map(|c| c.downcast_ref::<Error>())
+                .map_or(ExitStatus::Operational, Error::exit_status),
+        };
+        // The newest event this run recorded; its depth as resync counts it:
+        // the stored tip before the run − the fork height + 1.
+        let found = before.and_then(|b| {
+            let d = ReorgDb::open(db, Mode::ReadOnly).ok()?;
+            let (_, e) = d
+                .reorg_events()
+                .ok()?
+                .into_iter()
+                .rfind(|(id, _)| b.max_event.is_none_or(|m| *id > m))?;
+            let depth = b.tip.map(|t| t.saturating_sub(e.reorg_height) + 1);
+            Some((e.reorg_height, depth))
+        });
+        let mut m = MetricsFile::open(dir, RESYNC)?;
+        let now = now_seconds().floor();
+        m.set("ailee_resync_last_run_timestamp_seconds", &[], now)?;
+        m.set("ailee_resync_last_exit_code", &[], code.code() as f64)?;
+        m.inc("ailee_resync_reorgs_found_total", &[], 0.0)?;
+        if let Some((height, depth)) = found {
+            m.inc("ailee_resync_reorgs_found_total", &[], 1.0)?;
+            m.set("ailee_resync_last_reorg_height", &[], height as f64)?;
+            match depth {
+                Some(d) => m.set("ailee_resync_last_reorg_depth_blocks", &[], d as f64)?,
+                None => m.remove("ailee_resync_last_reorg_depth_blocks", &[]),
+            }
+            m.set("ailee_resync_last_reorg_timestamp_seconds", &[], now)?;
+        }
+        m.commit().map(drop)
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {

@@ -5,7 +5,8 @@ use ailee_cli::{out, EXIT_CODES_HELP};
 use ailee_core::backup::{self, restic::Snapshot, BackupOptions, Retention};
 use ailee_core::ExitStatus;
 use anyhow::Context;
-use backup_cli::{finish, install_signals, now, prom_value, write_prom, Metric, RepoArgs};
+use ailee_core::metrics::{MetricsFile, BACKUP};
+use backup_cli::{finish, install_signals, now, RepoArgs};
 use clap::Parser;
 use serde_json::json;
 use std::path::PathBuf;
@@ -198,59 +199,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
+/// Writes DIR/ailee_backup.prom through the one metrics writer: values this
+/// run does not set (the last success after a failure) are carried over, the
+/// failure counter survives runs.
 fn metrics(dir: &std::path::Path, t0: f64, r: &ailee_core::Result<backup::BackupReport>) -> ailee_core::Result<()> {
-    let file = dir.join("ailee_backup.prom");
-    let prev = |n: &str| prom_value(&file, n);
+    let mut m = MetricsFile::open(dir, BACKUP)?;
     let t = now();
-    let (ok, fail) = match r {
-        Ok(_) => (Some(t), prev("ailee_backup_last_failure_timestamp_seconds")),
-        Err(_) => (prev("ailee_backup_last_success_timestamp_seconds"), Some(t)),
-    };
-    let failures = prev("ailee_backup_failures_total").unwrap_or(0.0) + if r.is_err() { 1.0 } else { 0.0 };
-    let mut m = vec![
-        Metric {
-            name: "ailee_backup_last_success_timestamp_seconds",
-            kind: "gauge",
-            help: "Time of the last successful backup (0 if none).",
-            value: ok.unwrap_or(0.0).floor(),
-        },
-        Metric {
-            name: "ailee_backup_last_failure_timestamp_seconds",
-            kind: "gauge",
-            help: "Time of the last failed backup (0 if none).",
-            value: fail.unwrap_or(0.0).floor(),
-        },
-        Metric {
-            name: "ailee_backup_failures_total",
-            kind: "counter",
-            help: "Failed backups, counted across runs.",
-            value: failures,
-        },
-        Metric {
-            name: "ailee_backup_duration_seconds",
-            kind: "gauge",
-            help: "Duration of the last backup run.",
-            value: ((t - t0) * 1000.0).round() / 1000.0,
-        },
-    ];
-    let keep_prev = |name: &'static str, help: &'static str, v: Option<f64>| Metric {
-        name,
-        kind: "gauge",
-        help,
-        value: v.or_else(|| prev(name)).unwrap_or(0.0),
-    };
-    let rep = r.as_ref().ok();
-    m.push(keep_prev(
-        "ailee_backup_bytes_added",
-        "Bytes the last successful backup added to the repository.",
-        rep.map(|x| x.data_added as f64),
-    ));
-    m.push(keep_prev(
-        "ailee_backup_repository_size_bytes",
-        "Stored size of the backup repository.",
-        rep.and_then(|x| x.repo_size).map(|x| x as f64),
-    ));
-    write_prom(dir, "ailee_backup.prom", &m)
+    m.set("ailee_backup_duration_seconds", &[], ((t - t0) * 1000.0).round() / 1000.0)?;
+    match r {
+        Ok(rep) => {
+            m.set("ailee_backup_last_success_timestamp_seconds", &[], t.floor())?;
+            m.set("ailee_backup_bytes_added", &[], rep.data_added as f64)?;
+            if let Some(size) = rep.repo_size {
+                m.set("ailee_backup_repository_size_bytes", &[], size as f64)?;
+            }
+            // Present from the first run on, so rate() and alerts see a series.
+            m.inc("ailee_backup_failures_total", &[], 0.0)?;
+        }
+        Err(_) => {
+            m.set("ailee_backup_last_failure_timestamp_seconds", &[], t.floor())?;
+            m.inc("ailee_backup_failures_total", &[], 1.0)?;
+        }
+    }
+    m.commit().map(|_| ())
 }
 
 fn list(snaps: &[Snapshot], as_json: bool) -> anyhow::Result<ExitStatus> {

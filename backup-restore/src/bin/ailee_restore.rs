@@ -5,7 +5,8 @@ use ailee_cli::{out, EXIT_CODES_HELP};
 use ailee_core::backup::{self, restore};
 use ailee_core::ExitStatus;
 use anyhow::Context;
-use backup_cli::{finish, install_signals, now, write_prom, Metric, RepoArgs};
+use ailee_core::metrics::{MetricsFile, RESTORE};
+use backup_cli::{finish, install_signals, now, RepoArgs};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,28 +78,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         eprintln!("{s}");
     }
     if let Some(m) = &cli.metrics_dir {
-        let ok = result.is_ok();
-        let metrics = [
-            Metric {
-                name: "ailee_restore_last_timestamp_seconds",
-                kind: "gauge",
-                help: "Time of the last restore attempt.",
-                value: now().floor(),
-            },
-            Metric {
-                name: "ailee_restore_duration_seconds",
-                kind: "gauge",
-                help: "Duration of the last restore attempt.",
-                value: ((now() - t0) * 1000.0).round() / 1000.0,
-            },
-            Metric {
-                name: "ailee_restore_success",
-                kind: "gauge",
-                help: "1 if the last restore succeeded, else 0.",
-                value: if ok { 1.0 } else { 0.0 },
-            },
-        ];
-        if let Err(e) = write_prom(m, "ailee_restore.prom", &metrics) {
+        let write = || -> ailee_core::Result<()> {
+            let mut f = MetricsFile::open(m, RESTORE)?;
+            let t = now();
+            f.set("ailee_restore_last_timestamp_seconds", &[], t.floor())?;
+            f.set("ailee_restore_duration_seconds", &[], ((t - t0) * 1000.0).round() / 1000.0)?;
+            f.set("ailee_restore_success", &[], if result.is_ok() { 1.0 } else { 0.0 })?;
+            f.commit().map(|_| ())
+        };
+        if let Err(e) = write() {
             eprintln!("warning: cannot write metrics: {e}");
         }
     }

@@ -1,0 +1,448 @@
+//! What the monitor looks at (SPEC §6), cheaply enough to run every few
+//! minutes while the node runs: the newest complete snapshot (read from the
+//! end of the file, verified), whether the file ends torn, file sizes, and
+//! the reorg database's anchors, reorg events, counter and tip.
+//!
+//! Invariants:
+//! - Nothing here scans the whole snapshot file or every `block:` record: the
+//!   newest snapshot is found from the end ([`crate::scan::Backward`]); earlier
+//!   snapshots are read only to resolve a peg-out's anchor the database does
+//!   not know; the database is read through the `anchor:` and `reorg:`
+//!   prefixes, the counter and the highest `block:` key.
+//! - The database is opened read-only by the caller (safe while the node
+//!   holds it). A record that does not decode is counted, never fatal.
+
+use crate::records::{AnchorRecord, AnchorStatus, Key, ReorgEvent, ANCHOR_PREFIX, REORG_PREFIX};
+use crate::reorgdb::ReorgDb;
+use crate::verify::{anchor_hash_of, check_block, check_links, AnchorSource, PegoutRef};
+use crate::{Error, Result};
+use std::collections::HashSet;
+use std::path::Path;
+
+/// The newest complete snapshot of the file.
+#[derive(Debug, Clone, Default)]
+pub struct Newest {
+    /// Byte offset of its header.
+    pub offset: u64,
+    /// Its `timestamp_ms`, when the block parses.
+    pub timestamp_ms: Option<u64>,
+    pub anchor_hash: Option<String>,
+    /// Why it does not verify (`None`: it verifies).
+    pub failure: Option<String>,
+    /// Things worth saying that are not failures.
+    pub warnings: Vec<String>,
+}
+
+/// The snapshot file.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotStatus {
+    pub size_bytes: u64,
+    /// The file ends in a torn (incomplete) block: (offset, length).
+    pub torn_tail: Option<(u64, u64)>,
+    /// `None` when no complete snapshot was found (see `junk_tail`).
+    pub newest: Option<Newest>,
+    /// The last this many bytes hold no `END_SNAPSHOT` line: a torn or junk
+    /// region longer than [`TAIL_CAP`], not searched further.
+    pub junk_tail: Option<u64>,
+}
+
+/// How far from the end the monitor looks for the newest `END_SNAPSHOT`
+/// (memory stays bounded whatever the file's tail holds).
+pub const TAIL_CAP: u64 = 64 << 20;
+
+/// Where the last complete block ends, found from the end of the file.
+enum Tail {
+    /// End offset of the last `END_SNAPSHOT` line; offset of a block header
+    /// after it (a torn tail), if any.
+    End { end: u64, torn: Option<u64> },
+    /// The whole file holds no `END_SNAPSHOT` line; a header, if any.
+    NoEnd { torn: Option<u64> },
+    /// No `END_SNAPSHOT` line within the last `TAIL_CAP` bytes.
+    Junk,
+}
+
+/// The end of the last `END_SNAPSHOT` line in `d` (which ends at EOF): the
+/// marker starts a line and is followed by a newline, EOF, or a glued header.
+fn last_end_line(d: &[u8], at_file_start: bool) -> Option<usize> {
+    const END: &[u8] = b"END_SNAPSHOT";
+    memchr::memmem::rfind_iter(d, END).find_map(|p| {
+        let line_start = if p == 0 { at_file_start } else { d[p - 1] == b'\n' };
+        let rest = &d[p + END.len()..];
+        let end = p + END.len();
+        match rest {
+            _ if !line_start => None,
+            [] | [b'\r'] => Some(d.len()),
+            [b'\n', ..] => Some(end + 1),
+            [b'\r', b'\n', ..] => Some(end + 2),
+            _ if rest.starts_with(b"SNAPSHOT v1") => Some(end),
+            _ => None,
+        }
+    })
+}
+
+/// Offset of the last block header in `d` (a line ending in `SNAPSHOT v1`).
+fn last_header(d: &[u8]) -> Option<usize> {
+    const H: &[u8] = b"SNAPSHOT v1";
+    memchr::memmem::rfind_iter(d, H).find(|&p| {
+        let rest = &d[p + H.len()..];
+        matches!(rest, [] | [b'\r'] | [b'\n', ..] | [b'\r', b'\n', ..]) && !d[..p].ends_with(b"END_")
+    })
+}
+
+fn find_tail(file: &std::fs::File, len: u64, path: &Path) -> Result<Tail> {
+    use std::os::unix::fs::FileExt;
+    let mut w: u64 = 64 << 10;
+    loop {
+        let start = len.saturating_sub(w);
+        let mut d = vec![0u8; (len - start) as usize];
+        file.read_exact_at(&mut d, start).map_err(|e| Error::io(path, e))?;
+        if let Some(end) = last_end_line(&d, start == 0) {
+            let torn = last_header(&d[end..]).map(|h| start + (end + h) as u64);
+            return Ok(Tail::End {
+                end: start + end as u64,
+                torn,
+            });
+        }
+        if start == 0 {
+            return Ok(Tail::NoEnd {
+                torn: last_header(&d).map(|h| h as u64),
+            });
+        }
+        if w >= TAIL_CAP {
+            return Ok(Tail::Junk);
+        }
+        w = (w * 2).min(TAIL_CAP);
+    }
+}
+
+impl SnapshotStatus {
+    pub fn verified(&self) -> bool {
+        self.newest.as_ref().is_some_and(|n| n.failure.is_none())
+    }
+}
+
+/// Reads the newest complete snapshot of `path` from the end and verifies
+/// it as `ailee_l2_verify` does, with `db` (when given) deciding peg-out
+/// anchors and judging the snapshot's own anchor (void: a failure).
+pub fn snapshot_status(path: &Path, db: Option<&ReorgDb>) -> Result<SnapshotStatus> {
+    // Before open(): opening a FIFO would block the monitor forever.
+    let md = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !md.is_file() {
+        return Err(Error::Usage(format!("{}: not a regular file", path.display())));
+    }
+    let (file, md) = crate::scan::open_snapshot_file(path)?;
+    let mut st = SnapshotStatus {
+        size_bytes: md.len(),
+        ..SnapshotStatus::default()
+    };
+    let len = md.len();
+    let end = match find_tail(&file, len, path)? {
+        Tail::End { end, torn } => {
+            st.torn_tail = torn.map(|t| (t, len - t));
+            end
+        }
+        Tail::NoEnd { torn } => {
+            st.torn_tail = torn.map(|t| (t, len - t));
+            return Ok(st);
+        }
+        Tail::Junk => {
+            st.junk_tail = Some(TAIL_CAP.min(len));
+            return Ok(st);
+        }
+    };
+    let mut bw = crate::scan::Backward::before(&file, end).map_err(|e| Error::io(path, e))?;
+    let Some(found) = bw.next_block().map_err(|e| Error::io(path, e))? else {
+        return Ok(st);
+    };
+    let mut buf = Vec::new();
+    let v = check_block(&found.bytes, &mut buf);
+    let mut n = Newest {
+        offset: found.offset,
+        timestamp_ms: crate::format::parse_block(&found.bytes)
+            .ok()
+            .map(|p| p.snapshot.timestamp_ms),
+        anchor_hash: v.anchor_hash.clone(),
+        failure: v.failure.as_ref().map(|f| f.to_string()),
+        warnings: Vec::new(),
+    };
+    drop(found);
+    if n.failure.is_none() {
+        let earlier = earlier_anchors(path, &file, n.offset, &v.pegout_refs)?;
+        let links = check_links(&v.pegout_refs, &earlier, db.map(|d| d as &dyn AnchorSource))?;
+        n.failure = links.failure.map(|f| f.to_string());
+        n.warnings = links.warnings;
+    }
+    if let (None, Some(db), Some(h)) = (&n.failure, db, &n.anchor_hash) {
+        match db.anchor(h)? {
+            Some(a) if a.status.is_void() => {
+                n.failure = Some(format!(
+                    "its own anchor {h} is {} in the reorg database",
+                    a.status.name()
+                ))
+            }
+            Some(a) if a.status == AnchorStatus::Pending => n
+                .warnings
+                .push(format!("its anchor {h} is still PENDING in the reorg database")),
+            Some(_) => {}
+            None => n
+                .warnings
+                .push(format!("its anchor {h} is not recorded in the reorg database")),
+        }
+    }
+    st.newest = Some(n);
+    Ok(st)
+}
+
+/// Anchor hashes of the snapshots that start before `before`, read from
+/// there backwards until every anchor `refs` names is among them.
+fn earlier_anchors(path: &Path, file: &std::fs::File, before: u64, refs: &[PegoutRef]) -> Result<HashSet<String>> {
+    let mut set = HashSet::new();
+    let mut missing: HashSet<&str> = refs.iter().map(|r| r.hash.as_str()).collect();
+    if missing.is_empty() {
+        return Ok(set);
+    }
+    let mut bw = crate::scan::Backward::before(file, before).map_err(|e| Error::io(path, e))?;
+    while let Some(b) = bw.next_block().map_err(|e| Error::io(path, e))? {
+        crate::cancel::check()?;
+        if let Some(h) = anchor_hash_of(&b.bytes) {
+            missing.remove(h.as_str());
+            set.insert(h);
+        }
+        if missing.is_empty() {
+            break;
+        }
+    }
+    Ok(set)
+}
+
+/// The reorg database, read cheaply.
+#[derive(Debug, Clone, Default)]
+pub struct DbStatus {
+    /// Anchor records per status code.
+    pub anchors: [u64; 4],
+    pub reorg_events: u64,
+    /// The newest event (highest id).
+    pub last_event: Option<(u64, ReorgEvent)>,
+    pub counter: Option<u64>,
+    pub tip: Option<u64>,
+    /// Highest Bitcoin height of a mined anchor that is not void.
+    pub newest_mined_anchor_height: Option<u64>,
+    /// Records read that do not decode, plus 1 if the counter disagrees.
+    pub corrupt: u64,
+    /// The first problems, each naming its key.
+    pub errors: Vec<String>,
+}
+
+impl DbStatus {
+    fn problem(&mut self, e: impl std::fmt::Display) {
+        self.corrupt += 1;
+        if self.errors.len() < 10 {
+            self.errors.push(e.to_string());
+        }
+    }
+}
+
+/// Reads every anchor and reorg event, the counter and the tip.
+pub fn db_status(db: &ReorgDb) -> Result<DbStatus> {
+    let mut st = DbStatus::default();
+    for r in db.scan(ANCHOR_PREFIX, ANCHOR_PREFIX) {
+        crate::cancel::check()?;
+        let (k, v) = r?;
+        match AnchorRecord::decode(&k, &v) {
+            Ok(a) => {
+                st.anchors[a.status as usize] += 1;
+                if !a.status.is_void() && a.bitcoin_height > 0 {
+                    st.newest_mined_anchor_height = st.newest_mined_anchor_height.max(Some(a.bitcoin_height));
+                }
+            }
+            Err(e) => st.problem(e),
+        }
+    }
+    let mut max_id = None;
+    for r in db.scan(REORG_PREFIX, REORG_PREFIX) {
+        crate::cancel::check()?;
+        let (k, v) = r?;
+        let decoded = Key::decode(k.as_bytes())
+            .map_err(Error::from)
+            .and_then(|key| match key {
+                Key::Reorg(id) => Ok((id, ReorgEvent::decode(&k, &v)?)),
+                _ => Err(Error::Integrity(format!("{k}: not a reorg key"))),
+            });
+        match decoded {
+            Ok((id, e)) => {
+                st.reorg_events += 1;
+                max_id = max_id.max(Some(id));
+                if st.last_event.as_ref().is_none_or(|(i, _)| id > *i) {
+                    st.last_event = Some((id, e));
+                }
+            }
+            Err(e) => st.problem(e),
+        }
+    }
+    match db.counter() {
+        Ok(c) => st.counter = c,
+        Err(e) => st.problem(e),
+    }
+    let counter = st.counter.unwrap_or(0);
+    if counter != st.reorg_events || max_id.is_some_and(|m| m >= counter) {
+        st.problem(format!(
+            "reorg_counter is {} but {} reorg event(s) are present",
+            st.counter.map_or("absent".to_string(), |c| c.to_string()),
+            st.reorg_events
+        ));
+    }
+    match db.tip() {
+        Ok(t) => {
+            st.tip = t;
+            if let Some(t) = t {
+                if let Err(e) = db.block_hash(t) {
+                    st.problem(e);
+                }
+            }
+        }
+        Err(e) => st.problem(e),
+    }
+    Ok(st)
+}
+
+/// Disk usage of a file or directory tree, as `du` counts it (allocated blocks).
+pub fn disk_usage(path: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+    let mut total = md.blocks() * 512;
+    if md.is_dir() {
+        for e in std::fs::read_dir(path).map_err(|e| Error::io(path, e))? {
+            let e = e.map_err(|e| Error::io(path, e))?;
+            match disk_usage(&e.path()) {
+                Ok(n) => total += n,
+                // A file RocksDB removed meanwhile (compaction) is not an error.
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reorgdb::{Batch, Mode};
+
+    fn status_of(data: &[u8]) -> SnapshotStatus {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, data).unwrap();
+        snapshot_status(&p, None).unwrap()
+    }
+
+    const BLOCK: &[u8] = b"SNAPSHOT v1\ntimestamp_ms 1700000000000\nbalances 0\nescrows 0\npegins 0\npegouts 0\ntasks 0\nanchor none\nEND_SNAPSHOT\n";
+
+    #[test]
+    fn newest_block_and_torn_tail_are_found_from_the_end() {
+        let s = status_of(BLOCK);
+        assert_eq!(s.torn_tail, None);
+        let n = s.newest.unwrap();
+        assert_eq!((n.offset, n.timestamp_ms), (0, Some(1_700_000_000_000)));
+        // "anchor none" does not verify.
+        assert!(n.failure.unwrap().contains("No anchor"));
+        let torn: &[u8] = b"SNAPSHOT v1\ntimestamp_ms 5\nbalances 1\nbalance \"pe";
+        let s = status_of(&[BLOCK, BLOCK, torn].concat());
+        assert_eq!(s.torn_tail, Some((2 * BLOCK.len() as u64, torn.len() as u64)));
+        assert_eq!(s.newest.unwrap().offset, BLOCK.len() as u64);
+        // Glued: the newline after END_SNAPSHOT was lost.
+        let glued = [&BLOCK[..BLOCK.len() - 1], b"SNAPSHOT v1\ntimestamp_ms 5\n"].concat();
+        let s = status_of(&glued);
+        assert_eq!(s.torn_tail.map(|t| t.0), Some(BLOCK.len() as u64 - 1));
+        assert_eq!(s.newest.unwrap().offset, 0);
+        // No final newline.
+        let s = status_of(&BLOCK[..BLOCK.len() - 1]);
+        assert_eq!(s.newest.unwrap().offset, 0);
+        // A string value holding the marker is not a block end.
+        let fake: &[u8] = b"SNAPSHOT v1\ntimestamp_ms 1\nbalances 1\nbalance \"xEND_SNAPSHOT\" 5\n";
+        let s = status_of(fake);
+        assert!(s.newest.is_none());
+        assert_eq!(s.torn_tail, Some((0, fake.len() as u64)));
+        assert!(status_of(b"").newest.is_none());
+    }
+
+    #[test]
+    fn a_long_junk_tail_is_reported_without_reading_it_all() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, BLOCK).unwrap();
+        let f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.set_len(BLOCK.len() as u64 + TAIL_CAP + 1).unwrap(); // sparse zeros
+        let s = snapshot_status(&p, None).unwrap();
+        assert_eq!(s.junk_tail, Some(TAIL_CAP));
+        assert!(s.newest.is_none());
+        // Zeros before the blocks do not matter.
+        let q = d.path().join("g");
+        let g = std::fs::File::create(&q).unwrap();
+        g.set_len(TAIL_CAP * 2).unwrap();
+        drop(g);
+        let mut g = std::fs::OpenOptions::new().append(true).open(&q).unwrap();
+        std::io::Write::write_all(&mut g, BLOCK).unwrap();
+        let s = snapshot_status(&q, None).unwrap();
+        assert_eq!(s.newest.unwrap().offset, TAIL_CAP * 2);
+    }
+
+    #[test]
+    fn empty_database_is_healthy() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("db");
+        ReorgDb::create(&p).unwrap();
+        let db = ReorgDb::open(&p, Mode::ReadOnly).unwrap();
+        let st = db_status(&db).unwrap();
+        assert_eq!(st.corrupt, 0, "{:?}", st.errors);
+        assert_eq!(st.tip, None);
+        assert!(disk_usage(&p).unwrap() > 0);
+    }
+
+    #[test]
+    fn counts_anchors_events_and_corrupt_records() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("db");
+        ReorgDb::create(&p).unwrap();
+        {
+            let db = ReorgDb::open(&p, Mode::ReadWrite).unwrap();
+            let mut b = Batch::default();
+            b.put_block(7, &"ab".repeat(32));
+            for (i, s) in [AnchorStatus::Confirmed, AnchorStatus::InvalidatedReorg]
+                .into_iter()
+                .enumerate()
+            {
+                b.put_anchor(&AnchorRecord {
+                    anchor_hash: format!("{i:064x}"),
+                    bitcoin_tx_id: "cd".repeat(32),
+                    bitcoin_height: 5 + i as u64,
+                    confirmations: 1,
+                    broadcast_time: 0,
+                    retry_count: 0,
+                    status: s,
+                    l2_state_root: "ef".repeat(32),
+                });
+            }
+            b.record_reorg(
+                0,
+                &ReorgEvent {
+                    reorg_height: 6,
+                    old_block_hash: "aa".repeat(32),
+                    new_block_hash: "bb".repeat(32),
+                    detected_at: 1_700_000_000_000,
+                    invalidated_anchors: vec![format!("{:064x}", 1)],
+                },
+            );
+            db.write(b).unwrap();
+        }
+        let db = ReorgDb::open(&p, Mode::ReadOnly).unwrap();
+        let st = db_status(&db).unwrap();
+        assert_eq!(st.corrupt, 0, "{:?}", st.errors);
+        assert_eq!(st.anchors, [0, 1, 1, 0]);
+        assert_eq!(st.reorg_events, 1);
+        assert_eq!(st.last_event.as_ref().map(|e| e.1.reorg_height), Some(6));
+        assert_eq!(st.tip, Some(7));
+        // the invalidated anchor's height does not count
+        assert_eq!(st.newest_mined_anchor_height, Some(5));
+    }
+}

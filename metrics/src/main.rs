@@ -1,0 +1,589 @@
+//! `ailee_metrics`: the monitor (`monitor`) and the metrics writer for
+//! scripts (`write`), both through `ailee_core::metrics` (SPEC §6).
+
+use ailee_cli::{out, RpcArgs, EXIT_CODES_HELP};
+use ailee_core::metrics::{self, MetricsFile, MONITOR};
+use ailee_core::monitor::{db_status, disk_usage, snapshot_status};
+use ailee_core::records::AnchorStatus;
+use ailee_core::reorgdb::{Mode, ReorgDb};
+use ailee_core::{Error, ExitStatus};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Metrics for node_exporter's textfile collector, and the AILEE monitor.
+///
+/// `monitor` checks a node's data directory cheaply (the newest snapshot,
+/// read from the end of the file and verified; sizes; the reorg database's
+/// anchors, reorg events and tip; with --bitcoin-rpc the distance to the
+/// newest anchor), prints the runbook's warnings and writes
+/// DIR/ailee_monitor.prom. `write` lets scripts report their metrics through
+/// the same writer (one file per writer, replaced atomically; values not
+/// given are kept from the previous file, so counters survive runs).
+#[derive(Debug, Parser)]
+#[command(version, after_help = EXIT_CODES_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    Monitor(MonitorArgs),
+    Write(WriteArgs),
+}
+
+/// Check a data directory, print warnings, write DIR/ailee_monitor.prom.
+///
+/// Warnings (printed on stdout, like the runbook's cron job): snapshot file
+/// above --max-snapshot-mb, reorg_db above --max-reorg-db-mb, no successful
+/// backup within --max-backup-age-hours, newest snapshot older than
+/// --max-snapshot-age-hours, more than --max-divergence blocks between the
+/// Bitcoin node's tip and the newest mined anchor, Bitcoin node unreachable.
+/// Exit 0 when all is well, 1 when it warned (or could not read something),
+/// 2 when the newest snapshot does not verify or a reorg_db record is corrupt.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_CODES_HELP)]
+struct MonitorArgs {
+    /// The node's data directory (l2_snapshots.dat, reorg_db/, backups/).
+    #[arg(long, value_name = "D")]
+    data_dir: PathBuf,
+    /// Where to write ailee_monitor.prom (node_exporter's textfile directory);
+    /// also where the backup's ailee_backup.prom is looked for.
+    #[arg(long, value_name = "DIR")]
+    metrics_dir: Option<PathBuf>,
+    /// Backup directory, for the age of the newest backup when no
+    /// ailee_backup.prom is in --metrics-dir [default: D/backups].
+    #[arg(long, value_name = "DIR")]
+    backup_dir: Option<PathBuf>,
+    /// Warn when the last successful backup is older (hours, decimals allowed).
+    #[arg(long, value_name = "H", default_value = "2", value_parser = positive_hours)]
+    max_backup_age_hours: f64,
+    /// Warn when the newest snapshot's timestamp is older (hours; off by default).
+    #[arg(long, value_name = "H", value_parser = positive_hours)]
+    max_snapshot_age_hours: Option<f64>,
+    /// Warn when l2_snapshots.dat is larger (MB, runbook: 5000).
+    #[arg(long, value_name = "MB", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_snapshot_mb: u64,
+    /// Warn when reorg_db is larger (MB, runbook: 1000).
+    #[arg(long, value_name = "MB", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_reorg_db_mb: u64,
+    /// Warn when the Bitcoin node's tip is more blocks ahead of the newest mined anchor (runbook: 100).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    max_divergence: u64,
+    /// Print nothing when all is well (for cron, which mails any output); notes off too.
+    #[arg(short, long)]
+    quiet: bool,
+    #[command(flatten)]
+    rpc: RpcArgs,
+}
+
+/// Write metrics through the shared writer (for scripts).
+///
+/// Updates DIR/WRITER.prom atomically: samples given with --set/--inc change,
+/// every other sample of the previous file is kept. SAMPLE is NAME or
+/// NAME{label=value,...}; NAME must be one of the declared metrics of WRITER
+/// (see the README's metric table). VALUE is a decimal number or `now`
+/// (Unix seconds). Example, a failed backup:
+///   ailee_metrics write --metrics-dir /var/lib/node_exporter/textfile --writer ailee_backup
+///     --set ailee_backup_last_failure_timestamp_seconds=now --inc ailee_backup_failures_total
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_CODES_HELP)]
+struct WriteArgs {
+    /// node_exporter's textfile directory (must exist).
+    #[arg(long, value_name = "DIR")]
+    metrics_dir: PathBuf,
+    /// The writer: the file is DIR/WRITER.prom (ailee_backup, ailee_restore, ailee_drill, …).
+    #[arg(long, value_name = "WRITER")]
+    writer: String,
+    /// Set a sample: SAMPLE=VALUE.
+    #[arg(long, value_name = "SAMPLE=VALUE")]
+    set: Vec<String>,
+    /// Add to a counter: SAMPLE or SAMPLE=BY (default 1); starts from the previous file's value.
+    #[arg(long, value_name = "SAMPLE[=BY]")]
+    inc: Vec<String>,
+    /// Remove a sample (a value that is no longer known).
+    #[arg(long, value_name = "SAMPLE")]
+    remove: Vec<String>,
+}
+
+fn positive_hours(s: &str) -> Result<f64, String> {
+    match metrics::parse_value(s) {
+        Ok(v) if v > 0.0 && v <= 24.0 * 366.0 * 100.0 => Ok(v),
+        Ok(_) => Err(format!("{s} is out of range (more than 0 hours, at most 100 years)")),
+        Err(_) => Err(format!("{s:?} is not a number of hours (e.g. 2 or 1.5)")),
+    }
+}
+
+fn main() -> ExitCode {
+    ailee_cli::main(|cli: Cli| match cli.cmd {
+        Cmd::Monitor(a) => monitor(a),
+        Cmd::Write(a) => write(a),
+    })
+}
+
+/// `NAME` or `NAME{k=v,...}` → (name, label values in the declared order).
+fn parse_sample_arg(s: &str) -> anyhow::Result<(String, Vec<String>)> {
+    let bad = || Error::Usage(format!("bad sample {s:?}: expected NAME or NAME{{label=value,...}}"));
+    let (name, labels) = match s.split_once('{') {
+        None => (s, None),
+        Some((n, rest)) => (n, Some(rest.strip_suffix('}').ok_or_else(bad)?)),
+    };
+    let d = metrics::def(name).ok_or_else(|| Error::Usage(format!("unknown metric {name}")))?;
+    let mut given = Vec::new();
+    for kv in labels
+        .into_iter()
+        .flat_map(|l| l.split(','))
+        .filter(|kv| !kv.is_empty())
+    {
+        let (k, v) = kv.split_once('=').ok_or_else(bad)?;
+        if v.contains(['{', '}', '"', '\n']) {
+            return Err(bad().into());
+        }
+        given.push((k.to_string(), v.to_string()));
+    }
+    if given.len() != d.labels.len() {
+        return Err(Error::Usage(format!("metric {name} takes labels {:?}", d.labels)).into());
+    }
+    let vals = d
+        .labels
+        .iter()
+        .map(|l| given.iter().find(|(k, _)| k == l).map(|(_, v)| v.clone()))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| Error::Usage(format!("metric {name} takes labels {:?}", d.labels)))?;
+    Ok((name.to_string(), vals))
+}
+
+fn write(a: WriteArgs) -> anyhow::Result<ExitStatus> {
+    if a.set.is_empty() && a.inc.is_empty() && a.remove.is_empty() {
+        return Err(Error::Usage("nothing to write: give --set, --inc or --remove".into()).into());
+    }
+    // Parse everything before touching the file.
+    let mut sets = Vec::new();
+    for s in &a.set {
+        let (sample, value) = s
+            .rsplit_once('=')
+            .filter(|(l, _)| !l.is_empty())
+            .ok_or_else(|| Error::Usage(format!("--set {s:?}: expected SAMPLE=VALUE")))?;
+        let value = metrics::parse_value(value).map_err(|e| Error::Usage(format!("--set {s:?}: {e}")))?;
+        sets.push((parse_sample_arg(sample)?, value));
+    }
+    let mut incs = Vec::new();
+    for s in &a.inc {
+        let (sample, by) = match s.rsplit_once('=') {
+            Some((l, r)) if !l.ends_with(['{', ',']) && !r.contains('}') => (
+                l,
+                metrics::parse_value(r).map_err(|e| Error::Usage(format!("--inc {s:?}: {e}")))?,
+            ),
+            _ => (s.as_str(), 1.0),
+        };
+        incs.push((parse_sample_arg(sample)?, by));
+    }
+    let removes = a
+        .remove
+        .iter()
+        .map(|s| parse_sample_arg(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut m = MetricsFile::open(&a.metrics_dir, &a.writer)?;
+    for l in &m.unreadable {
+        eprintln!("warning: dropping unreadable line of the previous file: {l}");
+    }
+    for ((name, labels), v) in &sets {
+        m.set(name, &refs(labels), *v)?;
+    }
+    for ((name, labels), by) in &incs {
+        m.inc(name, &refs(labels), *by)?;
+    }
+    for (name, labels) in &removes {
+        m.remove(name, &refs(labels));
+    }
+    m.commit()?;
+    Ok(ExitStatus::Success)
+}
+
+/// Seconds as hours with one decimal, without a trailing `.0` ("3", "2.5").
+fn hours(secs: f64) -> String {
+    let h = format!("{:.1}", secs / 3600.0);
+    h.strip_suffix(".0").map(str::to_string).unwrap_or(h)
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// What the monitor found, worst first.
+struct Findings {
+    status: ExitStatus,
+    warnings: u64,
+}
+
+impl Findings {
+    fn warn(&mut self, msg: impl std::fmt::Display) -> anyhow::Result<()> {
+        out(format_args!("Warning: {msg}"))?;
+        self.warnings += 1;
+        if self.status == ExitStatus::Success {
+            self.status = ExitStatus::Operational;
+        }
+        Ok(())
+    }
+
+    fn integrity(&mut self, msg: impl std::fmt::Display) -> anyhow::Result<()> {
+        self.warn(msg)?;
+        self.status = ExitStatus::Integrity;
+        Ok(())
+    }
+}
+
+const MB: u64 = 1024 * 1024;
+
+fn mtime_seconds(p: &Path) -> Option<f64> {
+    let t = std::fs::metadata(p).ok()?.modified().ok()?;
+    t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs_f64())
+}
+
+/// Unix time of the last successful backup: from the backup's metrics file
+/// when there is one, else the newest marker in the backup directory
+/// (`last_backup`, which ailee_backup rewrites after each success, or the
+/// older scheme's `manifest_*.txt`), else its `l2_snapshots_latest.dat.bak`.
+fn last_backup(metrics_dir: Option<&Path>, backup_dir: &Path) -> Option<(f64, String)> {
+    if let Some(dir) = metrics_dir {
+        let p = dir.join(format!("{}.prom", metrics::BACKUP));
+        if let Ok(samples) = metrics::read_samples(&p) {
+            if let Some((_, _, v)) = samples
+                .iter()
+                .find(|(n, _, _)| n == "ailee_backup_last_success_timestamp_seconds")
+            {
+                return Some((*v, p.display().to_string()));
+            }
+        }
+    }
+    let mut best: Option<(f64, String)> = None;
+    if let Ok(rd) = std::fs::read_dir(backup_dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !(name == "last_backup" || name.starts_with("manifest_") && name.ends_with(".txt")) {
+                continue;
+            }
+            if let Some(t) = mtime_seconds(&e.path()) {
+                if best.as_ref().is_none_or(|(b, _)| t > *b) {
+                    best = Some((t, e.path().display().to_string()));
+                }
+            }
+        }
+    }
+    best.or_else(|| {
+        let p = backup_dir.join("l2_snapshots_latest.dat.bak");
+        mtime_seconds(&p).map(|t| (t, p.display().to_string()))
+    })
+}
+
+fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
+    let md = std::fs::metadata(&a.data_dir).map_err(|e| Error::io(&a.data_dir, e))?;
+    if !md.is_dir() {
+        return Err(Error::Usage(format!("{}: not a directory", a.data_dir.display())).into());
+    }
+    let rpc_cfg = match a.rpc.bitcoin_rpc {
+        Some(_) => Some(a.rpc.config()?),
+        None => None,
+    };
+    // Lock and read the previous file first: the reorg depth needs the tip it saw.
+    let mut m = match &a.metrics_dir {
+        Some(d) => Some(MetricsFile::open(d, MONITOR)?),
+        None => None,
+    };
+    let now = metrics::now_seconds();
+    let mut f = Findings {
+        status: ExitStatus::Success,
+        warnings: 0,
+    };
+    let mut set: Vec<(&str, Vec<String>, Option<f64>)> = Vec::new();
+    let mut put = |name: &'static str, v: Option<f64>| set.push((name, Vec::new(), v));
+
+    // reorg_db
+    let db_path = a.data_dir.join("reorg_db");
+    let db = match ReorgDb::open(&db_path, Mode::ReadOnly) {
+        Ok(db) => Some(db),
+        Err(e) => {
+            f.warn(format_args!("cannot open reorg database: {e}"))?;
+            None
+        }
+    };
+    let db_size = disk_usage(&db_path).ok();
+    put("ailee_reorg_db_size_bytes", db_size.map(|v| v as f64));
+    if let Some(s) = db_size {
+        if s / MB > a.max_reorg_db_mb {
+            f.warn(format_args!("Reorg DB is {}MB - consider pruning", s / MB))?;
+        }
+    }
+    let dbs = match &db {
+        Some(db) => match db_status(db) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                f.warn(format_args!("cannot read reorg database: {e}"))?;
+                None
+            }
+        },
+        None => None,
+    };
+    let prev = |name: &str| m.as_ref().and_then(|m| m.get(name, &[]));
+    let prev_events = prev("ailee_reorg_db_reorg_events_total");
+    let prev_tip = prev("ailee_reorg_db_tip_height");
+    let prev_depth = prev("ailee_reorg_db_last_reorg_depth_blocks");
+    let mut anchors: Vec<(String, f64)> = Vec::new();
+    if let Some(s) = &dbs {
+        if s.corrupt > 0 {
+            f.integrity(format_args!(
+                "reorg_db has {} corrupt record(s): {} - run ailee_init_reorg_db --check, then runbook Procedure 3",
+                s.corrupt,
+                s.errors.join("; ")
+            ))?;
+        }
+        for st in AnchorStatus::ALL {
+            anchors.push((st.name().to_ascii_lowercase(), s.anchors[st as usize] as f64));
+        }
+        put("ailee_reorg_db_corrupt_records", Some(s.corrupt as f64));
+        put("ailee_reorg_db_reorg_events_total", Some(s.reorg_events as f64));
+        put("ailee_reorg_db_tip_height", s.tip.map(|t| t as f64));
+        let last = s.last_event.as_ref().map(|(_, e)| e);
+        put("ailee_reorg_db_last_reorg_height", last.map(|e| e.reorg_height as f64));
+        put(
+            "ailee_reorg_db_last_reorg_timestamp_seconds",
+            last.map(|e| e.detected_at as f64 / 1000.0),
+        );
+        // Depth: the stored tip the previous run saw, minus the fork, plus 1 —
+        // computed when a new event appears, kept until the next one.
+        let depth = match (last, prev_events, prev_tip) {
+            (Some(e), Some(pe), Some(pt)) if (s.reorg_events as f64) > pe => Some(if pt >= e.reorg_height as f64 {
+                pt - e.reorg_height as f64 + 1.0
+            } else {
+                0.0
+            }),
+            (Some(_), Some(pe), _) if (s.reorg_events as f64) <= pe => prev_depth,
+            _ => None,
+        };
+        put("ailee_reorg_db_last_reorg_depth_blocks", depth);
+        if let (Some(e), Some(pe)) = (last, prev_events) {
+            if s.reorg_events as f64 > pe {
+                f.warn(format_args!(
+                    "new reorg recorded at height {}{}: {} anchor(s) invalidated - check with ailee_init_reorg_db --check{}",
+                    e.reorg_height,
+                    depth.map(|d| format!(" (depth {d})")).unwrap_or_default(),
+                    e.invalidated_anchors.len(),
+                    if e.invalidated_anchors.is_empty() { "" } else { ", then re-anchor (ailee_create_anchor)" }
+                ))?;
+            }
+        }
+    } else {
+        for n in [
+            "ailee_reorg_db_corrupt_records",
+            "ailee_reorg_db_reorg_events_total",
+            "ailee_reorg_db_tip_height",
+            "ailee_reorg_db_last_reorg_height",
+            "ailee_reorg_db_last_reorg_timestamp_seconds",
+            "ailee_reorg_db_last_reorg_depth_blocks",
+        ] {
+            put(n, None);
+        }
+    }
+
+    // The newest snapshot.
+    let file = a.data_dir.join("l2_snapshots.dat");
+    let mut anchor_height = None;
+    match snapshot_status(&file, db.as_ref()) {
+        Ok(s) => {
+            put("ailee_snapshot_file_size_bytes", Some(s.size_bytes as f64));
+            put(
+                "ailee_snapshot_torn_tail",
+                Some(if s.torn_tail.is_some() { 1.0 } else { 0.0 }),
+            );
+            put(
+                "ailee_snapshot_newest_verified",
+                Some(if s.verified() { 1.0 } else { 0.0 }),
+            );
+            if s.size_bytes / MB > a.max_snapshot_mb {
+                f.warn(format_args!(
+                    "Snapshot file is {}MB - consider pruning",
+                    s.size_bytes / MB
+                ))?;
+            }
+            if let (Some((off, len)), false) = (s.torn_tail, a.quiet) {
+                eprintln!("note: the file ends in a torn snapshot at byte offset {off} ({len} bytes): ignored (a crash, or an append in progress)");
+            }
+            match &s.newest {
+                None => {
+                    put("ailee_snapshot_newest_timestamp_seconds", None);
+                    match s.junk_tail {
+                        Some(n) => f.integrity(format_args!(
+                            "no complete snapshot in the last {} MiB of {} (a torn or junk region) - run ailee_l2_verify, then runbook Procedure 1 or 2",
+                            n >> 20,
+                            file.display()
+                        ))?,
+                        None => f.integrity(format_args!(
+                            "no complete snapshot in {} - runbook Procedure 1 (restore from backup)",
+                            file.display()
+                        ))?,
+                    }
+                }
+                Some(n) => {
+                    put(
+                        "ailee_snapshot_newest_timestamp_seconds",
+                        n.timestamp_ms.map(|t| t as f64 / 1000.0),
+                    );
+                    for w in n.warnings.iter().filter(|_| !a.quiet) {
+                        eprintln!("note: newest snapshot: {w}");
+                    }
+                    if let Some(why) = &n.failure {
+                        f.integrity(format_args!(
+                            "the newest snapshot does not verify: {why} - run ailee_l2_verify, then runbook Procedure 1 or 2"
+                        ))?;
+                    }
+                    if let (Some(max), Some(t)) = (a.max_snapshot_age_hours, n.timestamp_ms) {
+                        let age = now - t as f64 / 1000.0;
+                        if age > max * 3600.0 {
+                            f.warn(format_args!(
+                                "the newest snapshot is {}h old (limit {max}h): is the node anchoring?",
+                                hours(age)
+                            ))?;
+                        }
+                    }
+                    if let (Some(db), Some(h)) = (&db, &n.anchor_hash) {
+                        if let Ok(Some(r)) = db.anchor(h) {
+                            if r.bitcoin_height > 0 && !r.status.is_void() {
+                                anchor_height = Some(r.bitcoin_height);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            f.warn(format_args!("cannot read the snapshot file: {e}"))?;
+            put("ailee_snapshot_file_size_bytes", None);
+            put("ailee_snapshot_torn_tail", None);
+            put("ailee_snapshot_newest_verified", Some(0.0));
+            put("ailee_snapshot_newest_timestamp_seconds", None);
+        }
+    }
+    let anchor_height = anchor_height.or(dbs.as_ref().and_then(|s| s.newest_mined_anchor_height));
+
+    // Backups.
+    let bdir = a.backup_dir.clone().unwrap_or_else(|| a.data_dir.join("backups"));
+    match last_backup(a.metrics_dir.as_deref(), &bdir) {
+        None => f.warn(format_args!(
+            "no backup found (no ailee_backup.prom in the metrics directory, no backup in {})",
+            bdir.display()
+        ))?,
+        Some((t, from)) => {
+            let age = now - t;
+            if age > a.max_backup_age_hours * 3600.0 {
+                f.warn(format_args!(
+                    "the last successful backup is {}h old (limit {}h, from {from})",
+                    hours(age),
+                    a.max_backup_age_hours
+                ))?;
+            }
+        }
+    }
+
+    // Bitcoin.
+    if let Some(cfg) = &rpc_cfg {
+        match ailee_core::rpc::Rpc::connect(cfg).and_then(|r| r.block_count()) {
+            Ok(tip) => {
+                put("ailee_bitcoin_rpc_up", Some(1.0));
+                put("ailee_bitcoin_tip_height", Some(tip as f64));
+                put("ailee_anchor_newest_height", anchor_height.map(|h| h as f64));
+                let div = anchor_height.map(|h| tip.saturating_sub(h));
+                put("ailee_anchor_divergence_blocks", div.map(|d| d as f64));
+                match div {
+                    None => f.warn("no mined anchor in the reorg database: divergence unknown")?,
+                    Some(d) if d > a.max_divergence => f.warn(format_args!(
+                        "Large divergence detected: the newest anchor is {d} blocks behind Bitcoin (limit {}) - may need to re-anchor",
+                        a.max_divergence
+                    ))?,
+                    Some(_) => {}
+                }
+            }
+            Err(e) => {
+                f.warn(format_args!("cannot reach the Bitcoin node: {e}"))?;
+                put("ailee_bitcoin_rpc_up", Some(0.0));
+                put("ailee_bitcoin_tip_height", None);
+                put("ailee_anchor_newest_height", anchor_height.map(|h| h as f64));
+                put("ailee_anchor_divergence_blocks", None);
+            }
+        }
+    } else {
+        for n in [
+            "ailee_bitcoin_rpc_up",
+            "ailee_bitcoin_tip_height",
+            "ailee_anchor_newest_height",
+            "ailee_anchor_divergence_blocks",
+        ] {
+            put(n, None);
+        }
+    }
+    put("ailee_monitor_last_run_timestamp_seconds", Some(now.floor()));
+    put("ailee_monitor_warnings", Some(f.warnings as f64));
+
+    if let Some(m) = m.as_mut() {
+        for l in &m.unreadable {
+            eprintln!("warning: dropping unreadable line of the previous ailee_monitor.prom: {l}");
+        }
+        for (name, labels, v) in &set {
+            let l: Vec<&str> = labels.iter().map(String::as_str).collect();
+            match v {
+                Some(v) => m.set(name, &l, *v)?,
+                None => m.remove(name, &l),
+            }
+        }
+        for st in AnchorStatus::ALL {
+            let label = st.name().to_ascii_lowercase();
+            match anchors.iter().find(|(n, _)| *n == label) {
+                Some((_, v)) => m.set("ailee_reorg_db_anchors", &[label.as_str()], *v)?,
+                None => m.remove("ailee_reorg_db_anchors", &[label.as_str()]),
+            }
+        }
+    }
+    if let Some(m) = m {
+        m.commit()?;
+    }
+    if f.warnings == 0 && !a.quiet {
+        out(format_args!(
+            "OK: snapshots {}MB, reorg_db {}MB, newest snapshot verified",
+            std::fs::metadata(&file).map_or(0, |m| m.len() / MB),
+            db_size.unwrap_or(0) / MB
+        ))?;
+    }
+    Ok(f.status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn hours_are_positive_decimals() {
+        assert_eq!(positive_hours("1.5"), Ok(1.5));
+        assert_eq!(positive_hours("2"), Ok(2.0));
+        for bad in ["2h", "0", "-1", "inf", "nan", "", "1e10"] {
+            assert!(positive_hours(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sample_arguments_parse() {
+        assert_eq!(
+            parse_sample_arg("ailee_drill_success{mode=crash}").unwrap(),
+            ("ailee_drill_success".to_string(), vec!["crash".to_string()])
+        );
+        assert!(parse_sample_arg("ailee_drill_success").is_err());
+        assert!(parse_sample_arg("ailee_drill_success{other=x}").is_err());
+        assert!(parse_sample_arg("ailee_nope").is_err());
+        assert!(parse_sample_arg("ailee_drill_success{mode=cr\"ash}").is_err());
+    }
+}

@@ -1,0 +1,910 @@
+//! Metrics and alerts (SPEC §6): the shared textfile writer (`ailee_metrics
+//! write`), the monitor, the resync and drill hooks, `promtool check metrics`
+//! on every file the tools write, the alert rules under `promtool check
+//! rules` / `promtool test rules`, and node_exporter scraping it all.
+
+use ailee_core::metrics::{Kind, CATALOG};
+use ailee_recovery::{bash, cmd, root, vector, Node};
+use predicates::str::contains;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+fn promtool(args: &[&str], stdin: Option<&[u8]>) -> (bool, String) {
+    let mut c = Command::new("promtool");
+    c.args(args)
+        .current_dir(root().join("scripts/examples/prometheus"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c
+        .spawn()
+        .expect("promtool (Debian's prometheus package) must be installed");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or_default()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `promtool check metrics` must pass on the file, with no lint complaint.
+fn check_metrics(path: &Path) {
+    let data = std::fs::read(path).unwrap();
+    let (ok, out) = promtool(&["check", "metrics"], Some(&data));
+    assert!(
+        ok && out.trim().is_empty(),
+        "promtool check metrics {}:\n{out}\n{}",
+        path.display(),
+        String::from_utf8_lossy(&data)
+    );
+}
+
+/// Samples of a file in the exposition format: `name{labels}` → value.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn read_samples(path: &Path) -> BTreeMap<String, f64> {
+    samples(&std::fs::read_to_string(path).unwrap())
+}
+
+fn write(dir: &Path, writer: &str, args: &[&str]) -> assert_cmd::Command {
+    let mut c = cmd("ailee_metrics");
+    c.arg("write")
+        .arg("--metrics-dir")
+        .arg(dir)
+        .args(["--writer", writer])
+        .args(args);
+    c
+}
+
+// ---------------------------------------------------------------------------
+// The alert rules
+
+#[test]
+fn alert_rules_pass_promtool_check_rules() {
+    let (ok, out) = promtool(&["check", "rules", "ailee-alerts.yml"], None);
+    assert!(ok, "{out}");
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn alert_rule_unit_tests_pass_and_cover_every_alert_firing_and_not_firing() {
+    let (ok, out) = promtool(&["test", "rules", "ailee-alerts.test.yml"], None);
+    assert!(ok, "{out}");
+    let dir = root().join("scripts/examples/prometheus");
+    let rules = std::fs::read_to_string(dir.join("ailee-alerts.yml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("ailee-alerts.test.yml")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 10, "{alerts:?}");
+    // Each `alertname:` line is followed by its `exp_alerts:` line.
+    let lines: Vec<&str> = tests.lines().map(str::trim).collect();
+    for a in &alerts {
+        let mut fires = false;
+        let mut quiet = false;
+        for (i, l) in lines.iter().enumerate() {
+            if *l == format!("alertname: {a}") {
+                match lines.get(i + 1) {
+                    Some(&"exp_alerts: []") => quiet = true,
+                    Some(&"exp_alerts:") => fires = true,
+                    other => panic!("{a}: unexpected {other:?}"),
+                }
+            }
+        }
+        assert!(fires && quiet, "{a}: firing tested {fires}, not firing tested {quiet}");
+    }
+    // Every alert names what to run.
+    for block in rules.split("- alert: ").skip(1) {
+        assert!(block.contains("summary:") && block.contains("ailee_"), "{block}");
+    }
+}
+
+#[test]
+fn every_metric_is_in_the_readme_table() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = readme
+        .split("## Metrics and alerts")
+        .nth(1)
+        .expect("README section ## Metrics and alerts");
+    for d in CATALOG {
+        assert!(
+            section.contains(&format!("| `{}", d.name)),
+            "{} missing from the README",
+            d.name
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The writer (`ailee_metrics write`)
+
+#[test]
+fn every_declared_metric_written_through_the_cli_passes_promtool() {
+    let d = tempfile::tempdir().unwrap();
+    let mut writers: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (i, def) in CATALOG.iter().enumerate() {
+        let labels = if def.labels.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{{{}}}",
+                def.labels
+                    .iter()
+                    .map(|l| format!("{l}=odd\\value {i}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        };
+        let flag = match def.kind {
+            Kind::Counter => format!("--inc={}{labels}=2", def.name),
+            Kind::Gauge => format!("--set={}{labels}=17{i}.5", def.name),
+        };
+        writers.entry(def.writer).or_default().push(flag);
+    }
+    for (writer, flags) in &writers {
+        let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+        write(d.path(), writer, &args).assert().code(0);
+        let f = d.path().join(format!("{writer}.prom"));
+        check_metrics(&f);
+        // One sample per declared metric of this writer.
+        let text = std::fs::read_to_string(&f).unwrap();
+        let n = CATALOG.iter().filter(|c| c.writer == *writer).count();
+        assert_eq!(samples(&text).len(), n, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), n, "{text}");
+        assert_eq!(text.matches("# HELP ").count(), n, "{text}");
+    }
+    // The backslash in a label value is escaped in the file.
+    let drill = std::fs::read_to_string(d.path().join("ailee_drill.prom")).unwrap();
+    assert!(drill.contains(r#"mode="odd\\value"#), "{drill}");
+}
+
+#[test]
+fn failure_counter_survives_runs_and_keeps_the_last_success() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("ailee_backup.prom");
+    write(
+        d.path(),
+        "ailee_backup",
+        &["--set", "ailee_backup_last_success_timestamp_seconds=1700000000"],
+    )
+    .assert()
+    .code(0);
+    for n in 1..=3 {
+        write(
+            d.path(),
+            "ailee_backup",
+            &[
+                "--set",
+                "ailee_backup_last_failure_timestamp_seconds=now",
+                "--inc",
+                "ailee_backup_failures_total",
+            ],
+        )
+        .assert()
+        .code(0);
+        let s = read_samples(&f);
+        assert_eq!(s["ailee_backup_failures_total"], n as f64);
+        assert_eq!(s["ailee_backup_last_success_timestamp_seconds"], 1700000000.0);
+        assert!(s["ailee_backup_last_failure_timestamp_seconds"] > 1.7e9);
+    }
+    check_metrics(&f);
+}
+
+#[test]
+fn bad_writes_exit_1_and_leave_the_file_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("ailee_backup.prom");
+    write(d.path(), "ailee_backup", &["--set", "ailee_backup_duration_seconds=3"])
+        .assert()
+        .code(0);
+    let before = std::fs::read(&f).unwrap();
+    for args in [
+        &["--set", "ailee_backup_duration_seconds=2h"][..],
+        &["--set", "ailee_backup_duration_seconds=inf"],
+        &["--set", "ailee_backup_duration_seconds=NaN"],
+        &["--set", "ailee_backup_duration_seconds"],
+        &["--set", "ailee_nope=1"],
+        &["--set", "ailee_restore_success=1"],
+        &["--set", "ailee_backup_duration_seconds{mode=x}=1"],
+        &["--inc", "ailee_backup_duration_seconds"],
+        &["--inc", "ailee_backup_failures_total=-1"],
+        &[],
+    ] {
+        write(d.path(), "ailee_backup", args).assert().code(1);
+        assert_eq!(std::fs::read(&f).unwrap(), before, "{args:?}");
+    }
+    write(d.path(), "../evil", &["--set", "ailee_backup_duration_seconds=1"])
+        .assert()
+        .code(1);
+    // Not a directory.
+    write(&f, "ailee_backup", &["--set", "ailee_backup_duration_seconds=1"])
+        .assert()
+        .code(1);
+    assert_eq!(std::fs::read(&f).unwrap(), before);
+}
+
+// ---------------------------------------------------------------------------
+// The monitor
+
+/// A data directory: the basic vector's snapshots and an empty reorg database.
+fn data_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(vector("basic"), d.path().join("l2_snapshots.dat")).unwrap();
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(d.path().join("reorg_db"))
+        .assert()
+        .code(0);
+    d
+}
+
+fn monitor(data: &Path, metrics: &Path) -> assert_cmd::Command {
+    let mut c = cmd("ailee_metrics");
+    c.args(["monitor", "--data-dir"])
+        .arg(data)
+        .arg("--metrics-dir")
+        .arg(metrics);
+    c
+}
+
+/// A backup metrics file saying the last success was `age` seconds ago.
+fn backed_up(metrics: &Path, age: u64) {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - age;
+    write(
+        metrics,
+        "ailee_backup",
+        &["--set", &format!("ailee_backup_last_success_timestamp_seconds={t}")],
+    )
+    .assert()
+    .code(0);
+}
+
+/// `timestamp_ms` of the newest block of a file.
+fn newest_timestamp_ms(file: &Path) -> u64 {
+    let text = std::fs::read_to_string(file).unwrap();
+    let last = text.rsplit("SNAPSHOT v1\n").next().unwrap();
+    last.lines()
+        .next()
+        .unwrap()
+        .strip_prefix("timestamp_ms ")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn healthy_node_exits_0_and_reports_what_it_saw() {
+    let d = data_dir();
+    let m = tempfile::tempdir().unwrap();
+    backed_up(m.path(), 60);
+    monitor(d.path(), m.path()).assert().code(0).stdout(contains("OK: "));
+    let f = m.path().join("ailee_monitor.prom");
+    check_metrics(&f);
+    let s = read_samples(&f);
+    let file = d.path().join("l2_snapshots.dat");
+    assert_eq!(s["ailee_snapshot_newest_verified"], 1.0);
+    assert_eq!(s["ailee_snapshot_torn_tail"], 0.0);
+    assert_eq!(
+        s["ailee_snapshot_file_size_bytes"],
+        std::fs::metadata(&file).unwrap().len() as f64
+    );
+    assert_eq!(
+        s["ailee_snapshot_newest_timestamp_seconds"],
+        newest_timestamp_ms(&file) as f64 / 1000.0
+    );
+    assert_eq!(s["ailee_reorg_db_corrupt_records"], 0.0);
+    assert_eq!(s["ailee_reorg_db_reorg_events_total"], 0.0);
+    assert_eq!(s[r#"ailee_reorg_db_anchors{status="pending"}"#], 0.0);
+    assert!(s["ailee_reorg_db_size_bytes"] > 0.0);
+    assert_eq!(s["ailee_monitor_warnings"], 0.0);
+    assert!(!s.contains_key("ailee_anchor_divergence_blocks"));
+    // -q: silent when all is well (cron mails any output).
+    monitor(d.path(), m.path())
+        .arg("-q")
+        .assert()
+        .code(0)
+        .stdout("")
+        .stderr("");
+}
+
+#[test]
+fn corrupted_newest_snapshot_exits_2_and_sets_verified_0() {
+    let d = data_dir();
+    let m = tempfile::tempdir().unwrap();
+    backed_up(m.path(), 60);
+    let file = d.path().join("l2_snapshots.dat");
+    corrupt_newest(&file);
+    monitor(d.path(), m.path())
+        .assert()
+        .code(2)
+        .stdout(contains("Warning: the newest snapshot does not verify"))
+        .stdout(contains("Procedure 1"));
+    let f = m.path().join("ailee_monitor.prom");
+    check_metrics(&f);
+    assert_eq!(read_samples(&f)["ailee_snapshot_newest_verified"], 0.0);
+}
+
+/// Changes one balance digit of the newest snapshot (state root mismatch).
+fn corrupt_newest(file: &Path) {
+    let mut data = std::fs::read(file).unwrap();
+    let start = data.windows(12).rposition(|w| w == b"SNAPSHOT v1\n").unwrap();
+    let i = start + data[start..].windows(9).position(|w| w == b"balance \"").unwrap();
+    let j = i + data[i..].iter().position(|&b| b == b'\n').unwrap() - 1;
+    data[j] = if data[j] == b'7' { b'3' } else { b'7' };
+    std::fs::write(file, data).unwrap();
+}
+
+#[test]
+fn torn_tail_is_reported_but_the_newest_complete_snapshot_still_verifies() {
+    let d = data_dir();
+    let m = tempfile::tempdir().unwrap();
+    backed_up(m.path(), 60);
+    let file = d.path().join("l2_snapshots.dat");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+    f.write_all(b"SNAPSHOT v1\ntimestamp_ms 1\nbalances 2\nbalance \"pe")
+        .unwrap();
+    drop(f);
+    monitor(d.path(), m.path())
+        .assert()
+        .code(0)
+        .stderr(contains("torn snapshot"));
+    let s = read_samples(&m.path().join("ailee_monitor.prom"));
+    assert_eq!(s["ailee_snapshot_torn_tail"], 1.0);
+    assert_eq!(s["ailee_snapshot_newest_verified"], 1.0);
+}
+
+#[test]
+fn old_or_missing_backup_warns_with_exit_1() {
+    let d = data_dir();
+    let m = tempfile::tempdir().unwrap();
+    monitor(d.path(), m.path())
+        .assert()
+        .code(1)
+        .stdout(contains("Warning: no backup found"));
+    assert_eq!(
+        read_samples(&m.path().join("ailee_monitor.prom"))["ailee_monitor_warnings"],
+        1.0
+    );
+    backed_up(m.path(), 3 * 3600);
+    monitor(d.path(), m.path())
+        .assert()
+        .code(1)
+        .stdout(contains("Warning: the last successful backup is 3h old (limit 2h"));
+    // Decimals are accepted and mean what they say: 3 h is within 3.5 h.
+    monitor(d.path(), m.path())
+        .args(["--max-backup-age-hours", "3.5"])
+        .assert()
+        .code(0);
+    monitor(d.path(), m.path())
+        .args(["--max-backup-age-hours", "2.5"])
+        .assert()
+        .code(1);
+}
+
+#[test]
+fn invalid_thresholds_are_argument_errors_not_silent_passes() {
+    let d = data_dir();
+    let m = tempfile::tempdir().unwrap();
+    for (opt, v) in [
+        ("--max-backup-age-hours", "2h"),
+        ("--max-backup-age-hours", "0"),
+        ("--max-backup-age-hours", "-1"),
+        ("--max-backup-age-hours", "inf"),
+        ("--max-backup-age-hours", "nan"),
+        ("--max-snapshot-age-hours", "1d"),
+        ("--max-snapshot-mb", "5000MB"),
+        ("--max-snapshot-mb", "0"),
+        ("--max-reorg-db-mb", "1.5"),
+        ("--max-divergence", "-3"),
+    ] {
+        monitor(d.path(), m.path()).args([opt, v]).assert().code(1);
+        assert!(!m.path().join("ailee_monitor.prom").exists(), "{opt} {v}");
+    }
+    // The same through the script.
+    bash(&format!(
+        "{} --data-dir {} --max-backup-age-hours 2h",
+        root().join("scripts/ailee_monitor").display(),
+        d.path().display()
+    ))
+    .assert()
+    .code(1);
+}
+
+#[test]
+fn size_thresholds_warn_like_the_runbook() {
+    let d = data_dir();
+    let m = tempfile::tempdir().unwrap();
+    backed_up(m.path(), 60);
+    // 1 MB limits: grow the snapshot file past 1 MB with a sparse torn tail.
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.path().join("l2_snapshots.dat"))
+        .unwrap();
+    f.set_len(3 * 1024 * 1024).unwrap();
+    monitor(d.path(), m.path())
+        .args(["--max-snapshot-mb", "1"])
+        .assert()
+        .code(1)
+        .stdout(contains("Warning: Snapshot file is 3MB - consider pruning"));
+}
+
+#[test]
+fn corrupt_reorg_db_record_exits_2() {
+    let d = data_dir();
+    let m = tempfile::tempdir().unwrap();
+    backed_up(m.path(), 60);
+    let db = d.path().join("reorg_db");
+    let out = Command::new("ldb")
+        .arg(format!("--db={}", db.display()))
+        .args([
+            "--ignore_unknown_options",
+            "put",
+            &format!("anchor:{}", "a".repeat(64)),
+            "garbage",
+        ])
+        .output()
+        .expect("Debian's ldb (rocksdb-tools)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    monitor(d.path(), m.path())
+        .assert()
+        .code(2)
+        .stdout(contains("corrupt record"))
+        .stdout(contains("Procedure 3"));
+    let f = m.path().join("ailee_monitor.prom");
+    check_metrics(&f);
+    assert_eq!(read_samples(&f)["ailee_reorg_db_corrupt_records"], 1.0);
+}
+
+#[test]
+fn monitor_script_passes_options_through() {
+    let d = data_dir();
+    let m = tempfile::tempdir().unwrap();
+    backed_up(m.path(), 60);
+    bash(&format!(
+        "{} --data-dir {} --metrics-dir {}",
+        root().join("scripts/ailee_monitor").display(),
+        d.path().display(),
+        m.path().display()
+    ))
+    .assert()
+    .code(0)
+    .stdout(contains("OK: "));
+    check_metrics(&m.path().join("ailee_monitor.prom"));
+}
+
+// ---------------------------------------------------------------------------
+// node_exporter end to end
+
+/// Debian's prometheus-node-exporter with only the textfile collector, on
+/// 127.0.0.1 and a free port; killed on drop.
+struct Exporter {
+    child: Child,
+    port: u16,
+}
+
+impl Exporter {
+    fn start(dir: &Path) -> Exporter {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("prometheus-node-exporter")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(["--collector.disable-defaults", "--collector.textfile"])
+            .arg(format!("--collector.textfile.directory={}", dir.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus-node-exporter must be installed");
+        let mut e = Exporter { child, port };
+        for _ in 0..300 {
+            if e.try_scrape().is_some() {
+                return e;
+            }
+            if let Ok(Some(s)) = e.child.try_wait() {
+                panic!("node_exporter exited: {s}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("node_exporter did not answer within 30 s");
+    }
+
+    fn try_scrape(&self) -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        let (head, body) = body.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.0 200").then(|| body.to_string())
+    }
+
+    /// The samples of one scrape; the collector must have read every file.
+    fn scrape(&self) -> BTreeMap<String, f64> {
+        let text = self.try_scrape().expect("scrape /metrics");
+        let s = samples(&text);
+        assert_eq!(s.get("node_textfile_scrape_error"), Some(&0.0), "{text}");
+        s
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rpc_args(node: &Node) -> Vec<String> {
+    vec![
+        "--bitcoin-rpc".into(),
+        node.url(),
+        "--rpc-user".into(),
+        node.user.clone(),
+        "--rpc-password".into(),
+        node.password.clone(),
+    ]
+}
+
+/// `ailee_backup` as an operator runs it: from the tools' directory (the
+/// restic-based binary) or, before it, the script.
+fn backup(data: &Path, metrics: &Path) -> assert_cmd::Command {
+    let mut c = bash(&format!(
+        "ailee_backup --data-dir {} --metrics-dir {}",
+        data.display(),
+        metrics.display()
+    ));
+    let path = format!(
+        "{}:{}:{}",
+        ailee_recovery::bin("ailee_l2_verify").parent().unwrap().display(),
+        root().join("scripts").display(),
+        std::env::var("PATH").unwrap()
+    );
+    c.env("PATH", path).env("HOME", data.parent().unwrap());
+    c
+}
+
+/// A node with an anchored, confirmed snapshot, then a deep reorg: the
+/// monitor and the resync write into one textfile directory, node_exporter
+/// serves what they reported.
+#[test]
+fn node_exporter_serves_what_the_monitor_and_resync_reported() {
+    let node = Node::start();
+    node.generate(110);
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let textfile = d.path().join("textfile");
+    std::fs::create_dir_all(&textfile).unwrap();
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(data.join("reorg_db"))
+        .assert()
+        .code(0);
+    let rpc = rpc_args(&node);
+    let resync = |start: u64| {
+        let mut c = cmd("ailee_resync_blocks");
+        c.args(["--start-height", &start.to_string(), "--db-path"])
+            .arg(data.join("reorg_db"))
+            .args(&rpc)
+            .arg("--metrics-dir")
+            .arg(&textfile);
+        c
+    };
+    resync(0).assert().code(0);
+    cmd("ailee_create_anchor")
+        .args(["--l2-state-file", "-", "--broadcast", "--snapshot-file"])
+        .arg(data.join("l2_snapshots.dat"))
+        .arg("--db-path")
+        .arg(data.join("reorg_db"))
+        .args(&rpc)
+        .write_stdin(r#"{"ledger": {"balances": [{"peerId": "p1", "balance": 5}]}}"#)
+        .assert()
+        .code(0);
+    node.generate(1);
+    let mined_at = node.count();
+    node.generate(9);
+    resync(100).assert().code(0);
+
+    let exporter = Exporter::start(&textfile);
+    // No backup in this directory: the monitor warns about that (exit 1) and
+    // about nothing else.
+    let mon = || {
+        let mut c = cmd("ailee_metrics");
+        c.args(["monitor", "--data-dir"])
+            .arg(&data)
+            .arg("--metrics-dir")
+            .arg(&textfile)
+            .args(&rpc);
+        c
+    };
+    let out = mon().assert().code(1);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("Warning: no backup found"), "{stdout}");
+    for f in ["ailee_monitor.prom", "ailee_resync.prom"] {
+        check_metrics(&textfile.join(f));
+    }
+    let s = exporter.scrape();
+    assert_eq!(s["ailee_snapshot_newest_verified"], 1.0);
+    assert_eq!(s["ailee_snapshot_torn_tail"], 0.0);
+    assert_eq!(s[r#"ailee_reorg_db_anchors{status="confirmed"}"#], 1.0);
+    assert_eq!(s[r#"ailee_reorg_db_anchors{status="pending"}"#], 0.0);
+    assert_eq!(s["ailee_reorg_db_tip_height"], node.count() as f64);
+    assert_eq!(s["ailee_reorg_db_corrupt_records"], 0.0);
+    assert_eq!(s["ailee_bitcoin_rpc_up"], 1.0);
+    assert_eq!(s["ailee_bitcoin_tip_height"], node.count() as f64);
+    assert_eq!(s["ailee_anchor_newest_height"], mined_at as f64);
+    assert_eq!(s["ailee_anchor_divergence_blocks"], (node.count() - mined_at) as f64);
+    assert_eq!(s["ailee_monitor_warnings"], 1.0);
+    assert_eq!(s["ailee_resync_last_exit_code"], 0.0);
+    assert_eq!(s["ailee_resync_reorgs_found_total"], 0.0);
+    assert!(s["ailee_resync_last_run_timestamp_seconds"] > 1.7e9);
+
+    // A deep reorg above the anchor's block: resync finds it (exit 3), the
+    // monitor sees its depth from the tip it saw before; the anchor stays.
+    let tip = node.count();
+    let fork = mined_at + 2;
+    node.cli(&["invalidateblock", &node.hash(fork)]);
+    node.generate(tip - fork + 2);
+    resync(fork - 1).assert().code(3);
+    mon().assert().code(1).stdout(contains(format!(
+        "new reorg recorded at height {fork} (depth {})",
+        tip - fork + 1
+    )));
+    let s = exporter.scrape();
+    assert_eq!(s["ailee_resync_reorgs_found_total"], 1.0);
+    assert_eq!(s["ailee_resync_last_exit_code"], 3.0);
+    assert_eq!(s["ailee_resync_last_reorg_height"], fork as f64);
+    assert_eq!(s["ailee_resync_last_reorg_depth_blocks"], (tip - fork + 1) as f64);
+    assert_eq!(s["ailee_reorg_db_reorg_events_total"], 1.0);
+    assert_eq!(s["ailee_reorg_db_last_reorg_height"], fork as f64);
+    assert_eq!(s["ailee_reorg_db_last_reorg_depth_blocks"], (tip - fork + 1) as f64);
+    assert_eq!(s["ailee_reorg_db_tip_height"], node.count() as f64);
+    assert_eq!(s["ailee_snapshot_newest_verified"], 1.0);
+    // The next run warns no more about it and keeps the depth.
+    let out = mon().assert().code(1);
+    assert!(!String::from_utf8_lossy(&out.get_output().stdout).contains("new reorg"));
+    assert_eq!(
+        exporter.scrape()["ailee_reorg_db_last_reorg_depth_blocks"],
+        (tip - fork + 1) as f64
+    );
+    // A resync with nothing to do: the counter stays, the exit code is 0 again.
+    resync(fork).assert().code(0);
+    let s = exporter.scrape();
+    assert_eq!(s["ailee_resync_reorgs_found_total"], 1.0);
+    assert_eq!(s["ailee_resync_last_exit_code"], 0.0);
+    // The node goes away: rpc_up 0, the divergence is no longer reported.
+    let mut node = node;
+    node.stop();
+    mon().assert().code(1).stdout(contains("cannot reach the Bitcoin node"));
+    let s = exporter.scrape();
+    assert_eq!(s["ailee_bitcoin_rpc_up"], 0.0);
+    assert!(!s.contains_key("ailee_anchor_divergence_blocks"), "{s:?}");
+    for f in ["ailee_monitor.prom", "ailee_resync.prom"] {
+        check_metrics(&textfile.join(f));
+    }
+}
+
+/// The verified gauge goes to 0 in node_exporter after the newest snapshot
+/// is corrupted.
+#[test]
+fn node_exporter_serves_the_verified_gauge_at_0_after_corruption() {
+    let data = data_dir();
+    let textfile = tempfile::tempdir().unwrap();
+    let exporter = Exporter::start(textfile.path());
+    let mon = |c: i32| {
+        cmd("ailee_metrics")
+            .args(["monitor", "--data-dir"])
+            .arg(data.path())
+            .arg("--metrics-dir")
+            .arg(textfile.path())
+            .assert()
+            .code(c);
+    };
+    mon(1); // no backup
+    assert_eq!(exporter.scrape()["ailee_snapshot_newest_verified"], 1.0);
+    corrupt_newest(&data.path().join("l2_snapshots.dat"));
+    mon(2);
+    assert_eq!(exporter.scrape()["ailee_snapshot_newest_verified"], 0.0);
+}
+
+/// Backups through node_exporter, with the names of the restic-based
+/// ailee_backup (written through `ailee_metrics`): the last success, and after
+/// a failed backup the failures counter and the last failure time, the last
+/// success kept. (The pre-restic script on main writes no failure metrics and
+/// its file fails `promtool check metrics`: this test passes once the new
+/// ailee_backup is in.)
+#[test]
+fn node_exporter_serves_the_backup_success_and_failure_counter() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(vector("basic"), data.join("l2_snapshots.dat")).unwrap();
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(data.join("reorg_db"))
+        .assert()
+        .code(0);
+    let textfile = d.path().join("textfile");
+    std::fs::create_dir_all(&textfile).unwrap();
+    let exporter = Exporter::start(&textfile);
+    backup(&data, &textfile).assert().code(0);
+    let s = exporter.scrape();
+    let good = s["ailee_backup_last_success_timestamp_seconds"];
+    assert!(good > 1.7e9);
+    assert!(s["ailee_backup_duration_seconds"] >= 0.0);
+    check_metrics(&textfile.join("ailee_backup.prom"));
+    // The monitor takes the backup's age from that file: no warning.
+    cmd("ailee_metrics")
+        .args(["monitor", "--data-dir"])
+        .arg(&data)
+        .arg("--metrics-dir")
+        .arg(&textfile)
+        .assert()
+        .code(0);
+
+    // A backup that fails: reorg_db is not a database.
+    std::fs::remove_dir_all(data.join("reorg_db")).unwrap();
+    std::fs::write(data.join("reorg_db"), "not a database").unwrap();
+    for n in 1..=2 {
+        backup(&data, &textfile).assert().code(1);
+        let s = exporter.scrape();
+        assert_eq!(s.get("ailee_backup_failures_total"), Some(&(n as f64)), "{s:?}");
+        assert!(s["ailee_backup_last_failure_timestamp_seconds"] >= good);
+        assert_eq!(s["ailee_backup_last_success_timestamp_seconds"], good);
+    }
+    check_metrics(&textfile.join("ailee_backup.prom"));
+}
+
+// ---------------------------------------------------------------------------
+// The drill
+
+#[test]
+fn drill_writes_recovery_time_and_pass_per_mode() {
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("textfile");
+    let target = ailee_recovery::bin("ailee_l2_verify")
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf();
+    let out = bash(&format!(
+        "{} --mode crash --metrics-dir {}",
+        root().join("scripts/test_recovery.sh").display(),
+        m.display()
+    ))
+    .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+    .env("CARGO_TARGET_DIR", target)
+    .output()
+    .unwrap();
+    // The metrics say what the drill printed, whether its steps passed or not.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let failed: u32 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SUMMARY: "))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|l| l.strip_suffix(" failed"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no SUMMARY line:\n{stdout}"));
+    assert_eq!(out.status.code(), Some(if failed == 0 { 0 } else { 1 }), "{stdout}");
+    let ms: f64 = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("RECOVERY TIME crash: "))
+        .and_then(|l| l.strip_suffix(" ms"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no RECOVERY TIME line:\n{stdout}"));
+    let f = m.join("ailee_drill.prom");
+    check_metrics(&f);
+    let s = read_samples(&f);
+    assert_eq!(
+        s[r#"ailee_drill_success{mode="crash"}"#],
+        if failed == 0 { 1.0 } else { 0.0 }
+    );
+    assert_eq!(s[r#"ailee_drill_recovery_seconds{mode="crash"}"#], ms / 1000.0);
+    assert!(s["ailee_drill_last_run_timestamp_seconds"] > 1.7e9);
+}
+
+#[test]
+fn concurrent_increments_are_never_lost() {
+    let d = tempfile::tempdir().unwrap();
+    let exe = ailee_recovery::bin("ailee_metrics");
+    let children: Vec<Child> = (0..16)
+        .map(|_| {
+            Command::new(&exe)
+                .args(["write", "--metrics-dir"])
+                .arg(d.path())
+                .args(["--writer", "ailee_backup", "--inc", "ailee_backup_failures_total"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    assert_eq!(
+        read_samples(&d.path().join("ailee_backup.prom"))["ailee_backup_failures_total"],
+        16.0
+    );
+}
+
+#[test]
+fn monitor_reads_a_database_the_node_holds() {
+    let d = data_dir();
+    let m = tempfile::tempdir().unwrap();
+    backed_up(m.path(), 60);
+    let _held =
+        ailee_core::reorgdb::ReorgDb::open(&d.path().join("reorg_db"), ailee_core::reorgdb::Mode::ReadWrite).unwrap();
+    monitor(d.path(), m.path()).assert().code(0);
+    assert_eq!(
+        read_samples(&m.path().join("ailee_monitor.prom"))["ailee_reorg_db_corrupt_records"],
+        0.0
+    );
+}
+
+#[test]
+fn unusable_inputs_are_operational_errors_and_still_reported() {
+    let d = data_dir();
+    let m = tempfile::tempdir().unwrap();
+    backed_up(m.path(), 60);
+    // A FIFO instead of the snapshot file: refused at once, verified 0.
+    let file = d.path().join("l2_snapshots.dat");
+    std::fs::remove_file(&file).unwrap();
+    assert!(Command::new("mkfifo").arg(&file).status().unwrap().success());
+    monitor(d.path(), m.path())
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .code(1)
+        .stdout(contains("cannot read the snapshot file"));
+    let s = read_samples(&m.path().join("ailee_monitor.prom"));
+    assert_eq!(s["ailee_snapshot_newest_verified"], 0.0);
+    assert!(!s.contains_key("ailee_snapshot_file_size_bytes"));
+    // No reorg_db: its metrics are left out, not reported stale.
+    std::fs::remove_dir_all(d.path().join("reorg_db")).unwrap();
+    monitor(d.path(), m.path())
+        .assert()
+        .code(1)
+        .stdout(contains("cannot open reorg database"));
+    let s = read_samples(&m.path().join("ailee_monitor.prom"));
+    assert!(!s.contains_key("ailee_reorg_db_corrupt_records"), "{s:?}");
+    assert!(!s.contains_key(r#"ailee_reorg_db_anchors{status="pending"}"#), "{s:?}");
+    // A data directory that is missing, or a metrics directory that is a file.
+    monitor(&d.path().join("missing"), m.path()).assert().code(1);
+    monitor(d.path(), &file).assert().code(1);
+}
+
+#[test]
+fn drill_rejects_a_metrics_dir_that_is_a_file_before_doing_anything() {
+    let d = tempfile::tempdir().unwrap();
+    let file: PathBuf = d.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    bash(&format!(
+        "{} --mode crash --metrics-dir {}",
+        root().join("scripts/test_recovery.sh").display(),
+        file.display()
+    ))
+    .env("HOME", d.path())
+    .assert()
+    .code(1)
+    .stderr(contains("not a directory"));
+}
