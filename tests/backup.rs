@@ -879,23 +879,18 @@ fn check_rerun(f: &Fixture, old: &State, backup: &State, what: &str) {
 /// The syscalls a restore is killed at, with how many of each to try
 /// (`AILEE_KILL_ALL=1`: every one, as scripts/crash_backup.sh runs it).
 fn kill_points() -> Vec<(&'static str, usize)> {
-    let all = std::env::var("AILEE_KILL_ALL").is_ok_and(|v| v == "1");
-    let cap = if all { 10_000 } else { 12 };
-    [
-        "renameat2",
-        "rename",
-        "fsync",
-        "write",
-        "unlink",
-        "rmdir",
-        "mkdir",
-        "copy_file_range",
-        "chown",
-        "chmod",
-    ]
-    .into_iter()
-    .map(|s| (s, cap))
-    .collect()
+    if std::env::var("AILEE_KILL_ALL").is_ok_and(|v| v == "1") {
+        [
+            "renameat2", "rename", "fsync", "fdatasync", "write", "pwrite64", "unlink", "unlinkat", "rmdir",
+            "mkdir", "mkdirat", "openat", "ftruncate", "fchown", "chown", "fchmodat", "chmod", "flock", "fcntl",
+        ]
+        .into_iter()
+        .map(|s| (s, 10_000))
+        .collect()
+    } else {
+        // Every rename and write, the first 40 fsyncs.
+        vec![("renameat2", 100), ("rename", 100), ("write", 100), ("fsync", 40)]
+    }
 }
 
 /// SIGKILL at every write/rename/fsync/… of the restore (bounded per syscall
@@ -932,9 +927,20 @@ fn restore_interrupted_by_signals_rolls_back_and_dies_by_the_signal() {
     let (f, old, backup) = attack_fixture();
     let pristine = pristine_copy(&f);
     let mut died = 0;
+    let all = std::env::var("AILEE_KILL_ALL").is_ok_and(|v| v == "1");
+    let points: Vec<(&str, Vec<usize>)> = if all {
+        ["renameat2", "fsync", "write", "unlink", "mkdir", "openat"]
+            .into_iter()
+            .map(|s| (s, (1..=40).collect()))
+            .collect()
+    } else {
+        // Every rename (staging, journal, the two exchanges, the moves into
+        // the recovery directory) and a spread of the fsyncs.
+        vec![("renameat2", (1..=8).collect()), ("fsync", vec![1, 4, 12])]
+    };
     for sig in ["SIGINT", "SIGTERM", "SIGHUP"] {
-        for sc in ["renameat2", "fsync", "copy_file_range", "mkdir"] {
-            for n in 1..=6 {
+        for (sc, ns) in &points {
+            for &n in ns {
                 reset(&f, &pristine);
                 let st = restore_injected(&f, sc, &format!("signal={sig}"), n);
                 let what = format!("{sig} at {sc} #{n}");
@@ -1047,4 +1053,32 @@ fn backup_killed_anywhere_leaves_a_complete_runbook_copy() {
     assert_eq!(std::fs::read(&bak).unwrap(), b);
     f.backup(&["--verify"]).code(0);
     assert!(kills > 5);
+}
+
+/// Regression: `ailee_monitor --max-backup-age-hours 1.5` (or `2h`) with a
+/// 30 hours old backup said "OK" (a bash arithmetic error inside an `if`).
+#[test]
+fn monitor_backup_age_limit_in_hours_is_exact() {
+    let f = Fixture::basic();
+    f.backup(&[]).code(0);
+    let last = f.data().join("backups/last_backup");
+    assert!(Command::new("touch")
+        .args(["-d", "30 hours ago"])
+        .arg(&last)
+        .status()
+        .unwrap()
+        .success());
+    let monitor = |limit: &str| {
+        let mut c = assert_cmd::Command::new(root().join("scripts/ailee_monitor"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AILEE_BIN", bin("ailee_l2_verify").parent().unwrap())
+            .arg("--data-dir")
+            .arg(f.data())
+            .args(["--max-backup-age-hours", limit]);
+        c.assert()
+    };
+    monitor("1.5").code(1).stdout(contains("the last successful backup is 30h old"));
+    monitor("2h").code(1);
+    monitor("48").code(0);
 }

@@ -478,6 +478,17 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport> {
     check_data_dir(d)?;
     let mut rep = BackupReport::default();
     let live_path = d.join("l2_snapshots.dat");
+    // Refuse a FIFO, device or socket at once (opening a FIFO would block).
+    match std::fs::metadata(&live_path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(Error::Usage(format!(
+                "{}: not a regular file",
+                live_path.display()
+            )))
+        }
+        Err(e) => return Err(Error::io(&live_path, e)),
+    }
     let (live, _) = crate::scan::open_snapshot_file(&live_path)?;
     let db_path = d.join("reorg_db");
     // Open the database first: a missing one fails before anything is written.

@@ -47,8 +47,12 @@ fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
 /// `fcntl.lockf` take it). `None` when there is no database there.
 pub fn lock_db(db: &Path) -> Result<Option<File>> {
     let p = db.join("LOCK");
-    if std::fs::symlink_metadata(db).is_err() {
+    // No database (or not a directory: a damaged one being replaced): no lock.
+    if !std::fs::symlink_metadata(db).is_ok_and(|m| m.is_dir()) {
         return Ok(None);
+    }
+    if !std::fs::symlink_metadata(&p).map_or(true, |m| m.is_file()) {
+        return Err(Error::Usage(format!("{}: not a regular file", p.display())));
     }
     let f = match std::fs::OpenOptions::new().read(true).write(true).open(&p) {
         Ok(f) => f,
