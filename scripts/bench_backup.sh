@@ -90,7 +90,7 @@ for i in $(seq 1 "$N"); do
     secs cron_backup "$(date -u -d "$t" +%Y%m%d_%H%M%S)" >> "$W/t_cron"; echo >> "$W/t_cron"
     echo "run $i/$N: ailee $(tail -n 1 "$W/t_ailee") s, restic $(tail -n 1 "$W/t_plain") s, cron $(tail -n 1 "$W/t_cron") s" >&2
 done
-size() { du -sb "$@" | awk '{ s += $1 } END { printf "%d\n", s }'; }
+size() { du -sb "$@" | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 file_bytes=$(stat -c %s "$D/l2_snapshots.dat")
 ours_repo=$(size "$D/backups/repo")
 ours_local=$(size "$D/backups/l2_snapshots_latest.dat.bak" "$D/backups/.l2_snapshots_spare.dat" "$D/backups/.stage")

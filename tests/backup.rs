@@ -881,8 +881,25 @@ fn check_rerun(f: &Fixture, old: &State, backup: &State, what: &str) {
 fn kill_points() -> Vec<(&'static str, usize)> {
     if std::env::var("AILEE_KILL_ALL").is_ok_and(|v| v == "1") {
         [
-            "renameat2", "rename", "fsync", "fdatasync", "write", "pwrite64", "unlink", "unlinkat", "rmdir",
-            "mkdir", "mkdirat", "openat", "ftruncate", "fchown", "chown", "fchmodat", "chmod", "flock", "fcntl",
+            "renameat2",
+            "rename",
+            "fsync",
+            "fdatasync",
+            "write",
+            "pwrite64",
+            "unlink",
+            "unlinkat",
+            "rmdir",
+            "mkdir",
+            "mkdirat",
+            "openat",
+            "ftruncate",
+            "fchown",
+            "chown",
+            "fchmodat",
+            "chmod",
+            "flock",
+            "fcntl",
         ]
         .into_iter()
         .map(|s| (s, 10_000))
@@ -1078,7 +1095,9 @@ fn monitor_backup_age_limit_in_hours_is_exact() {
             .args(["--max-backup-age-hours", limit]);
         c.assert()
     };
-    monitor("1.5").code(1).stdout(contains("the last successful backup is 30h old"));
+    monitor("1.5")
+        .code(1)
+        .stdout(contains("the last successful backup is 30h old"));
     monitor("2h").code(1);
     monitor("48").code(0);
 }

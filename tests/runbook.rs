@@ -109,7 +109,9 @@ fn backup_taken_while_the_node_writes_restores_to_a_verifying_state() {
     };
     std::thread::sleep(std::time::Duration::from_millis(100));
     for _ in 0..3 {
-        sh(d.path(), "ailee_backup --data-dir ./ailee --no-forget").assert().code(0);
+        sh(d.path(), "ailee_backup --data-dir ./ailee --no-forget")
+            .assert()
+            .code(0);
     }
     stop.store(true, Ordering::Relaxed);
     assert!(writer.join().unwrap() > 0);

@@ -165,7 +165,7 @@ pub fn install_signals() {
 /// Maps the outcome to an exit code. An interrupted run that did not finish
 /// its work dies by the signal that stopped it (after its cleanup), so a
 /// shell loop around it stops too.
-pub fn finish(result: anyhow::Result<ExitStatus>) -> std::process::ExitCode {
+pub fn finish(result: anyhow::Result<ExitStatus>, interrupted: &str) -> std::process::ExitCode {
     let status = match result {
         Ok(s) => s,
         Err(e) => {
@@ -174,7 +174,7 @@ pub fn finish(result: anyhow::Result<ExitStatus>) -> std::process::ExitCode {
                 .find_map(|c| c.downcast_ref::<Error>())
                 .map_or(ExitStatus::Operational, Error::exit_status);
             if status == ExitStatus::Interrupted {
-                eprintln!("interrupted; nothing was changed");
+                eprintln!("{interrupted}");
             } else {
                 eprintln!("{e:#}");
             }

@@ -481,12 +481,7 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport> {
     // Refuse a FIFO, device or socket at once (opening a FIFO would block).
     match std::fs::metadata(&live_path) {
         Ok(m) if m.is_file() => {}
-        Ok(_) => {
-            return Err(Error::Usage(format!(
-                "{}: not a regular file",
-                live_path.display()
-            )))
-        }
+        Ok(_) => return Err(Error::Usage(format!("{}: not a regular file", live_path.display()))),
         Err(e) => return Err(Error::io(&live_path, e)),
     }
     let (live, _) = crate::scan::open_snapshot_file(&live_path)?;
@@ -501,6 +496,9 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport> {
     // 2. The runbook copy.
     let bdir = d.join("backups");
     io(&bdir, std::fs::create_dir_all(&bdir))?;
+    // Temporary files of killed runs (we hold the lock: none is in use).
+    reap_tmp(&bdir);
+    reap_tmp(&bdir.join(".stage"));
     let old_len = std::fs::metadata(bdir.join(BAK_NAME)).map(|m| m.len()).ok();
     let u = update_bak(&bdir, &live, len, &mut rep.warnings)?;
     let bak = io(&bdir, File::open(bdir.join(BAK_NAME)))?;
@@ -820,6 +818,21 @@ pub fn reap(dir: &Path, prefix: &str) {
         for e in rd.flatten() {
             if e.file_name().to_string_lossy().starts_with(prefix) {
                 let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// Removes `.NAME.ailee-tmp.*` files and directories left in `dir` by killed
+/// runs (the caller holds the lock, so none belongs to a live run of ours).
+pub fn reap_tmp(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            if n.starts_with('.') && n.contains(".ailee-tmp.") {
+                let p = e.path();
+                let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
             }
         }
     }

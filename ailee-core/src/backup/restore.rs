@@ -35,8 +35,8 @@ pub struct RestoreReport {
     pub root: String,
     /// Where the previous state went (None when there was none).
     pub recovery: Option<PathBuf>,
-    /// A journal of an interrupted run was found and settled first.
-    pub settled: Option<String>,
+    /// Problems after the restore was committed (it stands).
+    pub warnings: Vec<String>,
 }
 
 fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
@@ -327,6 +327,16 @@ pub fn restore(r: &Restic, d: &Path, which: &str) -> Result<RestoreReport> {
         )));
     }
     super::reap(d, STAGE_PREFIX);
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!(".{JOURNAL}.ailee-tmp."))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     // 2. Stage and verify.
     let stage_name = format!("{STAGE_PREFIX}{}", std::process::id());
     let stage = d.join(&stage_name);
@@ -350,7 +360,7 @@ pub fn restore(r: &Restic, d: &Path, which: &str) -> Result<RestoreReport> {
         }
     };
     // 3. Swap under the journal.
-    let mut j = Journal {
+    let j = Journal {
         committed: false,
         stage: stage_name,
         recovery: recovery_name(d),
@@ -380,13 +390,29 @@ pub fn restore(r: &Restic, d: &Path, which: &str) -> Result<RestoreReport> {
             )),
         });
     }
-    // 4. Committed: from here on the restore is finished, whatever comes.
-    j.committed = true;
-    j.write(d)?;
+    // 4. Commit: once the journal says so, the restore is done whatever comes.
+    let mut c = j.clone();
+    c.committed = true;
+    if let Err(e) = c.write(d) {
+        return Err(match roll_back(d, &j) {
+            Ok(()) => e,
+            Err(r) => Error::Usage(format!(
+                "{e}; rolling back failed too: {r} — the journal {} says what is where",
+                d.join(JOURNAL).display()
+            )),
+        });
+    }
     let had_old = ITEMS.iter().any(|i| exists(&stage.join(i)));
-    roll_forward(d, &j)?;
     if had_old {
-        report.recovery = Some(d.join(&j.recovery));
+        report.recovery = Some(d.join(&c.recovery));
+    }
+    if let Err(e) = roll_forward(d, &c) {
+        report.warnings.push(format!(
+            "the backup is restored, but moving the previous state into {} did not finish ({e}); \
+             the next ailee_restore finishes it (the journal {} says what is where)",
+            d.join(&c.recovery).display(),
+            d.join(JOURNAL).display()
+        ));
     }
     Ok(report)
 }

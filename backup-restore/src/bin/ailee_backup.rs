@@ -3,9 +3,9 @@
 
 use ailee_cli::{out, EXIT_CODES_HELP};
 use ailee_core::backup::{self, restic::Snapshot, BackupOptions, Retention};
+use ailee_core::metrics::{MetricsFile, BACKUP};
 use ailee_core::ExitStatus;
 use anyhow::Context;
-use ailee_core::metrics::{MetricsFile, BACKUP};
 use backup_cli::{finish, install_signals, now, RepoArgs};
 use clap::Parser;
 use serde_json::json;
@@ -101,7 +101,10 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     install_signals();
-    finish(run(cli))
+    finish(
+        run(cli),
+        "interrupted: no backup was made (the runbook copy is complete, the previous or the new one)",
+    )
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
@@ -205,7 +208,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
 fn metrics(dir: &std::path::Path, t0: f64, r: &ailee_core::Result<backup::BackupReport>) -> ailee_core::Result<()> {
     let mut m = MetricsFile::open(dir, BACKUP)?;
     let t = now();
-    m.set("ailee_backup_duration_seconds", &[], ((t - t0) * 1000.0).round() / 1000.0)?;
+    m.set(
+        "ailee_backup_duration_seconds",
+        &[],
+        ((t - t0) * 1000.0).round() / 1000.0,
+    )?;
     match r {
         Ok(rep) => {
             m.set("ailee_backup_last_success_timestamp_seconds", &[], t.floor())?;

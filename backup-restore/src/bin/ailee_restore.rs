@@ -3,9 +3,9 @@
 
 use ailee_cli::{out, EXIT_CODES_HELP};
 use ailee_core::backup::{self, restore};
+use ailee_core::metrics::{MetricsFile, RESTORE};
 use ailee_core::ExitStatus;
 use anyhow::Context;
-use ailee_core::metrics::{MetricsFile, RESTORE};
 use backup_cli::{finish, install_signals, now, RepoArgs};
 use clap::Parser;
 use std::path::PathBuf;
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     install_signals();
-    finish(run(cli))
+    finish(run(cli), "interrupted: rolled back, the data directory is as it was")
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
@@ -82,7 +82,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             let mut f = MetricsFile::open(m, RESTORE)?;
             let t = now();
             f.set("ailee_restore_last_timestamp_seconds", &[], t.floor())?;
-            f.set("ailee_restore_duration_seconds", &[], ((t - t0) * 1000.0).round() / 1000.0)?;
+            f.set(
+                "ailee_restore_duration_seconds",
+                &[],
+                ((t - t0) * 1000.0).round() / 1000.0,
+            )?;
             f.set("ailee_restore_success", &[], if result.is_ok() { 1.0 } else { 0.0 })?;
             f.commit().map(|_| ())
         };
@@ -91,6 +95,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         }
     }
     let rep = result.context("restore failed; the data directory is as it was")?;
+    for w in &rep.warnings {
+        eprintln!("warning: {w}");
+    }
     if cli.verbose {
         out(format!(
             "Restored backup {} (root {}) into {}; {}",
