@@ -394,6 +394,9 @@ pub fn restore(r: &Restic, d: &Path, which: &str) -> Result<RestoreReport> {
     let mut c = j.clone();
     c.committed = true;
     if let Err(e) = c.write(d) {
+        // Whether the committed journal landed is unknown: say "swap" again
+        // before undoing it, so a kill during the rollback is settled the same way.
+        let _ = j.write(d);
         return Err(match roll_back(d, &j) {
             Ok(()) => e,
             Err(r) => Error::Usage(format!(
