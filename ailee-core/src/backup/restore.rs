@@ -419,3 +419,41 @@ pub fn restore(r: &Restic, d: &Path, which: &str) -> Result<RestoreReport> {
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_round_trips_and_refuses_paths() {
+        let j = Journal {
+            committed: false,
+            stage: ".ailee-restore.42".into(),
+            recovery: "recovery_1700000000.2".into(),
+            new: [Some((2049, 77)), None],
+        };
+        assert_eq!(Journal::parse(&j.text()), Some(j.clone()));
+        let c = Journal { committed: true, ..j };
+        assert_eq!(Journal::parse(&c.text()), Some(c.clone()));
+        for bad in [
+            c.text().replace(".ailee-restore.42", "../etc"),
+            c.text().replace("recovery_1700000000.2", "a/b"),
+            c.text().replace("phase committed", "phase maybe"),
+            c.text().replace("2049:77", "x:y"),
+            String::new(),
+        ] {
+            assert_eq!(Journal::parse(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn backup_names_are_latest_or_hex() {
+        use crate::backup::restic::check_which;
+        for ok in ["latest", "ab12", &"f".repeat(64)] {
+            assert!(check_which(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "../x", "LATEST x", "-r", &"f".repeat(65), "12 34"] {
+            assert!(check_which(bad).is_err(), "{bad}");
+        }
+    }
+}
