@@ -12,4 +12,4 @@ set -euo pipefail
 source "$(dirname "$(readlink -f "$0")")/env.sh"
 cd "$ROOT"
 AILEE_KILL_ALL=1 cargo test --release --test backup -- --nocapture --test-threads 1 \
-    "${@:-killed}" 2>&1 | grep -E 'survived|^test |test result'
+    "${@:-killed}" 2>&1 | grep -E 'survived|^test |test result|panicked|assert|left|right|FAILED'
