@@ -16,8 +16,8 @@
 #               under an anchored, confirmed snapshot; resync, anchor status,
 #               verify --reorg-db, then Procedure 3 (rebuild reorg_db)
 #   corruption  the newest snapshot is corrupted (always, in this mode) and a
-#               reorg_db record too; the "state root mismatch" loop, then restore
-#               of the reorg_db from the hourly backup
+#               reorg_db record too; the "state root mismatch" loop, then
+#               ailee_restore of the hourly backup
 # With --metrics-dir, DIR/ailee_drill.prom gets each mode's recovery time and
 # pass/fail (ailee_drill_recovery_seconds, ailee_drill_success{mode=...}).
 # Exit 0 only if every step passed. Installs what is missing and builds the tools.
@@ -199,11 +199,11 @@ drill_corruption() {
             fi
         done
         ailee_l2_verify --snapshot ./l2_snapshots.dat | grep -qx 'Computed L2StateRoot: $r4'"
-    step "reorg_db restored from the backup (ailee_restore checks its manifest)" "
-        mv '$d/l2_snapshots.dat' '$d/l2_restored.dat'
-        ailee_restore --data-dir '$d' >/dev/null
-        mv '$d/l2_restored.dat' '$d/l2_snapshots.dat'
-        ailee_init_reorg_db --path '$d/reorg_db' --check | grep -q 'Pending: 5'"
+    step "state restored from the hourly backup (ailee_restore: verified, swapped in, old state kept)" "
+        ailee_restore --data-dir '$d'
+        ailee_l2_verify --snapshot '$d/l2_snapshots.dat' >/dev/null
+        ailee_init_reorg_db --path '$d/reorg_db' --check | grep -q 'Pending: 5'
+        ls -d '$d'/recovery_*/reorg_db >/dev/null"
     recovery_time corruption "$t0"
 }
 

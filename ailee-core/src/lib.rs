@@ -13,6 +13,8 @@ pub mod anchor;
 pub mod append;
 pub mod atomic;
 pub mod block;
+#[cfg(feature = "db")]
+pub mod backup;
 pub mod cancel;
 pub mod error;
 pub mod exit;

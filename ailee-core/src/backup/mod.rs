@@ -1,0 +1,853 @@
+//! Backups of a node's data directory (SPEC §5) and restores that cannot lose
+//! the operator's state ([`restore`]).
+//!
+//! Consistency is ours, history is restic's:
+//! - only complete snapshots are backed up: the byte prefix of
+//!   `l2_snapshots.dat` up to the end of its newest complete block (a torn
+//!   tail is never copied), and a consistent copy of `reorg_db` made through a
+//!   read-only open ([`crate::reorgdb::ReorgDb::copy_to`]) while the node runs;
+//! - `backups/l2_snapshots_latest.dat.bak` is a complete, verifying copy,
+//!   replaced by rename (never appended to in place, so a kill leaves the
+//!   previous complete copy under its name). It is brought up to date from a
+//!   spare copy (the previous `.bak`) by appending only the new bytes, and the
+//!   result is compared byte for byte with the live prefix before it is
+//!   published; when the live file is no longer an extension of the copy
+//!   (pruned, restored, rewritten) a full copy is made, with a warning;
+//! - the restic snapshot holds the file cut into fixed-size segments
+//!   (`l2_snapshots.parts/000000`, …) kept in `backups/.stage/`: segments
+//!   that did not change are skipped by restic's change detection, so the
+//!   work per backup grows with the bytes appended, not with the file.
+
+pub mod restic;
+pub mod restore;
+
+use crate::reorgdb::{Mode, ReorgDb};
+use crate::scan::{Backward, Scanner};
+use crate::verify::check_block;
+use crate::{Error, Result};
+use restic::Restic;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Name of the runbook's copy in `backups/`.
+pub const BAK_NAME: &str = "l2_snapshots_latest.dat.bak";
+/// The spare copy the next `.bak` is built from.
+const SPARE_NAME: &str = ".l2_snapshots_spare.dat";
+/// Identity of the spare as last published (see [`update_bak`]).
+const SPARE_ID: &str = ".l2_snapshots_spare.id";
+/// Segment directory inside the stage and the restic snapshot.
+pub const PARTS: &str = "l2_snapshots.parts";
+/// Segment size of the staged snapshot file.
+pub const SEGMENT: u64 = 16 << 20;
+/// Status file rewritten after every successful backup.
+pub const LAST_NAME: &str = "last_backup";
+/// The lock file that keeps backups and restores of one data directory apart.
+pub const LOCK_NAME: &str = ".ailee_backup.lock";
+
+/// Retention tiers (restic's `forget` policy).
+#[derive(Debug, Clone)]
+pub struct Retention {
+    pub last: Option<u32>,
+    pub hourly: u32,
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+    pub yearly: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            last: None,
+            hourly: 24,
+            daily: 7,
+            weekly: 4,
+            monthly: 6,
+            yearly: 0,
+        }
+    }
+}
+
+impl Retention {
+    fn args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        let mut put = |k: &str, n: u32| {
+            if n > 0 {
+                v.push(format!("--keep-{k}"));
+                v.push(n.to_string());
+            }
+        };
+        if let Some(n) = self.last {
+            put("last", n);
+        }
+        put("hourly", self.hourly);
+        put("daily", self.daily);
+        put("weekly", self.weekly);
+        put("monthly", self.monthly);
+        put("yearly", self.yearly);
+        v
+    }
+
+    /// True when nothing is to be kept (restic would refuse; so do we).
+    pub fn is_empty(&self) -> bool {
+        self.args().is_empty()
+    }
+}
+
+/// What a backup run is asked to do.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub data_dir: PathBuf,
+    pub restic: Restic,
+    pub retention: Retention,
+    /// Backup time passed to restic (`restic backup --time`), e.g. for imports.
+    pub time: Option<String>,
+    /// Skip `forget` (retention) after the backup.
+    pub no_forget: bool,
+    /// Also measure the repository size (`restic stats`).
+    pub measure_repo: bool,
+}
+
+/// What a backup did.
+#[derive(Debug, Clone, Default)]
+pub struct BackupReport {
+    pub snapshot_id: String,
+    pub root: String,
+    pub anchor: String,
+    pub height: Option<u64>,
+    pub snapshots: u64,
+    pub bytes: u64,
+    /// Bytes appended to the runbook copy this run.
+    pub appended: u64,
+    /// Data restic added to the repository.
+    pub data_added: u64,
+    pub repo_size: Option<u64>,
+    pub forgotten: u64,
+    pub created_repo: bool,
+    pub warnings: Vec<String>,
+}
+
+fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
+    r.map_err(|e| Error::io(path, e))
+}
+
+/// A data directory must exist; it is never created (a typo must not make one).
+pub fn check_data_dir(d: &Path) -> Result<()> {
+    match std::fs::metadata(d) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Usage(format!("{}: not a directory", d.display()))),
+        Err(e) => Err(Error::Usage(format!(
+            "data directory {}: {e} (it is never created; check the path)",
+            d.display()
+        ))),
+    }
+}
+
+/// Takes the data directory's backup/restore lock (non-blocking).
+pub fn lock(data_dir: &Path) -> Result<File> {
+    let p = data_dir.join(LOCK_NAME);
+    let f = io(
+        &p,
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&p),
+    )?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(f),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::Usage(format!(
+            "another ailee_backup or ailee_restore is running on {} (lock {})",
+            data_dir.display(),
+            p.display()
+        ))),
+        Err(e) => Err(Error::io(&p, e.into())),
+    }
+}
+
+/// The newest complete block of a snapshot file: its end offset (the length
+/// of the complete prefix) and its bytes. `None` when there is none.
+pub fn newest_block(f: &File) -> std::io::Result<Option<(u64, Vec<u8>)>> {
+    let mut b = Backward::new(f)?;
+    Ok(b.next_block()?.map(|x| (x.offset + x.bytes.len() as u64, x.bytes)))
+}
+
+/// Root and anchor hash of a block that verifies; the failure otherwise.
+pub fn verify_newest(block: &[u8]) -> Result<(String, String)> {
+    let v = check_block(block, &mut Vec::new());
+    match (&v.failure, v.root, v.anchor_hash) {
+        (None, Some(r), Some(a)) => Ok((r, a)),
+        (Some(f), _, _) => Err(Error::Integrity(format!("the newest snapshot does not verify: {f}"))),
+        _ => Err(Error::Integrity("the newest snapshot does not verify".into())),
+    }
+}
+
+/// Complete blocks in `len` bytes of `f` from `offset` (a block boundary).
+pub fn count_blocks(f: &File, offset: u64, len: u64) -> std::io::Result<u64> {
+    let mut r = f.try_clone()?;
+    r.seek(SeekFrom::Start(offset))?;
+    let mut s = Scanner::new(r.take(len));
+    let mut n = 0u64;
+    while let Some(c) = s.next_chunk()? {
+        n += c.blocks.len() as u64;
+        s.recycle(c.data);
+    }
+    Ok(n)
+}
+
+/// Snapshots of `f` that do not verify (number from 1, message), at most `max`.
+pub fn failing_snapshots(f: &File, max: usize) -> Result<(u64, Vec<(u64, String)>)> {
+    let mut r = f.try_clone().map_err(|e| Error::io("snapshot file", e))?;
+    r.seek(SeekFrom::Start(0)).map_err(|e| Error::io("snapshot file", e))?;
+    let mut s = Scanner::new(r);
+    let (mut n, mut bad) = (0u64, Vec::new());
+    let mut buf = Vec::new();
+    while let Some(c) = s.next_chunk().map_err(|e| Error::io("snapshot file", e))? {
+        for sp in &c.blocks {
+            crate::cancel::check()?;
+            n += 1;
+            let v = check_block(&c.data[sp.start..sp.end], &mut buf);
+            if let Some(f) = v.failure {
+                if bad.len() < max {
+                    bad.push((n, f.to_string()));
+                }
+            }
+        }
+        s.recycle(c.data);
+    }
+    Ok((n, bad))
+}
+
+/// Copies `len` bytes of `src` from `offset` to the current position of
+/// `dst` with large reads and writes: on ext4 without reflinks this is
+/// several times faster than `copy_file_range` (measured: 0.3 s against 4.9 s
+/// per GB), and the copy is interruptible between blocks.
+fn copy_rw(src: &File, mut offset: u64, mut len: u64, dst: &mut File) -> Result<()> {
+    use std::io::Write;
+    const BUF: usize = 4 << 20;
+    let mut buf = vec![0u8; BUF.min(len as usize)];
+    while len > 0 {
+        crate::cancel::check()?;
+        let n = BUF.min(len as usize);
+        src.read_exact_at(&mut buf[..n], offset)
+            .map_err(|e| Error::io("backup source", e))?;
+        dst.write_all(&buf[..n]).map_err(|e| Error::io("backup copy", e))?;
+        offset += n as u64;
+        len -= n as u64;
+    }
+    Ok(())
+}
+
+/// True when `len` bytes of `a` and `b` from 0 are equal.
+fn same_prefix(a: &File, b: &File, len: u64) -> std::io::Result<bool> {
+    same_range(a, b, 0, len)
+}
+
+fn fsync_path(p: &Path) -> Result<()> {
+    io(p, File::open(p).and_then(|f| f.sync_all()))
+}
+
+/// The result of bringing the runbook copy up to date.
+#[derive(Debug)]
+struct BakUpdate {
+    len: u64,
+    appended: u64,
+    /// The previous copy was not a prefix of the live file (or there was none).
+    full_copy: bool,
+}
+
+/// Brings `backups/l2_snapshots_latest.dat.bak` to the live prefix `[0, len)`.
+fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) -> Result<BakUpdate> {
+    let bak = bdir.join(BAK_NAME);
+    let spare = bdir.join(SPARE_NAME);
+    if let Ok(m) = std::fs::symlink_metadata(&bak) {
+        if !m.file_type().is_file() {
+            // The old scripts made it a symlink to the newest dated copy.
+            io(&bak, std::fs::remove_file(&bak))?;
+        }
+    }
+    // Is the previous copy still a prefix of the live file?
+    let old = File::open(&bak).ok();
+    let mut old_len = None;
+    let full_copy = match &old {
+        None => true,
+        Some(o) => {
+            let n = io(&bak, o.metadata())?.len();
+            old_len = Some(n);
+            let ok = n <= len && io(&bak, same_prefix(o, live, n))?;
+            if !ok {
+                warnings.push(format!(
+                    "the live snapshot file is no longer an extension of the previous backup copy \
+                     (pruned, restored or rewritten?): making a full copy of {len} bytes"
+                ));
+            }
+            !ok
+        }
+    };
+    drop(old);
+    crate::cancel::check()?;
+    // Bring the spare (the copy before the previous one) up to date.
+    let mut f = io(
+        &spare,
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&spare),
+    )?;
+    let md = io(&spare, f.metadata())?;
+    let mut have = md.len();
+    // The spare is the copy published two runs ago, untouched since when its
+    // recorded identity still matches: then only what is appended to it needs
+    // comparing (the rest was compared when it was published, and the
+    // previous copy, which extends it, was just found to be a prefix).
+    let id_path = bdir.join(SPARE_ID);
+    let trusted = !full_copy
+        && old_len.is_some_and(|o| have <= o)
+        && std::fs::read_to_string(&id_path).ok().as_deref() == Some(identity(&md).as_str());
+    let _ = std::fs::remove_file(&id_path);
+    if full_copy || have > len || !io(&spare, same_tail(&f, live, have))? {
+        have = 0;
+    }
+    let mut appended = len - have;
+    for attempt in 0..2 {
+        io(&spare, f.set_len(have))?;
+        io(&spare, f.seek(SeekFrom::Start(have)))?;
+        copy_rw(live, have, len - have, &mut f)?;
+        crate::cancel::check()?;
+        // The whole copy must equal the live prefix: a real, complete copy.
+        let same = if trusted && have > 0 && attempt == 0 {
+            io(&spare, same_range(&f, live, have, len))?
+        } else {
+            io(&spare, same_prefix(&f, live, len))?
+        };
+        if same {
+            break;
+        }
+        if attempt == 1 || have == 0 {
+            return Err(Error::Usage(
+                "the backup copy does not match the live file after copying (the file changed under us?); \
+                 nothing was published, run the backup again"
+                    .into(),
+            ));
+        }
+        have = 0;
+        appended = len;
+    }
+    io(&spare, f.sync_all())?;
+    drop(f);
+    crate::cancel::check()?;
+    // Publish: exchange spare and copy (the old copy becomes the next spare),
+    // or a plain rename for the first copy.
+    if std::fs::symlink_metadata(&bak).is_ok() {
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &spare,
+            rustix::fs::CWD,
+            &bak,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .map_err(|e| Error::io(&bak, e.into()))?;
+    } else {
+        io(&bak, std::fs::rename(&spare, &bak))?;
+    }
+    crate::atomic::sync_dir(bdir)?;
+    // Record the identity of the new spare: the previous copy, which was just
+    // found to be a prefix of the live file (not so after a full copy).
+    if let (false, Ok(m)) = (full_copy, std::fs::metadata(&spare)) {
+        let mut p = crate::atomic::Pending::create(&id_path, true)?;
+        p.write_all(identity(&m).as_bytes())?;
+        p.commit()?;
+    }
+    Ok(BakUpdate {
+        len,
+        appended,
+        full_copy,
+    })
+}
+
+/// Inode, size and modification time of a file, as text.
+fn identity(m: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("{} {} {} {} {}\n", m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec())
+}
+
+/// True when bytes `[start, end)` of `a` and `b` are equal.
+fn same_range(a: &File, b: &File, start: u64, end: u64) -> std::io::Result<bool> {
+    const BUF: usize = 1 << 20;
+    let (mut x, mut y) = (vec![0u8; BUF], vec![0u8; BUF]);
+    let mut off = start;
+    while off < end {
+        let n = BUF.min((end - off) as usize);
+        a.read_exact_at(&mut x[..n], off)?;
+        b.read_exact_at(&mut y[..n], off)?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+        off += n as u64;
+    }
+    Ok(true)
+}
+
+/// Cheap early check that the first `n` bytes of `a` may be a prefix of
+/// `b`: the last 64 KiB before `n` agree (the full comparison comes later).
+fn same_tail(a: &File, b: &File, n: u64) -> std::io::Result<bool> {
+    let k = n.min(64 << 10);
+    let (mut x, mut y) = (vec![0u8; k as usize], vec![0u8; k as usize]);
+    a.read_exact_at(&mut x, n - k)?;
+    if b.read_exact_at(&mut y, n - k).is_err() {
+        return Ok(false);
+    }
+    Ok(x == y)
+}
+
+/// Brings the staged segments in `stage/l2_snapshots.parts/` to equal the
+/// copy `bak` of `len` bytes; unchanged segments keep their inode and times.
+fn update_stage(stage: &Path, bak: &File, len: u64, thorough: bool) -> Result<()> {
+    let parts = stage.join(PARTS);
+    io(&parts, std::fs::create_dir_all(&parts))?;
+    let nseg = len.div_ceil(SEGMENT);
+    // Remove segments past the end (the file got shorter: a restore or prune).
+    for e in io(&parts, std::fs::read_dir(&parts))? {
+        let e = io(&parts, e)?;
+        let keep = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|i| i < nseg);
+        if !keep {
+            let p = e.path();
+            io(&p, std::fs::remove_file(&p))?;
+        }
+    }
+    for i in 0..nseg {
+        crate::cancel::check()?;
+        let p = parts.join(format!("{i:06}"));
+        let start = i * SEGMENT;
+        let want = SEGMENT.min(len - start);
+        let have = std::fs::symlink_metadata(&p).map(|m| m.len()).ok();
+        match have {
+            Some(h) if h == want => {
+                // Unchanged lengths: a segment that was complete before is
+                // unchanged (the copy only grew); the last one is checked.
+                if (thorough || i + 1 == nseg) && !io(&p, seg_matches(&p, bak, start, want))? {
+                    rewrite_segment(&p, bak, start, want, 0)?;
+                }
+            }
+            Some(h) if h < want && io(&p, seg_matches(&p, bak, start, h))? => rewrite_segment(&p, bak, start, want, h)?,
+            _ => rewrite_segment(&p, bak, start, want, 0)?,
+        }
+    }
+    Ok(())
+}
+
+fn seg_matches(p: &Path, bak: &File, start: u64, n: u64) -> std::io::Result<bool> {
+    let f = File::open(p)?;
+    let mut x = vec![0u8; n as usize];
+    let mut y = vec![0u8; n as usize];
+    f.read_exact_at(&mut x, 0)?;
+    bak.read_exact_at(&mut y, start)?;
+    Ok(x == y)
+}
+
+/// Writes `[start + from, start + want)` of `bak` into segment `p` from `from`.
+fn rewrite_segment(p: &Path, bak: &File, start: u64, want: u64, from: u64) -> Result<()> {
+    let mut f = io(p, OpenOptions::new().write(true).create(true).truncate(false).open(p))?;
+    io(p, f.set_len(from))?;
+    io(p, f.seek(SeekFrom::Start(from)))?;
+    copy_rw(bak, start + from, want - from, &mut f)
+}
+
+/// The height of the anchor `hash` in the reorg database, when recorded.
+fn anchor_height(db: &ReorgDb, hash: &str) -> Option<u64> {
+    db.anchor(hash)
+        .ok()
+        .flatten()
+        .map(|a| a.bitcoin_height)
+        .filter(|h| *h > 0)
+}
+
+/// Makes one backup of `opts.data_dir` (the caller holds [`lock`]).
+pub fn backup(opts: &BackupOptions) -> Result<BackupReport> {
+    let d = &opts.data_dir;
+    check_data_dir(d)?;
+    let mut rep = BackupReport::default();
+    let live_path = d.join("l2_snapshots.dat");
+    // Refuse a FIFO, device or socket at once (opening a FIFO would block).
+    match std::fs::metadata(&live_path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(Error::Usage(format!("{}: not a regular file", live_path.display()))),
+        Err(e) => return Err(Error::io(&live_path, e)),
+    }
+    let (live, _) = crate::scan::open_snapshot_file(&live_path)?;
+    let db_path = d.join("reorg_db");
+    // Open the database first: a missing one fails before anything is written.
+    let db = ReorgDb::open(&db_path, Mode::ReadOnly)?;
+
+    // 1. The complete prefix and its newest snapshot, which must verify.
+    let (len, newest) = io(&live_path, newest_block(&live))?.ok_or_else(|| Error::NoSnapshots(live_path.clone()))?;
+    let (root, anchor) = verify_newest(&newest)?;
+
+    // 2. The runbook copy.
+    let bdir = d.join("backups");
+    io(&bdir, std::fs::create_dir_all(&bdir))?;
+    // Temporary files of killed runs (we hold the lock: none is in use).
+    reap_tmp(&bdir);
+    reap_tmp(&bdir.join(".stage"));
+    let old_len = std::fs::metadata(bdir.join(BAK_NAME)).map(|m| m.len()).ok();
+    let u = update_bak(&bdir, &live, len, &mut rep.warnings)?;
+    let bak = io(&bdir, File::open(bdir.join(BAK_NAME)))?;
+    // Snapshot count: from the previous count plus the appended blocks.
+    let count_path = bdir.join(".stage.count");
+    let prev = std::fs::read_to_string(&count_path).ok().and_then(|s| {
+        let mut it = s.split_whitespace().map(|x| x.parse::<u64>().ok());
+        Some((it.next()??, it.next()??))
+    });
+    // The stage mirrors the previous copy when its record says so.
+    let synced = !u.full_copy && prev.is_some_and(|(l, _)| Some(l) == old_len);
+    rep.snapshots = match (prev, old_len) {
+        (Some((l, n)), Some(ol)) if synced && l == ol => n + io(&bdir, count_blocks(&bak, l, u.len - l))?,
+        _ => io(&bdir, count_blocks(&bak, 0, u.len))?,
+    };
+    crate::cancel::check()?;
+
+    // 3. The stage: segments of the copy, and a consistent copy of reorg_db.
+    let stage = bdir.join(".stage");
+    io(&stage, std::fs::create_dir_all(&stage))?;
+    let _ = std::fs::remove_file(&count_path);
+    update_stage(&stage, &bak, u.len, !synced)?;
+    crate::atomic::Pending::create(&count_path, true).and_then(|mut p| {
+        p.write_all(format!("{} {}\n", u.len, rep.snapshots).as_bytes())?;
+        p.commit()
+    })?;
+    let sdb = stage.join("reorg_db");
+    if std::fs::symlink_metadata(&sdb).is_ok() {
+        io(&sdb, std::fs::remove_dir_all(&sdb))?;
+    }
+    db.copy_to(&sdb)?;
+    rep.height = anchor_height(&db, &anchor);
+    drop(db);
+    let check = ReorgDb::open(&sdb, Mode::ReadOnly)?.check(0)?;
+    if !check.healthy() {
+        return Err(Error::Integrity(format!(
+            "the reorg database does not check: {}",
+            check.errors.first().cloned().unwrap_or_default()
+        )));
+    }
+    crate::cancel::check()?;
+
+    // 4. The restic snapshot (the repository is created on first use).
+    let mut tags = format!(
+        "{},root={root},anchor={anchor},snapshots={},bytes={}",
+        restic::TAG,
+        rep.snapshots,
+        u.len
+    );
+    if let Some(h) = rep.height {
+        tags.push_str(&format!(",height={h}"));
+    }
+    let mut args = vec!["backup", "--json", "--tag", &tags];
+    if let Some(t) = &opts.time {
+        args.push("--time");
+        args.push(t);
+    }
+    args.extend([PARTS, "reorg_db"]);
+    let mut o = opts.restic.run_in(Some(&stage), &args)?;
+    if !o.ok() && restic::repo_missing(&o.stderr) {
+        opts.restic.init()?;
+        rep.created_repo = true;
+        o = opts.restic.run_in(Some(&stage), &args)?;
+    }
+    if !o.ok() {
+        return Err(opts.restic.failure("backup", &o));
+    }
+    let s = restic::backup_summary(&o.stdout)
+        .ok_or_else(|| Error::Usage("restic backup printed no summary (unexpected restic version?)".into()))?;
+    rep.snapshot_id = s.snapshot_id;
+    rep.data_added = s.data_added;
+    rep.root = root;
+    rep.anchor = anchor;
+    rep.bytes = u.len;
+    rep.appended = u.appended;
+    // A status file whose mtime is the time of the last successful backup
+    // (ailee_monitor reads it; no restic call needed).
+    let mut st = crate::atomic::Pending::create(&bdir.join(LAST_NAME), true)?;
+    st.write_all(
+        format!(
+            "id {}\nroot {}\nanchor {}\nsnapshots {}\nbytes {}\n",
+            rep.snapshot_id, rep.root, rep.anchor, rep.snapshots, rep.bytes
+        )
+        .as_bytes(),
+    )?;
+    st.commit()?;
+
+    // 5. Retention, then the repository size.
+    if !opts.no_forget && !crate::cancel::requested() {
+        rep.forgotten = forget(&opts.restic, &opts.retention)?;
+    }
+    if opts.measure_repo && !crate::cancel::requested() {
+        rep.repo_size = repo_size(&opts.restic).ok();
+    }
+    Ok(rep)
+}
+
+/// Applies the retention policy; prunes unreferenced data when snapshots
+/// were removed. Returns the number of snapshots removed.
+pub fn forget(r: &Restic, keep: &Retention) -> Result<u64> {
+    let policy = keep.args();
+    let mut args: Vec<&str> = vec!["forget", "--json", "--tag", restic::TAG];
+    args.extend(policy.iter().map(String::as_str));
+    let o = r.run_ok(None, &args, "forget")?;
+    #[derive(serde::Deserialize)]
+    struct Group {
+        #[serde(default)]
+        remove: Option<Vec<serde_json::Value>>,
+    }
+    let groups: Vec<Group> = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let removed: u64 = groups
+        .iter()
+        .map(|g| g.remove.as_ref().map_or(0, |v| v.len() as u64))
+        .sum();
+    if removed > 0 {
+        r.run_ok(None, &["prune"], "prune")?;
+    }
+    Ok(removed)
+}
+
+/// The repository's stored size (`restic stats --mode raw-data`).
+pub fn repo_size(r: &Restic) -> Result<u64> {
+    let o = r.run_ok(None, &["stats", "--json", "--mode", "raw-data", "--no-lock"], "stats")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).map_err(|e| Error::Usage(format!("restic stats: {e}")))?;
+    v.get("total_size")
+        .and_then(|x| x.as_u64())
+        .ok_or_else(|| Error::Usage("restic stats: no total_size".into()))
+}
+
+/// What `--verify` found.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    pub snapshot: String,
+    pub root: String,
+    pub snapshots: u64,
+    /// Older snapshots that do not verify (they were so in the live file).
+    pub failing: Vec<(u64, String)>,
+}
+
+/// Restores the backup `which` (`latest` or an id) into `target` (a new
+/// directory) and reassembles it: `target/l2_snapshots.dat`,
+/// `target/reorg_db`. Checks it against the snapshot's tags (bytes, newest
+/// root) and the database check. The listing that gives the tags runs
+/// beside the restore (each restic call pays a key derivation).
+pub fn restore_to(r: &Restic, which: &str, target: &Path) -> Result<restic::Snapshot> {
+    restic::check_which(which)?;
+    let raw = target.join("r");
+    let t = raw.to_string_lossy().into_owned();
+    let lister = {
+        let (r, w) = (r.clone(), which.to_string());
+        std::thread::spawn(move || r.find(&w))
+    };
+    let args: Vec<&str> = if which == "latest" {
+        vec!["restore", "--target", &t, "--tag", restic::TAG, "latest"]
+    } else {
+        vec!["restore", "--target", &t, which]
+    };
+    let o = r.run(&args);
+    let snap = lister
+        .join()
+        .map_err(|_| Error::Usage("restic snapshots: listing thread failed".into()))??;
+    let o = o?;
+    if !o.ok() {
+        return Err(r.failure("restore", &o));
+    }
+    if !o.stderr.trim().is_empty() && restic::looks_corrupt(&o.stderr) {
+        return Err(r.failure("restore", &o));
+    }
+    // The snapshot restic restored must be the one listed (a backup made
+    // in between would make "latest" differ).
+    let out = String::from_utf8_lossy(&o.stdout);
+    let restored = out
+        .split("<Snapshot ")
+        .nth(1)
+        .and_then(|x| x.split_whitespace().next())
+        .unwrap_or_default();
+    if restored.is_empty() || !snap.id.starts_with(restored) {
+        return Err(Error::Usage(format!(
+            "restic restored snapshot {restored:?}, expected {} (a backup ran meanwhile?); run the command again",
+            snap.short()
+        )));
+    }
+    // Reassemble the snapshot file from its segments.
+    let parts = raw.join(PARTS);
+    let mut names: Vec<(u64, PathBuf)> = Vec::new();
+    for e in io(&parts, std::fs::read_dir(&parts))? {
+        let e = io(&parts, e)?;
+        let i = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| Error::Integrity(format!("unexpected file {:?} in the backup", e.file_name())))?;
+        names.push((i, e.path()));
+    }
+    names.sort();
+    if names.iter().enumerate().any(|(k, (i, _))| k as u64 != *i) {
+        return Err(Error::Integrity(format!(
+            "backup {}: the snapshot file's segments are not contiguous",
+            snap.short()
+        )));
+    }
+    let out = target.join("l2_snapshots.dat");
+    let mut f = io(
+        &out,
+        OpenOptions::new().write(true).create_new(true).mode(0o644).open(&out),
+    )?;
+    for (_, p) in &names {
+        crate::cancel::check()?;
+        let src = io(p, File::open(p))?;
+        let n = io(p, src.metadata())?.len();
+        copy_rw(&src, 0, n, &mut f)?;
+        // Free the space as we go.
+        io(p, std::fs::remove_file(p))?;
+    }
+    io(&out, f.sync_all())?;
+    drop(f);
+    io(&raw, std::fs::rename(raw.join("reorg_db"), target.join("reorg_db")))?;
+    io(&raw, std::fs::remove_dir_all(&raw))?;
+    check_restored(&snap, target)?;
+    Ok(snap)
+}
+
+/// Checks a reassembled backup in `dir` against the snapshot's tags.
+pub fn check_restored(snap: &restic::Snapshot, dir: &Path) -> Result<()> {
+    let id = snap.short();
+    let p = dir.join("l2_snapshots.dat");
+    let f = io(&p, File::open(&p))?;
+    let len = io(&p, f.metadata())?.len();
+    if let Some(b) = snap.tag_u64("bytes") {
+        if b != len {
+            return Err(Error::Integrity(format!(
+                "backup {id}: the snapshot file has {len} bytes, the backup recorded {b}"
+            )));
+        }
+    }
+    let (end, newest) = io(&p, newest_block(&f))?
+        .ok_or_else(|| Error::Integrity(format!("backup {id}: no complete snapshot in the snapshot file")))?;
+    if end != len {
+        return Err(Error::Integrity(format!(
+            "backup {id}: the snapshot file does not end with a complete snapshot"
+        )));
+    }
+    let (root, _) = verify_newest(&newest).map_err(|e| Error::Integrity(format!("backup {id}: {e}")))?;
+    match snap.tag("root") {
+        Some(r) if r == root => {}
+        Some(r) => {
+            return Err(Error::Integrity(format!(
+                "backup {id}: the restored newest snapshot has root {root}, the backup recorded {r}"
+            )))
+        }
+        None => {
+            return Err(Error::Integrity(format!(
+                "backup {id}: no recorded root (not made by ailee_backup?)"
+            )))
+        }
+    }
+    let db = dir.join("reorg_db");
+    let c = ReorgDb::open(&db, Mode::ReadOnly)
+        .map_err(|e| Error::Integrity(format!("backup {id}: the reorg database does not open: {e}")))?
+        .check(0)?;
+    if !c.healthy() {
+        return Err(Error::Integrity(format!(
+            "backup {id}: the reorg database does not check: {}",
+            c.errors.first().cloned().unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+/// `--verify`: restic's check (all data with `read_data`), then a restore to a
+/// scratch directory inside `scratch_parent` and our own checks.
+pub fn verify(r: &Restic, which: &str, read_data: bool, scratch_parent: &Path) -> Result<VerifyReport> {
+    restic::check_which(which)?;
+    let mut args = vec!["check"];
+    if read_data {
+        args.push("--read-data");
+    }
+    let o = r.run(&args)?;
+    if !o.ok() {
+        let msg = format!("{}\n{}", String::from_utf8_lossy(&o.stdout), o.stderr);
+        return Err(if restic::looks_corrupt(&msg) {
+            Error::Integrity(format!("restic check: the repository is damaged: {}", msg.trim()))
+        } else {
+            r.failure("check", &o)
+        });
+    }
+    let dir = scratch_parent.join(format!(".ailee-verify.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    io(&dir, std::fs::create_dir_all(&dir))?;
+    let res = (|| {
+        let snap = restore_to(r, which, &dir)?;
+        let f = io(&dir, File::open(dir.join("l2_snapshots.dat")))?;
+        let (n, failing) = failing_snapshots(&f, 20)?;
+        if let Some(c) = snap.tag_u64("snapshots") {
+            if c != n {
+                return Err(Error::Integrity(format!(
+                    "backup {}: {n} complete snapshots restored, the backup recorded {c}",
+                    snap.short()
+                )));
+            }
+        }
+        Ok(VerifyReport {
+            snapshot: snap.id.clone(),
+            root: snap.tag("root").unwrap_or_default().to_string(),
+            snapshots: n,
+            failing,
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}
+
+/// Removes scratch directories left by killed runs (the caller holds the lock).
+pub fn reap(dir: &Path, prefix: &str) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// Removes `.NAME.ailee-tmp.*` files and directories left in `dir` by killed
+/// runs (the caller holds the lock, so none belongs to a live run of ours).
+pub fn reap_tmp(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            if n.starts_with('.') && n.contains(".ailee-tmp.") {
+                let p = e.path();
+                let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+            }
+        }
+    }
+}
+
+/// fsyncs every file and directory below `p` (and `p`).
+pub fn sync_tree(p: &Path) -> Result<()> {
+    let m = io(p, std::fs::symlink_metadata(p))?;
+    if m.is_dir() {
+        for e in io(p, std::fs::read_dir(p))? {
+            sync_tree(&io(p, e)?.path())?;
+        }
+    }
+    if m.is_dir() || m.is_file() {
+        fsync_path(p)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! What `ailee_backup` and `ailee_restore` share: the repository options and
+//! signal handling that dies by the signal after cleaning up. Their metrics
+//! go through the one textfile writer, `ailee_core::metrics`.
+//!
+//! These two are binaries rather than bash scripts because their guarantees
+//! need things bash does not give reliably: a rollback that runs on SIGINT,
+//! SIGTERM and SIGHUP at any point (bash traps do not interrupt a running
+//! `cp`, and `set -e` is off inside functions called from `if`), parsing of
+//! restic's JSON, RocksDB's POSIX lock on `reorg_db/LOCK`, `renameat2`
+//! exchanges, and exact 64-bit option ranges (bash arithmetic wraps).
+
+use ailee_core::backup::restic::Restic;
+use ailee_core::{Error, ExitStatus};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// Repository options of both tools.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RepoArgs {
+    /// restic repository: a path or any restic backend (sftp:user@host:/path,
+    /// s3:…, rest:…, rclone:…) [default: $RESTIC_REPOSITORY, else DATA_DIR/backups/repo].
+    #[arg(long, value_name = "REPO")]
+    pub repo: Option<String>,
+    /// File holding the repository password [default: $RESTIC_PASSWORD_FILE; for
+    /// the default local repository DATA_DIR/backups/restic-password, created 0600 on first use].
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Extended restic option passed as `-o KEY=VALUE` (repeatable), e.g.
+    /// sftp.command='ssh -p 2222 -i KEY backup@host -s sftp'.
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+    /// The restic executable [default: $AILEE_RESTIC, else restic on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub restic: Option<PathBuf>,
+}
+
+/// restic backends named by a prefix (anything else is a local path).
+const BACKENDS: &[&str] = &[
+    "local:", "sftp:", "rest:", "s3:", "b2:", "azure:", "gs:", "swift:", "rclone:",
+];
+
+fn absolute(p: &Path) -> ailee_core::Result<PathBuf> {
+    std::path::absolute(p).map_err(|e| Error::io(p, e))
+}
+
+/// Name of the default password file in `DATA_DIR/backups/`.
+pub const KEY_NAME: &str = "restic-password";
+
+impl RepoArgs {
+    /// Resolves the repository; `create_key` creates the default key file
+    /// (only for the default local repository, only when it does not exist).
+    pub fn resolve(&self, data_dir: &Path, create_key: bool) -> ailee_core::Result<Restic> {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        let bin = self
+            .restic
+            .clone()
+            .or_else(|| env("AILEE_RESTIC").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("restic"));
+        for o in &self.options {
+            if !o.contains('=') || o.starts_with('=') {
+                return Err(Error::Usage(format!("-o {o:?}: expected KEY=VALUE")));
+            }
+        }
+        let default_repo = data_dir.join("backups").join("repo");
+        let repo = self
+            .repo
+            .clone()
+            .or_else(|| env("RESTIC_REPOSITORY").map(|v| v.to_string_lossy().into_owned()));
+        let is_default = repo.is_none();
+        let repo = repo.unwrap_or_else(|| default_repo.to_string_lossy().into_owned());
+        if repo.is_empty() {
+            return Err(Error::Usage("--repo: empty".into()));
+        }
+        let password_file = match (&self.password_file, env("RESTIC_PASSWORD_FILE")) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(p)) => Some(PathBuf::from(p)),
+            (None, None) if env("RESTIC_PASSWORD").is_some() || env("RESTIC_PASSWORD_COMMAND").is_some() => None,
+            (None, None) if is_default => {
+                let k = data_dir.join("backups").join(KEY_NAME);
+                if !k.exists() {
+                    if !create_key || default_repo.exists() {
+                        return Err(Error::Usage(format!(
+                            "no repository password: {} does not exist (pass --password-file or set RESTIC_PASSWORD_FILE)",
+                            k.display()
+                        )));
+                    }
+                    create_key_file(&k)?;
+                }
+                Some(k)
+            }
+            (None, None) => {
+                return Err(Error::Usage(format!(
+                    "repository {repo}: no password given (--password-file FILE or RESTIC_PASSWORD_FILE)"
+                )))
+            }
+        };
+        if let Some(p) = &password_file {
+            match std::fs::metadata(p) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => return Err(Error::Usage(format!("{}: not a regular file", p.display()))),
+                Err(e) => return Err(Error::io(p, e)),
+            }
+        }
+        // restic runs in the stage directory: local paths must be absolute.
+        let repo = if BACKENDS.iter().any(|b| repo.starts_with(b)) {
+            repo
+        } else {
+            absolute(Path::new(&repo))?.to_string_lossy().into_owned()
+        };
+        let password_file = password_file.map(|p| absolute(&p)).transpose()?;
+        let bin = if bin.components().count() > 1 {
+            absolute(&bin)?
+        } else {
+            bin
+        };
+        Ok(Restic {
+            bin,
+            repo,
+            password_file,
+            options: self.options.clone(),
+        })
+    }
+}
+
+/// A random password in a new file, mode 0600.
+fn create_key_file(k: &Path) -> ailee_core::Result<()> {
+    use std::io::Read;
+    let dir = ailee_core::atomic::parent_dir(k);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Error::io("/dev/urandom", e))?;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let mut p = ailee_core::atomic::Pending::create(k, false)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let f = p.file()?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(k, e))?;
+    }
+    p.write_all(format!("{hex}\n").as_bytes())?;
+    p.commit()
+}
+
+fn last_signal() -> &'static Arc<AtomicUsize> {
+    static S: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+    S.get_or_init(|| Arc::new(AtomicUsize::new(0)))
+}
+
+/// Installs the signal handling: SIGINT/SIGTERM/SIGHUP set the core's cancel
+/// flag (work stops at the next check and cleans up) and are remembered, so
+/// that [`finish`] can die by the same signal.
+pub fn install_signals() {
+    if let Err(e) = ailee_core::cancel::install() {
+        eprintln!("warning: cannot install signal handlers: {e}");
+    }
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    for s in [SIGINT, SIGTERM, SIGHUP] {
+        let _ = signal_hook::flag::register_usize(s, Arc::clone(last_signal()), s as usize);
+    }
+}
+
+/// Maps the outcome to an exit code. An interrupted run that did not finish
+/// its work dies by the signal that stopped it (after its cleanup), so a
+/// shell loop around it stops too.
+pub fn finish(result: anyhow::Result<ExitStatus>, interrupted: &str) -> std::process::ExitCode {
+    let status = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let status = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<Error>())
+                .map_or(ExitStatus::Operational, Error::exit_status);
+            if status == ExitStatus::Interrupted {
+                eprintln!("{interrupted}");
+            } else {
+                eprintln!("{e:#}");
+            }
+            status
+        }
+    };
+    let sig = last_signal().load(Ordering::SeqCst);
+    if status != ExitStatus::Success && sig != 0 {
+        let _ = signal_hook::low_level::emulate_default_handler(sig as i32);
+        return std::process::ExitCode::from(128 + sig as u8);
+    }
+    std::process::ExitCode::from(status.code())
+}
+
+/// Seconds since the epoch, as a float.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Hourly backups of a growing snapshot file, three ways in one run:
+#   ailee_backup            (restic repository, segments, runbook copy)
+#   plain `restic backup`   of the same data directory (l2_snapshots.dat + reorg_db)
+#   the runbook's cron      (cp of the file + tar.gz of reorg_db, keep 24)
+# N runs (default 24) on a SIZE_MB file (default 1024) growing by one ~GROW_KB
+# snapshot per run (default 300), each run recorded as one hour later
+# (restic backup --time), then the restore time of each restic repository
+# (ailee_restore beside `restic restore`, REPS times). Prints seconds per run
+# (median), bytes on disk after N runs and restore seconds (median).
+# Usage: scripts/bench_backup.sh [N] [SIZE_MB] [GROW_KB] [REPS]
+# Long (about 10 minutes on 2 cores): run it in the background.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+N=${1:-24} SIZE_MB=${2:-1024} GROW_KB=${3:-300} REPS=${4:-3}
+for v in "$N" "$SIZE_MB" "$GROW_KB" "$REPS"; do
+    [[ $v =~ ^[1-9][0-9]{0,5}$ ]] || { echo "bench_backup.sh: arguments are whole numbers" >&2; exit 1; }
+done
+cargo build --release --workspace --bins -q
+B=$AILEE_BIN
+W=$(mktemp -d "${TMPDIR:-/var/tmp}/ailee-bench-backup.XXXXXX")
+trap 'rm -rf "$W"' EXIT
+export HOME=$W/home RESTIC_CACHE_DIR=$W/cache
+mkdir -p "$HOME"
+D=$W/ailee
+mkdir -p "$D"
+"$B/ailee_init_reorg_db" --path "$D/reorg_db" >/dev/null
+
+# A node-like snapshot file: each snapshot is the full state (balances), a
+# few of them changed since the previous one, with a valid anchor.
+cat > "$W/gen.py" <<'PY'
+import hashlib, random, sys
+path, target, grow, count, state_path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+rnd = random.Random()
+nbal = max(1, grow // 40)
+try:
+    with open(state_path) as f:
+        ts, bal = f.readline().split(), [int(x) for x in f.readline().split()]
+        ts = int(ts[0])
+except FileNotFoundError:
+    ts, bal = 1700000000000, [rnd.randrange(10**9, 10**11) for _ in range(nbal)]
+def block():
+    global ts
+    ts += 3600_000
+    for _ in range(max(1, nbal // 100)):
+        bal[rnd.randrange(nbal)] = rnd.randrange(10**9, 10**11)
+    canon = ["L2STATE|v1", f"balances:{nbal}"] + [f"balance:peer{i:08d}:{b}" for i, b in enumerate(bal)] + \
+        ["escrows:0", "pegins:0", "pegouts:0", "tasks:0"]
+    root = hashlib.sha256(("\n".join(canon) + "\n").encode()).hexdigest()
+    payload = f"{root}:{ts}:bench"
+    h = hashlib.sha256(payload.encode()).hexdigest()
+    lines = ["SNAPSHOT v1", f"timestamp_ms {ts}", f"balances {nbal}"] + \
+        [f'balance "peer{i:08d}" {b}' for i, b in enumerate(bal)] + \
+        ["escrows 0", "pegins 0", "pegouts 0", "tasks 0", f'anchor "{root}" {ts} "bench" "{payload}" "{h}"', "END_SNAPSHOT"]
+    return ("\n".join(lines) + "\n").encode()
+with open(path, "ab") as f:
+    n = 0
+    while f.tell() < target or n < count:
+        f.write(block()); n += 1
+with open(state_path, "w") as f:
+    f.write(f"{ts}\n" + " ".join(map(str, bal)) + "\n")
+PY
+echo "generating a ${SIZE_MB} MB snapshot file ..." >&2
+python3 "$W/gen.py" "$D/l2_snapshots.dat" $((SIZE_MB * 1024 * 1024)) $((GROW_KB * 1024)) 1 "$W/gen.state"
+grow() { python3 "$W/gen.py" "$D/l2_snapshots.dat" 0 $((GROW_KB * 1024)) 1 "$W/gen.state"; }
+
+PLAIN=$W/plain-repo CRON=$W/cron
+printf 'bench\n' > "$W/pw"; chmod 600 "$W/pw"
+restic -q init --repository-version 2 -r "$PLAIN" -p "$W/pw" >/dev/null
+mkdir -p "$CRON"
+
+secs() { local t0; t0=$(date +%s%N); "$@" >/dev/null; awk -v n=$(( $(date +%s%N) - t0 )) 'BEGIN { printf "%.3f", n / 1e9 }'; }
+median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+cron_backup() {
+    local ts=$1
+    cp "$D/l2_snapshots.dat" "$CRON/l2_snapshots_$ts.dat.bak"
+    ls -t "$CRON"/l2_snapshots_*.dat.bak | tail -n +25 | xargs rm -f
+    tar -czf "$CRON/reorg_db_$ts.tar.gz" -C "$D" reorg_db/
+    ls -t "$CRON"/reorg_db_*.tar.gz | tail -n +25 | xargs rm -f
+}
+
+: > "$W/t_ailee"; : > "$W/t_plain"; : > "$W/t_cron"
+for i in $(seq 1 "$N"); do
+    grow
+    t=$(date -u -d "2026-01-01 00:00:00 UTC + $i hours" '+%Y-%m-%d %H:%M:%S')
+    sync
+    secs "$B/ailee_backup" --data-dir "$D" --time "$t" >> "$W/t_ailee"; echo >> "$W/t_ailee"
+    secs restic -q -r "$PLAIN" -p "$W/pw" backup --time "$t" "$D/l2_snapshots.dat" "$D/reorg_db" >> "$W/t_plain"; echo >> "$W/t_plain"
+    secs cron_backup "$(date -u -d "$t" +%Y%m%d_%H%M%S)" >> "$W/t_cron"; echo >> "$W/t_cron"
+    echo "run $i/$N: ailee $(tail -n 1 "$W/t_ailee") s, restic $(tail -n 1 "$W/t_plain") s, cron $(tail -n 1 "$W/t_cron") s" >&2
+done
+size() { du -sb "$@" | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
+file_bytes=$(stat -c %s "$D/l2_snapshots.dat")
+ours_repo=$(size "$D/backups/repo")
+ours_local=$(size "$D/backups/l2_snapshots_latest.dat.bak" "$D/backups/.l2_snapshots_spare.dat" "$D/backups/.stage")
+plain_repo=$(size "$PLAIN")
+cron=$(size "$CRON")
+
+: > "$W/r_ailee"; : > "$W/r_plain"
+for r in $(seq 1 "$REPS"); do
+    rm -rf "$W/r1" "$W/r2"; mkdir "$W/r1" "$W/r2"; sync
+    secs "$B/ailee_restore" --data-dir "$W/r1" --repo "$D/backups/repo" --password-file "$D/backups/restic-password" >> "$W/r_ailee"; echo >> "$W/r_ailee"
+    sync
+    secs restic -q -r "$PLAIN" -p "$W/pw" restore latest --target "$W/r2" >> "$W/r_plain"; echo >> "$W/r_plain"
+done
+cmp "$W/r1/l2_snapshots.dat" "$D/l2_snapshots.dat"
+
+ta=$(grep . "$W/t_ailee" | median); tp=$(grep . "$W/t_plain" | median); tc=$(grep . "$W/t_cron" | median)
+ra=$(grep . "$W/r_ailee" | median); rp=$(grep . "$W/r_plain" | median)
+echo
+echo "== bench_backup: $N hourly runs, snapshot file $((file_bytes / 1048576)) MB growing ~${GROW_KB} KB per run, $(nproc) cores"
+printf '%-34s %10s %16s\n' "" "s/run (median)" "bytes on disk"
+printf '%-34s %10s %16s\n' "ailee_backup (restic repository)" "$ta" "$ours_repo"
+printf '%-34s %10s %16s\n' "  + runbook copy, spare, stage" "" "$ours_local"
+printf '%-34s %10s %16s\n' "plain restic backup" "$tp" "$plain_repo"
+printf '%-34s %10s %16s\n' "runbook cron (cp + tar, keep 24)" "$tc" "$cron"
+echo "restore (median of $REPS): ailee_restore $ra s, restic restore $rp s"
+awk -v a="$ours_repo" -v p="$plain_repo" -v ta="$ta" -v tp="$tp" -v ra="$ra" -v rp="$rp" 'BEGIN {
+    printf "ratios: repository %.2fx plain restic (target <= 1.1), time per run %.2fx (target <= 1.0), restore %.2fx (target <= 1.5)\n", a / p, ta / tp, ra / rp }'
