@@ -42,7 +42,7 @@ fn keep_last(s: &str) -> Result<u32, String> {
 /// (default: 24 hourly, 7 daily, 4 weekly, 6 monthly). Quiet on success
 /// unless -v (cron mails any output). Overlapping runs are refused.
 #[derive(Debug, Parser)]
-#[command(version, after_help = EXIT_CODES_HELP)]
+#[command(name = "ailee_backup", version, after_help = EXIT_CODES_HELP)]
 struct Cli {
     /// The node's data directory (must exist; never created).
     #[arg(long, value_name = "DIR")]

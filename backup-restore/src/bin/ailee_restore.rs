@@ -23,7 +23,7 @@ use std::process::ExitCode;
 /// SIGKILL the next run settles the interrupted restore first. Quiet on
 /// success unless -v.
 #[derive(Debug, Parser)]
-#[command(version, after_help = EXIT_CODES_HELP)]
+#[command(name = "ailee_restore", version, after_help = EXIT_CODES_HELP)]
 struct Cli {
     /// The node's data directory (must exist; never created).
     #[arg(long, value_name = "DIR")]
