@@ -9,6 +9,6 @@ source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 scripts/setup.sh
 cargo build --release --workspace --bins
-cargo test --release --workspace "$@"
+cargo test --release --workspace --no-fail-fast "$@"
 scripts/test_recovery.sh --mode all
 scripts/test_recovery.sh --mode crash --corrupt-snapshot

@@ -19,6 +19,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// Set by [`install_deferred`]: the signal thread only records the signal.
+static DEFERRED: AtomicBool = AtomicBool::new(false);
 
 /// Temporary paths to remove if the process dies by a signal.
 #[derive(Default)]
@@ -63,10 +65,25 @@ pub fn install() -> std::io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new(wanted)?;
     std::thread::Builder::new().name("signals".into()).spawn(move || {
         if let Some(sig) = signals.forever().next() {
-            on_signal(sig);
+            if DEFERRED.load(Ordering::SeqCst) {
+                SIGNAL.store(sig, Ordering::SeqCst);
+                REQUESTED.store(true, Ordering::SeqCst);
+            } else {
+                on_signal(sig);
+            }
         }
     })?;
     Ok(())
+}
+
+/// Like [`install`], for work that must undo itself before the process may
+/// die (a restore rolling back a half-done swap): the signal thread only
+/// records the signal; the work thread notices it ([`check`]), rolls back,
+/// and then dies by it ([`die`]). The tool must poll often and never block
+/// without a bound.
+pub fn install_deferred() -> std::io::Result<()> {
+    DEFERRED.store(true, Ordering::SeqCst);
+    install()
 }
 
 /// Whether `sig` is ignored (`SIG_IGN`) in this process, from the kernel's

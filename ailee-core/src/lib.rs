@@ -12,9 +12,9 @@
 pub mod anchor;
 pub mod append;
 pub mod atomic;
-pub mod block;
 #[cfg(feature = "db")]
 pub mod backup;
+pub mod block;
 pub mod cancel;
 pub mod error;
 pub mod exit;

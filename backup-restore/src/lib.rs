@@ -150,10 +150,11 @@ fn last_signal() -> &'static Arc<AtomicUsize> {
 }
 
 /// Installs the signal handling: SIGINT/SIGTERM/SIGHUP set the core's cancel
-/// flag (work stops at the next check and cleans up) and are remembered, so
-/// that [`finish`] can die by the same signal.
+/// flag (work stops at the next check, rolls back and cleans up — the core's
+/// deferred mode: the signal never kills the process under the work) and are
+/// remembered, so that [`finish`] can die by the same signal.
 pub fn install_signals() {
-    if let Err(e) = ailee_core::cancel::install() {
+    if let Err(e) = ailee_core::cancel::install_deferred() {
         eprintln!("warning: cannot install signal handlers: {e}");
     }
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
