@@ -27,7 +27,7 @@ use std::process::ExitCode;
 /// --force; --force needs OUTDIR to hold nothing but snapshot_<N>.dat files.
 /// FILE may not lie inside OUTDIR.
 #[derive(Debug, Parser)]
-#[command(version, after_help = EXIT_CODES_HELP)]
+#[command(name = "ailee_extract_snapshots", version, after_help = EXIT_CODES_HELP)]
 struct Cli {
     /// Snapshot file to read (never modified).
     file: PathBuf,
