@@ -12,8 +12,6 @@
 use ailee_core::backup::restic::Restic;
 use ailee_core::{Error, ExitStatus};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 
 /// Repository options of both tools.
 #[derive(Debug, Clone, clap::Args)]
@@ -144,22 +142,14 @@ fn create_key_file(k: &Path) -> ailee_core::Result<()> {
     p.commit()
 }
 
-fn last_signal() -> &'static Arc<AtomicUsize> {
-    static S: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
-    S.get_or_init(|| Arc::new(AtomicUsize::new(0)))
-}
-
 /// Installs the signal handling: SIGINT/SIGTERM/SIGHUP set the core's cancel
 /// flag (work stops at the next check, rolls back and cleans up — the core's
-/// deferred mode: the signal never kills the process under the work) and are
-/// remembered, so that [`finish`] can die by the same signal.
+/// deferred mode: the signal never kills the process under the work) and the
+/// core remembers which signal it was, so that [`finish`] can die by it. A
+/// signal ignored at start (`nohup`) stays ignored.
 pub fn install_signals() {
     if let Err(e) = ailee_core::cancel::install_deferred() {
         eprintln!("warning: cannot install signal handlers: {e}");
-    }
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    for s in [SIGINT, SIGTERM, SIGHUP] {
-        let _ = signal_hook::flag::register_usize(s, Arc::clone(last_signal()), s as usize);
     }
 }
 
@@ -182,10 +172,9 @@ pub fn finish(result: anyhow::Result<ExitStatus>, interrupted: &str) -> std::pro
             status
         }
     };
-    let sig = last_signal().load(Ordering::SeqCst);
-    if status != ExitStatus::Success && sig != 0 {
-        let _ = signal_hook::low_level::emulate_default_handler(sig as i32);
-        return std::process::ExitCode::from(128 + sig as u8);
+    if let (true, Some(sig)) = (status != ExitStatus::Success, ailee_core::cancel::signal()) {
+        let _ = signal_hook::low_level::emulate_default_handler(sig);
+        return std::process::ExitCode::from((128 + sig) as u8);
     }
     std::process::ExitCode::from(status.code())
 }
