@@ -4,7 +4,7 @@
 //! attack (a held LOCK, SIGKILL at every write/rename/fsync, SIGINT/SIGTERM);
 //! ownership; and one regression test per case the issue measured.
 
-use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
+use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
 use ailee_recovery::{bin, blocks, root, vector};
 use predicates::str::contains;
 use std::collections::BTreeMap;

@@ -5,8 +5,8 @@
 //! anchor proven on Bitcoin (`ailee_l2_verify --bitcoin-rpc`).
 
 use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
-use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
 use ailee_core::rpc::{Auth, Rpc, RpcConfig};
+use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
 use ailee_recovery::{bin, cmd, Node};
 use predicates::prelude::*;
 use predicates::str::contains;

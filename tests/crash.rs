@@ -269,7 +269,7 @@ fn resync_killed_anywhere_reruns_to_a_consistent_database() {
                 .assert()
                 .code(0);
             // Whatever is stored agrees with the chain.
-            let r = ailee_core::reorgdb::ReorgDb::open(&db, ailee_core::reorgdb::Mode::ReadOnly).unwrap();
+            let r = ailee_db::reorgdb::ReorgDb::open(&db, ailee_db::reorgdb::Mode::ReadOnly).unwrap();
             for item in r.blocks_from(0) {
                 let (h, hash) = item.unwrap();
                 assert_eq!(hash, chain[h as usize], "height {h} after a kill at {sc} #{n}");

@@ -3,7 +3,7 @@
 //! broadcast → confirm → reorg → invalidate on the real regtest node.
 
 use ailee_core::records::AnchorStatus;
-use ailee_core::reorgdb::{Mode, ReorgDb};
+use ailee_db::reorgdb::{Mode, ReorgDb};
 use ailee_recovery::{cmd, roots, vector, Node};
 use predicates::prelude::*;
 use predicates::str::contains;

@@ -6,7 +6,7 @@
 //! every case.
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
-use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
+use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
 use ailee_recovery::{bin, cmd};
 use predicates::str::contains;
 use std::path::{Path, PathBuf};

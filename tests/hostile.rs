@@ -6,7 +6,7 @@
 //! the failure it guards against; exit codes are exact.
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
-use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
+use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
 use ailee_recovery::{bash, bin, blocks, cmd, vector, Node};
 use predicates::prelude::*;
 use predicates::str::contains;

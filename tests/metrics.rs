@@ -529,7 +529,7 @@ fn unreachable_node_warns_rpc_up_0_and_never_shows_the_password() {
 
 /// Records one reorg event (id 0) in a fresh database at `db`.
 fn fresh_db_with_event(db: &Path, height: u64, detected_ms: u64) {
-    use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
+    use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
     if db.exists() {
         std::fs::remove_dir_all(db).unwrap();
     }
@@ -962,7 +962,7 @@ fn monitor_reads_a_database_the_node_holds() {
     let m = tempfile::tempdir().unwrap();
     backed_up(m.path(), 60);
     let _held =
-        ailee_core::reorgdb::ReorgDb::open(&d.path().join("reorg_db"), ailee_core::reorgdb::Mode::ReadWrite).unwrap();
+        ailee_db::reorgdb::ReorgDb::open(&d.path().join("reorg_db"), ailee_db::reorgdb::Mode::ReadWrite).unwrap();
     monitor(d.path(), m.path()).assert().code(0);
     assert_eq!(
         read_samples(&m.path().join("ailee_monitor.prom"))["ailee_reorg_db_corrupt_records"],

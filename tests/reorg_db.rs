@@ -2,8 +2,8 @@
 //! Debian's `ldb` (RocksDB 7.8.3) as the independent peer, both directions.
 
 use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
-use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
 use ailee_core::Error;
+use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
 use ailee_recovery::cmd;
 use predicates::str::contains;
 use std::path::Path;

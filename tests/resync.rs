@@ -2,7 +2,7 @@
 //! at their exact fork point, deep reorgs, kills and reruns, faults.
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
-use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
+use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
 use ailee_recovery::{cmd, Node};
 use predicates::prelude::*;
 use predicates::str::contains;

@@ -358,7 +358,7 @@ fn an_upper_case_txid_is_stored_lower_case() {
         .expect("txid line");
     assert_eq!(txid.len(), 64);
     assert_eq!(txid, txid.to_ascii_lowercase());
-    let rec = ailee_core::reorgdb::ReorgDb::open(&db, ailee_core::reorgdb::Mode::ReadOnly)
+    let rec = ailee_db::reorgdb::ReorgDb::open(&db, ailee_db::reorgdb::Mode::ReadOnly)
         .unwrap()
         .anchors()
         .unwrap();
@@ -435,7 +435,7 @@ fn upper_case_block_hashes_are_stored_lower_case() {
     let d = tempfile::tempdir().unwrap();
     let db = init_db(d.path());
     resync(port, &db).code(0);
-    let r = ailee_core::reorgdb::ReorgDb::open(&db, ailee_core::reorgdb::Mode::ReadOnly).unwrap();
+    let r = ailee_db::reorgdb::ReorgDb::open(&db, ailee_db::reorgdb::Mode::ReadOnly).unwrap();
     for h in 0..=3u64 {
         assert_eq!(
             r.block_hash(h).unwrap().unwrap(),
@@ -516,7 +516,7 @@ fn broadcast_on_the_real_node_stores_the_nodes_txid_lower_case() {
             .any(|o| o["scriptPubKey"]["hex"].as_str().unwrap().ends_with(script)),
         "{raw}"
     );
-    let rec = ailee_core::reorgdb::ReorgDb::open(&db, ailee_core::reorgdb::Mode::ReadOnly)
+    let rec = ailee_db::reorgdb::ReorgDb::open(&db, ailee_db::reorgdb::Mode::ReadOnly)
         .unwrap()
         .anchors()
         .unwrap();
@@ -524,7 +524,7 @@ fn broadcast_on_the_real_node_stores_the_nodes_txid_lower_case() {
     // And a resync through the same transport stores the node's hashes.
     node.generate(1);
     resync_real(&node, &db);
-    let r = ailee_core::reorgdb::ReorgDb::open(&db, ailee_core::reorgdb::Mode::ReadOnly).unwrap();
+    let r = ailee_db::reorgdb::ReorgDb::open(&db, ailee_db::reorgdb::Mode::ReadOnly).unwrap();
     let tip = node.count();
     assert_eq!(r.block_hash(tip).unwrap().unwrap(), node.hash(tip));
 }
@@ -763,7 +763,7 @@ fn node_with_tx(tx_reply: fn(&str) -> Value, header_reply: fn(&str) -> Value) ->
 #[test]
 fn replies_about_another_transaction_or_block_are_refused_and_the_anchor_is_unchanged() {
     use ailee_core::records::{AnchorRecord, AnchorStatus};
-    use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
+    use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
     let pending = AnchorRecord {
         anchor_hash: "a".repeat(64),
         bitcoin_tx_id: "c".repeat(64),

@@ -3,7 +3,7 @@
 //! scripts (init_node, get_snapshot_block, backup, restore, monitor),
 //! Procedures 1, 3 and 4, the troubleshooting sections and the validation.
 
-use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
+use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
 use ailee_recovery::{bash, bin, blocks, root, vector, Node};
 use predicates::prelude::*;
 use predicates::str::contains;

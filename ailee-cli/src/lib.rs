@@ -13,6 +13,8 @@ use std::process::ExitCode;
 
 pub use ailee_core::exit::EXIT_CODES_HELP;
 
+pub mod dbquery;
+
 /// Flags every tool takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Common {

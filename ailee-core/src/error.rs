@@ -40,6 +40,10 @@ pub enum Error {
     Rpc { url: String, message: String },
     #[error("{0}")]
     Decode(#[from] crate::records::DecodeError),
+    /// An error another process reported (e.g. the reorg database reader
+    /// behind `ailee_l2_verify --reorg-db`), with the exit status it stands for.
+    #[error("{message}")]
+    Reported { message: String, status: ExitStatus },
 }
 
 impl Error {
@@ -54,6 +58,7 @@ impl Error {
     pub fn exit_status(&self) -> ExitStatus {
         match self {
             Error::Interrupted => ExitStatus::Interrupted,
+            Error::Reported { status, .. } => *status,
             Error::Integrity(_) | Error::Decode(_) | Error::DbCorrupt { .. } => ExitStatus::Integrity,
             _ => ExitStatus::Operational,
         }

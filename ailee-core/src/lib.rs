@@ -5,6 +5,11 @@
 //! verification ([`verify`]), the exit-code table ([`exit`]) and cooperative
 //! cancellation ([`cancel`]). This crate never prints, never exits and never
 //! panics on input; binaries render its results.
+//!
+//! It does not link RocksDB: the reorg database and what is built on it
+//! (resync, monitor, backup) are in `ailee-db`, so a tool that does not open
+//! the database (verify, extract, prune) starts without RocksDB's C++ runtime
+//! (about 2 ms of process start).
 
 #![deny(clippy::print_stdout, clippy::print_stderr, clippy::exit, clippy::dbg_macro)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -12,8 +17,6 @@
 pub mod anchor;
 pub mod append;
 pub mod atomic;
-#[cfg(feature = "db")]
-pub mod backup;
 pub mod block;
 pub mod cancel;
 pub mod error;
@@ -21,17 +24,11 @@ pub mod exit;
 pub mod format;
 pub mod metrics;
 pub mod model;
-#[cfg(feature = "db")]
-pub mod monitor;
-#[cfg(all(feature = "db", feature = "rpc"))]
+#[cfg(feature = "rpc")]
 pub mod onchain;
 pub mod pipeline;
 pub mod progress;
 pub mod records;
-#[cfg(feature = "db")]
-pub mod reorgdb;
-#[cfg(all(feature = "db", feature = "rpc"))]
-pub mod resync;
 pub mod root;
 #[cfg(feature = "rpc")]
 pub mod rpc;

@@ -9,8 +9,7 @@
 
 use crate::anchor::{op_return_data, op_return_script};
 use crate::progress::Progress;
-use crate::records::{AnchorRecord, AnchorStatus};
-use crate::reorgdb::{Batch, ReorgDb};
+use crate::records::{AnchorLookup, AnchorRecord, AnchorStatus};
 use crate::rpc::{Rpc, TxPlace};
 use crate::scan::Scanner;
 use crate::{cancel, Error, Result};
@@ -167,94 +166,6 @@ fn op_return_of(script: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// What recording found anchors did.
-#[derive(Debug, Clone, Default)]
-pub struct Recorded {
-    /// New records or records completed (hash).
-    pub written: Vec<String>,
-    /// Already recorded with the same txid and height.
-    pub unchanged: Vec<String>,
-    /// Recorded with another txid: left alone (hash, recorded txid, chain txid).
-    pub conflicts: Vec<(String, String, String)>,
-}
-
-/// Records found anchors: txid, height, confirmations against `tip`, and
-/// CONFIRMED at `threshold` confirmations (else PENDING). An existing record
-/// is completed (missing txid or height) or, when INVALIDATED_REORG, replaced
-/// by what the chain holds; a live record is never given another txid.
-pub fn record_found(
-    db: &ReorgDb,
-    anchors: &[FileAnchor],
-    found: &[Found],
-    tip: u64,
-    threshold: u64,
-    dry_run: bool,
-) -> Result<Recorded> {
-    let mut r = Recorded::default();
-    let mut b = Batch::default();
-    for f in found {
-        let a = &anchors[f.anchor];
-        let conf = tip.saturating_sub(f.height).saturating_add(1);
-        let status = if conf >= threshold {
-            AnchorStatus::Confirmed
-        } else {
-            AnchorStatus::Pending
-        };
-        let new = AnchorRecord {
-            anchor_hash: a.hash.clone(),
-            bitcoin_tx_id: f.txid.clone(),
-            bitcoin_height: f.height,
-            confirmations: conf,
-            broadcast_time: f.block_time_ms,
-            retry_count: 0,
-            status,
-            l2_state_root: a.root.clone(),
-        };
-        let rec = match db.anchor(&a.hash)? {
-            None => new,
-            // Another txid stands unless the record is INVALIDATED_REORG (its
-            // transaction left the chain; this one carries the anchor now).
-            Some(old)
-                if !old.bitcoin_tx_id.is_empty()
-                    && !old.bitcoin_tx_id.eq_ignore_ascii_case(&f.txid)
-                    && old.status != AnchorStatus::InvalidatedReorg =>
-            {
-                r.conflicts.push((a.hash.clone(), old.bitcoin_tx_id, f.txid.clone()));
-                continue;
-            }
-            Some(old)
-                if old.bitcoin_height == f.height
-                    && old.status != AnchorStatus::InvalidatedReorg
-                    && !old.bitcoin_tx_id.is_empty() =>
-            {
-                r.unchanged.push(a.hash.clone());
-                continue;
-            }
-            Some(old) if old.status == AnchorStatus::FailedOrphaned => {
-                r.conflicts
-                    .push((a.hash.clone(), "(FAILED_ORPHANED)".into(), f.txid.clone()));
-                continue;
-            }
-            Some(old) => AnchorRecord {
-                broadcast_time: if old.broadcast_time > 0 {
-                    old.broadcast_time
-                } else {
-                    new.broadcast_time
-                },
-                retry_count: old.retry_count,
-                ..new
-            },
-        };
-        b.put_anchor(&rec);
-        r.written.push(a.hash.clone());
-    }
-    if !dry_run && !b.is_empty() {
-        db.write(b)?;
-        db.flush()?;
-    }
-    Ok(r)
-}
-
 /// The snapshot's own anchor in the reorg database (SPEC §2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OwnRecord {
@@ -269,12 +180,8 @@ pub enum OwnRecord {
 }
 
 /// Looks up `hash` (as written, then lower-cased).
-pub fn own_record(db: &ReorgDb, hash: &str) -> Result<OwnRecord> {
-    let rec = match db.anchor(hash)? {
-        Some(r) => Some(r),
-        None => db.anchor(&hash.to_ascii_lowercase())?,
-    };
-    Ok(match rec {
+pub fn own_record(db: &dyn AnchorLookup, hash: &str) -> Result<OwnRecord> {
+    Ok(match db.anchor_any_case(hash)? {
         None => OwnRecord::Absent,
         Some(r) if r.status.is_void() => OwnRecord::Void(r),
         Some(r) if r.status == AnchorStatus::Pending => OwnRecord::Pending(r),
@@ -299,7 +206,7 @@ pub enum OnChain {
 
 /// Checks the snapshot's own anchor (`hash`, whose `OP_RETURN` carries
 /// `payload`) on the node's best chain, through the record in `db`.
-pub fn verify_on_chain(db: &ReorgDb, rpc: &Rpc, hash: &str, payload: &[u8], min_conf: u64) -> Result<OnChain> {
+pub fn verify_on_chain(db: &dyn AnchorLookup, rpc: &Rpc, hash: &str, payload: &[u8], min_conf: u64) -> Result<OnChain> {
     let script = op_return_script(&op_return_data(payload));
     let rec = match own_record(db, hash)? {
         OwnRecord::Absent => {
@@ -445,7 +352,7 @@ pub struct OwnCheck {
 /// The own-anchor lookup (SPEC §2): void fails; absent or PENDING warns;
 /// with `rpc`, the on-chain check decides instead ([`verify_on_chain`]).
 pub fn check_own_anchor(
-    db: &ReorgDb,
+    db: &dyn AnchorLookup,
     rpc: Option<&Rpc>,
     hash: &str,
     payload: &[u8],

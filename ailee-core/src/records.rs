@@ -163,6 +163,31 @@ impl AnchorStatus {
     }
 }
 
+/// Where anchor records are read from: the reorg database itself
+/// (`ailee_db::reorgdb::ReorgDb`), or a process that reads it for a tool that
+/// does not link RocksDB (`ailee_l2_verify`, see `ailee_cli::dbquery`).
+pub trait AnchorLookup {
+    /// The record stored under `hash`, exactly as given.
+    fn anchor(&self, hash: &str) -> crate::Result<Option<AnchorRecord>>;
+
+    /// A hint that these hashes are about to be looked up (as written and
+    /// lower-cased): a source behind a pipe asks for all of them in one round
+    /// trip. The default does nothing.
+    fn prefetch(&self, _hashes: &[&str]) -> crate::Result<()> {
+        Ok(())
+    }
+
+    /// The record of `hash` as written, else lower-cased (the node writes
+    /// lower-case hex).
+    fn anchor_any_case(&self, hash: &str) -> crate::Result<Option<AnchorRecord>> {
+        match self.anchor(hash)? {
+            Some(r) => Ok(Some(r)),
+            None if hash.bytes().any(|b| b.is_ascii_uppercase()) => self.anchor(&hash.to_ascii_lowercase()),
+            None => Ok(None),
+        }
+    }
+}
+
 /// `anchorHash|bitcoinTxId|bitcoinHeight|confirmations|broadcastTime|retryCount|status|l2StateRoot`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnchorRecord {

@@ -452,6 +452,9 @@ pub struct Found {
 /// a torn region, reported without being held in memory.
 pub const BLOCK_CAP: u64 = 256 << 20;
 
+/// The first window [`Backward`] reads (it grows to [`Backward::window`]).
+const FIRST_WINDOW: u64 = 64 << 10;
+
 /// Complete blocks from the newest to the oldest, reading only from the end.
 ///
 /// Boundaries are found in fixed windows walked backwards, so memory is one
@@ -465,7 +468,12 @@ pub struct Backward<'f> {
     len: u64,
     /// Blocks must start before this offset.
     limit: u64,
+    /// Largest window read at once (1 MiB): the memory bound.
     pub window: u64,
+    /// The next window: 64 KiB first, doubled while no block is found, up to
+    /// `window`. Most newest snapshots end well inside the first; a smaller
+    /// read is fewer page faults, which are most of a newest-snapshot check.
+    next: u64,
     cap: u64,
     /// End of the nearest `END_SNAPSHOT` after the position reached, with no
     /// header in between (the end of the block whose header comes next).
@@ -494,6 +502,7 @@ impl<'f> Backward<'f> {
             len,
             limit: end,
             window: 1 << 20,
+            next: FIRST_WINDOW,
             cap: BLOCK_CAP,
             cand_end: None,
             events: Vec::new(),
@@ -518,17 +527,18 @@ impl<'f> Backward<'f> {
     /// The next older complete block.
     pub fn next_block(&mut self) -> io::Result<Option<Found>> {
         while self.end > 0 {
-            let start = self.end.saturating_sub(self.window.max(64));
+            let size = self.next.min(self.window).max(64);
+            self.next = size.saturating_mul(2);
+            let start = self.end.saturating_sub(size);
             // Read a few bytes before the window too: an `END_SNAPSHOT` whose
             // `SNAPSHOT` starts in the window is decided by the `\nEND_` before.
             let s = start.saturating_sub(8);
             let read_end = (self.end + LOOKAHEAD as u64).min(self.len);
-            let d = self.read_at(s, read_end)?;
+            let mut d = self.read_at(s, read_end)?;
             let prev = if s > 0 { Some(self.read_at(s - 1, s)?[0]) } else { None };
             self.events.clear();
             let (from, limit) = ((start - s) as usize, (self.end - s) as usize);
             events(&d, prev, read_end == self.len, from, limit, &mut self.events);
-            drop(d);
             // Examine the candidates from the last one backwards; stop at the
             // first block found, to resume below it on the next call.
             while let Some(ev) = self.events.pop() {
@@ -566,7 +576,15 @@ impl<'f> Backward<'f> {
                             continue;
                         }
                         self.end = h;
-                        let bytes = self.read_at(h, e)?;
+                        // The block is usually in the window read: keep
+                        // those bytes rather than read it again.
+                        let bytes = if h >= s && e - s <= d.len() as u64 {
+                            d.truncate((e - s) as usize);
+                            d.drain(..(h - s) as usize);
+                            std::mem::take(&mut d)
+                        } else {
+                            self.read_at(h, e)?
+                        };
                         // Candidates already examined below h are re-read
                         // next time: drop them.
                         self.events.clear();
@@ -741,17 +759,21 @@ mod tests {
             }
             assert_eq!(fwd, held, "chunk {chunk}");
         }
-        // Every window size, so that markers straddle window starts.
+        // Every window size, so that markers straddle window starts; fixed,
+        // and growing from 64 bytes (doubling) up to the size.
         for window in 64..400 {
-            let mut bw = Backward::new(&f).unwrap();
-            bw.window = window;
-            let mut back = Vec::new();
-            while let Some(b) = bw.next_block().unwrap() {
-                back.push(b.bytes);
+            for first in [window, 64] {
+                let mut bw = Backward::new(&f).unwrap();
+                bw.window = window;
+                bw.next = first;
+                let mut back = Vec::new();
+                while let Some(b) = bw.next_block().unwrap() {
+                    back.push(b.bytes);
+                }
+                back.reverse();
+                assert_eq!(fwd, back, "window {window}, first {first}");
+                assert!(matches!(bw.tail_notes[0], Note::Torn { at_eof: true, .. }));
             }
-            back.reverse();
-            assert_eq!(fwd, back, "window {window}");
-            assert!(matches!(bw.tail_notes[0], Note::Torn { at_eof: true, .. }));
         }
     }
 }

@@ -204,6 +204,11 @@ pub enum LinkStatus {
 /// A place where anchors are recorded: earlier snapshots, the reorg database.
 pub trait AnchorSource {
     fn status(&self, hash: &str) -> Result<LinkStatus, crate::Error>;
+
+    /// See [`crate::records::AnchorLookup::prefetch`].
+    fn prefetch(&self, _hashes: &[&str]) -> Result<(), crate::Error> {
+        Ok(())
+    }
 }
 
 impl AnchorSource for std::collections::HashSet<String> {
@@ -212,6 +217,24 @@ impl AnchorSource for std::collections::HashSet<String> {
             LinkStatus::Valid
         } else {
             LinkStatus::Unknown
+        })
+    }
+}
+
+/// Anchor records as an [`AnchorSource`]: a void record (INVALIDATED_REORG,
+/// FAILED_ORPHANED) is [`LinkStatus::Void`], any other record valid.
+pub struct Records<'a>(pub &'a dyn crate::records::AnchorLookup);
+
+impl AnchorSource for Records<'_> {
+    fn prefetch(&self, hashes: &[&str]) -> Result<(), crate::Error> {
+        self.0.prefetch(hashes)
+    }
+
+    fn status(&self, hash: &str) -> Result<LinkStatus, crate::Error> {
+        Ok(match self.0.anchor_any_case(hash)? {
+            None => LinkStatus::Unknown,
+            Some(r) if r.status.is_void() => LinkStatus::Void(format!("the reorg database marks {}", r.status.name())),
+            Some(_) => LinkStatus::Valid,
         })
     }
 }
@@ -233,6 +256,9 @@ pub fn check_links(
     db: Option<&dyn AnchorSource>,
 ) -> Result<LinkCheck, crate::Error> {
     let mut out = LinkCheck::default();
+    if let (Some(db), false) = (db, refs.is_empty()) {
+        db.prefetch(&refs.iter().map(|r| r.hash.as_str()).collect::<Vec<_>>())?;
+    }
     for r in refs {
         let from_db = match db {
             Some(db) => db.status(&r.hash)?,

@@ -9,8 +9,8 @@
 //! restic's JSON, RocksDB's POSIX lock on `reorg_db/LOCK`, `renameat2`
 //! exchanges, and exact 64-bit option ranges (bash arithmetic wraps).
 
-use ailee_core::backup::restic::Restic;
 use ailee_core::{Error, ExitStatus};
+use ailee_db::backup::restic::Restic;
 use std::path::{Path, PathBuf};
 
 /// Repository options of both tools.

@@ -2,9 +2,9 @@
 //! can open, or (`--check`) checks an existing one read-only (SPEC §2).
 
 use ailee_cli::{out, Common, EXIT_CODES_HELP};
-use ailee_core::records::AnchorStatus;
-use ailee_core::reorgdb::{Mode, ReorgDb};
+use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_core::{Error, ExitStatus};
+use ailee_db::reorgdb::{Mode, ReorgDb};
 use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
@@ -34,7 +34,12 @@ struct Cli {
     /// Check an existing database read-only instead of creating one.
     #[arg(long)]
     check: bool,
-    /// Print one anchor record (read-only), e.g. to find the Bitcoin height of an anchor.
+    /// Print one anchor record (read-only), e.g. to find the Bitcoin height of
+    /// an anchor; exit 1 if there is none. With `-`: read hashes from stdin,
+    /// one per line, and answer each with one JSON line as soon as it is read
+    /// (`"found": false` for an absent one; a record that does not decode is
+    /// `{"anchor_hash", "error", "exit_code": 2}`), then exit 0 at the end of
+    /// input. `ailee_l2_verify --reorg-db` reads the database this way.
     #[arg(long, value_name = "HASH", conflicts_with_all = ["check", "copy_to"])]
     get_anchor: Option<String>,
     /// Write a consistent copy of the database to a new directory (read-only on
@@ -86,17 +91,54 @@ fn run_json(cli: Cli) -> anyhow::Result<ExitStatus> {
     }
 }
 
+fn record_json(a: &AnchorRecord) -> serde_json::Value {
+    json!({"anchor_hash": a.anchor_hash, "found": true, "bitcoin_tx_id": a.bitcoin_tx_id,
+        "bitcoin_height": a.bitcoin_height, "confirmations": a.confirmations,
+        "broadcast_time": a.broadcast_time, "retry_count": a.retry_count,
+        "status": a.status.name(), "l2_state_root": a.l2_state_root})
+}
+
+/// `--get-anchor -`: one JSON line per hash read from stdin, flushed at once
+/// (a caller may wait for each answer before asking the next).
+fn serve_anchors(db: &ReorgDb) -> anyhow::Result<ExitStatus> {
+    use std::io::{BufRead, Read, Write};
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut o = std::io::stdout().lock();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        // Lines are capped like any other input: a hash is 64 characters.
+        let n = (&mut input).take(64 * 1024).read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(ExitStatus::Success);
+        }
+        if line.last() != Some(&b'\n') && n == 64 * 1024 {
+            return Err(Error::Usage("--get-anchor -: an input line is longer than 64 KiB".into()).into());
+        }
+        let text = String::from_utf8_lossy(&line);
+        let hash = text.trim_end_matches(['\n', '\r']);
+        let answer = match db.anchor(hash) {
+            Ok(Some(a)) => record_json(&a),
+            Ok(None) => json!({"anchor_hash": hash, "found": false}),
+            Err(e) => json!({"anchor_hash": hash, "error": e.to_string(), "exit_code": e.exit_status().code()}),
+        };
+        writeln!(o, "{answer}")?;
+        o.flush()?;
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     if let Some(hash) = &cli.get_anchor {
         let db = ReorgDb::open(&cli.path, Mode::ReadOnly).context("cannot open reorg database")?;
+        if hash == "-" {
+            return serve_anchors(&db);
+        }
         let Some(a) = db.anchor(hash)? else {
             return Err(Error::Usage(format!("No anchor {hash} in {}", cli.path.display())).into());
         };
         if cli.common.json {
-            out(json!({"anchor_hash": a.anchor_hash, "bitcoin_tx_id": a.bitcoin_tx_id,
-                "bitcoin_height": a.bitcoin_height, "confirmations": a.confirmations,
-                "broadcast_time": a.broadcast_time, "retry_count": a.retry_count,
-                "status": a.status.name(), "l2_state_root": a.l2_state_root}))?;
+            out(record_json(&a))?;
         } else {
             out(format_args!(
                 "anchor {}\nstatus {}\ntxid {}\nheight {}\nconfirmations {}\nl2StateRoot {}",

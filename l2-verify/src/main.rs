@@ -2,11 +2,12 @@
 //! (SPEC §2). The default checks only the newest complete snapshot and reads
 //! the file from the end; `--all` streams the whole file on all cores.
 
+use ailee_cli::dbquery::RemoteDb;
 use ailee_cli::{lossy, out, Common, ReadArgs, Report, RpcArgs, EXIT_CODES_HELP};
 use ailee_core::format::ParseError;
-use ailee_core::reorgdb::{Mode, ReorgDb};
+use ailee_core::records::AnchorLookup;
 use ailee_core::snapfile::SnapshotFile;
-use ailee_core::verify::{anchor_hash_of, check_block, check_links, AnchorSource, Failure, Verdict};
+use ailee_core::verify::{anchor_hash_of, check_block, check_links, AnchorSource, Failure, Records, Verdict};
 use ailee_core::{Error, ExitStatus};
 use anyhow::Context;
 use clap::Parser;
@@ -140,12 +141,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         quiet: cli.common.quiet,
     };
     let sf = cli.read.open(&cli.snapshot).context("Failed to load snapshot")?;
+    // Read through ailee_init_reorg_db: this binary does not link RocksDB
+    // (its start would cost most of a newest-snapshot check; ailee_cli::dbquery).
     let db = match &cli.reorg_db {
-        Some(p) => Some(ReorgDb::open(p, Mode::ReadOnly).context("cannot open reorg database")?),
+        Some(p) => Some(RemoteDb::open(p)?),
         None => None,
     };
-    let own_db = db.as_ref();
-    let db = db.as_ref().map(|d| d as &dyn AnchorSource);
+    let own_db = db.as_ref().map(|d| d as &dyn AnchorLookup);
+    let records = own_db.map(Records);
+    let db = records.as_ref().map(|r| r as &dyn AnchorSource);
     match cli.mode() {
         Run::All => verify_all(&cli, &rep, &sf, db),
         Run::LastValid => last_valid(&cli, &rep, &sf, db),
@@ -158,7 +162,7 @@ fn verify_one(
     rep: &Report,
     sf: &SnapshotFile,
     db: Option<&dyn AnchorSource>,
-    own_db: Option<&ReorgDb>,
+    own_db: Option<&dyn AnchorLookup>,
 ) -> anyhow::Result<ExitStatus> {
     let mut warnings = Vec::new();
     let (place, block, earlier) = match cli.mode() {
@@ -413,6 +417,10 @@ fn threads(cli: &Cli) -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
+/// Snapshots whose database lookups are asked for in one batch by `--all`
+/// (the database is read through a pipe, ailee_cli::dbquery).
+const LOOKUP_BATCH: usize = 256;
+
 fn verify_all(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn AnchorSource>) -> anyhow::Result<ExitStatus> {
     let total = sf.len();
     let bar = rep.bar(total, "verifying");
@@ -421,7 +429,7 @@ fn verify_all(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
     let mut crlf = false;
     let mut warnings = Vec::new();
     let mut results: Vec<Value> = Vec::new();
-    let notes = ailee_core::pipeline::check_all(sf, threads(cli), &bar, |r| {
+    let mut one = |r: ailee_core::pipeline::BlockReport| -> ailee_core::Result<()> {
         let mut v = r.verdict;
         crlf |= v.crlf;
         if v.ok() {
@@ -466,7 +474,35 @@ fn verify_all(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
             bar.0.suspend(|| out(line)).map_err(|e| Error::io("stdout", e))?;
         }
         Ok(())
+    };
+    // With a database, reports wait in batches so that their lookups go in
+    // one round trip; without one, each is handled as it comes.
+    let mut waiting = Vec::new();
+    let mut flush = |waiting: &mut Vec<ailee_core::pipeline::BlockReport>| -> ailee_core::Result<()> {
+        if let Some(db) = db {
+            let hashes: Vec<&str> = waiting
+                .iter()
+                .filter(|r| r.verdict.ok())
+                .flat_map(|r| {
+                    r.verdict
+                        .pegout_refs
+                        .iter()
+                        .map(|p| p.hash.as_str())
+                        .chain(r.verdict.anchor_hash.as_deref())
+                })
+                .collect();
+            db.prefetch(&hashes)?;
+        }
+        waiting.drain(..).try_for_each(&mut one)
+    };
+    let notes = ailee_core::pipeline::check_all(sf, threads(cli), &bar, |r| {
+        waiting.push(r);
+        if db.is_none() || waiting.len() >= LOOKUP_BATCH {
+            flush(&mut waiting)?;
+        }
+        Ok(())
     })?;
+    flush(&mut waiting)?;
     drop(bar);
     note_warnings(rep, &notes, &mut warnings);
     if crlf {

@@ -3,10 +3,10 @@
 
 use ailee_cli::{out, RpcArgs, EXIT_CODES_HELP};
 use ailee_core::metrics::{self, MetricsFile, MONITOR};
-use ailee_core::monitor::{db_status, disk_usage, snapshot_status};
 use ailee_core::records::AnchorStatus;
-use ailee_core::reorgdb::{Mode, ReorgDb};
 use ailee_core::{Error, ExitStatus};
+use ailee_db::monitor::{db_status, disk_usage, snapshot_status};
+use ailee_db::reorgdb::{Mode, ReorgDb};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

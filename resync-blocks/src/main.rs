@@ -3,10 +3,10 @@
 //! and invalidating the anchors they orphaned (SPEC §2).
 
 use ailee_cli::{out, Common, Report, RpcArgs, EXIT_CODES_HELP};
-use ailee_core::reorgdb::{Mode, ReorgDb};
-use ailee_core::resync::{resync, Options, Outcome};
 use ailee_core::rpc::Rpc;
 use ailee_core::ExitStatus;
+use ailee_db::reorgdb::{Mode, ReorgDb};
+use ailee_db::resync::{resync, Options, Outcome};
 use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
@@ -61,7 +61,7 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..))]
     confirmations: u64,
     /// A fork deeper than this (stored tip - fork + 1) is another chain, refused before any write.
-    #[arg(long, value_name = "N", default_value_t = ailee_core::resync::DEFAULT_MAX_REORG_DEPTH,
+    #[arg(long, value_name = "N", default_value_t = ailee_db::resync::DEFAULT_MAX_REORG_DEPTH,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_reorg_depth: u64,
     /// When the node is behind, in initial block download or still starting
@@ -113,8 +113,8 @@ fn main() -> ExitCode {
 /// before the run), so `run` itself is untouched.
 mod metrics {
     use ailee_core::metrics::{now_seconds, MetricsFile, RESYNC};
-    use ailee_core::reorgdb::{Mode, ReorgDb};
     use ailee_core::{Error, ExitStatus};
+    use ailee_db::reorgdb::{Mode, ReorgDb};
     use std::path::Path;
 
     /// The database before the run: stored tip and highest reorg event id.
@@ -310,7 +310,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         let (tip, found) =
             ailee_core::onchain::find_on_chain(&rpc, anchors, cli.start_height, cli.batch_size, cli.block_batch, &bar)?;
         drop(bar);
-        let rec = ailee_core::onchain::record_found(&db, anchors, &found, tip, cli.confirmations, cli.dry_run)?;
+        let rec = ailee_db::onchain::record_found(&db, anchors, &found, tip, cli.confirmations, cli.dry_run)?;
         let found_set: std::collections::HashSet<usize> = found.iter().map(|f| f.anchor).collect();
         let missing: Vec<&ailee_core::onchain::FileAnchor> = anchors
             .iter()
@@ -347,12 +347,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             "not_found": missing.iter().map(|a| json!({"anchor": a.hash, "snapshot": a.snapshot})).collect::<Vec<_>>(),
         });
     }
-    let reorg_json = |g: &ailee_core::resync::Reorg| {
+    let reorg_json = |g: &ailee_db::resync::Reorg| {
         json!({
         "event_id": g.event_id, "fork_height": g.fork_height, "depth": g.depth,
         "old_block_hash": g.old_hash, "new_block_hash": g.new_hash, "invalidated_anchors": g.invalidated})
     };
-    let attention = |v: &[ailee_core::resync::Attention]| {
+    let attention = |v: &[ailee_db::resync::Attention]| {
         v.iter()
             .map(|(a, t, why)| json!({"anchor": a, "txid": t, "why": why}))
             .collect::<Vec<_>>()

@@ -2,9 +2,9 @@
 //! repository (SPEC §5); `--list` and `--verify` read them back.
 
 use ailee_cli::{out, EXIT_CODES_HELP};
-use ailee_core::backup::{self, restic::Snapshot, BackupOptions, Retention};
 use ailee_core::metrics::{MetricsFile, BACKUP};
 use ailee_core::ExitStatus;
+use ailee_db::backup::{self, restic::Snapshot, BackupOptions, Retention};
 use anyhow::Context;
 use backup_cli::{finish, install_signals, now, RepoArgs};
 use clap::Parser;

@@ -2,9 +2,9 @@
 //! directory without ever losing the state it replaces (SPEC §5).
 
 use ailee_cli::{out, EXIT_CODES_HELP};
-use ailee_core::backup::{self, restore};
 use ailee_core::metrics::{MetricsFile, RESTORE};
 use ailee_core::ExitStatus;
+use ailee_db::backup::{self, restore};
 use anyhow::Context;
 use backup_cli::{finish, install_signals, now, RepoArgs};
 use clap::Parser;

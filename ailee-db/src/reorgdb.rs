@@ -749,19 +749,14 @@ impl Batch {
     }
 }
 
+impl crate::records::AnchorLookup for ReorgDb {
+    fn anchor(&self, hash: &str) -> Result<Option<AnchorRecord>> {
+        ReorgDb::anchor(self, hash)
+    }
+}
+
 impl crate::verify::AnchorSource for ReorgDb {
     fn status(&self, hash: &str) -> Result<crate::verify::LinkStatus> {
-        // The node writes lowercase hex; look up as written, then lowercased.
-        let rec = match self.anchor(hash)? {
-            Some(r) => Some(r),
-            None => self.anchor(&hash.to_ascii_lowercase())?,
-        };
-        Ok(match rec {
-            None => crate::verify::LinkStatus::Unknown,
-            Some(r) if r.status.is_void() => {
-                crate::verify::LinkStatus::Void(format!("the reorg database marks {}", r.status.name()))
-            }
-            Some(_) => crate::verify::LinkStatus::Valid,
-        })
+        crate::verify::Records(self).status(hash)
     }
 }

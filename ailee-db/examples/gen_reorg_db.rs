@@ -5,7 +5,7 @@
 //! batches, as the node would have written them over time.
 
 use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
-use ailee_core::reorgdb::{Batch, Mode, ReorgDb};
+use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
 use std::path::Path;
 
 fn hex(n: u64, salt: u64) -> String {

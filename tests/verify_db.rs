@@ -1,0 +1,220 @@
+//! `ailee_l2_verify --reorg-db` without RocksDB in the verifier (issue 13: the
+//! newest-snapshot check must start fast, and RocksDB's C++ runtime cost 2 ms
+//! of every start): the tools that never open the database do not link it;
+//! `ailee_l2_verify` reads records through `ailee_init_reorg_db --get-anchor -`,
+//! which answers one JSON line per hash as it reads them.
+
+use ailee_core::records::{AnchorRecord, AnchorStatus};
+use ailee_core::verify::anchor_hash_of;
+use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
+use ailee_recovery::{bin, blocks, cmd, vector};
+use predicates::str::contains;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn record(hash: &str, status: AnchorStatus) -> AnchorRecord {
+    AnchorRecord {
+        anchor_hash: hash.to_string(),
+        bitcoin_tx_id: "c".repeat(64),
+        bitcoin_height: 105,
+        confirmations: 3,
+        broadcast_time: 1_700_000_000_000,
+        retry_count: 2,
+        status,
+        l2_state_root: "e".repeat(64),
+    }
+}
+
+/// A database holding `records`.
+fn database(dir: &Path, records: &[AnchorRecord]) -> PathBuf {
+    let p = dir.join("reorg_db");
+    ReorgDb::create(&p).unwrap();
+    let db = ReorgDb::open(&p, Mode::ReadWrite).unwrap();
+    let mut b = Batch::default();
+    for r in records {
+        b.put_anchor(r);
+    }
+    db.write(b).unwrap();
+    db.flush().unwrap();
+    p
+}
+
+/// The anchor hash of the newest snapshot of the `basic` vector.
+fn newest_anchor() -> String {
+    anchor_hash_of(blocks("basic").last().unwrap()).expect("basic's newest snapshot is anchored")
+}
+
+#[test]
+fn tools_that_never_open_the_database_do_not_link_rocksdb() {
+    // What RocksDB brings: libstdc++ as a needed library, its C++ symbols.
+    let links_rocksdb = |tool: &str| {
+        let bytes = std::fs::read(bin(tool)).unwrap();
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        (has(b"libstdc++.so"), has(b"_ZN7rocksdb"))
+    };
+    // The control: the tool that opens the database does link it (so the
+    // check below can tell).
+    assert_eq!(links_rocksdb("ailee_init_reorg_db"), (true, true));
+    for tool in ["ailee_l2_verify", "ailee_extract_snapshots", "ailee_prune_snapshots"] {
+        assert_eq!(links_rocksdb(tool), (false, false), "{tool} links RocksDB");
+    }
+}
+
+#[test]
+fn get_anchor_dash_answers_each_hash_as_it_is_read() {
+    let d = tempfile::tempdir().unwrap();
+    let a = "a".repeat(64);
+    let db = database(d.path(), &[record(&a, AnchorStatus::Confirmed)]);
+    // A record that does not decode, written by RocksDB's own tool.
+    let bad = "b".repeat(64);
+    let out = Command::new("ldb")
+        .arg(format!("--db={}", db.display()))
+        .arg("--ignore_unknown_options")
+        .args(["put", &format!("anchor:{bad}"), "not|a|record"])
+        .output()
+        .expect("ldb (Debian rocksdb-tools): scripts/setup.sh installs it");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let mut child = Command::new(bin("ailee_init_reorg_db"))
+        .arg("--path")
+        .arg(&db)
+        .args(["--get-anchor", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut output = BufReader::new(child.stdout.take().unwrap());
+    // Each answer arrives before the next question is asked: no buffering
+    // until the end of input (a caller waits for each answer).
+    let mut ask = |hash: &str| -> serde_json::Value {
+        writeln!(input, "{hash}").unwrap();
+        input.flush().unwrap();
+        let mut line = String::new();
+        output.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    };
+    let found = ask(&a);
+    assert_eq!(found["found"], true);
+    assert_eq!(found["status"], "CONFIRMED");
+    assert_eq!(found["bitcoin_tx_id"], "c".repeat(64));
+    assert_eq!(found["bitcoin_height"], 105);
+    assert_eq!(found["retry_count"], 2);
+    assert_eq!(found["l2_state_root"], "e".repeat(64));
+    let absent = ask(&"f".repeat(64));
+    assert_eq!(
+        absent,
+        serde_json::json!({"anchor_hash": "f".repeat(64), "found": false})
+    );
+    let broken = ask(&bad);
+    assert_eq!(broken["exit_code"], 2, "{broken}");
+    assert!(broken["error"].as_str().unwrap().contains(&bad), "{broken}");
+    // And it goes on answering after a record that does not decode.
+    assert_eq!(ask(&a)["status"], "CONFIRMED");
+    drop(input);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn verify_reads_the_database_through_the_helper() {
+    let d = tempfile::tempdir().unwrap();
+    let own = newest_anchor();
+    let verify = |db: &Path| {
+        let mut c = cmd("ailee_l2_verify");
+        c.arg("--snapshot").arg(vector("basic")).arg("--reorg-db").arg(db);
+        c
+    };
+    // Recorded CONFIRMED: verifies, no warning.
+    let ok = database(&d.path().join("ok"), &[record(&own, AnchorStatus::Confirmed)]);
+    verify(&ok).assert().code(0).stderr("");
+    // INVALIDATED_REORG: the snapshot's own anchor is void.
+    let void = database(&d.path().join("void"), &[record(&own, AnchorStatus::InvalidatedReorg)]);
+    verify(&void).assert().code(2).stderr(contains(format!(
+        "the snapshot's own anchor {own} is INVALIDATED_REORG"
+    )));
+    // Not recorded: a warning, exit 0.
+    let empty = database(&d.path().join("empty"), &[]);
+    verify(&empty)
+        .assert()
+        .code(0)
+        .stderr(contains("is not recorded in the reorg database"));
+    // A record that does not decode: exit 2, as when RocksDB was read in
+    // process.
+    let out = Command::new("ldb")
+        .arg(format!("--db={}", empty.display()))
+        .arg("--ignore_unknown_options")
+        .args(["put", &format!("anchor:{own}"), "garbage"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    verify(&empty).assert().code(2).stderr(contains(own.as_str()));
+    // No database there: exit 1 with the reader's message, once.
+    let out = verify(&d.path().join("absent")).assert().code(1).get_output().clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("cannot open reorg database").count(), 1, "{err}");
+    assert!(err.contains("no database here"), "{err}");
+    // --all and --last-valid read it the same way.
+    cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(vector("basic"))
+        .arg("--reorg-db")
+        .arg(&void)
+        .arg("--last-valid")
+        .assert()
+        .code(0)
+        .stdout(format!("{}\n", blocks("basic").len() - 1));
+}
+
+#[test]
+fn verify_finds_its_reader_or_says_which_is_missing() {
+    let d = tempfile::tempdir().unwrap();
+    let own = newest_anchor();
+    let db = database(d.path(), &[record(&own, AnchorStatus::Confirmed)]);
+    // The verifier alone in a directory, the build directory not on PATH.
+    let lone = d.path().join("lone");
+    std::fs::create_dir(&lone).unwrap();
+    std::fs::copy(bin("ailee_l2_verify"), lone.join("ailee_l2_verify")).unwrap();
+    let run = |env: &[(&str, &Path)]| {
+        let mut c = assert_cmd::Command::new(lone.join("ailee_l2_verify"));
+        c.env_clear().env("PATH", "/usr/bin:/bin").env("LC_ALL", "C");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.arg("--snapshot").arg(vector("basic")).arg("--reorg-db").arg(&db);
+        c
+    };
+    run(&[])
+        .assert()
+        .code(1)
+        .stderr(contains("--reorg-db needs ailee_init_reorg_db"));
+    // Without --reorg-db it needs nothing else.
+    assert_cmd::Command::new(lone.join("ailee_l2_verify"))
+        .env_clear()
+        .arg("--snapshot")
+        .arg(vector("basic"))
+        .assert()
+        .code(0);
+    let build = bin("ailee_init_reorg_db").parent().unwrap().to_path_buf();
+    run(&[("AILEE_BIN", &build)]).assert().code(0);
+
+    // A reader that ends without answering, or answers nonsense: exit 1, said.
+    let fake = d.path().join("fake");
+    std::fs::create_dir(&fake).unwrap();
+    let helper = fake.join("ailee_init_reorg_db");
+    for (script, says) in [
+        (
+            "#!/bin/sh\necho 'reader broke' >&2\nexit 3\n",
+            "without a valid answer: reader broke",
+        ),
+        (
+            "#!/bin/sh\nwhile read h; do echo '{\"found\": true, \"status\": \"MAYBE\"}'; done\n",
+            "answered without a valid \"status\"",
+        ),
+    ] {
+        std::fs::write(&helper, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        run(&[("AILEE_BIN", &fake)]).assert().code(1).stderr(contains(says));
+    }
+}
