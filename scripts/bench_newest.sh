@@ -5,8 +5,10 @@
 # `openssl dgst -sha256` of the same file (the cost of merely reading it all)
 # and beside the tool's own `--version` (process start alone). Prints the
 # median of RUNS (default 21) wall-clock runs of each, the ratio (target:
-# openssl / newest >= 100x) and the installed size of every release binary
-# (target <= 20 MB). Generates a ~515 MB file (5000 snapshots) in WORKDIR
+# openssl / newest >= 100x), `--all` with and without `--reorg-db` (an empty
+# database: every lookup goes through ailee_init_reorg_db's pipe; ALL_RUNS
+# runs, default 5) and the installed size of every release binary (target
+# <= 20 MB). Generates a ~515 MB file (5000 snapshots) in WORKDIR
 # (default $TMPDIR/ailee-bench, shared with scripts/bench.sh).
 set -euo pipefail
 source "$(dirname "$(readlink -f "$0")")/env.sh"
@@ -51,6 +53,16 @@ printf "  %-40s %9ss\n" "/bin/true (a process start)" "$t_true" \
     "ailee_l2_verify --snapshot FILE" "$t_newest" \
     "openssl dgst -sha256 FILE" "$t_ossl"
 echo "  openssl / newest = $(awk -v a="$t_ossl" -v b="$t_newest" 'BEGIN { printf "%.0f", a / b }')x   (target >= 100x, process start included)"
+# --all with the reorg database read through ailee_init_reorg_db (the
+# verifier does not link RocksDB): the cost of the pipe, batched lookups.
+DB=$W/newest_reorg_db
+[ -d "$DB" ] || "$B/ailee_init_reorg_db" --path "$DB" -q > /dev/null
+ALL_RUNS=${ALL_RUNS:-5}
+t_all=$(RUNS=$ALL_RUNS median "$B/ailee_l2_verify" --snapshot "$F" --all -q)
+t_all_db=$(RUNS=$ALL_RUNS median "$B/ailee_l2_verify" --snapshot "$F" --all -q --reorg-db "$DB")
+echo "--all, medians of $ALL_RUNS runs:"
+printf "  %-40s %9ss\n" "ailee_l2_verify --all" "$t_all" \
+    "ailee_l2_verify --all --reorg-db (empty)" "$t_all_db"
 echo "release binaries:"
 for b in "$B"/ailee_*; do
     [ -f "$b" ] && [ -x "$b" ] || continue
