@@ -6,9 +6,13 @@
 //! the running test, and returns its path: no reliance on build order.
 //! [`cmd`] scrubs the environment so a developer's settings change nothing.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -259,4 +263,80 @@ impl Drop for Node {
             let _ = c.wait();
         }
     }
+}
+
+/// A TCP proxy to the node that holds the `nth` request calling
+/// `getblockhash` until released; `held` reports when it holds it.
+pub struct Proxy {
+    pub port: u16,
+    /// A message when the request is held.
+    pub held: Receiver<()>,
+    /// Send one to let a held request through.
+    pub release: Sender<()>,
+}
+
+pub fn proxy(upstream: u16, nth: usize) -> Proxy {
+    proxy_on(TcpListener::bind("127.0.0.1:0").unwrap(), upstream, nth, false)
+}
+
+/// [`proxy`] on a given listener; `nth` 0 holds nothing; with `every`, each
+/// request from the `nth` on is held (one release each).
+pub fn proxy_on(l: TcpListener, upstream: u16, nth: usize, every: bool) -> Proxy {
+    let port = l.local_addr().unwrap().port();
+    let (held_tx, held) = channel();
+    let (release, release_rx) = channel::<()>();
+    let release_rx = Arc::new(Mutex::new(release_rx));
+    let count = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(client) = s else { return };
+            let (held_tx, release_rx, count) = (held_tx.clone(), release_rx.clone(), count.clone());
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(client.try_clone().unwrap());
+                let mut head = String::new();
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if !lower.starts_with("connection:") {
+                        head.push_str(&line);
+                    }
+                }
+                head.push_str("Connection: close\r\n\r\n");
+                let mut body = vec![0; len];
+                if r.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let k = if String::from_utf8_lossy(&body).contains("getblockhash") {
+                    count.fetch_add(1, Ordering::SeqCst) + 1
+                } else {
+                    0
+                };
+                if nth > 0 && (k == nth || (every && k > nth)) {
+                    // The test may have ended (receiver or sender dropped).
+                    let _ = held_tx.send(());
+                    let _ = release_rx.lock().map(|r| r.recv());
+                }
+                // A node that is gone: the client's connection just closes.
+                let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    return;
+                };
+                if up.write_all(head.as_bytes()).and_then(|_| up.write_all(&body)).is_err() {
+                    return;
+                }
+                let mut client = client;
+                let _ = std::io::copy(&mut up, &mut client);
+            });
+        }
+    });
+    Proxy { port, held, release }
 }

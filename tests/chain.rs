@@ -7,16 +7,14 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use ailee_core::rpc::{Auth, Rpc, RpcConfig};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, cmd, Node};
+use ailee_recovery::{bin, cmd, proxy, proxy_on, Node, Proxy};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
 fn init(p: &Path) {
@@ -451,73 +449,6 @@ fn new_reorg_events_go_past_existing_ones_and_the_counter_never_wraps() {
     let before = ldb_scan(&db);
     resync(&n, &db, 20).assert().code(2).stderr(contains("exhausted"));
     assert_eq!(ldb_scan(&db), before);
-}
-
-/// A TCP proxy to the node that holds the `nth` request calling
-/// `getblockhash` until released; `held` reports when it holds it.
-struct Proxy {
-    port: u16,
-    held: Receiver<()>,
-    release: Sender<()>,
-}
-
-fn proxy(upstream: u16, nth: usize) -> Proxy {
-    proxy_on(TcpListener::bind("127.0.0.1:0").unwrap(), upstream, nth, false)
-}
-
-/// [`proxy`] on a given listener; `nth` 0 holds nothing; with `every`, each
-/// request from the `nth` on is held (one release each).
-fn proxy_on(l: TcpListener, upstream: u16, nth: usize, every: bool) -> Proxy {
-    let port = l.local_addr().unwrap().port();
-    let (held_tx, held) = channel();
-    let (release, release_rx) = channel::<()>();
-    let release_rx = Arc::new(Mutex::new(release_rx));
-    let count = Arc::new(AtomicUsize::new(0));
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(client) = s else { return };
-            let (held_tx, release_rx, count) = (held_tx.clone(), release_rx.clone(), count.clone());
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(client.try_clone().unwrap());
-                let mut head = String::new();
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let lower = line.to_ascii_lowercase();
-                    if let Some(v) = lower.strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap();
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                    if !lower.starts_with("connection:") {
-                        head.push_str(&line);
-                    }
-                }
-                head.push_str("Connection: close\r\n\r\n");
-                let mut body = vec![0; len];
-                r.read_exact(&mut body).unwrap();
-                let k = if String::from_utf8_lossy(&body).contains("getblockhash") {
-                    count.fetch_add(1, Ordering::SeqCst) + 1
-                } else {
-                    0
-                };
-                if nth > 0 && (k == nth || (every && k > nth)) {
-                    held_tx.send(()).unwrap();
-                    release_rx.lock().unwrap().recv().unwrap();
-                }
-                let mut up = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
-                up.write_all(head.as_bytes()).unwrap();
-                up.write_all(&body).unwrap();
-                let mut client = client;
-                let _ = std::io::copy(&mut up, &mut client);
-            });
-        }
-    });
-    Proxy { port, held, release }
 }
 
 /// Runs a resync through `px`; while the proxy holds a batch, `reorganize`

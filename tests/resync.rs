@@ -3,7 +3,7 @@
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{cmd, Node};
+use ailee_recovery::{cmd, proxy, Node};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
@@ -237,13 +237,18 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
     // Fork at 1420: 81 deep, within --max-reorg-depth (a deeper one is refused).
     node.cli(&["invalidateblock", &node.hash(1420)]);
     node.generate(110);
-    for delay_ms in [5u64, 40, 120] {
+    // Killed while it waits for the node's reply to its 1st, 20th and 120th
+    // batch of block hashes (held by a proxy in front of the real node: the
+    // point is chosen, not guessed with a sleep). Kills inside the writes
+    // themselves, at every syscall, are tests/crash.rs's.
+    for nth in [1usize, 20, 120] {
+        let px = proxy(node.rpc_port, nth);
         let mut c = std::process::Command::new(ailee_recovery::bin("ailee_resync_blocks"));
         c.args(["--start-height", "0", "--batch-size", "10", "--db-path"])
             .arg(&db)
             .args([
                 "--bitcoin-rpc",
-                &node.url(),
+                &format!("http://127.0.0.1:{}", px.port),
                 "--rpc-user",
                 &node.user,
                 "--rpc-password",
@@ -252,9 +257,12 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         let mut child = c.spawn().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
+        px.held
+            .recv_timeout(std::time::Duration::from_secs(300))
+            .expect("the proxy holds the batch");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop(px.release);
         // After every kill the database opens and every record decodes.
         cmd("ailee_init_reorg_db")
             .arg("--path")
@@ -271,10 +279,10 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
             }
         }
     }
-    // The first full rerun reports the reorg (deep: exit 3) unless a killed run
-    // had already recorded it (exit 0); the next one has nothing left to do.
-    let first = resync(&node, &db, 0).output().unwrap();
-    assert!(matches!(first.status.code(), Some(0 | 3)), "{first:?}");
+    // The killed runs were all still reading (nothing is written before the
+    // comparison is done): the first full rerun finds the reorg (81 deep:
+    // exit 3); the next one has nothing left to do.
+    resync(&node, &db, 0).assert().code(3);
     resync(&node, &db, 0).assert().code(0).stdout(contains("No reorg."));
     assert_matches_node(&node, &db);
     let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
@@ -369,6 +377,7 @@ fn database_held_by_the_node_is_refused() {
 fn node_stopping_mid_run_exits_1_and_the_database_stays_consistent() {
     let mut node = Node::start();
     node.generate(1500);
+    let px = proxy(node.rpc_port, 30);
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("reorg_db");
     init(&db);
@@ -385,7 +394,7 @@ fn node_stopping_mid_run_exits_1_and_the_database_stays_consistent() {
     .arg(&db)
     .args([
         "--bitcoin-rpc",
-        &node.url(),
+        &format!("http://127.0.0.1:{}", px.port),
         "--rpc-user",
         &node.user,
         "--rpc-password",
@@ -394,14 +403,15 @@ fn node_stopping_mid_run_exits_1_and_the_database_stays_consistent() {
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::piped());
     let child = c.spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(150));
+    // Stopped while the resync waits for its 30th batch (held by a proxy in
+    // front of the node, then let through to a node that is gone).
+    px.held
+        .recv_timeout(std::time::Duration::from_secs(300))
+        .expect("the proxy holds the batch");
     node.stop();
+    px.release.send(()).unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(0) {
-        eprintln!("resync finished before the node stopped; nothing to check");
-        return;
-    }
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("Bitcoin RPC"), "{err}");
     assert!(!err.contains(&node.password));

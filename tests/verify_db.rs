@@ -205,7 +205,7 @@ fn verify_finds_its_reader_or_says_which_is_missing() {
     for (script, says) in [
         (
             "#!/bin/sh\necho 'reader broke' >&2\nexit 3\n",
-            "without a valid answer: reader broke",
+            "it ended without answering; it said: reader broke",
         ),
         (
             "#!/bin/sh\nwhile read h; do echo '{\"found\": true, \"status\": \"MAYBE\"}'; done\n",
@@ -217,4 +217,123 @@ fn verify_finds_its_reader_or_says_which_is_missing() {
         std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
         run(&[("AILEE_BIN", &fake)]).assert().code(1).stderr(contains(says));
     }
+}
+
+/// Found by trying it as a hostile operator would: a damaged database is
+/// exit 2 whenever the reader stops (before or after reading the question);
+/// an oversized record or peg-out hash gives a verdict, not a hang or an
+/// operational error; a path starting with '-' stays a path; a reader that
+/// does not end at the end of its input is stopped.
+#[test]
+fn hostile_databases_hashes_and_readers() {
+    let d = tempfile::tempdir().unwrap();
+    let own = newest_anchor();
+    let verify = |db: &Path| {
+        let mut c = cmd("ailee_l2_verify");
+        c.arg("--snapshot")
+            .arg(vector("basic"))
+            .arg("--reorg-db")
+            .arg(db)
+            .timeout(std::time::Duration::from_secs(120));
+        c
+    };
+    // A garbage CURRENT: damaged, exit 2 (the reader stops on open).
+    let damaged = database(&d.path().join("damaged"), &[]);
+    std::fs::write(damaged.join("CURRENT"), "garbage\n").unwrap();
+    verify(&damaged).assert().code(2).stderr(contains("damaged"));
+    // A reader that closes its input, prints its error and exits before the
+    // question is written: still its error, still exit 2.
+    let fake = d.path().join("fake");
+    std::fs::create_dir(&fake).unwrap();
+    let helper = fake.join("ailee_init_reorg_db");
+    let install = |script: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&helper, script).unwrap();
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    install("#!/bin/sh\nexec 0<&-\necho '{\"error\": \"P: the database is damaged\", \"exit_code\": 2, \"healthy\": false}'\nexit 2\n");
+    for _ in 0..5 {
+        verify(&damaged)
+            .env("AILEE_BIN", &fake)
+            .assert()
+            .code(2)
+            .stderr(contains("P: the database is damaged"));
+    }
+    // A reader that answers but does not end at the end of its input: the
+    // verdict stands, the reader is stopped (within its 5 s grace).
+    install(
+        "#!/bin/sh\nwhile :; do if read h; then echo \"{\\\"anchor_hash\\\": \\\"$h\\\", \\\"found\\\": false}\"; \
+         else exec sleep 60; fi; done\n",
+    );
+    verify(&damaged)
+        .env("AILEE_BIN", &fake)
+        .assert()
+        .code(0)
+        .stderr(contains("is not recorded in the reorg database"));
+
+    // A 2 MB record for the snapshot's own anchor: an integrity failure, said.
+    let huge = database(&d.path().join("huge"), &[]);
+    let line = format!(
+        "anchor:{own} ==> {own}|{}|1|1|1|0|1|{}\n",
+        "c".repeat(64),
+        "f".repeat(2_000_000)
+    );
+    let mut load = Command::new("ldb")
+        .arg(format!("--db={}", huge.display()))
+        .args(["--ignore_unknown_options", "load"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    load.stdin.take().unwrap().write_all(line.as_bytes()).unwrap();
+    assert!(load.wait().unwrap().success());
+    assert!(std::fs::read_dir(&huge).unwrap().count() > 0);
+    verify(&huge).assert().code(2).stderr(contains("longer than 1 MiB"));
+
+    // A path that starts with '-'.
+    let dash = database(&d.path().join("sub"), &[record(&own, AnchorStatus::Confirmed)]);
+    std::fs::rename(&dash, d.path().join("-db")).unwrap();
+    cmd("ailee_l2_verify")
+        .current_dir(d.path())
+        .arg("--snapshot")
+        .arg(vector("basic"))
+        .arg("--reorg-db=-db")
+        .assert()
+        .code(0)
+        .stderr("");
+
+    // A peg-out naming a 70,000-character anchor: no key the node writes, so
+    // unknown to the database — that snapshot fails (exit 2), the others stand.
+    let f = d.path().join("l2.dat");
+    std::fs::copy(vector("basic"), &f).unwrap();
+    let state = format!(
+        r#"{{"bridge": {{"pegouts": [{{"pegId": "o", "aileeSource": "a", "btcDest": "b", "aileeBurnAmount": 1,
+        "btcReleaseAmount": 1, "initiatedTime": 0, "completedTime": 0, "status": 0, "anchorCommitmentHash": "{}"}}]}}}}"#,
+        "a".repeat(70_000)
+    );
+    cmd("ailee_create_anchor")
+        .args([
+            "--l2-state-file",
+            "-",
+            "--allow-unknown-pegout-anchors",
+            "--snapshot-file",
+        ])
+        .arg(&f)
+        .write_stdin(state)
+        .assert()
+        .code(0);
+    let n = blocks("basic").len();
+    let empty = database(&d.path().join("empty"), &[]);
+    let all = |extra: &[&str]| {
+        let mut c = cmd("ailee_l2_verify");
+        c.arg("--snapshot").arg(&f).arg("--reorg-db").arg(&empty).args(extra);
+        c
+    };
+    all(&["--all"])
+        .assert()
+        .code(2)
+        .stdout(contains(format!("snapshot {}: FAILED", n + 1)))
+        .stdout(contains(format!("snapshot {n}: OK")));
+    all(&["--last-valid"]).assert().code(0).stdout(format!("{n}\n"));
+    all(&[]).assert().code(2);
 }

@@ -15,16 +15,31 @@ use ailee_core::records::{AnchorLookup, AnchorRecord, AnchorStatus};
 use ailee_core::{Error, ExitStatus, Result};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The helper that reads the database.
 pub const HELPER: &str = "ailee_init_reorg_db";
 
 /// Longest answer line accepted from the helper (a record is a few hundred bytes).
-const LINE_CAP: u64 = 1 << 20;
+const LINE_CAP: usize = 1 << 20;
+
+/// Longest hash asked for: an anchor hash is 64 hex digits; a longer one (a
+/// hostile snapshot's peg-out) is no key the node writes, so it is absent
+/// without asking — as a lookup in the database itself would find.
+const HASH_CAP: usize = 1024;
+
+/// How long one answer may take (a RocksDB read; generous for a slow disk).
+/// A reader that does not answer in that time is stopped: exit 1, said.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long the reader may take to end once its input is closed.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// Where a sibling tool is: `$AILEE_BIN`, next to this binary, then `PATH`.
 pub fn find_tool(name: &str) -> Option<PathBuf> {
@@ -46,11 +61,22 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
         .find(|p| executable(p))
 }
 
+/// What the thread reading the helper's stdout hands over.
+enum Line {
+    /// A whole line (newline included).
+    Answer(Vec<u8>),
+    /// A line longer than [`LINE_CAP`]: reading stopped.
+    TooLong,
+    /// End of output; a last line without its newline, if any.
+    End(Vec<u8>),
+}
+
 struct Helper {
     child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    stderr: ChildStderr,
+    stdin: Option<ChildStdin>,
+    answers: Receiver<Line>,
+    /// The helper's stderr (its last 16 KiB), once it is closed.
+    stderr: Receiver<Vec<u8>>,
 }
 
 /// The reorg database at `path`, read through [`HELPER`].
@@ -71,11 +97,85 @@ struct State {
 const CACHE_MAX: usize = 1 << 16;
 
 /// Bytes of questions sent before the answers are read: well under a pipe's
-/// buffer (64 KiB), so neither side can block writing while the other does.
+/// buffer (64 KiB), so the helper never waits for us to read while we write.
 const BATCH_BYTES: usize = 16 << 10;
 
 fn failed(message: String, status: ExitStatus) -> Error {
     Error::Reported { message, status }
+}
+
+/// Whether a hash can be asked for (see [`HASH_CAP`]; the protocol is lines).
+fn askable(hash: &str) -> bool {
+    hash.len() <= HASH_CAP && !hash.contains(['\n', '\r'])
+}
+
+/// Reads the helper's answers on a thread of its own, so that waiting for
+/// one can time out and an oversized one cannot block either side.
+fn read_answers(out: impl Read + Send + 'static) -> Receiver<Line> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(out);
+        loop {
+            let mut line = Vec::new();
+            let got = (&mut r).take(LINE_CAP as u64 + 1).read_until(b'\n', &mut line);
+            let msg = match got {
+                Ok(_) if line.ends_with(b"\n") => Line::Answer(line),
+                Ok(_) if line.len() > LINE_CAP => Line::TooLong,
+                _ => Line::End(line),
+            };
+            let last = !matches!(msg, Line::Answer(_));
+            if tx.send(msg).is_err() || last {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Drains the helper's stderr on a thread (a full pipe must never stop it),
+/// keeping the last 16 KiB for the message if it fails.
+fn read_stderr(err: impl Read + Send + 'static) -> Receiver<Vec<u8>> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let mut err = err;
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n @ 1..) = err.read(&mut buf) {
+            kept.extend_from_slice(&buf[..n]);
+            if kept.len() > 32 << 10 {
+                kept.drain(..kept.len() - (16 << 10));
+            }
+        }
+        let _ = tx.send(kept);
+    });
+    rx
+}
+
+/// Closes the helper's input and reaps it: it ends at end of input; one that
+/// does not within [`EXIT_GRACE`] is killed. Returns how it ended.
+fn reap(h: &mut Helper) -> Option<std::process::ExitStatus> {
+    drop(h.stdin.take());
+    let t = Instant::now();
+    loop {
+        match h.child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if t.elapsed() < EXIT_GRACE => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = h.child.kill();
+                return h.child.wait().ok();
+            }
+        }
+    }
+}
+
+/// A short, printable excerpt of what the helper wrote.
+fn excerpt(b: &[u8]) -> String {
+    let t = String::from_utf8_lossy(b);
+    let t = t.trim();
+    match t.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &t[..i]),
+        None => t.to_string(),
+    }
 }
 
 impl RemoteDb {
@@ -92,9 +192,11 @@ impl RemoteDb {
                 ExitStatus::Operational,
             )
         })?;
+        // One argument, so that a path starting with '-' stays a path.
+        let mut path_arg = OsString::from("--path=");
+        path_arg.push(path);
         let mut child = Command::new(&tool)
-            .arg("--path")
-            .arg(path)
+            .arg(path_arg)
             .args(["--get-anchor", "-", "--json", "--quiet"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -111,15 +213,24 @@ impl RemoteDb {
             state: Mutex::new(State {
                 helper: Some(Helper {
                     child,
-                    stdin,
-                    stdout: BufReader::new(stdout),
-                    stderr,
+                    stdin: Some(stdin),
+                    answers: read_answers(stdout),
+                    stderr: read_stderr(stderr),
                 }),
                 cache: HashMap::new(),
             }),
         };
-        // Any hash will do: the answer says whether the database opened.
-        db.anchor(&"0".repeat(64))?;
+        // The first answer says whether the database opened: an answer about
+        // the hash (whatever it holds) means it did; an error document
+        // without one is the open error.
+        let answer = {
+            let mut state = db.state();
+            db.exchange(&mut state, &["0".repeat(64).as_str()])?
+        };
+        match answer.first() {
+            Some(v) if v.get("anchor_hash").is_none() => record(v).map(|_| ())?,
+            _ => {}
+        }
         Ok(db)
     }
 
@@ -127,10 +238,10 @@ impl RemoteDb {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Questions (one hash each, none holding a line break, at most
-    /// [`BATCH_BYTES`] in all), then as many answer lines (parsed), in order.
-    /// If the helper ends instead, its one error document (an open error) is
-    /// the answer, or the error says how it ended.
+    /// Questions (one askable hash each, at most [`BATCH_BYTES`] in all),
+    /// then as many answers (parsed), in order. If the helper ends instead,
+    /// the error document it printed (an open error) is the one answer;
+    /// otherwise the error says how it ended.
     fn exchange(&self, state: &mut State, hashes: &[&str]) -> Result<Vec<Value>> {
         let Some(mut h) = state.helper.take() else {
             return Err(failed(
@@ -143,41 +254,73 @@ impl RemoteDb {
             question.push_str(hash);
             question.push('\n');
         }
+        // A failed write is not the end: the helper may have printed why it
+        // stopped (the reader thread has it), which the loop below reads.
+        if let Some(stdin) = h.stdin.as_mut() {
+            let _ = stdin.write_all(question.as_bytes()).and_then(|_| stdin.flush());
+        }
         let mut answers = Vec::with_capacity(hashes.len());
-        let mut line = Vec::new();
-        let mut io = h.stdin.write_all(question.as_bytes()).and_then(|_| h.stdin.flush());
-        while io.is_ok() && answers.len() < hashes.len() {
-            line.clear();
-            io = (&mut h.stdout).take(LINE_CAP).read_until(b'\n', &mut line).map(|_| ());
-            match serde_json::from_slice::<Value>(&line) {
-                Ok(v) if line.ends_with(b"\n") => answers.push(v),
-                _ => break,
+        let why = loop {
+            if answers.len() == hashes.len() {
+                state.helper = Some(h);
+                return Ok(answers);
             }
-        }
-        if answers.len() == hashes.len() {
-            state.helper = Some(h);
-            return Ok(answers);
-        }
-        drop(h.stdin);
-        let mut err = String::new();
-        let _ = (&mut h.stderr).take(64 * 1024).read_to_string(&mut err);
-        let status = h.child.wait().map_err(|e| Error::io(&self.tool, e))?;
-        if let Some(v) = answers
-            .into_iter()
-            .chain(serde_json::from_slice::<Value>(&line).ok())
-            .find(|v| v.get("error").is_some())
-        {
-            return Ok(vec![v]);
-        }
-        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
-        Err(failed(
+            match h.answers.recv_timeout(ANSWER_TIMEOUT) {
+                Ok(Line::Answer(l)) => match serde_json::from_slice::<Value>(&l) {
+                    // A document that is no answer about a hash: the helper
+                    // stopped on an error (it exits after printing it).
+                    Ok(v) if v.get("anchor_hash").is_none() && v.get("error").is_some() => {
+                        reap(&mut h);
+                        return Ok(vec![v]);
+                    }
+                    Ok(v) => answers.push(v),
+                    Err(e) => break (format!("an unreadable answer ({e}): {:?}", excerpt(&l)), None),
+                },
+                Ok(Line::TooLong) => {
+                    let hash = hashes.get(answers.len()).copied().unwrap_or_default();
+                    break (
+                        format!(
+                            "the answer for anchor {} is longer than {} MiB: no record the node writes is",
+                            excerpt(hash.as_bytes()),
+                            LINE_CAP >> 20
+                        ),
+                        Some(ExitStatus::Integrity),
+                    );
+                }
+                Ok(Line::End(rest)) if rest.is_empty() => break ("it ended without answering".into(), None),
+                Ok(Line::End(rest)) => break (format!("it ended in mid-answer: {:?}", excerpt(&rest)), None),
+                Err(RecvTimeoutError::Timeout) => break (format!("no answer in {} s", ANSWER_TIMEOUT.as_secs()), None),
+                Err(RecvTimeoutError::Disconnected) => break ("it ended without answering".into(), None),
+            }
+        };
+        Err(self.stopped(h, why))
+    }
+
+    /// The error for a helper that failed: how it ended, what it said.
+    fn stopped(&self, mut h: Helper, (why, status): (String, Option<ExitStatus>)) -> Error {
+        let ended = reap(&mut h);
+        let err = h.stderr.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
+        let err = String::from_utf8_lossy(&err);
+        let said = err
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .or_else(|| err.lines().rev().find(|l| !l.trim().is_empty()))
+            .map(|l| format!("; it said: {}", l.trim()))
+            .unwrap_or_default();
+        // Our exit-code table: the helper's 2 is an integrity failure.
+        let status = status.unwrap_or(match ended.and_then(|s| s.code()) {
+            Some(2) => ExitStatus::Integrity,
+            _ => ExitStatus::Operational,
+        });
+        let ended = ended.map(|s| format!(" ({s})")).unwrap_or_default();
+        failed(
             format!(
-                "{}: {} ended ({status}) without a valid answer: {last}",
+                "{}: the reorg database reader {}{ended}: {why}{said}",
                 self.path.display(),
                 self.tool.display()
             ),
-            ExitStatus::Operational,
-        ))
+            status,
+        )
     }
 }
 
@@ -239,8 +382,7 @@ fn record(v: &Value) -> Result<Option<AnchorRecord>> {
 
 impl AnchorLookup for RemoteDb {
     fn anchor(&self, hash: &str) -> Result<Option<AnchorRecord>> {
-        // The protocol is line based; no key the node writes holds a line break.
-        if hash.contains(['\n', '\r']) {
+        if !askable(hash) {
             return Ok(None);
         }
         let mut state = self.state();
@@ -262,7 +404,7 @@ impl AnchorLookup for RemoteDb {
         let mut seen = std::collections::HashSet::new();
         for h in hashes {
             for h in [h.to_string(), h.to_ascii_lowercase()] {
-                if !h.contains(['\n', '\r']) && !state.cache.contains_key(&h) && seen.insert(h.clone()) {
+                if askable(&h) && !state.cache.contains_key(&h) && seen.insert(h.clone()) {
                     wanted.push(h);
                 }
             }
@@ -278,7 +420,7 @@ impl AnchorLookup for RemoteDb {
             let asked: Vec<&str> = batch.iter().map(String::as_str).collect();
             let answers = self.exchange(&mut state, &asked)?;
             if answers.len() != batch.len() {
-                // The reader ended with an error document: report it.
+                // The reader stopped with an error document: report it.
                 return answers.first().map_or(Ok(()), |a| record(a).map(|_| ()));
             }
             for (h, a) in batch.iter().zip(&answers) {
@@ -298,11 +440,8 @@ impl Drop for RemoteDb {
             Ok(s) => s.helper.take(),
             Err(p) => p.into_inner().helper.take(),
         };
-        if let Some(h) = helper {
-            // End of input ends it; reap it so no zombie is left.
-            drop(h.stdin);
-            let mut child = h.child;
-            let _ = child.wait();
+        if let Some(mut h) = helper {
+            reap(&mut h);
         }
     }
 }

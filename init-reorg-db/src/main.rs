@@ -109,15 +109,18 @@ fn serve_anchors(db: &ReorgDb) -> anyhow::Result<ExitStatus> {
     loop {
         line.clear();
         // Lines are capped like any other input: a hash is 64 characters.
-        let n = (&mut input).take(64 * 1024).read_until(b'\n', &mut line)?;
+        const CAP: usize = 64 * 1024;
+        let n = (&mut input).take(CAP as u64 + 2).read_until(b'\n', &mut line)?;
         if n == 0 {
             return Ok(ExitStatus::Success);
         }
-        if line.last() != Some(&b'\n') && n == 64 * 1024 {
+        let raw = line.strip_suffix(b"\n").unwrap_or(&line);
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.len() > CAP {
             return Err(Error::Usage("--get-anchor -: an input line is longer than 64 KiB".into()).into());
         }
-        let text = String::from_utf8_lossy(&line);
-        let hash = text.trim_end_matches(['\n', '\r']);
+        let text = String::from_utf8_lossy(raw);
+        let hash = text.as_ref();
         let answer = match db.anchor(hash) {
             Ok(Some(a)) => record_json(&a),
             Ok(None) => json!({"anchor_hash": hash, "found": false}),
