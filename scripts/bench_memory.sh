@@ -2,10 +2,12 @@
 # Peak memory (max RSS, /usr/bin/time -v) of the snapshot readers on hostile
 # files: a healthy file followed by a 1.5 GB torn tail (a header, then lines
 # that never reach END_SNAPSHOT), and one followed by a 2 GB line without a
-# newline inside an open block. Target: every figure under 100 MB, whatever
+# newline inside an open block; and a backup whose complete prefix holds the
+# torn region. Readers: verify (newest, --all, --last-valid), extract,
+# resync --anchors-from, backup. Target: every figure under 100 MB, whatever
 # the junk's size. Prints the median of RUNS runs (default 3) per command.
 # Figures are recorded in BENCHMARKS.md.
-# Usage: scripts/bench_memory.sh [WORKDIR]   (needs ~4 GB free in WORKDIR)
+# Usage: scripts/bench_memory.sh [WORKDIR]   (needs ~9 GB free in WORKDIR)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -29,20 +31,22 @@ if [ ! -s "$line" ]; then
     { cat "$base"; printf 'SNAPSHOT v1\nbalance "'; head -c 2000000000 /dev/zero | tr '\0' x; } > "$line"
 fi
 
-# median max RSS in MB of RUNS runs of a command (its exit code must be 0)
+# median max RSS in MB of RUNS runs of a command (its exit code must be
+# $EXPECT, default 0)
 rss() {
     local v=()
     for _ in $(seq "$RUNS"); do
         rm -rf "$W/out"
         local out kb
         out=$(/usr/bin/time -v "$@" 2>&1 >/dev/null || true)
-        grep -q 'Exit status: 0$' <<<"$out" || { echo "FAILED: $*" >&2; grep -v '^\s' <<<"$out" >&2; return 1; }
+        grep -q "Exit status: ${EXPECT:-0}\$" <<<"$out" || { echo "FAILED: $*" >&2; grep -v '^\s' <<<"$out" >&2; return 1; }
         kb=$(awk -F': ' '/Maximum resident set size/ { print $2 }' <<<"$out")
         v+=("$kb")
     done
     printf '%s\n' "${v[@]}" | sort -n | awk '{ a[NR] = $1 } END { printf "%.1f", a[int((NR + 1) / 2)] / 1024 }'
 }
 
+[ -d "$W/reorg_db" ] || "$B/ailee_init_reorg_db" --path "$W/reorg_db" -q > /dev/null
 printf '| input | command | peak RSS (MB, median of %d) |\n| --- | --- | --- |\n' "$RUNS"
 for f in "$torn" "$line"; do
     name=$(basename "$f")
@@ -50,5 +54,32 @@ for f in "$torn" "$line"; do
     printf '| %s | verify --all | %s |\n' "$name" "$(rss "$B/ailee_l2_verify" -q --snapshot "$f" --all)"
     printf '| %s | verify --last-valid | %s |\n' "$name" "$(rss "$B/ailee_l2_verify" -q --snapshot "$f" --last-valid)"
     printf '| %s | extract | %s |\n' "$name" "$(rss "$B/ailee_extract_snapshots" -q "$f" "$W/out")"
+    # --anchors-from reads the whole file before it asks the node anything;
+    # no node listens on port 1, so the run ends there (exit 1) — the peak is
+    # the file's reading.
+    printf '| %s | resync --anchors-from (then no node: exit 1) | %s |\n' "$name" \
+        "$(EXPECT=1 rss "$B/ailee_resync_blocks" -q --start-height 0 --db-path "$W/reorg_db" \
+            --bitcoin-rpc http://127.0.0.1:1 --anchors-from "$f")"
 done
 rm -rf "$W/out"
+
+# A backup whose complete prefix holds the 1.5 GB torn region (a complete
+# snapshot follows it): the count and the check of its snapshots. Needs
+# ~4.5 GB more in WORKDIR (the runbook copy and restic's repository).
+data=$W/junk_inside
+mkdir -p "$data"
+if [ ! -s "$data/l2_snapshots.dat" ]; then
+    last=$(grep -abo '^SNAPSHOT v1' "$base" | tail -1 | cut -d: -f1)
+    { cat "$torn"; tail -c +"$((last + 1))" "$base"; } > "$data/l2_snapshots.dat"
+    "$B/ailee_init_reorg_db" --path "$data/reorg_db" -q > /dev/null
+fi
+v=()
+for _ in $(seq "$RUNS"); do
+    rm -rf "$data/backups"
+    out=$(/usr/bin/time -v "$B/ailee_backup" --data-dir "$data" 2>&1 >/dev/null || true)
+    grep -q 'Exit status: 0$' <<<"$out" || { echo "FAILED: ailee_backup" >&2; echo "$out" >&2; exit 1; }
+    v+=("$(awk -F': ' '/Maximum resident set size/ { print $2 }' <<<"$out")")
+done
+rm -rf "$data/backups"
+printf '| %s | backup (1.5 GB torn region inside the complete prefix) | %s |\n' "$(basename "$torn")" \
+    "$(printf '%s\n' "${v[@]}" | sort -n | awk '{ a[NR] = $1 } END { printf "%.1f", a[int((NR + 1) / 2)] / 1024 }')"

@@ -1268,3 +1268,58 @@ fn get_snapshot_block_refuses_an_invalidated_anchor() {
         }
     }
 }
+
+/// `ailee_resync_blocks --anchors-from` reads the file's anchors with the same
+/// reader as the other tools (it used to hold the whole of an open block: 2.9
+/// GB for a 1.5 GB torn tail, scripts/bench_memory.sh): a snapshot too big to
+/// hold while scanning (over 8 MiB, read again from the file) counts and
+/// gives its anchor, the snapshots after it keep their numbers, a torn tail
+/// is a note.
+#[test]
+fn anchors_from_counts_snapshots_too_big_to_hold() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("l2_snapshots.dat");
+    let big: Vec<String> = (0..400_000)
+        .map(|i| format!(r#"{{"peerId": "peer-{i:012}", "balance": {i}}}"#))
+        .collect();
+    let big = format!(r#"{{"ledger": {{"balances": [{}]}}}}"#, big.join(","));
+    for (state, ts) in [(STATE, "1"), (big.as_str(), "2"), (STATE, "3")] {
+        cmd("ailee_create_anchor")
+            .args(["--l2-state-file", "-", "--timestamp-ms", ts, "--snapshot-file"])
+            .arg(&f)
+            .write_stdin(state)
+            .assert()
+            .code(0);
+    }
+    let blocks = whole_blocks(&f);
+    assert_eq!(blocks.len(), 3);
+    assert!(blocks[1].len() > 8 << 20, "the middle snapshot is over 8 MiB");
+    let (anchors, bad, notes) = ailee_core::onchain::anchors_of_file(&f).unwrap();
+    assert_eq!((bad, notes.len()), (0, 0), "{notes:?}");
+    let numbers: Vec<usize> = anchors.iter().map(|a| a.snapshot).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    let want: Vec<String> = blocks
+        .iter()
+        .map(|b| ailee_core::verify::anchor_hash_of(b).unwrap().to_ascii_lowercase())
+        .collect();
+    let got: Vec<String> = anchors.iter().map(|a| a.hash.clone()).collect();
+    assert_eq!(got, want);
+    // A torn tail is a note (the tool warns), not a snapshot.
+    let mut tail = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+    std::io::Write::write_all(&mut tail, b"SNAPSHOT v1\ntimestamp_ms 9\nbalances 2\n").unwrap();
+    let (anchors, _, notes) = ailee_core::onchain::anchors_of_file(&f).unwrap();
+    assert_eq!(anchors.len(), 3);
+    assert!(notes.iter().any(|n| n.to_string().contains("torn")), "{notes:?}");
+}
+
+/// The complete blocks of a file, read whole (test files are small enough).
+fn whole_blocks(f: &Path) -> Vec<Vec<u8>> {
+    let sf = ailee_core::snapfile::SnapshotFile::open(f).unwrap();
+    let mut out = Vec::new();
+    sf.forward(|b| {
+        out.push(b.bytes.to_vec());
+        Ok(true)
+    })
+    .unwrap();
+    out
+}

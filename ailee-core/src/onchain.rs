@@ -11,7 +11,8 @@ use crate::anchor::{op_return_data, op_return_script};
 use crate::progress::Progress;
 use crate::records::{AnchorLookup, AnchorRecord, AnchorStatus};
 use crate::rpc::{Rpc, TxPlace};
-use crate::scan::Scanner;
+use crate::scan::Note;
+use crate::snapfile::SnapshotFile;
 use crate::{cancel, Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,41 +29,40 @@ pub struct FileAnchor {
 }
 
 /// The anchors of every complete snapshot of `path` that parses, first
-/// occurrence of each hash; returns them and the number of snapshots that
-/// did not parse (skipped).
-pub fn anchors_of_file(path: &Path) -> Result<(Vec<FileAnchor>, usize)> {
-    let (file, _) = crate::scan::open_snapshot_file(path)?;
-    let mut sc = Scanner::new(file);
+/// occurrence of each hash; returns them, the number of snapshots that did
+/// not parse (skipped) and the reader's notes (torn tail, oversized blocks).
+/// Read like every other tool reads the file ([`SnapshotFile`]): memory stays
+/// bounded whatever a damaged file holds, and a snapshot too big to hold
+/// while scanning is read again, counted and searched like the others.
+pub fn anchors_of_file(path: &Path) -> Result<(Vec<FileAnchor>, usize, Vec<Note>)> {
+    let sf = SnapshotFile::open(path)?;
     let mut out: Vec<FileAnchor> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let (mut number, mut bad) = (0usize, 0usize);
-    while let Some(c) = sc.next_chunk().map_err(|e| Error::io(path, e))? {
-        cancel::check()?;
-        for b in &c.blocks {
-            number += 1;
-            match crate::format::parse_block(&c.data[b.start..b.end]) {
-                Ok(p) => {
-                    if let Some(a) = &p.snapshot.anchor {
-                        let hash = String::from_utf8_lossy(&a.hash).to_ascii_lowercase();
-                        if seen.insert(hash.clone()) {
-                            out.push(FileAnchor {
-                                hash,
-                                root: String::from_utf8_lossy(&a.l2_state_root).into_owned(),
-                                snapshot: number,
-                                script: op_return_script(&op_return_data(&a.payload)),
-                            });
-                        }
+    let notes = sf.forward(|b| {
+        number = b.number;
+        match crate::format::parse_block(b.bytes) {
+            Ok(p) => {
+                if let Some(a) = &p.snapshot.anchor {
+                    let hash = String::from_utf8_lossy(&a.hash).to_ascii_lowercase();
+                    if seen.insert(hash.clone()) {
+                        out.push(FileAnchor {
+                            hash,
+                            root: String::from_utf8_lossy(&a.l2_state_root).into_owned(),
+                            snapshot: b.number,
+                            script: op_return_script(&op_return_data(&a.payload)),
+                        });
                     }
                 }
-                Err(_) => bad += 1,
             }
+            Err(_) => bad += 1,
         }
-        sc.recycle(c.data);
-    }
+        Ok(true)
+    })?;
     if number == 0 {
         return Err(Error::NoSnapshots(path.to_path_buf()));
     }
-    Ok((out, bad))
+    Ok((out, bad, notes))
 }
 
 /// Where an anchor was found on the chain.

@@ -189,7 +189,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     let db = ReorgDb::open(&cli.db_path, mode).context("cannot open reorg database")?;
     // The snapshot file is read before anything is written: a bad path fails early.
     let file_anchors = match &cli.anchors_from {
-        Some(p) => Some(ailee_core::onchain::anchors_of_file(p).context("--anchors-from")?),
+        Some(p) => {
+            let (anchors, bad, notes) = ailee_core::onchain::anchors_of_file(p).context("--anchors-from")?;
+            for n in notes {
+                rep.warn(format_args!("{}: {n}", p.display()));
+            }
+            Some((anchors, bad))
+        }
         None => None,
     };
     let rpc = Rpc::connect(&cfg)?;

@@ -185,14 +185,24 @@ pub fn verify_newest(block: &[u8]) -> Result<(String, String)> {
     }
 }
 
-/// Complete blocks in `len` bytes of `f` from `offset` (a block boundary).
+/// A scanner with the readers' bounds: an open block is held up to 8 MiB
+/// (then only its offset), a complete block over the cap is not a snapshot.
+/// Memory stays bounded whatever a damaged file holds.
+fn bounded<R: Read>(r: R) -> Scanner<R> {
+    Scanner::new(r)
+        .with_hold(crate::snapfile::HOLD)
+        .with_cap(crate::scan::BLOCK_CAP)
+}
+
+/// Complete blocks in `len` bytes of `f` from `offset` (a block boundary),
+/// counted as the other tools number them.
 pub fn count_blocks(f: &File, offset: u64, len: u64) -> std::io::Result<u64> {
     let mut r = f.try_clone()?;
     r.seek(SeekFrom::Start(offset))?;
-    let mut s = Scanner::new(r.take(len));
+    let mut s = bounded(r.take(len));
     let mut n = 0u64;
     while let Some(c) = s.next_chunk()? {
-        n += c.blocks.len() as u64;
+        n += c.blocks.len() as u64 + c.large.is_some_and(|l| l.len <= crate::scan::BLOCK_CAP) as u64;
         s.recycle(c.data);
     }
     Ok(n)
@@ -200,21 +210,32 @@ pub fn count_blocks(f: &File, offset: u64, len: u64) -> std::io::Result<u64> {
 
 /// Snapshots of `f` that do not verify (number from 1, message), at most `max`.
 pub fn failing_snapshots(f: &File, max: usize) -> Result<(u64, Vec<(u64, String)>)> {
-    let mut r = f.try_clone().map_err(|e| Error::io("snapshot file", e))?;
-    r.seek(SeekFrom::Start(0)).map_err(|e| Error::io("snapshot file", e))?;
-    let mut s = Scanner::new(r);
+    let io = |e| Error::io("snapshot file", e);
+    let mut r = f.try_clone().map_err(io)?;
+    r.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut s = bounded(r);
     let (mut n, mut bad) = (0u64, Vec::new());
     let mut buf = Vec::new();
-    while let Some(c) = s.next_chunk().map_err(|e| Error::io("snapshot file", e))? {
+    let mut check = |n: u64, block: &[u8], bad: &mut Vec<(u64, String)>| {
+        if let Some(f) = check_block(block, &mut buf).failure {
+            if bad.len() < max {
+                bad.push((n, f.to_string()));
+            }
+        }
+    };
+    while let Some(c) = s.next_chunk().map_err(io)? {
+        // A block too long to hold while scanning comes first, read again.
+        if let Some(l) = c.large.filter(|l| l.len <= crate::scan::BLOCK_CAP) {
+            crate::cancel::check()?;
+            n += 1;
+            let mut v = vec![0u8; l.len as usize];
+            f.read_exact_at(&mut v, l.offset).map_err(io)?;
+            check(n, &v, &mut bad);
+        }
         for sp in &c.blocks {
             crate::cancel::check()?;
             n += 1;
-            let v = check_block(&c.data[sp.start..sp.end], &mut buf);
-            if let Some(f) = v.failure {
-                if bad.len() < max {
-                    bad.push((n, f.to_string()));
-                }
-            }
+            check(n, &c.data[sp.start..sp.end], &mut bad);
         }
         s.recycle(c.data);
     }
