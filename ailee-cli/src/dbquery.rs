@@ -19,7 +19,7 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -112,7 +112,9 @@ fn askable(hash: &str) -> bool {
 /// Reads the helper's answers on a thread of its own, so that waiting for
 /// one can time out and an oversized one cannot block either side.
 fn read_answers(out: impl Read + Send + 'static) -> Receiver<Line> {
-    let (tx, rx) = channel();
+    // Bounded: a helper that answers more than it was asked cannot make the
+    // queue grow (the thread waits).
+    let (tx, rx) = sync_channel(1024);
     std::thread::spawn(move || {
         let mut r = BufReader::new(out);
         loop {
@@ -152,14 +154,14 @@ fn read_stderr(err: impl Read + Send + 'static) -> Receiver<Vec<u8>> {
 }
 
 /// Closes the helper's input and reaps it: it ends at end of input; one that
-/// does not within [`EXIT_GRACE`] is killed. Returns how it ended.
-fn reap(h: &mut Helper) -> Option<std::process::ExitStatus> {
+/// does not within `grace` is killed. Returns how it ended.
+fn reap(h: &mut Helper, grace: Duration) -> Option<std::process::ExitStatus> {
     drop(h.stdin.take());
     let t = Instant::now();
     loop {
         match h.child.try_wait() {
             Ok(Some(s)) => return Some(s),
-            Ok(None) if t.elapsed() < EXIT_GRACE => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) if t.elapsed() < grace => std::thread::sleep(Duration::from_millis(5)),
             _ => {
                 let _ = h.child.kill();
                 return h.child.wait().ok();
@@ -270,11 +272,11 @@ impl RemoteDb {
                     // A document that is no answer about a hash: the helper
                     // stopped on an error (it exits after printing it).
                     Ok(v) if v.get("anchor_hash").is_none() && v.get("error").is_some() => {
-                        reap(&mut h);
+                        reap(&mut h, EXIT_GRACE);
                         return Ok(vec![v]);
                     }
                     Ok(v) => answers.push(v),
-                    Err(e) => break (format!("an unreadable answer ({e}): {:?}", excerpt(&l)), None),
+                    Err(e) => break (format!("an unreadable answer ({e}): {:?}", excerpt(&l)), None, true),
                 },
                 Ok(Line::TooLong) => {
                     let hash = hashes.get(answers.len()).copied().unwrap_or_default();
@@ -285,20 +287,25 @@ impl RemoteDb {
                             LINE_CAP >> 20
                         ),
                         Some(ExitStatus::Integrity),
+                        true,
                     );
                 }
-                Ok(Line::End(rest)) if rest.is_empty() => break ("it ended without answering".into(), None),
-                Ok(Line::End(rest)) => break (format!("it ended in mid-answer: {:?}", excerpt(&rest)), None),
-                Err(RecvTimeoutError::Timeout) => break (format!("no answer in {} s", ANSWER_TIMEOUT.as_secs()), None),
-                Err(RecvTimeoutError::Disconnected) => break ("it ended without answering".into(), None),
+                Ok(Line::End(rest)) if rest.is_empty() => break ("it ended without answering".into(), None, false),
+                Ok(Line::End(rest)) => break (format!("it ended in mid-answer: {:?}", excerpt(&rest)), None, false),
+                Err(RecvTimeoutError::Timeout) => {
+                    break (format!("no answer in {} s", ANSWER_TIMEOUT.as_secs()), None, true)
+                }
+                Err(RecvTimeoutError::Disconnected) => break ("it ended without answering".into(), None, false),
             }
         };
         Err(self.stopped(h, why))
     }
 
-    /// The error for a helper that failed: how it ended, what it said.
-    fn stopped(&self, mut h: Helper, (why, status): (String, Option<ExitStatus>)) -> Error {
-        let ended = reap(&mut h);
+    /// The error for a helper that failed: how it ended, what it said. One
+    /// that is `wedged` (still running, of no more use) is killed at once;
+    /// one that ended its output is given [`EXIT_GRACE`] to exit.
+    fn stopped(&self, mut h: Helper, (why, status, wedged): (String, Option<ExitStatus>, bool)) -> Error {
+        let ended = reap(&mut h, if wedged { Duration::ZERO } else { EXIT_GRACE });
         let err = h.stderr.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
         let err = String::from_utf8_lossy(&err);
         let said = err
@@ -312,7 +319,11 @@ impl RemoteDb {
             Some(2) => ExitStatus::Integrity,
             _ => ExitStatus::Operational,
         });
-        let ended = ended.map(|s| format!(" ({s})")).unwrap_or_default();
+        // How it ended says something only if it ended by itself.
+        let ended = match ended {
+            Some(s) if !wedged => format!(" ({s})"),
+            _ => String::new(),
+        };
         failed(
             format!(
                 "{}: the reorg database reader {}{ended}: {why}{said}",
@@ -441,7 +452,7 @@ impl Drop for RemoteDb {
             Err(p) => p.into_inner().helper.take(),
         };
         if let Some(mut h) = helper {
-            reap(&mut h);
+            reap(&mut h, EXIT_GRACE);
         }
     }
 }
