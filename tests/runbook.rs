@@ -87,9 +87,10 @@ fn backup_taken_while_the_node_writes_restores_to_a_verifying_state() {
         .code(0);
     let data = d.path().join("ailee");
     let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // The "node": holds reorg_db read-write and writes batches, appends snapshots.
     let writer = {
-        let (stop, data) = (Arc::clone(&stop), data.clone());
+        let (stop, data, rounds) = (Arc::clone(&stop), data.clone(), Arc::clone(&rounds));
         std::thread::spawn(move || {
             let db = ReorgDb::open(&data.join("reorg_db"), Mode::ReadWrite).unwrap();
             let snaps = blocks("basic");
@@ -103,11 +104,21 @@ fn backup_taken_while_the_node_writes_restores_to_a_verifying_state() {
                 db.write(b).unwrap();
                 ailee_core::append::append_block(&data.join("l2_snapshots.dat"), &snaps[(h as usize / 50) % 5])
                     .unwrap();
+                rounds.fetch_add(1, Ordering::SeqCst);
             }
             h
         })
     };
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    // The backups start once the "node" is writing (it has held the database
+    // and appended a snapshot), not after a guessed delay.
+    let t = std::time::Instant::now();
+    while rounds.load(Ordering::SeqCst) == 0 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(120),
+            "the writer never wrote"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     for _ in 0..3 {
         sh(d.path(), "ailee_backup --data-dir ./ailee --no-forget")
             .assert()
