@@ -198,24 +198,55 @@ fn verify_finds_its_reader_or_says_which_is_missing() {
     let build = bin("ailee_init_reorg_db").parent().unwrap().to_path_buf();
     run(&[("AILEE_BIN", &build)]).assert().code(0);
 
-    // A reader that ends without answering, or answers nonsense: exit 1, said.
+    // A reader that ends without answering, answers nonsense or about
+    // another hash: exit 1, said; one that stops on an error it reports:
+    // that error (found in a second hostile run: the answer about another
+    // hash was taken for the hash asked — a false pass —, the error after a
+    // first answer was lost, and an exited reader whose child kept its
+    // output open cost 120 s).
     let fake = d.path().join("fake");
     std::fs::create_dir(&fake).unwrap();
     let helper = fake.join("ailee_init_reorg_db");
-    for (script, says) in [
+    let answer = r#"echo "{\"anchor_hash\": \"$h\", \"found\": false}""#;
+    for (script, code, says) in [
         (
-            "#!/bin/sh\necho 'reader broke' >&2\nexit 3\n",
+            "#!/bin/sh\necho 'reader broke' >&2\nexit 3\n".to_string(),
+            1,
             "it ended without answering; it said: reader broke",
         ),
         (
-            "#!/bin/sh\nwhile read h; do echo '{\"found\": true, \"status\": \"MAYBE\"}'; done\n",
+            "#!/bin/sh\nwhile read h; do echo \"{\\\"anchor_hash\\\": \\\"$h\\\", \\\"found\\\": true, \\\"status\\\": \\\"MAYBE\\\"}\"; done\n"
+                .to_string(),
+            1,
             "answered without a valid \"status\"",
+        ),
+        (
+            "#!/bin/sh\nwhile read h; do echo '{\"anchor_hash\": \"fff\", \"found\": false}'; done\n".to_string(),
+            1,
+            "an answer about \"fff\" to a question about",
+        ),
+        (
+            format!(
+                "#!/bin/sh\nread h\n{answer}\necho '{{\"error\": \"P: damaged\", \"exit_code\": 2, \"healthy\": false}}'\nexit 2\n"
+            ),
+            2,
+            "P: damaged",
+        ),
+        (
+            "#!/bin/sh\nsleep 30 &\necho 'reader broke' >&2\nexit 2\n".to_string(),
+            2,
+            "it ended without answering; it said: reader broke",
         ),
     ] {
         std::fs::write(&helper, script).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        run(&[("AILEE_BIN", &fake)]).assert().code(1).stderr(contains(says));
+        // Bounded: the exited reader must not cost the 120 s answer timeout.
+        run(&[("AILEE_BIN", &fake)])
+            .timeout(std::time::Duration::from_secs(60))
+            .assert()
+            .code(code)
+            .stderr(contains(says));
     }
 }
 

@@ -19,7 +19,7 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,9 @@ const HASH_CAP: usize = 1024;
 /// How long one answer may take (a RocksDB read; generous for a slow disk).
 /// A reader that does not answer in that time is stopped: exit 1, said.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How often a wait for an answer looks whether the helper has exited.
+const POLL: Duration = Duration::from_millis(100);
 
 /// How long the reader may take to end once its input is closed.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
@@ -75,8 +78,8 @@ struct Helper {
     child: Child,
     stdin: Option<ChildStdin>,
     answers: Receiver<Line>,
-    /// The helper's stderr (its last 16 KiB), once it is closed.
-    stderr: Receiver<Vec<u8>>,
+    /// The helper's stderr (its last 16 KiB), drained on a thread.
+    stderr: Stderr,
 }
 
 /// The reorg database at `path`, read through [`HELPER`].
@@ -112,9 +115,9 @@ fn askable(hash: &str) -> bool {
 /// Reads the helper's answers on a thread of its own, so that waiting for
 /// one can time out and an oversized one cannot block either side.
 fn read_answers(out: impl Read + Send + 'static) -> Receiver<Line> {
-    // Bounded: a helper that answers more than it was asked cannot make the
-    // queue grow (the thread waits).
-    let (tx, rx) = sync_channel(1024);
+    // Bounded (64 lines of at most 1 MiB): a helper that answers more than
+    // it was asked cannot make the queue grow (the thread waits).
+    let (tx, rx) = sync_channel(64);
     std::thread::spawn(move || {
         let mut r = BufReader::new(out);
         loop {
@@ -134,37 +137,65 @@ fn read_answers(out: impl Read + Send + 'static) -> Receiver<Line> {
     rx
 }
 
+/// What the helper wrote on stderr (its last 16 KiB), and whether it closed it.
+type Stderr = std::sync::Arc<Mutex<(Vec<u8>, bool)>>;
+
 /// Drains the helper's stderr on a thread (a full pipe must never stop it),
 /// keeping the last 16 KiB for the message if it fails.
-fn read_stderr(err: impl Read + Send + 'static) -> Receiver<Vec<u8>> {
-    let (tx, rx) = channel();
+fn read_stderr(err: impl Read + Send + 'static) -> Stderr {
+    let kept: Stderr = Default::default();
+    let shared = kept.clone();
     std::thread::spawn(move || {
         let mut err = err;
-        let mut kept = Vec::new();
         let mut buf = [0u8; 8192];
         while let Ok(n @ 1..) = err.read(&mut buf) {
-            kept.extend_from_slice(&buf[..n]);
-            if kept.len() > 32 << 10 {
-                kept.drain(..kept.len() - (16 << 10));
+            let mut k = shared.lock().unwrap_or_else(|p| p.into_inner());
+            k.0.extend_from_slice(&buf[..n]);
+            if k.0.len() > 32 << 10 {
+                let cut = k.0.len() - (16 << 10);
+                k.0.drain(..cut);
             }
         }
-        let _ = tx.send(kept);
+        shared.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
     });
-    rx
+    kept
+}
+
+/// The helper's stderr so far, once it is closed or after a second (a
+/// process it started may keep it open).
+fn stderr_of(err: &Stderr) -> String {
+    let t = Instant::now();
+    loop {
+        let k = err.lock().unwrap_or_else(|p| p.into_inner());
+        if k.1 || t.elapsed() >= Duration::from_secs(1) {
+            return String::from_utf8_lossy(&k.0).into_owned();
+        }
+        drop(k);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// How a helper was reaped.
+enum Reaped {
+    /// It exited by itself, so.
+    Exited(std::process::ExitStatus),
+    /// It had to be killed (or could not be waited for).
+    Stopped,
 }
 
 /// Closes the helper's input and reaps it: it ends at end of input; one that
-/// does not within `grace` is killed. Returns how it ended.
-fn reap(h: &mut Helper, grace: Duration) -> Option<std::process::ExitStatus> {
+/// does not within `grace` is killed.
+fn reap(h: &mut Helper, grace: Duration) -> Reaped {
     drop(h.stdin.take());
     let t = Instant::now();
     loop {
         match h.child.try_wait() {
-            Ok(Some(s)) => return Some(s),
+            Ok(Some(s)) => return Reaped::Exited(s),
             Ok(None) if t.elapsed() < grace => std::thread::sleep(Duration::from_millis(5)),
             _ => {
                 let _ = h.child.kill();
-                return h.child.wait().ok();
+                let _ = h.child.wait();
+                return Reaped::Stopped;
             }
         }
     }
@@ -223,15 +254,11 @@ impl RemoteDb {
             }),
         };
         // The first answer says whether the database opened: an answer about
-        // the hash (whatever it holds) means it did; an error document
-        // without one is the open error.
-        let answer = {
+        // the hash (whatever it holds) means it did; the open error comes as
+        // a document without one.
+        {
             let mut state = db.state();
-            db.exchange(&mut state, &["0".repeat(64).as_str()])?
-        };
-        match answer.first() {
-            Some(v) if v.get("anchor_hash").is_none() => record(v).map(|_| ())?,
-            _ => {}
+            db.exchange(&mut state, &["0".repeat(64).as_str()])?;
         }
         Ok(db)
     }
@@ -241,9 +268,13 @@ impl RemoteDb {
     }
 
     /// Questions (one askable hash each, at most [`BATCH_BYTES`] in all),
-    /// then as many answers (parsed), in order. If the helper ends instead,
-    /// the error document it printed (an open error) is the one answer;
-    /// otherwise the error says how it ended.
+    /// then one answer per question, in order, each naming the hash asked —
+    /// anything else is a protocol error (exit 1), so an answer can never be
+    /// taken for another hash's. Since each answer names its question, the
+    /// helper has read every question once all are answered: the pipe is
+    /// empty and the next batch's write fits in it (it cannot block). If the
+    /// helper stops on an error it reports (one JSON document without a hash:
+    /// an open error), that error is returned.
     fn exchange(&self, state: &mut State, hashes: &[&str]) -> Result<Vec<Value>> {
         let Some(mut h) = state.helper.take() else {
             return Err(failed(
@@ -262,28 +293,42 @@ impl RemoteDb {
             let _ = stdin.write_all(question.as_bytes()).and_then(|_| stdin.flush());
         }
         let mut answers = Vec::with_capacity(hashes.len());
+        let mut since = Instant::now();
+        let mut exited: Option<Instant> = None;
         let why = loop {
-            if answers.len() == hashes.len() {
+            let Some(&asked) = hashes.get(answers.len()) else {
                 state.helper = Some(h);
                 return Ok(answers);
-            }
-            match h.answers.recv_timeout(ANSWER_TIMEOUT) {
+            };
+            match h.answers.recv_timeout(POLL) {
                 Ok(Line::Answer(l)) => match serde_json::from_slice::<Value>(&l) {
-                    // A document that is no answer about a hash: the helper
-                    // stopped on an error (it exits after printing it).
                     Ok(v) if v.get("anchor_hash").is_none() && v.get("error").is_some() => {
                         reap(&mut h, EXIT_GRACE);
-                        return Ok(vec![v]);
+                        return Err(error_of(&v).unwrap_or_else(|| bad("error")));
                     }
-                    Ok(v) => answers.push(v),
+                    Ok(v) if v.get("anchor_hash").and_then(Value::as_str) == Some(asked) => {
+                        answers.push(v);
+                        since = Instant::now();
+                    }
+                    Ok(v) => {
+                        let named = v.get("anchor_hash").map(Value::to_string).unwrap_or_default();
+                        break (
+                            format!(
+                                "an answer about {} to a question about {:?}",
+                                excerpt(named.as_bytes()),
+                                excerpt(asked.as_bytes())
+                            ),
+                            None,
+                            true,
+                        );
+                    }
                     Err(e) => break (format!("an unreadable answer ({e}): {:?}", excerpt(&l)), None, true),
                 },
                 Ok(Line::TooLong) => {
-                    let hash = hashes.get(answers.len()).copied().unwrap_or_default();
                     break (
                         format!(
                             "the answer for anchor {} is longer than {} MiB: no record the node writes is",
-                            excerpt(hash.as_bytes()),
+                            excerpt(asked.as_bytes()),
                             LINE_CAP >> 20
                         ),
                         Some(ExitStatus::Integrity),
@@ -292,10 +337,20 @@ impl RemoteDb {
                 }
                 Ok(Line::End(rest)) if rest.is_empty() => break ("it ended without answering".into(), None, false),
                 Ok(Line::End(rest)) => break (format!("it ended in mid-answer: {:?}", excerpt(&rest)), None, false),
-                Err(RecvTimeoutError::Timeout) => {
-                    break (format!("no answer in {} s", ANSWER_TIMEOUT.as_secs()), None, true)
-                }
                 Err(RecvTimeoutError::Disconnected) => break ("it ended without answering".into(), None, false),
+                Err(RecvTimeoutError::Timeout) => {
+                    // It may have exited while a process it started keeps
+                    // its output open: that is an end too.
+                    if exited.is_none() && matches!(h.child.try_wait(), Ok(Some(_))) {
+                        exited = Some(Instant::now());
+                    }
+                    if exited.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        break ("it ended without answering".into(), None, false);
+                    }
+                    if since.elapsed() >= ANSWER_TIMEOUT {
+                        break (format!("no answer in {} s", ANSWER_TIMEOUT.as_secs()), None, true);
+                    }
+                }
             }
         };
         Err(self.stopped(h, why))
@@ -306,8 +361,7 @@ impl RemoteDb {
     /// one that ended its output is given [`EXIT_GRACE`] to exit.
     fn stopped(&self, mut h: Helper, (why, status, wedged): (String, Option<ExitStatus>, bool)) -> Error {
         let ended = reap(&mut h, if wedged { Duration::ZERO } else { EXIT_GRACE });
-        let err = h.stderr.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
-        let err = String::from_utf8_lossy(&err);
+        let err = stderr_of(&h.stderr);
         let said = err
             .lines()
             .find(|l| l.starts_with("error:"))
@@ -315,14 +369,15 @@ impl RemoteDb {
             .map(|l| format!("; it said: {}", l.trim()))
             .unwrap_or_default();
         // Our exit-code table: the helper's 2 is an integrity failure.
-        let status = status.unwrap_or(match ended.and_then(|s| s.code()) {
-            Some(2) => ExitStatus::Integrity,
+        let status = status.unwrap_or(match &ended {
+            Reaped::Exited(s) if s.code() == Some(2) => ExitStatus::Integrity,
             _ => ExitStatus::Operational,
         });
         // How it ended says something only if it ended by itself.
         let ended = match ended {
-            Some(s) if !wedged => format!(" ({s})"),
-            _ => String::new(),
+            Reaped::Exited(s) => format!(" ({s})"),
+            Reaped::Stopped if wedged => String::new(),
+            Reaped::Stopped => format!(" (stopped: it did not exit within {} s)", EXIT_GRACE.as_secs()),
         };
         failed(
             format!(
@@ -360,14 +415,21 @@ fn bad(key: &str) -> Error {
     )
 }
 
+/// The error an answer or a document reports, if any (its `exit_code` 2 is
+/// an integrity failure, as in our exit-code table).
+fn error_of(v: &Value) -> Option<Error> {
+    let e = v.get("error").and_then(Value::as_str)?;
+    let status = match v.get("exit_code").and_then(Value::as_u64) {
+        Some(2) => ExitStatus::Integrity,
+        _ => ExitStatus::Operational,
+    };
+    Some(failed(e.to_string(), status))
+}
+
 /// An answer line as a record (`None`: not recorded), or the error it reports.
 fn record(v: &Value) -> Result<Option<AnchorRecord>> {
-    if let Some(e) = v.get("error").and_then(Value::as_str) {
-        let status = match v.get("exit_code").and_then(Value::as_u64) {
-            Some(2) => ExitStatus::Integrity,
-            _ => ExitStatus::Operational,
-        };
-        return Err(failed(e.to_string(), status));
+    if let Some(e) = error_of(v) {
+        return Err(e);
     }
     match v.get("found").and_then(Value::as_bool) {
         Some(false) => return Ok(None),
@@ -430,10 +492,6 @@ impl AnchorLookup for RemoteDb {
             let (batch, more) = rest.split_at(n);
             let asked: Vec<&str> = batch.iter().map(String::as_str).collect();
             let answers = self.exchange(&mut state, &asked)?;
-            if answers.len() != batch.len() {
-                // The reader stopped with an error document: report it.
-                return answers.first().map_or(Ok(()), |a| record(a).map(|_| ()));
-            }
             for (h, a) in batch.iter().zip(&answers) {
                 if let Ok(r) = record(a) {
                     remember(&mut state.cache, h, r);
