@@ -195,6 +195,9 @@ pub struct Scanner<R> {
     open: Option<usize>,
     /// Start of the bytes after the last complete block (for junk reports).
     gap: Option<usize>,
+    /// File offset of the first byte of the gap that is not a line break,
+    /// once that byte has left the buffer (a gap longer than a chunk).
+    gap_junk: Option<u64>,
     eof: bool,
     done: bool,
     events: Vec<Event>,
@@ -229,6 +232,7 @@ impl<R: Read> Scanner<R> {
             scanned: 0,
             open: None,
             gap: Some(0),
+            gap_junk: None,
             eof: false,
             done: false,
             events: Vec::new(),
@@ -322,7 +326,7 @@ impl<R: Read> Scanner<R> {
                             at_eof: false,
                         });
                     } else if let Some(g) = self.gap.take() {
-                        junk(d, g, at, off, &mut notes);
+                        junk(d, g, at, off, self.gap_junk.take(), &mut notes);
                     }
                 }
                 Event::End { end, newline } => {
@@ -334,6 +338,7 @@ impl<R: Read> Scanner<R> {
                             large = Some(Large { offset: s, len, line });
                         }
                         self.gap = Some(end);
+                        self.gap_junk = None;
                         if !newline {
                             notes.push(Note::MissingFinalNewline);
                         }
@@ -353,6 +358,7 @@ impl<R: Read> Scanner<R> {
                             });
                         }
                         self.gap = Some(end);
+                        self.gap_junk = None;
                         if !newline {
                             notes.push(Note::MissingFinalNewline);
                         }
@@ -377,7 +383,7 @@ impl<R: Read> Scanner<R> {
                 }),
                 None => {
                     if let Some(g) = self.gap {
-                        junk(d, g, d.len(), off, &mut notes);
+                        junk(d, g, d.len(), off, self.gap_junk, &mut notes);
                     }
                 }
             }
@@ -407,6 +413,14 @@ impl<R: Read> Scanner<R> {
             // `SNAPSHOT` (`\nEND_`): keep them with the undecided tail.
             keep = keep.saturating_sub(5);
         }
+        // A gap that reaches past this chunk: remember where its junk
+        // starts, since those bytes leave the buffer.
+        if let (Some(g), None) = (self.gap, self.gap_junk) {
+            let gap = &d[g.min(keep)..keep];
+            if let Some(first) = gap.iter().position(|&b| b != b'\n' && b != b'\r') {
+                self.gap_junk = Some(off + (g + first) as u64);
+            }
+        }
         if self.nl_pos < keep {
             self.nl_count += count_newlines(&d[self.nl_pos..keep]);
             self.nl_pos = keep;
@@ -431,12 +445,19 @@ impl<R: Read> Scanner<R> {
     }
 }
 
-fn junk(d: &[u8], from: usize, to: usize, off: u64, notes: &mut Vec<Note>) {
+/// Reports the gap `d[from..to]` as junk from its first byte that is not a
+/// line break — or from `carried`, where an earlier chunk saw it start.
+fn junk(d: &[u8], from: usize, to: usize, off: u64, carried: Option<u64>, notes: &mut Vec<Note>) {
     let gap = &d[from.min(to)..to];
-    if let Some(first) = gap.iter().position(|&b| b != b'\n' && b != b'\r') {
+    let start = carried.or_else(|| {
+        gap.iter()
+            .position(|&b| b != b'\n' && b != b'\r')
+            .map(|first| off + (from + first) as u64)
+    });
+    if let Some(start) = start {
         notes.push(Note::Junk {
-            offset: off + (from + first) as u64,
-            len: (gap.len() - first) as u64,
+            offset: start,
+            len: off + to as u64 - start,
         });
     }
 }
@@ -693,6 +714,30 @@ mod tests {
                 at_eof: true
             }]
         );
+    }
+
+    #[test]
+    fn junk_longer_than_a_chunk_is_reported_whole() {
+        // Found in a hostile run: 10 MB of junk at offset 9593 was reported
+        // as 2 MB at offset 8388584 (only the part in the last chunk).
+        let junk = "\n\njunk line of text\n".repeat(40);
+        for (file, at_eof) in [(format!("{B}{junk}{B}"), false), (format!("{B}{junk}"), true)] {
+            for chunk in [64, 65, 100, 333, 5000] {
+                let mut sc = Scanner::with_chunk_size(file.as_bytes(), chunk);
+                let mut notes = Vec::new();
+                while let Some(c) = sc.next_chunk().unwrap() {
+                    notes.extend(c.notes);
+                }
+                assert_eq!(
+                    notes,
+                    vec![Note::Junk {
+                        offset: B.len() as u64 + 2,
+                        len: junk.len() as u64 - 2
+                    }],
+                    "chunk {chunk}, at end {at_eof}"
+                );
+            }
+        }
     }
 
     #[test]
