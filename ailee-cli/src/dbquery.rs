@@ -3,7 +3,7 @@
 //! `ailee_l2_verify` is the tool operators run most (in loops, from cron, by
 //! hand); RocksDB's C++ runtime would cost it about 2 ms at every start, most
 //! of a newest-snapshot check. So it does not link RocksDB: with `--reorg-db`
-//! it starts `ailee_init_reorg_db --path P --get-anchor - --json` once and asks
+//! it starts `ailee_init_reorg_db --path=P --get-anchor - --json` once and asks
 //! it for each record, one hash per line, one JSON line back. The database is
 //! opened read-only there, exactly as it was here (safe while the node runs).
 //!
