@@ -49,13 +49,29 @@ pub fn roots(name: &str) -> Vec<String> {
 
 /// The complete blocks of a vector, byte for byte.
 pub fn blocks(name: &str) -> Vec<Vec<u8>> {
-    let data = std::fs::read(vector(name)).expect("vector");
-    let mut sc = ailee_core::scan::Scanner::new(&data[..]);
+    file_blocks(&vector(name))
+}
+
+/// The complete blocks of a snapshot file, byte for byte, as the tools read
+/// them (a block over 8 MiB included).
+pub fn file_blocks(path: &Path) -> Vec<Vec<u8>> {
+    let sf = ailee_core::snapfile::SnapshotFile::open(path).expect("snapshot file");
     let mut out = Vec::new();
-    while let Some(c) = sc.next_chunk().expect("in-memory read") {
-        out.extend(c.blocks.iter().map(|b| c.data[b.start..b.end].to_vec()));
-    }
+    sf.forward(|b| {
+        out.push(b.bytes.to_vec());
+        Ok(true)
+    })
+    .expect("snapshot file read");
     out
+}
+
+/// The JSON state (SPEC §3) of `n` balances: with 400,000 its snapshot is
+/// over 8 MiB, longer than the readers hold while scanning.
+pub fn many_balances(n: usize) -> String {
+    let b: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"peerId": "peer-{i:012}", "balance": {i}}}"#))
+        .collect();
+    format!(r#"{{"ledger": {{"balances": [{}]}}}}"#, b.join(","))
 }
 
 /// Path of a workspace binary, built (once per test process) if needed.

@@ -5,7 +5,7 @@
 //! ownership; and one regression test per case the issue measured.
 
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, blocks, root, vector};
+use ailee_recovery::{bin, blocks, many_balances, root, vector};
 use predicates::str::contains;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -353,13 +353,10 @@ fn a_corrupt_older_snapshot_does_not_stop_the_backup() {
 fn a_snapshot_over_8_mib_is_counted_and_checked() {
     let d = tempfile::tempdir().unwrap();
     let big_file = d.path().join("big.dat");
-    let balances: Vec<String> = (0..400_000)
-        .map(|i| format!(r#"{{"peerId": "peer-{i:012}", "balance": {i}}}"#))
-        .collect();
     assert_cmd::Command::new(bin("ailee_create_anchor"))
         .args(["--l2-state-file", "-", "--snapshot-file"])
         .arg(&big_file)
-        .write_stdin(format!(r#"{{"ledger": {{"balances": [{}]}}}}"#, balances.join(",")))
+        .write_stdin(many_balances(400_000))
         .assert()
         .code(0);
     let mut big = std::fs::read(&big_file).unwrap();

@@ -7,7 +7,7 @@
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bash, bin, blocks, cmd, vector, Node};
+use ailee_recovery::{bash, bin, blocks, cmd, file_blocks, many_balances, vector, Node};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::ffi::OsStr;
@@ -1279,10 +1279,7 @@ fn get_snapshot_block_refuses_an_invalidated_anchor() {
 fn anchors_from_counts_snapshots_too_big_to_hold() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("l2_snapshots.dat");
-    let big: Vec<String> = (0..400_000)
-        .map(|i| format!(r#"{{"peerId": "peer-{i:012}", "balance": {i}}}"#))
-        .collect();
-    let big = format!(r#"{{"ledger": {{"balances": [{}]}}}}"#, big.join(","));
+    let big = many_balances(400_000);
     for (state, ts) in [(STATE, "1"), (big.as_str(), "2"), (STATE, "3")] {
         cmd("ailee_create_anchor")
             .args(["--l2-state-file", "-", "--timestamp-ms", ts, "--snapshot-file"])
@@ -1291,7 +1288,7 @@ fn anchors_from_counts_snapshots_too_big_to_hold() {
             .assert()
             .code(0);
     }
-    let blocks = whole_blocks(&f);
+    let blocks = file_blocks(&f);
     assert_eq!(blocks.len(), 3);
     assert!(blocks[1].len() > 8 << 20, "the middle snapshot is over 8 MiB");
     let (anchors, bad, notes) = ailee_core::onchain::anchors_of_file(&f).unwrap();
@@ -1310,16 +1307,4 @@ fn anchors_from_counts_snapshots_too_big_to_hold() {
     let (anchors, _, notes) = ailee_core::onchain::anchors_of_file(&f).unwrap();
     assert_eq!(anchors.len(), 3);
     assert!(notes.iter().any(|n| n.to_string().contains("torn")), "{notes:?}");
-}
-
-/// The complete blocks of a file, read whole (test files are small enough).
-fn whole_blocks(f: &Path) -> Vec<Vec<u8>> {
-    let sf = ailee_core::snapfile::SnapshotFile::open(f).unwrap();
-    let mut out = Vec::new();
-    sf.forward(|b| {
-        out.push(b.bytes.to_vec());
-        Ok(true)
-    })
-    .unwrap();
-    out
 }

@@ -185,21 +185,16 @@ pub fn verify_newest(block: &[u8]) -> Result<(String, String)> {
     }
 }
 
-/// A scanner with the readers' bounds: an open block is held up to 8 MiB
-/// (then only its offset), a complete block over the cap is not a snapshot.
-/// Memory stays bounded whatever a damaged file holds.
-fn bounded<R: Read>(r: R) -> Scanner<R> {
-    Scanner::new(r)
-        .with_hold(crate::snapfile::HOLD)
-        .with_cap(crate::scan::BLOCK_CAP)
-}
-
 /// Complete blocks in `len` bytes of `f` from `offset` (a block boundary),
 /// counted as the other tools number them.
 pub fn count_blocks(f: &File, offset: u64, len: u64) -> std::io::Result<u64> {
     let mut r = f.try_clone()?;
     r.seek(SeekFrom::Start(offset))?;
-    let mut s = bounded(r.take(len));
+    // The readers' bounds: an open block is held up to 8 MiB (then only its
+    // offset), a complete block over the cap is not a snapshot.
+    let mut s = Scanner::new(r.take(len))
+        .with_hold(crate::snapfile::HOLD)
+        .with_cap(crate::scan::BLOCK_CAP);
     let mut n = 0u64;
     while let Some(c) = s.next_chunk()? {
         n += c.blocks.len() as u64 + c.large.is_some_and(|l| l.len <= crate::scan::BLOCK_CAP) as u64;
@@ -208,37 +203,23 @@ pub fn count_blocks(f: &File, offset: u64, len: u64) -> std::io::Result<u64> {
     Ok(n)
 }
 
-/// Snapshots of `f` that do not verify (number from 1, message), at most `max`.
-pub fn failing_snapshots(f: &File, max: usize) -> Result<(u64, Vec<(u64, String)>)> {
-    let io = |e| Error::io("snapshot file", e);
-    let mut r = f.try_clone().map_err(io)?;
-    r.seek(SeekFrom::Start(0)).map_err(io)?;
-    let mut s = bounded(r);
+/// Snapshots of the file at `path` that do not verify (number from 1,
+/// message), at most `max`; read as every tool reads it
+/// ([`crate::snapfile::SnapshotFile`]: bounded memory, a snapshot over 8 MiB
+/// read again).
+pub fn failing_snapshots(path: &Path, max: usize) -> Result<(u64, Vec<(u64, String)>)> {
+    let sf = crate::snapfile::SnapshotFile::open(path)?;
     let (mut n, mut bad) = (0u64, Vec::new());
     let mut buf = Vec::new();
-    let mut check = |n: u64, block: &[u8], bad: &mut Vec<(u64, String)>| {
-        if let Some(f) = check_block(block, &mut buf).failure {
+    sf.forward(|b| {
+        n = b.number as u64;
+        if let Some(f) = check_block(b.bytes, &mut buf).failure {
             if bad.len() < max {
                 bad.push((n, f.to_string()));
             }
         }
-    };
-    while let Some(c) = s.next_chunk().map_err(io)? {
-        // A block too long to hold while scanning comes first, read again.
-        if let Some(l) = c.large.filter(|l| l.len <= crate::scan::BLOCK_CAP) {
-            crate::cancel::check()?;
-            n += 1;
-            let mut v = vec![0u8; l.len as usize];
-            f.read_exact_at(&mut v, l.offset).map_err(io)?;
-            check(n, &v, &mut bad);
-        }
-        for sp in &c.blocks {
-            crate::cancel::check()?;
-            n += 1;
-            check(n, &c.data[sp.start..sp.end], &mut bad);
-        }
-        s.recycle(c.data);
-    }
+        Ok(true)
+    })?;
     Ok((n, bad))
 }
 
@@ -812,8 +793,7 @@ pub fn verify(r: &Restic, which: &str, read_data: bool, scratch_parent: &Path) -
     io(&dir, std::fs::create_dir_all(&dir))?;
     let res = (|| {
         let snap = restore_to(r, which, &dir)?;
-        let f = io(&dir, File::open(dir.join("l2_snapshots.dat")))?;
-        let (n, failing) = failing_snapshots(&f, 20)?;
+        let (n, failing) = failing_snapshots(&dir.join("l2_snapshots.dat"), 20)?;
         if let Some(c) = snap.tag_u64("snapshots") {
             if c != n {
                 return Err(Error::Integrity(format!(
