@@ -13,6 +13,11 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+// Cases of issue 22, one module each (they share the fixture below).
+mod child;
+mod journal;
+mod rest;
+
 /// A data directory holding `snaps` and a reorg_db with a few blocks, in a
 /// temporary directory that also serves as HOME (restic's cache).
 struct Fixture {
