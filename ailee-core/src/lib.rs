@@ -19,6 +19,7 @@ pub mod append;
 pub mod atomic;
 pub mod block;
 pub mod cancel;
+pub mod child;
 pub mod error;
 pub mod exit;
 pub mod format;
