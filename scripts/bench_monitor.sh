@@ -29,7 +29,7 @@ if [ "$(cat "$W/params" 2>/dev/null)" != "$SNAPSHOTS $ENTRIES $BLOCKS $ANCHORS" 
 fi
 M=$W/textfile
 mkdir -p "$M"
-"$B/ailee_metrics" write --metrics-dir "$M" --writer ailee_backup --set ailee_backup_last_success_timestamp_seconds=now
+"$B/ailee_metrics" write --metrics-dir "$M" --writer ailee_backup --set "ailee_backup_last_success_timestamp_seconds{repository=$D/backups/repo}=now"
 cat "$D/l2_snapshots.dat" > /dev/null   # warm the page cache
 
 now() { date +%s%N; }

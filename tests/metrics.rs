@@ -182,7 +182,10 @@ fn failure_counter_survives_runs_and_keeps_the_last_success() {
     write(
         d.path(),
         "ailee_backup",
-        &["--set", "ailee_backup_last_success_timestamp_seconds=1700000000"],
+        &[
+            "--set",
+            "ailee_backup_last_success_timestamp_seconds{repository=/srv/b}=1700000000",
+        ],
     )
     .assert()
     .code(0);
@@ -192,17 +195,20 @@ fn failure_counter_survives_runs_and_keeps_the_last_success() {
             "ailee_backup",
             &[
                 "--set",
-                "ailee_backup_last_failure_timestamp_seconds=now",
+                "ailee_backup_last_failure_timestamp_seconds{repository=/srv/b}=now",
                 "--inc",
-                "ailee_backup_failures_total",
+                "ailee_backup_failures_total{repository=/srv/b}",
             ],
         )
         .assert()
         .code(0);
         let s = read_samples(&f);
-        assert_eq!(s["ailee_backup_failures_total"], n as f64);
-        assert_eq!(s["ailee_backup_last_success_timestamp_seconds"], 1700000000.0);
-        assert!(s["ailee_backup_last_failure_timestamp_seconds"] > 1.7e9);
+        assert_eq!(s[r#"ailee_backup_failures_total{repository="/srv/b"}"#], n as f64);
+        assert_eq!(
+            s[r#"ailee_backup_last_success_timestamp_seconds{repository="/srv/b"}"#],
+            1700000000.0
+        );
+        assert!(s[r#"ailee_backup_last_failure_timestamp_seconds{repository="/srv/b"}"#] > 1.7e9);
     }
     check_metrics(&f);
 }
@@ -211,27 +217,33 @@ fn failure_counter_survives_runs_and_keeps_the_last_success() {
 fn bad_writes_exit_1_and_leave_the_file_alone() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("ailee_backup.prom");
-    write(d.path(), "ailee_backup", &["--set", "ailee_backup_duration_seconds=3"])
-        .assert()
-        .code(0);
+    write(
+        d.path(),
+        "ailee_backup",
+        &["--set", "ailee_backup_duration_seconds{repository=/r}=3"],
+    )
+    .assert()
+    .code(0);
     let before = std::fs::read(&f).unwrap();
     for args in [
-        &["--set", "ailee_backup_duration_seconds=2h"][..],
-        &["--set", "ailee_backup_duration_seconds=inf"],
-        &["--set", "ailee_backup_duration_seconds=NaN"],
-        &["--set", "ailee_backup_duration_seconds"],
+        &["--set", "ailee_backup_duration_seconds{repository=/r}=2h"][..],
+        &["--set", "ailee_backup_duration_seconds{repository=/r}=inf"],
+        &["--set", "ailee_backup_duration_seconds{repository=/r}=NaN"],
+        &["--set", "ailee_backup_duration_seconds{repository=/r}"],
         &["--set", "ailee_nope=1"],
         &["--set", "ailee_restore_success=1"],
         &["--set", "ailee_backup_duration_seconds{mode=x}=1"],
-        &["--set", "ailee_backup_duration_seconds="],
+        // The backup's series carry the repository (since issue 22 item 9).
+        &["--set", "ailee_backup_duration_seconds=1"],
+        &["--set", "ailee_backup_duration_seconds{repository=/r}="],
         &[
             "--set",
-            "ailee_backup_duration_seconds=1",
+            "ailee_backup_duration_seconds{repository=/r}=1",
             "--set",
-            "ailee_backup_duration_seconds=x",
+            "ailee_backup_duration_seconds{repository=/r}=x",
         ],
-        &["--inc", "ailee_backup_duration_seconds"],
-        &["--inc", "ailee_backup_failures_total=-1"],
+        &["--inc", "ailee_backup_duration_seconds{repository=/r}"],
+        &["--inc", "ailee_backup_failures_total{repository=/r}=-1"],
         &[],
     ] {
         write(d.path(), "ailee_backup", args).assert().code(1);
@@ -285,7 +297,10 @@ fn backed_up(metrics: &Path, age: u64) {
     write(
         metrics,
         "ailee_backup",
-        &["--set", &format!("ailee_backup_last_success_timestamp_seconds={t}")],
+        &[
+            "--set",
+            &format!("ailee_backup_last_success_timestamp_seconds{{repository=/srv/b}}={t}"),
+        ],
     )
     .assert()
     .code(0);
@@ -859,9 +874,10 @@ fn node_exporter_serves_the_backup_success_and_failure_counter() {
     let exporter = Exporter::start(&textfile);
     backup(&data, &textfile).assert().code(0);
     let s = exporter.scrape();
-    let good = s["ailee_backup_last_success_timestamp_seconds"];
+    let l = format!("{{repository=\"{}\"}}", data.join("backups/repo").display());
+    let good = s[&format!("ailee_backup_last_success_timestamp_seconds{l}")];
     assert!(good > 1.7e9);
-    assert!(s["ailee_backup_duration_seconds"] >= 0.0);
+    assert!(s[&format!("ailee_backup_duration_seconds{l}")] >= 0.0);
     check_metrics(&textfile.join("ailee_backup.prom"));
     // The monitor takes the backup's age from that file: no warning.
     cmd("ailee_metrics")
@@ -878,9 +894,13 @@ fn node_exporter_serves_the_backup_success_and_failure_counter() {
     for n in 1..=2 {
         backup(&data, &textfile).assert().code(1);
         let s = exporter.scrape();
-        assert_eq!(s.get("ailee_backup_failures_total"), Some(&(n as f64)), "{s:?}");
-        assert!(s["ailee_backup_last_failure_timestamp_seconds"] >= good);
-        assert_eq!(s["ailee_backup_last_success_timestamp_seconds"], good);
+        assert_eq!(
+            s.get(&format!("ailee_backup_failures_total{l}")),
+            Some(&(n as f64)),
+            "{s:?}"
+        );
+        assert!(s[&format!("ailee_backup_last_failure_timestamp_seconds{l}")] >= good);
+        assert_eq!(s[&format!("ailee_backup_last_success_timestamp_seconds{l}")], good);
     }
     check_metrics(&textfile.join("ailee_backup.prom"));
 }
@@ -942,7 +962,12 @@ fn concurrent_increments_are_never_lost() {
             Command::new(&exe)
                 .args(["write", "--metrics-dir"])
                 .arg(d.path())
-                .args(["--writer", "ailee_backup", "--inc", "ailee_backup_failures_total"])
+                .args([
+                    "--writer",
+                    "ailee_backup",
+                    "--inc",
+                    "ailee_backup_failures_total{repository=/r}",
+                ])
                 .spawn()
                 .unwrap()
         })
@@ -951,7 +976,7 @@ fn concurrent_increments_are_never_lost() {
         assert!(c.wait().unwrap().success());
     }
     assert_eq!(
-        read_samples(&d.path().join("ailee_backup.prom"))["ailee_backup_failures_total"],
+        read_samples(&d.path().join("ailee_backup.prom"))[r#"ailee_backup_failures_total{repository="/r"}"#],
         16.0
     );
 }

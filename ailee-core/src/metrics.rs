@@ -79,15 +79,24 @@ pub const MONITOR: &str = "ailee_monitor";
 pub const RESYNC: &str = "ailee_resync";
 pub const DRILL: &str = "ailee_drill";
 
+/// The label of every `ailee_backup_*` metric: the repository's location
+/// without credentials.
+pub const BACKUP_LABELS: &[&str] = &["repository"];
+
 /// Every metric the tools and scripts report (the README's table).
 pub const CATALOG: &[Def] = &[
-    // ailee_backup
-    g(BACKUP, "ailee_backup_last_success_timestamp_seconds", &[], "Unix time of the last successful backup."),
-    g(BACKUP, "ailee_backup_last_failure_timestamp_seconds", &[], "Unix time of the last failed backup."),
-    c(BACKUP, "ailee_backup_failures_total", &[], "Backups that failed, counted across runs."),
-    g(BACKUP, "ailee_backup_duration_seconds", &[], "Duration of the last backup run."),
-    g(BACKUP, "ailee_backup_bytes_added", &[], "Bytes the last backup added to the repository (after deduplication)."),
-    g(BACKUP, "ailee_backup_repository_size_bytes", &[], "Size of the backup repository after the last backup."),
+    // ailee_backup: one series per repository (`repository` is its location
+    // without credentials, restic::Restic::label), so a local success never
+    // hides an off-site failure. Unlabelled samples of older versions are
+    // dropped when the file is read back (they do not match these labels).
+    g(BACKUP, "ailee_backup_last_success_timestamp_seconds", BACKUP_LABELS, "Unix time of the last successful backup to the repository."),
+    g(BACKUP, "ailee_backup_last_failure_timestamp_seconds", BACKUP_LABELS, "Unix time of the last failed backup to the repository."),
+    c(BACKUP, "ailee_backup_failures_total", BACKUP_LABELS, "Backups to the repository that failed, counted across runs."),
+    g(BACKUP, "ailee_backup_duration_seconds", BACKUP_LABELS, "Duration of the last backup run to the repository."),
+    g(BACKUP, "ailee_backup_bytes_added", BACKUP_LABELS, "Bytes the last backup added to the repository (after deduplication)."),
+    g(BACKUP, "ailee_backup_repository_size_bytes", BACKUP_LABELS, "Size of the repository after the last backup to it."),
+    c(BACKUP, "ailee_backup_stale_locks_removed_total", BACKUP_LABELS, "Stale restic locks (of dead processes) that backups removed from the repository, counted across runs."),
+    c(BACKUP, "ailee_backup_timeouts_total", BACKUP_LABELS, "Backups to the repository stopped because a restic call exceeded --restic-timeout, counted across runs."),
     // ailee_restore
     g(RESTORE, "ailee_restore_last_timestamp_seconds", &[], "Unix time the last restore attempt finished."),
     g(RESTORE, "ailee_restore_duration_seconds", &[], "Duration of the last restore attempt."),
@@ -581,18 +590,18 @@ mod tests {
     fn counter_survives_runs_and_other_values_are_carried_over() {
         let d = dir();
         let mut m = MetricsFile::open(d.path(), BACKUP).unwrap();
-        m.set("ailee_backup_last_success_timestamp_seconds", &[], 1700000000.0)
+        m.set("ailee_backup_last_success_timestamp_seconds", &["/r"], 1700000000.0)
             .unwrap();
         m.commit().unwrap();
         for want in 1..=3 {
             let mut m = MetricsFile::open(d.path(), BACKUP).unwrap();
-            assert_eq!(m.inc("ailee_backup_failures_total", &[], 1.0).unwrap(), want as f64);
+            assert_eq!(m.inc("ailee_backup_failures_total", &["/r"], 1.0).unwrap(), want as f64);
             m.commit().unwrap();
         }
         let m = MetricsFile::open(d.path(), BACKUP).unwrap();
-        assert_eq!(m.get("ailee_backup_failures_total", &[]), Some(3.0));
+        assert_eq!(m.get("ailee_backup_failures_total", &["/r"]), Some(3.0));
         assert_eq!(
-            m.get("ailee_backup_last_success_timestamp_seconds", &[]),
+            m.get("ailee_backup_last_success_timestamp_seconds", &["/r"]),
             Some(1700000000.0)
         );
         assert!(m.unreadable.is_empty());
@@ -680,19 +689,23 @@ mod tests {
         drop(drill);
         assert!(matches!(m.set("ailee_restore_success", &[], 1.0), Err(Error::Usage(_))));
         assert!(matches!(
-            m.set("ailee_backup_duration_seconds", &["x"], 1.0),
+            m.set("ailee_backup_duration_seconds", &[], 1.0),
             Err(Error::Usage(_))
         ));
         assert!(matches!(
-            m.inc("ailee_backup_duration_seconds", &[], 1.0),
+            m.set("ailee_backup_duration_seconds", &["x", "y"], 1.0),
             Err(Error::Usage(_))
         ));
         assert!(matches!(
-            m.inc("ailee_backup_failures_total", &[], -1.0),
+            m.inc("ailee_backup_duration_seconds", &["x"], 1.0),
             Err(Error::Usage(_))
         ));
         assert!(matches!(
-            m.set("ailee_backup_failures_total", &[], f64::NAN),
+            m.inc("ailee_backup_failures_total", &["x"], -1.0),
+            Err(Error::Usage(_))
+        ));
+        assert!(matches!(
+            m.set("ailee_backup_failures_total", &["x"], f64::NAN),
             Err(Error::Usage(_))
         ));
         assert!(matches!(MetricsFile::open(d.path(), "../x"), Err(Error::Usage(_))));
@@ -711,13 +724,43 @@ mod tests {
         let d = dir();
         std::fs::write(
             d.path().join("ailee_backup.prom"),
-            "ailee_backup_failures_total 4\nthis is junk\nailee_backup_failures_total{x=\"1\"} 2\nailee_other 1\n",
+            "ailee_backup_failures_total{repository=\"/r\"} 4\nthis is junk\nailee_backup_failures_total{x=\"1\"} 2\nailee_other 1\n",
         )
         .unwrap();
         let mut m = MetricsFile::open(d.path(), BACKUP).unwrap();
         assert_eq!(m.unreadable.len(), 3);
-        assert_eq!(m.inc("ailee_backup_failures_total", &[], 1.0).unwrap(), 5.0);
+        assert_eq!(m.inc("ailee_backup_failures_total", &["/r"], 1.0).unwrap(), 5.0);
         assert!(!m.render().contains("junk"));
+    }
+
+    /// The file of a version before the `repository` label: its unlabelled
+    /// backup samples cannot be told apart (local and off-site runs wrote the
+    /// same series), so they are dropped, not given to a repository; the
+    /// next commit writes only labelled series.
+    #[test]
+    fn unlabelled_backup_samples_of_an_older_version_are_dropped() {
+        let d = dir();
+        let old = "# HELP ailee_backup_last_success_timestamp_seconds Unix time of the last successful backup.\n\
+                   # TYPE ailee_backup_last_success_timestamp_seconds gauge\n\
+                   ailee_backup_last_success_timestamp_seconds 1700000000\n\
+                   # HELP ailee_backup_failures_total Backups that failed, counted across runs.\n\
+                   # TYPE ailee_backup_failures_total counter\n\
+                   ailee_backup_failures_total 7\n";
+        std::fs::write(d.path().join("ailee_backup.prom"), old).unwrap();
+        let mut m = MetricsFile::open(d.path(), BACKUP).unwrap();
+        assert_eq!(m.unreadable.len(), 2);
+        assert_eq!(m.get("ailee_backup_failures_total", &["/r"]), None);
+        assert_eq!(m.inc("ailee_backup_failures_total", &["/r"], 1.0).unwrap(), 1.0);
+        m.commit().unwrap();
+        let text = std::fs::read_to_string(d.path().join("ailee_backup.prom")).unwrap();
+        assert_eq!(
+            text,
+            "# HELP ailee_backup_failures_total Backups to the repository that failed, counted across runs.\n\
+             # TYPE ailee_backup_failures_total counter\n\
+             ailee_backup_failures_total{repository=\"/r\"} 1\n"
+        );
+        let m = MetricsFile::open(d.path(), BACKUP).unwrap();
+        assert!(m.unreadable.is_empty());
     }
 
     #[test]

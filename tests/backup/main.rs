@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 // Cases of issue 22, one module each (they share the fixture below).
 mod child;
 mod journal;
+mod metrics_repo;
 mod rest;
 
 /// A data directory holding `snaps` and a reorg_db with a few blocks, in a
@@ -640,6 +641,7 @@ fn metrics_textfiles() {
     f.backup(&["--metrics-dir", ms]).code(1);
     f.backup(&["--metrics-dir", ms]).code(1);
     let p = std::fs::read_to_string(m.join("ailee_backup.prom")).unwrap();
+    let l = format!("{{repository=\"{}\"}}", f.data().join("backups/repo").display());
     for name in [
         "ailee_backup_last_success_timestamp_seconds",
         "ailee_backup_last_failure_timestamp_seconds",
@@ -647,10 +649,13 @@ fn metrics_textfiles() {
         "ailee_backup_bytes_added",
         "ailee_backup_repository_size_bytes",
     ] {
-        assert!(p.contains(&format!("\n{name} ")), "{name} missing:\n{p}");
+        assert!(p.contains(&format!("\n{name}{l} ")), "{name} missing:\n{p}");
     }
-    assert!(p.contains("\nailee_backup_failures_total 2\n"), "{p}");
-    assert!(!p.contains("ailee_backup_last_success_timestamp_seconds 0\n"), "{p}");
+    assert!(p.contains(&format!("\nailee_backup_failures_total{l} 2\n")), "{p}");
+    assert!(
+        !p.contains(&format!("ailee_backup_last_success_timestamp_seconds{l} 0\n")),
+        "{p}"
+    );
     f.restore(&["--metrics-dir", ms]).code(0);
     let r = std::fs::read_to_string(m.join("ailee_restore.prom")).unwrap();
     assert!(r.contains("\nailee_restore_success 1\n"), "{r}");
