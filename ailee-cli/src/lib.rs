@@ -13,6 +13,16 @@ use std::process::ExitCode;
 
 pub use ailee_core::exit::EXIT_CODES_HELP;
 
+/// Writes a line to stderr; a closed or full stderr is not an error and
+/// never a panic (`eprintln!` panics when the write fails: `2>&1 | true`).
+#[macro_export]
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 pub mod dbquery;
 
 /// Flags every tool takes.
@@ -62,12 +72,12 @@ pub fn parse<T: Parser>() -> Result<T, ExitCode> {
         return Err(match generate(T::command(), &kind) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => {
-                eprintln!("--generate: unknown kind {kind:?} (one of: {GENERATE_KINDS})");
+                errln!("--generate: unknown kind {kind:?} (one of: {GENERATE_KINDS})");
                 ExitCode::from(ExitStatus::Operational.code())
             }
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("--generate: {e}");
+                errln!("--generate: {e}");
                 ExitCode::from(ExitStatus::Operational.code())
             }
         });
@@ -92,42 +102,70 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Runs a tool: installs signal handling, maps the outcome to an exit code.
-pub fn main<T: Parser>(run: impl FnOnce(T) -> anyhow::Result<ExitStatus>) -> ExitCode {
-    let args = match parse::<T>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    if let Err(e) = ailee_core::cancel::install() {
-        eprintln!("warning: cannot install signal handlers: {e}");
+/// The one mapping of a tool's error to its exit status: a closed pipe is
+/// success (the reader had what it wanted), a core error carries its own
+/// status, anything else is operational.
+pub fn status_of(e: &anyhow::Error) -> ExitStatus {
+    if is_broken_pipe(e) {
+        return ExitStatus::Success;
     }
-    let status = run_and_report(args, run);
-    // Interrupted before the work was committed: the signal thread is
-    // removing the temporary files and will end the process by the signal;
-    // exiting here first would report a plain exit code instead.
-    if status == ExitStatus::Interrupted || (ailee_core::cancel::requested() && status != ExitStatus::Success) {
-        ailee_core::cancel::die();
-    }
-    ExitCode::from(status.code())
+    e.chain()
+        .find_map(|c| c.downcast_ref::<Error>())
+        .map_or(ExitStatus::Operational, Error::exit_status)
 }
 
-fn run_and_report<T>(args: T, run: impl FnOnce(T) -> anyhow::Result<ExitStatus>) -> ExitStatus {
-    match run(args) {
+/// How a tool takes SIGINT, SIGTERM and SIGHUP ([`ailee_core::cancel`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Signals {
+    /// The signal thread removes the temporary files and ends the process
+    /// by the signal at once (after a critical section in progress).
+    Immediate,
+    /// The signal is only recorded: the work notices it, rolls back or
+    /// finishes its step, and the process then dies by it. `interrupted`
+    /// is what is said then.
+    Deferred { interrupted: &'static str },
+}
+
+/// Runs a tool: parses argv, then [`run_with`] with immediate signals.
+pub fn main<T: Parser>(run: impl FnOnce(T) -> anyhow::Result<ExitStatus>) -> ExitCode {
+    match parse::<T>() {
+        Ok(args) => run_with(args, Signals::Immediate, run),
+        Err(code) => code,
+    }
+}
+
+/// The one front door of every tool once argv is parsed: installs the
+/// signal handling, runs, reports an error (on stderr, which may be
+/// closed), and ends the process — by the signal that stopped it when the
+/// work was not committed ([`ailee_core::cancel::die`], the one place that
+/// does), else with the status's exit code.
+pub fn run_with<T>(args: T, signals: Signals, run: impl FnOnce(T) -> anyhow::Result<ExitStatus>) -> ExitCode {
+    let (installed, interrupted) = match signals {
+        Signals::Immediate => (ailee_core::cancel::install(), "interrupted"),
+        Signals::Deferred { interrupted } => (ailee_core::cancel::install_deferred(), interrupted),
+    };
+    if let Err(e) = installed {
+        errln!("warning: cannot install signal handlers: {e}");
+    }
+    let status = match run(args) {
         Ok(s) => s,
-        Err(e) if is_broken_pipe(&e) => ExitStatus::Success,
         Err(e) => {
-            let status = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<Error>())
-                .map_or(ExitStatus::Operational, Error::exit_status);
-            if status == ExitStatus::Interrupted {
-                eprintln!("interrupted");
-            } else {
-                eprintln!("{e:#}");
+            let status = status_of(&e);
+            match status {
+                ExitStatus::Success => {}
+                ExitStatus::Interrupted => errln!("{interrupted}"),
+                _ => errln!("{e:#}"),
             }
             status
         }
+    };
+    // Interrupted before the work was committed: die by the signal (in
+    // immediate mode the signal thread may be doing so already; exiting here
+    // first would report a plain exit code). Returns if it was committed.
+    if status != ExitStatus::Success && ailee_core::cancel::requested() {
+        ailee_core::cancel::die();
     }
+    ExitCode::from(status.code())
 }
 
 /// A path for messages and JSON: lossy where it is not UTF-8 (never a panic).
@@ -207,13 +245,13 @@ pub struct Report {
 impl Report {
     pub fn warn(&self, msg: impl std::fmt::Display) {
         if !self.quiet {
-            eprintln!("warning: {msg}");
+            errln!("warning: {msg}");
         }
     }
 
     pub fn info(&self, msg: impl std::fmt::Display) {
         if !self.quiet {
-            eprintln!("{msg}");
+            errln!("{msg}");
         }
     }
 

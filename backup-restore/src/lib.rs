@@ -1,6 +1,7 @@
-//! What `ailee_backup` and `ailee_restore` share: the repository options and
-//! signal handling that dies by the signal after cleaning up. Their metrics
-//! go through the one textfile writer, `ailee_core::metrics`.
+//! What `ailee_backup` and `ailee_restore` share: the repository options.
+//! They start through the one front door (`ailee_cli::run_with`, deferred
+//! signals: the work rolls back, then the process dies by the signal); their
+//! metrics go through the one textfile writer, `ailee_core::metrics`.
 //!
 //! These two are binaries rather than bash scripts because their guarantees
 //! need things bash does not give reliably: a rollback that runs on SIGINT,
@@ -9,8 +10,8 @@
 //! restic's JSON, RocksDB's POSIX lock on `reorg_db/LOCK`, `renameat2`
 //! exchanges, and exact 64-bit option ranges (bash arithmetic wraps).
 
-use ailee_core::{Error, ExitStatus};
-use ailee_db::backup::restic::Restic;
+use ailee_core::Error;
+use ailee_db::backup::restic::{Restic, BACKENDS};
 use std::path::{Path, PathBuf};
 
 /// Repository options of both tools.
@@ -31,12 +32,13 @@ pub struct RepoArgs {
     /// The restic executable [default: $AILEE_RESTIC, else restic on PATH].
     #[arg(long, value_name = "PATH")]
     pub restic: Option<PathBuf>,
+    /// Longest time one restic call may take, in seconds (1 to 604800); then
+    /// it is stopped (SIGINT, so it removes its lock) and the run exits 1 —
+    /// a silent link to an off-site repository ends, it does not hang.
+    #[arg(long, value_name = "SECS", default_value = "21600",
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub restic_timeout: u64,
 }
-
-/// restic backends named by a prefix (anything else is a local path).
-const BACKENDS: &[&str] = &[
-    "local:", "sftp:", "rest:", "s3:", "b2:", "azure:", "gs:", "swift:", "rclone:",
-];
 
 fn absolute(p: &Path) -> ailee_core::Result<PathBuf> {
     std::path::absolute(p).map_err(|e| Error::io(p, e))
@@ -112,12 +114,9 @@ impl RepoArgs {
         } else {
             bin
         };
-        Ok(Restic {
-            bin,
-            repo,
-            password_file,
-            options: self.options.clone(),
-        })
+        let mut r = Restic::new(bin, repo, password_file, self.options.clone());
+        r.timeout = std::time::Duration::from_secs(self.restic_timeout);
+        Ok(r)
     }
 }
 
@@ -142,41 +141,19 @@ fn create_key_file(k: &Path) -> ailee_core::Result<()> {
     p.commit()
 }
 
-/// Installs the signal handling: SIGINT/SIGTERM/SIGHUP set the core's cancel
-/// flag (work stops at the next check, rolls back and cleans up — the core's
-/// deferred mode: the signal never kills the process under the work) and the
-/// core remembers which signal it was, so that [`finish`] can die by it. A
-/// signal ignored at start (`nohup`) stays ignored.
-pub fn install_signals() {
-    if let Err(e) = ailee_core::cancel::install_deferred() {
-        eprintln!("warning: cannot install signal handlers: {e}");
-    }
-}
-
-/// Maps the outcome to an exit code. An interrupted run that did not finish
-/// its work dies by the signal that stopped it (after its cleanup), so a
-/// shell loop around it stops too.
-pub fn finish(result: anyhow::Result<ExitStatus>, interrupted: &str) -> std::process::ExitCode {
-    let status = match result {
-        Ok(s) => s,
-        Err(e) => {
-            let status = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<Error>())
-                .map_or(ExitStatus::Operational, Error::exit_status);
-            if status == ExitStatus::Interrupted {
-                eprintln!("{interrupted}");
-            } else {
-                eprintln!("{e:#}");
-            }
-            status
+/// The `--metrics-dir` of a command line that did not parse (so that an
+/// argument error still counts as a failure of the hourly job).
+pub fn metrics_dir_in_argv() -> Option<PathBuf> {
+    let mut args = std::env::args_os().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--metrics-dir" {
+            return args.next().map(PathBuf::from).filter(|p| p.is_dir());
         }
-    };
-    if let (true, Some(sig)) = (status != ExitStatus::Success, ailee_core::cancel::signal()) {
-        let _ = signal_hook::low_level::emulate_default_handler(sig);
-        return std::process::ExitCode::from((128 + sig) as u8);
+        if let Some(v) = a.to_str().and_then(|a| a.strip_prefix("--metrics-dir=")) {
+            return Some(PathBuf::from(v)).filter(|p| p.is_dir());
+        }
     }
-    std::process::ExitCode::from(status.code())
+    None
 }
 
 /// Seconds since the epoch, as a float.

@@ -330,7 +330,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         (Some(p), None) => {
             let v = check_block(&block, &mut Vec::new());
             if let Some(f) = v.failure {
-                eprintln!("The snapshot to append does not verify: {f}");
+                ailee_cli::errln!("The snapshot to append does not verify: {f}");
                 return Ok(ExitStatus::Integrity);
             }
             let a = ailee_core::append::append_block(p, &block).context("cannot append the snapshot")?;

@@ -65,7 +65,7 @@ fn run_json(cli: Cli) -> anyhow::Result<ExitStatus> {
     match run(cli) {
         Err(e) if json => {
             let core = e.chain().find_map(|c| c.downcast_ref::<Error>());
-            let status = core.map_or(ExitStatus::Operational, Error::exit_status);
+            let status = ailee_cli::status_of(&e);
             let problem = match core {
                 Some(Error::DbCorrupt { .. } | Error::Decode(_) | Error::Integrity(_)) => "corrupt",
                 Some(Error::Locked { .. }) => "locked",
@@ -84,7 +84,7 @@ fn run_json(cli: Cli) -> anyhow::Result<ExitStatus> {
                 json!({"path": path.to_string_lossy(), "healthy": false, "problem": problem,
                        "error": format!("{e:#}"), "exit_code": status.code()}),
             )?;
-            eprintln!("{e:#}");
+            ailee_cli::errln!("{e:#}");
             Ok(status)
         }
         r => r,
@@ -255,22 +255,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         out(format_args!("reputation_cf: {} entries", r.reputation_entries))?;
     }
     for w in &r.warnings {
-        eprintln!("warning: {w}");
+        ailee_cli::errln!("warning: {w}");
     }
     if let Some(m) = &r.counter_mismatch {
-        eprintln!("Counter mismatch: {m}");
+        ailee_cli::errln!("Counter mismatch: {m}");
     }
     for e in &r.errors {
-        eprintln!("Corrupt record: {e}");
+        ailee_cli::errln!("Corrupt record: {e}");
     }
     if r.undecodable > r.errors.len() as u64 {
-        eprintln!("… {} undecodable records in all", r.undecodable);
+        ailee_cli::errln!("… {} undecodable records in all", r.undecodable);
     }
     if !cli.common.json {
         if r.healthy() {
             out("Database OK: every record decoded.")?;
         } else {
-            eprintln!("Database check FAILED.");
+            ailee_cli::errln!("Database check FAILED.");
         }
     }
     Ok(status)

@@ -269,13 +269,13 @@ fn print_state(sf: &SnapshotFile, place: &Place, block: &[u8]) -> anyhow::Result
                     (Some(n), Some(l)) => format!("snapshot {n} (line {l})"),
                     _ => format!("the snapshot at byte offset {}", place.offset),
                 };
-                eprintln!("cannot print {which} of {} as JSON: {e}", lossy(sf.path()));
+                ailee_cli::errln!("cannot print {which} of {} as JSON: {e}", lossy(sf.path()));
                 Ok(ExitStatus::Operational)
             }
         },
         Err(e) => {
             let place = located()?;
-            eprintln!("{}", corrupt_message(&place, &e));
+            ailee_cli::errln!("{}", corrupt_message(&place, &e));
             Ok(ExitStatus::Integrity)
         }
     }
@@ -336,7 +336,7 @@ fn report_one(
             "on_chain": proven.as_ref().map(|(t, h, c)| json!({"txid": t, "height": h, "confirmations": c})),
         }))?;
         if let Some(e) = &error {
-            eprintln!("{e}");
+            ailee_cli::errln!("{e}");
         }
         return Ok(status);
     }
@@ -356,7 +356,7 @@ fn report_one(
             }
             out("Verification OK.")?;
         }
-        Some(e) => eprintln!("{e}"),
+        Some(e) => ailee_cli::errln!("{e}"),
     }
     Ok(status)
 }
@@ -578,7 +578,7 @@ fn last_valid(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
     if cli.common.json {
         out(json!({"file": path, "last_valid": null, "total": total, "warnings": warnings}))?;
     }
-    eprintln!("No snapshot in {path} verifies.");
+    ailee_cli::errln!("No snapshot in {path} verifies.");
     Ok(ExitStatus::Integrity)
 }
 

@@ -56,7 +56,8 @@ struct MonitorArgs {
     /// ailee_backup.prom is in --metrics-dir [default: D/backups].
     #[arg(long, value_name = "DIR")]
     backup_dir: Option<PathBuf>,
-    /// Warn when the last successful backup is older (hours, decimals allowed).
+    /// Warn when the last successful backup is older (hours, decimals allowed);
+    /// with ailee_backup.prom, for each repository in it (local, off-site).
     #[arg(long, value_name = "H", default_value = "2", value_parser = positive_hours)]
     max_backup_age_hours: f64,
     /// Warn when the newest snapshot's timestamp is older (hours; off by default).
@@ -88,7 +89,8 @@ struct MonitorArgs {
 ///
 /// Example, a failed backup: `ailee_metrics write --metrics-dir
 /// /var/lib/node_exporter/textfile --writer ailee_backup --set
-/// ailee_backup_last_failure_timestamp_seconds=now --inc ailee_backup_failures_total`
+/// 'ailee_backup_last_failure_timestamp_seconds{repository=/srv/backup}=now'
+/// --inc 'ailee_backup_failures_total{repository=/srv/backup}'`
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXIT_CODES_HELP)]
 struct WriteArgs {
@@ -188,7 +190,7 @@ fn write(a: WriteArgs) -> anyhow::Result<ExitStatus> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut m = MetricsFile::open(&a.metrics_dir, &a.writer)?;
     for l in &m.unreadable {
-        eprintln!("warning: dropping unreadable line of the previous file: {l}");
+        ailee_cli::errln!("warning: dropping unreadable line of the previous file: {l}");
     }
     for ((name, labels), v) in &sets {
         m.set(name, &refs(labels), *v)?;
@@ -243,19 +245,41 @@ fn mtime_seconds(p: &Path) -> Option<f64> {
     t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs_f64())
 }
 
-/// Unix time of the last successful backup: from the backup's metrics file
-/// when there is one, else the newest marker in the backup directory
+/// Unix time of the last successful backup of each repository, oldest
+/// first, and where it was read. From the backup's metrics file when it has
+/// backup series: one entry per `repository` label (`None` for a repository
+/// whose backups have only failed so far; the unlabelled series of a version
+/// before the label count as one repository). Every repository must be
+/// within the limit: a recent local backup does not excuse an off-site copy
+/// that stopped. Else the newest marker in the backup directory
 /// (`last_backup`, which ailee_backup rewrites after each success, or the
 /// older scheme's `manifest_*.txt`), else its `l2_snapshots_latest.dat.bak`.
-fn last_backup(metrics_dir: Option<&Path>, backup_dir: &Path) -> Option<(f64, String)> {
+fn last_backups(metrics_dir: Option<&Path>, backup_dir: &Path) -> Vec<(Option<f64>, String)> {
     if let Some(dir) = metrics_dir {
         let p = dir.join(format!("{}.prom", metrics::BACKUP));
         if let Ok(samples) = metrics::read_samples(&p) {
-            if let Some((_, _, v)) = samples
-                .iter()
-                .find(|(n, _, _)| n == "ailee_backup_last_success_timestamp_seconds")
-            {
-                return Some((*v, p.display().to_string()));
+            let mut repos: std::collections::BTreeMap<Option<&str>, Option<f64>> = Default::default();
+            for (name, labels, v) in &samples {
+                let success = name == "ailee_backup_last_success_timestamp_seconds";
+                if !(success || name == "ailee_backup_last_failure_timestamp_seconds") || v.is_nan() {
+                    continue;
+                }
+                let repo = labels.iter().find(|(k, _)| k == "repository").map(|(_, r)| r.as_str());
+                let last = repos.entry(repo).or_default();
+                if success {
+                    *last = Some(last.map_or(*v, |t| t.max(*v)));
+                }
+            }
+            if !repos.is_empty() {
+                let mut found: Vec<(Option<f64>, String)> = repos
+                    .into_iter()
+                    .map(|(r, t)| match r {
+                        Some(r) => (t, format!("{}, repository {r}", p.display())),
+                        None => (t, p.display().to_string()),
+                    })
+                    .collect();
+                found.sort_by(|a, b| a.0.unwrap_or(f64::MIN).total_cmp(&b.0.unwrap_or(f64::MIN)));
+                return found;
             }
         }
     }
@@ -277,6 +301,9 @@ fn last_backup(metrics_dir: Option<&Path>, backup_dir: &Path) -> Option<(f64, St
         let p = backup_dir.join("l2_snapshots_latest.dat.bak");
         mtime_seconds(&p).map(|t| (t, p.display().to_string()))
     })
+    .map(|(t, from)| (Some(t), from))
+    .into_iter()
+    .collect()
 }
 
 fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
@@ -415,7 +442,7 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
                 ))?;
             }
             if let (Some((off, len)), false) = (s.torn_tail, a.quiet) {
-                eprintln!("note: the file ends in a torn snapshot at byte offset {off} ({len} bytes): ignored (a crash, or an append in progress)");
+                ailee_cli::errln!("note: the file ends in a torn snapshot at byte offset {off} ({len} bytes): ignored (a crash, or an append in progress)");
             }
             match &s.newest {
                 None => {
@@ -431,7 +458,7 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
                         n.timestamp_ms.map(|t| t as f64 / 1000.0),
                     );
                     for w in n.warnings.iter().filter(|_| !a.quiet) {
-                        eprintln!("note: newest snapshot: {w}");
+                        ailee_cli::errln!("note: newest snapshot: {w}");
                     }
                     if let Some(why) = &n.failure {
                         f.integrity(format_args!(
@@ -469,20 +496,22 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
 
     // Backups.
     let bdir = a.backup_dir.clone().unwrap_or_else(|| a.data_dir.join("backups"));
-    match last_backup(a.metrics_dir.as_deref(), &bdir) {
-        None => f.warn(format_args!(
+    let backups = last_backups(a.metrics_dir.as_deref(), &bdir);
+    if backups.is_empty() {
+        f.warn(format_args!(
             "no backup found (no ailee_backup.prom in the metrics directory, no backup in {})",
             bdir.display()
-        ))?,
-        Some((t, from)) => {
-            let age = now - t;
-            if age > a.max_backup_age_hours * 3600.0 {
-                f.warn(format_args!(
-                    "the last successful backup is {}h old (limit {}h, from {from})",
-                    hours(age),
-                    a.max_backup_age_hours
-                ))?;
-            }
+        ))?;
+    }
+    for (t, from) in backups {
+        match t {
+            None => f.warn(format_args!("no successful backup yet, only failed ones (from {from})"))?,
+            Some(t) if now - t > a.max_backup_age_hours * 3600.0 => f.warn(format_args!(
+                "the last successful backup is {}h old (limit {}h, from {from})",
+                hours(now - t),
+                a.max_backup_age_hours
+            ))?,
+            Some(_) => {}
         }
     }
 
@@ -527,7 +556,7 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
 
     if let Some(m) = m.as_mut() {
         for l in &m.unreadable {
-            eprintln!("warning: dropping unreadable line of the previous ailee_monitor.prom: {l}");
+            ailee_cli::errln!("warning: dropping unreadable line of the previous ailee_monitor.prom: {l}");
         }
         for (name, labels, v) in &set {
             let l: Vec<&str> = labels.iter().map(String::as_str).collect();

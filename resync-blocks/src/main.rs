@@ -101,7 +101,7 @@ fn main() -> ExitCode {
         let r = run(cli);
         if let Some(dir) = dir {
             if let Err(e) = metrics::record(&dir, &db, before, &r) {
-                eprintln!("warning: cannot write metrics to {}: {e}", dir.display());
+                ailee_cli::errln!("warning: cannot write metrics to {}: {e}", dir.display());
             }
         }
         r
@@ -113,7 +113,7 @@ fn main() -> ExitCode {
 /// before the run), so `run` itself is untouched.
 mod metrics {
     use ailee_core::metrics::{now_seconds, MetricsFile, RESYNC};
-    use ailee_core::{Error, ExitStatus};
+    use ailee_core::ExitStatus;
     use ailee_db::reorgdb::{Mode, ReorgDb};
     use std::path::Path;
 
@@ -141,10 +141,7 @@ mod metrics {
     ) -> ailee_core::Result<()> {
         let code = match r {
             Ok(s) => *s,
-            Err(e) => e
-                .chain()
-                .find_map(|c| c.downcast_ref::<Error>())
-                .map_or(ExitStatus::Operational, Error::exit_status),
+            Err(e) => ailee_cli::status_of(e),
         };
         // The newest event this run recorded; its depth as resync counts it:
         // the stored tip before the run − the fork height + 1.
@@ -272,7 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
                 if cli.common.json {
                     out(json!({"refused": m, "node": rpc.url()}))?;
                 }
-                eprintln!("Refused: {m}.");
+                ailee_cli::errln!("Refused: {m}.");
                 return Ok(ExitStatus::Operational);
             }
             Outcome::Behind { tip, stored, ibd } => {
@@ -283,7 +280,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
                     )?;
                 }
                 if !cli.wait {
-                    eprintln!(
+                    ailee_cli::errln!(
                         "{msg}. Nothing was changed: this is not a reorg. Wait for the node to sync \
                          (or use --wait), then run again."
                     );
@@ -291,7 +288,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
                 }
                 let waited = started.elapsed().as_secs();
                 if waited >= cli.wait_timeout {
-                    eprintln!(
+                    ailee_cli::errln!(
                         "{msg}. Gave up waiting after {waited} s (--wait-timeout {}); nothing was changed.",
                         cli.wait_timeout
                     );
@@ -364,10 +361,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             .collect::<Vec<_>>()
     };
     for (a, t, why) in &r.unknown_txids {
-        eprintln!("warning: PENDING anchor {a}: the node does not know its transaction {t} ({why}); skipped — rebroadcast it or mark it FAILED_ORPHANED");
+        ailee_cli::errln!("warning: PENDING anchor {a}: the node does not know its transaction {t} ({why}); skipped — rebroadcast it or mark it FAILED_ORPHANED");
     }
     for (a, t, why) in &r.anchors_orphaned {
-        eprintln!("warning: anchor {a} (txid {t}): {why}: marked INVALIDATED_REORG");
+        ailee_cli::errln!("warning: anchor {a} (txid {t}): {why}: marked INVALIDATED_REORG");
     }
     if cli.common.json {
         out(json!({
@@ -433,7 +430,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     }
     if deep {
         let g = r.reorg.as_ref().map_or(0, |g| g.depth);
-        eprintln!(
+        ailee_cli::errln!(
             "DEEP REORG: depth {g} exceeds the confirmation threshold {} — halt the node and re-anchor.",
             cli.confirmations
         );

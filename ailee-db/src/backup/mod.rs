@@ -108,6 +108,9 @@ pub struct BackupOptions {
     pub no_forget: bool,
     /// Also measure the repository size (`restic stats`).
     pub measure_repo: bool,
+    /// The node whose backup this is (see [`node_id`]); `None`: the data
+    /// directory's, created on first use.
+    pub node: Option<String>,
 }
 
 /// What a backup did.
@@ -126,6 +129,10 @@ pub struct BackupReport {
     pub repo_size: Option<u64>,
     pub forgotten: u64,
     pub created_repo: bool,
+    /// The node the backup was recorded for.
+    pub node: String,
+    /// Created this run (`DATA_DIR/node_id` did not exist).
+    pub created_node_id: bool,
     pub warnings: Vec<String>,
 }
 
@@ -165,6 +172,165 @@ pub fn lock(data_dir: &Path) -> Result<File> {
             p.display()
         ))),
         Err(e) => Err(Error::io(&p, e.into())),
+    }
+}
+
+/// Takes the lock of one repository's stage (`backups/<stage>.lock`,
+/// non-blocking): runs to different repositories (the local one hourly, an
+/// off-site one) hold the data directory's lock only while they prepare
+/// their stage, so a slow or dead link delays its own repository only.
+pub fn lock_repo(data_dir: &Path, r: &Restic) -> Result<File> {
+    let bdir = data_dir.join("backups");
+    io(&bdir, std::fs::create_dir_all(&bdir))?;
+    let p = bdir.join(format!("{}.lock", stage_name(data_dir, r)));
+    let f = io(
+        &p,
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&p),
+    )?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(f),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::Usage(format!(
+            "another ailee_backup is using repository {} from {} (lock {})",
+            r.label(),
+            data_dir.display(),
+            p.display()
+        ))),
+        Err(e) => Err(Error::io(&p, e.into())),
+    }
+}
+
+/// The stage directory (in `backups/`) of the repository `r`: `.stage` for
+/// the default local repository (`backups/repo`), `.stage-<hash>` for any
+/// other, so that runs to two repositories never share one.
+pub fn stage_name(data_dir: &Path, r: &Restic) -> String {
+    let default = std::path::absolute(data_dir.join("backups").join("repo"))
+        .is_ok_and(|p| p.as_os_str() == std::ffi::OsStr::new(&r.repo));
+    if default {
+        ".stage".into()
+    } else {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(r.label().as_bytes());
+        format!(".stage-{}", ailee_core::root::hex(&h[..6]))
+    }
+}
+
+/// The file in the data directory that names the node (`node=` tag of its backups).
+pub const NODE_ID: &str = "node_id";
+
+/// Whether `id` can name a node: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+pub fn check_node_id(id: &str) -> Result<()> {
+    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "node id {id:?}: expected 1 to 64 letters, digits, '.', '_' or '-'"
+        )))
+    }
+}
+
+/// The node id kept in `DATA_DIR/node_id`, if there is one.
+pub fn node_id(data_dir: &Path) -> Result<Option<String>> {
+    let p = data_dir.join(NODE_ID);
+    match std::fs::read_to_string(&p) {
+        Ok(s) => {
+            let id = s.trim();
+            check_node_id(id).map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
+            Ok(Some(id.to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&p, e)),
+    }
+}
+
+/// Writes `id` as the data directory's node id (atomically, never over one).
+pub fn write_node_id(data_dir: &Path, id: &str) -> Result<()> {
+    check_node_id(id)?;
+    let p = data_dir.join(NODE_ID);
+    let mut f = crate::atomic::Pending::create(&p, false)?;
+    f.write_all(format!("{id}\n").as_bytes())?;
+    f.commit()
+}
+
+/// The data directory's node id, created (random, 32 hex digits) when it
+/// has none. Returns it and whether it was created.
+pub fn ensure_node_id(data_dir: &Path) -> Result<(String, bool)> {
+    if let Some(id) = node_id(data_dir)? {
+        return Ok((id, false));
+    }
+    let mut b = [0u8; 16];
+    io(
+        Path::new("/dev/urandom"),
+        File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)),
+    )?;
+    let id = ailee_core::root::hex(&b);
+    write_node_id(data_dir, &id)?;
+    Ok((id, true))
+}
+
+/// Whose backups a command sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Nodes {
+    /// Those tagged `node=ID`.
+    One(String),
+    /// All of them (`--any-node`), those without a node id too.
+    Any,
+}
+
+impl Nodes {
+    /// restic's `--tag` filter for these backups.
+    pub fn tag_filter(&self) -> String {
+        match self {
+            Nodes::One(id) => format!("{},node={id}", restic::TAG),
+            Nodes::Any => restic::TAG.to_string(),
+        }
+    }
+
+    /// Whether snapshot `s` is one of these.
+    pub fn has(&self, s: &restic::Snapshot) -> bool {
+        match self {
+            Nodes::One(id) => s.tag("node") == Some(id.as_str()),
+            Nodes::Any => true,
+        }
+    }
+}
+
+/// Which node's backups `--list`, `--verify` and `ailee_restore` see: the
+/// one named (`--node`), every one (`--any-node`), else the data
+/// directory's (`DATA_DIR/node_id`). A data directory without one (a new
+/// machine) sees the only node in the repository; with several there, it
+/// must be told which.
+pub fn choose_nodes(r: &Restic, data_dir: &Path, named: Option<&str>, any: bool) -> Result<Nodes> {
+    if any {
+        return Ok(Nodes::Any);
+    }
+    if let Some(id) = named {
+        check_node_id(id)?;
+        return Ok(Nodes::One(id.to_string()));
+    }
+    if let Some(id) = node_id(data_dir)? {
+        return Ok(Nodes::One(id));
+    }
+    let all = r.snapshots()?;
+    let mut ids: Vec<&str> = all.iter().filter_map(|s| s.tag("node")).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    match ids[..] {
+        // Backups made before node ids: all of them.
+        [] => Ok(Nodes::Any),
+        [id] => Ok(Nodes::One(id.to_string())),
+        _ => Err(Error::Usage(format!(
+            "{} has no {NODE_ID} and repository {} holds backups of {} nodes ({}): pass --node ID \
+             (the ID column of --list --any-node) or --any-node",
+            data_dir.display(),
+            r.label(),
+            ids.len(),
+            ids.join(", ")
+        ))),
     }
 }
 
@@ -271,15 +437,15 @@ fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) ->
             io(&bak, std::fs::remove_file(&bak))?;
         }
     }
-    // Is the previous copy still a prefix of the live file?
+    // Is the previous copy still a prefix of the live file? A cheap look
+    // (its length and last 64 KiB) decides whether to append or copy all;
+    // the copy that is published is compared whole below either way.
     let old = File::open(&bak).ok();
-    let mut old_len = None;
-    let full_copy = match &old {
+    let mut full_copy = match &old {
         None => true,
         Some(o) => {
             let n = io(&bak, o.metadata())?.len();
-            old_len = Some(n);
-            let ok = n <= len && io(&bak, same_prefix(o, live, n))?;
+            let ok = n <= len && io(&bak, same_tail(o, live, n))?;
             if !ok {
                 warnings.push(format!(
                     "the live snapshot file is no longer an extension of the previous backup copy \
@@ -304,15 +470,10 @@ fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) ->
     )?;
     let md = io(&spare, f.metadata())?;
     let mut have = md.len();
-    // The spare is the copy published two runs ago, untouched since when its
-    // recorded identity still matches: then only what is appended to it needs
-    // comparing (the rest was compared when it was published, and the
-    // previous copy, which extends it, was just found to be a prefix).
-    let id_path = bdir.join(SPARE_ID);
-    let trusted = !full_copy
-        && old_len.is_some_and(|o| have <= o)
-        && std::fs::read_to_string(&id_path).ok().as_deref() == Some(identity(&md).as_str());
-    let _ = std::fs::remove_file(&id_path);
+    // No byte of the spare is trusted on its metadata (a changed byte with
+    // its mtime kept, bit rot): the whole copy is compared with the live
+    // prefix below before it is published.
+    let _ = std::fs::remove_file(bdir.join(SPARE_ID));
     if full_copy || have > len || !io(&spare, same_tail(&f, live, have))? {
         have = 0;
     }
@@ -323,13 +484,16 @@ fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) ->
         copy_rw(live, have, len - have, &mut f)?;
         crate::cancel::check()?;
         // The whole copy must equal the live prefix: a real, complete copy.
-        let same = if trusted && have > 0 && attempt == 0 {
-            io(&spare, same_range(&f, live, have, len))?
-        } else {
-            io(&spare, same_prefix(&f, live, len))?
-        };
-        if same {
+        if io(&spare, same_prefix(&f, live, len))? {
             break;
+        }
+        full_copy = true;
+        if attempt == 0 && have > 0 {
+            warnings.push(
+                "the spare backup copy differed from the live file in bytes it already held \
+                 (changed on disk since it was written?): making a full copy"
+                    .into(),
+            );
         }
         if attempt == 1 || have == 0 {
             return Err(Error::Usage(
@@ -359,24 +523,11 @@ fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) ->
         io(&bak, std::fs::rename(&spare, &bak))?;
     }
     crate::atomic::sync_dir(bdir)?;
-    // Record the identity of the new spare: the previous copy, which was just
-    // found to be a prefix of the live file (not so after a full copy).
-    if let (false, Ok(m)) = (full_copy, std::fs::metadata(&spare)) {
-        let mut p = crate::atomic::Pending::create(&id_path, true)?;
-        p.write_all(identity(&m).as_bytes())?;
-        p.commit()?;
-    }
     Ok(BakUpdate {
         len,
         appended,
         full_copy,
     })
-}
-
-/// Inode, size and modification time of a file, as text.
-fn identity(m: &std::fs::Metadata) -> String {
-    use std::os::unix::fs::MetadataExt;
-    format!("{} {} {} {} {}\n", m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec())
 }
 
 /// True when bytes `[start, end)` of `a` and `b` are equal.
@@ -474,81 +625,41 @@ fn anchor_height(db: &ReorgDb, hash: &str) -> Option<u64> {
         .filter(|h| *h > 0)
 }
 
-/// Makes one backup of `opts.data_dir` (the caller holds [`lock`]).
+/// Makes one backup of `opts.data_dir` into `opts.restic`'s repository.
+///
+/// Takes the repository's stage lock ([`lock_repo`]) for the whole run and
+/// the data directory's lock ([`lock`]) only while it reads the live files
+/// and prepares the stage; restic then works on the stage alone. Refused
+/// while a restore's journal says a swap was interrupted (the live files
+/// may be half old, half restored).
 pub fn backup(opts: &BackupOptions) -> Result<BackupReport> {
     let d = &opts.data_dir;
     check_data_dir(d)?;
-    let mut rep = BackupReport::default();
-    let live_path = d.join("l2_snapshots.dat");
-    // Refuse a FIFO, device or socket at once (opening a FIFO would block).
-    match std::fs::metadata(&live_path) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return Err(Error::Usage(format!("{}: not a regular file", live_path.display()))),
-        Err(e) => return Err(Error::io(&live_path, e)),
-    }
-    let (live, _) = crate::scan::open_snapshot_file(&live_path)?;
-    let db_path = d.join("reorg_db");
-    // Open the database first: a missing one fails before anything is written.
-    let db = ReorgDb::open(&db_path, Mode::ReadOnly)?;
-
-    // 1. The complete prefix and its newest snapshot, which must verify.
-    let (len, newest) = io(&live_path, newest_block(&live))?.ok_or_else(|| Error::NoSnapshots(live_path.clone()))?;
-    let (root, anchor) = verify_newest(&newest)?;
-
-    // 2. The runbook copy.
-    let bdir = d.join("backups");
-    io(&bdir, std::fs::create_dir_all(&bdir))?;
-    // Temporary files of killed runs (we hold the lock: none is in use).
-    reap_tmp(&bdir);
-    reap_tmp(&bdir.join(".stage"));
-    let old_len = std::fs::metadata(bdir.join(BAK_NAME)).map(|m| m.len()).ok();
-    let u = update_bak(&bdir, &live, len, &mut rep.warnings)?;
-    let bak = io(&bdir, File::open(bdir.join(BAK_NAME)))?;
-    // Snapshot count: from the previous count plus the appended blocks.
-    let count_path = bdir.join(".stage.count");
-    let prev = std::fs::read_to_string(&count_path).ok().and_then(|s| {
-        let mut it = s.split_whitespace().map(|x| x.parse::<u64>().ok());
-        Some((it.next()??, it.next()??))
-    });
-    // The stage mirrors the previous copy when its record says so.
-    let synced = !u.full_copy && prev.is_some_and(|(l, _)| Some(l) == old_len);
-    rep.snapshots = match (prev, old_len) {
-        (Some((l, n)), Some(ol)) if synced && l == ol => n + io(&bdir, count_blocks(&bak, l, u.len - l))?,
-        _ => io(&bdir, count_blocks(&bak, 0, u.len))?,
+    let _repo_lock = lock_repo(d, &opts.restic)?;
+    let (stage, mut rep) = {
+        let _lock = lock(d)?;
+        if let Some(j) = restore::pending_journal(d) {
+            return Err(Error::Usage(format!(
+                "{} exists: a restore was interrupted and the data directory may hold half old, half \
+                 restored state; nothing was backed up. Settle it first: ailee_restore --data-dir {} \
+                 (with the node stopped)",
+                j.display(),
+                d.display()
+            )));
+        }
+        prepare(opts)?
     };
     crate::cancel::check()?;
 
-    // 3. The stage: segments of the copy, and a consistent copy of reorg_db.
-    let stage = bdir.join(".stage");
-    io(&stage, std::fs::create_dir_all(&stage))?;
-    let _ = std::fs::remove_file(&count_path);
-    update_stage(&stage, &bak, u.len, !synced)?;
-    crate::atomic::Pending::create(&count_path, true).and_then(|mut p| {
-        p.write_all(format!("{} {}\n", u.len, rep.snapshots).as_bytes())?;
-        p.commit()
-    })?;
-    let sdb = stage.join("reorg_db");
-    if std::fs::symlink_metadata(&sdb).is_ok() {
-        io(&sdb, std::fs::remove_dir_all(&sdb))?;
-    }
-    db.copy_to(&sdb)?;
-    rep.height = anchor_height(&db, &anchor);
-    drop(db);
-    let check = ReorgDb::open(&sdb, Mode::ReadOnly)?.check(0)?;
-    if !check.healthy() {
-        return Err(Error::Integrity(format!(
-            "the reorg database does not check: {}",
-            check.errors.first().cloned().unwrap_or_default()
-        )));
-    }
-    crate::cancel::check()?;
-
-    // 4. The restic snapshot (the repository is created on first use).
+    // The restic snapshot (the repository is created on first use).
     let mut tags = format!(
-        "{},root={root},anchor={anchor},snapshots={},bytes={}",
+        "{},node={},root={},anchor={},snapshots={},bytes={}",
         restic::TAG,
+        rep.node,
+        rep.root,
+        rep.anchor,
         rep.snapshots,
-        u.len
+        rep.bytes
     );
     if let Some(h) = rep.height {
         tags.push_str(&format!(",height={h}"));
@@ -572,25 +683,43 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport> {
         .ok_or_else(|| Error::Usage("restic backup printed no summary (unexpected restic version?)".into()))?;
     rep.snapshot_id = s.snapshot_id;
     rep.data_added = s.data_added;
-    rep.root = root;
-    rep.anchor = anchor;
-    rep.bytes = u.len;
-    rep.appended = u.appended;
-    // A status file whose mtime is the time of the last successful backup
-    // (ailee_monitor reads it; no restic call needed).
-    let mut st = crate::atomic::Pending::create(&bdir.join(LAST_NAME), true)?;
-    st.write_all(
-        format!(
-            "id {}\nroot {}\nanchor {}\nsnapshots {}\nbytes {}\n",
-            rep.snapshot_id, rep.root, rep.anchor, rep.snapshots, rep.bytes
-        )
-        .as_bytes(),
-    )?;
-    st.commit()?;
+    // The backup is in the repository: from here on the run reports success,
+    // with a warning for a later step that did not finish.
+    let bdir = d.join("backups");
+    let status = crate::atomic::Pending::create(&bdir.join(LAST_NAME), true).and_then(|mut st| {
+        // A status file whose mtime is the time of the last successful
+        // backup (ailee_monitor reads it; no restic call needed).
+        st.write_all(
+            format!(
+                "id {}\nroot {}\nanchor {}\nsnapshots {}\nbytes {}\nnode {}\nrepository {}\n",
+                rep.snapshot_id,
+                rep.root,
+                rep.anchor,
+                rep.snapshots,
+                rep.bytes,
+                rep.node,
+                opts.restic.label()
+            )
+            .as_bytes(),
+        )?;
+        st.commit()
+    });
+    if let Err(e) = status {
+        rep.warnings
+            .push(format!("cannot write {}: {e}", bdir.join(LAST_NAME).display()));
+    }
 
-    // 5. Retention, then the repository size.
-    if !opts.no_forget && !crate::cancel::requested() {
-        rep.forgotten = forget(&opts.restic, &opts.retention)?;
+    // Retention, then the repository size.
+    if !opts.no_forget {
+        match forget(&opts.restic, &opts.retention, &Nodes::One(rep.node.clone())) {
+            Ok(n) => rep.forgotten = n,
+            Err(Error::Interrupted) => rep
+                .warnings
+                .push("interrupted during retention: the backup is made; retention runs with the next one".into()),
+            Err(e) => rep.warnings.push(format!(
+                "the backup is made, but retention failed (it runs again with the next backup): {e}"
+            )),
+        }
     }
     if opts.measure_repo && !crate::cancel::requested() {
         rep.repo_size = repo_size(&opts.restic).ok();
@@ -598,11 +727,100 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport> {
     Ok(rep)
 }
 
+/// Under the data directory's lock: the newest snapshot verified, the
+/// runbook copy brought up to date, the repository's stage built from it
+/// and a consistent copy of `reorg_db`. Returns the stage and the report so far.
+fn prepare(opts: &BackupOptions) -> Result<(PathBuf, BackupReport)> {
+    let d = &opts.data_dir;
+    let mut rep = BackupReport::default();
+    let live_path = d.join("l2_snapshots.dat");
+    // Refuse a FIFO, device or socket at once (opening a FIFO would block).
+    match std::fs::metadata(&live_path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(Error::Usage(format!("{}: not a regular file", live_path.display()))),
+        Err(e) => return Err(Error::io(&live_path, e)),
+    }
+    let (live, _) = crate::scan::open_snapshot_file(&live_path)?;
+    let db_path = d.join("reorg_db");
+    // Open the database first: a missing one fails before anything is written.
+    let db = ReorgDb::open(&db_path, Mode::ReadOnly)?;
+    match &opts.node {
+        Some(id) => {
+            check_node_id(id)?;
+            rep.node = id.clone();
+        }
+        None => (rep.node, rep.created_node_id) = ensure_node_id(d)?,
+    }
+
+    // 1. The complete prefix and its newest snapshot, which must verify.
+    let (len, newest) = io(&live_path, newest_block(&live))?.ok_or_else(|| Error::NoSnapshots(live_path.clone()))?;
+    let (root, anchor) = verify_newest(&newest)?;
+
+    // 2. The runbook copy.
+    let bdir = d.join("backups");
+    io(&bdir, std::fs::create_dir_all(&bdir))?;
+    let sname = stage_name(d, &opts.restic);
+    let stage = bdir.join(&sname);
+    // Temporary files of killed runs (we hold the locks: none is in use).
+    reap_tmp(&bdir);
+    reap_tmp(&stage);
+    let old_len = std::fs::metadata(bdir.join(BAK_NAME)).map(|m| m.len()).ok();
+    let u = update_bak(&bdir, &live, len, &mut rep.warnings)?;
+    let bak = io(&bdir, File::open(bdir.join(BAK_NAME)))?;
+    // Snapshot count: from the stage's previous count plus the appended blocks.
+    let count_path = bdir.join(format!("{sname}.count"));
+    let prev = std::fs::read_to_string(&count_path).ok().and_then(|s| {
+        let mut it = s.split_whitespace().map(|x| x.parse::<u64>().ok());
+        Some((it.next()??, it.next()??))
+    });
+    // The stage mirrors the previous copy when its record says so (a stage
+    // another repository's runs left behind is checked whole).
+    let synced = !u.full_copy && prev.is_some_and(|(l, _)| Some(l) == old_len);
+    rep.snapshots = match (prev, old_len) {
+        (Some((l, n)), Some(ol)) if synced && l == ol => n + io(&bdir, count_blocks(&bak, l, u.len - l))?,
+        _ => io(&bdir, count_blocks(&bak, 0, u.len))?,
+    };
+    crate::cancel::check()?;
+
+    // 3. The stage: segments of the copy, and a consistent copy of reorg_db.
+    io(&stage, std::fs::create_dir_all(&stage))?;
+    let _ = std::fs::remove_file(&count_path);
+    update_stage(&stage, &bak, u.len, !synced)?;
+    crate::atomic::Pending::create(&count_path, true).and_then(|mut p| {
+        p.write_all(format!("{} {}\n", u.len, rep.snapshots).as_bytes())?;
+        p.commit()
+    })?;
+    let sdb = stage.join("reorg_db");
+    if std::fs::symlink_metadata(&sdb).is_ok() {
+        io(&sdb, std::fs::remove_dir_all(&sdb))?;
+    }
+    db.copy_to(&sdb)?;
+    rep.height = anchor_height(&db, &anchor);
+    drop(db);
+    let check = ReorgDb::open(&sdb, Mode::ReadOnly)?.check(0)?;
+    if !check.healthy() {
+        return Err(Error::Integrity(format!(
+            "the reorg database does not check: {}",
+            check.errors.first().cloned().unwrap_or_default()
+        )));
+    }
+    rep.root = root;
+    rep.anchor = anchor;
+    rep.bytes = u.len;
+    rep.appended = u.appended;
+    Ok((stage, rep))
+}
+
 /// Applies the retention policy; prunes unreferenced data when snapshots
 /// were removed. Returns the number of snapshots removed.
-pub fn forget(r: &Restic, keep: &Retention) -> Result<u64> {
+///
+/// Only `nodes`' backups are considered, as one group (`--group-by ''`): a
+/// node's history is kept by its tiers whatever host or path it was made
+/// from, and never thins another node's.
+pub fn forget(r: &Restic, keep: &Retention, nodes: &Nodes) -> Result<u64> {
     let policy = keep.args();
-    let mut args: Vec<&str> = vec!["forget", "--json", "--tag", restic::TAG];
+    let filter = nodes.tag_filter();
+    let mut args: Vec<&str> = vec!["forget", "--json", "--tag", &filter, "--group-by", ""];
     args.extend(policy.iter().map(String::as_str));
     let o = r.run_ok(None, &args, "forget")?;
     #[derive(serde::Deserialize)]
@@ -646,16 +864,17 @@ pub struct VerifyReport {
 /// `target/reorg_db`. Checks it against the snapshot's tags (bytes, newest
 /// root) and the database check. The listing that gives the tags runs
 /// beside the restore (each restic call pays a key derivation).
-pub fn restore_to(r: &Restic, which: &str, target: &Path) -> Result<restic::Snapshot> {
+pub fn restore_to(r: &Restic, which: &str, nodes: &Nodes, target: &Path) -> Result<restic::Snapshot> {
     restic::check_which(which)?;
     let raw = target.join("r");
     let t = raw.to_string_lossy().into_owned();
     let lister = {
-        let (r, w) = (r.clone(), which.to_string());
-        std::thread::spawn(move || r.find(&w))
+        let (r, w, n) = (r.clone(), which.to_string(), nodes.clone());
+        std::thread::spawn(move || r.find(&w, &n))
     };
+    let filter = nodes.tag_filter();
     let args: Vec<&str> = if which == "latest" {
-        vec!["restore", "--target", &t, "--tag", restic::TAG, "latest"]
+        vec!["restore", "--target", &t, "--tag", &filter, "latest"]
     } else {
         vec!["restore", "--target", &t, which]
     };
@@ -773,7 +992,15 @@ pub fn check_restored(snap: &restic::Snapshot, dir: &Path) -> Result<()> {
 
 /// `--verify`: restic's check (all data with `read_data`), then a restore to a
 /// scratch directory inside `scratch_parent` and our own checks.
-pub fn verify(r: &Restic, which: &str, read_data: bool, scratch_parent: &Path) -> Result<VerifyReport> {
+/// The scratch directory is `scratch_parent/<prefix><pid>`.
+pub fn verify(
+    r: &Restic,
+    which: &str,
+    nodes: &Nodes,
+    read_data: bool,
+    scratch_parent: &Path,
+    prefix: &str,
+) -> Result<VerifyReport> {
     restic::check_which(which)?;
     let mut args = vec!["check"];
     if read_data {
@@ -788,11 +1015,11 @@ pub fn verify(r: &Restic, which: &str, read_data: bool, scratch_parent: &Path) -
             r.failure("check", &o)
         });
     }
-    let dir = scratch_parent.join(format!(".ailee-verify.{}", std::process::id()));
+    let dir = scratch_parent.join(format!("{prefix}{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     io(&dir, std::fs::create_dir_all(&dir))?;
     let res = (|| {
-        let snap = restore_to(r, which, &dir)?;
+        let snap = restore_to(r, which, nodes, &dir)?;
         let (n, failing) = failing_snapshots(&dir.join("l2_snapshots.dat"), 20)?;
         if let Some(c) = snap.tag_u64("snapshots") {
             if c != n {

@@ -1,13 +1,24 @@
 //! The restic command line (Debian's restic 0.14) behind one type: every call
-//! is a child process whose stdout/stderr are captured, polled so that a
-//! SIGINT/SIGTERM to us stops it at once, and whose `--json` output is parsed
-//! here (not with `grep` in a script).
+//! is a child process run under [`ailee_core::child`] (stopped with SIGINT
+//! — restic then removes its lock — when a signal reaches us or its time
+//! bound expires; never outliving us), its stdout/stderr captured, its
+//! `--json` output parsed here (not with `grep` in a script).
+//!
+//! restic's locks: a run killed with SIGKILL (or whose tool was) leaves its
+//! lock in the repository, and restic refuses every later exclusive
+//! operation (and, for an exclusive lock, every operation). A call refused
+//! so is retried once after [`Restic::clear_stale_locks`] removed the stale
+//! ones — by restic's own rule, and only when no lock may be live. Nothing
+//! is spent on this when the repository is not locked.
 
 use crate::{Error, Result};
+use ailee_core::child::Waited;
 use serde::Deserialize;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Where the repository is and how to open it.
 #[derive(Debug, Clone)]
@@ -21,6 +32,133 @@ pub struct Restic {
     pub password_file: Option<PathBuf>,
     /// Extended options (`-o key=value`), e.g. `sftp.command=…`.
     pub options: Vec<String>,
+    /// The bound of every restic call (then it is stopped: exit 1).
+    pub timeout: Duration,
+    /// Read without locks (`--no-lock`; see [`Restic::for_reading`]).
+    pub no_lock: bool,
+    notes: Arc<Mutex<Notes>>,
+}
+
+/// The default bound of one restic call: an hourly job that has not
+/// finished in 6 hours is stuck (a silent link), not slow.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// What happened around restic calls (see [`Restic::notes`]).
+#[derive(Debug, Clone, Default)]
+pub struct Notes {
+    pub stale_locks_removed: u64,
+    pub timed_out: bool,
+    pub messages: Vec<String>,
+}
+
+/// restic backends named by a prefix (anything else is a local path).
+pub const BACKENDS: &[&str] = &[
+    "local:", "sftp:", "rest:", "s3:", "b2:", "azure:", "gs:", "swift:", "rclone:",
+];
+
+/// A repository location without a URL's password (`rest:http://u:***@h/`).
+pub fn redact(repo: &str) -> String {
+    let Some(scheme) = repo.find("://") else {
+        return repo.to_string();
+    };
+    let rest = &repo[scheme + 3..];
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            format!("{}{masked}{}", &repo[..scheme + 3], &rest[at..])
+        }
+        None => repo.to_string(),
+    }
+}
+
+/// A lock as `restic cat lock` prints it.
+#[derive(Debug, Deserialize)]
+struct LockInfo {
+    time: String,
+    #[serde(default)]
+    hostname: String,
+    #[serde(default)]
+    pid: i64,
+}
+
+impl LockInfo {
+    /// Why the lock is stale, or `None` when it may be live.
+    fn stale(&self, host: &str, now: std::time::SystemTime) -> Option<String> {
+        let age = parse_time(&self.time).and_then(|t| now.duration_since(t).ok());
+        let mins = |m: u64| age.is_some_and(|a| a >= Duration::from_secs(m * 60));
+        if self.hostname == host {
+            let gone = i32::try_from(self.pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+                .is_some_and(|p| rustix::process::test_kill_process(p) == Err(rustix::io::Errno::SRCH));
+            if gone {
+                return Some(format!("process {} of this host is gone", self.pid));
+            }
+            if mins(30) {
+                return Some(format!("taken at {}, not refreshed for 30 minutes", self.time));
+            }
+            None
+        } else if mins(60) {
+            Some(format!(
+                "of host {}, taken at {}, not refreshed for an hour",
+                self.hostname, self.time
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// An RFC 3339 time as restic writes it (`2026-12-03T14:00:00.123+01:00`).
+fn parse_time(t: &str) -> Option<std::time::SystemTime> {
+    let num = |s: &str| s.parse::<i64>().ok();
+    let (date, rest) = t.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let (y, mo, da) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+    let (hh, mm, ss) = (num(rest.get(0..2)?)?, num(rest.get(3..5)?)?, num(rest.get(6..8)?)?);
+    let tail = &rest[8..];
+    let tz = tail.find(['Z', '+', '-']).map_or("Z", |i| &tail[i..]);
+    let offset = match tz {
+        "Z" => 0,
+        z => {
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            sign * (num(z.get(1..3)?)? * 3600 + num(z.get(4..6)?)? * 60)
+        }
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (mo + if mo > 2 { -3 } else { 9 }) + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss - offset;
+    u64::try_from(secs)
+        .ok()
+        .map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s))
+}
+
+/// This host's name, as restic records it in its locks.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// True when restic refused because the repository is locked.
+pub fn locked(stderr: &str) -> bool {
+    stderr.contains("repository is already locked") || stderr.contains("unable to create lock")
+}
+
+fn last_line(s: &str) -> Option<&str> {
+    s.lines().rev().map(str::trim).find(|l| !l.is_empty())
 }
 
 /// What a restic run printed.
@@ -48,6 +186,8 @@ pub struct Snapshot {
     pub tags: Option<Vec<String>>,
     #[serde(default)]
     pub paths: Vec<String>,
+    #[serde(default)]
+    pub hostname: String,
 }
 
 impl Snapshot {
@@ -84,6 +224,10 @@ const INTEGRITY_MARKERS: &[&str] = &[
     "unexpected EOF",
     "wrong length",
     "decrypting blob",
+    // A blob or tree the snapshot needs is in no index or pack (index files
+    // deleted, packs lost): `restore` says this where `check` says "repository
+    // contains errors" — one damage, one verdict.
+    "not found in repository",
 ];
 
 /// True when restic's stderr reports damaged repository data.
@@ -92,6 +236,19 @@ pub fn looks_corrupt(stderr: &str) -> bool {
 }
 
 impl Restic {
+    /// A repository at `repo`, with nothing else set.
+    pub fn new(bin: PathBuf, repo: String, password_file: Option<PathBuf>, options: Vec<String>) -> Restic {
+        Restic {
+            bin,
+            repo,
+            password_file,
+            options,
+            timeout: DEFAULT_TIMEOUT,
+            no_lock: false,
+            notes: Default::default(),
+        }
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg("--repo").arg(&self.repo);
@@ -100,6 +257,9 @@ impl Restic {
         }
         for o in &self.options {
             c.arg("-o").arg(o);
+        }
+        if self.no_lock {
+            c.arg("--no-lock");
         }
         c.args(args);
         // Our own password handling wins over a stray RESTIC_REPOSITORY.
@@ -110,57 +270,164 @@ impl Restic {
         c
     }
 
-    /// Runs restic with `args` (in `cwd`), stopping it when a termination
-    /// signal arrives ([`Error::Interrupted`]).
+    /// The repository as it may be shown (a URL's password replaced by `***`).
+    pub fn label(&self) -> String {
+        redact(&self.repo)
+    }
+
+    /// What happened around the calls (stale locks removed, a read-only
+    /// repository read without a lock), for `-v` and the metrics.
+    pub fn notes(&self) -> Notes {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn note(&self, f: impl FnOnce(&mut Notes)) {
+        f(&mut self.notes.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Runs restic with `args` (in `cwd`) under [`crate::child`]: stopped
+    /// (SIGINT, so that it removes its lock) when a termination signal
+    /// reaches us ([`Error::Interrupted`]) or when [`Restic::timeout`]
+    /// expires (exit 1). A run refused because of a lock is retried once
+    /// after restic's stale locks were removed ([`Restic::clear_stale_locks`]).
     pub fn run_in(&self, cwd: Option<&Path>, args: &[&str]) -> Result<Output> {
+        let o = self.run_once(cwd, args)?;
+        if !o.ok() && locked(&o.stderr) && !self.no_lock && self.clear_stale_locks()? > 0 {
+            return self.run_once(cwd, args);
+        }
+        Ok(o)
+    }
+
+    fn run_once(&self, cwd: Option<&Path>, args: &[&str]) -> Result<Output> {
         let mut c = self.command(args);
         if let Some(d) = cwd {
             c.current_dir(d);
         }
         c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().map_err(|e| {
+        let mut child = ailee_core::child::spawn(&mut c, ailee_core::child::Spec::RESTIC).map_err(|e| {
             Error::Usage(format!(
                 "cannot run restic ({}): {e} — install it (Debian: apt-get install restic) or pass --restic PATH",
                 self.bin.display()
             ))
         })?;
-        let mut so = child.stdout.take();
-        let mut se = child.stderr.take();
-        let t_out = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            if let Some(s) = so.as_mut() {
-                let _ = s.read_to_end(&mut v);
-            }
-            v
-        });
-        let t_err = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            if let Some(s) = se.as_mut() {
-                let _ = s.read_to_end(&mut v);
-            }
-            v
-        });
-        let status = loop {
-            if crate::cancel::requested() {
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = t_out.join();
-                let _ = t_err.join();
-                return Err(Error::Interrupted);
-            }
-            match child.try_wait() {
-                Ok(Some(s)) => break s,
-                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
-                Err(e) => return Err(Error::io(&self.bin, e)),
-            }
+        let drain = |s: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                if let Some(mut s) = s {
+                    let _ = s.read_to_end(&mut v);
+                }
+                v
+            })
         };
+        let t_out = drain(child.child().stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let t_err = drain(child.child().stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let deadline = Instant::now() + self.timeout;
+        let waited = child.wait(Some(deadline)).map_err(|e| Error::io(&self.bin, e))?;
         let stdout = t_out.join().unwrap_or_default();
         let stderr = String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned();
+        let status = match waited {
+            Waited::Exited(s) => s,
+            Waited::Interrupted => return Err(Error::Interrupted),
+            Waited::TimedOut => {
+                self.note(|n| n.timed_out = true);
+                return Err(Error::Usage(format!(
+                    "restic {} did not finish within {} s (repository {}): stopped; is the repository \
+                     reachable? (--restic-timeout sets the bound){}",
+                    args.first().copied().unwrap_or_default(),
+                    self.timeout.as_secs(),
+                    self.label(),
+                    last_line(&stderr)
+                        .map(|l| format!("; it said: {l}"))
+                        .unwrap_or_default()
+                )));
+            }
+        };
         Ok(Output {
             code: status.code(),
             stdout,
             stderr,
         })
+    }
+
+    /// Removes restic's stale locks, by restic's own rule (`restic unlock`,
+    /// never `--remove-all`), once every lock in the repository has been
+    /// read and found stale by a stricter one:
+    /// - a lock of this host (same host name) whose process is gone;
+    /// - a lock of this host older than 30 minutes (restic refreshes a live
+    ///   lock every 5 minutes);
+    /// - a lock of another host older than 60 minutes: restic's 30 plus 30
+    ///   for clocks that disagree. A lock dated in the future is never stale.
+    ///
+    /// If any lock is live, nothing is removed (restic's refusal stands and
+    /// names it). Returns how many locks were removed.
+    pub fn clear_stale_locks(&self) -> Result<u64> {
+        let ids = self.run_once(None, &["list", "locks", "--no-lock"])?;
+        if !ids.ok() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+            .split_whitespace()
+            .filter(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_string)
+            .collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let host = hostname();
+        let now = std::time::SystemTime::now();
+        let mut stale = Vec::new();
+        for id in &ids {
+            let o = self.run_once(None, &["cat", "lock", id, "--no-lock"])?;
+            let Ok(lock) = serde_json::from_slice::<LockInfo>(&o.stdout) else {
+                // Removed meanwhile (its run ended), or unreadable: not ours to judge.
+                if o.ok() {
+                    return Ok(0);
+                }
+                continue;
+            };
+            match lock.stale(&host, now) {
+                Some(why) => stale.push(format!("{} ({why})", &id[..8])),
+                None => return Ok(0),
+            }
+        }
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        let o = self.run_once(None, &["unlock"])?;
+        if !o.ok() {
+            return Ok(0);
+        }
+        let n = stale.len() as u64;
+        self.note(|x| {
+            x.stale_locks_removed += n;
+            x.messages.push(format!(
+                "removed {n} stale restic lock(s) in {}: {}",
+                self.label(),
+                stale.join(", ")
+            ));
+        });
+        Ok(n)
+    }
+
+    /// Reads the repository without locks when it cannot be written (a
+    /// local repository on a read-only mount, or one we may not write):
+    /// restic's `--no-lock`. For reading only (list, verify, restore).
+    pub fn for_reading(mut self) -> Restic {
+        let local = self.repo.strip_prefix("local:").unwrap_or(&self.repo);
+        let remote = BACKENDS.iter().any(|b| *b != "local:" && self.repo.starts_with(b));
+        if !remote {
+            let locks = Path::new(local).join("locks");
+            if std::fs::metadata(&locks).is_ok() && rustix::fs::access(&locks, rustix::fs::Access::WRITE_OK).is_err() {
+                self.no_lock = true;
+                let label = self.label();
+                self.note(|n| {
+                    n.messages.push(format!(
+                        "repository {label} cannot be written (read-only?): reading it without a lock (restic --no-lock)"
+                    ))
+                });
+            }
+        }
+        self
     }
 
     pub fn run(&self, args: &[&str]) -> Result<Output> {
@@ -181,7 +448,7 @@ impl Restic {
     pub fn failure(&self, what: &str, o: &Output) -> Error {
         let msg = format!(
             "restic {what} failed (repository {}, exit {}): {}",
-            self.repo,
+            self.label(),
             o.code.map_or("signal".to_string(), |c| c.to_string()),
             o.stderr.trim()
         );
@@ -207,12 +474,13 @@ impl Restic {
         Ok(v)
     }
 
-    /// The snapshot named by `which` (`latest`, a full or short id).
-    pub fn find(&self, which: &str) -> Result<Snapshot> {
+    /// The snapshot named by `which`: `latest` of `nodes`, or a full or
+    /// short id (any node's: an id is explicit).
+    pub fn find(&self, which: &str, nodes: &crate::backup::Nodes) -> Result<Snapshot> {
         check_which(which)?;
         let all = self.snapshots()?;
         let found = if which == "latest" {
-            all.last().cloned()
+            all.iter().rev().find(|s| nodes.has(s)).cloned()
         } else {
             let m: Vec<_> = all.iter().filter(|s| s.id.starts_with(which)).collect();
             if m.len() > 1 {
@@ -225,9 +493,22 @@ impl Restic {
         };
         found.ok_or_else(|| {
             Error::Usage(if which == "latest" {
-                format!("no backup in repository {}", self.repo)
+                let others = all.iter().filter(|s| !nodes.has(s)).count();
+                let node = match nodes {
+                    crate::backup::Nodes::One(id) => format!(" of node {id}"),
+                    crate::backup::Nodes::Any => String::new(),
+                };
+                let hint = if others > 0 {
+                    format!(
+                        " ({others} backup(s) of other nodes, or made before node ids, are there: \
+                         see --list --any-node; pass --node ID or --any-node to use them)"
+                    )
+                } else {
+                    String::new()
+                };
+                format!("no backup{node} in repository {}{hint}", self.label())
             } else {
-                format!("no backup {which} in repository {}", self.repo)
+                format!("no backup {which} in repository {}", self.label())
             })
         })
     }

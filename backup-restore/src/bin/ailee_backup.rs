@@ -1,12 +1,12 @@
 //! `ailee_backup`: hourly backups of an AILEE data directory into a restic
 //! repository (SPEC §5); `--list` and `--verify` read them back.
 
-use ailee_cli::{out, EXIT_CODES_HELP};
+use ailee_cli::{errln, out, Signals, EXIT_CODES_HELP};
 use ailee_core::metrics::{MetricsFile, BACKUP};
 use ailee_core::ExitStatus;
-use ailee_db::backup::{self, restic::Snapshot, BackupOptions, Retention};
+use ailee_db::backup::{self, restic::Snapshot, BackupOptions, Nodes, Retention};
 use anyhow::Context;
-use backup_cli::{finish, install_signals, now, RepoArgs};
+use backup_cli::{now, RepoArgs};
 use clap::Parser;
 use serde_json::json;
 use std::path::PathBuf;
@@ -63,6 +63,14 @@ struct Cli {
     /// With --verify: have restic read and check all repository data.
     #[arg(long, requires = "verify")]
     read_data: bool,
+    /// With --list or --verify: the backups of node ID (see --list --any-node)
+    /// instead of this data directory's node (DATA_DIR/node_id).
+    #[arg(long, value_name = "ID", conflicts_with = "any_node")]
+    node: Option<String>,
+    /// With --list or --verify: the backups of every node in the repository
+    /// (and those made before node ids).
+    #[arg(long)]
+    any_node: bool,
     /// Hourly backups to keep.
     #[arg(long, value_name = "N", default_value = "24", value_parser = keep)]
     keep_hourly: u32,
@@ -98,18 +106,36 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = match ailee_cli::parse::<Cli>() {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(code) => {
+            // An hourly job with a wrong argument is failing too.
+            if code != ExitCode::SUCCESS {
+                if let Some(m) = backup_cli::metrics_dir_in_argv() {
+                    // Counted for the repository the line names, if it can be read.
+                    let repo = match (arg_in_argv("--repo"), arg_in_argv("--data-dir")) {
+                        (Some(None), _) => None,
+                        (repo, dir) => {
+                            let dir = dir.flatten().map(PathBuf::from);
+                            repo_label(repo.flatten().as_deref(), dir.as_deref())
+                        }
+                    };
+                    let bad = Err(ailee_core::Error::Usage("bad arguments".into()));
+                    let _ = metrics(&m, now(), &bad, None, repo);
+                }
+            }
+            return code;
+        }
     };
-    install_signals();
-    finish(
-        run(cli),
-        "interrupted: no backup was made (the runbook copy is complete, the previous or the new one)",
+    ailee_cli::run_with(
+        cli,
+        Signals::Deferred {
+            interrupted: "interrupted: no backup was made (the runbook copy is complete, the previous or the new one)",
+        },
+        run,
     )
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     let d = &cli.data_dir;
-    backup::check_data_dir(d)?;
     if let Some(m) = &cli.metrics_dir {
         if !m.is_dir() {
             anyhow::bail!(ailee_core::Error::Usage(format!(
@@ -118,28 +144,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             )));
         }
     }
-    if cli.list {
-        let r = cli.repo.resolve(d, false)?;
-        return list(&r.snapshots()?, cli.json);
+    if (cli.node.is_some() || cli.any_node) && !cli.list && cli.verify.is_none() {
+        anyhow::bail!(ailee_core::Error::Usage(
+            "--node and --any-node are for --list and --verify (a backup is recorded for DATA_DIR/node_id)".into()
+        ));
     }
-    if let Some(which) = &cli.verify {
-        let r = cli.repo.resolve(d, false)?;
-        let _lock = backup::lock(d)?;
-        let scratch = d.join("backups");
-        let parent = if scratch.is_dir() { scratch } else { d.clone() };
-        backup::reap(&parent, ".ailee-verify.");
-        let v = backup::verify(&r, which, cli.read_data, &parent)?;
-        for (n, why) in &v.failing {
-            eprintln!("warning: snapshot {n} in the backup does not verify (so it was in the live file): {why}");
+    if cli.list || cli.verify.is_some() {
+        backup::check_data_dir(d)?;
+        let r = cli.repo.resolve(d, false)?.for_reading();
+        let nodes = backup::choose_nodes(&r, d, cli.node.as_deref(), cli.any_node)?;
+        let shown = if cli.list {
+            list(&r.snapshots()?, &nodes, cli.json)
+        } else {
+            verify(&cli, &r, &nodes)
+        };
+        if cli.verbose {
+            for n in r.notes().messages {
+                errln!("{n}");
+            }
         }
-        out(format!(
-            "Backup {} verified: {} snapshots, newest root {}",
-            &v.snapshot[..v.snapshot.len().min(8)],
-            v.snapshots,
-            v.root
-        ))?;
-        return Ok(ExitStatus::Success);
+        return shown;
     }
+    backup_run(&cli)
+}
+
+fn verify(cli: &Cli, r: &ailee_db::backup::restic::Restic, nodes: &Nodes) -> anyhow::Result<ExitStatus> {
+    let d = &cli.data_dir;
+    let which = cli.verify.as_deref().unwrap_or("latest");
+    // One verify per repository at a time (its scratch directories are
+    // reaped); a local backup runs beside it.
+    let _lock = backup::lock_repo(d, r)?;
+    let scratch = d.join("backups");
+    let parent = if scratch.is_dir() { scratch } else { d.clone() };
+    let prefix = format!(
+        ".ailee-verify{}.",
+        backup::stage_name(d, r).trim_start_matches(".stage")
+    );
+    backup::reap(&parent, &prefix);
+    let v = backup::verify(r, which, nodes, cli.read_data, &parent, &prefix)?;
+    for (n, why) in &v.failing {
+        errln!("warning: snapshot {n} in the backup does not verify (so it was in the live file): {why}");
+    }
+    out(format!(
+        "Backup {} verified: {} snapshots, newest root {}",
+        &v.snapshot[..v.snapshot.len().min(8)],
+        v.snapshots,
+        v.root
+    ))?;
+    Ok(ExitStatus::Success)
+}
+
+/// A backup (the default mode).
+fn backup_run(cli: &Cli) -> anyhow::Result<ExitStatus> {
+    let d = &cli.data_dir;
     let retention = Retention {
         last: cli.keep,
         hourly: cli.keep_hourly,
@@ -154,33 +211,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         ));
     }
     let t0 = now();
+    let mut restic = None;
     let result = (|| {
-        let restic = cli.repo.resolve(d, true)?;
-        let _lock = backup::lock(d)?;
+        backup::check_data_dir(d)?;
+        let r = cli.repo.resolve(d, true)?;
+        restic = Some(r.clone());
         backup::backup(&BackupOptions {
             data_dir: d.clone(),
-            restic,
+            restic: r,
             retention,
             time: cli.time.clone(),
             no_forget: cli.no_forget,
             measure_repo: cli.metrics_dir.is_some(),
+            node: None,
         })
     })();
     let interrupted_before_commit = matches!(&result, Err(ailee_core::Error::Interrupted));
     if let Some(m) = &cli.metrics_dir {
         if !interrupted_before_commit {
-            if let Err(e) = metrics(m, t0, &result) {
-                eprintln!("warning: cannot write metrics: {e}");
+            let repo = repo_label(cli.repo.repo.as_deref(), Some(d));
+            if let Err(e) = metrics(m, t0, &result, restic.as_ref(), repo) {
+                errln!("warning: cannot write metrics: {e}");
             }
         }
     }
+    let notes = restic.as_ref().map(|r| r.notes()).unwrap_or_default();
     let rep = result.context("backup failed")?;
     for w in &rep.warnings {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     if cli.verbose {
+        for n in &notes.messages {
+            errln!("{n}");
+        }
+        if rep.created_node_id {
+            errln!(
+                "created node id {} in {} (every backup of this node carries it)",
+                rep.node,
+                d.join(backup::NODE_ID).display()
+            );
+        }
         if rep.created_repo {
-            eprintln!("created restic repository (format 2, compressed)");
+            errln!("created restic repository (format 2, compressed)");
         }
         out(format!(
             "Backup {}: {} snapshots ({} bytes, {} appended, {} added to the repository), root {}, anchor {}{}{}",
@@ -202,36 +274,102 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-/// Writes DIR/ailee_backup.prom through the one metrics writer: values this
-/// run does not set (the last success after a failure) are carried over, the
-/// failure counter survives runs.
-fn metrics(dir: &std::path::Path, t0: f64, r: &ailee_core::Result<backup::BackupReport>) -> ailee_core::Result<()> {
+/// Writes DIR/ailee_backup.prom through the one metrics writer: the series
+/// of this run's repository (label `repository`, its location without
+/// credentials: `Restic::label`), so the local and the off-site cron lines
+/// sharing one directory each have their own last success, last failure and
+/// counters, and a local success never clears an off-site failure. Values
+/// this run does not set (the last success after a failure) and the other
+/// repositories' series are carried over; the counters survive runs.
+///
+/// `restic` is the run's repository. Without it (the run failed before the
+/// repository was resolved: bad arguments, a missing data directory or
+/// password file) `repository` is the label it would have had
+/// ([`repo_label`]), so the failure lands on the series the next success
+/// clears. When that is unknown too (a command line with neither --repo nor
+/// --data-dir, and no $RESTIC_REPOSITORY) nothing is written: an empty label
+/// value would be the unlabelled series of older versions, and an invented
+/// one a failure no success could ever clear (cron mails the error).
+fn metrics(
+    dir: &std::path::Path,
+    t0: f64,
+    r: &ailee_core::Result<backup::BackupReport>,
+    restic: Option<&ailee_db::backup::restic::Restic>,
+    repository: Option<String>,
+) -> ailee_core::Result<()> {
+    let Some(repo) = restic.map(|r| r.label()).or(repository) else {
+        return Err(ailee_core::Error::Usage(
+            "the repository is not known (no --repo, --data-dir or RESTIC_REPOSITORY): failure not recorded".into(),
+        ));
+    };
+    let l: &[&str] = &[&repo];
+    let notes = restic.map(|r| r.notes()).unwrap_or_default();
     let mut m = MetricsFile::open(dir, BACKUP)?;
     let t = now();
-    m.set(
-        "ailee_backup_duration_seconds",
-        &[],
-        ((t - t0) * 1000.0).round() / 1000.0,
-    )?;
+    m.set("ailee_backup_duration_seconds", l, ((t - t0) * 1000.0).round() / 1000.0)?;
     match r {
         Ok(rep) => {
-            m.set("ailee_backup_last_success_timestamp_seconds", &[], t.floor())?;
-            m.set("ailee_backup_bytes_added", &[], rep.data_added as f64)?;
+            m.set("ailee_backup_last_success_timestamp_seconds", l, t.floor())?;
+            m.set("ailee_backup_bytes_added", l, rep.data_added as f64)?;
             if let Some(size) = rep.repo_size {
-                m.set("ailee_backup_repository_size_bytes", &[], size as f64)?;
+                m.set("ailee_backup_repository_size_bytes", l, size as f64)?;
             }
             // Present from the first run on, so rate() and alerts see a series.
-            m.inc("ailee_backup_failures_total", &[], 0.0)?;
+            m.inc("ailee_backup_failures_total", l, 0.0)?;
         }
         Err(_) => {
-            m.set("ailee_backup_last_failure_timestamp_seconds", &[], t.floor())?;
-            m.inc("ailee_backup_failures_total", &[], 1.0)?;
+            m.set("ailee_backup_last_failure_timestamp_seconds", l, t.floor())?;
+            m.inc("ailee_backup_failures_total", l, 1.0)?;
         }
     }
+    // Present from the first run on too (a run that never reached restic adds 0).
+    let stale = notes.stale_locks_removed as f64;
+    let timeouts = if notes.timed_out { 1.0 } else { 0.0 };
+    m.inc("ailee_backup_stale_locks_removed_total", l, stale)?;
+    m.inc("ailee_backup_timeouts_total", l, timeouts)?;
     m.commit().map(|_| ())
 }
 
-fn list(snaps: &[Snapshot], as_json: bool) -> anyhow::Result<ExitStatus> {
+/// The `repository` label of a run whose repository was not resolved: the
+/// location `RepoArgs::resolve` would have used (REPO, else
+/// $RESTIC_REPOSITORY, else DATA_DIR/backups/repo; a local path made
+/// absolute), shown as `Restic::label` shows it. `None` if it is not known.
+fn repo_label(repo: Option<&str>, data_dir: Option<&std::path::Path>) -> Option<String> {
+    use ailee_db::backup::restic::{redact, BACKENDS};
+    let repo = match repo {
+        Some(r) => r.to_string(),
+        None => match std::env::var_os("RESTIC_REPOSITORY").filter(|v| !v.is_empty()) {
+            Some(v) => v.to_string_lossy().into_owned(),
+            None => data_dir?.join("backups").join("repo").to_string_lossy().into_owned(),
+        },
+    };
+    if repo.is_empty() {
+        return None;
+    }
+    if BACKENDS.iter().any(|b| repo.starts_with(b)) {
+        return Some(redact(&repo));
+    }
+    let abs = std::path::absolute(&repo).ok()?;
+    Some(redact(&abs.to_string_lossy()))
+}
+
+/// The value of `NAME V` or `NAME=V` in a command line that did not parse:
+/// `None` if absent, `Some(None)` if given without a value.
+fn arg_in_argv(name: &str) -> Option<Option<String>> {
+    let mut args = std::env::args_os().skip(1);
+    let mut found = None;
+    while let Some(a) = args.next() {
+        if a == name {
+            found = Some(args.next().map(|v| v.to_string_lossy().into_owned()));
+        } else if let Some(v) = a.to_str().and_then(|a| a.strip_prefix(name)?.strip_prefix('=')) {
+            found = Some(Some(v.to_string()));
+        }
+    }
+    found
+}
+
+fn list(snaps: &[Snapshot], nodes: &Nodes, as_json: bool) -> anyhow::Result<ExitStatus> {
+    let snaps: Vec<&Snapshot> = snaps.iter().filter(|s| nodes.has(s)).collect();
     if as_json {
         let v: Vec<_> = snaps
             .iter()
@@ -240,6 +378,8 @@ fn list(snaps: &[Snapshot], as_json: bool) -> anyhow::Result<ExitStatus> {
                     "time": s.time,
                     "id": s.id,
                     "short_id": s.short(),
+                    "node": s.tag("node"),
+                    "host": s.hostname,
                     "root": s.tag("root"),
                     "anchor": s.tag("anchor"),
                     "height": s.tag_u64("height"),
@@ -252,16 +392,17 @@ fn list(snaps: &[Snapshot], as_json: bool) -> anyhow::Result<ExitStatus> {
         return Ok(ExitStatus::Success);
     }
     out(format!(
-        "{:<20} {:<8} {:<16} {:<16} {:>8} {:>9} {:>14}",
-        "TIME", "ID", "ROOT", "ANCHOR", "HEIGHT", "SNAPSHOTS", "BYTES"
+        "{:<20} {:<8} {:<16} {:<16} {:<16} {:>8} {:>9} {:>14}",
+        "TIME", "ID", "NODE", "ROOT", "ANCHOR", "HEIGHT", "SNAPSHOTS", "BYTES"
     ))?;
     for s in snaps {
         let short = |x: Option<&str>| x.map_or("-".to_string(), |v| v[..v.len().min(16)].to_string());
         let num = |x: Option<u64>| x.map_or("-".to_string(), |v| v.to_string());
         out(format!(
-            "{:<20} {:<8} {:<16} {:<16} {:>8} {:>9} {:>14}",
+            "{:<20} {:<8} {:<16} {:<16} {:<16} {:>8} {:>9} {:>14}",
             s.time.get(..19).unwrap_or(&s.time).replace('T', " "),
             s.short(),
+            short(s.tag("node")),
             short(s.tag("root")),
             short(s.tag("anchor")),
             num(s.tag_u64("height")),

@@ -1,12 +1,12 @@
 //! `ailee_restore`: puts a backup made by `ailee_backup` back into a data
 //! directory without ever losing the state it replaces (SPEC §5).
 
-use ailee_cli::{out, EXIT_CODES_HELP};
+use ailee_cli::{errln, out, Signals, EXIT_CODES_HELP};
 use ailee_core::metrics::{MetricsFile, RESTORE};
 use ailee_core::ExitStatus;
 use ailee_db::backup::{self, restore};
 use anyhow::Context;
-use backup_cli::{finish, install_signals, now, RepoArgs};
+use backup_cli::{now, RepoArgs};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +31,14 @@ struct Cli {
     /// The backup to restore: an id from `ailee_backup --list`, or latest.
     #[arg(long, value_name = "ID|latest", default_value = "latest")]
     backup: String,
+    /// Restore node ID's newest backup (see `ailee_backup --list --any-node`)
+    /// instead of this data directory's node (DATA_DIR/node_id; on a new
+    /// machine without one, the repository's only node).
+    #[arg(long, value_name = "ID", conflicts_with = "any_node")]
+    node: Option<String>,
+    /// Take the newest backup of any node in the repository.
+    #[arg(long)]
+    any_node: bool,
     #[command(flatten)]
     repo: RepoArgs,
     /// Write ailee_restore.prom here for node_exporter's textfile collector.
@@ -42,12 +50,16 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = match ailee_cli::parse::<Cli>() {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    install_signals();
-    finish(run(cli), "interrupted: rolled back, the data directory is as it was")
+    match ailee_cli::parse::<Cli>() {
+        Ok(cli) => ailee_cli::run_with(
+            cli,
+            Signals::Deferred {
+                interrupted: "interrupted: rolled back, the data directory is as it was",
+            },
+            run,
+        ),
+        Err(code) => code,
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
@@ -68,14 +80,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     }
     let t0 = now();
     let mut settled = None;
-    let result = (|| {
-        let r = cli.repo.resolve(d, false)?;
+    let mut restic = None;
+    let result = (|| -> ailee_core::Result<restore::RestoreReport> {
+        let r = cli.repo.resolve(d, false)?.for_reading();
+        restic = Some(r.clone());
         let _lock = backup::lock(d)?;
         settled = restore::settle(d)?;
-        restore::restore(&r, d, &cli.backup)
+        let nodes = backup::choose_nodes(&r, d, cli.node.as_deref(), cli.any_node)?;
+        let rep = restore::restore(&r, d, &cli.backup, &nodes)?;
+        // A new machine takes the node id of the history it restored.
+        if let (backup::Nodes::One(id), Ok(None)) = (&nodes, backup::node_id(d)) {
+            if let Err(e) = backup::write_node_id(d, &id) {
+                errln!("warning: cannot keep node id {id} in {}: {e}", d.display());
+            }
+        }
+        Ok(rep)
     })();
     if let Some(s) = &settled {
-        eprintln!("{s}");
+        errln!("{s}");
     }
     if let Some(m) = &cli.metrics_dir {
         let write = || -> ailee_core::Result<()> {
@@ -91,14 +113,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             f.commit().map(|_| ())
         };
         if let Err(e) = write() {
-            eprintln!("warning: cannot write metrics: {e}");
+            errln!("warning: cannot write metrics: {e}");
         }
     }
     let rep = result.context("restore failed; the data directory is as it was")?;
     for w in &rep.warnings {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     if cli.verbose {
+        for n in restic.map(|r| r.notes().messages).unwrap_or_default() {
+            errln!("{n}");
+        }
         out(format!(
             "Restored backup {} (root {}) into {}; {}",
             &rep.snapshot[..rep.snapshot.len().min(8)],
