@@ -63,15 +63,7 @@ impl RepoArgs {
             }
         }
         let default_repo = data_dir.join("backups").join("repo");
-        let repo = self
-            .repo
-            .clone()
-            .or_else(|| env("RESTIC_REPOSITORY").map(|v| v.to_string_lossy().into_owned()));
-        let is_default = repo.is_none();
-        let repo = repo.unwrap_or_else(|| default_repo.to_string_lossy().into_owned());
-        if repo.is_empty() {
-            return Err(Error::Usage("--repo: empty".into()));
-        }
+        let (repo, is_default) = repo_location(self.repo.as_deref(), data_dir)?;
         let password_file = match (&self.password_file, env("RESTIC_PASSWORD_FILE")) {
             (Some(p), _) => Some(p.clone()),
             (None, Some(p)) => Some(PathBuf::from(p)),
@@ -102,12 +94,6 @@ impl RepoArgs {
                 Err(e) => return Err(Error::io(p, e)),
             }
         }
-        // restic runs in the stage directory: local paths must be absolute.
-        let repo = if BACKENDS.iter().any(|b| repo.starts_with(b)) {
-            repo
-        } else {
-            absolute(Path::new(&repo))?.to_string_lossy().into_owned()
-        };
         let password_file = password_file.map(|p| absolute(&p)).transpose()?;
         let bin = if bin.components().count() > 1 {
             absolute(&bin)?
@@ -118,6 +104,44 @@ impl RepoArgs {
         r.timeout = std::time::Duration::from_secs(self.restic_timeout);
         Ok(r)
     }
+}
+
+/// Where the repository is: `repo` (`--repo`), else `$RESTIC_REPOSITORY`,
+/// else `DATA_DIR/backups/repo` (then `true`: the default). A local path is
+/// made absolute (restic runs in the stage directory). The one rule, for
+/// the run and for the metrics of a run that failed before it.
+pub fn repo_location(repo: Option<&str>, data_dir: &Path) -> ailee_core::Result<(String, bool)> {
+    let repo = repo.map(str::to_string).or_else(|| {
+        std::env::var_os("RESTIC_REPOSITORY")
+            .filter(|v| !v.is_empty())
+            .map(|v| v.to_string_lossy().into_owned())
+    });
+    let is_default = repo.is_none();
+    let repo = repo.unwrap_or_else(|| data_dir.join("backups").join("repo").to_string_lossy().into_owned());
+    if repo.is_empty() {
+        return Err(Error::Usage("--repo: empty".into()));
+    }
+    let repo = if BACKENDS.iter().any(|b| repo.starts_with(b)) {
+        repo
+    } else {
+        absolute(Path::new(&repo))?.to_string_lossy().into_owned()
+    };
+    Ok((repo, is_default))
+}
+
+/// The value of `NAME V` or `NAME=V` (the last one) in a command line that
+/// did not parse: `None` if absent, `Some(None)` if given without a value.
+pub fn arg_in_argv(name: &str) -> Option<Option<String>> {
+    let mut args = std::env::args_os().skip(1);
+    let mut found = None;
+    while let Some(a) = args.next() {
+        if a == name {
+            found = Some(args.next().map(|v| v.to_string_lossy().into_owned()));
+        } else if let Some(v) = a.to_str().and_then(|a| a.strip_prefix(name)?.strip_prefix('=')) {
+            found = Some(Some(v.to_string()));
+        }
+    }
+    found
 }
 
 /// A random password in a new file, mode 0600.
@@ -144,16 +168,10 @@ fn create_key_file(k: &Path) -> ailee_core::Result<()> {
 /// The `--metrics-dir` of a command line that did not parse (so that an
 /// argument error still counts as a failure of the hourly job).
 pub fn metrics_dir_in_argv() -> Option<PathBuf> {
-    let mut args = std::env::args_os().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--metrics-dir" {
-            return args.next().map(PathBuf::from).filter(|p| p.is_dir());
-        }
-        if let Some(v) = a.to_str().and_then(|a| a.strip_prefix("--metrics-dir=")) {
-            return Some(PathBuf::from(v)).filter(|p| p.is_dir());
-        }
-    }
-    None
+    arg_in_argv("--metrics-dir")
+        .flatten()
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
 }
 
 /// Seconds since the epoch, as a float.

@@ -111,7 +111,7 @@ fn main() -> ExitCode {
             if code != ExitCode::SUCCESS {
                 if let Some(m) = backup_cli::metrics_dir_in_argv() {
                     // Counted for the repository the line names, if it can be read.
-                    let repo = match (arg_in_argv("--repo"), arg_in_argv("--data-dir")) {
+                    let repo = match (backup_cli::arg_in_argv("--repo"), backup_cli::arg_in_argv("--data-dir")) {
                         (Some(None), _) => None,
                         (repo, dir) => {
                             let dir = dir.flatten().map(PathBuf::from);
@@ -335,37 +335,9 @@ fn metrics(
 /// $RESTIC_REPOSITORY, else DATA_DIR/backups/repo; a local path made
 /// absolute), shown as `Restic::label` shows it. `None` if it is not known.
 fn repo_label(repo: Option<&str>, data_dir: Option<&std::path::Path>) -> Option<String> {
-    use ailee_db::backup::restic::{redact, BACKENDS};
-    let repo = match repo {
-        Some(r) => r.to_string(),
-        None => match std::env::var_os("RESTIC_REPOSITORY").filter(|v| !v.is_empty()) {
-            Some(v) => v.to_string_lossy().into_owned(),
-            None => data_dir?.join("backups").join("repo").to_string_lossy().into_owned(),
-        },
-    };
-    if repo.is_empty() {
-        return None;
-    }
-    if BACKENDS.iter().any(|b| repo.starts_with(b)) {
-        return Some(redact(&repo));
-    }
-    let abs = std::path::absolute(&repo).ok()?;
-    Some(redact(&abs.to_string_lossy()))
-}
-
-/// The value of `NAME V` or `NAME=V` in a command line that did not parse:
-/// `None` if absent, `Some(None)` if given without a value.
-fn arg_in_argv(name: &str) -> Option<Option<String>> {
-    let mut args = std::env::args_os().skip(1);
-    let mut found = None;
-    while let Some(a) = args.next() {
-        if a == name {
-            found = Some(args.next().map(|v| v.to_string_lossy().into_owned()));
-        } else if let Some(v) = a.to_str().and_then(|a| a.strip_prefix(name)?.strip_prefix('=')) {
-            found = Some(Some(v.to_string()));
-        }
-    }
-    found
+    let (location, default) = backup_cli::repo_location(repo, data_dir.unwrap_or(std::path::Path::new(""))).ok()?;
+    // The default lives in the data directory: unknown without one.
+    (!default || data_dir.is_some()).then(|| ailee_db::backup::restic::redact(&location))
 }
 
 fn list(snaps: &[Snapshot], nodes: &Nodes, as_json: bool) -> anyhow::Result<ExitStatus> {
