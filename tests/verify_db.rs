@@ -368,3 +368,60 @@ fn hostile_databases_hashes_and_readers() {
     all(&["--last-valid"]).assert().code(0).stdout(format!("{n}\n"));
     all(&[]).assert().code(2);
 }
+
+/// Issue 22: the database reader runs under the one child supervisor — it
+/// never outlives the verifier. `kill -9` of `ailee_l2_verify` while its
+/// reader is busy: the kernel sends the reader SIGTERM (the parent-death
+/// signal). Before, the reader ran on as an orphan (here: its 600 s sleep).
+#[test]
+fn the_reader_never_outlives_a_killed_verifier() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let db = database(&d.path().join("db"), &[]);
+    let fake = d.path().join("fake");
+    std::fs::create_dir(&fake).unwrap();
+    let pid_file = d.path().join("reader.pid");
+    let helper = fake.join("ailee_init_reorg_db");
+    // Answers nothing: the verifier waits for it (up to its answer timeout).
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\necho $$ > {}.tmp\nmv {0}.tmp {0}\nexec sleep 600\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Orphans come to this process, which reaps them as init would.
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
+    let mut v = Command::new(bin("ailee_l2_verify"))
+        .arg("--snapshot")
+        .arg(vector("basic"))
+        .arg("--reorg-db")
+        .arg(&db)
+        .env("AILEE_BIN", &fake)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !pid_file.exists() {
+        assert!(
+            v.try_wait().unwrap().is_none(),
+            "the verifier ended before its reader started"
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let reader: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    v.kill().unwrap();
+    v.wait().unwrap();
+    let (_, st) = rustix::process::waitpid(
+        Some(rustix::process::Pid::from_raw(reader).unwrap()),
+        rustix::process::WaitOptions::empty(),
+    )
+    .unwrap()
+    .expect("the reader's status");
+    assert_eq!(st.terminating_signal(), Some(15), "{st:?}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(60));
+}

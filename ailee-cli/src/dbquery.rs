@@ -11,6 +11,7 @@
 //! (the build directory, an install prefix's `bin`, a moved tree), then on
 //! `PATH` — as the scripts find their tools.
 
+use ailee_core::child::{Signal, Spec, Stopped, Supervised};
 use ailee_core::records::{AnchorLookup, AnchorRecord, AnchorStatus};
 use ailee_core::{Error, ExitStatus, Result};
 use serde_json::Value;
@@ -18,7 +19,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -75,7 +76,7 @@ enum Line {
 }
 
 struct Helper {
-    child: Child,
+    child: Supervised,
     stdin: Option<ChildStdin>,
     answers: Receiver<Line>,
     /// The helper's stderr (its last 16 KiB), drained on a thread.
@@ -175,29 +176,23 @@ fn stderr_of(err: &Stderr) -> String {
     }
 }
 
-/// How a helper was reaped.
-enum Reaped {
-    /// It exited by itself, so.
-    Exited(std::process::ExitStatus),
-    /// It had to be killed (or could not be waited for).
-    Stopped,
-}
+/// How the reader is stopped when it must be ([`ailee_core::child`]):
+/// SIGTERM (it is one of our tools: it dies by it at once), SIGKILL if it
+/// has not a second later.
+const READER: Spec = Spec {
+    stop_signal: Signal::TERM,
+    grace: Duration::from_secs(1),
+};
 
 /// Closes the helper's input and reaps it: it ends at end of input; one that
-/// does not within `grace` is killed.
-fn reap(h: &mut Helper, grace: Duration) -> Reaped {
+/// does not within `grace` is stopped (`grace` zero: killed at once, for a
+/// reader that is wedged).
+fn reap(h: &mut Helper, grace: Duration) -> Stopped {
     drop(h.stdin.take());
-    let t = Instant::now();
-    loop {
-        match h.child.try_wait() {
-            Ok(Some(s)) => return Reaped::Exited(s),
-            Ok(None) if t.elapsed() < grace => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = h.child.kill();
-                let _ = h.child.wait();
-                return Reaped::Stopped;
-            }
-        }
+    if grace.is_zero() {
+        h.child.kill()
+    } else {
+        h.child.finish(grace)
     }
 }
 
@@ -228,16 +223,15 @@ impl RemoteDb {
         // One argument, so that a path starting with '-' stays a path.
         let mut path_arg = OsString::from("--path=");
         path_arg.push(path);
-        let mut child = Command::new(&tool)
-            .arg(path_arg)
+        let mut cmd = Command::new(&tool);
+        cmd.arg(path_arg)
             .args(["--get-anchor", "-", "--json", "--quiet"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::io(&tool, e))?;
-        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
+            .stderr(Stdio::piped());
+        let mut child = ailee_core::child::spawn(&mut cmd, READER).map_err(|e| Error::io(&tool, e))?;
+        let c = child.child();
+        let (Some(stdin), Some(stdout), Some(stderr)) = (c.stdin.take(), c.stdout.take(), c.stderr.take()) else {
             return Err(failed(format!("{}: no pipes", tool.display()), ExitStatus::Operational));
         };
         let db = RemoteDb {
@@ -370,14 +364,14 @@ impl RemoteDb {
             .unwrap_or_default();
         // Our exit-code table: the helper's 2 is an integrity failure.
         let status = status.unwrap_or(match &ended {
-            Reaped::Exited(s) if s.code() == Some(2) => ExitStatus::Integrity,
+            Stopped::Exited(s) if s.code() == Some(2) => ExitStatus::Integrity,
             _ => ExitStatus::Operational,
         });
         // How it ended says something only if it ended by itself.
         let ended = match ended {
-            Reaped::Exited(s) => format!(" ({s})"),
-            Reaped::Stopped if wedged => String::new(),
-            Reaped::Stopped => format!(" (stopped: it did not exit within {} s)", EXIT_GRACE.as_secs()),
+            Stopped::Exited(s) => format!(" ({s})"),
+            Stopped::Killed if wedged => String::new(),
+            Stopped::Killed => format!(" (stopped: it did not exit within {} s)", EXIT_GRACE.as_secs()),
         };
         failed(
             format!(

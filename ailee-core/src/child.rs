@@ -16,7 +16,8 @@
 //!
 //! Dropping a [`Supervised`] that has not been waited for stops it too.
 
-use rustix::process::{Pid, Signal};
+use rustix::process::Pid;
+pub use rustix::process::Signal;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -257,7 +258,10 @@ mod tests {
     fn the_child_is_signalled_when_its_parent_thread_ends() {
         let dir = tempfile::tempdir().unwrap();
         let ready = dir.path().join("ready");
-        let script = format!("trap 'exit 9' INT; touch {}; while :; do sleep 0.01; done", ready.display());
+        let script = format!(
+            "trap 'exit 9' INT; touch {}; while :; do sleep 0.01; done",
+            ready.display()
+        );
         let mut s = std::thread::spawn(move || {
             let s = spawn(&mut sh(&script), Spec::RESTIC).unwrap();
             while !ready.exists() {
