@@ -61,6 +61,8 @@ pub struct RestoreReport {
     pub recovery: Option<PathBuf>,
     /// Problems after the restore was committed (it stands).
     pub warnings: Vec<String>,
+    /// With `--bitcoin-rpc`: the restored newest anchor, proven on Bitcoin.
+    pub on_chain: Option<super::ChainProof>,
 }
 
 fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
@@ -511,7 +513,7 @@ pub fn settle(d: &Path) -> Result<Option<String>> {
         let notes = roll_back(d, &j)?;
         let mut m = "rolled back an interrupted restore: the state it found is back in place".to_string();
         for n in notes {
-            m.push_str("; ");
+            m.push('\n');
             m.push_str(&n);
         }
         Ok(Some(m))
@@ -584,7 +586,15 @@ fn keep_ownership(d: &Path, stage: &Path) -> Result<()> {
 
 /// Restores the backup `which` (`latest` or an id) into `d` (the caller
 /// holds the data directory's lock and has settled any journal with [`settle`]).
-pub fn restore(r: &Restic, d: &Path, which: &str, nodes: &super::Nodes) -> Result<RestoreReport> {
+/// With `chain`, the staged backup's newest anchor must be proven on Bitcoin
+/// ([`super::check_on_chain`]) before anything live changes.
+pub fn restore(
+    r: &Restic,
+    d: &Path,
+    which: &str,
+    nodes: &super::Nodes,
+    chain: Option<&super::ChainCheck>,
+) -> Result<RestoreReport> {
     check_data_dir(d)?;
     super::restic::check_which(which)?;
     let mut report = RestoreReport::default();
@@ -617,6 +627,7 @@ pub fn restore(r: &Restic, d: &Path, which: &str, nodes: &super::Nodes) -> Resul
         let snap = restore_to(r, which, nodes, &stage)?;
         report.snapshot = snap.id.clone();
         report.root = snap.tag("root").unwrap_or_default().to_string();
+        report.on_chain = chain.map(|c| super::check_on_chain(&stage, c)).transpose()?;
         crate::cancel::check()?;
         keep_ownership(d, &stage)?;
         sync_tree(&stage)?;
