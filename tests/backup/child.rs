@@ -581,3 +581,82 @@ fn every_index_deleted_is_an_integrity_failure_for_verify_and_restore() {
     f.restore(&[]).code(2).stderr(contains("not found in repository"));
     assert_eq!(f.state(), old);
 }
+
+/// One changed byte in the spare copy with its mtime kept (bit rot, or a
+/// write that restores the mtime): the next backup notices it, makes a full
+/// copy with a warning, and publishes a runbook copy equal to the live file.
+/// (Before: exit 0, a `.bak` that differed from the live file, the bad byte
+/// in restic, and a restore that installed it.)
+#[test]
+fn a_changed_byte_in_the_spare_is_never_published() {
+    let bl = blocks("basic");
+    let f = Fixture::new(&bl[..3].concat());
+    f.backup(&["--no-forget"]).code(0);
+    std::fs::write(f.data().join("l2_snapshots.dat"), bl[..4].concat()).unwrap();
+    f.backup(&["--no-forget"]).code(0);
+    let b = f.data().join("backups");
+    let spare = b.join(".l2_snapshots_spare.dat");
+    let mut bytes = std::fs::read(&spare).unwrap();
+    assert!(bytes.len() > 100, "the spare holds the previous copy");
+    bytes[50] ^= 0x20;
+    let mtime = std::fs::metadata(&spare).unwrap().modified().unwrap();
+    std::fs::write(&spare, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&spare)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::fs::write(f.data().join("l2_snapshots.dat"), bl.concat()).unwrap();
+    f.backup(&["--no-forget"]).code(0).stderr(contains("spare"));
+    assert_eq!(
+        std::fs::read(b.join("l2_snapshots_latest.dat.bak")).unwrap(),
+        bl.concat()
+    );
+    f.backup(&["--verify", "latest", "--read-data"]).code(0);
+    std::fs::write(f.data().join("l2_snapshots.dat"), b"junk").unwrap();
+    f.restore(&[]).code(0);
+    assert_eq!(f.state().l2.unwrap(), bl.concat());
+    ailee_recovery::cmd("ailee_l2_verify")
+        .arg("--snapshot")
+        .arg(f.data().join("l2_snapshots.dat"))
+        .arg("--all")
+        .assert()
+        .code(0);
+}
+
+/// A restore SIGKILLed after its first exchange leaves a mixed state and its
+/// journal; the hourly backup then refuses (exit 1, naming the journal and
+/// the command that settles it) instead of recording a file/database pair
+/// that never existed. After `ailee_restore` settles it, backups resume.
+#[test]
+fn a_backup_refuses_while_a_restore_journal_exists() {
+    let (f, old, backup) = attack_fixture();
+    let pristine = pristine_copy(&f);
+    let journal = f.data().join(".ailee_restore.journal");
+    // The n-th renameat2 that leaves a journal and a mixed state: the first
+    // exchange done, the second not.
+    let mut found = false;
+    for n in 1..40 {
+        reset(&f, &pristine);
+        let st = restore_injected(&f, "renameat2", "signal=SIGKILL", n);
+        if st.signal() != Some(9) {
+            break;
+        }
+        let now = f.state();
+        if journal.exists() && now.l2 == backup.l2 && now.db == old.db {
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "no kill point left a mixed state");
+    let before = f.list().len();
+    f.backup(&[])
+        .code(1)
+        .stderr(contains(".ailee_restore.journal"))
+        .stderr(contains("ailee_restore --data-dir"));
+    assert_eq!(f.list().len(), before, "a backup was recorded");
+    f.restore(&[]).code(0);
+    assert!(!journal.exists());
+    f.backup(&[]).code(0);
+}
