@@ -174,6 +174,24 @@ pub fn metrics_dir_in_argv() -> Option<PathBuf> {
         .filter(|p| p.is_dir())
 }
 
+/// The on-chain check of `--bitcoin-rpc` (both tools): `None` without it.
+/// The live database consulted for a record the backup lacks is
+/// `DATA_DIR/reorg_db`.
+pub fn chain_check(
+    rpc: &ailee_cli::RpcArgs,
+    confirmations: u64,
+    data_dir: &Path,
+) -> ailee_core::Result<Option<ailee_db::backup::ChainCheck>> {
+    if rpc.bitcoin_rpc.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(ailee_db::backup::ChainCheck {
+        rpc: ailee_core::rpc::Rpc::connect(&rpc.config()?)?,
+        confirmations,
+        live_db: Some(data_dir.join("reorg_db")),
+    }))
+}
+
 /// Seconds since the epoch, as a float.
 pub fn now() -> f64 {
     std::time::SystemTime::now()

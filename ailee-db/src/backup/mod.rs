@@ -21,6 +21,7 @@
 pub mod restic;
 pub mod restore;
 
+use crate::records::AnchorLookup as _;
 use crate::reorgdb::{Mode, ReorgDb};
 use crate::scan::{Backward, Scanner};
 use crate::verify::check_block;
@@ -120,6 +121,11 @@ pub struct BackupReport {
     pub root: String,
     pub anchor: String,
     pub height: Option<u64>,
+    /// The anchor's transaction, from its record in `reorg_db` (tag `txid=`).
+    pub txid: Option<String>,
+    /// Hex of the newest snapshot's anchor payload (tag `payload=`): with
+    /// `txid` what [`pick_anchored`] checks on chain without a restore.
+    pub payload: Option<String>,
     pub snapshots: u64,
     pub bytes: u64,
     /// Bytes appended to the runbook copy this run.
@@ -427,6 +433,10 @@ struct BakUpdate {
     full_copy: bool,
 }
 
+/// Said when the spare copy is not what was written (see [`update_bak`]).
+const SPARE_CHANGED: &str = "the spare backup copy differs from the live file in bytes it already held \
+     (changed on disk since it was written?): making a full copy";
+
 /// Brings `backups/l2_snapshots_latest.dat.bak` to the live prefix `[0, len)`.
 fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) -> Result<BakUpdate> {
     let bak = bdir.join(BAK_NAME);
@@ -474,7 +484,13 @@ fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) ->
     // its mtime kept, bit rot): the whole copy is compared with the live
     // prefix below before it is published.
     let _ = std::fs::remove_file(bdir.join(SPARE_ID));
-    if full_copy || have > len || !io(&spare, same_tail(&f, live, have))? {
+    if full_copy {
+        have = 0;
+    } else if have > len || !io(&spare, same_tail(&f, live, have))? {
+        if have > 0 {
+            warnings.push(SPARE_CHANGED.into());
+        }
+        full_copy = true;
         have = 0;
     }
     let mut appended = len - have;
@@ -489,11 +505,7 @@ fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) ->
         }
         full_copy = true;
         if attempt == 0 && have > 0 {
-            warnings.push(
-                "the spare backup copy differed from the live file in bytes it already held \
-                 (changed on disk since it was written?): making a full copy"
-                    .into(),
-            );
+            warnings.push(SPARE_CHANGED.into());
         }
         if attempt == 1 || have == 0 {
             return Err(Error::Usage(
@@ -616,15 +628,6 @@ fn rewrite_segment(p: &Path, bak: &File, start: u64, want: u64, from: u64) -> Re
     copy_rw(bak, start + from, want - from, &mut f)
 }
 
-/// The height of the anchor `hash` in the reorg database, when recorded.
-fn anchor_height(db: &ReorgDb, hash: &str) -> Option<u64> {
-    db.anchor(hash)
-        .ok()
-        .flatten()
-        .map(|a| a.bitcoin_height)
-        .filter(|h| *h > 0)
-}
-
 /// Makes one backup of `opts.data_dir` into `opts.restic`'s repository.
 ///
 /// Takes the repository's stage lock ([`lock_repo`]) for the whole run and
@@ -663,6 +666,12 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport> {
     );
     if let Some(h) = rep.height {
         tags.push_str(&format!(",height={h}"));
+    }
+    if let Some(t) = &rep.txid {
+        tags.push_str(&format!(",txid={t}"));
+    }
+    if let Some(p) = &rep.payload {
+        tags.push_str(&format!(",payload={p}"));
     }
     let mut args = vec!["backup", "--json", "--tag", &tags];
     if let Some(t) = &opts.time {
@@ -795,7 +804,12 @@ fn prepare(opts: &BackupOptions) -> Result<(PathBuf, BackupReport)> {
         io(&sdb, std::fs::remove_dir_all(&sdb))?;
     }
     db.copy_to(&sdb)?;
-    rep.height = anchor_height(&db, &anchor);
+    let rec = db.anchor_any_case(&anchor).ok().flatten();
+    rep.height = rec.as_ref().map(|a| a.bitcoin_height).filter(|h| *h > 0);
+    rep.txid = rec
+        .map(|a| a.bitcoin_tx_id.to_ascii_lowercase())
+        .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()));
+    rep.payload = ailee_core::onchain::anchor_payload(&newest).map(|p| ailee_core::root::hex(&p));
     drop(db);
     let check = ReorgDb::open(&sdb, Mode::ReadOnly)?.check(0)?;
     if !check.healthy() {
@@ -857,6 +871,8 @@ pub struct VerifyReport {
     pub snapshots: u64,
     /// Older snapshots that do not verify (they were so in the live file).
     pub failing: Vec<(u64, String)>,
+    /// With a [`ChainCheck`]: the newest anchor proven on Bitcoin.
+    pub on_chain: Option<ChainProof>,
 }
 
 /// Restores the backup `which` (`latest` or an id) into `target` (a new
@@ -990,8 +1006,195 @@ pub fn check_restored(snap: &restic::Snapshot, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The on-chain check of a backup (`--bitcoin-rpc`, SPEC §1.3, §2): the
+/// Bitcoin node, the confirmations asked for and the node's live
+/// `reorg_db`, consulted (read-only) for an anchor the backup's own
+/// database does not record.
+pub struct ChainCheck {
+    pub rpc: ailee_core::rpc::Rpc,
+    pub confirmations: u64,
+    /// `DATA_DIR/reorg_db`; absent or unreadable: no records.
+    pub live_db: Option<PathBuf>,
+}
+
+/// A backup's newest anchor proven on the best chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainProof {
+    pub anchor: String,
+    pub txid: String,
+    pub height: u64,
+    pub confirmations: u64,
+}
+
+impl std::fmt::Display for ChainProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "transaction {} at height {} ({} confirmations)",
+            self.txid, self.height, self.confirmations
+        )
+    }
+}
+
+/// An anchor lookup that knows one record (or none).
+struct One(Option<ailee_core::records::AnchorRecord>);
+
+impl ailee_core::records::AnchorLookup for One {
+    fn anchor(&self, _hash: &str) -> Result<Option<ailee_core::records::AnchorRecord>> {
+        Ok(self.0.clone())
+    }
+}
+
+/// The verdict of [`ailee_core::onchain::verify_on_chain`] as a result:
+/// proven, or an error with its exit status — contradicted (or no record)
+/// is an integrity failure (2), not provable yet is operational (1).
+fn proof_of(v: ailee_core::onchain::OnChain, anchor: &str) -> Result<ChainProof> {
+    use ailee_core::onchain::OnChain;
+    match v {
+        OnChain::Proven {
+            txid,
+            height,
+            confirmations,
+        } => Ok(ChainProof {
+            anchor: anchor.to_string(),
+            txid,
+            height,
+            confirmations,
+        }),
+        OnChain::Contradicted(m) => Err(Error::Integrity(format!(
+            "the backup's newest anchor fails the on-chain check: {m}"
+        ))),
+        OnChain::NotYet(m) => Err(Error::Reported {
+            message: format!("the backup's newest anchor is not provable on Bitcoin yet: {m}"),
+            status: ailee_core::ExitStatus::Operational,
+        }),
+    }
+}
+
+/// Checks the newest anchor of the backup restored in `dir`
+/// (`dir/l2_snapshots.dat`, `dir/reorg_db`) on the best chain, through
+/// [`ailee_core::onchain::verify_on_chain`]: its hash and payload come from
+/// the newest snapshot, its record (the txid) from `dir/reorg_db`, else from
+/// the node's live database (`c.live_db`). Proven: the proof. Contradicted,
+/// or no record anywhere: [`Error::Integrity`] (exit 2). Not mined, too few
+/// confirmations, node behind: exit 1. Proves that the anchor transaction is
+/// in the best chain with that `OP_RETURN`, not who made it.
+pub fn check_on_chain(dir: &Path, c: &ChainCheck) -> Result<ChainProof> {
+    use ailee_core::records::AnchorLookup;
+    let p = dir.join("l2_snapshots.dat");
+    let f = io(&p, File::open(&p))?;
+    let (_, newest) = io(&p, newest_block(&f))?.ok_or_else(|| Error::NoSnapshots(p.clone()))?;
+    let (_, anchor) = verify_newest(&newest)?;
+    let payload = ailee_core::onchain::anchor_payload(&newest)
+        .ok_or_else(|| Error::Integrity("the newest snapshot has no anchor".into()))?;
+    drop(newest);
+    let mut rec = ReorgDb::open(&dir.join("reorg_db"), Mode::ReadOnly)?.anchor_any_case(&anchor)?;
+    if rec.is_none() {
+        // The live database, read-only: absent or unreadable means no records.
+        rec = c
+            .live_db
+            .as_deref()
+            .filter(|l| l.is_dir())
+            .and_then(|l| ReorgDb::open(l, Mode::ReadOnly).ok())
+            .and_then(|db| db.anchor_any_case(&anchor).ok().flatten());
+    }
+    let v = ailee_core::onchain::verify_on_chain(&One(rec), &c.rpc, &anchor, &payload, c.confirmations)?;
+    proof_of(v, &anchor)
+}
+
+/// `ailee_restore --anchored`: the newest of `nodes`' backups whose anchor
+/// is confirmed on the best chain with `c.confirmations`, judged from its
+/// tags (`txid=`, `payload=`, `anchor=`, `height=`) without restoring it.
+/// Backups without these tags (made before they were recorded) and those
+/// whose tags disagree with each other are skipped; `note` is told why each
+/// newer one was passed over. None confirmed: exit 1, naming how many were
+/// looked at. The pick is only a candidate: the restore checks the restored
+/// data again ([`check_on_chain`]).
+pub fn pick_anchored(
+    r: &Restic,
+    nodes: &Nodes,
+    c: &ChainCheck,
+    note: &mut dyn FnMut(String),
+) -> Result<restic::Snapshot> {
+    use ailee_core::onchain::{verify_on_chain, OnChain};
+    use ailee_core::records::{AnchorRecord, AnchorStatus};
+    use sha2::Digest;
+    let all = r.snapshots()?;
+    let mine: Vec<&restic::Snapshot> = all.iter().rev().filter(|s| nodes.has(s)).collect();
+    let (mut untagged, mut seen) = (0usize, std::collections::HashMap::new());
+    for s in &mine {
+        crate::cancel::check()?;
+        let id = s.short();
+        let (Some(txid), Some(payload), Some(anchor)) = (s.tag("txid"), s.tag("payload"), s.tag("anchor")) else {
+            untagged += 1;
+            note(format!(
+                "backup {id}: skipped, no txid/payload tags (made before ailee_backup recorded them, or its anchor \
+                 had no transaction)"
+            ));
+            continue;
+        };
+        let bytes = ailee_core::block::unhex(payload).unwrap_or_default();
+        let consistent = !bytes.is_empty()
+            && ailee_core::root::hex(&sha2::Sha256::digest(&bytes)).eq_ignore_ascii_case(anchor)
+            && s.tag("root")
+                .is_some_and(|root| bytes.starts_with(format!("{root}:").as_bytes()));
+        if !consistent {
+            note(format!(
+                "backup {id}: skipped, its tags disagree (payload, anchor and root do not match: tampered?)"
+            ));
+            continue;
+        }
+        let key = (txid.to_ascii_lowercase(), payload.to_ascii_lowercase());
+        if !seen.contains_key(&key) {
+            let rec = AnchorRecord {
+                anchor_hash: anchor.to_string(),
+                bitcoin_tx_id: txid.to_string(),
+                bitcoin_height: s.tag_u64("height").unwrap_or(0),
+                confirmations: 0,
+                broadcast_time: 0,
+                retry_count: 0,
+                status: AnchorStatus::Pending,
+                l2_state_root: s.tag("root").unwrap_or_default().to_string(),
+            };
+            let v = verify_on_chain(&One(Some(rec)), &c.rpc, anchor, &bytes, c.confirmations)?;
+            seen.insert(key.clone(), v);
+        }
+        match &seen[&key] {
+            OnChain::Proven {
+                txid,
+                height,
+                confirmations,
+            } => {
+                note(format!(
+                    "backup {id}: anchor {anchor} confirmed (transaction {txid} at height {height}, \
+                     {confirmations} confirmations): restoring it"
+                ));
+                return Ok((*s).clone());
+            }
+            OnChain::NotYet(m) => note(format!("backup {id}: skipped, not confirmed: {m}")),
+            OnChain::Contradicted(m) => note(format!("backup {id}: skipped, contradicted by the chain: {m}")),
+        }
+    }
+    let whose = match nodes {
+        Nodes::One(id) => format!(" of node {id}"),
+        Nodes::Any => String::new(),
+    };
+    Err(Error::Reported {
+        message: format!(
+            "no backup{whose} in repository {} has its anchor confirmed on Bitcoin with at least {} \
+             confirmation(s): {} looked at, {untagged} of them without txid/payload tags (-v says why each \
+             was skipped)",
+            r.label(),
+            c.confirmations,
+            mine.len(),
+        ),
+        status: ailee_core::ExitStatus::Operational,
+    })
+}
+
 /// `--verify`: restic's check (all data with `read_data`), then a restore to a
-/// scratch directory inside `scratch_parent` and our own checks.
+/// scratch directory inside `scratch_parent` and our own checks; with
+/// `chain`, the newest anchor checked on Bitcoin ([`check_on_chain`]).
 /// The scratch directory is `scratch_parent/<prefix><pid>`.
 pub fn verify(
     r: &Restic,
@@ -1000,6 +1203,7 @@ pub fn verify(
     read_data: bool,
     scratch_parent: &Path,
     prefix: &str,
+    chain: Option<&ChainCheck>,
 ) -> Result<VerifyReport> {
     restic::check_which(which)?;
     let mut args = vec!["check"];
@@ -1029,11 +1233,13 @@ pub fn verify(
                 )));
             }
         }
+        let on_chain = chain.map(|c| check_on_chain(&dir, c)).transpose()?;
         Ok(VerifyReport {
             snapshot: snap.id.clone(),
             root: snap.tag("root").unwrap_or_default().to_string(),
             snapshots: n,
             failing,
+            on_chain,
         })
     })();
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,7 +1,7 @@
 //! `ailee_backup`: hourly backups of an AILEE data directory into a restic
 //! repository (SPEC §5); `--list` and `--verify` read them back.
 
-use ailee_cli::{errln, out, Signals, EXIT_CODES_HELP};
+use ailee_cli::{errln, out, RpcArgs, Signals, EXIT_CODES_HELP};
 use ailee_core::metrics::{MetricsFile, BACKUP};
 use ailee_core::ExitStatus;
 use ailee_db::backup::{self, restic::Snapshot, BackupOptions, Nodes, Retention};
@@ -41,8 +41,16 @@ fn keep_last(s: &str) -> Result<u32, String> {
 /// verifying copy for the runbook's `cp`. Retention follows restic's policy
 /// (default: 24 hourly, 7 daily, 4 weekly, 6 monthly). Quiet on success
 /// unless -v (cron mails any output). Overlapping runs are refused.
+///
+/// --verify --bitcoin-rpc URL also checks the backup's newest anchor on
+/// Bitcoin: its transaction (from the backup's reorg_db, else the live one)
+/// must be in the node's best chain with at least --confirmations and carry
+/// exactly the anchor's OP_RETURN. Contradicted or unrecorded: exit 2; not
+/// mined, too few confirmations, node behind: exit 1. Without it a forged
+/// but self-consistent backup written with the repository password passes.
 #[derive(Debug, Parser)]
-#[command(name = "ailee_backup", version, after_help = EXIT_CODES_HELP)]
+#[command(name = "ailee_backup", version, after_help = EXIT_CODES_HELP,
+          mut_arg("bitcoin_rpc", |a| a.requires("verify")))]
 struct Cli {
     /// The node's data directory (must exist; never created).
     #[arg(long, value_name = "DIR")]
@@ -63,6 +71,14 @@ struct Cli {
     /// With --verify: have restic read and check all repository data.
     #[arg(long, requires = "verify")]
     read_data: bool,
+    /// With --verify: the Bitcoin node for the on-chain check of the backup's
+    /// newest anchor (see above).
+    #[command(flatten)]
+    rpc: RpcArgs,
+    /// Confirmations the anchor's transaction needs for --bitcoin-rpc.
+    #[arg(long, value_name = "N", default_value_t = ailee_core::records::DEFAULT_CONFIRMATIONS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    confirmations: u64,
     /// With --list or --verify: the backups of node ID (see --list --any-node)
     /// instead of this data directory's node (DATA_DIR/node_id).
     #[arg(long, value_name = "ID", conflicts_with = "any_node")]
@@ -181,15 +197,19 @@ fn verify(cli: &Cli, r: &ailee_db::backup::restic::Restic, nodes: &Nodes) -> any
         backup::stage_name(d, r).trim_start_matches(".stage")
     );
     backup::reap(&parent, &prefix);
-    let v = backup::verify(r, which, nodes, cli.read_data, &parent, &prefix)?;
+    let chain = backup_cli::chain_check(&cli.rpc, cli.confirmations, d)?;
+    let v = backup::verify(r, which, nodes, cli.read_data, &parent, &prefix, chain.as_ref())?;
     for (n, why) in &v.failing {
         errln!("warning: snapshot {n} in the backup does not verify (so it was in the live file): {why}");
     }
     out(format!(
-        "Backup {} verified: {} snapshots, newest root {}",
+        "Backup {} verified: {} snapshots, newest root {}{}",
         &v.snapshot[..v.snapshot.len().min(8)],
         v.snapshots,
-        v.root
+        v.root,
+        v.on_chain
+            .map(|p| format!("; anchor on Bitcoin: {p}"))
+            .unwrap_or_default()
     ))?;
     Ok(ExitStatus::Success)
 }

@@ -1,7 +1,7 @@
 //! `ailee_restore`: puts a backup made by `ailee_backup` back into a data
 //! directory without ever losing the state it replaces (SPEC §5).
 
-use ailee_cli::{errln, out, Signals, EXIT_CODES_HELP};
+use ailee_cli::{errln, out, RpcArgs, Signals, EXIT_CODES_HELP};
 use ailee_core::metrics::{MetricsFile, RESTORE};
 use ailee_core::ExitStatus;
 use ailee_db::backup::{self, restore};
@@ -22,6 +22,15 @@ use std::process::ExitCode;
 /// SIGINT/SIGTERM/SIGHUP before the swap completes rolls it back; after a
 /// SIGKILL the next run settles the interrupted restore first. Quiet on
 /// success unless -v.
+///
+/// With --bitcoin-rpc URL the restored state must be one Bitcoin saw: the
+/// backup's newest anchor transaction (from the backup's reorg_db, else the
+/// live one) must be in the node's best chain with at least --confirmations
+/// and carry exactly the anchor's OP_RETURN, checked on the staged copy
+/// before anything live changes. Contradicted or unrecorded: exit 2; not
+/// mined, too few confirmations, node behind: exit 1; either way nothing
+/// changes. Without it a forged but self-consistent backup written with the
+/// repository password is restored.
 #[derive(Debug, Parser)]
 #[command(name = "ailee_restore", version, after_help = EXIT_CODES_HELP)]
 struct Cli {
@@ -39,6 +48,18 @@ struct Cli {
     /// Take the newest backup of any node in the repository.
     #[arg(long)]
     any_node: bool,
+    /// Restore the newest backup whose anchor is confirmed on Bitcoin with
+    /// --confirmations (judged from the txid/payload tags ailee_backup
+    /// records; older backups without them are skipped), instead of latest.
+    #[arg(long, requires = "bitcoin_rpc", conflicts_with = "backup")]
+    anchored: bool,
+    /// The Bitcoin node for the on-chain check (see above).
+    #[command(flatten)]
+    rpc: RpcArgs,
+    /// Confirmations the anchor's transaction needs for --bitcoin-rpc.
+    #[arg(long, value_name = "N", default_value_t = ailee_core::records::DEFAULT_CONFIRMATIONS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    confirmations: u64,
     #[command(flatten)]
     repo: RepoArgs,
     /// Write ailee_restore.prom here for node_exporter's textfile collector.
@@ -87,7 +108,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         let _lock = backup::lock(d)?;
         settled = restore::settle(d)?;
         let nodes = backup::choose_nodes(&r, d, cli.node.as_deref(), cli.any_node)?;
-        let rep = restore::restore(&r, d, &cli.backup, &nodes)?;
+        let chain = backup_cli::chain_check(&cli.rpc, cli.confirmations, d)?;
+        let which = match (&chain, cli.anchored) {
+            (Some(c), true) => {
+                let verbose = cli.verbose;
+                backup::pick_anchored(&r, &nodes, c, &mut |n| {
+                    if verbose {
+                        errln!("{n}");
+                    }
+                })?
+                .id
+            }
+            _ => cli.backup.clone(),
+        };
+        let rep = restore::restore(&r, d, &which, &nodes, chain.as_ref())?;
         // A new machine takes the node id of the history it restored.
         if let (backup::Nodes::One(id), Ok(None)) = (&nodes, backup::node_id(d)) {
             if let Err(e) = backup::write_node_id(d, &id) {
@@ -123,6 +157,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     if cli.verbose {
         for n in restic.map(|r| r.notes().messages).unwrap_or_default() {
             errln!("{n}");
+        }
+        if let Some(p) = &rep.on_chain {
+            out(format!("Anchor on Bitcoin: {p}"))?;
         }
         out(format!(
             "Restored backup {} (root {}) into {}; {}",
