@@ -157,6 +157,26 @@ pub fn locked(stderr: &str) -> bool {
     stderr.contains("repository is already locked") || stderr.contains("unable to create lock")
 }
 
+/// restic's stderr for a message: its retry lines dropped ("… returned
+/// error, retrying after …": dozens on a failing link), at most its first 3
+/// and last 8 other lines, where the cause ("Fatal: …") is.
+pub fn gist(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty() && !l.contains("retrying after"))
+        .collect();
+    if lines.len() <= 11 {
+        return lines.join("\n");
+    }
+    format!(
+        "{}\n[… {} lines …]\n{}",
+        lines[..3].join("\n"),
+        lines.len() - 11,
+        lines[lines.len() - 8..].join("\n")
+    )
+}
+
 fn last_line(s: &str) -> Option<&str> {
     s.lines().rev().map(str::trim).find(|l| !l.is_empty())
 }
@@ -450,7 +470,7 @@ impl Restic {
             "restic {what} failed (repository {}, exit {}): {}",
             self.label(),
             o.code.map_or("signal".to_string(), |c| c.to_string()),
-            o.stderr.trim()
+            gist(&o.stderr)
         );
         if looks_corrupt(&o.stderr) {
             Error::Integrity(msg)
@@ -526,11 +546,27 @@ pub fn check_which(which: &str) -> Result<()> {
 }
 
 /// True when restic says there is no repository at the location.
+///
+/// Only a config file that does not exist counts: restic says "unable to
+/// open config file … Is there a repository" for a refused login (HTTP 401)
+/// or a server error too, and creating a repository then would be wrong
+/// (a misleading "init failed", or a new empty repository beside the real one).
 pub fn repo_missing(stderr: &str) -> bool {
     let e = stderr.to_ascii_lowercase();
-    e.contains("is there a repository at the following location")
-        || e.contains("unable to open config file")
-        || e.contains("repository does not exist")
+    let refused = [
+        "401",
+        "403",
+        "unauthorized",
+        "forbidden",
+        "permission denied",
+        "500 ",
+        "502 ",
+        "503 ",
+    ]
+    .iter()
+    .any(|m| e.contains(m));
+    let absent = e.contains("no such file") || e.contains("does not exist") || e.contains("404");
+    e.contains("repository does not exist") || (e.contains("unable to open config file") && absent && !refused)
 }
 
 /// The tag every backup made by these tools carries.
@@ -554,4 +590,84 @@ pub fn backup_summary(stdout: &[u8]) -> Option<BackupSummary> {
         .filter(|l| l.windows(9).any(|w| w == b"\"summary\""))
         .filter_map(|l| serde_json::from_slice(l).ok())
         .next_back()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_absent_config_is_a_missing_repository() {
+        assert!(repo_missing(
+            "Fatal: unable to open config file: stat /r/config: no such file or directory\nIs there a repository at the following location?\n/r"
+        ));
+        assert!(repo_missing("Fatal: unable to open config file: <config/> does not exist\nIs there a repository at the following location?"));
+        // A refused login or a server error is not an absent repository.
+        assert!(!repo_missing(
+            "Fatal: unable to open config file: unexpected HTTP response (401): 401 Unauthorized\nIs there a repository at the following location?"
+        ));
+        assert!(!repo_missing(
+            "Fatal: unable to open config file: Stat: 503 Service Unavailable"
+        ));
+        assert!(!repo_missing("Fatal: wrong password or no key found"));
+    }
+
+    #[test]
+    fn the_gist_keeps_the_cause_and_drops_retries() {
+        let mut e = String::from("open repository\n");
+        for i in 0..70 {
+            e.push_str(&format!(
+                "Save(<data/{i}>) returned error, retrying after 1s: connection refused\n"
+            ));
+        }
+        e.push_str("Fatal: unable to save snapshot: connection refused\n");
+        let g = gist(&e);
+        assert!(g.contains("Fatal: unable to save snapshot"), "{g}");
+        assert!(!g.contains("retrying after"), "{g}");
+        let long: String = (0..40).map(|i| format!("line {i}\n")).collect();
+        let g = gist(&long);
+        assert!(
+            g.contains("line 0") && g.contains("line 39") && g.contains("[… 29 lines …]"),
+            "{g}"
+        );
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(redact("rest:http://u:secret@h:8000/r"), "rest:http://u:***@h:8000/r");
+        assert_eq!(redact("rest:http://h:8000/"), "rest:http://h:8000/");
+        assert_eq!(redact("s3:https://k@s3.example/b"), "s3:https://k@s3.example/b");
+        assert_eq!(redact("/srv/repo"), "/srv/repo");
+    }
+
+    #[test]
+    fn lock_times_and_staleness() {
+        let t = parse_time("2026-12-03T14:00:00.123456789+01:00").unwrap();
+        assert_eq!(
+            t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+            1_796_302_800
+        );
+        let now = t + Duration::from_secs(40 * 60);
+        let lock = |host: &str, pid: i64, time: &str| LockInfo {
+            time: time.into(),
+            hostname: host.into(),
+            pid,
+        };
+        let at = "2026-12-03T14:00:00.123456789+01:00";
+        // Another host: stale only after an hour.
+        assert!(lock("other", 1, at).stale("me", now).is_none());
+        assert!(lock("other", 1, at)
+            .stale("me", t + Duration::from_secs(61 * 60))
+            .is_some());
+        // This host, a live process (ours): not stale within 30 minutes.
+        let me = std::process::id() as i64;
+        assert!(lock("me", me, at).stale("me", t + Duration::from_secs(60)).is_none());
+        assert!(lock("me", me, at).stale("me", now).is_some());
+        // This host, a process that cannot exist (above Linux's pid_max).
+        assert!(lock("me", 4_194_305, at).stale("me", t + Duration::from_secs(60)).is_some());
+        // A lock dated in the future is never stale by age.
+        assert!(lock("other", 1, at)
+            .stale("me", t - Duration::from_secs(3600))
+            .is_none());
+    }
 }
