@@ -106,7 +106,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         let r = cli.repo.resolve(d, false)?.for_reading();
         restic = Some(r.clone());
         let _lock = backup::lock(d)?;
-        settled = restore::settle(d)?;
+        settled = restore::settle(d).map_err(|e| match (&e, restore::pending_journal(d)) {
+            (ailee_core::Error::Locked { .. }, Some(j)) => ailee_core::Error::Usage(format!(
+                "{e}; an interrupted restore (journal {}) waits to be settled: stop the process that holds \
+                 the lock (the node) and run ailee_restore again — nothing was changed",
+                j.display()
+            )),
+            _ => e,
+        })?;
         let nodes = backup::choose_nodes(&r, d, cli.node.as_deref(), cli.any_node)?;
         let chain = backup_cli::chain_check(&cli.rpc, cli.confirmations, d)?;
         let which = match (&chain, cli.anchored) {
@@ -124,7 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         let rep = restore::restore(&r, d, &which, &nodes, chain.as_ref())?;
         // A new machine takes the node id of the history it restored.
         if let (backup::Nodes::One(id), Ok(None)) = (&nodes, backup::node_id(d)) {
-            if let Err(e) = backup::write_node_id(d, &id) {
+            if let Err(e) = backup::write_node_id(d, id) {
                 errln!("warning: cannot keep node id {id} in {}: {e}", d.display());
             }
         }
