@@ -553,15 +553,16 @@ pub fn check_which(which: &str) -> Result<()> {
 /// (a misleading "init failed", or a new empty repository beside the real one).
 pub fn repo_missing(stderr: &str) -> bool {
     let e = stderr.to_ascii_lowercase();
+    // HTTP statuses as restic writes them ("unexpected HTTP response (401):
+    // 401 Unauthorized"), never bare numbers: a port or a path may hold "403".
     let refused = [
-        "401",
-        "403",
+        "response (4",
+        "response (5",
         "unauthorized",
         "forbidden",
         "permission denied",
-        "500 ",
-        "502 ",
-        "503 ",
+        "service unavailable",
+        "internal server error",
     ]
     .iter()
     .any(|m| e.contains(m));
@@ -610,6 +611,13 @@ mod tests {
             "Fatal: unable to open config file: Stat: 503 Service Unavailable"
         ));
         assert!(!repo_missing("Fatal: wrong password or no key found"));
+        // A port or a path that holds "403" or "401" is no HTTP status.
+        assert!(repo_missing(
+            "Fatal: unable to open config file: <config/> does not exist\nIs there a repository at the following location?\nrest:http://u:***@127.0.0.1:40335/"
+        ));
+        assert!(!repo_missing(
+            "Fatal: unable to open config file: unexpected HTTP response (403): 403 Forbidden"
+        ));
     }
 
     #[test]
@@ -664,7 +672,9 @@ mod tests {
         assert!(lock("me", me, at).stale("me", t + Duration::from_secs(60)).is_none());
         assert!(lock("me", me, at).stale("me", now).is_some());
         // This host, a process that cannot exist (above Linux's pid_max).
-        assert!(lock("me", 4_194_305, at).stale("me", t + Duration::from_secs(60)).is_some());
+        assert!(lock("me", 4_194_305, at)
+            .stale("me", t + Duration::from_secs(60))
+            .is_some());
         // A lock dated in the future is never stale by age.
         assert!(lock("other", 1, at)
             .stale("me", t - Duration::from_secs(3600))
