@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 // Cases of issue 22, one module each (they share the fixture below).
+mod campaign;
+mod chain;
 mod child;
 mod journal;
 mod metrics_repo;
