@@ -27,43 +27,12 @@ D=$W/ailee
 mkdir -p "$D"
 "$B/ailee_init_reorg_db" --path "$D/reorg_db" >/dev/null
 
-# A node-like snapshot file: each snapshot is the full state (balances), a
-# few of them changed since the previous one, with a valid anchor.
-cat > "$W/gen.py" <<'PY'
-import hashlib, random, sys
-path, target, grow, count, state_path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-rnd = random.Random()
-nbal = max(1, grow // 40)
-try:
-    with open(state_path) as f:
-        ts, bal = f.readline().split(), [int(x) for x in f.readline().split()]
-        ts = int(ts[0])
-except FileNotFoundError:
-    ts, bal = 1700000000000, [rnd.randrange(10**9, 10**11) for _ in range(nbal)]
-def block():
-    global ts
-    ts += 3600_000
-    for _ in range(max(1, nbal // 100)):
-        bal[rnd.randrange(nbal)] = rnd.randrange(10**9, 10**11)
-    canon = ["L2STATE|v1", f"balances:{nbal}"] + [f"balance:peer{i:08d}:{b}" for i, b in enumerate(bal)] + \
-        ["escrows:0", "pegins:0", "pegouts:0", "tasks:0"]
-    root = hashlib.sha256(("\n".join(canon) + "\n").encode()).hexdigest()
-    payload = f"{root}:{ts}:bench"
-    h = hashlib.sha256(payload.encode()).hexdigest()
-    lines = ["SNAPSHOT v1", f"timestamp_ms {ts}", f"balances {nbal}"] + \
-        [f'balance "peer{i:08d}" {b}' for i, b in enumerate(bal)] + \
-        ["escrows 0", "pegins 0", "pegouts 0", "tasks 0", f'anchor "{root}" {ts} "bench" "{payload}" "{h}"', "END_SNAPSHOT"]
-    return ("\n".join(lines) + "\n").encode()
-with open(path, "ab") as f:
-    n = 0
-    while f.tell() < target or n < count:
-        f.write(block()); n += 1
-with open(state_path, "w") as f:
-    f.write(f"{ts}\n" + " ".join(map(str, bal)) + "\n")
-PY
+# A node-like snapshot file (scripts/gen_node_snapshots.py): each snapshot
+# is the full state (balances), a few of them changed since the previous
+# one, with a valid anchor.
 echo "generating a ${SIZE_MB} MB snapshot file ..." >&2
-python3 "$W/gen.py" "$D/l2_snapshots.dat" $((SIZE_MB * 1024 * 1024)) $((GROW_KB * 1024)) 1 "$W/gen.state"
-grow() { python3 "$W/gen.py" "$D/l2_snapshots.dat" 0 $((GROW_KB * 1024)) 1 "$W/gen.state"; }
+python3 "$ROOT/scripts/gen_node_snapshots.py" "$D/l2_snapshots.dat" $((SIZE_MB * 1024 * 1024)) $((GROW_KB * 1024)) 1 "$W/gen.state"
+grow() { python3 "$ROOT/scripts/gen_node_snapshots.py" "$D/l2_snapshots.dat" 0 $((GROW_KB * 1024)) 1 "$W/gen.state"; }
 
 PLAIN=$W/plain-repo CRON=$W/cron
 printf 'bench\n' > "$W/pw"; chmod 600 "$W/pw"

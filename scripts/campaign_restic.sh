@@ -95,42 +95,11 @@ exec {NAP}<> <(:)
 nap() { read -r -t "$1" -u "$NAP" _ || true; }
 now_ms() { local t=${EPOCHREALTIME/./}; NOW=$((10#$t / 1000)); }
 
-# A node-like snapshot file (as scripts/bench_backup.sh makes it): each
-# snapshot the full state, a few balances changed, a valid anchor.
-cat > "$W/gen.py" <<'PY'
-import hashlib, random, sys
-path, target, grow, count, state_path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-rnd = random.Random()
-nbal = max(1, grow // 40)
-try:
-    with open(state_path) as f:
-        ts, bal = f.readline().split(), [int(x) for x in f.readline().split()]
-        ts = int(ts[0])
-except FileNotFoundError:
-    ts, bal = 1700000000000, [rnd.randrange(10**9, 10**11) for _ in range(nbal)]
-def block():
-    global ts
-    ts += 3600_000
-    for _ in range(max(1, nbal // 100)):
-        bal[rnd.randrange(nbal)] = rnd.randrange(10**9, 10**11)
-    canon = ["L2STATE|v1", f"balances:{nbal}"] + [f"balance:peer{i:08d}:{b}" for i, b in enumerate(bal)] + \
-        ["escrows:0", "pegins:0", "pegouts:0", "tasks:0"]
-    root = hashlib.sha256(("\n".join(canon) + "\n").encode()).hexdigest()
-    payload = f"{root}:{ts}:campaign"
-    h = hashlib.sha256(payload.encode()).hexdigest()
-    lines = ["SNAPSHOT v1", f"timestamp_ms {ts}", f"balances {nbal}"] + \
-        [f'balance "peer{i:08d}" {b}' for i, b in enumerate(bal)] + \
-        ["escrows 0", "pegins 0", "pegouts 0", "tasks 0", f'anchor "{root}" {ts} "campaign" "{payload}" "{h}"', "END_SNAPSHOT"]
-    return ("\n".join(lines) + "\n").encode()
-with open(path, "ab") as f:
-    n = 0
-    while f.tell() < target or n < count:
-        f.write(block()); n += 1
-with open(state_path, "w") as f:
-    f.write(f"{ts}\n" + " ".join(map(str, bal)) + "\n")
-PY
+# A node-like snapshot file (scripts/gen_node_snapshots.py, as the backup
+# benchmark makes it): each snapshot the full state, a few balances changed,
+# a valid anchor.
 GROW=$((300 * 1024))
-grow() { python3 "$W/gen.py" "$D/l2_snapshots.dat" 0 "$GROW" 1 "$W/gen.state"; }
+grow() { python3 "$ROOT/scripts/gen_node_snapshots.py" "$D/l2_snapshots.dat" 0 "$GROW" 1 "$W/gen.state" campaign; }
 
 # Fingerprints: a file, and a database directory (every file but LOCK).
 fp_file() { if [ -f "$1" ]; then sha256sum < "$1" | cut -c1-64; else echo none; fi; }
@@ -266,7 +235,7 @@ BAD_STATUS=0 BAD_RESTORE=0 BAD_COPY=0 LEFT=0 FAILS=0 MAX_GONE_MS=0 NKILLS=0 NMIS
 
 echo "campaign_restic: $RUNS runs, ${SIZE_MB} MB snapshot file, seed $SEED, tools from $(dirname "$BACKUP"), scratch $W" >&2
 echo "generating the ${SIZE_MB} MB snapshot file ..." >&2
-python3 "$W/gen.py" "$D/l2_snapshots.dat" $((SIZE_MB * 1024 * 1024)) "$GROW" 1 "$W/gen.state"
+python3 "$ROOT/scripts/gen_node_snapshots.py" "$D/l2_snapshots.dat" $((SIZE_MB * 1024 * 1024)) "$GROW" 1 "$W/gen.state" campaign
 tool ailee_init_reorg_db --path "$D/reorg_db" >/dev/null
 "$BACKUP" --data-dir "$D" > "$LOGS/first.out" 2> "$LOGS/first.err" || {
     cat "$LOGS/first.err" >&2
