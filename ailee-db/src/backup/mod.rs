@@ -161,24 +161,13 @@ pub fn check_data_dir(d: &Path) -> Result<()> {
 /// Takes the data directory's backup/restore lock (non-blocking).
 pub fn lock(data_dir: &Path) -> Result<File> {
     let p = data_dir.join(LOCK_NAME);
-    let f = io(
-        &p,
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&p),
-    )?;
-    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(f),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::Usage(format!(
+    flock_now(&p, || {
+        format!(
             "another ailee_backup or ailee_restore is running on {} (lock {})",
             data_dir.display(),
             p.display()
-        ))),
-        Err(e) => Err(Error::io(&p, e.into())),
-    }
+        )
+    })
 }
 
 /// Takes the lock of one repository's stage (`backups/<stage>.lock`,
@@ -189,24 +178,32 @@ pub fn lock_repo(data_dir: &Path, r: &Restic) -> Result<File> {
     let bdir = data_dir.join("backups");
     io(&bdir, std::fs::create_dir_all(&bdir))?;
     let p = bdir.join(format!("{}.lock", stage_name(data_dir, r)));
+    flock_now(&p, || {
+        format!(
+            "another ailee_backup is using repository {} from {} (lock {})",
+            r.label(),
+            data_dir.display(),
+            p.display()
+        )
+    })
+}
+
+/// An exclusive `flock` on the file `p` (created 0600), or at once the
+/// error `busy` says when another process holds it.
+fn flock_now(p: &Path, busy: impl FnOnce() -> String) -> Result<File> {
     let f = io(
-        &p,
+        p,
         OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
-            .open(&p),
+            .open(p),
     )?;
     match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(f),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::Usage(format!(
-            "another ailee_backup is using repository {} from {} (lock {})",
-            r.label(),
-            data_dir.display(),
-            p.display()
-        ))),
-        Err(e) => Err(Error::io(&p, e.into())),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::Usage(busy())),
+        Err(e) => Err(Error::io(p, e.into())),
     }
 }
 
