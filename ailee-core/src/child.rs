@@ -201,9 +201,13 @@ mod tests {
     use std::os::unix::process::ExitStatusExt;
     use std::process::Stdio;
 
+    /// `sh -c script` with SIGINT and SIGTERM at their defaults: a shell
+    /// cannot trap a signal it was started with ignored (a test run as a
+    /// background job of a script has SIGINT ignored).
     fn sh(script: &str) -> Command {
-        let mut c = Command::new("sh");
-        c.args(["-c", script]).stdin(Stdio::null());
+        let mut c = Command::new("env");
+        c.args(["--default-signal=INT,TERM", "sh", "-c", script])
+            .stdin(Stdio::null());
         c
     }
 
