@@ -229,6 +229,16 @@ fn a_signal_while_restic_holds_its_lock_leaves_no_lock() {
         let mut trap = IndexTrap::set(&repo(&f), f.dir());
         let mut child = spawn(&f, tool, args);
         trap.wait_for_reader(&mut child);
+        // A restore lists the snapshots beside restic restore: let that
+        // listing end first. restic 0.14 leaves its lock when SIGINT comes
+        // between taking it and arming its cleanup (a gap of its own, which
+        // the next run's stale-lock removal covers); the restic blocked on
+        // the index is past that gap.
+        let t = Instant::now();
+        while children_of(child.id()).len() > 1 {
+            assert!(t.elapsed() < Duration::from_secs(60), "{what}: the listing never ended");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         signal(&child, sig);
         let st = child.wait().unwrap();
         assert_eq!(st.signal(), Some(*n), "{what}: {st:?} {}", stderr_of(&mut child));
