@@ -104,6 +104,20 @@ impl IndexTrap {
     }
 }
 
+/// Retention that keeps only the newest backup (forget and prune then run).
+const KEEP_LAST_ONLY: [&str; 10] = [
+    "--keep",
+    "1",
+    "--keep-hourly",
+    "0",
+    "--keep-daily",
+    "0",
+    "--keep-weekly",
+    "0",
+    "--keep-monthly",
+    "0",
+];
+
 fn locks(repo: &Path) -> usize {
     std::fs::read_dir(repo.join("locks")).map_or(0, |d| d.count())
 }
@@ -463,25 +477,7 @@ fn two_nodes_in_one_repository_keep_their_own_histories() {
     a.restore(&args).code(0);
     assert_eq!(a.state().l2, a_state.l2);
     // Retention of B (keep 1) never removes A's backup.
-    b.backup(
-        &[
-            &args[..],
-            &[
-                "--keep",
-                "1",
-                "--keep-hourly",
-                "0",
-                "--keep-daily",
-                "0",
-                "--keep-weekly",
-                "0",
-                "--keep-monthly",
-                "0",
-            ],
-        ]
-        .concat(),
-    )
-    .code(0);
+    b.backup(&[&args[..], &KEEP_LAST_ONLY].concat()).code(0);
     assert_eq!(list(&a, &[]).len(), 1);
     assert_eq!(list(&b, &[]).len(), 1);
     // A new machine without node_id, repository shared by two nodes: told to choose.
@@ -570,22 +566,7 @@ fn a_signal_during_retention_after_the_snapshot_is_success() {
     // index and locks: trap it there by arming the FIFO once the snapshot exists.
     let before: Vec<serde_json::Value> = f.list().iter().map(|s| s["id"].clone()).collect();
     let trap_dir = repo(&f);
-    let mut child = spawn(
-        &f,
-        "ailee_backup",
-        &[
-            "--keep",
-            "1",
-            "--keep-hourly",
-            "0",
-            "--keep-daily",
-            "0",
-            "--keep-weekly",
-            "0",
-            "--keep-monthly",
-            "0",
-        ],
-    );
+    let mut child = spawn(&f, "ailee_backup", &KEEP_LAST_ONLY);
     // Wait until the new snapshot is in the repository, then trap the index.
     let snaps = trap_dir.join("snapshots");
     let t = Instant::now();
