@@ -86,12 +86,24 @@ pub fn dsha256_display(parts: &[&[u8]]) -> String {
     crate::root::hex(&d)
 }
 
-/// One transaction of a block: its outputs' scripts, and its id on demand.
+/// An output a transaction spends: the spent transaction's id (display
+/// order, as the node prints it) and the output's index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutPoint {
+    pub txid: String,
+    pub vout: u32,
+}
+
+/// One transaction of a block: the outputs it spends, its outputs' scripts,
+/// and its id on demand.
 pub struct Tx<'a> {
     version: &'a [u8],
     /// Inputs and outputs, as serialised (no segwit marker, no witnesses).
     body: &'a [u8],
     locktime: &'a [u8],
+    /// The outputs its inputs spend, in order (a coinbase's one input spends
+    /// the null outpoint: all-zero id, index `0xffffffff`).
+    pub inputs: Vec<OutPoint>,
     pub output_scripts: Vec<&'a [u8]>,
 }
 
@@ -99,6 +111,12 @@ impl Tx<'_> {
     /// The transaction id as the node shows it (lower-case hex).
     pub fn txid(&self) -> String {
         dsha256_display(&[self.version, self.body, self.locktime])
+    }
+
+    /// A coinbase: one input, spending the null outpoint (it spends nothing,
+    /// so no one's key signed it).
+    pub fn is_coinbase(&self) -> bool {
+        matches!(self.inputs.as_slice(), [i] if i.vout == u32::MAX && i.txid.bytes().all(|b| b == b'0'))
     }
 }
 
@@ -139,8 +157,15 @@ fn parse_tx<'a>(c: &mut Cur<'a>) -> Result<Tx<'a>, BlockError> {
     }
     let body_start = c.at;
     let n_in = c.count(41)?;
+    let mut inputs = Vec::new();
     for _ in 0..n_in {
-        c.take(36)?;
+        let prev = c.take(36)?;
+        let mut id = prev[..32].to_vec();
+        id.reverse();
+        inputs.push(OutPoint {
+            txid: crate::root::hex(&id),
+            vout: u32::from_le_bytes([prev[32], prev[33], prev[34], prev[35]]),
+        });
         let l = c.varint()?;
         c.take(l)?;
         c.take(4)?;
@@ -167,8 +192,23 @@ fn parse_tx<'a>(c: &mut Cur<'a>) -> Result<Tx<'a>, BlockError> {
         version,
         body,
         locktime,
+        inputs,
         output_scripts,
     })
+}
+
+/// Parses one raw transaction (`getrawtransaction TXID 0`); trailing bytes
+/// are an error.
+pub fn parse_tx_bytes(raw: &[u8]) -> Result<Tx<'_>, BlockError> {
+    let mut c = Cur { b: raw, at: 0 };
+    let tx = parse_tx(&mut c)?;
+    if c.at != raw.len() {
+        return Err(BlockError(format!(
+            "{} bytes after the transaction",
+            raw.len() - c.at
+        )));
+    }
+    Ok(tx)
 }
 
 /// Parses a raw block; trailing bytes are an error.
@@ -222,6 +262,7 @@ mod tests {
         root.reverse();
         assert_eq!(b.txs[0].txid(), crate::root::hex(&root));
         assert_eq!(b.hash().len(), 64);
+        assert!(b.txs[0].is_coinbase());
     }
 
     #[test]
@@ -238,6 +279,11 @@ mod tests {
         let t = parse_tx(&mut c).unwrap();
         assert_eq!(c.at, tx.len());
         assert_eq!(t.output_scripts, vec![&[0x6a, 2, b'h', b'i'][..]]);
+        assert_eq!(t.inputs, vec![OutPoint { txid: "09".repeat(32), vout: 0x09090909 }]);
+        assert!(!t.is_coinbase());
+        assert_eq!(parse_tx_bytes(&tx).unwrap().txid(), t.txid());
+        assert!(parse_tx_bytes(&tx[..tx.len() - 1]).is_err());
+        assert!(parse_tx_bytes(&[&tx[..], &[0]].concat()).is_err());
         let mut legacy = vec![2, 0, 0, 0, 1];
         legacy.extend([9u8; 36]);
         legacy.extend([0, 0xff, 0xff, 0xff, 0xff, 1]);

@@ -23,6 +23,7 @@ pub mod child;
 pub mod error;
 pub mod exit;
 pub mod format;
+pub mod identity;
 pub mod metrics;
 pub mod model;
 #[cfg(feature = "rpc")]
