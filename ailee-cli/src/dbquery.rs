@@ -110,8 +110,12 @@ fn failed(message: String, status: ExitStatus) -> Error {
 
 /// Whether a hash can be asked for (see [`HASH_CAP`]; the protocol is lines).
 fn askable(hash: &str) -> bool {
-    hash.len() <= HASH_CAP && !hash.contains(['\n', '\r'])
+    hash.len() <= HASH_CAP && !hash.contains(['\n', '\r']) && !hash.starts_with(BLOCK_QUESTION)
 }
+
+/// A question about a stored block hash rather than an anchor: `block:<height>`
+/// (no anchor hash the node writes looks like that: anchors are hex).
+pub const BLOCK_QUESTION: &str = "block:";
 
 /// Reads the helper's answers on a thread of its own, so that waiting for
 /// one can time out and an oversized one cannot block either side.
@@ -460,6 +464,21 @@ impl AnchorLookup for RemoteDb {
         let r = answers.first().map_or(Ok(None), record)?;
         remember(&mut state.cache, hash, r.clone());
         Ok(r)
+    }
+
+    fn block_hash(&self, height: u64) -> Result<Option<String>> {
+        let q = format!("{BLOCK_QUESTION}{height}");
+        let mut state = self.state();
+        let answers = self.exchange(&mut state, &[q.as_str()])?;
+        let v = answers.first().ok_or_else(|| bad("block_hash"))?;
+        if let Some(e) = error_of(v) {
+            return Err(e);
+        }
+        match v.get("found").and_then(Value::as_bool) {
+            Some(false) => Ok(None),
+            Some(true) => text(v, "block_hash").map(Some),
+            None => Err(bad("found")),
+        }
     }
 
     /// Asks for every hash not known yet (as written and lower-cased), in

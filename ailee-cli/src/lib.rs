@@ -216,9 +216,25 @@ pub struct RpcArgs {
     /// Seconds to wait for each RPC reply, 1 to 86400 [default: 30].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub rpc_timeout: Option<u64>,
+    /// The anchoring identity: a file of the output scripts or public keys
+    /// (hex, one per line) the node's anchor transactions spend from
+    /// [default: DATA_DIR/anchor_identity, written by ailee_init_node]. An
+    /// anchor on Bitcoin counts only if its transaction spends from it.
+    #[arg(long, value_name = "FILE")]
+    pub anchor_identity: Option<std::path::PathBuf>,
 }
 
 impl RpcArgs {
+    /// The anchoring identity: `--anchor-identity FILE` (which must be
+    /// there), else `DATA_DIR/anchor_identity` where `data_dir` is known and
+    /// the file exists, else none.
+    pub fn identity(
+        &self,
+        data_dir: Option<&std::path::Path>,
+    ) -> ailee_core::Result<Option<ailee_core::identity::AnchorIdentity>> {
+        ailee_core::identity::AnchorIdentity::resolve(self.anchor_identity.as_deref(), data_dir)
+    }
+
     /// The connection settings, with credentials resolved (options, URL, environment).
     pub fn config(&self) -> ailee_core::Result<ailee_core::rpc::RpcConfig> {
         let url = self

@@ -8,6 +8,7 @@
 //! chain: a record is a pointer (txid, height) that the chain must confirm.
 
 use crate::anchor::{op_return_data, op_return_script};
+use crate::identity::AnchorIdentity;
 use crate::progress::Progress;
 use crate::records::{AnchorLookup, AnchorRecord, AnchorStatus};
 use crate::rpc::{Rpc, TxPlace};
@@ -77,16 +78,19 @@ pub struct Found {
 
 /// Scans the best chain from `start` to its tip (raw blocks, `block_batch`
 /// per JSON-RPC batch; hashes `hash_batch` per batch, pinned to the tip) for
-/// the anchors' `OP_RETURN` scripts; the lowest occurrence of each wins.
-/// Returns the tip scanned to and what was found.
+/// the anchors' `OP_RETURN` scripts; the lowest occurrence of each that the
+/// operator put on chain (it spends from `identity`, see [`author_of`]) wins.
+/// Transactions carrying an anchor's bytes that are not the operator's (a
+/// coinbase, anyone else's) are passed over and listed.
 pub fn find_on_chain(
     rpc: &Rpc,
     anchors: &[FileAnchor],
+    identity: &AnchorIdentity,
     start: u64,
     hash_batch: u64,
     block_batch: u64,
     progress: &dyn Progress,
-) -> Result<(u64, Vec<Found>)> {
+) -> Result<OnChainScan> {
     let info = rpc.chain_info()?;
     let tip = info.blocks;
     let moved = || Error::Rpc {
@@ -98,6 +102,7 @@ pub fn find_on_chain(
         by_script.entry(a.script.as_slice()).or_default().push(i);
     }
     let mut found: Vec<Option<Found>> = vec![None; anchors.len()];
+    let mut ignored: Vec<Ignored> = Vec::new();
     progress.set_total(tip.saturating_add(1).saturating_sub(start));
     let block_batch = block_batch.max(1);
     let step = hash_batch.max(block_batch);
@@ -128,8 +133,25 @@ pub fn find_on_chain(
                         let Some(s) = op_return_of(s) else {
                             continue;
                         };
+                        if !by_script.contains_key(s) {
+                            continue;
+                        }
+                        let txid = tx.txid();
+                        match author_of(rpc, tx, Some(identity))? {
+                            Author::Operator => {}
+                            Author::NotOperator(why) | Author::Unproven(why) => {
+                                for &a in &by_script[s] {
+                                    ignored.push(Ignored {
+                                        anchor: a,
+                                        txid: txid.clone(),
+                                        height,
+                                        why: why.clone(),
+                                    });
+                                }
+                                continue;
+                            }
+                        }
                         if let Some(idx) = by_script.remove(s) {
-                            let txid = tx.txid();
                             for a in idx {
                                 found[a] = Some(Found {
                                     anchor: a,
@@ -153,7 +175,102 @@ pub fn find_on_chain(
         return Err(moved());
     }
     progress.finish();
-    Ok((tip, found.into_iter().flatten().collect()))
+    Ok(OnChainScan {
+        tip,
+        found: found.into_iter().flatten().collect(),
+        ignored,
+    })
+}
+
+/// What [`find_on_chain`] saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OnChainScan {
+    /// The tip scanned to.
+    pub tip: u64,
+    /// The operator's anchor transactions, lowest first.
+    pub found: Vec<Found>,
+    /// Transactions carrying an anchor's bytes that are not the operator's.
+    pub ignored: Vec<Ignored>,
+}
+
+/// A transaction that carries an anchor's `OP_RETURN` but does not count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored {
+    pub anchor: usize,
+    pub txid: String,
+    pub height: u64,
+    /// Why it is not the operator's.
+    pub why: String,
+}
+
+/// Who put a transaction on chain, as far as the anchoring identity tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Author {
+    /// Every input spends an output of the anchoring identity.
+    Operator,
+    /// A coinbase, or an input spends someone else's output: why.
+    NotOperator(String),
+    /// Cannot tell (no identity configured, a spent transaction the node
+    /// cannot show): why.
+    Unproven(String),
+}
+
+/// Checks that `tx` spends only from `identity`, on the outputs it spends
+/// (fetched from the node, each checked against its id). A coinbase spends
+/// nothing and never counts; without an identity nothing is proven.
+pub fn author_of(rpc: &Rpc, tx: &crate::block::Tx<'_>, identity: Option<&AnchorIdentity>) -> Result<Author> {
+    if tx.is_coinbase() {
+        return Ok(Author::NotOperator(
+            "it is a coinbase (a miner's output, which no key signed)".into(),
+        ));
+    }
+    let Some(id) = identity else {
+        return Ok(Author::Unproven(format!(
+            "no anchoring identity is configured (DATA_DIR/{} or --anchor-identity FILE): anyone can put an \
+             OP_RETURN on Bitcoin, only a transaction that spends from the operator's key proves who anchored",
+            crate::identity::FILE_NAME
+        )));
+    };
+    let mut prev: Vec<String> = tx.inputs.iter().map(|i| i.txid.clone()).collect();
+    prev.sort();
+    prev.dedup();
+    let raws = rpc.raw_txs(&prev)?;
+    for (n, input) in tx.inputs.iter().enumerate() {
+        let at = prev.binary_search(&input.txid).map_err(|_| Error::Integrity("input list changed".into()))?;
+        let Some(raw) = &raws[at] else {
+            return Ok(Author::Unproven(format!(
+                "the node cannot show transaction {} whose output input {n} spends (run bitcoind with \
+                 -txindex=1, or check through the node whose wallet holds the anchoring key)",
+                input.txid
+            )));
+        };
+        let spent = crate::block::parse_tx_bytes(raw).map_err(|e| Error::Rpc {
+            url: rpc.url().to_string(),
+            message: format!("transaction {}: {e}", input.txid),
+        })?;
+        let script = usize::try_from(input.vout)
+            .ok()
+            .and_then(|v| spent.output_scripts.get(v));
+        match script {
+            Some(s) if id.owns(s) => {}
+            Some(s) => {
+                return Ok(Author::NotOperator(format!(
+                    "input {n} spends output {} of {}, whose script {} is not in the anchoring identity ({})",
+                    input.vout,
+                    input.txid,
+                    crate::root::hex(s),
+                    id.source.display()
+                )))
+            }
+            None => {
+                return Ok(Author::NotOperator(format!(
+                    "input {n} spends output {} of {}, which has no such output",
+                    input.vout, input.txid
+                )))
+            }
+        }
+    }
+    Ok(Author::Operator)
 }
 
 /// The `OP_RETURN` script of an output: as is, or after the `OP_FALSE` that
@@ -206,7 +323,14 @@ pub enum OnChain {
 
 /// Checks the snapshot's own anchor (`hash`, whose `OP_RETURN` carries
 /// `payload`) on the node's best chain, through the record in `db`.
-pub fn verify_on_chain(db: &dyn AnchorLookup, rpc: &Rpc, hash: &str, payload: &[u8], min_conf: u64) -> Result<OnChain> {
+pub fn verify_on_chain(
+    db: &dyn AnchorLookup,
+    rpc: &Rpc,
+    hash: &str,
+    payload: &[u8],
+    min_conf: u64,
+    identity: Option<&AnchorIdentity>,
+) -> Result<OnChain> {
     let script = op_return_script(&op_return_data(payload));
     let rec = match own_record(db, hash)? {
         OwnRecord::Absent => {
@@ -233,6 +357,7 @@ pub fn verify_on_chain(db: &dyn AnchorLookup, rpc: &Rpc, hash: &str, payload: &[
     let txid = rec.bitcoin_tx_id.to_ascii_lowercase();
     let info = rpc.chain_info()?;
     let tip = info.blocks;
+    same_chain(db, rpc, tip, rec.bitcoin_height)?;
     // A node that is behind proves nothing either way (as for resync: lag is not a contradiction).
     if info.ibd || rec.bitcoin_height > tip {
         return Ok(OnChain::NotYet(format!(
@@ -318,6 +443,22 @@ pub fn verify_on_chain(db: &dyn AnchorLookup, rpc: &Rpc, hash: &str, payload: &[
         )));
     }
     let confirmations = tip.saturating_sub(height).saturating_add(1);
+    match author_of(rpc, tx, identity)? {
+        Author::Operator => {}
+        Author::NotOperator(why) => {
+            return Ok(OnChain::Contradicted(format!(
+                "transaction {txid} (height {height}) carries anchor {hash} but is not the operator's: {why}. \
+                 Anyone can put an OP_RETURN on Bitcoin; only a transaction spending from the anchoring \
+                 identity proves the node anchored this state"
+            )))
+        }
+        Author::Unproven(why) => {
+            return Ok(OnChain::NotYet(format!(
+                "anchor {hash} is on chain (transaction {txid} at height {height}, {confirmations} \
+                 confirmation(s)) but its author is unproven: {why}"
+            )))
+        }
+    }
     if confirmations < min_conf {
         return Ok(OnChain::NotYet(format!(
             "anchor {hash}: transaction {txid} is at height {height} with {confirmations} confirmation(s), \
@@ -329,6 +470,35 @@ pub fn verify_on_chain(db: &dyn AnchorLookup, rpc: &Rpc, hash: &str, payload: &[
         height,
         confirmations,
     })
+}
+
+/// Is `rpc` the node whose chain the database follows? Its genesis and its
+/// hash at `height` (the record's) must be the stored ones where the
+/// database has them; otherwise nothing the node says about the anchor is a
+/// verdict on the snapshot (exit 1, as resync refuses another chain).
+fn same_chain(db: &dyn AnchorLookup, rpc: &Rpc, tip: u64, height: u64) -> Result<()> {
+    let mut heights = vec![0];
+    if height > 0 && height <= tip {
+        heights.push(height);
+    }
+    for h in heights {
+        let Some(stored) = db.block_hash(h)? else {
+            continue;
+        };
+        let node = rpc.block_hash_at(h)?;
+        if node.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&stored)) {
+            continue;
+        }
+        return Err(Error::Rpc {
+            url: rpc.url().to_string(),
+            message: format!(
+                "not the node's chain: the reorg database holds block {stored} at height {h}, the node {} — \
+                 is --bitcoin-rpc the right node? (after a reorg, run ailee_resync_blocks first)",
+                node.map_or_else(|| "has no such height".to_string(), |n| format!("has {n}"))
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Payload of the anchor of a snapshot block (for [`verify_on_chain`]).
@@ -357,6 +527,7 @@ pub fn check_own_anchor(
     hash: &str,
     payload: &[u8],
     min_conf: u64,
+    identity: Option<&AnchorIdentity>,
 ) -> Result<OwnCheck> {
     use crate::verify::Failure;
     let mut c = OwnCheck::default();
@@ -382,7 +553,7 @@ pub fn check_own_anchor(
         _ => {}
     }
     if let Some(rpc) = rpc {
-        match verify_on_chain(db, rpc, hash, payload, min_conf)? {
+        match verify_on_chain(db, rpc, hash, payload, min_conf, identity)? {
             OnChain::Proven {
                 txid,
                 height,

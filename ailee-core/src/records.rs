@@ -177,6 +177,13 @@ pub trait AnchorLookup {
         Ok(())
     }
 
+    /// The stored hash of the best-chain block at `height` (`block:<height>`),
+    /// to tell whether a Bitcoin node follows the same chain. The default
+    /// knows none (a source without blocks proves nothing either way).
+    fn block_hash(&self, _height: u64) -> crate::Result<Option<String>> {
+        Ok(None)
+    }
+
     /// The record of `hash` as written, else lower-cased (the node writes
     /// lower-case hex).
     fn anchor_any_case(&self, hash: &str) -> crate::Result<Option<AnchorRecord>> {

@@ -562,6 +562,44 @@ impl Rpc {
     }
 }
 
+impl Rpc {
+    /// The raw bytes of each transaction, one batch of `getrawtransaction
+    /// TXID 0`; one the node's index does not know is asked of its wallet
+    /// (`gettransaction`, its `hex`); `None` where neither knows it. Each
+    /// reply is parsed and must hash to the id asked for (else exit 1: a
+    /// reply that fails validation).
+    pub fn raw_txs(&self, txids: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        let params: Vec<Value> = txids.iter().map(|t| serde_json::json!([t, 0])).collect();
+        let mut out = Vec::with_capacity(txids.len());
+        for (t, r) in txids.iter().zip(self.batch("getrawtransaction", &params)?) {
+            let (method, hex) = match r {
+                Ok(v) => ("getrawtransaction", v),
+                Err((RPC_NOT_FOUND, _)) => match self.call_reply("gettransaction", &[Value::from(t.as_str())])? {
+                    Ok(v) => ("gettransaction", v.get("hex").cloned().unwrap_or(Value::Null)),
+                    Err(_) => {
+                        out.push(None);
+                        continue;
+                    }
+                },
+                Err((code, m)) => return Err(self.err("getrawtransaction", format!("{t}: RPC error {code}: {m}"))),
+            };
+            let invalid = |why: String| self.invalid(method, reply::Invalid(format!("{t}: {why}")));
+            let raw = hex
+                .as_str()
+                .and_then(crate::block::unhex)
+                .ok_or_else(|| invalid("reply is not raw transaction hex".into()))?;
+            let id = crate::block::parse_tx_bytes(&raw)
+                .map_err(|e| invalid(e.to_string()))?
+                .txid();
+            if !id.eq_ignore_ascii_case(t) {
+                return Err(invalid(format!("the node returned transaction {id}")));
+            }
+            out.push(Some(raw));
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

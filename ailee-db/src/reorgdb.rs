@@ -753,6 +753,10 @@ impl crate::records::AnchorLookup for ReorgDb {
     fn anchor(&self, hash: &str) -> Result<Option<AnchorRecord>> {
         ReorgDb::anchor(self, hash)
     }
+
+    fn block_hash(&self, height: u64) -> Result<Option<String>> {
+        ReorgDb::block_hash(self, height)
+    }
 }
 
 impl crate::verify::AnchorSource for ReorgDb {

@@ -60,6 +60,10 @@ pub struct Options {
     /// A fork deeper than this (stored tip − fork + 1) is refused as another chain.
     pub max_reorg_depth: u64,
     pub dry_run: bool,
+    /// The anchoring identity: with it, an anchor becomes CONFIRMED only if
+    /// its transaction spends from it (SPEC §2); without it, confirmations
+    /// count whatever transaction the record names (said by the tool).
+    pub identity: Option<ailee_core::identity::AnchorIdentity>,
 }
 
 /// The reorg a resync found.
@@ -97,6 +101,9 @@ pub struct Report {
     pub anchors_updated: u64,
     /// PENDING anchors whose txid the node does not know (skipped).
     pub unknown_txids: Vec<Attention>,
+    /// Anchors left unconfirmed because their transaction is not proven the
+    /// operator's (it does not spend from the anchoring identity, or cannot be told).
+    pub not_operators: Vec<Attention>,
     /// Attempts made (more than 1 when the chain moved during the run).
     pub attempts: u32,
 }
@@ -457,6 +464,27 @@ impl Run<'_> {
         Ok(b.txs.iter().any(|t| same(&t.txid(), txid)))
     }
 
+    /// Why the transaction `txid` is not proven the operator's (with an
+    /// anchoring identity configured), or `None` when it is — or when no
+    /// identity is configured (confirmations then count any transaction).
+    fn not_the_operators(&self, txid: &str) -> Step<Option<String>> {
+        use ailee_core::onchain::{author_of, Author};
+        let Some(id) = &self.o.identity else {
+            return Ok(None);
+        };
+        let Some(raw) = self.rpc.raw_txs(&[txid.to_ascii_lowercase()])?.pop().flatten() else {
+            return Ok(Some(format!("the node cannot show transaction {txid}")));
+        };
+        let tx = ailee_core::block::parse_tx_bytes(&raw).map_err(|e| Error::Rpc {
+            url: self.rpc.url().to_string(),
+            message: format!("transaction {txid}: {e}"),
+        })?;
+        Ok(match author_of(&self.rpc, &tx, Some(id))? {
+            Author::Operator => None,
+            Author::NotOperator(why) | Author::Unproven(why) => Some(why),
+        })
+    }
+
     /// Phase 2c: anchors follow the chain.
     fn refresh_anchors(&mut self) -> Step<()> {
         let tip = self.pin.0;
@@ -551,6 +579,14 @@ impl Run<'_> {
                     _ if deep => AnchorStatus::Confirmed,
                     _ => AnchorStatus::Pending,
                 };
+                if n.status == AnchorStatus::Confirmed && (a.status != AnchorStatus::Confirmed || moved) {
+                    if let Some(why) = self.not_the_operators(&a.bitcoin_tx_id)? {
+                        // Not proven the operator's: never CONFIRMED by us.
+                        n.status = AnchorStatus::Pending;
+                        let (h, t) = name();
+                        self.report.not_operators.push((h, t, why));
+                    }
+                }
                 if n.status == AnchorStatus::Confirmed && a.status != AnchorStatus::Confirmed {
                     if a.status == AnchorStatus::InvalidatedReorg {
                         self.report.anchors_reconfirmed.push(n.anchor_hash.clone());

@@ -189,6 +189,7 @@ pub fn chain_check(
         rpc: ailee_core::rpc::Rpc::connect(&rpc.config()?)?,
         confirmations,
         live_db: Some(data_dir.join("reorg_db")),
+        identity: rpc.identity(Some(data_dir))?,
     }))
 }
 

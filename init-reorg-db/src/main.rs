@@ -121,6 +121,21 @@ fn serve_anchors(db: &ReorgDb) -> anyhow::Result<ExitStatus> {
         }
         let text = String::from_utf8_lossy(raw);
         let hash = text.as_ref();
+        // `block:<height>`: the stored best-chain hash there (the verifier's
+        // check that a Bitcoin node follows the database's chain).
+        if let Some(height) = hash
+            .strip_prefix(ailee_cli::dbquery::BLOCK_QUESTION)
+            .and_then(|h| h.parse::<u64>().ok())
+        {
+            let answer = match db.block_hash(height) {
+                Ok(Some(b)) => json!({"anchor_hash": hash, "found": true, "block_hash": b}),
+                Ok(None) => json!({"anchor_hash": hash, "found": false}),
+                Err(e) => json!({"anchor_hash": hash, "error": e.to_string(), "exit_code": e.exit_status().code()}),
+            };
+            writeln!(o, "{answer}")?;
+            o.flush()?;
+            continue;
+        }
         let answer = match db.anchor(hash) {
             Ok(Some(a)) => record_json(&a),
             Ok(None) => json!({"anchor_hash": hash, "found": false}),

@@ -214,7 +214,24 @@ fn verify_one(
             Some(_) => Some(ailee_core::rpc::Rpc::connect(&cli.rpc.config()?)?),
             None => None,
         };
-        let own = ailee_core::onchain::check_own_anchor(d, rpc.as_ref(), &hash, &payload, cli.confirmations)?;
+        let identity = match &rpc {
+            Some(_) => {
+                let data_dir = cli
+                    .reorg_db
+                    .as_deref()
+                    .and_then(ailee_core::identity::AnchorIdentity::data_dir_of);
+                cli.rpc.identity(data_dir.as_deref())?
+            }
+            None => None,
+        };
+        let own = ailee_core::onchain::check_own_anchor(
+            d,
+            rpc.as_ref(),
+            &hash,
+            &payload,
+            cli.confirmations,
+            identity.as_ref(),
+        )?;
         note_warnings(rep, &own.warnings, &mut warnings);
         verdict.failure = own.failure;
         proven = own.proven;

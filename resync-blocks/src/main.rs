@@ -184,8 +184,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     let cfg = cli.rpc.config()?;
     let mode = if cli.dry_run { Mode::ReadOnly } else { Mode::ReadWrite };
     let db = ReorgDb::open(&cli.db_path, mode).context("cannot open reorg database")?;
-    // The snapshot file is read before anything is written: a bad path fails early.
+    // The snapshot file and the anchoring identity are read before anything
+    // is written: a bad path fails early.
+    let identity = cli
+        .rpc
+        .identity(ailee_core::identity::AnchorIdentity::data_dir_of(&cli.db_path).as_deref())?;
     let file_anchors = match &cli.anchors_from {
+        Some(_) if identity.is_none() => {
+            return Err(ailee_core::Error::Usage(format!(
+                "--anchors-from needs the anchoring identity ({}/{} or --anchor-identity FILE): anyone can put \
+                 an anchor's OP_RETURN on Bitcoin, so only transactions spending from the operator's key are \
+                 recorded (ailee_init_node --anchor-identity writes it)",
+                ailee_core::identity::AnchorIdentity::data_dir_of(&cli.db_path)
+                    .map_or_else(|| "DATA_DIR".into(), |d| d.display().to_string()),
+                ailee_core::identity::FILE_NAME
+            ))
+            .into())
+        }
         Some(p) => {
             let (anchors, bad, notes) = ailee_core::onchain::anchors_of_file(p).context("--anchors-from")?;
             for n in notes {
@@ -202,6 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         confirmations: cli.confirmations,
         max_reorg_depth: cli.max_reorg_depth,
         dry_run: cli.dry_run,
+        identity: identity.clone(),
     };
     let started = now();
     let pause = |waited: u64| -> anyhow::Result<()> {
@@ -310,9 +326,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             ));
         }
         let bar = rep.count_bar(0, "searching anchors");
-        let (tip, found) =
-            ailee_core::onchain::find_on_chain(&rpc, anchors, cli.start_height, cli.batch_size, cli.block_batch, &bar)?;
+        let identity = identity.as_ref().ok_or_else(|| anyhow::anyhow!("no anchoring identity"))?;
+        let scan = ailee_core::onchain::find_on_chain(
+            &rpc,
+            anchors,
+            identity,
+            cli.start_height,
+            cli.batch_size,
+            cli.block_batch,
+            &bar,
+        )?;
         drop(bar);
+        let (tip, found) = (scan.tip, scan.found);
+        for i in &scan.ignored {
+            rep.warn(format_args!(
+                "transaction {} at height {} carries anchor {} but is not the operator's: {} — not recorded",
+                i.txid, i.height, anchors[i.anchor].hash, i.why
+            ));
+        }
+        let ignored_json: Vec<serde_json::Value> = scan
+            .ignored
+            .iter()
+            .map(|i| json!({"anchor": anchors[i.anchor].hash, "txid": i.txid, "height": i.height, "why": i.why}))
+            .collect();
         let rec = ailee_db::onchain::record_found(&db, anchors, &found, tip, cli.confirmations, cli.dry_run)?;
         let found_set: std::collections::HashSet<usize> = found.iter().map(|f| f.anchor).collect();
         let missing: Vec<&ailee_core::onchain::FileAnchor> = anchors
@@ -348,6 +384,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             "recorded": rec.written, "already_recorded": rec.unchanged,
             "conflicts": rec.conflicts.iter().map(|(h, o, n)| json!({"anchor": h, "recorded_txid": o, "chain_txid": n})).collect::<Vec<_>>(),
             "not_found": missing.iter().map(|a| json!({"anchor": a.hash, "snapshot": a.snapshot})).collect::<Vec<_>>(),
+            "not_the_operators": ignored_json,
         });
     }
     let reorg_json = |g: &ailee_db::resync::Reorg| {
@@ -363,6 +400,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     for (a, t, why) in &r.unknown_txids {
         ailee_cli::errln!("warning: PENDING anchor {a}: the node does not know its transaction {t} ({why}); skipped — rebroadcast it or mark it FAILED_ORPHANED");
     }
+    if identity.is_none() && !(r.anchors_confirmed.is_empty() && r.anchors_reconfirmed.is_empty()) {
+        rep.warn(format_args!(
+            "{} anchor(s) confirmed without an anchoring identity: who made their transactions is not checked \
+             (ailee_init_node --anchor-identity, or --anchor-identity FILE)",
+            r.anchors_confirmed.len() + r.anchors_reconfirmed.len()
+        ));
+    }
+    for (a, t, why) in &r.not_operators {
+        ailee_cli::errln!(
+            "warning: anchor {a}: transaction {t} is not proven the operator's ({why}); left unconfirmed"
+        );
+    }
     for (a, t, why) in &r.anchors_orphaned {
         ailee_cli::errln!("warning: anchor {a} (txid {t}): {why}: marked INVALIDATED_REORG");
     }
@@ -377,6 +426,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             "anchors_confirmed": r.anchors_confirmed, "anchors_reconfirmed": r.anchors_reconfirmed,
             "anchors_orphaned": attention(&r.anchors_orphaned), "anchors_updated": r.anchors_updated,
             "unknown_txids": attention(&r.unknown_txids),
+            "not_the_operators": attention(&r.not_operators),
             "anchors_from": anchors_json,
         }))?;
     } else {
@@ -436,7 +486,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         );
         return Ok(ExitStatus::DeepReorg);
     }
-    if !r.unknown_txids.is_empty() {
+    if !r.unknown_txids.is_empty() || !r.not_operators.is_empty() {
         return Ok(ExitStatus::Operational);
     }
     Ok(ExitStatus::Success)

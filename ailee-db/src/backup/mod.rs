@@ -1012,6 +1012,9 @@ pub struct ChainCheck {
     pub confirmations: u64,
     /// `DATA_DIR/reorg_db`; absent or unreadable: no records.
     pub live_db: Option<PathBuf>,
+    /// The anchoring identity (the live data directory's, never a backup's:
+    /// a tampered backup cannot name its own author). None: nothing is proven.
+    pub identity: Option<ailee_core::identity::AnchorIdentity>,
 }
 
 /// A backup's newest anchor proven on the best chain.
@@ -1074,8 +1077,9 @@ fn proof_of(v: ailee_core::onchain::OnChain, anchor: &str) -> Result<ChainProof>
 /// the newest snapshot, its record (the txid) from `dir/reorg_db`, else from
 /// the node's live database (`c.live_db`). Proven: the proof. Contradicted,
 /// or no record anywhere: [`Error::Integrity`] (exit 2). Not mined, too few
-/// confirmations, node behind: exit 1. Proves that the anchor transaction is
-/// in the best chain with that `OP_RETURN`, not who made it.
+/// confirmations, node behind, or no anchoring identity to prove its author:
+/// exit 1. Proves that the anchor transaction is in the best chain with that
+/// `OP_RETURN` and spends from the operator's identity.
 pub fn check_on_chain(dir: &Path, c: &ChainCheck) -> Result<ChainProof> {
     use ailee_core::records::AnchorLookup;
     let p = dir.join("l2_snapshots.dat");
@@ -1095,7 +1099,7 @@ pub fn check_on_chain(dir: &Path, c: &ChainCheck) -> Result<ChainProof> {
             .and_then(|l| ReorgDb::open(l, Mode::ReadOnly).ok())
             .and_then(|db| db.anchor_any_case(&anchor).ok().flatten());
     }
-    let v = ailee_core::onchain::verify_on_chain(&One(rec), &c.rpc, &anchor, &payload, c.confirmations)?;
+    let v = ailee_core::onchain::verify_on_chain(&One(rec), &c.rpc, &anchor, &payload, c.confirmations, c.identity.as_ref())?;
     proof_of(v, &anchor)
 }
 
@@ -1153,7 +1157,7 @@ pub fn pick_anchored(
                 status: AnchorStatus::Pending,
                 l2_state_root: s.tag("root").unwrap_or_default().to_string(),
             };
-            let v = verify_on_chain(&One(Some(rec)), &c.rpc, anchor, &bytes, c.confirmations)?;
+            let v = verify_on_chain(&One(Some(rec)), &c.rpc, anchor, &bytes, c.confirmations, c.identity.as_ref())?;
             seen.insert(key.clone(), v);
         }
         match &seen[&key] {
