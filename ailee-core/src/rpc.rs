@@ -285,19 +285,43 @@ impl Rpc {
     /// signed hex, not yet broadcast. Signing tries Bitcoin Core's
     /// `signrawtransactionwithwallet` first and the older `signrawtransaction`
     /// where the node lacks it.
-    pub fn build_op_return_tx(&self, data: &[u8]) -> Result<String> {
+    ///
+    /// With an anchoring identity, the transaction spends only the wallet's
+    /// confirmed outputs of that identity, and its change goes back to it, so
+    /// the anchor is provably the operator's (SPEC §2); a wallet that cannot
+    /// fund it that way is an error, nothing is signed.
+    pub fn build_op_return_tx(&self, data: &[u8], identity: Option<&crate::identity::AnchorIdentity>) -> Result<String> {
+        let (inputs, options, own) = match identity {
+            Some(id) => self.identity_inputs(id)?,
+            None => (Vec::new(), serde_json::json!({}), Vec::new()),
+        };
         let raw = self.call(
             "createrawtransaction",
             &[
-                Value::Array(vec![]),
+                Value::Array(inputs),
                 serde_json::json!({"data": crate::root::hex(data)}),
             ],
         )?;
-        let funded = self.call("fundrawtransaction", &[raw])?;
+        let funded = self.call("fundrawtransaction", &[raw, options])?;
         let hex = funded
             .get("hex")
             .cloned()
             .ok_or_else(|| self.err("fundrawtransaction", "no hex in reply"))?;
+        if identity.is_some() {
+            let bytes = hex.as_str().and_then(crate::block::unhex).unwrap_or_default();
+            let tx = crate::block::parse_tx_bytes(&bytes)
+                .map_err(|e| self.invalid("fundrawtransaction", reply::Invalid(e.to_string())))?;
+            if let Some(i) = tx.inputs.iter().find(|i| !own.contains(&(i.txid.clone(), i.vout))) {
+                return Err(self.err(
+                    "fundrawtransaction",
+                    format!(
+                        "the wallet added input {}:{}, which is not the anchoring identity's: send more to the \
+                         identity's address (nothing was signed or broadcast)",
+                        i.txid, i.vout
+                    ),
+                ));
+            }
+        }
         let signed = match self
             .client
             .call::<Value>("signrawtransactionwithwallet", std::slice::from_ref(&hex))
@@ -317,6 +341,60 @@ impl Rpc {
         let hex = signed.get("hex").unwrap_or(&Value::Null);
         reply::signed_op_return_tx(hex, data).map_err(|e| self.invalid("signrawtransaction", e))?;
         Ok(hex.as_str().unwrap_or_default().to_ascii_lowercase())
+    }
+
+    /// The wallet's confirmed, spendable outputs of `id` (largest first, up to
+    /// 0.01 coin, enough for any anchor's fee), as `createrawtransaction`
+    /// inputs, the `fundrawtransaction` options sending the change back to
+    /// the identity, and the outpoints chosen.
+    #[allow(clippy::type_complexity)]
+    fn identity_inputs(&self, id: &crate::identity::AnchorIdentity) -> Result<(Vec<Value>, Value, Vec<(String, u32)>)> {
+        const ENOUGH_SATS: u64 = 1_000_000;
+        let utxos = self.call("listunspent", &[Value::from(1), Value::from(9_999_999)])?;
+        let mut mine: Vec<(u64, String, u32, Option<String>)> = Vec::new();
+        for u in utxos.as_array().map(Vec::as_slice).unwrap_or_default() {
+            let script = u.get("scriptPubKey").and_then(Value::as_str).and_then(crate::block::unhex);
+            let spendable = u.get("spendable").and_then(Value::as_bool).unwrap_or(true);
+            let (Some(script), Some(txid), Some(vout), Some(amount)) = (
+                script,
+                u.get("txid").and_then(Value::as_str),
+                u.get("vout").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()),
+                u.get("amount").and_then(Value::as_f64),
+            ) else {
+                continue;
+            };
+            if spendable && id.owns(&script) {
+                let sats = (amount * 1e8).round() as u64;
+                let address = u.get("address").and_then(Value::as_str).map(str::to_string);
+                mine.push((sats, txid.to_ascii_lowercase(), vout, address));
+            }
+        }
+        mine.sort_by(|a, b| b.0.cmp(&a.0));
+        let (mut inputs, mut own, mut total, mut change) = (Vec::new(), Vec::new(), 0u64, None);
+        for (sats, txid, vout, address) in mine {
+            if total >= ENOUGH_SATS {
+                break;
+            }
+            inputs.push(serde_json::json!({"txid": txid, "vout": vout}));
+            own.push((txid, vout));
+            total = total.saturating_add(sats);
+            change = change.or(address);
+        }
+        if inputs.is_empty() {
+            return Err(self.err(
+                "listunspent",
+                format!(
+                    "the wallet holds no confirmed output of the anchoring identity ({}): fund its address, wait \
+                     for a confirmation, and run again",
+                    id.source.display()
+                ),
+            ));
+        }
+        let options = match change {
+            Some(a) => serde_json::json!({"changeAddress": a}),
+            None => serde_json::json!({}),
+        };
+        Ok((inputs, options, own))
     }
 
     /// Broadcasts a signed transaction; returns its txid, which must be the

@@ -316,10 +316,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     };
     // Build and sign before anything is appended: a wallet without funds changes nothing.
     let signed = match &rpc {
-        Some(r) => Some(
-            r.build_op_return_tx(&data)
-                .context("cannot create the anchor transaction")?,
-        ),
+        Some(r) => {
+            let data_dir = cli
+                .db_path
+                .as_deref()
+                .and_then(ailee_core::identity::AnchorIdentity::data_dir_of);
+            let identity = cli.rpc.identity(data_dir.as_deref())?;
+            if identity.is_none() {
+                rep.warn(
+                    "no anchoring identity (DATA_DIR/anchor_identity or --anchor-identity FILE): the wallet funds \
+                     the anchor from any of its outputs, and its author cannot be proven on chain",
+                );
+            }
+            Some(
+                r.build_op_return_tx(&data, identity.as_ref())
+                    .context("cannot create the anchor transaction")?,
+            )
+        }
         None => None,
     };
 
