@@ -134,6 +134,7 @@ pub struct Node {
     child: Option<std::process::Child>,
     bin_dir: PathBuf,
     pub datadir: tempfile::TempDir,
+    identity: OnceLock<String>,
 }
 
 fn free_port() -> u16 {
@@ -203,6 +204,7 @@ impl Node {
             child: Some(child),
             bin_dir,
             datadir,
+            identity: OnceLock::new(),
         };
         for _ in 0..300 {
             if node.try_cli(&["getblockcount"]).is_some() {
@@ -254,6 +256,146 @@ impl Node {
 
     pub fn hash(&self, h: u64) -> String {
         self.cli(&["getblockhash", &h.to_string()])
+    }
+
+    /// The operator's anchoring identity on this node: the scriptPubKey (hex)
+    /// of a wallet address funded with 20 outputs of 1 coin (unconfirmed until
+    /// the test mines; the wallet spends its own). Made once per node; the
+    /// wallet needs a mature coin (mine 101 blocks first).
+    pub fn identity(&self) -> String {
+        self.identity
+            .get_or_init(|| {
+                let address = self.cli(&["getnewaddress"]);
+                let info: serde_json::Value =
+                    serde_json::from_str(&self.cli(&["validateaddress", &address])).expect("validateaddress");
+                let script = info["scriptPubKey"].as_str().expect("scriptPubKey").to_string();
+                for _ in 0..20 {
+                    self.cli(&["sendtoaddress", &address, "1"]);
+                }
+                script
+            })
+            .clone()
+    }
+
+    /// Writes `dir/anchor_identity` naming [`Node::identity`] (kept if there).
+    pub fn give_identity(&self, dir: &Path) {
+        let p = dir.join("anchor_identity");
+        if !p.exists() {
+            std::fs::write(p, format!("{}\n", self.identity())).expect("write anchor_identity");
+        }
+    }
+
+    /// An output of the wallet that is NOT the anchoring identity's
+    /// (`(txid, vout, amount)`): what anyone else could spend.
+    pub fn foreign_output(&self) -> (String, u64, f64) {
+        let id = self.identity();
+        let utxos: serde_json::Value = serde_json::from_str(&self.cli(&["listunspent", "0"])).expect("listunspent");
+        utxos
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|u| u["scriptPubKey"].as_str() != Some(id.as_str()) && u["amount"].as_f64() > Some(1.0))
+            .map(|u| {
+                (
+                    u["txid"].as_str().unwrap().to_string(),
+                    u["vout"].as_u64().unwrap(),
+                    u["amount"].as_f64().unwrap(),
+                )
+            })
+            .next()
+            .expect("a wallet output outside the identity")
+    }
+
+    /// Puts `script_data` (raw OP_RETURN data, hex) on chain as anyone could:
+    /// plain `bitcoin-cli`, spending an output that is not the identity's.
+    /// Returns the txid (in the mempool).
+    pub fn op_return_by_anyone(&self, data_hex: &str) -> String {
+        let (txid, vout, amount) = self.foreign_output();
+        let change = self.cli(&["getnewaddress"]);
+        let inputs = format!(r#"[{{"txid":"{txid}","vout":{vout}}}]"#);
+        let outputs = format!(r#"{{"data":"{data_hex}","{change}":{:.8}}}"#, amount - 0.001);
+        let raw = self.cli(&["createrawtransaction", &inputs, &outputs]);
+        let signed: serde_json::Value =
+            serde_json::from_str(&self.cli(&["signrawtransaction", &raw])).expect("signrawtransaction");
+        self.cli(&["sendrawtransaction", signed["hex"].as_str().expect("hex")])
+    }
+
+    /// Mines one block whose coinbase carries `script` (an output script, raw)
+    /// as its only output: what a miner could put in a block. Returns the
+    /// coinbase's txid.
+    pub fn mine_coinbase_with(&self, script: &[u8]) -> String {
+        use sha2::{Digest, Sha256};
+        let d = |b: &[u8]| -> [u8; 32] { Sha256::digest(Sha256::digest(b)).into() };
+        let height = self.count() + 1;
+        let best = self.hash(height - 1);
+        let header: serde_json::Value =
+            serde_json::from_str(&self.cli(&["getblockheader", &best])).expect("getblockheader");
+        let mut prev = ailee_core::block::unhex(&best).expect("hash");
+        prev.reverse();
+        let bits = u32::from_str_radix(header["bits"].as_str().expect("bits"), 16).expect("bits");
+        let time = header["time"].as_u64().expect("time") as u32 + 1;
+        // Coinbase: version 1, one input spending the null outpoint whose
+        // script starts with the height (BIP 34), one output, locktime 0.
+        let mut h = height;
+        let mut hb = Vec::new();
+        while h > 0 {
+            hb.push(h as u8);
+            h >>= 8;
+        }
+        if hb.last().is_some_and(|b| b & 0x80 != 0) {
+            hb.push(0);
+        }
+        let mut sig = vec![hb.len() as u8];
+        sig.extend(&hb);
+        sig.extend([1, 0x2a]);
+        let mut tx = vec![1, 0, 0, 0, 1];
+        tx.extend([0u8; 32]);
+        tx.extend([0xff; 4]);
+        tx.push(sig.len() as u8);
+        tx.extend(&sig);
+        tx.extend([0xff; 4]);
+        tx.push(1);
+        tx.extend([0u8; 8]);
+        tx.push(script.len() as u8);
+        tx.extend(script);
+        tx.extend([0u8; 4]);
+        let merkle = d(&tx);
+        let mut block = Vec::new();
+        block.extend(0x2000_0000u32.to_le_bytes());
+        block.extend(&prev);
+        block.extend(merkle);
+        block.extend(time.to_le_bytes());
+        block.extend(bits.to_le_bytes());
+        // Regtest's target is half of all hashes: try nonces until one is below it.
+        let exp = (bits >> 24) as usize;
+        let mut target = [0u8; 32];
+        for (i, b) in (bits & 0x00ff_ffff).to_be_bytes()[1..].iter().enumerate() {
+            if let Some(k) = (32 + i).checked_sub(exp) {
+                if k < 32 {
+                    target[k] = *b;
+                }
+            }
+        }
+        let mut nonce = 0u32;
+        loop {
+            let mut hd = block.clone();
+            hd.extend(nonce.to_le_bytes());
+            let mut hash = d(&hd);
+            hash.reverse();
+            if hash <= target {
+                block = hd;
+                break;
+            }
+            nonce += 1;
+        }
+        block.push(1);
+        block.extend(&tx);
+        let r = self.cli(&["submitblock", &ailee_core::root::hex(&block)]);
+        assert!(r.is_empty() || r == "null", "submitblock: {r}");
+        assert_eq!(self.count(), height, "the crafted block was not accepted");
+        let mut id = merkle;
+        id.reverse();
+        ailee_core::root::hex(&id)
     }
 
     /// Stops the node (for tests of a node going away).

@@ -119,6 +119,8 @@ fn anchor(node: &Node, file: &Path, db: &Path, balance: u64, meta: &str, broadca
         r#"{{"ledger": {{"balances": [{{"peerId": "p1", "balance": {balance}}}]}}}}"#
     ));
     if broadcast {
+        // The operator's anchors spend from the anchoring identity in the data directory.
+        node.give_identity(db.parent().expect("data directory"));
         c.arg("--broadcast").args(rpc_args(&node.url(), node));
     }
     let out = c.assert().code(0);
@@ -723,12 +725,23 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
             .code(2)
             .stdout(contains("OK").not());
     }
-    // The anchor's block reorged away: a node whose chain forks below it and
-    // never held the transaction.
+    // A node whose chain forks below the anchor's block (another node, or a
+    // reorg resync has not seen yet): its word is no verdict on the snapshot
+    // — exit 1, "not the node's chain", as resync refuses another chain.
     let n2 = Node::start();
     feed(&n, &n2, 1, 101);
     n2.generate(10);
     verify(&n2, &f, &db)
+        .assert()
+        .code(1)
+        .stderr(contains("not the node's chain"))
+        .stderr(contains(format!("at height 102, the node has {}", n2.hash(102))));
+    // Without the stored block there (a database that never saw height 102),
+    // the chain itself decides: the transaction is in no best-chain block.
+    let blockless = d.path().join("blockless_db");
+    ReorgDb::open(&db, Mode::ReadOnly).unwrap().copy_to(&blockless).unwrap();
+    put(&blockless, |b| b.delete_blocks_from(1));
+    verify(&n2, &f, &blockless)
         .assert()
         .code(2)
         .stderr(contains("holds no such transaction"));
@@ -896,6 +909,25 @@ fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
     let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
     init(&db);
     let (hash, txid) = anchor(&n1, &f, &db, 8, "no-txindex", true);
+    // The transaction whose output the anchor spends keeps no unspent output
+    // (this SV node finds a transaction without -txindex while one is left).
+    let t: serde_json::Value = serde_json::from_str(&n1.cli(&["getrawtransaction", &txid, "1"])).unwrap();
+    let prev = t["vin"][0]["txid"].as_str().unwrap().to_string();
+    for vout in 0..4 {
+        let out = n1.cli(&["gettxout", &prev, &vout.to_string()]);
+        if out.is_empty() {
+            continue;
+        }
+        let o: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let to = n1.cli(&["getnewaddress"]);
+        let raw = n1.cli(&[
+            "createrawtransaction",
+            &format!(r#"[{{"txid":"{prev}","vout":{vout}}}]"#),
+            &format!(r#"{{"{to}":{:.8}}}"#, o["value"].as_f64().unwrap() - 0.001),
+        ]);
+        let signed: serde_json::Value = serde_json::from_str(&n1.cli(&["signrawtransaction", &raw])).unwrap();
+        n1.cli(&["sendrawtransaction", signed["hex"].as_str().unwrap()]);
+    }
     n1.generate(7);
     resync(&n1, &db, 0).assert().code(0).stdout(contains("1 confirmed"));
     // The same chain on a node without -txindex whose wallet never saw the
@@ -912,7 +944,18 @@ fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
         (a.status, a.bitcoin_height, a.confirmations),
         (AnchorStatus::Confirmed, 102, 9)
     );
+    // Who made the transaction is told by the outputs it spends: a node
+    // with neither an index nor the identity's wallet cannot show them, so
+    // the anchor is on chain but its author unproven (exit 1, never 0) ...
     verify(&n2, &f, &db)
+        .assert()
+        .code(1)
+        .stdout(contains("Verification OK.").not())
+        .stderr(contains(format!("transaction {txid} at height 102, 9 confirmation(s)")))
+        .stderr(contains("author is unproven"))
+        .stderr(contains("-txindex=1"));
+    // ... while the operator's node (its wallet holds the identity) proves it.
+    verify(&n1, &f, &db)
         .assert()
         .code(0)
         .stdout(contains(format!("transaction {txid} at height 102 (9 confirmations)")));
@@ -988,4 +1031,123 @@ fn confirmed_anchor_whose_block_left_the_chain_unseen_is_not_left_confirmed() {
     let a = record(&db, &hash).unwrap();
     assert_eq!((a.status, a.confirmations), (AnchorStatus::InvalidatedReorg, 0));
     assert_matches_node(&n, &db);
+}
+
+/// The attack of issue 25: a copy of the data directory gets a forged state
+/// (`mallory` with 10^15), anchored locally; its `OP_RETURN` is put on chain
+/// by anyone (plain `bitcoin-cli`, no node key) and in a miner's coinbase.
+/// Only the operator's anchor transaction — one that spends from the
+/// anchoring identity — counts: `--anchors-from` does not record the others,
+/// the on-chain check calls them what they are (exit 2), and without an
+/// identity nothing is proven (exit 1, never 0).
+#[test]
+fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() {
+    let n = Node::start();
+    n.generate(101);
+    let d = tempfile::tempdir().unwrap();
+    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
+    init(&db);
+    let (honest, _) = anchor(&n, &f, &db, 10, "honest", true);
+    // Mallory's copy of the data directory, identity file included.
+    let m = tempfile::tempdir().unwrap();
+    let (mf, mdb) = (m.path().join("l2_snapshots.dat"), m.path().join("reorg_db"));
+    std::fs::copy(&f, &mf).unwrap();
+    std::fs::copy(d.path().join("anchor_identity"), m.path().join("anchor_identity")).unwrap();
+    ReorgDb::open(&db, Mode::ReadOnly).unwrap().copy_to(&mdb).unwrap();
+    let out = cmd("ailee_create_anchor")
+        .args(["--l2-state-file", "-", "--json", "--snapshot-file"])
+        .arg(&mf)
+        .arg("--db-path")
+        .arg(&mdb)
+        .write_stdin(r#"{"ledger": {"balances": [{"peerId": "mallory", "balance": 1000000000000000}]}}"#)
+        .assert()
+        .code(0);
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let forged = v["hash"].as_str().unwrap().to_string();
+    let script = ailee_core::block::unhex(v["op_return_script"].as_str().unwrap()).unwrap();
+    let data = &script[2..]; // 6a 4c <len>: a payload longer than 75 bytes
+    assert_eq!(script[1], 0x4c);
+    let by_anyone = n.op_return_by_anyone(&ailee_core::root::hex(&data[1..]));
+    let coinbase = n.mine_coinbase_with(&script);
+    n.generate(6);
+    let height_of = |txid: &str| -> u64 {
+        let t: serde_json::Value = serde_json::from_str(&n.cli(&["getrawtransaction", txid, "1"])).unwrap();
+        let h: serde_json::Value =
+            serde_json::from_str(&n.cli(&["getblockheader", t["blockhash"].as_str().unwrap()])).unwrap();
+        h["height"].as_u64().unwrap()
+    };
+    let (h_anyone, h_coinbase) = (height_of(&by_anyone), height_of(&coinbase));
+
+    // Procedure 3 on Mallory's copy: the database recreated, anchors rebuilt
+    // from the chain. The honest anchor is found; the forged one is on chain
+    // twice, neither the operator's: not recorded.
+    std::fs::rename(&mdb, m.path().join("reorg_db.old")).unwrap();
+    init(&mdb);
+    resync(&n, &mdb, 0)
+        .arg("--anchors-from")
+        .arg(&mf)
+        .assert()
+        .code(0)
+        .stdout(contains("2 in the file, 1 found on the chain, 1 recorded"))
+        .stderr(contains(format!("transaction {by_anyone} at height {h_anyone} carries anchor {forged} but is not the operator's")))
+        .stderr(contains(format!("transaction {coinbase} at height {h_coinbase} carries anchor {forged} but is not the operator's: it is a coinbase")));
+    assert!(record(&mdb, &honest).is_some());
+    assert_eq!(record(&mdb, &forged), None);
+    verify(&n, &mf, &mdb)
+        .assert()
+        .code(2)
+        .stdout(contains("Verification OK.").not())
+        .stderr(contains(format!("anchor {forged} is not recorded")));
+    // Records naming those transactions (as --anchors-from wrote them before
+    // the identity was checked): the chain check says whose they are.
+    for (txid, height, why) in [
+        (&by_anyone, h_anyone, "is not in the anchoring identity"),
+        (&coinbase, h_coinbase, "it is a coinbase"),
+    ] {
+        let named = m.path().join(format!("named_{height}"));
+        ReorgDb::open(&mdb, Mode::ReadOnly).unwrap().copy_to(&named).unwrap();
+        put(&named, |b| {
+            b.put_anchor(&AnchorRecord {
+                anchor_hash: forged.clone(),
+                bitcoin_tx_id: txid.clone(),
+                bitcoin_height: height,
+                confirmations: 6,
+                broadcast_time: 0,
+                retry_count: 0,
+                status: AnchorStatus::Confirmed,
+                l2_state_root: v["l2_state_root"].as_str().unwrap().to_string(),
+            })
+        });
+        verify(&n, &mf, &named)
+            .assert()
+            .code(2)
+            .stdout(contains("Verification OK.").not())
+            .stderr(contains(format!("transaction {txid} (height {height}) carries anchor {forged} but is not the operator's")))
+            .stderr(contains(why));
+    }
+    // Without an anchoring identity nothing is proven: exit 1, never 0 ...
+    std::fs::remove_file(m.path().join("anchor_identity")).unwrap();
+    let named = m.path().join(format!("named_{h_anyone}"));
+    verify(&n, &mf, &named)
+        .assert()
+        .code(1)
+        .stdout(contains("Verification OK.").not())
+        .stderr(contains("author is unproven"))
+        .stderr(contains("no anchoring identity is configured"));
+    // ... and --anchors-from refuses before it writes anything.
+    let before = ldb_scan(&named);
+    resync(&n, &named, 0)
+        .arg("--anchors-from")
+        .arg(&mf)
+        .assert()
+        .code(1)
+        .stderr(contains("--anchors-from needs the anchoring identity"));
+    assert_eq!(ldb_scan(&named), before);
+    // The operator's own anchor is proven on the operator's data directory.
+    resync(&n, &db, 0).assert().code(0);
+    verify(&n, &f, &db)
+        .assert()
+        .code(0)
+        .stdout(contains(format!("Anchor verified: {honest}")))
+        .stdout(contains("Verification OK."));
 }

@@ -343,14 +343,15 @@ impl Rpc {
         Ok(hex.as_str().unwrap_or_default().to_ascii_lowercase())
     }
 
-    /// The wallet's confirmed, spendable outputs of `id` (largest first, up to
-    /// 0.01 coin, enough for any anchor's fee), as `createrawtransaction`
-    /// inputs, the `fundrawtransaction` options sending the change back to
-    /// the identity, and the outpoints chosen.
+    /// The wallet's spendable outputs of `id` (largest first, up to 0.01
+    /// coin, enough for any anchor's fee; unconfirmed ones too — the wallet
+    /// spends its own change, so anchors need not wait for a block), as
+    /// `createrawtransaction` inputs, the `fundrawtransaction` options sending
+    /// the change back to the identity, and the outpoints chosen.
     #[allow(clippy::type_complexity)]
     fn identity_inputs(&self, id: &crate::identity::AnchorIdentity) -> Result<(Vec<Value>, Value, Vec<(String, u32)>)> {
         const ENOUGH_SATS: u64 = 1_000_000;
-        let utxos = self.call("listunspent", &[Value::from(1), Value::from(9_999_999)])?;
+        let utxos = self.call("listunspent", &[Value::from(0), Value::from(9_999_999)])?;
         let mut mine: Vec<(u64, String, u32, Option<String>)> = Vec::new();
         for u in utxos.as_array().map(Vec::as_slice).unwrap_or_default() {
             let script = u.get("scriptPubKey").and_then(Value::as_str).and_then(crate::block::unhex);
@@ -384,8 +385,8 @@ impl Rpc {
             return Err(self.err(
                 "listunspent",
                 format!(
-                    "the wallet holds no confirmed output of the anchoring identity ({}): fund its address, wait \
-                     for a confirmation, and run again",
+                    "the wallet holds no spendable output of the anchoring identity ({}): send coins to its \
+                     address and run again",
                     id.source.display()
                 ),
             ));
