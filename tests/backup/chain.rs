@@ -55,6 +55,8 @@ fn anchor(data: &Path, balance: u64, node: Option<&Node>) -> (String, String, St
             r#"{{"ledger": {{"balances": [{{"peerId": "p1", "balance": {balance}}}]}}}}"#
         ));
     if let Some(n) = node {
+        // The operator's anchors spend from the data directory's anchoring identity.
+        n.give_identity(data);
         c.arg("--db-path")
             .arg(data.join("reorg_db"))
             .arg("--broadcast")
