@@ -33,6 +33,11 @@ rpcargs=(--bitcoin-rpc "http://127.0.0.1:$rpc" --rpc-user b --rpc-password b)
 echo "mining $N blocks with 10 anchors spread over them ..." >&2
 "${cli[@]}" generate 101 >/dev/null
 "$AILEE_BIN/ailee_init_reorg_db" --path "$W/db_old" >/dev/null
+# The anchoring identity (W/anchor_identity, beside both databases): a wallet
+# address funded with 10 outputs; the anchors spend from it.
+addr=$("${cli[@]}" getnewaddress)
+"${cli[@]}" validateaddress "$addr" | sed -n 's/.*"scriptPubKey": *"\([0-9a-f]*\)".*/\1/p' > "$W/anchor_identity"
+for _ in $(seq 10); do "${cli[@]}" sendtoaddress "$addr" 1 >/dev/null; done
 per=$(( (N - 101) / 10 ))
 for i in $(seq 10); do
     echo "{\"ledger\": {\"balances\": [{\"peerId\": \"p$i\", \"balance\": $i}]}}" |

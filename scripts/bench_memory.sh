@@ -54,6 +54,7 @@ for f in "$torn" "$line"; do
     printf '| %s | verify --all | %s |\n' "$name" "$(rss "$B/ailee_l2_verify" -q --snapshot "$f" --all)"
     printf '| %s | verify --last-valid | %s |\n' "$name" "$(rss "$B/ailee_l2_verify" -q --snapshot "$f" --last-valid)"
     printf '| %s | extract | %s |\n' "$name" "$(rss "$B/ailee_extract_snapshots" -q "$f" "$W/out")"
+    echo 51 > "$W/anchor_identity"   # --anchors-from needs an identity before it reads the file
     # --anchors-from reads the whole file before it asks the node anything;
     # no node listens on port 1, so the run ends there (exit 1) — the peak is
     # the file's reading.
