@@ -1125,6 +1125,29 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
             .stderr(contains(format!("transaction {txid} (height {height}) carries anchor {forged} but is not the operator's")))
             .stderr(contains(why));
     }
+    // A PENDING record naming someone else's transaction is never confirmed
+    // by resync: it stays PENDING, named, exit 1.
+    let pending = m.path().join("pending_db");
+    ReorgDb::open(&mdb, Mode::ReadOnly).unwrap().copy_to(&pending).unwrap();
+    put(&pending, |b| {
+        b.put_anchor(&AnchorRecord {
+            anchor_hash: forged.clone(),
+            bitcoin_tx_id: by_anyone.clone(),
+            bitcoin_height: 0,
+            confirmations: 0,
+            broadcast_time: 0,
+            retry_count: 0,
+            status: AnchorStatus::Pending,
+            l2_state_root: v["l2_state_root"].as_str().unwrap().to_string(),
+        })
+    });
+    resync(&n, &pending, 0)
+        .assert()
+        .code(1)
+        .stderr(contains(format!(
+            "anchor {forged}: transaction {by_anyone} is not proven the operator's"
+        )));
+    assert_eq!(record(&pending, &forged).unwrap().status, AnchorStatus::Pending);
     // Without an anchoring identity nothing is proven: exit 1, never 0 ...
     std::fs::remove_file(m.path().join("anchor_identity")).unwrap();
     let named = m.path().join(format!("named_{h_anyone}"));
