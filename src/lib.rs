@@ -397,9 +397,16 @@ fn proxy_with(l: TcpListener, upstream: u16, nth: usize, every: bool, rewrite: O
                     return;
                 }
                 let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(resp.len());
-                let status_line = String::from_utf8_lossy(&resp[..split]).lines().next().unwrap_or("").to_string();
+                let status_line = String::from_utf8_lossy(&resp[..split])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
                 let reply = Reply {
-                    status: status_line.split_once(' ').map_or("502 Bad Gateway", |(_, s)| s).to_string(),
+                    status: status_line
+                        .split_once(' ')
+                        .map_or("502 Bad Gateway", |(_, s)| s)
+                        .to_string(),
                     body: resp.get(split + 4..).unwrap_or_default().to_vec(),
                 };
                 let r = rewrite(&String::from_utf8_lossy(&body), reply);

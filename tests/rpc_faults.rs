@@ -179,7 +179,10 @@ fn batch_errors(body: &str, code: i64, message: &str) -> Vec<u8> {
 #[test]
 fn the_authentication_hint_comes_with_http_401_not_with_a_text_holding_401() {
     check_fault(
-        |_| b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"jsonrpc\"\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        |_| {
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"jsonrpc\"\r\nContent-Length: 0\r\n\r\n"
+                .to_vec()
+        },
         "getblockcount: HTTP 401 Unauthorized",
     );
     let d = tempfile::tempdir().unwrap();
@@ -202,7 +205,9 @@ fn the_authentication_hint_comes_with_http_401_not_with_a_text_holding_401() {
         &db,
     )
     .code(1)
-    .stderr(contains("authentication refused: check --rpc-user/--rpc-password or --rpc-cookie"));
+    .stderr(contains(
+        "authentication refused: check --rpc-user/--rpc-password or --rpc-cookie",
+    ));
 }
 
 #[test]
@@ -267,7 +272,15 @@ fn wait_gives_up_on_a_node_that_never_answers_at_wait_timeout_not_rpc_timeout() 
     cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
     let t0 = Instant::now();
     cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--wait", "--wait-timeout", "5", "--wait-interval", "1"])
+        .args([
+            "--start-height",
+            "0",
+            "--wait",
+            "--wait-timeout",
+            "5",
+            "--wait-interval",
+            "1",
+        ])
         .args(["--bitcoin-rpc", &format!("http://127.0.0.1:{}", silent()), "--db-path"])
         .arg(&db)
         .timeout(Duration::from_secs(120))

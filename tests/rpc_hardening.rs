@@ -897,9 +897,16 @@ fn a_huge_or_multi_line_rpc_error_message_is_clipped_to_one_line() {
 // --- node replies that fail validation, through a proxy in front of the real node ---
 
 fn node_args(url: &str, node: &Node) -> Vec<String> {
-    ["--bitcoin-rpc", url, "--rpc-user", &node.user, "--rpc-password", &node.password]
-        .map(String::from)
-        .to_vec()
+    [
+        "--bitcoin-rpc",
+        url,
+        "--rpc-user",
+        &node.user,
+        "--rpc-password",
+        &node.password,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// A rewrite applying `damage` to the hex of every `getblock` result.
@@ -939,13 +946,22 @@ fn a_damaged_getblock_reply_is_exit_1_for_resync_and_verify_and_resync_says_what
     type Damage = (&'static str, Arc<dyn Fn(&str) -> String + Send + Sync>);
     let cases: Vec<Damage> = vec![
         ("raw block ends early", Arc::new(|h: &str| h[..h.len() - 2].to_string())),
-        ("1 bytes after the last transaction", Arc::new(|h: &str| format!("{h}00"))),
-        ("raw block ends early (at byte 0 of 0)", Arc::new(|_: &str| String::new())),
+        (
+            "1 bytes after the last transaction",
+            Arc::new(|h: &str| format!("{h}00")),
+        ),
+        (
+            "raw block ends early (at byte 0 of 0)",
+            Arc::new(|_: &str| String::new()),
+        ),
         (
             "count 18446744073709551615",
             Arc::new(|h: &str| format!("{}{}{}", &h[..160], "ff".repeat(9), &h[162..])),
         ),
-        ("raw block ends early (at byte 0 of 40)", Arc::new(|h: &str| h[..80].to_string())),
+        (
+            "raw block ends early (at byte 0 of 40)",
+            Arc::new(|h: &str| h[..80].to_string()),
+        ),
         ("the node returned block", Arc::new(move |_: &str| block1.clone())),
     ];
     let verify = |url: &str| {
@@ -969,7 +985,10 @@ fn a_damaged_getblock_reply_is_exit_1_for_resync_and_verify_and_resync_says_what
             .assert()
     };
     for (why, damage) in cases {
-        let px = format!("http://127.0.0.1:{}", proxy_rewriting(node.rpc_port, damaging(damage)).port);
+        let px = format!(
+            "http://127.0.0.1:{}",
+            proxy_rewriting(node.rpc_port, damaging(damage)).port
+        );
         // Resync: exit 1 naming getblock and the block; the 31 hashes it
         // wrote before the scan are said and are in the database.
         let fresh = tempfile::tempdir().unwrap();
@@ -978,7 +997,9 @@ fn a_damaged_getblock_reply_is_exit_1_for_resync_and_verify_and_resync_says_what
             .code(1)
             .stderr(contains("getblock: reply refused: "))
             .stderr(contains(why))
-            .stderr(contains("31 block hashes written (heights 101 to 131) before the error"))
+            .stderr(contains(
+                "31 block hashes written (heights 101 to 131) before the error",
+            ))
             .stderr(contains("a rerun finishes the job"));
         let stored: Vec<(u64, String)> = ailee_db::reorgdb::ReorgDb::open(&db2, ailee_db::reorgdb::Mode::ReadOnly)
             .unwrap()
@@ -1139,7 +1160,10 @@ fn raw_block_batches_are_bounded_by_bytes_not_by_block_batch() {
         .rev()
         .find_map(|l| l.strip_prefix("maxrss ")?.strip_suffix(" KiB")?.parse().ok())
         .unwrap_or_else(|| panic!("no maxrss line: {err}"));
-    assert!(kib < 128 << 10, "peak RSS {kib} KiB: not well under the 256 MiB reply cap");
+    assert!(
+        kib < 128 << 10,
+        "peak RSS {kib} KiB: not well under the 256 MiB reply cap"
+    );
 }
 
 #[test]
@@ -1150,9 +1174,11 @@ fn wait_rides_out_http_503_from_a_proxy_in_front_of_the_node() {
     let left = Arc::new(std::sync::atomic::AtomicUsize::new(3));
     let px = proxy_rewriting(node.rpc_port, move |_, r| {
         let busy = left
-            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| {
-                n.checked_sub(1)
-            })
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
             .is_ok();
         if busy {
             Reply {
@@ -1179,7 +1205,16 @@ fn wait_rides_out_http_503_from_a_proxy_in_front_of_the_node() {
     db_is_untouched(&db);
     // With --wait: the two 503s left are waited out, then the resync runs.
     cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--wait", "--wait-interval", "1", "--wait-timeout", "600", "--db-path"])
+        .args([
+            "--start-height",
+            "0",
+            "--wait",
+            "--wait-interval",
+            "1",
+            "--wait-timeout",
+            "600",
+            "--db-path",
+        ])
         .arg(&db)
         .args(node_args(&url, &node))
         .timeout(Duration::from_secs(600))

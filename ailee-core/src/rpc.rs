@@ -695,7 +695,7 @@ impl Rpc {
     /// large alone is fetched alone up to the transport's cap.
     fn next_blocks(&self, rest: &[String]) -> Result<Vec<RawBlock>> {
         let per = self.block_reply_bytes.load(Ordering::Relaxed);
-        let fit = if per == 0 { 1 } else { (BLOCK_BATCH_BYTES / per).max(1) };
+        let fit = BLOCK_BATCH_BYTES.checked_div(per).map_or(1, |n| n.max(1));
         let mut k = usize::try_from(fit).unwrap_or(usize::MAX).min(rest.len()).max(1);
         loop {
             let limit = if k == 1 {
