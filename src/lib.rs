@@ -424,7 +424,8 @@ impl Drop for Node {
 }
 
 /// A TCP proxy to the node that holds the `nth` request calling
-/// `getblockhash` until released; `held` reports when it holds it.
+/// `getblockhash` until released; `held` reports when it holds it. Built by
+/// [`proxy_rewriting`], it changes the node's replies instead.
 pub struct Proxy {
     pub port: u16,
     /// A message when the request is held.
@@ -440,6 +441,35 @@ pub fn proxy(upstream: u16, nth: usize) -> Proxy {
 /// [`proxy`] on a given listener; `nth` 0 holds nothing; with `every`, each
 /// request from the `nth` on is held (one release each).
 pub fn proxy_on(l: TcpListener, upstream: u16, nth: usize, every: bool) -> Proxy {
+    proxy_with(l, upstream, nth, every, None)
+}
+
+/// A reply of the node as a rewriting proxy passes it on: status (`200 OK`)
+/// and body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: String,
+    pub body: Vec<u8>,
+}
+
+/// What a rewriting proxy does to one exchange: from the request's body and
+/// the node's reply, the reply the client gets.
+pub type Rewrite = Arc<dyn Fn(&str, Reply) -> Reply + Send + Sync>;
+
+/// A proxy to the node that passes every reply through `rewrite` (damaged
+/// replies, another block's bytes, a 503 while the node "restarts"): the
+/// node's real answers, changed where a test says.
+pub fn proxy_rewriting(upstream: u16, rewrite: impl Fn(&str, Reply) -> Reply + Send + Sync + 'static) -> Proxy {
+    proxy_with(
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        upstream,
+        0,
+        false,
+        Some(Arc::new(rewrite)),
+    )
+}
+
+fn proxy_with(l: TcpListener, upstream: u16, nth: usize, every: bool, rewrite: Option<Rewrite>) -> Proxy {
     let port = l.local_addr().unwrap().port();
     let (held_tx, held) = channel();
     let (release, release_rx) = channel::<()>();
@@ -449,6 +479,7 @@ pub fn proxy_on(l: TcpListener, upstream: u16, nth: usize, every: bool) -> Proxy
         for s in l.incoming() {
             let Ok(client) = s else { return };
             let (held_tx, release_rx, count) = (held_tx.clone(), release_rx.clone(), count.clone());
+            let rewrite = rewrite.clone();
             std::thread::spawn(move || {
                 let mut r = BufReader::new(client.try_clone().unwrap());
                 let mut head = String::new();
@@ -488,11 +519,49 @@ pub fn proxy_on(l: TcpListener, upstream: u16, nth: usize, every: bool) -> Proxy
                 let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     return;
                 };
-                if up.write_all(head.as_bytes()).and_then(|_| up.write_all(&body)).is_err() {
+                let mut client = client;
+                let Some(rewrite) = rewrite else {
+                    if up.write_all(head.as_bytes()).and_then(|_| up.write_all(&body)).is_err() {
+                        return;
+                    }
+                    let _ = std::io::copy(&mut up, &mut client);
+                    return;
+                };
+                // Asked in HTTP/1.0, the node answers without chunks, until close.
+                let head = head.replacen(" HTTP/1.1\r\n", " HTTP/1.0\r\n", 1);
+                let mut resp = Vec::new();
+                if up
+                    .write_all(head.as_bytes())
+                    .and_then(|_| up.write_all(&body))
+                    .and_then(|_| up.read_to_end(&mut resp))
+                    .is_err()
+                {
                     return;
                 }
-                let mut client = client;
-                let _ = std::io::copy(&mut up, &mut client);
+                let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(resp.len());
+                let status_line = String::from_utf8_lossy(&resp[..split])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let reply = Reply {
+                    status: status_line
+                        .split_once(' ')
+                        .map_or("502 Bad Gateway", |(_, s)| s)
+                        .to_string(),
+                    body: resp.get(split + 4..).unwrap_or_default().to_vec(),
+                };
+                let r = rewrite(&String::from_utf8_lossy(&body), reply);
+                let _ = client
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            r.status,
+                            r.body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|_| client.write_all(&r.body));
             });
         }
     });

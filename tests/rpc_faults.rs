@@ -1,7 +1,10 @@
 //! RPC faults the real node cannot produce, served by a raw TCP fake on
 //! 127.0.0.1: malformed or cut-off JSON, a wrong id, an HTTP 500 with an error
 //! object, a 64 MB body, no reply at all. Each must end in exit 1 within the
-//! timeout, with a message, and leave the database unchanged.
+//! timeout, with a message, and leave the database unchanged. RPC errors read
+//! `code N: message` (no Rust debug text); the authentication hint comes
+//! with HTTP 401, not with an error text that holds "401"; `--wait` gives up
+//! on a node that never answers at `--wait-timeout`, not at `--rpc-timeout`.
 
 use ailee_recovery::cmd;
 use predicates::prelude::*;
@@ -156,8 +159,55 @@ fn http_500_with_an_error_object() {
                 br#"{"result":null,"error":{"code":-28,"message":"Loading block index..."},"id":1}"#,
             )
         },
-        "Loading block index",
+        "getblockcount: code -28: Loading block index",
     );
+}
+
+/// Answers every request of a batch with the RPC error `code`/`message`
+/// (with the request's id, as a node does).
+fn batch_errors(body: &str, code: i64, message: &str) -> Vec<u8> {
+    let req: serde_json::Value = serde_json::from_str(body).unwrap();
+    let rs: Vec<serde_json::Value> = req
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::json!({"result": null, "error": {"code": code, "message": message}, "id": r["id"]}))
+        .collect();
+    http("200 OK", serde_json::Value::Array(rs).to_string().as_bytes())
+}
+
+#[test]
+fn the_authentication_hint_comes_with_http_401_not_with_a_text_holding_401() {
+    check_fault(
+        |_| {
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"jsonrpc\"\r\nContent-Length: 0\r\n\r\n"
+                .to_vec()
+        },
+        "getblockcount: HTTP 401 Unauthorized",
+    );
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    resync_against(
+        fake(|b| count_then(b, |b| batch_errors(b, -5, "block 0000401f not found"))),
+        &db,
+    )
+    .code(1)
+    .stderr(contains("getblockhash: height "))
+    .stderr(contains(": code -5: block 0000401f not found"))
+    .stderr(contains("authentication").not())
+    .stderr(contains("RpcError").not());
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    resync_against(
+        fake(|_| b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_vec()),
+        &db,
+    )
+    .code(1)
+    .stderr(contains(
+        "authentication refused: check --rpc-user/--rpc-password or --rpc-cookie",
+    ));
 }
 
 #[test]
@@ -190,17 +240,65 @@ fn a_64_mb_body() {
     );
 }
 
-#[test]
-fn no_reply_times_out() {
+/// A port that accepts connections and never answers (they are held open
+/// until the test ends).
+fn silent() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    let _keep = std::thread::spawn(move || {
-        let held: Vec<_> = l.incoming().take(4).collect();
-        std::thread::sleep(Duration::from_secs(25));
-        drop(held);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming() {
+            held.push(s);
+        }
     });
+    port
+}
+
+#[test]
+fn no_reply_times_out() {
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("reorg_db");
     cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
-    resync_against(port, &db).code(1).stderr(contains("Bitcoin RPC"));
+    resync_against(silent(), &db)
+        .code(1)
+        .stderr(contains("getblockcount: the timeout of the request was reached"));
+}
+
+#[test]
+fn wait_gives_up_on_a_node_that_never_answers_at_wait_timeout_not_rpc_timeout() {
+    // The default --rpc-timeout is 30 s; no attempt may outlast the 5 s left to wait.
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    let t0 = Instant::now();
+    cmd("ailee_resync_blocks")
+        .args([
+            "--start-height",
+            "0",
+            "--wait",
+            "--wait-timeout",
+            "5",
+            "--wait-interval",
+            "1",
+        ])
+        .args(["--bitcoin-rpc", &format!("http://127.0.0.1:{}", silent()), "--db-path"])
+        .arg(&db)
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .code(1)
+        .stderr(contains("gave up waiting for the node after"))
+        .stderr(contains("(--wait-timeout 5)"))
+        .stderr(contains("the timeout of the request was reached"));
+    assert!(
+        t0.elapsed() < Duration::from_secs(25),
+        "waited {:?}: the attempt outlasted --wait-timeout",
+        t0.elapsed()
+    );
+    cmd("ailee_init_reorg_db")
+        .arg("--path")
+        .arg(&db)
+        .arg("--check")
+        .assert()
+        .code(0)
+        .stdout(contains("Blocks: none stored"));
 }

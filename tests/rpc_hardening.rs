@@ -9,8 +9,14 @@
 //! - A `sendrawtransaction` reply that is not the transaction's txid
 //!   (`a|b`, `ab\ncd`, `""`, 10 MB, another txid) is exit 1 and nothing is
 //!   stored; hashes and txids are stored lower-case.
+//! - A `getblock` reply that fails validation (damaged bytes, another
+//!   block's) is exit 1 for resync and verify alike, through a proxy in front
+//!   of the real node; a resync that fails after writing says what it wrote.
+//! - Batches of raw blocks are bounded by bytes, not by `--block-batch`: 64
+//!   real blocks of 2.2 MB (a reply over the 256 MiB cap) in 128 MiB.
+//! - `--wait` rides out HTTP 503 from a proxy in front of the node.
 
-use ailee_recovery::{cmd, Node};
+use ailee_recovery::{bin, cmd, proxy_rewriting, Node, Reply};
 use predicates::prelude::*;
 use predicates::str::contains;
 use serde_json::{json, Value};
@@ -886,4 +892,335 @@ fn a_huge_or_multi_line_rpc_error_message_is_clipped_to_one_line() {
     assert!(err.len() < 3000, "{} bytes", err.len());
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     db_is_untouched(&db);
+}
+
+// --- node replies that fail validation, through a proxy in front of the real node ---
+
+fn node_args(url: &str, node: &Node) -> Vec<String> {
+    [
+        "--bitcoin-rpc",
+        url,
+        "--rpc-user",
+        &node.user,
+        "--rpc-password",
+        &node.password,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A rewrite applying `damage` to the hex of every `getblock` result.
+fn damaging(damage: Arc<dyn Fn(&str) -> String + Send + Sync>) -> impl Fn(&str, Reply) -> Reply + Send + Sync {
+    move |req, mut r| {
+        if req.contains("\"getblock\"") {
+            let mut v: Value = serde_json::from_slice(&r.body).unwrap();
+            for item in v.as_array_mut().unwrap() {
+                if let Some(h) = item["result"].as_str() {
+                    item["result"] = json!(damage(h));
+                }
+            }
+            r.body = v.to_string().into_bytes();
+        }
+        r
+    }
+}
+
+#[test]
+fn a_damaged_getblock_reply_is_exit_1_for_resync_and_verify_and_resync_says_what_it_wrote() {
+    let node = Node::start();
+    node.generate(101);
+    let d = tempfile::tempdir().unwrap();
+    let (db, f) = (init_db(d.path()), d.path().join("l2.dat"));
+    cmd("ailee_create_anchor")
+        .args(["--l2-state-file", "-", "--broadcast", "--snapshot-file"])
+        .arg(&f)
+        .arg("--db-path")
+        .arg(&db)
+        .args(node_args(&node.url(), &node))
+        .write_stdin(STATE)
+        .assert()
+        .code(0);
+    node.generate(30); // the anchor at 102, tip 131
+    resync_real(&node, &db);
+    let block1 = node.cli(&["getblock", &node.hash(1), "0"]);
+    type Damage = (&'static str, Arc<dyn Fn(&str) -> String + Send + Sync>);
+    let cases: Vec<Damage> = vec![
+        ("raw block ends early", Arc::new(|h: &str| h[..h.len() - 2].to_string())),
+        (
+            "1 bytes after the last transaction",
+            Arc::new(|h: &str| format!("{h}00")),
+        ),
+        (
+            "raw block ends early (at byte 0 of 0)",
+            Arc::new(|_: &str| String::new()),
+        ),
+        (
+            "count 18446744073709551615",
+            Arc::new(|h: &str| format!("{}{}{}", &h[..160], "ff".repeat(9), &h[162..])),
+        ),
+        (
+            "raw block ends early (at byte 0 of 40)",
+            Arc::new(|h: &str| h[..80].to_string()),
+        ),
+        ("the node returned block", Arc::new(move |_: &str| block1.clone())),
+    ];
+    let verify = |url: &str| {
+        cmd("ailee_l2_verify")
+            .arg("--snapshot")
+            .arg(&f)
+            .arg("--reorg-db")
+            .arg(&db)
+            .args(node_args(url, &node))
+            .timeout(Duration::from_secs(120))
+            .assert()
+    };
+    let resync_anchors = |url: &str, db: &Path| {
+        cmd("ailee_resync_blocks")
+            .args(["--start-height", "101", "--anchors-from"])
+            .arg(&f)
+            .arg("--db-path")
+            .arg(db)
+            .args(node_args(url, &node))
+            .timeout(Duration::from_secs(120))
+            .assert()
+    };
+    for (why, damage) in cases {
+        let px = format!(
+            "http://127.0.0.1:{}",
+            proxy_rewriting(node.rpc_port, damaging(damage)).port
+        );
+        // Resync: exit 1 naming getblock and the block; the 31 hashes it
+        // wrote before the scan are said and are in the database.
+        let fresh = tempfile::tempdir().unwrap();
+        let db2 = init_db(fresh.path());
+        resync_anchors(&px, &db2)
+            .code(1)
+            .stderr(contains("getblock: reply refused: "))
+            .stderr(contains(why))
+            .stderr(contains(
+                "31 block hashes written (heights 101 to 131) before the error",
+            ))
+            .stderr(contains("a rerun finishes the job"));
+        let stored: Vec<(u64, String)> = ailee_db::reorgdb::ReorgDb::open(&db2, ailee_db::reorgdb::Mode::ReadOnly)
+            .unwrap()
+            .blocks_from(0)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(stored.len(), 31, "{why}");
+        assert_eq!(stored[0], (101, node.hash(101)));
+        assert_eq!(stored[30], (131, node.hash(131)));
+        // Verify: exit 1 too — the node answered wrong; the snapshot is not blamed.
+        verify(&px)
+            .code(1)
+            .stderr(contains("getblock: reply refused: "))
+            .stderr(contains(why))
+            .stderr(contains("Anchor verification failed").not())
+            .stdout(contains("Verification OK.").not());
+        // The rerun against the node itself finishes the job.
+        resync_anchors(&node.url(), &db2)
+            .code(0)
+            .stdout(contains("1 found on the chain, 1 recorded"));
+    }
+    // The same proxy passing the node's replies unchanged: both succeed (the
+    // failures above are the damage's).
+    let px = format!(
+        "http://127.0.0.1:{}",
+        proxy_rewriting(node.rpc_port, damaging(Arc::new(|h: &str| h.to_string()))).port
+    );
+    verify(&px).code(0).stdout(contains("Verification OK."));
+    let fresh = tempfile::tempdir().unwrap();
+    resync_anchors(&px, &init_db(fresh.path()))
+        .code(0)
+        .stdout(contains("1 found on the chain, 1 recorded"));
+}
+
+fn varint(n: usize) -> Vec<u8> {
+    match n {
+        0..=0xfc => vec![n as u8],
+        0xfd..=0xffff => [&[0xfd][..], &(n as u16).to_le_bytes()].concat(),
+        _ => [&[0xfe][..], &(n as u32).to_le_bytes()].concat(),
+    }
+}
+
+/// Big blocks on a node past the genesis upgrade (`-genesisactivationheight=1`):
+/// each holds one transaction spending the previous one's anyone-can-spend
+/// (`OP_TRUE`) output, with an `OP_FALSE OP_RETURN` of `size` bytes. Built
+/// here, not by the wallet: no signature to make over megabytes.
+struct BigBlocks {
+    rpc: ailee_core::rpc::Rpc,
+    prev: String,
+    vout: u32,
+    value: u64,
+}
+
+impl BigBlocks {
+    fn new(node: &Node) -> BigBlocks {
+        let rpc = ailee_core::rpc::Rpc::connect(&ailee_core::rpc::RpcConfig {
+            url: node.url(),
+            auth: ailee_core::rpc::Auth::UserPass {
+                user: node.user.clone(),
+                password: node.password.clone(),
+            },
+            timeout: Duration::from_secs(120),
+        })
+        .unwrap();
+        let value = 10 * 100_000_000u64;
+        // Version 1, no input, one OP_TRUE output, locktime 0: the wallet funds and signs it.
+        let mut t = vec![1, 0, 0, 0, 0, 1];
+        t.extend_from_slice(&value.to_le_bytes());
+        t.extend_from_slice(&[1, 0x51, 0, 0, 0, 0]);
+        let funded = rpc.call("fundrawtransaction", &[json!(hex(&t))]).unwrap();
+        let signed = rpc.call("signrawtransaction", &[funded["hex"].clone()]).unwrap();
+        let prev = rpc.call("sendrawtransaction", &[signed["hex"].clone()]).unwrap();
+        let decoded = rpc.call("decoderawtransaction", &[signed["hex"].clone()]).unwrap();
+        let vout = decoded["vout"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["scriptPubKey"]["hex"] == "51")
+            .unwrap()["n"]
+            .as_u64()
+            .unwrap() as u32;
+        node.generate(1);
+        BigBlocks {
+            rpc,
+            prev: prev.as_str().unwrap().to_string(),
+            vout,
+            value,
+        }
+    }
+
+    /// Mines `n` blocks, each with one transaction of about `size` bytes.
+    fn mine(&mut self, node: &Node, n: usize, size: usize) {
+        for i in 0..n {
+            self.value -= (size as u64 / 1000 + 1) * 600;
+            let mut script = vec![0x00, 0x6a, 0x4e];
+            script.extend_from_slice(&(size as u32).to_le_bytes());
+            script.resize(script.len() + size, i as u8);
+            let mut t = vec![1, 0, 0, 0, 1];
+            t.extend(unhex(&self.prev).iter().rev());
+            t.extend_from_slice(&self.vout.to_le_bytes());
+            t.extend_from_slice(&[0, 0xff, 0xff, 0xff, 0xff, 2]);
+            t.extend_from_slice(&self.value.to_le_bytes());
+            t.extend_from_slice(&[1, 0x51]);
+            t.extend_from_slice(&0u64.to_le_bytes());
+            t.extend(varint(script.len()));
+            t.extend_from_slice(&script);
+            t.extend_from_slice(&[0; 4]);
+            let txid = self.rpc.call("sendrawtransaction", &[json!(hex(&t))]).unwrap();
+            assert_eq!(txid.as_str().unwrap(), txid_of(&t));
+            (self.prev, self.vout) = (txid_of(&t), 0);
+            node.generate(1);
+        }
+    }
+}
+
+#[test]
+fn raw_block_batches_are_bounded_by_bytes_not_by_block_batch() {
+    // 64 blocks of 2.2 MB: one batch of --block-batch 64 would be a reply of
+    // 282 MB of hex, over the 256 MiB cap. Split by bytes, the scan reads
+    // them all in well under the cap.
+    let node = Node::start_with(&["-genesisactivationheight=1"]);
+    node.generate(101);
+    let mut big = BigBlocks::new(&node); // funded at 102
+    big.mine(&node, 63, 2_200_000); // 103..=165
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("l2.dat");
+    let anchor_db = init_db(d.path());
+    cmd("ailee_create_anchor")
+        .args(["--l2-state-file", "-", "--broadcast", "--snapshot-file"])
+        .arg(&f)
+        .arg("--db-path")
+        .arg(&anchor_db)
+        .args(node_args(&node.url(), &node))
+        .write_stdin(STATE)
+        .assert()
+        .code(0);
+    big.mine(&node, 1, 2_200_000); // 166, with the anchor
+    let fresh = tempfile::tempdir().unwrap();
+    let db = init_db(fresh.path());
+    let out = assert_cmd::Command::new("/usr/bin/time")
+        .args(["-f", "maxrss %M KiB"])
+        .arg(bin("ailee_resync_blocks"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LC_ALL", "C")
+        .args(["--start-height", "103", "--block-batch", "64", "--anchors-from"])
+        .arg(&f)
+        .arg("--db-path")
+        .arg(&db)
+        .args(node_args(&node.url(), &node))
+        .timeout(Duration::from_secs(600))
+        .assert()
+        .code(0)
+        .stdout(contains("1 found on the chain, 1 recorded"));
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let kib: u64 = err
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("maxrss ")?.strip_suffix(" KiB")?.parse().ok())
+        .unwrap_or_else(|| panic!("no maxrss line: {err}"));
+    assert!(
+        kib < 128 << 10,
+        "peak RSS {kib} KiB: not well under the 256 MiB reply cap"
+    );
+}
+
+#[test]
+fn wait_rides_out_http_503_from_a_proxy_in_front_of_the_node() {
+    // A reverse proxy answers 503 while bitcoind restarts: not ready, waited for.
+    let node = Node::start();
+    node.generate(20);
+    let left = Arc::new(std::sync::atomic::AtomicUsize::new(3));
+    let px = proxy_rewriting(node.rpc_port, move |_, r| {
+        let busy = left
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if busy {
+            Reply {
+                status: "503 Service Unavailable".into(),
+                body: b"<html>bitcoind is restarting</html>".to_vec(),
+            }
+        } else {
+            r
+        }
+    });
+    let url = format!("http://127.0.0.1:{}", px.port);
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    // Without --wait: exit 1 at once, saying what the proxy said.
+    cmd("ailee_resync_blocks")
+        .args(["--start-height", "0", "--db-path"])
+        .arg(&db)
+        .args(node_args(&url, &node))
+        .assert()
+        .code(1)
+        .stderr(contains("getblockcount: HTTP 503 Service Unavailable"))
+        .stderr(contains("not ready"))
+        .stderr(contains("authentication").not());
+    db_is_untouched(&db);
+    // With --wait: the two 503s left are waited out, then the resync runs.
+    cmd("ailee_resync_blocks")
+        .args([
+            "--start-height",
+            "0",
+            "--wait",
+            "--wait-interval",
+            "1",
+            "--wait-timeout",
+            "600",
+            "--db-path",
+        ])
+        .arg(&db)
+        .args(node_args(&url, &node))
+        .timeout(Duration::from_secs(600))
+        .assert()
+        .code(0)
+        .stderr(contains("node not ready"))
+        .stderr(contains("HTTP 503"))
+        .stdout(contains("21 block hashes written"));
 }

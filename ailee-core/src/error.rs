@@ -36,8 +36,20 @@ pub enum Error {
          rebuild it from the Bitcoin node (runbook Procedure 3) or restore a backup"
     )]
     DbCorrupt { path: PathBuf, message: String },
+    /// The node refused the request, answered with an RPC error, or sent a
+    /// reply that failed validation (exit 1: the data was not read, nothing
+    /// about the snapshot or the database follows).
     #[error("Bitcoin RPC {url}: {message}")]
     Rpc { url: String, message: String },
+    /// The node is not ready to answer: nothing listening, the connection
+    /// reset, no reply within the timeout, HTTP 503, or RPC warm-up (`-28`).
+    /// `--wait` waits for it; otherwise as [`Error::Rpc`].
+    #[error("Bitcoin RPC {url}: {message}")]
+    RpcNotReady { url: String, message: String },
+    /// `error` came after changes were committed; `written` says what they
+    /// were (the exit status is `error`'s).
+    #[error("{error}; {written}")]
+    AfterWrites { error: Box<Error>, written: String },
     #[error("{0}")]
     Decode(#[from] crate::records::DecodeError),
     /// An error another process reported (e.g. the reorg database reader
@@ -59,6 +71,7 @@ impl Error {
         match self {
             Error::Interrupted => ExitStatus::Interrupted,
             Error::Reported { status, .. } => *status,
+            Error::AfterWrites { error, .. } => error.exit_status(),
             Error::Integrity(_) | Error::Decode(_) | Error::DbCorrupt { .. } => ExitStatus::Integrity,
             _ => ExitStatus::Operational,
         }

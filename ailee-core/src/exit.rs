@@ -7,7 +7,7 @@ pub enum ExitStatus {
     /// The job was done.
     Success = 0,
     /// Bad arguments, missing or unreadable input, I/O error, database locked
-    /// or absent, RPC unreachable or refused.
+    /// or absent, RPC unreachable or refused, a node reply that fails validation.
     Operational = 1,
     /// The data was read and is wrong.
     Integrity = 2,
@@ -30,7 +30,8 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success
   1    operational error: bad arguments, missing or unreadable input, I/O error,
-       database locked or absent, RPC unreachable or refused
+       database locked or absent, RPC unreachable or refused, a node reply
+       that fails validation
   2    integrity failure: the data was read and is wrong
   3    deep reorg (ailee_resync_blocks): deeper than the confirmation threshold
   130  interrupted by SIGINT (143 SIGTERM, 129 SIGHUP): temporary files are

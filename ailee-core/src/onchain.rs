@@ -117,17 +117,12 @@ pub fn find_on_chain(
         {
             cancel::check()?;
             let base = h + (k as u64).saturating_mul(block_batch);
-            for (i, raw) in rpc.raw_blocks(part)?.iter().enumerate() {
+            // Validated by the RPC layer (parsed whole, the hash asked for);
+            // fetched in batches bounded by bytes as they are consumed.
+            for (i, raw) in rpc.blocks(part).enumerate() {
                 let height = base + i as u64;
-                let block = crate::block::parse(raw)
-                    .map_err(|e| Error::Integrity(format!("block {} at height {height}: {e}", part[i])))?;
-                if block.hash() != part[i] {
-                    return Err(Error::Integrity(format!(
-                        "the node returned block {} for hash {} (height {height})",
-                        block.hash(),
-                        part[i]
-                    )));
-                }
+                let raw = raw?;
+                let block = raw.block()?;
                 for tx in &block.txs {
                     for s in &tx.output_scripts {
                         let Some(s) = op_return_of(s) else {
@@ -418,12 +413,9 @@ pub fn verify_on_chain(
             }
         }
     };
-    let raw = rpc.raw_blocks(std::slice::from_ref(&block))?;
-    let parsed = match raw.first().map(|r| crate::block::parse(r)) {
-        Some(Ok(b)) => b,
-        Some(Err(e)) => return Err(Error::Integrity(format!("block {block}: {e}"))),
-        None => return Err(Error::Integrity(format!("block {block}: no reply"))),
-    };
+    // Validated by the RPC layer: the block asked for, parsed whole.
+    let raw = rpc.raw_block(&block)?;
+    let parsed = raw.block()?;
     let Some(tx) = parsed.txs.iter().find(|t| t.txid() == txid) else {
         return Ok(OnChain::Contradicted(format!(
             "anchor {hash} is recorded with txid {txid} at height {}, but the best chain holds no such transaction \

@@ -18,6 +18,7 @@ use crate::{Error, Result};
 use bitcoincore_rpc::RpcApi;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How to authenticate.
@@ -150,7 +151,24 @@ impl RpcConfig {
 pub struct Rpc {
     client: bitcoincore_rpc::Client,
     url: String,
+    /// The transport's timeout and reply limit, changed per call where needed.
+    limits: std::sync::Arc<transport::Limits>,
+    /// The timeout the connection was configured with.
+    timeout: Duration,
+    /// Largest `getblock` reply per block of the last batch (bytes; 0 before
+    /// the first): sizes the next batch of raw blocks.
+    block_reply_bytes: AtomicU64,
 }
+
+/// Largest reply asked for in one batch of raw blocks (hex, so a block
+/// counts twice its size). A batch that would exceed it is split; a block
+/// larger than it alone is fetched alone, up to [`transport::MAX_REPLY_BYTES`].
+/// Memory while scanning stays a small multiple of this, whatever
+/// `--block-batch` says.
+pub const BLOCK_BATCH_BYTES: u64 = 16 << 20;
+
+/// RPC error code of a node still starting ("Loading block index…").
+const RPC_IN_WARMUP: i64 = -28;
 
 /// Largest cookie file read (bitcoind's is `__cookie__:` + 64 hex digits).
 const MAX_COOKIE_BYTES: u64 = 4096;
@@ -192,19 +210,31 @@ impl Rpc {
             Auth::UserPass { user, password } => Some((user.clone(), password.clone())),
             Auth::Cookie(p) => Some(read_cookie(p)?),
         };
+        let limits = transport::Limits::new(cfg.timeout);
         let http = transport::Http::new(
             &cfg.url,
             creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
-            cfg.timeout,
+            limits.clone(),
         );
         let client = bitcoincore_rpc::Client::from_jsonrpc(jsonrpc::Client::with_transport(http));
         Ok(Rpc {
             client,
             url: cfg.url.clone(),
+            limits,
+            timeout: cfg.timeout,
+            block_reply_bytes: AtomicU64::new(0),
         })
     }
 
-    /// A value of the node's reply failed [`reply`]'s validation.
+    /// Bounds each request's timeout by `t` (never above the configured
+    /// `--rpc-timeout`); `None` restores the configured one. `--wait` uses it
+    /// so that no attempt outlasts the time left to wait.
+    pub fn limit_timeout(&self, t: Option<Duration>) {
+        self.limits.set_timeout(t.map_or(self.timeout, |t| t.min(self.timeout)));
+    }
+
+    /// A value of the node's reply failed [`reply`]'s validation: exit 1,
+    /// naming the method (the node answered wrong; nothing was read from it).
     fn invalid(&self, method: &str, e: reply::Invalid) -> Error {
         Error::Rpc {
             url: self.url.clone(),
@@ -212,20 +242,73 @@ impl Rpc {
         }
     }
 
+    /// A failure described by text (what the server sent is clipped to one
+    /// bounded line); no hint is guessed from the text.
     fn err(&self, method: &str, e: impl std::fmt::Display) -> Error {
-        // The text may carry what the server sent (an RPC error message):
-        // one line, bounded.
-        let m = transport::clip(&e.to_string(), 1000);
-        let hint = if m.contains("401") {
-            " — authentication refused: check --rpc-user/--rpc-password or --rpc-cookie"
-        } else if m.contains("Connection refused") {
-            " — is the node running and is the port right?"
-        } else {
-            ""
-        };
         Error::Rpc {
             url: self.url.clone(),
-            message: format!("{method}: {m}{hint}"),
+            message: format!("{method}: {}", transport::clip(&e.to_string(), 1000)),
+        }
+    }
+
+    /// An RPC error object of the node: `code N: message`.
+    fn rpc_error(&self, method: &str, what: &str, code: i64, message: &str) -> Error {
+        let m = format!("{method}: {what}code {code}: {}", transport::clip(message, 1000));
+        if code == RPC_IN_WARMUP {
+            Error::RpcNotReady {
+                url: self.url.clone(),
+                message: m,
+            }
+        } else {
+            Error::Rpc {
+                url: self.url.clone(),
+                message: m,
+            }
+        }
+    }
+
+    /// A failed call, classified by what failed (transport error kind, HTTP
+    /// status, RPC error code) — never by searching the text — with the hint
+    /// that kind calls for.
+    fn failed(&self, method: &str, e: &jsonrpc::Error) -> Error {
+        match e {
+            jsonrpc::Error::Rpc(r) => self.rpc_error(method, "", i64::from(r.code), &r.message),
+            jsonrpc::Error::Transport(t) => match t.downcast_ref::<transport::TransportError>() {
+                Some(te) => {
+                    use transport::TransportError as T;
+                    let hint = match te {
+                        T::Http { status: 401 | 403, .. } => {
+                            " — authentication refused: check --rpc-user/--rpc-password or --rpc-cookie"
+                        }
+                        T::Http { status: 503, .. } => " — the node (or a proxy in front of it) is not ready",
+                        T::Unreachable(_) => " — is the node running and is the port right?",
+                        T::Timeout(_) => " — no complete reply in time (--rpc-timeout)",
+                        _ => "",
+                    };
+                    let message = format!("{method}: {}{hint}", transport::clip(&te.to_string(), 1000));
+                    if te.not_ready() {
+                        Error::RpcNotReady {
+                            url: self.url.clone(),
+                            message,
+                        }
+                    } else {
+                        Error::Rpc {
+                            url: self.url.clone(),
+                            message,
+                        }
+                    }
+                }
+                None => self.err(method, t),
+            },
+            other => self.err(method, other),
+        }
+    }
+
+    /// [`Rpc::failed`] for an error of the `bitcoincore-rpc` client.
+    fn client_failed(&self, method: &str, e: &bitcoincore_rpc::Error) -> Error {
+        match e {
+            bitcoincore_rpc::Error::JsonRpc(j) => self.failed(method, j),
+            other => self.err(method, other),
         }
     }
 
@@ -242,7 +325,7 @@ impl Rpc {
     pub fn call(&self, method: &str, params: &[Value]) -> Result<Value> {
         self.client
             .call::<Value>(method, params)
-            .map_err(|e| self.err(method, e))
+            .map_err(|e| self.client_failed(method, &e))
     }
 
     /// `getblockhash` for every height of `heights`, in one batch request.
@@ -260,15 +343,12 @@ impl Rpc {
         if reqs.is_empty() {
             return Ok(Vec::new());
         }
-        let resps = c.send_batch(&reqs).map_err(|e| self.err("getblockhash batch", e))?;
+        let resps = c.send_batch(&reqs).map_err(|e| self.failed("getblockhash batch", &e))?;
         let mut out = Vec::with_capacity(resps.len());
         for (h, r) in heights.zip(resps) {
             let r = r.ok_or_else(|| self.err("getblockhash batch", format!("no reply for height {h}")))?;
             if let Some(e) = &r.error {
-                return Err(self.err(
-                    "getblockhash",
-                    format!("height {h}: RPC error {}: {}", e.code, e.message),
-                ));
+                return Err(self.rpc_error("getblockhash", &format!("height {h}: "), i64::from(e.code), &e.message));
             }
             let hash: Value = r
                 .result()
@@ -330,7 +410,7 @@ impl Rpc {
             Err(bitcoincore_rpc::Error::JsonRpc(jsonrpc::Error::Rpc(e))) if e.code == -32601 => {
                 self.call("signrawtransaction", &[hex])?
             }
-            Err(e) => return Err(self.err("signrawtransactionwithwallet", e)),
+            Err(e) => return Err(self.client_failed("signrawtransactionwithwallet", &e)),
         };
         if signed.get("complete").and_then(Value::as_bool) != Some(true) {
             return Err(self.err(
@@ -456,13 +536,79 @@ pub enum TxPlace {
     Unknown(String),
 }
 
-/// Is `e` a node that is starting — RPC warm-up (`-28`, "Loading block
-/// index…") or nothing listening yet — rather than one that answered wrong?
+/// Is `e` a node that is not ready to answer — nothing listening, the
+/// connection reset, no reply within the timeout, HTTP 503 (a proxy in front
+/// of a restarting node), RPC warm-up (`-28`, "Loading block index…") —
+/// rather than one that answered wrong? Decided by the failure's kind when
+/// it happened ([`Error::RpcNotReady`]), not by its text.
 pub fn not_ready(e: &Error) -> bool {
-    matches!(e, Error::Rpc { message, .. }
-        if ["-28", "Loading block index", "Verifying blocks", "Connection refused"]
-            .iter()
-            .any(|m| message.contains(m)))
+    matches!(e, Error::RpcNotReady { .. })
+}
+
+/// A raw block from the node: it parses whole and its hash is the one
+/// asked for (checked when it was fetched, [`Rpc::blocks`]).
+#[derive(Debug, Clone)]
+pub struct RawBlock {
+    /// The block's hash (lower case), as asked for and as computed.
+    pub hash: String,
+    bytes: Vec<u8>,
+    url: String,
+}
+
+impl RawBlock {
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// The parsed block. It parsed when fetched, so this does not fail; a
+    /// failure would be reported as the invalid reply it would be.
+    pub fn block(&self) -> Result<crate::block::Block<'_>> {
+        crate::block::parse(&self.bytes).map_err(|e| Error::Rpc {
+            url: self.url.clone(),
+            message: format!("getblock: reply refused: block {}: {e}", self.hash),
+        })
+    }
+}
+
+/// The iterator of [`Rpc::blocks`].
+pub struct Blocks<'r> {
+    rpc: &'r Rpc,
+    hashes: &'r [String],
+    next: usize,
+    ready: std::collections::VecDeque<RawBlock>,
+    done: bool,
+}
+
+impl Iterator for Blocks<'_> {
+    type Item = Result<RawBlock>;
+
+    fn next(&mut self) -> Option<Result<RawBlock>> {
+        if let Some(b) = self.ready.pop_front() {
+            return Some(Ok(b));
+        }
+        if self.done || self.next >= self.hashes.len() {
+            return None;
+        }
+        if let Err(e) = crate::cancel::check() {
+            self.done = true;
+            return Some(Err(e));
+        }
+        match self.rpc.next_blocks(&self.hashes[self.next..]) {
+            Ok(v) => {
+                self.next += v.len();
+                self.ready = v.into();
+                self.ready.pop_front().map(Ok)
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
 }
 
 /// RPC error code of "no such transaction" and of "block height out of range".
@@ -492,7 +638,9 @@ impl Rpc {
             .zip(&raw)
             .map(|((m, _), p)| c.build_request(m, Some(p)))
             .collect();
-        let resps = c.send_batch(&reqs).map_err(|e| self.err(&format!("{what} batch"), e))?;
+        let resps = c
+            .send_batch(&reqs)
+            .map_err(|e| self.failed(&format!("{what} batch"), &e))?;
         if resps.len() != calls.len() {
             return Err(self.err(
                 &format!("{what} batch"),
@@ -532,11 +680,11 @@ impl Rpc {
     /// The hash at `height` on the best chain, `None` above the tip.
     pub fn block_hash_at(&self, height: u64) -> Result<Option<String>> {
         match self.call_reply("getblockhash", &[Value::from(height)])? {
-            Ok(v) => hash64(&v)
+            Ok(v) => reply::block_hash(&v)
                 .map(Some)
-                .ok_or_else(|| self.err("getblockhash", format!("height {height}: not a block hash: {v}"))),
+                .map_err(|e| self.invalid("getblockhash", reply::Invalid(format!("height {height}: {e}")))),
             Err((RPC_OUT_OF_RANGE, _)) => Ok(None),
-            Err((code, m)) => Err(self.err("getblockhash", format!("height {height}: RPC error {code}: {m}"))),
+            Err((code, m)) => Err(self.rpc_error("getblockhash", &format!("height {height}: "), code, &m)),
         }
     }
 
@@ -572,7 +720,7 @@ impl Rpc {
             }
             Some(Err((RPC_OUT_OF_RANGE, _))) => return Ok(None),
             Some(Err((code, m))) => {
-                return Err(self.err("getblockhash", format!("height {}: RPC error {code}: {m}", pin.0)))
+                return Err(self.rpc_error("getblockhash", &format!("height {}: ", pin.0), code, &m))
             }
             None => return Err(self.err("getblockhash batch", "no replies")),
         }
@@ -582,24 +730,133 @@ impl Rpc {
                 Ok(v) => out.push(reply::block_hash(&v).map_err(|e| invalid(h, e))?),
                 // Below the pinned tip, a height out of range means the chain moved.
                 Err((RPC_OUT_OF_RANGE, _)) => return Ok(None),
-                Err((code, m)) => return Err(self.err("getblockhash", format!("height {h}: RPC error {code}: {m}"))),
+                Err((code, m)) => return Err(self.rpc_error("getblockhash", &format!("height {h}: "), code, &m)),
             }
         }
         Ok(Some(out))
     }
 
-    /// Raw blocks (`getblock HASH 0`, hex-decoded), one batch.
+    /// Raw blocks (`getblock HASH 0`), each parsed and checked to be the
+    /// block asked for (see [`Rpc::blocks`]), all in memory: for a few
+    /// blocks. A scan uses [`Rpc::blocks`].
     pub fn raw_blocks(&self, hashes: &[String]) -> Result<Vec<Vec<u8>>> {
-        let params: Vec<Value> = hashes.iter().map(|h| serde_json::json!([h, 0])).collect();
-        let mut out = Vec::with_capacity(hashes.len());
-        for (h, r) in hashes.iter().zip(self.batch("getblock", &params)?) {
-            let v = r.map_err(|(code, m)| self.err("getblock", format!("{h}: RPC error {code}: {m}")))?;
-            let raw = v
-                .as_str()
-                .and_then(crate::block::unhex)
-                .ok_or_else(|| self.err("getblock", format!("{h}: reply is not raw block hex")))?;
-            out.push(raw);
+        self.blocks(hashes).map(|b| b.map(RawBlock::into_bytes)).collect()
+    }
+
+    /// One raw block, validated as by [`Rpc::blocks`].
+    pub fn raw_block(&self, hash: &str) -> Result<RawBlock> {
+        let hashes = [hash.to_ascii_lowercase()];
+        self.blocks(&hashes)
+            .next()
+            .unwrap_or_else(|| Err(self.err("getblock", format!("block {hash}: no reply"))))
+    }
+
+    /// The raw blocks of `hashes`, in order, fetched in JSON-RPC batches
+    /// bounded by bytes ([`BLOCK_BATCH_BYTES`]) as they are consumed: at most
+    /// one batch is held. Every block is validated in this one place
+    /// ([`reply::raw_block`]): hex, a block that parses whole, and the hash
+    /// asked for. A reply that fails is an invalid-reply error (exit 1)
+    /// naming `getblock` and the block — the node answered wrong, nothing is
+    /// concluded from it. The iteration ends after the first error.
+    pub fn blocks<'r>(&'r self, hashes: &'r [String]) -> Blocks<'r> {
+        Blocks {
+            rpc: self,
+            hashes,
+            next: 0,
+            ready: std::collections::VecDeque::new(),
+            done: false,
         }
+    }
+
+    /// The next batch from `rest` (non-empty): as many blocks as the last
+    /// batch's largest block says fit in [`BLOCK_BATCH_BYTES`] (one at
+    /// first), halved while the reply is refused as too large; a block too
+    /// large alone is fetched alone up to the transport's cap.
+    fn next_blocks(&self, rest: &[String]) -> Result<Vec<RawBlock>> {
+        let per = self.block_reply_bytes.load(Ordering::Relaxed);
+        let fit = BLOCK_BATCH_BYTES.checked_div(per).map_or(1, |n| n.max(1));
+        let mut k = usize::try_from(fit).unwrap_or(usize::MAX).min(rest.len()).max(1);
+        loop {
+            let limit = if k == 1 {
+                transport::MAX_REPLY_BYTES
+            } else {
+                BLOCK_BATCH_BYTES
+            };
+            match self.getblock_batch(&rest[..k], limit) {
+                Ok(v) => return Ok(v),
+                Err(None) if k > 1 => k /= 2,
+                Err(None) => {
+                    return Err(self.err(
+                        "getblock",
+                        format!(
+                            "block {}: the reply is larger than the {} bytes one reply may hold \
+                             (a block over {} MiB): it cannot be read (this is not a --block-batch matter: \
+                             batches are split to fit)",
+                            rest[0],
+                            transport::MAX_REPLY_BYTES,
+                            transport::MAX_REPLY_BYTES / 2 / (1 << 20)
+                        ),
+                    ))
+                }
+                Err(Some(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// One `getblock HASH 0` batch with replies limited to `limit` bytes;
+    /// `Err(None)` when the reply was refused as larger than that.
+    fn getblock_batch(&self, hashes: &[String], limit: u64) -> std::result::Result<Vec<RawBlock>, Option<Error>> {
+        let params: Vec<Box<serde_json::value::RawValue>> = hashes
+            .iter()
+            .map(|h| serde_json::value::to_raw_value(&(h, 0)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Some(self.err("getblock", e)))?;
+        let c = self.client.get_jsonrpc_client();
+        let reqs: Vec<_> = params.iter().map(|p| c.build_request("getblock", Some(p))).collect();
+        self.limits.set_max_reply(limit);
+        let sent = c.send_batch(&reqs);
+        self.limits.set_max_reply(transport::MAX_REPLY_BYTES);
+        let resps = match sent {
+            Ok(r) => r,
+            Err(jsonrpc::Error::Transport(t))
+                if matches!(
+                    t.downcast_ref::<transport::TransportError>(),
+                    Some(transport::TransportError::TooLarge { .. })
+                ) && limit < transport::MAX_REPLY_BYTES =>
+            {
+                return Err(None)
+            }
+            Err(e) => return Err(Some(self.failed("getblock batch", &e))),
+        };
+        if resps.len() != hashes.len() {
+            return Err(Some(self.err(
+                "getblock batch",
+                format!("{} replies to {} requests", resps.len(), hashes.len()),
+            )));
+        }
+        let mut out = Vec::with_capacity(hashes.len());
+        let mut largest = 0u64;
+        for (h, r) in hashes.iter().zip(resps) {
+            let r = r.ok_or_else(|| Some(self.err("getblock batch", format!("no reply for block {h}"))))?;
+            if let Some(e) = &r.error {
+                return Err(Some(self.rpc_error(
+                    "getblock",
+                    &format!("block {h}: "),
+                    i64::from(e.code),
+                    &e.message,
+                )));
+            }
+            let text = r.result.as_deref().map_or("null", |v| v.get());
+            largest = largest.max(text.len() as u64);
+            let bytes = reply::raw_block(text, h).map_err(|e| Some(self.invalid("getblock", e)))?;
+            out.push(RawBlock {
+                hash: h.to_ascii_lowercase(),
+                bytes,
+                url: self.url.clone(),
+            });
+        }
+        // A little room for the JSON around each result.
+        self.block_reply_bytes.store(largest + 100, Ordering::Relaxed);
         Ok(out)
     }
 
@@ -616,7 +873,7 @@ impl Rpc {
                     Ok(v) => self.place_of("gettransaction", t, &v)?,
                     Err(_) => TxPlace::Unknown(m),
                 },
-                Err((code, m)) => return Err(self.err("getrawtransaction", format!("{t}: RPC error {code}: {m}"))),
+                Err((code, m)) => return Err(self.rpc_error("getrawtransaction", &format!("{t}: "), code, &m)),
             };
             out.push(place);
         }

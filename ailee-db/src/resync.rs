@@ -88,6 +88,8 @@ pub struct Report {
     pub tip: u64,
     pub blocks_checked: u64,
     pub blocks_written: u64,
+    /// Lowest and highest height written (when `blocks_written` > 0).
+    pub written_heights: Option<(u64, u64)>,
     pub blocks_deleted: u64,
     /// The deepest reorg recorded (set at the end of the run).
     pub reorg: Option<Reorg>,
@@ -112,6 +114,56 @@ impl Report {
     /// A reorg deeper than the confirmation threshold: halt and re-anchor.
     pub fn deep(&self, threshold: u64) -> bool {
         self.reorgs.iter().any(|r| r.depth > threshold)
+    }
+
+    /// What this run committed to the database, for a run that then fails:
+    /// "31 block hashes written (heights 101 to 131), …"; empty when nothing
+    /// (block hashes, deletions, reorg events) was.
+    pub fn written(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.blocks_written > 0 {
+            let heights = self
+                .written_heights
+                .map(|(a, b)| {
+                    if a == b {
+                        format!(" (height {a})")
+                    } else {
+                        format!(" (heights {a} to {b})")
+                    }
+                })
+                .unwrap_or_default();
+            w.push(format!(
+                "{} block hash{} written{heights}",
+                self.blocks_written,
+                if self.blocks_written == 1 { "" } else { "es" }
+            ));
+        }
+        if self.blocks_deleted > 0 {
+            w.push(format!("{} deleted", self.blocks_deleted));
+        }
+        for r in &self.reorgs {
+            w.push(format!(
+                "reorg event {} recorded (fork at height {})",
+                r.event_id, r.fork_height
+            ));
+        }
+        w
+    }
+}
+
+/// `e`, and what was written before it ([`Report::written`]): a run that
+/// fails after writing says so. What was written agreed with the node's
+/// chain when read, so a rerun finishes the job.
+pub fn after_writes(e: Error, written: &[String]) -> Error {
+    if written.is_empty() || matches!(e, Error::Interrupted) {
+        return e;
+    }
+    Error::AfterWrites {
+        error: Box::new(e),
+        written: format!(
+            "{} before the error (it agrees with the node's chain as read); a rerun finishes the job",
+            written.join(", ")
+        ),
     }
 }
 
@@ -404,15 +456,24 @@ impl Run<'_> {
                 let node = self.node_hashes(h, end)?;
                 let mut b = Batch::default();
                 let mut written = 0;
+                let mut heights: Option<(u64, u64)> = None;
                 for (i, hash) in node.iter().enumerate() {
                     let x = h + i as u64;
                     if stored.get(&x) != Some(hash) {
                         b.put_block(x, hash);
                         written += 1;
+                        heights = Some(heights.map_or((x, x), |(a, _)| (a, x)));
                     }
                 }
                 self.commit(b)?;
                 self.report.blocks_written += written;
+                if let Some((a, z)) = heights {
+                    self.report.written_heights = Some(
+                        self.report
+                            .written_heights
+                            .map_or((a, z), |(lo, hi)| (lo.min(a), hi.max(z))),
+                    );
+                }
             }
             self.report.blocks_checked += end - h + 1;
             progress.advance(end - h + 1);
@@ -456,11 +517,9 @@ impl Run<'_> {
         let Some(hash) = self.stored(height, height)?.remove(&height) else {
             return Ok(false);
         };
-        let raw = self.rpc.raw_blocks(&[hash.to_ascii_lowercase()])?;
-        let Some(raw) = raw.first() else {
-            return Ok(false);
-        };
-        let b = crate::block::parse(raw).map_err(|e| Error::Integrity(format!("block {hash}: {e}")))?;
+        // Validated by the RPC layer: the block asked for, parsed whole.
+        let raw = self.rpc.raw_block(&hash)?;
+        let b: crate::block::Block<'_> = raw.block()?;
         Ok(b.txs.iter().any(|t| same(&t.txid(), txid)))
     }
 
@@ -657,6 +716,7 @@ pub fn resync(db: &ReorgDb, rpc: &Rpc, o: &Options, progress: &dyn Progress) -> 
                 let attempts = run.report.attempts;
                 run.report = Report {
                     blocks_written: run.report.blocks_written,
+                    written_heights: run.report.written_heights,
                     blocks_deleted: run.report.blocks_deleted,
                     reorgs: run.report.reorgs.clone(),
                     attempts,
@@ -664,26 +724,34 @@ pub fn resync(db: &ReorgDb, rpc: &Rpc, o: &Options, progress: &dyn Progress) -> 
                 };
             }
             Err(Stop::Moved) => {
-                return Err(Error::Rpc {
-                    url: rpc.url().to_string(),
-                    message: format!(
+                let written = if run.wrote() { run.report.written() } else { Vec::new() };
+                return Err(after_writes(
+                    Error::Rpc {
+                        url: rpc.url().to_string(),
+                        message: format!(
                     "the node's best chain kept changing during the resync ({} attempts); try again when it settles",
                     run.report.attempts
                 ),
-                })
+                    },
+                    &written,
+                ));
             }
             // Both outcomes promise that nothing was written; after an earlier
             // attempt wrote (the chain then moved to this), say what happened instead.
             Err(Stop::Behind { .. } | Stop::Refused(_)) if run.wrote() => {
-                return Err(Error::Rpc {
-                    url: rpc.url().to_string(),
-                    message: "the node's chain changed during the run to one that is behind or unrelated; what was \
-                              written agreed with its chain when read. Run again once the node is settled"
-                        .into(),
-                })
+                return Err(after_writes(
+                    Error::Rpc {
+                        url: rpc.url().to_string(),
+                        message: "the node's chain changed during the run to one that is behind or unrelated; what \
+                                  was written agreed with its chain when read. Run again once the node is settled"
+                            .into(),
+                    },
+                    &run.report.written(),
+                ))
             }
             Err(Stop::Behind { tip, stored, ibd }) => return Ok(Outcome::Behind { tip, stored, ibd }),
             Err(Stop::Refused(m)) => return Ok(Outcome::Refused(m)),
+            Err(Stop::Err(e)) if run.wrote() => return Err(after_writes(e, &run.report.written())),
             Err(Stop::Err(e)) => return Err(e),
         }
     }

@@ -64,8 +64,9 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = ailee_db::resync::DEFAULT_MAX_REORG_DEPTH,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_reorg_depth: u64,
-    /// When the node is behind, in initial block download or still starting
-    /// (RPC warm-up, not listening yet), poll until it has caught up.
+    /// When the node is behind, in initial block download or not ready (RPC
+    /// warm-up, not listening, connection reset, no reply in time, HTTP 503),
+    /// poll until it has caught up; no attempt outlasts --wait-timeout.
     #[arg(long)]
     wait: bool,
     /// Give up waiting after this many seconds (exit 1).
@@ -79,7 +80,8 @@ struct Cli {
     /// Also rebuild anchor records: find the anchors of this snapshot file on the chain from --start-height.
     #[arg(long, value_name = "FILE")]
     anchors_from: Option<PathBuf>,
-    /// Raw blocks per JSON-RPC batch for --anchors-from (each can be megabytes on mainnet).
+    /// Raw blocks per JSON-RPC batch for --anchors-from, at most: a batch whose
+    /// reply would exceed 16 MiB is split (blocks can be megabytes on mainnet).
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
     block_batch: u64,
     /// Report what would change without writing (opens the database read-only).
@@ -229,9 +231,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Ok(())
     };
     let r = loop {
-        let tip = match rpc.block_count() {
+        // With --wait, no attempt outlasts the time left to wait: a node that
+        // accepts and never answers is "not ready", like one not listening.
+        if cli.wait {
+            let left = std::time::Duration::from_secs(cli.wait_timeout).saturating_sub(started.elapsed());
+            rpc.limit_timeout(Some(left.max(std::time::Duration::from_secs(1))));
+        }
+        let probed = rpc.block_count();
+        rpc.limit_timeout(None);
+        let tip = match probed {
             Ok(t) => t,
-            // A node still starting (RPC warm-up, or not listening yet) is waited for too.
+            // A node still starting (RPC warm-up, nothing listening, no reply
+            // in time, HTTP 503 from a proxy in front of it) is waited for too.
             Err(e) if cli.wait && ailee_core::rpc::not_ready(&e) => {
                 let waited = started.elapsed().as_secs();
                 if waited >= cli.wait_timeout {
@@ -325,6 +336,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
                 path.display()
             ));
         }
+        // The resync above is committed: a failure from here on says what it wrote.
+        let written = || {
+            let mut w = if cli.dry_run { Vec::new() } else { r.written() };
+            if !cli.dry_run && r.anchors_updated > 0 {
+                w.push(format!("{} anchor record(s) updated", r.anchors_updated));
+            }
+            w
+        };
         let bar = rep.count_bar(0, "searching anchors");
         let identity = identity.as_ref().ok_or_else(|| anyhow::anyhow!("no anchoring identity"))?;
         let scan = ailee_core::onchain::find_on_chain(
@@ -335,7 +354,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             cli.batch_size,
             cli.block_batch,
             &bar,
-        )?;
+        )
+        .map_err(|e| ailee_db::resync::after_writes(e, &written()))?;
         drop(bar);
         let (tip, found) = (scan.tip, scan.found);
         for i in &scan.ignored {
@@ -349,7 +369,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             .iter()
             .map(|i| json!({"anchor": anchors[i.anchor].hash, "txid": i.txid, "height": i.height, "why": i.why}))
             .collect();
-        let rec = ailee_db::onchain::record_found(&db, anchors, &found, tip, cli.confirmations, cli.dry_run)?;
+        let rec = ailee_db::onchain::record_found(&db, anchors, &found, tip, cli.confirmations, cli.dry_run)
+            .map_err(|e| ailee_db::resync::after_writes(e, &written()))?;
         let found_set: std::collections::HashSet<usize> = found.iter().map(|f| f.anchor).collect();
         let missing: Vec<&ailee_core::onchain::FileAnchor> = anchors
             .iter()

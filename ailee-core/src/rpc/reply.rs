@@ -108,6 +108,35 @@ pub fn hex_bytes(what: &str, v: &Value) -> Result<Vec<u8>, Invalid> {
         .collect()
 }
 
+/// A raw block (`getblock HASH 0`) from the JSON text of the reply's result
+/// (`raw`, as the node sent it): a string of hex digits whose bytes are one
+/// block that parses whole ([`crate::block::parse`]: no byte missing, none
+/// after the last transaction, every count bounded by what is left) and whose
+/// hash is `asked` — a node that returns another block, or damaged bytes,
+/// answered wrong. Returns the block's bytes.
+pub fn raw_block(raw: &str, asked: &str) -> Result<Vec<u8>, Invalid> {
+    let bad = |why: &str| {
+        Invalid(format!(
+            "block {asked}: {why}: {}",
+            super::transport::excerpt(raw.as_bytes(), 80)
+        ))
+    };
+    // A healthy node's hex needs no escapes: the text between the quotes is it.
+    let hex = match raw.trim().strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(h) if !h.contains('\\') => h,
+        _ => return Err(bad("the reply is not a string of raw block hex")),
+    };
+    let bytes = crate::block::unhex(hex).ok_or_else(|| bad("the reply is not raw block hex"))?;
+    let block = crate::block::parse(&bytes).map_err(|e| Invalid(format!("block {asked}: {e}")))?;
+    let got = block.hash();
+    if !got.eq_ignore_ascii_case(asked) {
+        return Err(Invalid(format!(
+            "asked for block {asked}, the node returned block {got}"
+        )));
+    }
+    Ok(bytes)
+}
+
 fn decode_tx(v: &Value) -> Result<bitcoincore_rpc::bitcoin::Transaction, Invalid> {
     let bytes = hex_bytes("signed transaction", v)?;
     bitcoincore_rpc::bitcoin::consensus::deserialize(&bytes)
@@ -192,6 +221,34 @@ mod tests {
         assert!(same_hash("txid", Some(&json!(h.to_ascii_uppercase())), &h).is_ok());
         assert!(same_hash("txid", Some(&json!("cd".repeat(32))), &h).is_err());
         assert!(same_hash("txid", None, &h).is_err());
+    }
+
+    #[test]
+    fn raw_blocks_must_parse_whole_and_be_the_block_asked_for() {
+        // Regtest block 1 of the SV test node (coinbase only), as in block.rs.
+        let good = "0000002006226e46111a0b59caaf126043eb5bbf28c34f3a5e332a1fc7b2b73cf188910f634e8316d1e69c1570fd1d104b8641a34a7ab3a1d90e5fcd0ae737df98f2a3eec1d9026bffff7f20020000000102000000010000000000000000000000000000000000000000000000000000000000000000ffffffff03510101ffffffff0100f2052a01000000232103462d433ff06d0065cedf95fc916777cfe41720bd2b5be2916274661a26512fb4ac00000000";
+        let hash = crate::block::parse(&crate::block::unhex(good).unwrap()).unwrap().hash();
+        let q = |h: &str| format!("\"{h}\"");
+        assert_eq!(raw_block(&q(good), &hash).unwrap().len(), good.len() / 2);
+        assert!(raw_block(&q(&good.to_ascii_uppercase()), &hash.to_ascii_uppercase()).is_ok());
+        let count = format!("{}ffffffffffffffffff{}", &good[..160], &good[162..]);
+        for (bad, why) in [
+            (q(&good[..good.len() - 2]), "ends early"),
+            (q(&format!("{good}00")), "after the last transaction"),
+            (q(""), "ends early"),
+            (q(&count), "count 18446744073709551615"),
+            (q(&good[..80]), "ends early"),
+            (q("zz"), "not raw block hex"),
+            ("null".to_string(), "not a string"),
+            ("5".to_string(), "not a string"),
+            (q("00\\u0030"), "not a string"),
+        ] {
+            let e = raw_block(&bad, &hash).unwrap_err().0;
+            assert!(e.contains(why) && e.contains(&hash), "{e}");
+        }
+        let other = "ab".repeat(32);
+        let e = raw_block(&q(good), &other).unwrap_err().0;
+        assert_eq!(e, format!("asked for block {other}, the node returned block {hash}"));
     }
 
     #[test]

@@ -10,14 +10,21 @@
 //! - No proxy from the environment: `minreq` is built without its `proxy`
 //!   feature, so the request goes to the URL's host only.
 //! - Memory is bounded: the status line and headers are capped, and a body
-//!   longer than [`MAX_REPLY_BYTES`] is refused, by `Content-Length` before
-//!   reading or by counting while reading (chunked or until-close bodies).
+//!   longer than the reply limit ([`MAX_REPLY_BYTES`], or less for one call:
+//!   [`Limits`]) is refused, by `Content-Length` before reading or by
+//!   counting while reading (chunked or until-close bodies).
+//! - Failures are classified where they happen, not by their text: a node
+//!   that is not there or not answering ([`TransportError::Unreachable`],
+//!   [`TransportError::Timeout`], HTTP 503) is told apart from one that
+//!   answered wrong.
 //! - A reply must carry its request's id.
 //! - Errors never quote more than a short, escaped excerpt of what the server
 //!   sent.
 
 use jsonrpc::{Request, Response};
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest reply body accepted (bytes). Far above any reply the tools ask for
@@ -37,14 +44,89 @@ pub enum TransportError {
     Redirect { status: i32, location: String },
     #[error("HTTP {status} {reason}: {body}")]
     Http { status: i32, reason: String, body: String },
-    #[error("reply larger than {MAX_REPLY_BYTES} bytes refused")]
-    TooLarge,
+    #[error("reply larger than {limit} bytes refused")]
+    TooLarge { limit: u64 },
+    /// Nothing listening, or the connection was reset or closed under the request.
+    #[error("{0}")]
+    Unreachable(String),
+    /// No (complete) reply within the request's timeout.
+    #[error("{0}")]
+    Timeout(String),
     #[error("{0}")]
     Connection(String),
     #[error("the reply's id {got} is not the request's id {sent}")]
     WrongId { got: String, sent: String },
     #[error("malformed JSON reply ({error}): {body}")]
     Json { error: String, body: String },
+}
+
+impl TransportError {
+    /// An I/O failure talking to the server, classified by its kind.
+    fn io(what: &str, e: &std::io::Error) -> TransportError {
+        use std::io::ErrorKind as K;
+        let text = format!("{what}{e}");
+        match e.kind() {
+            K::TimedOut | K::WouldBlock => TransportError::Timeout(text),
+            K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::BrokenPipe
+            | K::UnexpectedEof => TransportError::Unreachable(text),
+            _ => TransportError::Connection(text),
+        }
+    }
+
+    /// A node that is not ready to answer (not listening, restarting behind
+    /// a proxy, not answering in time), rather than one that answered wrong.
+    pub fn not_ready(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Unreachable(_) | TransportError::Timeout(_) | TransportError::Http { status: 503, .. }
+        )
+    }
+}
+
+fn minreq_error(e: minreq::Error) -> TransportError {
+    match e {
+        minreq::Error::IoError(io) => TransportError::io("", &io),
+        other => TransportError::Connection(other.to_string()),
+    }
+}
+
+/// Settings of the transport that its owner may change between calls: the
+/// request timeout and the largest reply accepted.
+#[derive(Debug)]
+pub struct Limits {
+    timeout_ms: AtomicU64,
+    max_reply: AtomicU64,
+}
+
+impl Limits {
+    pub fn new(timeout: Duration) -> Arc<Limits> {
+        Arc::new(Limits {
+            timeout_ms: AtomicU64::new(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+            max_reply: AtomicU64::new(MAX_REPLY_BYTES),
+        })
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_timeout(&self, t: Duration) {
+        self.timeout_ms
+            .store(u64::try_from(t.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn max_reply(&self) -> u64 {
+        self.max_reply.load(Ordering::Relaxed)
+    }
+
+    /// Replies longer than `n` bytes (at most [`MAX_REPLY_BYTES`]) are refused.
+    pub fn set_max_reply(&self, n: u64) {
+        self.max_reply.store(n.min(MAX_REPLY_BYTES), Ordering::Relaxed);
+    }
 }
 
 /// A short printable excerpt of untrusted text: escaped, at most `max` chars.
@@ -97,23 +179,25 @@ fn base64(data: &[u8]) -> String {
 pub struct Http {
     url: String,
     authorization: Option<String>,
-    timeout: Duration,
+    limits: Arc<Limits>,
 }
 
 impl Http {
     /// `url` must carry no userinfo (see [`super::split_userinfo`]).
-    pub fn new(url: &str, basic_auth: Option<(&str, &str)>, timeout: Duration) -> Http {
+    pub fn new(url: &str, basic_auth: Option<(&str, &str)>, limits: Arc<Limits>) -> Http {
         Http {
             url: url.to_string(),
             authorization: basic_auth.map(|(u, p)| format!("Basic {}", base64(format!("{u}:{p}").as_bytes()))),
-            timeout,
+            limits,
         }
     }
 
     fn post<R: serde::de::DeserializeOwned>(&self, body: &impl serde::Serialize) -> Result<R, TransportError> {
         let body = serde_json::to_vec(body).map_err(|e| TransportError::Connection(e.to_string()))?;
         // minreq counts whole seconds; round up so a sub-second remainder is not lost.
-        let secs = self.timeout.as_secs() + u64::from(self.timeout.subsec_nanos() > 0);
+        let timeout = self.limits.timeout();
+        let limit = self.limits.max_reply();
+        let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
         let mut req = minreq::post(&self.url)
             .with_header("Content-Type", "application/json")
             .with_body(body)
@@ -124,7 +208,7 @@ impl Http {
         if let Some(a) = &self.authorization {
             req = req.with_header("Authorization", a);
         }
-        let mut resp = req.send_lazy().map_err(|e| TransportError::Connection(e.to_string()))?;
+        let mut resp = req.send_lazy().map_err(minreq_error)?;
         let status = resp.status_code;
         if (300..400).contains(&status) {
             let location = resp.headers.get("location").map_or_else(
@@ -137,15 +221,15 @@ impl Http {
             .headers
             .get("content-length")
             .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_REPLY_BYTES) {
-            return Err(TransportError::TooLarge);
+        if declared.is_some_and(|n| n > limit) {
+            return Err(TransportError::TooLarge { limit });
         }
         let mut buf = Vec::with_capacity(declared.map_or(0, |n| n.min(1 << 20) as usize));
-        Read::take(&mut resp, MAX_REPLY_BYTES + 1)
+        Read::take(&mut resp, limit + 1)
             .read_to_end(&mut buf)
-            .map_err(|e| TransportError::Connection(format!("reading the reply: {e}")))?;
-        if buf.len() as u64 > MAX_REPLY_BYTES {
-            return Err(TransportError::TooLarge);
+            .map_err(|e| TransportError::io("reading the reply: ", &e))?;
+        if buf.len() as u64 > limit {
+            return Err(TransportError::TooLarge { limit });
         }
         if declared.is_some_and(|n| n != buf.len() as u64) {
             return Err(TransportError::Connection(format!(
