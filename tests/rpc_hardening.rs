@@ -931,6 +931,7 @@ fn a_damaged_getblock_reply_is_exit_1_for_resync_and_verify_and_resync_says_what
     node.generate(101);
     let d = tempfile::tempdir().unwrap();
     let (db, f) = (init_db(d.path()), d.path().join("l2.dat"));
+    node.give_identity(d.path());
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "-", "--broadcast", "--snapshot-file"])
         .arg(&f)
@@ -980,6 +981,8 @@ fn a_damaged_getblock_reply_is_exit_1_for_resync_and_verify_and_resync_says_what
             .arg(&f)
             .arg("--db-path")
             .arg(db)
+            .arg("--anchor-identity")
+            .arg(d.path().join("anchor_identity"))
             .args(node_args(url, &node))
             .timeout(Duration::from_secs(120))
             .assert()
@@ -1127,6 +1130,7 @@ fn raw_block_batches_are_bounded_by_bytes_not_by_block_batch() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("l2.dat");
     let anchor_db = init_db(d.path());
+    node.give_identity(d.path());
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "-", "--broadcast", "--snapshot-file"])
         .arg(&f)
@@ -1139,6 +1143,7 @@ fn raw_block_batches_are_bounded_by_bytes_not_by_block_batch() {
     big.mine(&node, 1, 2_200_000); // 166, with the anchor
     let fresh = tempfile::tempdir().unwrap();
     let db = init_db(fresh.path());
+    node.give_identity(fresh.path());
     let out = assert_cmd::Command::new("/usr/bin/time")
         .args(["-f", "maxrss %M KiB"])
         .arg(bin("ailee_resync_blocks"))
