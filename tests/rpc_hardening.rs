@@ -1229,3 +1229,38 @@ fn wait_rides_out_http_503_from_a_proxy_in_front_of_the_node() {
         .stderr(contains("HTTP 503"))
         .stdout(contains("21 block hashes written"));
 }
+
+#[test]
+fn a_resync_that_fails_midway_says_what_it_wrote() {
+    // Heights 0..=19 are written (four batches of --batch-size 5, one write);
+    // the fifth getblockhash batch comes back malformed.
+    let node = Node::start();
+    node.generate(29);
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let px = proxy_rewriting(node.rpc_port, move |req, mut r| {
+        if req.contains("\"getblockhash\"") && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 4 {
+            let mut v: Value = serde_json::from_slice(&r.body).unwrap();
+            for item in v.as_array_mut().unwrap() {
+                item["result"] = json!("not-a-hash");
+            }
+            r.body = v.to_string().into_bytes();
+        }
+        r
+    });
+    let d = tempfile::tempdir().unwrap();
+    let db = init_db(d.path());
+    cmd("ailee_resync_blocks")
+        .args(["--start-height", "0", "--batch-size", "5", "--db-path"])
+        .arg(&db)
+        .args(node_args(&format!("http://127.0.0.1:{}", px.port), &node))
+        .assert()
+        .code(1)
+        .stderr(contains("getblockhash: reply refused: height 2"))
+        .stderr(contains("20 block hashes written (heights 0 to 19) before the error"))
+        .stderr(contains("a rerun finishes the job"));
+    let r = ailee_db::reorgdb::ReorgDb::open(&db, ailee_db::reorgdb::Mode::ReadOnly).unwrap();
+    assert_eq!(r.tip().unwrap(), Some(19));
+    assert_eq!(r.block_hash(19).unwrap().unwrap(), node.hash(19));
+    drop(r);
+    resync_real(&node, &db);
+}
