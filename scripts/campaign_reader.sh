@@ -5,8 +5,11 @@
 # `ailee_create_anchor --db-path` again and again — each run opens the
 # database read-write (a new MANIFEST, its WAL recovered and flushed, old
 # files deleted), records one more PENDING anchor and closes it — while
-# --runs reader runs go on beside it, each one of (in an order drawn from
-# --seed):
+# --runs reader runs go on beside it. Every --compact-every writer runs, RocksDB's
+# own `ldb compact` (Debian rocksdb-tools) compacts the database as the running
+# node does (each tool run leaves one more L0 SST; compaction deletes them):
+# a writer too, one that deletes SST files. Each reader run is one of (in an
+# order drawn from --seed):
 #   ailee_init_reorg_db --path P --check      must exit 0
 #   ailee_l2_verify --snapshot F --reorg-db P  must exit 0
 #   ailee_metrics monitor --data-dir D         must warn of nothing but "no
@@ -24,6 +27,9 @@
 #                      mktemp directory, removed at the end
 #   --monitor-every K  about one reader run in K is the monitor (default 10;
 #                      0: never)
+#   --compact-every C  ldb compact after every C writer runs (default 50; 0:
+#                      never, or when ldb is not installed: the SST files then
+#                      pile up and every open gets slower)
 # Tools come from $AILEE_BIN when it is set, else the release build
 # (scripts/env.sh). About 20 ms per reader run on 2 cores: run 10,000 in the
 # background.
@@ -35,35 +41,49 @@ source "$ROOT/scripts/lib.sh"
 std_args "$@"
 export LC_ALL=C
 
-RUNS=1000 SEED= DIR= MONITOR_EVERY=10
+RUNS=1000 SEED= DIR= MONITOR_EVERY=10 COMPACT_EVERY=50
 while [ $# -gt 0 ]; do
     case $1 in
-        --runs|--seed|--dir|--monitor-every)
+        --runs|--seed|--dir|--monitor-every|--compact-every)
             [ $# -ge 2 ] || die "$1 needs a value"
             case $1 in
                 --runs) RUNS=$2 ;;
                 --seed) SEED=$2 ;;
                 --dir) DIR=$2 ;;
                 --monitor-every) MONITOR_EVERY=$2 ;;
+                --compact-every) COMPACT_EVERY=$2 ;;
             esac
             shift 2 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
-for v in "$RUNS" "$MONITOR_EVERY"; do
+for v in "$RUNS" "$MONITOR_EVERY" "$COMPACT_EVERY"; do
     [[ $v =~ ^[0-9]+$ ]] || die "not a whole number: $v"
 done
 [ -n "$SEED" ] || SEED=$(( $(od -An -N4 -tu4 /dev/urandom) ))
 [[ $SEED =~ ^[0-9]+$ ]] || die "--seed: not a whole number: $SEED"
 need_tools ailee_init_reorg_db ailee_create_anchor ailee_l2_verify ailee_metrics
+if [ "$COMPACT_EVERY" -gt 0 ] && ! command -v ldb >/dev/null; then
+    echo "campaign_reader: ldb not found (Debian rocksdb-tools): no compaction" >&2
+    COMPACT_EVERY=0
+fi
 
+KEEP=1 WRITER=
 if [ -z "$DIR" ]; then
     DIR=$(mktemp -d)
-    trap 'rm -rf "$DIR"' EXIT
+    KEEP=0
 else
     mkdir -p "$DIR"
     [ -z "$(ls -A "$DIR")" ] || die "--dir $DIR is not empty"
 fi
+cleanup() {
+    touch "$DIR/stop" 2>/dev/null || true
+    [ -z "$WRITER" ] || wait "$WRITER" 2>/dev/null || true
+    [ "$KEEP" -eq 1 ] || rm -rf "$DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 D=$DIR/data P=$DIR/data/reorg_db F=$DIR/data/l2_snapshots.dat S=$DIR/state.json
 STOP=$DIR/stop LOGS=$DIR/logs
 mkdir -p "$D" "$LOGS"
@@ -74,7 +94,7 @@ tool ailee_create_anchor --l2-state-file "$S" --snapshot-file "$F" --db-path "$P
 # The writer: one more anchor per run (a new timestamp), until $STOP exists.
 # Its runs and failures go to files the summary reads.
 writer() {
-    local i=1 fails=0
+    local i=1 fails=0 compactions=0
     while [ ! -e "$STOP" ]; do
         i=$((i + 1))
         if ! tool ailee_create_anchor --l2-state-file "$S" --timestamp-ms "$i" --db-path "$P" -q \
@@ -82,7 +102,14 @@ writer() {
             fails=$((fails + 1))
             cp "$LOGS/writer.err" "$LOGS/writer.fail.$fails"
         fi
-        echo "$((i - 1)) $fails" >"$LOGS/writer.count"
+        if [ "$COMPACT_EVERY" -gt 0 ] && [ $(((i - 1) % COMPACT_EVERY)) -eq 0 ]; then
+            compactions=$((compactions + 1))
+            if ! ldb --db="$P" --ignore_unknown_options compact >/dev/null 2>"$LOGS/writer.err"; then
+                fails=$((fails + 1))
+                cp "$LOGS/writer.err" "$LOGS/writer.fail.$fails"
+            fi
+        fi
+        echo "$((i - 1)) $fails $compactions" >"$LOGS/writer.count"
     done
 }
 writer &
@@ -131,13 +158,14 @@ for ((n = 0; n < RUNS; n++)); do
 done
 touch "$STOP"
 wait "$WRITER"
-read -r writes writer_fails <"$LOGS/writer.count"
+WRITER=
+read -r writes writer_fails compactions <"$LOGS/writer.count"
 final=0
 tool ailee_init_reorg_db --path "$P" --check >/dev/null 2>"$LOGS/final.err" || final=$?
 
 echo "seed                      $SEED"
 echo "reader runs               $runs (check $check_runs, l2_verify $verify_runs, monitor $monitor_runs)"
-echo "writer runs               $writes"
+echo "writer runs               $writes (and $compactions ldb compact)"
 echo "false alarms (must be 0)  $alarms"
 echo "writer failures (must be 0) $writer_fails"
 echo "final check exit (must be 0) $final"

@@ -895,3 +895,84 @@ impl crate::verify::AnchorSource for ReorgDb {
         crate::verify::Records(self).status(hash)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn damaged(dir: &Path) -> Result<()> {
+        Err(Error::DbCorrupt {
+            path: dir.to_path_buf(),
+            message: "IO error: No such file or directory: 000007.log".into(),
+        })
+    }
+
+    #[test]
+    fn damage_seen_twice_on_an_unchanged_directory_is_the_verdict() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("CURRENT"), "MANIFEST-000005\n").unwrap();
+        let n = Cell::new(0);
+        let r = on_a_stable_view(d.path(), || (n.set(n.get() + 1), damaged(d.path())).1, doubt_error);
+        assert!(matches!(r, Err(Error::DbCorrupt { .. })));
+        assert_eq!(n.get(), 2);
+    }
+
+    #[test]
+    fn a_failure_while_files_change_is_tried_again_and_a_success_is_taken() {
+        let d = tempfile::tempdir().unwrap();
+        let n = Cell::new(0);
+        // The first attempt races a writer that deletes a WAL; the second succeeds.
+        std::fs::write(d.path().join("000007.log"), "").unwrap();
+        let r = on_a_stable_view(
+            d.path(),
+            || {
+                n.set(n.get() + 1);
+                if n.get() == 1 {
+                    std::fs::remove_file(d.path().join("000007.log")).unwrap();
+                    return damaged(d.path());
+                }
+                Ok(())
+            },
+            doubt_error,
+        );
+        assert!(r.is_ok());
+        assert_eq!(n.get(), 2);
+    }
+
+    #[test]
+    fn damage_on_a_directory_that_never_holds_still_is_no_verdict_exit_1() {
+        let d = tempfile::tempdir().unwrap();
+        let n = Cell::new(0u32);
+        let r = on_a_stable_view(
+            d.path(),
+            || {
+                n.set(n.get() + 1);
+                std::fs::write(d.path().join(format!("{:06}.log", n.get())), "").unwrap();
+                damaged(d.path())
+            },
+            doubt_error,
+        );
+        assert_eq!(n.get(), STABLE_VIEW_ATTEMPTS);
+        let e = r.unwrap_err();
+        assert!(matches!(e, Error::Db { .. }), "{e}");
+        assert_eq!(e.exit_status(), ailee_core::ExitStatus::Operational);
+        assert!(e.to_string().contains("no verdict"), "{e}");
+    }
+
+    #[test]
+    fn a_growing_wal_or_an_info_log_does_not_unsettle_the_view() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("000007.log"), "a").unwrap();
+        let before = dir_view(d.path());
+        std::fs::write(d.path().join("000007.log"), "ab").unwrap();
+        std::fs::write(d.path().join("LOG"), "x").unwrap();
+        std::fs::write(d.path().join("LOG.old.1"), "x").unwrap();
+        assert_eq!(before, dir_view(d.path()));
+        std::fs::write(d.path().join("MANIFEST-000005"), "m").unwrap();
+        assert_ne!(before, dir_view(d.path()));
+        let with_manifest = dir_view(d.path());
+        std::fs::write(d.path().join("MANIFEST-000005"), "mm").unwrap();
+        assert_ne!(with_manifest, dir_view(d.path()));
+    }
+}
