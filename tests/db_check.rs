@@ -519,3 +519,115 @@ fn a_database_reached_through_a_symlink_checks() {
     let v = check(&link, 0);
     assert_eq!(v["blocks"]["count"], 3000);
 }
+
+/// Readers beside a writer (issue 25, "damaged means damaged"): a read-only
+/// view races a writer that renames or deletes WAL and MANIFEST files between
+/// RocksDB's listing and its read. What such a race shows is never reported as
+/// damage (exit 2) nor as an error at all: the database is healthy throughout.
+/// The bounded sample of `scripts/campaign_reader.sh`.
+mod beside_a_writer {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+
+    /// Read-only opens and checks in this process, as every reading tool does them.
+    const IN_PROCESS_READS: u64 = 3000;
+    /// Runs of the tool itself (`--check`, `--get-anchor`).
+    const TOOL_RUNS: u64 = 100;
+    /// Records the writer writes (and flushes) between its opens.
+    const WRITES_PER_OPEN: u64 = 8;
+
+    /// The `i`th record; its key is scattered (an odd multiplier is a
+    /// bijection), as the node's anchor hashes are.
+    fn anchor(i: u64) -> AnchorRecord {
+        AnchorRecord {
+            anchor_hash: format!("{:064x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            bitcoin_tx_id: String::new(),
+            bitcoin_height: 0,
+            confirmations: 0,
+            broadcast_time: 0,
+            retry_count: 0,
+            status: AnchorStatus::Pending,
+            l2_state_root: "e".repeat(64),
+        }
+    }
+
+    #[test]
+    fn readers_beside_a_writer_never_call_the_healthy_database_damaged() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("reorg_db");
+        ReorgDb::create(&db).unwrap();
+        let stop = AtomicBool::new(false);
+        let rounds = AtomicU64::new(0);
+        let mut alarms: Vec<String> = Vec::new();
+        std::thread::scope(|s| {
+            // The writer, as the node and `ailee_create_anchor --db-path` do
+            // it: open read-write (the WAL recovered and flushed, a new
+            // MANIFEST, the old one deleted), records each flushed (a new SST
+            // and WAL, the old WAL deleted, compactions deleting SSTs), close;
+            // again.
+            let writer = s.spawn(|| {
+                let mut i = 0;
+                while !stop.load(SeqCst) {
+                    let w = ReorgDb::open(&db, Mode::ReadWrite).unwrap();
+                    for _ in 0..WRITES_PER_OPEN {
+                        // Two records far apart: each flushed file overlaps
+                        // the others, so compactions merge and delete them.
+                        let mut b = Batch::default();
+                        b.put_anchor(&anchor(i));
+                        b.put_block(i, &anchor(i).anchor_hash);
+                        w.write(b).unwrap();
+                        w.flush().unwrap();
+                        i += 1;
+                        rounds.store(i, SeqCst);
+                    }
+                    drop(w);
+                }
+            });
+            // The readers start once the writer has written (a count, not a delay).
+            while rounds.load(SeqCst) == 0 {
+                assert!(!writer.is_finished(), "the writer stopped");
+                std::thread::yield_now();
+            }
+            for n in 0..IN_PROCESS_READS {
+                let r = ReorgDb::open(&db, Mode::ReadOnly).and_then(|r| r.check(0));
+                match r {
+                    Ok(r) if r.healthy() => {}
+                    Ok(r) => alarms.push(format!(
+                        "read {n}: not healthy: {:?} {:?}",
+                        r.errors, r.counter_mismatch
+                    )),
+                    Err(e) => alarms.push(format!("read {n}: exit {:?}: {e}", e.exit_status().code())),
+                }
+            }
+            for n in 0..TOOL_RUNS {
+                let mut c = cmd("ailee_init_reorg_db");
+                c.arg("--path").arg(&db);
+                if n % 2 == 0 {
+                    c.arg("--check");
+                } else {
+                    c.args(["--get-anchor", &anchor(0).anchor_hash]);
+                }
+                let o = c.output().unwrap();
+                if !o.status.success() {
+                    alarms.push(format!(
+                        "tool run {n}: exit {:?}: {}",
+                        o.status.code(),
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ));
+                }
+            }
+            stop.store(true, SeqCst);
+            writer.join().unwrap();
+        });
+        assert!(
+            alarms.is_empty(),
+            "{} false alarm(s) in {IN_PROCESS_READS} reads and {TOOL_RUNS} tool runs beside a writer:\n{}",
+            alarms.len(),
+            alarms.join("\n")
+        );
+        // The database was healthy throughout: it checks once the writer is gone.
+        let v = check(&db, 0);
+        assert_eq!(v["healthy"], true, "{v}");
+        assert_eq!(v["anchors"]["PENDING"], rounds.load(SeqCst), "{v}");
+    }
+}

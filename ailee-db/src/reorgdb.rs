@@ -41,7 +41,10 @@ fn descriptors() -> Vec<ColumnFamilyDescriptor> {
 /// operational. Two cases have no kind of their own: the lock (an `IOError`
 /// on `LOCK`), and a file the database names that is gone, which RocksDB
 /// reports as an `IOError` "No such file or directory" while the database's
-/// CURRENT is there — the database is damaged, not absent.
+/// CURRENT is there — the database is damaged, not absent. A read-only view
+/// can meet the same error because a writer renamed or deleted the file
+/// meanwhile: read-only verdicts are confirmed on a stable view first
+/// ([`on_a_stable_view`]).
 fn db_error(path: &Path, e: rocksdb::Error) -> Error {
     let m = e.to_string();
     if m.contains("lock") && (m.contains("Resource temporarily unavailable") || m.contains("LOCK")) {
@@ -197,6 +200,99 @@ pub fn lock_held(path: &Path) -> bool {
     std::fs::read_to_string("/proc/locks").is_ok_and(|l| l.lines().any(|line| line.split_whitespace().any(|f| f == id)))
 }
 
+/// What a writer changes in the database directory when it could make a
+/// read-only view fail: the entries' names (a new WAL, MANIFEST or SST; one
+/// deleted after a flush or compaction), `CURRENT`'s content and the size of
+/// every MANIFEST. Left out: the info logs (`LOG`, `LOG.old.*`, which
+/// read-only opens rotate too) and the WALs' sizes (a running node appends
+/// to its WAL all the time; an append never makes a read fail: RocksDB reads
+/// a log's unfinished last record as its end).
+#[derive(Debug, PartialEq, Eq)]
+struct DirView {
+    entries: Vec<(String, Option<u64>)>,
+    current: Option<Vec<u8>>,
+}
+
+fn dir_view(path: &Path) -> Option<DirView> {
+    let mut entries: Vec<(String, Option<u64>)> = std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == "LOG" || name.starts_with("LOG.old.") {
+                return None;
+            }
+            let size = name
+                .starts_with("MANIFEST-")
+                .then(|| e.metadata().ok().map(|m| m.len()))
+                .flatten();
+            Some((name, size))
+        })
+        .collect();
+    entries.sort();
+    Some(DirView {
+        entries,
+        current: std::fs::read(path.join("CURRENT")).ok(),
+    })
+}
+
+/// Read-only attempts before giving up on a view that keeps changing.
+const STABLE_VIEW_ATTEMPTS: u32 = 40;
+
+/// Runs a read-only `attempt` on the database at `path` until its outcome
+/// can be trusted. An outcome `doubt` names (a failure: an error, a damaged
+/// report) is returned only when two attempts in a row give the same one
+/// with the directory unchanged before, between and after them
+/// ([`DirView`]): a read-only view races a writer that renames or deletes
+/// files between RocksDB's listing and its read, and what such a race
+/// shows is not seen again on a stable view. A success is returned at once.
+/// When the directory changes under every attempt (a writer that never
+/// pauses), no verdict is given: an operational error, never "damaged".
+fn on_a_stable_view<T>(
+    path: &Path,
+    mut attempt: impl FnMut() -> Result<T>,
+    doubt: impl Fn(&Result<T>) -> Option<String>,
+) -> Result<T> {
+    let mut seen: Option<(Option<DirView>, String)> = None;
+    let mut last = String::new();
+    for n in 0..STABLE_VIEW_ATTEMPTS {
+        let before = dir_view(path);
+        let outcome = attempt();
+        let Some(what) = doubt(&outcome) else {
+            return outcome;
+        };
+        let after = dir_view(path);
+        if before == after {
+            if seen.as_ref().is_some_and(|(v, w)| *v == after && *w == what) {
+                return outcome;
+            }
+            seen = Some((after, what.clone()));
+        } else {
+            seen = None;
+        }
+        last = what;
+        crate::cancel::check()?;
+        // Give the writer time to finish what it was doing: 2 ms doubling to 64 ms.
+        std::thread::sleep(std::time::Duration::from_millis(2 << n.min(5)));
+    }
+    Err(Error::Db {
+        path: path.to_path_buf(),
+        message: format!(
+            "the database changed under each of {STABLE_VIEW_ATTEMPTS} read-only views (another process is \
+             writing it), so no verdict could be reached; try again. The last view said: {last}"
+        ),
+    })
+}
+
+/// Whether a failed read-only attempt could be a race with a writer (and so
+/// needs confirming): every failure but a signal, a usage error or the lock.
+fn doubt_error<T>(r: &Result<T>) -> Option<String> {
+    match r {
+        Err(Error::Interrupted | Error::Usage(_) | Error::Locked { .. }) | Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
 /// How to open an existing database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -273,8 +369,18 @@ impl ReorgDb {
         result
     }
 
-    /// Opens an existing database; never creates anything.
+    /// Opens an existing database; never creates anything. A read-only open
+    /// that fails is retried until the same failure is seen on a stable
+    /// view ([`on_a_stable_view`]): beside a writer it never reports damage
+    /// that a race made up.
     pub fn open(path: &Path, mode: Mode) -> Result<ReorgDb> {
+        match mode {
+            Mode::ReadWrite => Self::open_once(path, mode),
+            Mode::ReadOnly => on_a_stable_view(path, || Self::open_once(path, mode), doubt_error),
+        }
+    }
+
+    fn open_once(path: &Path, mode: Mode) -> Result<ReorgDb> {
         // A symlink to the database (e.g. /var/lib/ailee/reorg_db -> /data/…) is followed.
         let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         match describe(&real) {
@@ -607,7 +713,23 @@ impl ReorgDb {
 
     /// Decodes every record and summarises the database (read-only); every
     /// block is read with its checksum verified first ([`Self::verify_blocks`]).
+    /// On a read-only handle a failure (an error, a report that is not
+    /// healthy) is a verdict only once fresh read-only views give the same
+    /// one on a stable directory ([`on_a_stable_view`]): the view this
+    /// handle was opened on may have raced a writer.
     pub fn check(&self, recent: usize) -> Result<CheckReport> {
+        let first = self.check_once(recent);
+        if self.mode == Mode::ReadWrite || doubt_report(&first).is_none() {
+            return first;
+        }
+        on_a_stable_view(
+            &self.path,
+            || Self::open_once(&self.path, Mode::ReadOnly)?.check_once(recent),
+            doubt_report,
+        )
+    }
+
+    fn check_once(&self, recent: usize) -> Result<CheckReport> {
         self.verify_blocks()?;
         let mut r = CheckReport::default();
         self.audit_files(&mut r)?;
@@ -702,6 +824,19 @@ pub struct CheckReport {
     pub warnings: Vec<String>,
 }
 
+/// A check's outcome that needs confirming: a failure, or a report that is
+/// not healthy (what it found, as the key two views must agree on).
+fn doubt_report(r: &Result<CheckReport>) -> Option<String> {
+    match r {
+        Ok(r) if r.healthy() => None,
+        Ok(r) => {
+            let found: Vec<&str> = r.errors.iter().chain(&r.counter_mismatch).map(|s| s.as_str()).collect();
+            Some(format!("{} undecodable record(s); {}", r.undecodable, found.join("; ")))
+        }
+        Err(_) => doubt_error(r),
+    }
+}
+
 impl CheckReport {
     /// True when every record decoded and the counter agrees with the events.
     pub fn healthy(&self) -> bool {
@@ -762,5 +897,86 @@ impl crate::records::AnchorLookup for ReorgDb {
 impl crate::verify::AnchorSource for ReorgDb {
     fn status(&self, hash: &str) -> Result<crate::verify::LinkStatus> {
         crate::verify::Records(self).status(hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn damaged(dir: &Path) -> Result<()> {
+        Err(Error::DbCorrupt {
+            path: dir.to_path_buf(),
+            message: "IO error: No such file or directory: 000007.log".into(),
+        })
+    }
+
+    #[test]
+    fn damage_seen_twice_on_an_unchanged_directory_is_the_verdict() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("CURRENT"), "MANIFEST-000005\n").unwrap();
+        let n = Cell::new(0);
+        let r = on_a_stable_view(d.path(), || (n.set(n.get() + 1), damaged(d.path())).1, doubt_error);
+        assert!(matches!(r, Err(Error::DbCorrupt { .. })));
+        assert_eq!(n.get(), 2);
+    }
+
+    #[test]
+    fn a_failure_while_files_change_is_tried_again_and_a_success_is_taken() {
+        let d = tempfile::tempdir().unwrap();
+        let n = Cell::new(0);
+        // The first attempt races a writer that deletes a WAL; the second succeeds.
+        std::fs::write(d.path().join("000007.log"), "").unwrap();
+        let r = on_a_stable_view(
+            d.path(),
+            || {
+                n.set(n.get() + 1);
+                if n.get() == 1 {
+                    std::fs::remove_file(d.path().join("000007.log")).unwrap();
+                    return damaged(d.path());
+                }
+                Ok(())
+            },
+            doubt_error,
+        );
+        assert!(r.is_ok());
+        assert_eq!(n.get(), 2);
+    }
+
+    #[test]
+    fn damage_on_a_directory_that_never_holds_still_is_no_verdict_exit_1() {
+        let d = tempfile::tempdir().unwrap();
+        let n = Cell::new(0u32);
+        let r = on_a_stable_view(
+            d.path(),
+            || {
+                n.set(n.get() + 1);
+                std::fs::write(d.path().join(format!("{:06}.log", n.get())), "").unwrap();
+                damaged(d.path())
+            },
+            doubt_error,
+        );
+        assert_eq!(n.get(), STABLE_VIEW_ATTEMPTS);
+        let e = r.unwrap_err();
+        assert!(matches!(e, Error::Db { .. }), "{e}");
+        assert_eq!(e.exit_status(), ailee_core::ExitStatus::Operational);
+        assert!(e.to_string().contains("no verdict"), "{e}");
+    }
+
+    #[test]
+    fn a_growing_wal_or_an_info_log_does_not_unsettle_the_view() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("000007.log"), "a").unwrap();
+        let before = dir_view(d.path());
+        std::fs::write(d.path().join("000007.log"), "ab").unwrap();
+        std::fs::write(d.path().join("LOG"), "x").unwrap();
+        std::fs::write(d.path().join("LOG.old.1"), "x").unwrap();
+        assert_eq!(before, dir_view(d.path()));
+        std::fs::write(d.path().join("MANIFEST-000005"), "m").unwrap();
+        assert_ne!(before, dir_view(d.path()));
+        let with_manifest = dir_view(d.path());
+        std::fs::write(d.path().join("MANIFEST-000005"), "mm").unwrap();
+        assert_ne!(with_manifest, dir_view(d.path()));
     }
 }
