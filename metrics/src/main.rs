@@ -795,7 +795,7 @@ fn report_fork(
     let whose = whose_fork(node_knows_stale(rpc, &fork.stored_tip_hash));
     let anchor = match anchor_height {
         Some(h) if h >= fork.height => {
-            format!("; the newest anchor (height {h}) is above the fork: no longer on the node's best chain")
+            format!("; the newest anchor's recorded block (height {h}) is above the fork: no longer on the node's best chain")
         }
         _ => String::new(),
     };
