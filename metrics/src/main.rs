@@ -565,14 +565,10 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
 
     // Bitcoin.
     if let Some(cfg) = &rpc_cfg {
-        let rpc = ailee_core::rpc::Rpc::connect(cfg);
-        match rpc
-            .as_ref()
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.block_count().map_err(|e| e.to_string()))
-        {
-            Ok(tip) => {
-                let rpc = rpc.as_ref().expect("connected");
+        let connected = ailee_core::rpc::Rpc::connect(cfg).and_then(|r| Ok((r.block_count()?, r)));
+        match connected {
+            Ok((tip, rpc)) => {
+                let rpc = &rpc;
                 match db.as_ref().map(|db| fork_with(db, tip, |h| rpc.block_hash_at(h))) {
                     None => put("ailee_bitcoin_fork_depth_blocks", None),
                     Some(Ok(None)) => put("ailee_bitcoin_fork_depth_blocks", Some(0.0)),
