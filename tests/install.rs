@@ -241,7 +241,7 @@ printf '%s\n' "${{COMPREPLY[@]}}""#,
         assert!(s.contains("snapshot"), "{file}");
     }
     let examples = prefix.join("share/ailee-recovery/examples");
-    let cron = std::fs::read_to_string(examples.join("ailee.cron")).unwrap();
+    let cron = std::fs::read_to_string(examples.join("ailee-recovery")).unwrap();
     assert!(cron.contains(&format!("{}/bin", prefix.display())) && !cron.contains("/opt/ailee/bin"));
 }
 
@@ -282,7 +282,7 @@ fn the_debian_package_builds_passes_lintian_and_runs_extracted() {
         "./usr/lib/ailee-recovery/lib.sh",
         "./usr/share/man/man1/ailee_l2_verify.1.gz",
         "./usr/share/bash-completion/completions/ailee_l2_verify",
-        "./usr/share/ailee-recovery/examples/ailee.cron",
+        "./usr/share/ailee-recovery/examples/ailee-recovery",
         "./usr/share/doc/ailee-recovery/copyright",
     ] {
         assert!(listing.contains(f), "{f} not in the package:\n{listing}");
@@ -331,4 +331,68 @@ fn the_debian_package_builds_passes_lintian_and_runs_extracted() {
     )
     .assert()
     .code(0);
+}
+
+/// The cron example as shipped (and as installed, with the prefix's bin/)
+/// copied into a cron.d directory is read by cron: Debian's cron takes from
+/// /etc/cron.d only the names `run-parts --list` takes (no dot: a file named
+/// `ailee.cron` was skipped without a word). Every job line has the five
+/// time fields, a user and a command.
+#[test]
+fn the_cron_example_copied_into_cron_d_is_read_by_cron() {
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("prefix");
+    install(&prefix);
+    let mut crons = Vec::new();
+    for examples in [
+        root().join("scripts/examples"),
+        prefix.join("share/ailee-recovery/examples"),
+    ] {
+        // Every example that holds cron job lines.
+        for e in std::fs::read_dir(&examples).unwrap() {
+            let p = e.unwrap().path();
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            if p.is_file()
+                && text
+                    .lines()
+                    .any(|l| l.contains("ailee_monitor") && l.starts_with("*/5 "))
+            {
+                crons.push((p, text));
+            }
+        }
+    }
+    assert_eq!(
+        crons.len(),
+        2,
+        "one cron example in the tree and one installed: {crons:?}"
+    );
+    for (p, text) in &crons {
+        let cron_d = t
+            .path()
+            .join(format!("cron.d-{}", crons.iter().position(|c| &c.0 == p).unwrap()));
+        std::fs::create_dir(&cron_d).unwrap();
+        let name = p.file_name().unwrap();
+        std::fs::copy(p, cron_d.join(name)).unwrap();
+        let out = Command::new("run-parts")
+            .arg("--list")
+            .arg(&cron_d)
+            .output()
+            .expect("run-parts (debianutils)");
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{}\n", cron_d.join(name).display()),
+            "cron would skip {}",
+            p.display()
+        );
+        let jobs: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#') && !l.contains('='))
+            .collect();
+        assert_eq!(jobs.len(), 2, "{text}");
+        for j in jobs {
+            let f: Vec<&str> = j.split_whitespace().collect();
+            assert!(f.len() > 6 && f[5] == "ailee" && f[6].starts_with("ailee_"), "{j}");
+        }
+    }
 }

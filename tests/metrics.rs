@@ -1041,3 +1041,374 @@ fn drill_rejects_a_metrics_dir_that_is_a_file_before_doing_anything() {
     .code(1)
     .stderr(contains("not a directory"));
 }
+
+// ---------------------------------------------------------------------------
+// A monitor that never goes blind (issue 25): the checks run and print first,
+// the exit status is the worse of the checks and the metrics write, and a
+// file that cannot be replaced is rewritten in place (or withdrawn) rather
+// than left saying "verified 1".
+
+/// `bash -euo pipefail` on `script` in a private mount namespace (`unshare
+/// -rm`: a read-only bind mount or a small tmpfs that vanishes with it), the
+/// monitor's binary directory on PATH.
+fn in_mount_namespace(script: &str) -> assert_cmd::Command {
+    let mut c = bash(r#"exec unshare -rm bash -euo pipefail -c "$INNER""#);
+    c.env("INNER", script);
+    c
+}
+
+/// A data directory whose newest snapshot verifies and one whose newest does
+/// not, a textfile directory holding a recent backup, and a monitor run on the
+/// good one that wrote "verified 1".
+fn good_bad_and_metrics() -> (tempfile::TempDir, tempfile::TempDir, tempfile::TempDir) {
+    let (good, bad) = (data_dir(), data_dir());
+    corrupt_newest(&bad.path().join("l2_snapshots.dat"));
+    let m = tempfile::tempdir().unwrap();
+    backed_up(m.path(), 60);
+    monitor(good.path(), m.path()).assert().code(0);
+    assert_eq!(
+        read_samples(&m.path().join("ailee_monitor.prom"))["ailee_snapshot_newest_verified"],
+        1.0
+    );
+    (good, bad, m)
+}
+
+#[test]
+fn read_only_metrics_dir_still_prints_the_failing_check_and_exits_2() {
+    let (good, bad, m) = good_bad_and_metrics();
+    let run = |data: &Path| {
+        in_mount_namespace(&format!(
+            "mount --bind -o ro {m} {m}; ailee_metrics monitor --data-dir {d} --metrics-dir {m}",
+            m = m.path().display(),
+            d = data.display()
+        ))
+        .assert()
+    };
+    // Before the fix: exit 1, and only the lock file's error on stderr.
+    let out = run(bad.path())
+        .code(2)
+        .stdout(contains("Warning: the newest snapshot does not verify"))
+        .stderr(contains("error: cannot write the metrics file"))
+        .stderr(contains("Read-only file system"))
+        .stderr(contains("AileeMonitorNotRunning"));
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("cannot be changed either"), "{stderr}");
+    // Healthy checks, unwritable metrics: exit 1 on the write alone, the checks said OK.
+    run(good.path())
+        .code(1)
+        .stdout(contains("OK: "))
+        .stderr(contains("error: cannot write the metrics file"));
+    // -q: nothing on stdout when the checks are fine, the write error still on stderr.
+    in_mount_namespace(&format!(
+        "mount --bind -o ro {m} {m}; ailee_metrics monitor -q --data-dir {d} --metrics-dir {m}",
+        m = m.path().display(),
+        d = good.path().display()
+    ))
+    .assert()
+    .code(1)
+    .stdout("")
+    .stderr(contains("error: cannot write the metrics file"));
+}
+
+#[test]
+fn full_disk_exits_2_and_the_file_is_rewritten_with_verified_0() {
+    let (good, bad, m) = good_bad_and_metrics();
+    let full = tempfile::tempdir().unwrap();
+    // In the namespace: a 128 KiB tmpfs as the textfile directory, a healthy
+    // run on it (verified 1), the disk filled, then the failing snapshot.
+    let out = in_mount_namespace(&format!(
+        r#"mount -t tmpfs -o size=128k tmpfs {t}
+cp {m}/ailee_backup.prom {t}/
+ailee_metrics monitor --data-dir {good} --metrics-dir {t}
+grep -x 'ailee_snapshot_newest_verified 1' {t}/ailee_monitor.prom
+cat /dev/zero > {t}/fill 2>/dev/null || true
+rc=0; ailee_metrics monitor --data-dir {bad} --metrics-dir {t} || rc=$?
+echo "exit $rc"
+cat {t}/ailee_monitor.prom"#,
+        t = full.path().display(),
+        m = m.path().display(),
+        good = good.path().display(),
+        bad = bad.path().display()
+    ))
+    .assert()
+    .code(0)
+    .stderr(contains("No space left on device"))
+    .stderr(contains("rewrote it in place"));
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    // Before the fix: the warning printed, but exit 1 and verified 1 kept.
+    let (checks, file) = stdout.split_once("exit ").unwrap();
+    assert!(
+        checks.contains("Warning: the newest snapshot does not verify"),
+        "{stdout}"
+    );
+    assert!(file.starts_with("2\n"), "{stdout}");
+    let s = samples(file);
+    assert_eq!(s["ailee_snapshot_newest_verified"], 0.0, "{stdout}");
+    assert_eq!(s["ailee_monitor_warnings"], 1.0, "{stdout}");
+}
+
+/// Undoes `chattr +i` when the test ends, however it ends.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(p: &Path) -> Immutable {
+        let s = Command::new("chattr")
+            .arg("+i")
+            .arg(p)
+            .status()
+            .expect("chattr (e2fsprogs)");
+        assert!(s.success(), "chattr +i {}", p.display());
+        Immutable(p.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_directory_where_no_file_can_be_created_gets_the_file_rewritten_in_place() {
+    // An immutable directory stops root too: no temporary file, no rename,
+    // but the existing file's contents can be rewritten.
+    let (_good, bad, m) = good_bad_and_metrics();
+    let _i = Immutable::set(m.path());
+    monitor(bad.path(), m.path())
+        .assert()
+        .code(2)
+        .stdout(contains("Warning: the newest snapshot does not verify"))
+        .stderr(contains("Operation not permitted"))
+        .stderr(contains("rewrote it in place"));
+    let f = m.path().join("ailee_monitor.prom");
+    check_metrics(&f);
+    assert_eq!(read_samples(&f)["ailee_snapshot_newest_verified"], 0.0);
+}
+
+#[test]
+fn a_directory_in_place_of_the_metrics_file_does_not_hide_the_checks() {
+    let (_good, bad, m) = good_bad_and_metrics();
+    let f = m.path().join("ailee_monitor.prom");
+    std::fs::remove_file(&f).unwrap();
+    std::fs::create_dir(&f).unwrap();
+    // Before the fix: exit 1 "not a regular file" and no check at all.
+    monitor(bad.path(), m.path())
+        .assert()
+        .code(2)
+        .stdout(contains("Warning: the newest snapshot does not verify"))
+        .stderr(contains("not a regular file"))
+        .stderr(contains("error: cannot write the metrics file"));
+}
+
+#[test]
+fn a_symlinked_reorg_db_is_followed_for_its_size() {
+    let d = data_dir();
+    let m = tempfile::tempdir().unwrap();
+    backed_up(m.path(), 60);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let moved = elsewhere.path().join("reorg_db");
+    std::fs::rename(d.path().join("reorg_db"), &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, d.path().join("reorg_db")).unwrap();
+    monitor(d.path(), m.path()).assert().code(0).stdout(contains("OK: "));
+    let s = read_samples(&m.path().join("ailee_monitor.prom"));
+    // Before the fix: 0 (the symlink's own size).
+    let du = Command::new("du").args(["-s", "-B1"]).arg(&moved).output().unwrap();
+    let du: f64 = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(s["ailee_reorg_db_size_bytes"], du);
+    assert!(du > 0.0);
+}
+
+// ---------------------------------------------------------------------------
+// Every refusal is seen (issue 25): a real 120-block reorg under a CONFIRMED
+// anchor, deeper than --max-reorg-depth 100.
+
+/// The resync refuses it (exit 1) and says so in its metrics; the monitor
+/// with --bitcoin-rpc warns about the fork and its depth (it said "OK"
+/// before), tells a real reorg from the wrong node; ailee_get_snapshot_block
+/// --bitcoin-rpc does not print the orphaned height.
+#[test]
+fn a_120_block_reorg_under_a_confirmed_anchor_is_seen_everywhere() {
+    let node = Node::start();
+    node.generate(101);
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let db = data.join("reorg_db");
+    let m = d.path().join("textfile");
+    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    backed_up(&m, 60);
+    let rpc = rpc_args(&node);
+    let resync = |start: u64| {
+        let mut c = cmd("ailee_resync_blocks");
+        c.args(["--start-height", &start.to_string(), "--db-path"])
+            .arg(&db)
+            .args(&rpc)
+            .arg("--metrics-dir")
+            .arg(&m);
+        c
+    };
+    resync(0).assert().code(0);
+    let file = data.join("l2_snapshots.dat");
+    cmd("ailee_create_anchor")
+        .args(["--l2-state-file", "-", "--broadcast", "--snapshot-file"])
+        .arg(&file)
+        .arg("--db-path")
+        .arg(&db)
+        .args(&rpc)
+        .write_stdin(r#"{"ledger": {"balances": [{"peerId": "p1", "balance": 5}]}}"#)
+        .assert()
+        .code(0);
+    node.generate(1);
+    let mined_at = node.count();
+    // The fork lies one block under the anchor; 120 stored blocks above it.
+    let fork = mined_at - 1;
+    node.generate(fork + 119 - mined_at);
+    resync(fork - 10).assert().code(0);
+    // (The anchor is over 100 blocks behind the tip: not what this is about.)
+    let mon = |args: &[String]| {
+        let mut c = monitor(&data, &m);
+        c.args(["--max-divergence", "1000"]).args(args);
+        c
+    };
+    mon(&rpc).assert().code(0).stdout(contains("OK: "));
+    assert_eq!(
+        read_samples(&m.join("ailee_monitor.prom"))["ailee_bitcoin_fork_depth_blocks"],
+        0.0
+    );
+    let snapshot_block = |extra: &[String]| {
+        let mut c = bash(&format!(
+            "{} {} \"$@\"",
+            root().join("scripts/ailee_get_snapshot_block").display(),
+            file.display()
+        ));
+        c.arg("ailee_get_snapshot_block").args(extra);
+        c
+    };
+    snapshot_block(&rpc).assert().code(0).stdout(format!("{mined_at}\n"));
+
+    // The reorg: the old branch from `fork` replaced by a longer one.
+    node.cli(&["invalidateblock", &node.hash(fork)]);
+    node.generate(121);
+    assert_eq!(node.count(), fork + 120);
+
+    // Resync refuses (deeper than --max-reorg-depth 100), nothing written; the metric says so.
+    resync(fork + 100).assert().code(1).stderr(contains("Refused"));
+    let r = m.join("ailee_resync.prom");
+    check_metrics(&r);
+    let s = read_samples(&r);
+    assert_eq!(s["ailee_resync_refused"], 1.0);
+    assert_eq!(s["ailee_resync_last_exit_code"], 1.0);
+    assert!(!s.contains_key("ailee_resync_behind_since_timestamp_seconds"));
+
+    // The monitor: a warning naming the fork, its depth, a real reorg, the anchor above it.
+    let out = mon(&rpc).assert().code(1);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    for want in [
+        format!(
+            "forks from reorg_db at height {fork}: 120 stored block(s) up to {}",
+            fork + 119
+        ),
+        "the node knows reorg_db's tip block as a stale branch: a real reorg".to_string(),
+        format!("the newest anchor's recorded block (height {mined_at}) is above the fork"),
+        "deeper than --max-reorg-depth 100: ailee_resync_blocks refuses it".to_string(),
+    ] {
+        assert!(stdout.contains(&want), "{want:?} not in {stdout}");
+    }
+    let f = m.join("ailee_monitor.prom");
+    check_metrics(&f);
+    assert_eq!(read_samples(&f)["ailee_bitcoin_fork_depth_blocks"], 120.0);
+
+    // ailee_get_snapshot_block: without the node it can only tell the record;
+    // asking the node, the orphaned height is refused.
+    snapshot_block(&[]).assert().code(0).stdout(format!("{mined_at}\n"));
+    snapshot_block(&rpc)
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(contains(format!(
+            "mined at height {mined_at}, which the node's best chain no longer holds (reorg_db forks from it at height {fork})"
+        )));
+
+    // Telling a deep reorg from the wrong node: another regtest node with as
+    // many blocks has never seen reorg_db's blocks.
+    let fork_json = |n: &Node| {
+        let o = cmd("ailee_metrics")
+            .args(["fork", "--json", "--db-path"])
+            .arg(&db)
+            .args(rpc_args(n))
+            .assert()
+            .code(1);
+        serde_json::from_slice::<serde_json::Value>(&o.get_output().stdout).unwrap()
+    };
+    let v = fork_json(&node);
+    assert_eq!(
+        (v["fork_height"].as_u64(), v["depth"].as_u64()),
+        (Some(fork), Some(120)),
+        "{v}"
+    );
+    assert_eq!(v["node_knows_stored_tip"], true, "{v}");
+    let other = Node::start();
+    other.generate(fork + 120);
+    let v = fork_json(&other);
+    assert_eq!(v["fork_height"].as_u64(), Some(1), "{v}");
+    assert_eq!(v["node_knows_stored_tip"], false, "{v}");
+    mon(&rpc_args(&other))
+        .assert()
+        .code(1)
+        .stdout(contains("the node has never seen reorg_db's tip block: the wrong node"));
+}
+
+/// A node behind: every run since the first that found it behind keeps that
+/// time; a run that is not behind removes it.
+#[test]
+fn a_node_behind_is_reported_since_the_first_run_that_saw_it() {
+    let node = Node::start();
+    node.generate(20);
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("reorg_db");
+    let m = d.path().join("textfile");
+    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    let resync = || {
+        let mut c = cmd("ailee_resync_blocks");
+        c.args(["--start-height", "0", "--db-path"])
+            .arg(&db)
+            .args(rpc_args(&node))
+            .arg("--metrics-dir")
+            .arg(&m);
+        c
+    };
+    resync().assert().code(0);
+    // The node rolls back 5 blocks (same hashes below): behind, not a reorg.
+    let h16 = node.hash(16);
+    node.cli(&["invalidateblock", &h16]);
+    resync().assert().code(1).stderr(contains("node is behind"));
+    let since = read_samples(&m.join("ailee_resync.prom"))["ailee_resync_behind_since_timestamp_seconds"];
+    assert!(since > 1.7e9);
+    assert_eq!(read_samples(&m.join("ailee_resync.prom"))["ailee_resync_refused"], 0.0);
+    // Rewrite the first time back an hour, as if the node had been behind since.
+    write(
+        &m,
+        "ailee_resync",
+        &[
+            "--set",
+            &format!("ailee_resync_behind_since_timestamp_seconds={}", since - 3600.0),
+        ],
+    )
+    .assert()
+    .code(0);
+    resync().assert().code(1);
+    let r = m.join("ailee_resync.prom");
+    check_metrics(&r);
+    assert_eq!(
+        read_samples(&r)["ailee_resync_behind_since_timestamp_seconds"],
+        since - 3600.0
+    );
+    node.cli(&["reconsiderblock", &h16]);
+    resync().assert().code(0);
+    assert!(!read_samples(&r).contains_key("ailee_resync_behind_since_timestamp_seconds"));
+}

@@ -16,6 +16,12 @@
 //!   last success. Read-modify-write holds an `flock` on
 //!   `DIR/.<writer>.prom.lock`, so two runs of one writer never lose an
 //!   increment.
+//! - A writer whose file cannot be replaced (a read-only or full directory,
+//!   no permission, a directory in its place) never leaves the previous
+//!   file looking current where it can help it
+//!   ([`MetricsFile::commit_or_withdraw`]): the file is rewritten in place,
+//!   else emptied, else removed; only when none of that is possible does
+//!   the previous file stay, and the caller says so.
 //! - Output is the text exposition format: `# HELP` and `# TYPE` per family,
 //!   label values escaped (`\\`, `\"`, `\n`), no sample timestamps (the
 //!   collector refuses them), files readable by the collector's user (0644).
@@ -120,6 +126,7 @@ pub const CATALOG: &[Def] = &[
     g(MONITOR, "ailee_bitcoin_tip_height", &[], "Block count of the Bitcoin node."),
     g(MONITOR, "ailee_anchor_newest_height", &[], "Bitcoin height of the newest mined anchor."),
     g(MONITOR, "ailee_anchor_divergence_blocks", &[], "Blocks between the Bitcoin node's tip and the newest mined anchor."),
+    g(MONITOR, "ailee_bitcoin_fork_depth_blocks", &[], "Stored blocks of reorg_db the Bitcoin node's best chain does not hold (stored tip - fork height + 1; 0 when the stored tip is on it)."),
     // ailee_resync
     g(RESYNC, "ailee_resync_last_run_timestamp_seconds", &[], "Unix time the last ailee_resync_blocks run finished."),
     g(RESYNC, "ailee_resync_last_exit_code", &[], "Exit code of the last run (0 ok, 1 operational, 2 integrity, 3 deep reorg)."),
@@ -127,6 +134,8 @@ pub const CATALOG: &[Def] = &[
     g(RESYNC, "ailee_resync_last_reorg_height", &[], "Fork height of the last reorg ailee_resync_blocks found."),
     g(RESYNC, "ailee_resync_last_reorg_depth_blocks", &[], "Depth of the last reorg ailee_resync_blocks found."),
     g(RESYNC, "ailee_resync_last_reorg_timestamp_seconds", &[], "Unix time ailee_resync_blocks last found a reorg."),
+    g(RESYNC, "ailee_resync_refused", &[], "1 if the last run refused the node's chain (another genesis, or a fork deeper than --max-reorg-depth: a deep reorg or the wrong node), else 0."),
+    g(RESYNC, "ailee_resync_behind_since_timestamp_seconds", &[], "Unix time since which every run found the node behind the stored blocks (absent once a run is not)."),
     // ailee_drill
     g(DRILL, "ailee_drill_last_run_timestamp_seconds", &[], "Unix time the last recovery drill finished."),
     g(DRILL, "ailee_drill_recovery_seconds", &["mode"], "Measured recovery time of the last drill of each mode."),
@@ -202,7 +211,32 @@ pub struct MetricsFile {
     samples: BTreeMap<&'static str, BTreeMap<Labels, f64>>,
     /// Lines of the previous file that could not be read back (ignored).
     pub unreadable: Vec<String>,
-    _lock: std::fs::File,
+    /// `None` for a file read without its lock ([`MetricsFile::open_unlocked`]).
+    _lock: Option<std::fs::File>,
+}
+
+/// What became of a metrics file that could not be replaced atomically.
+#[derive(Debug)]
+pub enum Withdrawn {
+    /// The previous file was rewritten in place with this run's samples
+    /// (not atomically: a scrape at that moment may see part of it).
+    Rewritten,
+    /// The previous file was emptied: node_exporter serves none of its samples.
+    Emptied,
+    /// The previous file was removed: node_exporter serves none of its samples.
+    Removed,
+    /// There was no previous file.
+    Absent,
+    /// The previous file could be neither rewritten, emptied nor removed: it
+    /// still holds what an earlier run saw (the error says why).
+    Stale(Error),
+}
+
+/// A commit that failed: the error, and what was done about the previous file.
+#[derive(Debug)]
+pub struct WriteFailure {
+    pub error: Error,
+    pub previous: Withdrawn,
 }
 
 impl MetricsFile {
@@ -233,36 +267,60 @@ impl MetricsFile {
         .ok_or_else(|| Error::io(&lock_path, std::io::ErrorKind::NotFound.into()))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| Error::io(&lock_path, e.into()))?;
-        let mut m = MetricsFile {
+        let mut m = MetricsFile::empty(dir, writer, Some(lock));
+        if let Some(bytes) = read_regular(&m.path())? {
+            m.read_back(&bytes);
+        }
+        Ok(m)
+    }
+
+    /// For a writer that must report even when [`MetricsFile::open`] fails
+    /// (the monitor: a directory it cannot lock is no reason to hide what it
+    /// found): the previous file's samples as far as they can be read, and
+    /// no lock. Only for writers whose samples are set, not accumulated: two
+    /// runs without the lock can lose each other's increments.
+    pub fn open_unlocked(dir: &Path, writer: &str) -> Result<MetricsFile> {
+        if !valid_writer(writer) {
+            return Err(Error::Usage(format!(
+                "metrics writer name {writer:?} must be letters, digits, '_' or '-'"
+            )));
+        }
+        let mut m = MetricsFile::empty(dir, writer, None);
+        if let Ok(Some(bytes)) = read_regular(&m.path()) {
+            m.read_back(&bytes);
+        }
+        Ok(m)
+    }
+
+    fn empty(dir: &Path, writer: &str, lock: Option<std::fs::File>) -> MetricsFile {
+        MetricsFile {
             dir: dir.to_path_buf(),
             writer: writer.to_string(),
             samples: BTreeMap::new(),
             unreadable: Vec::new(),
             _lock: lock,
-        };
-        let path = m.path();
-        if let Some(bytes) = read_regular(&path)? {
-            {
-                let text = String::from_utf8_lossy(&bytes);
-                for line in text.lines() {
-                    let t = line.trim();
-                    if t.is_empty() || t.starts_with('#') {
-                        continue;
-                    }
-                    let known = parse_sample(t).and_then(|(name, labels, value)| {
-                        let d = def(&name).filter(|d| d.writer == writer)?;
-                        Some((d, label_values(d, &labels)?, value))
-                    });
-                    match known {
-                        Some((d, vals, value)) => {
-                            m.samples.entry(d.name).or_default().insert(vals, value);
-                        }
-                        None => m.unreadable.push(line.to_string()),
-                    }
+        }
+    }
+
+    /// Takes the samples of declared metrics of this writer from a previous file.
+    fn read_back(&mut self, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        for line in text.lines() {
+            let t = line.trim();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let known = parse_sample(t).and_then(|(name, labels, value)| {
+                let d = def(&name).filter(|d| d.writer == self.writer)?;
+                Some((d, label_values(d, &labels)?, value))
+            });
+            match known {
+                Some((d, vals, value)) => {
+                    self.samples.entry(d.name).or_default().insert(vals, value);
                 }
+                None => self.unreadable.push(line.to_string()),
             }
         }
-        Ok(m)
     }
 
     /// `DIR/<writer>.prom`.
@@ -367,6 +425,11 @@ impl MetricsFile {
 
     /// Atomically replaces `DIR/<writer>.prom` (mode 0644) and releases the lock.
     pub fn commit(self) -> Result<PathBuf> {
+        self.replace()?;
+        Ok(self.path())
+    }
+
+    fn replace(&self) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let path = self.path();
         reap_stale_temps(&self.dir, &self.writer);
@@ -375,8 +438,66 @@ impl MetricsFile {
             .set_permissions(std::fs::Permissions::from_mode(0o644))
             .map_err(|e| Error::io(&path, e))?;
         p.write_all(self.render().as_bytes())?;
-        p.commit()?;
-        Ok(path)
+        p.commit()
+    }
+
+    /// [`MetricsFile::commit`], and when the file cannot be replaced (a
+    /// read-only or full directory, no permission to create a file in it, a
+    /// directory in the file's place), never the previous file served as if
+    /// it were this run's: it is rewritten in place with this run's samples
+    /// (a full disk has room for them once the old bytes are truncated), else
+    /// emptied, else removed. The failure says which, or that the previous
+    /// file could not be touched at all ([`Withdrawn::Stale`]).
+    pub fn commit_or_withdraw(self) -> std::result::Result<PathBuf, WriteFailure> {
+        match self.replace() {
+            Ok(()) => Ok(self.path()),
+            Err(error) => Err(WriteFailure {
+                error,
+                previous: withdraw(&self.path(), self.render().as_bytes()),
+            }),
+        }
+    }
+}
+
+/// The previous file at `path` made to stop saying what an earlier run saw:
+/// rewritten with `text`, else emptied, else removed (see
+/// [`MetricsFile::commit_or_withdraw`]). Never follows a symlink, never
+/// touches anything but a regular file.
+fn withdraw(path: &Path, text: &[u8]) -> Withdrawn {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let md = match std::fs::symlink_metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Withdrawn::Absent,
+        Err(e) => return Withdrawn::Stale(Error::io(path, e)),
+    };
+    if !md.is_file() {
+        return Withdrawn::Stale(Error::Usage(format!("{}: not a regular file", path.display())));
+    }
+    let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW;
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path);
+    let why = match opened {
+        Ok(mut f) if f.metadata().is_ok_and(|m| m.is_file()) => {
+            let rewritten = f.set_len(0).and_then(|_| f.write_all(text)).and_then(|_| f.sync_all());
+            match rewritten {
+                Ok(()) => return Withdrawn::Rewritten,
+                // A prefix of this run's samples could end in a cut number.
+                Err(e) => match f.set_len(0).and_then(|_| f.sync_all()) {
+                    Ok(()) => return Withdrawn::Emptied,
+                    Err(_) => Error::io(path, e),
+                },
+            }
+        }
+        Ok(_) => Error::Usage(format!("{}: not a regular file", path.display())),
+        Err(e) => Error::io(path, e),
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => Withdrawn::Removed,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Withdrawn::Removed,
+        Err(_) => Withdrawn::Stale(why),
     }
 }
 
@@ -634,6 +755,38 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, [".ailee_restore.prom.lock", "ailee_restore.prom"]);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_replaced_is_rewritten_in_place_or_reported_stale() {
+        let d = dir();
+        let path = d.path().join("ailee_monitor.prom");
+        assert!(matches!(withdraw(&path, b"x 1\n"), Withdrawn::Absent));
+        std::fs::write(&path, "ailee_snapshot_newest_verified 1\n").unwrap();
+        assert!(matches!(
+            withdraw(&path, b"ailee_snapshot_newest_verified 0\n"),
+            Withdrawn::Rewritten
+        ));
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "ailee_snapshot_newest_verified 0\n"
+        );
+        // A symlink is never followed, a directory never removed.
+        let target = d.path().join("elsewhere");
+        std::fs::write(&target, "keep").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        assert!(matches!(withdraw(&path, b"x 1\n"), Withdrawn::Stale(_)));
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(matches!(withdraw(&path, b"x 1\n"), Withdrawn::Stale(_)));
+        assert!(path.is_dir());
+        // commit_or_withdraw: a directory in the file's place is a failure that says so.
+        let mut m = MetricsFile::open_unlocked(d.path(), MONITOR).unwrap();
+        m.set("ailee_snapshot_newest_verified", &[], 0.0).unwrap();
+        let f = m.commit_or_withdraw().unwrap_err();
+        assert!(matches!(f.previous, Withdrawn::Stale(_)), "{f:?}");
     }
 
     #[test]

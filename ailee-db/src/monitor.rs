@@ -339,8 +339,87 @@ pub fn db_status(db: &ReorgDb) -> Result<DbStatus> {
     Ok(st)
 }
 
-/// Disk usage of a file or directory tree, as `du` counts it (allocated blocks).
+/// Where reorg_db's stored chain leaves the Bitcoin node's best chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fork {
+    /// The lowest stored height whose hash the node's best chain does not hold.
+    pub height: u64,
+    /// Stored blocks the node's chain does not hold: stored tip − fork + 1
+    /// (as `ailee_resync_blocks` counts a reorg's depth).
+    pub depth: u64,
+    pub stored_tip: u64,
+    /// The stored hash at the stored tip.
+    pub stored_tip_hash: String,
+}
+
+/// Compares the stored block hashes with the node's best chain, whose tip is
+/// `node_tip` and whose hash at a height `node_hash` gives (`None` above its
+/// tip). `None`: the stored chain is on the node's (up to the node's tip when
+/// the node is behind), or nothing is stored. A stored hash the node's chain
+/// holds means every stored hash below it is held too, so the fork is found
+/// by an exponential then a binary search from the top: a few dozen lookups
+/// whatever the depth, over the stored heights only (gaps are skipped).
+pub fn fork_with(
+    db: &ReorgDb,
+    node_tip: u64,
+    mut node_hash: impl FnMut(u64) -> Result<Option<String>>,
+) -> Result<Option<Fork>> {
+    let Some(stored_tip) = db.tip()? else {
+        return Ok(None);
+    };
+    let Some(stored_tip_hash) = db.block_hash(stored_tip)? else {
+        return Ok(None);
+    };
+    // Does the node hold the highest stored block at or below `h`? `None`:
+    // nothing is stored at or below `h`.
+    let mut held = |h: u64| -> Result<Option<(u64, bool)>> {
+        crate::cancel::check()?;
+        match db.block_at_or_below(h)? {
+            None => Ok(None),
+            Some((sh, hash)) => Ok(Some((sh, node_hash(sh)?.is_some_and(|n| n == hash)))),
+        }
+    };
+    let mut bad = match held(stored_tip.min(node_tip))? {
+        None | Some((_, true)) => return Ok(None),
+        Some((h, false)) => h,
+    };
+    // Every stored height at or below `lo` is held (-1: none known to be).
+    let mut lo: i128 = -1;
+    let mut step = 1u64;
+    while bad > 0 {
+        let probe = bad.saturating_sub(step);
+        match held(probe)? {
+            None | Some((_, true)) => {
+                lo = probe as i128;
+                break;
+            }
+            Some((h, false)) => bad = h,
+        }
+        if probe == 0 {
+            break;
+        }
+        step = step.saturating_mul(2);
+    }
+    while (bad as i128) - lo > 1 {
+        let mid = (lo + (bad as i128 - lo) / 2) as u64;
+        match held(mid)? {
+            Some((h, false)) if (h as i128) > lo => bad = h,
+            _ => lo = mid as i128,
+        }
+    }
+    Ok(Some(Fork {
+        height: bad,
+        depth: stored_tip - bad + 1,
+        stored_tip,
+        stored_tip_hash,
+    }))
+}
+
+/// Disk usage of a file or directory tree, as `du` counts it (allocated
+/// blocks). A symlink given as `path` (a `reorg_db` moved to another disk
+/// and linked back) is followed; links inside the tree are not.
 pub fn disk_usage(path: &Path) -> Result<u64> {
+    let path = &std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
     fn walk(p: &Path) -> std::io::Result<u64> {
         use std::os::unix::fs::MetadataExt;
         let md = std::fs::symlink_metadata(p)?;
@@ -440,6 +519,68 @@ mod tests {
             assert_eq!(s.newest.unwrap().offset, 0, "boundary {boundary}");
             assert_eq!(s.torn_tail.map(|t| t.0), Some(b), "boundary {boundary}");
         }
+    }
+
+    #[test]
+    fn fork_is_found_at_every_depth_with_gaps_in_the_stored_heights() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("db");
+        ReorgDb::create(&p).unwrap();
+        let db = ReorgDb::open(&p, Mode::ReadWrite).unwrap();
+        let mut b = Batch::default();
+        // Stored: 10..=200 except 50..60 (a gap).
+        let stored: Vec<u64> = (10..=200).filter(|h| !(50..60).contains(h)).collect();
+        for h in &stored {
+            b.put_block(*h, &format!("{h:064x}"));
+        }
+        db.write(b).unwrap();
+        let node = |fork: u64, tip: u64| {
+            move |h: u64| -> Result<Option<String>> {
+                Ok((h <= tip).then(|| {
+                    if h >= fork {
+                        format!("{:064x}", h + 1_000_000)
+                    } else {
+                        format!("{h:064x}")
+                    }
+                }))
+            }
+        };
+        assert_eq!(fork_with(&db, 200, node(u64::MAX, 200)).unwrap(), None);
+        // A node behind, holding the stored hashes up to its tip.
+        assert_eq!(fork_with(&db, 150, node(u64::MAX, 150)).unwrap(), None);
+        for fork in [200, 199, 150, 81, 60, 55, 50, 49, 11, 10, 3, 0] {
+            let lookups = std::cell::Cell::new(0);
+            let n = node(fork, 300);
+            let f = fork_with(&db, 300, |h| {
+                lookups.set(lookups.get() + 1);
+                n(h)
+            })
+            .unwrap()
+            .unwrap();
+            // The fork is the lowest stored height at or above the node's fork.
+            let want = *stored.iter().find(|h| **h >= fork).unwrap();
+            assert_eq!(
+                (f.height, f.depth, f.stored_tip),
+                (want, 200 - want + 1, 200),
+                "fork {fork}"
+            );
+            assert!(lookups.get() <= 20, "fork {fork}: {} lookups", lookups.get());
+        }
+        // The node behind and forked below its tip.
+        let f = fork_with(&db, 120, node(100, 120)).unwrap().unwrap();
+        assert_eq!((f.height, f.depth), (100, 101));
+    }
+
+    #[test]
+    fn disk_usage_follows_a_symlinked_root() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("f"), vec![1u8; 100_000]).unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(disk_usage(&link).unwrap(), disk_usage(&real).unwrap());
+        assert!(disk_usage(&link).unwrap() >= 100_000);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use ailee_cli::{out, RpcArgs, EXIT_CODES_HELP};
 use ailee_core::metrics::{self, MetricsFile, MONITOR};
 use ailee_core::records::AnchorStatus;
 use ailee_core::{Error, ExitStatus};
-use ailee_db::monitor::{db_status, disk_usage, snapshot_status};
+use ailee_db::monitor::{db_status, disk_usage, fork_with, snapshot_status};
 use ailee_db::reorgdb::{Mode, ReorgDb};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -31,6 +31,34 @@ struct Cli {
 enum Cmd {
     Monitor(MonitorArgs),
     Write(WriteArgs),
+    Fork(ForkArgs),
+}
+
+/// Compare reorg_db's stored blocks with the Bitcoin node's best chain.
+///
+/// Finds the lowest stored height whose hash the node's best chain does not
+/// hold (a few dozen lookups whatever the depth) and whether the node knows
+/// reorg_db's tip block at all: a node that knows it as a stale branch saw a
+/// real reorg; one that has never seen it is the wrong node (port, network)
+/// or one synced after the reorg. Read-only: safe while the node runs.
+/// With --height H, also whether the stored block at H is on the node's
+/// best chain (ailee_get_snapshot_block --bitcoin-rpc asks this).
+/// Exit 0 when the stored blocks (and H) are on the node's best chain, 1 when
+/// they are not (the fork is printed) or the node or database cannot be read.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_CODES_HELP)]
+struct ForkArgs {
+    /// Reorg database directory.
+    #[arg(long, value_name = "P")]
+    db_path: PathBuf,
+    /// Also say whether height H of the stored chain is on the node's best chain.
+    #[arg(long, value_name = "H")]
+    height: Option<u64>,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    rpc: RpcArgs,
 }
 
 /// Check a data directory, print warnings, write DIR/ailee_monitor.prom.
@@ -39,9 +67,17 @@ enum Cmd {
 /// above --max-snapshot-mb, reorg_db above --max-reorg-db-mb, no successful
 /// backup within --max-backup-age-hours, newest snapshot older than
 /// --max-snapshot-age-hours, more than --max-divergence blocks between the
-/// Bitcoin node's tip and the newest mined anchor, Bitcoin node unreachable.
-/// Exit 0 when all is well, 1 when it warned (or could not read something),
-/// 2 when the newest snapshot does not verify or a reorg_db record is corrupt.
+/// Bitcoin node's tip and the newest mined anchor, Bitcoin node unreachable,
+/// the node's best chain forked from reorg_db's stored blocks more than 6
+/// blocks deep (a deep reorg not resynced, or the wrong node).
+///
+/// The checks always run and print first; the metrics file is written
+/// after. Exit 0 when all is well, 1 when it warned (or could not read
+/// something, or could not write DIR/ailee_monitor.prom), 2 when the newest
+/// snapshot does not verify or a reorg_db record is corrupt: the worse of
+/// the checks and the metrics write. A metrics file that cannot be replaced
+/// is rewritten in place, else emptied, else removed, so node_exporter never
+/// serves an earlier run's "verified 1" as this run's; stderr says which.
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXIT_CODES_HELP)]
 struct MonitorArgs {
@@ -72,6 +108,11 @@ struct MonitorArgs {
     /// Warn when the Bitcoin node's tip is more blocks ahead of the newest mined anchor (runbook: 100).
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     max_divergence: u64,
+    /// ailee_resync_blocks' --max-reorg-depth: a fork of the node's chain from
+    /// reorg_db deeper than this is one resync refuses (the warning says so).
+    #[arg(long, value_name = "N", default_value_t = ailee_db::resync::DEFAULT_MAX_REORG_DEPTH,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_reorg_depth: u64,
     /// Print nothing when all is well (for cron, which mails any output); notes off too.
     #[arg(short, long)]
     quiet: bool,
@@ -123,6 +164,7 @@ fn main() -> ExitCode {
     ailee_cli::main(|cli: Cli| match cli.cmd {
         Cmd::Monitor(a) => monitor(a),
         Cmd::Write(a) => write(a),
+        Cmd::Fork(a) => fork(a),
     })
 }
 
@@ -315,10 +357,16 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
         Some(_) => Some(a.rpc.config()?),
         None => None,
     };
-    // Lock and read the previous file first: the reorg depth needs the tip it saw.
-    let mut m = match &a.metrics_dir {
-        Some(d) => Some(MetricsFile::open(d, MONITOR)?),
-        None => None,
+    // Lock and read the previous file first: the reorg depth needs the tip
+    // it saw. A directory that cannot be locked (read-only, not ours, not a
+    // directory) hides nothing: the checks run and print, the previous file
+    // is read without the lock, and the failure is reported after them.
+    let (mut m, lock_error) = match &a.metrics_dir {
+        Some(d) => match MetricsFile::open(d, MONITOR) {
+            Ok(m) => (Some(m), None),
+            Err(e) => (Some(MetricsFile::open_unlocked(d, MONITOR)?), Some(e)),
+        },
+        None => (None, None),
     };
     let now = metrics::now_seconds();
     let mut f = Findings {
@@ -517,8 +565,24 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
 
     // Bitcoin.
     if let Some(cfg) = &rpc_cfg {
-        match ailee_core::rpc::Rpc::connect(cfg).and_then(|r| r.block_count()) {
-            Ok(tip) => {
+        let connected = ailee_core::rpc::Rpc::connect(cfg).and_then(|r| Ok((r.block_count()?, r)));
+        match connected {
+            Ok((tip, rpc)) => {
+                let rpc = &rpc;
+                match db.as_ref().map(|db| fork_with(db, tip, |h| rpc.block_hash_at(h))) {
+                    None => put("ailee_bitcoin_fork_depth_blocks", None),
+                    Some(Ok(None)) => put("ailee_bitcoin_fork_depth_blocks", Some(0.0)),
+                    Some(Ok(Some(fork))) => {
+                        put("ailee_bitcoin_fork_depth_blocks", Some(fork.depth as f64));
+                        report_fork(&mut f, rpc, &fork, tip, anchor_height, &a)?;
+                    }
+                    Some(Err(e)) => {
+                        put("ailee_bitcoin_fork_depth_blocks", None);
+                        f.warn(format_args!(
+                            "cannot compare reorg_db's blocks with the Bitcoin node's chain: {e}"
+                        ))?;
+                    }
+                }
                 put("ailee_bitcoin_rpc_up", Some(1.0));
                 put("ailee_bitcoin_tip_height", Some(tip as f64));
                 put("ailee_anchor_newest_height", anchor_height.map(|h| h as f64));
@@ -539,6 +603,7 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
                 put("ailee_bitcoin_tip_height", None);
                 put("ailee_anchor_newest_height", anchor_height.map(|h| h as f64));
                 put("ailee_anchor_divergence_blocks", None);
+                put("ailee_bitcoin_fork_depth_blocks", None);
             }
         }
     } else {
@@ -547,12 +612,20 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
             "ailee_bitcoin_tip_height",
             "ailee_anchor_newest_height",
             "ailee_anchor_divergence_blocks",
+            "ailee_bitcoin_fork_depth_blocks",
         ] {
             put(n, None);
         }
     }
     put("ailee_monitor_last_run_timestamp_seconds", Some(now.floor()));
     put("ailee_monitor_warnings", Some(f.warnings as f64));
+    if f.warnings == 0 && !a.quiet {
+        out(format_args!(
+            "OK: snapshots {}MB, reorg_db {}MB, newest snapshot verified",
+            std::fs::metadata(&file).map_or(0, |m| m.len() / MB),
+            db_size.unwrap_or(0).div_ceil(MB)
+        ))?;
+    }
 
     if let Some(m) = m.as_mut() {
         for l in &m.unreadable {
@@ -574,16 +647,174 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
         }
     }
     if let Some(m) = m {
-        m.commit()?;
-    }
-    if f.warnings == 0 && !a.quiet {
-        out(format_args!(
-            "OK: snapshots {}MB, reorg_db {}MB, newest snapshot verified",
-            std::fs::metadata(&file).map_or(0, |m| m.len() / MB),
-            db_size.unwrap_or(0).div_ceil(MB)
-        ))?;
+        if !write_metrics(m, lock_error) && f.status == ExitStatus::Success {
+            f.status = ExitStatus::Operational;
+        }
     }
     Ok(f.status)
+}
+
+/// Commits the monitor's file; on failure says on stderr what went wrong
+/// and what became of the previous file. `false` when anything failed
+/// (the lock included): an error of its own, whatever the checks found.
+fn write_metrics(m: MetricsFile, lock_error: Option<Error>) -> bool {
+    use metrics::Withdrawn;
+    let path = m.path();
+    if let Some(e) = &lock_error {
+        ailee_cli::errln!("error: cannot open (lock and read back) the metrics file: {e}");
+    }
+    let Err(fail) = m.commit_or_withdraw() else {
+        return lock_error.is_none();
+    };
+    let what = match &fail.previous {
+        Withdrawn::Rewritten => "rewrote it in place with this run's values instead (not atomically)".to_string(),
+        Withdrawn::Emptied => "emptied it instead: node_exporter serves none of the monitor's values \
+             (AileeMonitorMetricsMissing fires)"
+            .to_string(),
+        Withdrawn::Removed => "removed the previous file instead: node_exporter serves none of the monitor's \
+             values (AileeMonitorMetricsMissing fires)"
+            .to_string(),
+        Withdrawn::Absent => "node_exporter serves none of the monitor's values".to_string(),
+        Withdrawn::Stale(e) => format!(
+            "the previous file cannot be changed either ({e}): node_exporter keeps serving what an earlier \
+             run saw until AileeMonitorNotRunning fires (30 min after the last run written)"
+        ),
+    };
+    ailee_cli::errln!(
+        "error: cannot write the metrics file {}: {}; {what}",
+        path.display(),
+        fail.error
+    );
+    false
+}
+
+/// Whether the node knows `hash` off its best chain (`getblockheader`
+/// confirmations -1): `Some(true)` a stale branch it saw, `Some(false)` a
+/// block it has never seen, `None` on its best chain or no clear answer.
+fn node_knows_stale(rpc: &ailee_core::rpc::Rpc, hash: &str) -> Option<bool> {
+    match rpc
+        .batch_mixed(&[("getblockheader", serde_json::json!([hash]))])
+        .ok()?
+        .pop()?
+    {
+        Ok(v) => (v.get("confirmations").and_then(serde_json::Value::as_i64) == Some(-1)).then_some(true),
+        // RPC_INVALID_ADDRESS_OR_KEY: "Block not found".
+        Err((-5, _)) => Some(false),
+        Err(_) => None,
+    }
+}
+
+/// What [`node_knows_stale`] tells about a fork.
+fn whose_fork(knows: Option<bool>) -> &'static str {
+    match knows {
+        Some(true) => "the node knows reorg_db's tip block as a stale branch: a real reorg",
+        Some(false) => {
+            "the node has never seen reorg_db's tip block: the wrong node (port, network) or one that never saw the old branch"
+        }
+        None => "the node did not say whether it knows reorg_db's tip block",
+    }
+}
+
+fn fork(a: ForkArgs) -> anyhow::Result<ExitStatus> {
+    if a.rpc.bitcoin_rpc.is_none() {
+        return Err(Error::Usage("--bitcoin-rpc is required".into()).into());
+    }
+    let cfg = a.rpc.config()?;
+    let db = ReorgDb::open(&a.db_path, Mode::ReadOnly)?;
+    let rpc = ailee_core::rpc::Rpc::connect(&cfg)?;
+    let tip = rpc.block_count()?;
+    let stored_tip = db.tip()?;
+    let found = fork_with(&db, tip, |h| rpc.block_hash_at(h))?;
+    let knows = found.as_ref().and_then(|f| node_knows_stale(&rpc, &f.stored_tip_hash));
+    // Height H is on the node's best chain: the node has it and it is below any fork.
+    let on_chain = a
+        .height
+        .map(|h| h <= tip && found.as_ref().is_none_or(|f| h < f.height));
+    if a.json {
+        out(serde_json::json!({
+            "node": rpc.url(), "node_tip": tip, "stored_tip": stored_tip,
+            "fork_height": found.as_ref().map(|f| f.height), "depth": found.as_ref().map(|f| f.depth),
+            "node_knows_stored_tip": knows,
+            "height": a.height, "on_best_chain": on_chain,
+        }))?;
+    } else {
+        match &found {
+            None => out(format_args!(
+                "reorg_db's stored blocks (tip {}) are on the node's best chain (tip {tip}){}",
+                stored_tip.map_or("none".to_string(), |t| t.to_string()),
+                if stored_tip.is_some_and(|t| t > tip) {
+                    ": the node is behind"
+                } else {
+                    ""
+                }
+            ))?,
+            Some(f) => out(format_args!(
+                "Fork at height {}: {} stored block(s) up to {} are not on the node's best chain (tip {tip}); {}",
+                f.height,
+                f.depth,
+                f.stored_tip,
+                whose_fork(knows)
+            ))?,
+        }
+        if let (Some(h), Some(on)) = (a.height, on_chain) {
+            out(format_args!(
+                "Height {h}: {}",
+                if on {
+                    "on the node's best chain"
+                } else {
+                    "not on the node's best chain"
+                }
+            ))?;
+        }
+    }
+    Ok(if found.is_none() && on_chain != Some(false) {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Operational
+    })
+}
+
+/// The warning for a fork between reorg_db and the node's best chain:
+/// whether resync can follow it, whether the node knows reorg_db's tip block
+/// (a real reorg) or not (the wrong node, or one that never saw it), and
+/// whether the newest anchor is above the fork. A fork of at most 6 blocks
+/// (the confirmation threshold) is a note: the node follows such reorgs itself.
+fn report_fork(
+    f: &mut Findings,
+    rpc: &ailee_core::rpc::Rpc,
+    fork: &ailee_db::monitor::Fork,
+    node_tip: u64,
+    anchor_height: Option<u64>,
+    a: &MonitorArgs,
+) -> anyhow::Result<()> {
+    let shallow = fork.depth <= ailee_core::records::DEFAULT_CONFIRMATIONS;
+    let whose = whose_fork(node_knows_stale(rpc, &fork.stored_tip_hash));
+    let anchor = match anchor_height {
+        Some(h) if h >= fork.height => {
+            format!("; the newest anchor's recorded block (height {h}) is above the fork: no longer on the node's best chain")
+        }
+        _ => String::new(),
+    };
+    let msg = format!(
+        "the Bitcoin node's best chain (tip {node_tip}) forks from reorg_db at height {}: {} stored block(s) up to {} are not on it ({whose}){anchor}",
+        fork.height, fork.depth, fork.stored_tip
+    );
+    if shallow {
+        if !a.quiet {
+            ailee_cli::errln!("note: {msg}; ailee_resync_blocks (or the node) records it");
+        }
+        return Ok(());
+    }
+    if fork.depth > a.max_reorg_depth {
+        f.warn(format_args!(
+            "{msg} - deeper than --max-reorg-depth {}: ailee_resync_blocks refuses it; see docs/MONITORING.md (deep reorg)",
+            a.max_reorg_depth
+        ))
+    } else {
+        f.warn(format_args!(
+            "{msg} - halt the node and run ailee_resync_blocks (runbook Procedure 3, step 4), then re-anchor"
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -100,9 +100,11 @@ fn main() -> ExitCode {
         let dir = cli.metrics_dir.clone();
         let db = cli.db_path.clone();
         let before = dir.as_ref().and_then(|_| metrics::Before::read(&db));
-        let r = run(cli);
+        let started = metrics::now_seconds().floor();
+        let mut stop = Stop::default();
+        let r = run(cli, &mut stop);
         if let Some(dir) = dir {
-            if let Err(e) = metrics::record(&dir, &db, before, &r) {
+            if let Err(e) = metrics::record(&dir, &db, before, &r, stop, started) {
                 ailee_cli::errln!("warning: cannot write metrics to {}: {e}", dir.display());
             }
         }
@@ -110,11 +112,22 @@ fn main() -> ExitCode {
     })
 }
 
+/// Why a run stopped without syncing, for `--metrics-dir` (alerts fire on it).
+#[derive(Debug, Default, Clone, Copy)]
+struct Stop {
+    /// The node's chain was refused: another genesis, or a fork deeper than
+    /// --max-reorg-depth (a deep reorg or the wrong node).
+    refused: bool,
+    /// The node was behind (or in initial block download) when the run stopped.
+    behind: bool,
+}
+
 /// `--metrics-dir`: the outcome of a run as `DIR/ailee_resync.prom`. The
 /// reorg a run recorded is read back from the database (events newer than
-/// before the run), so `run` itself is untouched.
+/// before the run), so `run` itself is untouched but for [`Stop`].
 mod metrics {
-    use ailee_core::metrics::{now_seconds, MetricsFile, RESYNC};
+    pub use ailee_core::metrics::now_seconds;
+    use ailee_core::metrics::{MetricsFile, RESYNC};
     use ailee_core::ExitStatus;
     use ailee_db::reorgdb::{Mode, ReorgDb};
     use std::path::Path;
@@ -140,6 +153,8 @@ mod metrics {
         db: &Path,
         before: Option<Before>,
         r: &anyhow::Result<ExitStatus>,
+        stop: super::Stop,
+        started: f64,
     ) -> ailee_core::Result<()> {
         let code = match r {
             Ok(s) => *s,
@@ -162,6 +177,14 @@ mod metrics {
         m.set("ailee_resync_last_run_timestamp_seconds", &[], now)?;
         m.set("ailee_resync_last_exit_code", &[], code.code() as f64)?;
         m.inc("ailee_resync_reorgs_found_total", &[], 0.0)?;
+        m.set("ailee_resync_refused", &[], if stop.refused { 1.0 } else { 0.0 })?;
+        // Behind since the first of consecutive runs that found it behind.
+        let since = "ailee_resync_behind_since_timestamp_seconds";
+        match (stop.behind, m.get(since, &[])) {
+            (true, Some(_)) => {}
+            (true, None) => m.set(since, &[], started)?,
+            (false, _) => m.remove(since, &[]),
+        }
         if let Some((height, depth)) = found {
             m.inc("ailee_resync_reorgs_found_total", &[], 1.0)?;
             m.set("ailee_resync_last_reorg_height", &[], height as f64)?;
@@ -179,7 +202,7 @@ fn now() -> std::time::Instant {
     std::time::Instant::now()
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
+fn run(cli: Cli, stop: &mut Stop) -> anyhow::Result<ExitStatus> {
     let rep = Report {
         quiet: cli.common.quiet,
     };
@@ -297,6 +320,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
                     out(json!({"refused": m, "node": rpc.url()}))?;
                 }
                 ailee_cli::errln!("Refused: {m}.");
+                stop.refused = true;
                 return Ok(ExitStatus::Operational);
             }
             Outcome::Behind { tip, stored, ibd } => {
@@ -311,6 +335,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
                         "{msg}. Nothing was changed: this is not a reorg. Wait for the node to sync \
                          (or use --wait), then run again."
                     );
+                    stop.behind = true;
                     return Ok(ExitStatus::Operational);
                 }
                 let waited = started.elapsed().as_secs();
@@ -319,6 +344,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
                         "{msg}. Gave up waiting after {waited} s (--wait-timeout {}); nothing was changed.",
                         cli.wait_timeout
                     );
+                    stop.behind = true;
                     return Ok(ExitStatus::Operational);
                 }
                 rep.info(format_args!("{msg}; waiting ({waited} s of {} s)", cli.wait_timeout));
