@@ -203,10 +203,7 @@ pub fn parse_tx_bytes(raw: &[u8]) -> Result<Tx<'_>, BlockError> {
     let mut c = Cur { b: raw, at: 0 };
     let tx = parse_tx(&mut c)?;
     if c.at != raw.len() {
-        return Err(BlockError(format!(
-            "{} bytes after the transaction",
-            raw.len() - c.at
-        )));
+        return Err(BlockError(format!("{} bytes after the transaction", raw.len() - c.at)));
     }
     Ok(tx)
 }
@@ -279,7 +276,13 @@ mod tests {
         let t = parse_tx(&mut c).unwrap();
         assert_eq!(c.at, tx.len());
         assert_eq!(t.output_scripts, vec![&[0x6a, 2, b'h', b'i'][..]]);
-        assert_eq!(t.inputs, vec![OutPoint { txid: "09".repeat(32), vout: 0x09090909 }]);
+        assert_eq!(
+            t.inputs,
+            vec![OutPoint {
+                txid: "09".repeat(32),
+                vout: 0x09090909
+            }]
+        );
         assert!(!t.is_coinbase());
         assert_eq!(parse_tx_bytes(&tx).unwrap().txid(), t.txid());
         assert!(parse_tx_bytes(&tx[..tx.len() - 1]).is_err());

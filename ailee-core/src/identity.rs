@@ -160,11 +160,7 @@ mod tests {
     fn a_public_key_stands_for_its_standard_scripts() {
         let id = AnchorIdentity::parse(&format!("# the node's key\n{G}\n"), Path::new("f")).unwrap();
         let h = "751e76e8199196d454941c45d1b3a323f1433bd6";
-        for s in [
-            format!("76a914{h}88ac"),
-            format!("0014{h}"),
-            format!("21{G}ac"),
-        ] {
+        for s in [format!("76a914{h}88ac"), format!("0014{h}"), format!("21{G}ac")] {
             assert!(id.owns(&crate::block::unhex(&s).unwrap()), "{s}");
         }
         assert_eq!(id.len(), 3);

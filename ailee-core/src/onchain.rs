@@ -231,7 +231,9 @@ pub fn author_of(rpc: &Rpc, tx: &crate::block::Tx<'_>, identity: Option<&AnchorI
     prev.dedup();
     let raws = rpc.raw_txs(&prev)?;
     for (n, input) in tx.inputs.iter().enumerate() {
-        let at = prev.binary_search(&input.txid).map_err(|_| Error::Integrity("input list changed".into()))?;
+        let at = prev
+            .binary_search(&input.txid)
+            .map_err(|_| Error::Integrity("input list changed".into()))?;
         let Some(raw) = &raws[at] else {
             return Ok(Author::Unproven(format!(
                 "the node cannot show transaction {} whose output input {n} spends (run bitcoind with \

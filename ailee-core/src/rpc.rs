@@ -370,7 +370,11 @@ impl Rpc {
     /// confirmed outputs of that identity, and its change goes back to it, so
     /// the anchor is provably the operator's (SPEC §2); a wallet that cannot
     /// fund it that way is an error, nothing is signed.
-    pub fn build_op_return_tx(&self, data: &[u8], identity: Option<&crate::identity::AnchorIdentity>) -> Result<String> {
+    pub fn build_op_return_tx(
+        &self,
+        data: &[u8],
+        identity: Option<&crate::identity::AnchorIdentity>,
+    ) -> Result<String> {
         let (inputs, options, own) = match identity {
             Some(id) => self.identity_inputs(id)?,
             None => (Vec::new(), serde_json::json!({}), Vec::new()),
@@ -434,12 +438,17 @@ impl Rpc {
         let utxos = self.call("listunspent", &[Value::from(0), Value::from(9_999_999)])?;
         let mut mine: Vec<(u64, String, u32, Option<String>)> = Vec::new();
         for u in utxos.as_array().map(Vec::as_slice).unwrap_or_default() {
-            let script = u.get("scriptPubKey").and_then(Value::as_str).and_then(crate::block::unhex);
+            let script = u
+                .get("scriptPubKey")
+                .and_then(Value::as_str)
+                .and_then(crate::block::unhex);
             let spendable = u.get("spendable").and_then(Value::as_bool).unwrap_or(true);
             let (Some(script), Some(txid), Some(vout), Some(amount)) = (
                 script,
                 u.get("txid").and_then(Value::as_str),
-                u.get("vout").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()),
+                u.get("vout")
+                    .and_then(Value::as_u64)
+                    .and_then(|v| u32::try_from(v).ok()),
                 u.get("amount").and_then(Value::as_f64),
             ) else {
                 continue;
@@ -450,7 +459,7 @@ impl Rpc {
                 mine.push((sats, txid.to_ascii_lowercase(), vout, address));
             }
         }
-        mine.sort_by(|a, b| b.0.cmp(&a.0));
+        mine.sort_by_key(|m| std::cmp::Reverse(m.0));
         let (mut inputs, mut own, mut total, mut change) = (Vec::new(), Vec::new(), 0u64, None);
         for (sats, txid, vout, address) in mine {
             if total >= ENOUGH_SATS {

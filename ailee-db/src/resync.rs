@@ -538,7 +538,7 @@ impl Run<'_> {
             url: self.rpc.url().to_string(),
             message: format!("transaction {txid}: {e}"),
         })?;
-        Ok(match author_of(&self.rpc, &tx, Some(id))? {
+        Ok(match author_of(self.rpc, &tx, Some(id))? {
             Author::Operator => None,
             Author::NotOperator(why) | Author::Unproven(why) => Some(why),
         })

@@ -1099,7 +1099,14 @@ pub fn check_on_chain(dir: &Path, c: &ChainCheck) -> Result<ChainProof> {
             .and_then(|l| ReorgDb::open(l, Mode::ReadOnly).ok())
             .and_then(|db| db.anchor_any_case(&anchor).ok().flatten());
     }
-    let v = ailee_core::onchain::verify_on_chain(&One(rec), &c.rpc, &anchor, &payload, c.confirmations, c.identity.as_ref())?;
+    let v = ailee_core::onchain::verify_on_chain(
+        &One(rec),
+        &c.rpc,
+        &anchor,
+        &payload,
+        c.confirmations,
+        c.identity.as_ref(),
+    )?;
     proof_of(v, &anchor)
 }
 
@@ -1157,7 +1164,14 @@ pub fn pick_anchored(
                 status: AnchorStatus::Pending,
                 l2_state_root: s.tag("root").unwrap_or_default().to_string(),
             };
-            let v = verify_on_chain(&One(Some(rec)), &c.rpc, anchor, &bytes, c.confirmations, c.identity.as_ref())?;
+            let v = verify_on_chain(
+                &One(Some(rec)),
+                &c.rpc,
+                anchor,
+                &bytes,
+                c.confirmations,
+                c.identity.as_ref(),
+            )?;
             seen.insert(key.clone(), v);
         }
         match &seen[&key] {
