@@ -255,25 +255,38 @@ fn print_state(sf: &SnapshotFile, place: &Place, block: &[u8]) -> anyhow::Result
             *place
         })
     };
-    match ailee_core::format::parse_block(block) {
-        Ok(p) => match ailee_core::state_json::to_json(&p.snapshot) {
-            Ok(v) => {
-                out(serde_json::to_string_pretty(&v)?)?;
-                Ok(ExitStatus::Success)
-            }
-            Err(e) => {
-                // The snapshot is sound (it may verify); JSON just cannot
-                // carry a string that is not UTF-8: an operational limit.
-                let place = located()?;
-                let which = match (place.number, place.line) {
-                    (Some(n), Some(l)) => format!("snapshot {n} (line {l})"),
-                    _ => format!("the snapshot at byte offset {}", place.offset),
-                };
-                ailee_cli::errln!("cannot print {which} of {} as JSON: {e}", lossy(sf.path()));
-                Ok(ExitStatus::Operational)
-            }
-        },
-        Err(e) => {
+    // Streamed (issue 25): the block is checked first (nothing is printed
+    // unless it parses and every string is UTF-8), then written section by
+    // section without building the state or its JSON in memory.
+    use ailee_core::state_json::{write_block_json, BlockJsonError};
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let written = write_block_json(block, &mut w).and_then(|()| {
+        w.write_all(b"\n")?;
+        w.flush().map_err(BlockJsonError::Io)
+    });
+    match written {
+        Ok(()) => {
+            ailee_cli::printed();
+            Ok(ExitStatus::Success)
+        }
+        Err(BlockJsonError::Io(e)) => {
+            ailee_cli::printed();
+            Err(anyhow::Error::new(Error::io("stdout", e)))
+        }
+        Err(BlockJsonError::NotUtf8(e)) => {
+            // The snapshot is sound (it may verify); JSON just cannot
+            // carry a string that is not UTF-8: an operational limit.
+            let place = located()?;
+            let which = match (place.number, place.line) {
+                (Some(n), Some(l)) => format!("snapshot {n} (line {l})"),
+                _ => format!("the snapshot at byte offset {}", place.offset),
+            };
+            ailee_cli::errln!("cannot print {which} of {} as JSON: {e}", lossy(sf.path()));
+            Ok(ExitStatus::Operational)
+        }
+        Err(BlockJsonError::Corrupt(e)) => {
             let place = located()?;
             ailee_cli::errln!("{}", corrupt_message(&place, &e));
             Ok(ExitStatus::Integrity)
