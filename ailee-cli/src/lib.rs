@@ -143,7 +143,11 @@ pub fn parse<T: Parser>() -> Result<T, ExitCode> {
             }
             // Not parsed, so clap cannot say whether --json was meant: the
             // flag among the arguments (before any `--`) is taken as asked.
-            if std::env::args_os().skip(1).take_while(|a| a != "--").any(|a| a == "--json") {
+            if std::env::args_os()
+                .skip(1)
+                .take_while(|a| a != "--")
+                .any(|a| a == "--json")
+            {
                 set_json(true);
                 let r = e.render().to_string();
                 let head = r.split("Usage:").next().unwrap_or_default();

@@ -517,48 +517,50 @@ pub fn write_block_json(block: &[u8], w: &mut impl std::io::Write) -> std::resul
     let io = BlockJsonError::Io;
     // serde_json's pretty layout (two spaces a level, keys sorted: bridge,
     // ledger, orchestration, snapshotTimestampMs), one array at a time.
-    let array = |w: &mut dyn std::io::Write, name: &str, kind: usize, last: bool| -> std::result::Result<(), BlockJsonError> {
-        write!(w, "    \"{name}\": [").map_err(io)?;
-        let mut n = 0usize;
-        let mut failed: Option<BlockJsonError> = None;
-        let mut one = String::new();
-        crate::format::visit_block(block, |e| {
-            if failed.is_some() || key_of(&e).0 != kind {
-                return;
-            }
-            let r = entry_value(&e)
-                .and_then(|v| {
-                    serde_json::to_string_pretty(&v).map_err(|e| Error::Integrity(format!("cannot render state as JSON: {e}")))
-                })
-                .map_err(BlockJsonError::NotUtf8)
-                .and_then(|text| {
-                    one.clear();
-                    one.push_str(if n == 0 { "\n" } else { ",\n" });
-                    for (i, l) in text.lines().enumerate() {
-                        if i > 0 {
-                            one.push('\n');
+    let array =
+        |w: &mut dyn std::io::Write, name: &str, kind: usize, last: bool| -> std::result::Result<(), BlockJsonError> {
+            write!(w, "    \"{name}\": [").map_err(io)?;
+            let mut n = 0usize;
+            let mut failed: Option<BlockJsonError> = None;
+            let mut one = String::new();
+            crate::format::visit_block(block, |e| {
+                if failed.is_some() || key_of(&e).0 != kind {
+                    return;
+                }
+                let r = entry_value(&e)
+                    .and_then(|v| {
+                        serde_json::to_string_pretty(&v)
+                            .map_err(|e| Error::Integrity(format!("cannot render state as JSON: {e}")))
+                    })
+                    .map_err(BlockJsonError::NotUtf8)
+                    .and_then(|text| {
+                        one.clear();
+                        one.push_str(if n == 0 { "\n" } else { ",\n" });
+                        for (i, l) in text.lines().enumerate() {
+                            if i > 0 {
+                                one.push('\n');
+                            }
+                            one.push_str("      ");
+                            one.push_str(l);
                         }
-                        one.push_str("      ");
-                        one.push_str(l);
-                    }
-                    w.write_all(one.as_bytes()).map_err(BlockJsonError::Io)
-                });
-            n += 1;
-            if let Err(e) = r {
-                failed = Some(e);
+                        w.write_all(one.as_bytes()).map_err(BlockJsonError::Io)
+                    });
+                n += 1;
+                if let Err(e) = r {
+                    failed = Some(e);
+                }
+            })
+            .map_err(BlockJsonError::Corrupt)?;
+            if let Some(e) = failed {
+                return Err(e);
             }
-        })
-        .map_err(BlockJsonError::Corrupt)?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if n > 0 {
-            w.write_all(b"\n    ]").map_err(io)?;
-        } else {
-            w.write_all(b"]").map_err(io)?;
-        }
-        w.write_all(if last { b"\n" } else { b",\n" }).map_err(io)
-    };
+            if n > 0 {
+                w.write_all(b"\n    ]").map_err(io)?;
+            } else {
+                w.write_all(b"]").map_err(io)?;
+            }
+            w.write_all(if last { b"\n" } else { b",\n" }).map_err(io)
+        };
     w.write_all(b"{\n  \"bridge\": {\n").map_err(io)?;
     array(w, "pegins", 2, false)?;
     array(w, "pegouts", 3, true)?;
@@ -587,6 +589,61 @@ mod tests {
         assert!(from_json("{}").unwrap().state.balances.is_empty());
         // Whitespace around the one object is fine.
         assert!(from_json(" \n\t{}\n\n ").is_ok());
+    }
+
+    /// The streamed JSON is byte for byte what the JSON value pretty-prints
+    /// to, for every snapshot of the vectors and the malformed catalogue, and
+    /// refuses what the value could not be built from.
+    #[test]
+    fn streamed_json_is_the_values_text() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let mut n = 0;
+        for sub in ["vectors", "malformed"] {
+            for f in std::fs::read_dir(dir.join(sub)).unwrap() {
+                let data = std::fs::read(f.unwrap().path()).unwrap();
+                let mut sc = crate::scan::Scanner::new(&data[..]);
+                while let Some(c) = sc.next_chunk().unwrap() {
+                    for b in &c.blocks {
+                        let block = &c.data[b.start..b.end];
+                        let mut got = Vec::new();
+                        let r = write_block_json(block, &mut got);
+                        match crate::format::parse_block(block) {
+                            Ok(p) => {
+                                let want = serde_json::to_string_pretty(&to_json(&p.snapshot).unwrap()).unwrap();
+                                r.unwrap();
+                                assert_eq!(String::from_utf8(got).unwrap(), want);
+                                n += 1;
+                            }
+                            Err(e) => match r {
+                                Err(BlockJsonError::Corrupt(g)) => assert_eq!(g, e),
+                                other => panic!("{e}: {other:?}"),
+                            },
+                        }
+                    }
+                }
+            }
+        }
+        assert!(n > 20, "{n}");
+        // Keys out of order (no duplicate) are fine; a duplicate is corrupt.
+        let block = |a: &str, b: &str| {
+            format!("SNAPSHOT v1\ntimestamp_ms 1\nbalances 2\nbalance \"{a}\" 1\nbalance \"{b}\" 2\nescrows 0\npegins 0\npegouts 0\ntasks 0\nanchor none\nEND_SNAPSHOT\n")
+        };
+        let mut out = Vec::new();
+        write_block_json(block("b", "a").as_bytes(), &mut out).unwrap();
+        assert!(matches!(
+            write_block_json(block("a", "a").as_bytes(), &mut Vec::new()),
+            Err(BlockJsonError::Corrupt(_))
+        ));
+        // A string that is not UTF-8: nothing written.
+        let mut bad = block("a", "b").into_bytes();
+        let at = bad.windows(3).position(|w| w == b"\"b\"").unwrap();
+        bad[at + 1] = 0xff;
+        let mut out = Vec::new();
+        assert!(matches!(
+            write_block_json(&bad, &mut out),
+            Err(BlockJsonError::NotUtf8(_))
+        ));
+        assert!(out.is_empty());
     }
 
     #[test]
@@ -635,13 +692,22 @@ mod tests {
             ("{", "EOF"),
             // Exactly one object, named fields only (issue 25).
             ("{} this is not JSON", "more after the state object"),
-            (r#"{"ledger": {}}}, "bridge": {"pegouts": []}}"#, "more after the state object"),
+            (
+                r#"{"ledger": {}}}, "bridge": {"pegouts": []}}"#,
+                "more after the state object",
+            ),
             ("{} {}", "more after the state object"),
             ("[]", "expected a JSON object"),
             (r#"[5, {}, {}, {}]"#, "expected a JSON object"),
             (r#"{"ledger": [[["p1", 5]], []]}"#, "ledger: invalid type: sequence"),
-            (r#"{"ledger": {"balances": [["p1", 5]]}}"#, "ledger.balances[0]: invalid type: sequence"),
-            (r#"{"bridge": {"pegouts": [["a", "b", "c", 1, 1, 0, 0, 0, "h"]]}}"#, "bridge.pegouts[0]: invalid type: sequence"),
+            (
+                r#"{"ledger": {"balances": [["p1", 5]]}}"#,
+                "ledger.balances[0]: invalid type: sequence",
+            ),
+            (
+                r#"{"bridge": {"pegouts": [["a", "b", "c", 1, 1, 0, 0, 0, "h"]]}}"#,
+                "bridge.pegouts[0]: invalid type: sequence",
+            ),
         ] {
             let e = from_json(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");
