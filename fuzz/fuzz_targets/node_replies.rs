@@ -39,7 +39,10 @@ fn raw_block(data: &[u8]) {
     let mut more = data.to_vec();
     more.push(0);
     assert!(block::parse(&more).is_err(), "a trailing byte was accepted");
-    assert!(block::parse(&data[..data.len() - 1]).is_err(), "a truncated block was accepted");
+    assert!(
+        block::parse(&data[..data.len() - 1]).is_err(),
+        "a truncated block was accepted"
+    );
 }
 
 /// Every validator on the value and, a few levels down, on its members (a
