@@ -1459,6 +1459,19 @@ fn every_tool_prints_one_json_document_on_every_exit_with_json() {
         .assert()
         .code(1)
         .stdout("");
+    // A script reading a tool's --json still tells exit 1 from 2: an
+    // unreadable file is 1 for ailee_get_snapshot_block, not "does not verify".
+    let tools = bin("ailee_l2_verify").parent().unwrap().to_path_buf();
+    bash(&format!(
+        "AILEE_BIN={} {} {m}",
+        tools.display(),
+        ailee_recovery::root()
+            .join("scripts/ailee_get_snapshot_block")
+            .display()
+    ))
+    .assert()
+    .code(1)
+    .stderr(contains("missing.dat"));
 }
 
 /// Peak resident memory (VmHWM, kB) of a live process.
