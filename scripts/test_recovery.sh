@@ -18,6 +18,11 @@
 #   corruption  the newest snapshot is corrupted (always, in this mode) and a
 #               reorg_db record too; the "state root mismatch" loop, then
 #               ailee_restore of the hourly backup
+# With --data-dir D the drill works in D/crash, D/reorg and D/corruption (per
+# mode) and deletes such a directory at the start of its mode only if the drill
+# created it (it holds the marker file .ailee-drill the drill wrote) or it is
+# empty: any other existing one is refused before anything runs (exit 1),
+# nothing deleted. Without --data-dir everything is in a temporary directory.
 # With --metrics-dir, DIR/ailee_drill.prom gets each mode's recovery time and
 # pass/fail (ailee_drill_recovery_seconds, ailee_drill_success{mode=...}).
 # Exit 0 only if every step passed. Installs what is missing and builds the tools.
@@ -41,6 +46,30 @@ case $mode in crash|reorg|corruption|all) ;; *) echo "usage: test_recovery.sh --
 [[ $depth =~ ^[1-9][0-9]*$ ]] || { echo "--reorg-depth must be a positive number" >&2; exit 1; }
 if [ -n "$metrics" ]; then
     { mkdir -p "$metrics" 2>/dev/null && [ -d "$metrics" ]; } || { echo "--metrics-dir $metrics: not a directory" >&2; exit 1; }
+fi
+
+# The drill's own directories: D/<mode> is deleted and re-created only when
+# the drill made it (marker file) or it is empty; anything else is refused.
+marker=.ailee-drill
+ours_or_empty() { # DIR — true if DIR may be deleted by the drill
+    local d=$1
+    [ -e "$d" ] || [ -L "$d" ] || return 0
+    [ -d "$d" ] && [ ! -L "$d" ] || return 1
+    [ -f "$d/$marker" ] && [ ! -L "$d/$marker" ] && return 0
+    [ -z "$(ls -A "$d" 2>/dev/null)" ] && [ -r "$d" ]
+}
+fresh_dir() { # DIR — (re)creates DIR for a mode, with the marker
+    ours_or_empty "$1" || { echo "test_recovery.sh: $1 was not created by the drill; refusing to delete it" >&2; return 1; }
+    rm -rf "$1" && mkdir -p "$1" && : > "$1/$marker"
+}
+if [ -n "$data" ]; then
+    case $mode in all) modes=(crash corruption reorg) ;; *) modes=("$mode") ;; esac
+    for m in "${modes[@]}"; do
+        ours_or_empty "$data/$m" || {
+            echo "test_recovery.sh: $data/$m exists and was not created by the drill (no $marker file in it) and is not empty: refusing to delete it; choose another --data-dir or move it aside" >&2
+            exit 1
+        }
+    done
 fi
 
 "$ROOT/scripts/setup.sh" || exit 1
@@ -106,7 +135,7 @@ root_of() { ailee_l2_verify -q --snapshot "$1" --index "$2" --json | json_field 
 
 drill_crash() {
     echo "== crash: a writer killed in the middle of an append"
-    local d=$base/crash; rm -rf "$d"
+    local d=$base/crash; fresh_dir "$d" || { fail=$((fail + 1)); return; }
     step "initialise the data directory (ailee_init_node)" "ailee_init_node --data-dir '$d'"
     step "anchor 5 snapshots (ailee_create_anchor --snapshot-file --db-path)" "make_history '$d' 5"
     local r4 r5; r4=$(root_of "$d/l2_snapshots.dat" 4); r5=$(root_of "$d/l2_snapshots.dat" 5)
@@ -176,7 +205,7 @@ PY
 
 drill_corruption() {
     echo "== corruption: the newest snapshot and a reorg_db record are corrupted"
-    local d=$base/corruption; rm -rf "$d"
+    local d=$base/corruption; fresh_dir "$d" || { fail=$((fail + 1)); return; }
     step "initialise and anchor 5 snapshots" "ailee_init_node --data-dir '$d' && make_history '$d' 5"
     step "hourly backup (ailee_backup) before the damage" "ailee_backup --data-dir '$d' --keep 3"
     local r4; r4=$(root_of "$d/l2_snapshots.dat" 4)
@@ -225,7 +254,7 @@ s=[socket.socket() for _ in range(2)]
 
 drill_reorg() {
     echo "== reorg: a $depth-block reorg under an anchored, confirmed snapshot"
-    local d=$base/reorg; rm -rf "$d"; mkdir -p "$scratch/btc"
+    local d=$base/reorg; fresh_dir "$d" || { fail=$((fail + 1)); return; }; mkdir -p "$scratch/btc"
     start_node   # not inside a step: its pid and connection settings must outlive it
     step "start the regtest node and mine 110 blocks" "[ -n '$node_pid' ] && \"\${CLI[@]}\" generate 110 >/dev/null"
     step "initialise the data directory and resync the reorg database" \

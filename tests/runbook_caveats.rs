@@ -124,3 +124,84 @@ fn no_valid_snapshot_makes_last_valid_fail_with_nothing_on_stdout() {
     .code(0)
     .stdout("none (2) ''\n");
 }
+
+// ------------------------------------------------ the drill's --data-dir (issue 25)
+
+/// `scripts/test_recovery.sh ARGS` with the tools' target directory.
+fn drill(args: &str) -> std::process::Output {
+    let target = bin("ailee_l2_verify")
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf();
+    bash(&format!("{} {args}", root().join("scripts/test_recovery.sh").display()))
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_drill_never_deletes_a_directory_it_did_not_create() {
+    // Before: `rm -rf D/crash` (and D/reorg, D/corruption) whatever they held.
+    let d = tempfile::tempdir().unwrap();
+    let crash = d.path().join("crash");
+    std::fs::create_dir(&crash).unwrap();
+    std::fs::write(crash.join("incident-notes.txt"), "03:12 node restarted\n").unwrap();
+    let out = drill(&format!("--mode crash --data-dir {}", d.path().display()));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("was not created by the drill"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(crash.join("incident-notes.txt")).unwrap(),
+        "03:12 node restarted\n"
+    );
+    // --mode all checks every mode's directory before anything runs: a
+    // drill-made D/crash is not touched either when D/reorg is refused.
+    std::fs::remove_file(crash.join("incident-notes.txt")).unwrap();
+    std::fs::write(crash.join(".ailee-drill"), "").unwrap();
+    std::fs::write(crash.join("l2_snapshots.dat"), "kept\n").unwrap();
+    let reorg = d.path().join("reorg");
+    std::fs::create_dir(&reorg).unwrap();
+    std::fs::write(reorg.join("notes"), "mine\n").unwrap();
+    let out = drill(&format!("--mode all --data-dir {}", d.path().display()));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{}", reorg.display())));
+    assert_eq!(std::fs::read_to_string(reorg.join("notes")).unwrap(), "mine\n");
+    assert_eq!(
+        std::fs::read_to_string(crash.join("l2_snapshots.dat")).unwrap(),
+        "kept\n"
+    );
+    // A symlink is never followed into.
+    std::fs::remove_dir_all(&reorg).unwrap();
+    std::os::unix::fs::symlink(&crash, &reorg).unwrap();
+    let out = drill(&format!("--mode reorg --data-dir {}", d.path().display()));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(crash.join("l2_snapshots.dat").exists());
+}
+
+#[test]
+fn the_drill_recreates_its_own_directory_and_marks_it() {
+    // A directory the drill made earlier (marker) is replaced; the new one
+    // carries the marker so that the next run may replace it too.
+    let d = tempfile::tempdir().unwrap();
+    let crash = d.path().join("crash");
+    std::fs::create_dir(&crash).unwrap();
+    std::fs::write(crash.join(".ailee-drill"), "").unwrap();
+    std::fs::write(crash.join("stale-from-last-run"), "x").unwrap();
+    let out = drill(&format!("--mode crash --data-dir {}", d.path().display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("SUMMARY: ") && stdout.contains(", 0 failed"),
+        "{stdout}"
+    );
+    assert!(!crash.join("stale-from-last-run").exists());
+    assert!(crash.join(".ailee-drill").is_file());
+    assert!(crash.join("l2_snapshots.dat").is_file());
+}

@@ -10,6 +10,8 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 pub use ailee_core::exit::EXIT_CODES_HELP;
 
@@ -18,9 +20,53 @@ pub use ailee_core::exit::EXIT_CODES_HELP;
 #[macro_export]
 macro_rules! errln {
     ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($t)*);
+        $crate::err_line(format_args!($($t)*));
     }};
+}
+
+/// `--json` was given (set by [`parse`] from clap's own matches).
+static JSON: AtomicBool = AtomicBool::new(false);
+/// Something was written to stdout through [`out`] (the tool's document).
+static PRINTED: AtomicBool = AtomicBool::new(false);
+/// The last error line told on stderr (for the `--json` error document of a
+/// tool that reported its failure itself and returned a status).
+static LAST_ERROR: Mutex<Option<String>> = Mutex::new(None);
+
+/// What [`errln!`] does: one line to stderr (a closed stderr is no error),
+/// remembered as the run's error unless it is a warning.
+#[doc(hidden)]
+pub fn err_line(args: std::fmt::Arguments<'_>) {
+    let line = args.to_string();
+    let _ = writeln!(io::stderr(), "{line}");
+    if !line.starts_with("warning:") {
+        if let Ok(mut g) = LAST_ERROR.lock() {
+            *g = Some(line);
+        }
+    }
+}
+
+/// Declares whether this run gives machine output (`--json`); [`parse`]
+/// does it for every tool from clap's matches.
+pub fn set_json(on: bool) {
+    JSON.store(on, Ordering::Relaxed);
+}
+
+/// The document printed on stdout with `--json` when a run fails before the
+/// tool printed its own: `{"ok": false, "exit_code": N, "error": "..."}`.
+pub fn error_document(status: ExitStatus, error: &str) -> serde_json::Value {
+    serde_json::json!({"ok": false, "exit_code": status.code(), "error": error})
+}
+
+/// `--json`: every exit prints exactly one document. A run that ends with a
+/// failure and printed nothing on stdout gets the error document.
+fn json_error_document(status: ExitStatus, error: Option<String>) {
+    if !JSON.load(Ordering::Relaxed) || PRINTED.load(Ordering::Relaxed) || status == ExitStatus::Success {
+        return;
+    }
+    let error = error
+        .or_else(|| LAST_ERROR.lock().ok().and_then(|g| g.clone()))
+        .unwrap_or_else(|| format!("failed (exit status {})", status.code()));
+    let _ = out(error_document(status, &error));
 }
 
 pub mod dbquery;
@@ -82,17 +128,43 @@ pub fn parse<T: Parser>() -> Result<T, ExitCode> {
             }
         });
     }
-    match T::try_parse() {
-        Ok(t) => Ok(t),
+    let parsed = T::command()
+        .try_get_matches()
+        .and_then(|m| T::from_arg_matches(&m).map(|t| (t, json_given(&m))));
+    match parsed {
+        Ok((t, json)) => {
+            set_json(json);
+            Ok(t)
+        }
         Err(e) => {
             let _ = e.print();
-            Err(if e.use_stderr() {
-                ExitCode::from(ExitStatus::Operational.code())
-            } else {
-                ExitCode::SUCCESS
-            })
+            if !e.use_stderr() {
+                return Err(ExitCode::SUCCESS);
+            }
+            // Not parsed, so clap cannot say whether --json was meant: the
+            // flag among the arguments (before any `--`) is taken as asked.
+            if std::env::args_os()
+                .skip(1)
+                .take_while(|a| a != "--")
+                .any(|a| a == "--json")
+            {
+                set_json(true);
+                let r = e.render().to_string();
+                let head = r.split("Usage:").next().unwrap_or_default();
+                let msg = head.split_whitespace().collect::<Vec<_>>().join(" ");
+                let msg = msg.trim_start_matches("error: ");
+                json_error_document(ExitStatus::Operational, Some(format!("invalid arguments: {msg}")));
+            }
+            Err(ExitCode::from(ExitStatus::Operational.code()))
         }
     }
+}
+
+/// Whether `--json` was given (to the command or, as a global flag, to one
+/// of its subcommands).
+fn json_given(m: &clap::ArgMatches) -> bool {
+    m.try_get_one::<bool>("json").ok().flatten().copied().unwrap_or(false)
+        || m.subcommand().is_some_and(|(_, s)| json_given(s))
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -147,8 +219,8 @@ pub fn run_with<T>(args: T, signals: Signals, run: impl FnOnce(T) -> anyhow::Res
     if let Err(e) = installed {
         errln!("warning: cannot install signal handlers: {e}");
     }
-    let status = match run(args) {
-        Ok(s) => s,
+    let (status, error) = match run(args) {
+        Ok(s) => (s, None),
         Err(e) => {
             let status = status_of(&e);
             match status {
@@ -156,9 +228,10 @@ pub fn run_with<T>(args: T, signals: Signals, run: impl FnOnce(T) -> anyhow::Res
                 ExitStatus::Interrupted => errln!("{interrupted}"),
                 _ => errln!("{e:#}"),
             }
-            status
+            (status, Some(format!("{e:#}")))
         }
     };
+    json_error_document(status, error);
     // Interrupted before the work was committed: die by the signal (in
     // immediate mode the signal thread may be doing so already; exiting here
     // first would report a plain exit code). Returns if it was committed.
@@ -192,8 +265,15 @@ impl ReadArgs {
 
 /// Writes one line to stdout (a closed pipe surfaces as `BrokenPipe`).
 pub fn out(line: impl std::fmt::Display) -> io::Result<()> {
+    PRINTED.store(true, Ordering::Relaxed);
     let mut o = io::stdout().lock();
     writeln!(o, "{line}")
+}
+
+/// Marks stdout as written by a tool that writes it directly (not through
+/// [`out`]), so that `--json` adds no error document after its output.
+pub fn printed() {
+    PRINTED.store(true, Ordering::Relaxed);
 }
 
 /// Connection to the Bitcoin node's RPC, shared by the tools that need it.
@@ -267,7 +347,7 @@ impl Report {
 
     pub fn info(&self, msg: impl std::fmt::Display) {
         if !self.quiet {
-            errln!("{msg}");
+            let _ = writeln!(io::stderr(), "{msg}");
         }
     }
 

@@ -398,21 +398,48 @@ impl<'a> Parser<'a> {
         Ok(n)
     }
 
-    fn entries<T>(&mut self, section: Section, tag: &[u8], f: impl Fn(&mut Line<'a>) -> R<T>) -> R<Vec<T>> {
+    fn entries<T>(
+        &mut self,
+        section: Section,
+        tag: &[u8],
+        f: impl Fn(&mut Line<'a>) -> R<T>,
+        mut each: impl FnMut(T),
+    ) -> R<()> {
         let n = self.count(section)?;
-        // Cap the reservation: the count is untrusted until the lines are there.
-        let mut out = Vec::with_capacity(n.min(4096) as usize);
         for seen in 0..n {
             let mut line = self.tagged(tag, Some((section.name(), n, seen)))?;
-            out.push(f(&mut line)?);
+            each(f(&mut line)?);
             line.end()?;
         }
-        Ok(out)
+        Ok(())
     }
 }
 
-/// Parses one block: from its `SNAPSHOT v1` header through `END_SNAPSHOT`.
-pub fn parse_block(block: &[u8]) -> Result<Parsed<'_>, ParseError> {
+/// One entry of a block, as [`visit_block`] hands them out (file order).
+#[derive(Debug, Clone)]
+pub enum Entry<'a> {
+    Balance(Balance<'a>),
+    Escrow(Escrow<'a>),
+    PegIn(PegIn<'a>),
+    PegOut(PegOut<'a>),
+    Task(Task<'a>),
+}
+
+/// What [`visit_block`] returns besides the entries.
+#[derive(Debug, Clone)]
+pub struct Visited<'a> {
+    pub timestamp_ms: u64,
+    pub anchor: Option<Anchor<'a>>,
+    pub crlf: bool,
+    /// Block-relative line of each section's count line.
+    pub section_line: [usize; 5],
+}
+
+/// The grammar of [`parse_block`] without holding the entries: each is handed
+/// to `each` as it is read (memory flat in the number of entries). Does NOT
+/// check for duplicate keys (that needs them all): a caller that needs the
+/// full verdict checks the keys itself or calls [`parse_block`].
+pub fn visit_block<'a>(block: &'a [u8], each: impl FnMut(Entry<'a>)) -> Result<Visited<'a>, ParseError> {
     let mut p = Parser {
         lines: Lines {
             data: block,
@@ -422,6 +449,11 @@ pub fn parse_block(block: &[u8]) -> Result<Parsed<'_>, ParseError> {
         },
         section_line: [0; 5],
     };
+    grammar(&mut p, each)
+}
+
+/// The grammar of one block, every entry handed to `each`.
+fn grammar<'a>(p: &mut Parser<'a>, mut each: impl FnMut(Entry<'a>)) -> Result<Visited<'a>, ParseError> {
     let header = p.next("the 'SNAPSHOT v1' header")?;
     if header.text != HEADER {
         return header.err(format!(
@@ -433,59 +465,84 @@ pub fn parse_block(block: &[u8]) -> Result<Parsed<'_>, ParseError> {
     let timestamp_ms = line.u64("timestamp_ms")?;
     line.end()?;
 
-    let balances = p.entries(Section::Balances, b"balance", |l| {
-        Ok(Balance {
-            peer_id: l.quoted("peerId")?,
-            balance: l.u64("balance")?,
-        })
-    })?;
-    let escrows = p.entries(Section::Escrows, b"escrow", |l| {
-        Ok(Escrow {
-            task_id: l.quoted("taskId")?,
-            client_peer_id: l.quoted("clientPeerId")?,
-            amount: l.u64("amount")?,
-            locked: l.flag("locked")?,
-            created_at: l.u64("createdAt")?,
-        })
-    })?;
-    let pegins = p.entries(Section::Pegins, b"pegin", |l| {
-        Ok(PegIn {
-            peg_id: l.quoted("pegId")?,
-            btc_tx_id: l.quoted("btcTxId")?,
-            vout: l.u32("vout")?,
-            btc_amount: l.u64("btcAmount")?,
-            btc_source: l.quoted("btcSource")?,
-            ailee_dest: l.quoted("aileeDest")?,
-            status: l.i32("status")?,
-            confirmations: l.u64("confirmations")?,
-            initiated_time: l.u64("initiatedTime")?,
-            completed_time: l.u64("completedTime")?,
-        })
-    })?;
-    let pegouts = p.entries(Section::Pegouts, b"pegout", |l| {
-        Ok(PegOut {
-            peg_id: l.quoted("pegId")?,
-            ailee_source: l.quoted("aileeSource")?,
-            btc_dest: l.quoted("btcDest")?,
-            ailee_burn_amount: l.u64("aileeBurnAmount")?,
-            btc_release_amount: l.u64("btcReleaseAmount")?,
-            status: l.i32("status")?,
-            anchor_commitment_hash: l.quoted("anchorCommitmentHash")?,
-            initiated_time: l.u64("initiatedTime")?,
-            completed_time: l.u64("completedTime")?,
-        })
-    })?;
-    let tasks = p.entries(Section::Tasks, b"task", |l| {
-        Ok(Task {
-            task_id: l.quoted("taskId")?,
-            task_type: l.i32("taskType")?,
-            priority: l.i32("priority")?,
-            submitter_id: l.quoted("submitterId")?,
-            submitted_at_ms: l.u64("submittedAtMs")?,
-            payload_hash: l.quoted("payloadHash")?,
-            anchor_commitment_hash: l.quoted("anchorCommitmentHash")?,
-        })
-    })?;
+    p.entries(
+        Section::Balances,
+        b"balance",
+        |l| {
+            Ok(Balance {
+                peer_id: l.quoted("peerId")?,
+                balance: l.u64("balance")?,
+            })
+        },
+        |e| each(Entry::Balance(e)),
+    )?;
+    p.entries(
+        Section::Escrows,
+        b"escrow",
+        |l| {
+            Ok(Escrow {
+                task_id: l.quoted("taskId")?,
+                client_peer_id: l.quoted("clientPeerId")?,
+                amount: l.u64("amount")?,
+                locked: l.flag("locked")?,
+                created_at: l.u64("createdAt")?,
+            })
+        },
+        |e| each(Entry::Escrow(e)),
+    )?;
+    p.entries(
+        Section::Pegins,
+        b"pegin",
+        |l| {
+            Ok(PegIn {
+                peg_id: l.quoted("pegId")?,
+                btc_tx_id: l.quoted("btcTxId")?,
+                vout: l.u32("vout")?,
+                btc_amount: l.u64("btcAmount")?,
+                btc_source: l.quoted("btcSource")?,
+                ailee_dest: l.quoted("aileeDest")?,
+                status: l.i32("status")?,
+                confirmations: l.u64("confirmations")?,
+                initiated_time: l.u64("initiatedTime")?,
+                completed_time: l.u64("completedTime")?,
+            })
+        },
+        |e| each(Entry::PegIn(e)),
+    )?;
+    p.entries(
+        Section::Pegouts,
+        b"pegout",
+        |l| {
+            Ok(PegOut {
+                peg_id: l.quoted("pegId")?,
+                ailee_source: l.quoted("aileeSource")?,
+                btc_dest: l.quoted("btcDest")?,
+                ailee_burn_amount: l.u64("aileeBurnAmount")?,
+                btc_release_amount: l.u64("btcReleaseAmount")?,
+                status: l.i32("status")?,
+                anchor_commitment_hash: l.quoted("anchorCommitmentHash")?,
+                initiated_time: l.u64("initiatedTime")?,
+                completed_time: l.u64("completedTime")?,
+            })
+        },
+        |e| each(Entry::PegOut(e)),
+    )?;
+    p.entries(
+        Section::Tasks,
+        b"task",
+        |l| {
+            Ok(Task {
+                task_id: l.quoted("taskId")?,
+                task_type: l.i32("taskType")?,
+                priority: l.i32("priority")?,
+                submitter_id: l.quoted("submitterId")?,
+                submitted_at_ms: l.u64("submittedAtMs")?,
+                payload_hash: l.quoted("payloadHash")?,
+                anchor_commitment_hash: l.quoted("anchorCommitmentHash")?,
+            })
+        },
+        |e| each(Entry::Task(e)),
+    )?;
 
     let mut line = p.tagged(b"anchor", None)?;
     let anchor = if line.text[line.pos..] == *b" none" {
@@ -511,17 +568,39 @@ pub fn parse_block(block: &[u8]) -> Result<Parsed<'_>, ParseError> {
     if let Some(extra) = p.lines.next_line() {
         return extra.err(format!("data after 'END_SNAPSHOT': {:?}", show(extra.text)));
     }
+    Ok(Visited {
+        timestamp_ms,
+        anchor,
+        crlf: p.lines.crlf,
+        section_line: p.section_line,
+    })
+}
 
-    let state = L2State {
-        balances,
-        escrows,
-        pegins,
-        pegouts,
-        tasks,
+/// Parses one block: from its `SNAPSHOT v1` header through `END_SNAPSHOT`.
+pub fn parse_block(block: &[u8]) -> Result<Parsed<'_>, ParseError> {
+    let mut state = L2State {
+        balances: Vec::new(),
+        escrows: Vec::new(),
+        pegins: Vec::new(),
+        pegouts: Vec::new(),
+        tasks: Vec::new(),
     };
+    let v = visit_block(block, |e| match e {
+        Entry::Balance(e) => state.balances.push(e),
+        Entry::Escrow(e) => state.escrows.push(e),
+        Entry::PegIn(e) => state.pegins.push(e),
+        Entry::PegOut(e) => state.pegouts.push(e),
+        Entry::Task(e) => state.tasks.push(e),
+    })?;
+    let Visited {
+        timestamp_ms,
+        anchor,
+        crlf,
+        section_line,
+    } = v;
     let order = key_order(&state).map_err(|d| {
-        let first = entry_line(block, p.section_line[d.section as usize], d.first);
-        let second = entry_line(block, p.section_line[d.section as usize], d.second);
+        let first = entry_line(block, section_line[d.section as usize], d.first);
+        let second = entry_line(block, section_line[d.section as usize], d.second);
         ParseError {
             line: second,
             message: format!("duplicate key {:?} in {}", show(&d.key), d.section.name()),
@@ -535,7 +614,7 @@ pub fn parse_block(block: &[u8]) -> Result<Parsed<'_>, ParseError> {
             anchor,
         },
         order,
-        crlf: p.lines.crlf,
+        crlf,
     })
 }
 

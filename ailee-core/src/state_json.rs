@@ -6,6 +6,7 @@
 //! Reading: unknown fields, wrong types, values out of range, duplicate
 //! fields and strings with line breaks are errors naming the JSON path.
 
+use crate::format::Entry;
 use crate::model::*;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -17,36 +18,36 @@ struct StateJson {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     snapshot_timestamp_ms: Option<u64>,
     #[serde(default)]
-    ledger: LedgerJson,
+    ledger: Obj<LedgerJson>,
     #[serde(default)]
-    bridge: BridgeJson,
+    bridge: Obj<BridgeJson>,
     #[serde(default)]
-    orchestration: OrchestrationJson,
+    orchestration: Obj<OrchestrationJson>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LedgerJson {
     #[serde(default)]
-    balances: Vec<BalanceJson>,
+    balances: Vec<Obj<BalanceJson>>,
     #[serde(default)]
-    escrows: Vec<EscrowJson>,
+    escrows: Vec<Obj<EscrowJson>>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BridgeJson {
     #[serde(default)]
-    pegins: Vec<PegInJson>,
+    pegins: Vec<Obj<PegInJson>>,
     #[serde(default)]
-    pegouts: Vec<PegOutJson>,
+    pegouts: Vec<Obj<PegOutJson>>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OrchestrationJson {
     #[serde(default)]
-    tasks: Vec<TaskJson>,
+    tasks: Vec<Obj<TaskJson>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,6 +108,42 @@ struct TaskJson {
     anchor_commitment_hash: String,
 }
 
+/// A JSON object, and only an object: serde's derived structs also accept a
+/// positional array (`["p1", 5]` for a balance), which SPEC §3 does not allow
+/// (named fields only). Deserialises through `deserialize_map`, so an array
+/// is "invalid type: sequence, expected ..." naming its path.
+#[derive(Debug, Default)]
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = Obj<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object with named fields")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Obj)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+impl<T: Serialize> Serialize for Obj<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<T> std::ops::Deref for Obj<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// A state read from JSON, with its snapshot timestamp if the file gave one.
 #[derive(Debug, Clone)]
 pub struct JsonState {
@@ -130,7 +167,7 @@ fn check_line_breaks(path: &str, v: &str) -> Result<()> {
 /// Parses the JSON state of SPEC §3; errors name the JSON path.
 pub fn from_json(text: &str) -> Result<JsonState> {
     let de = &mut serde_json::Deserializer::from_str(text);
-    let j: StateJson = serde_path_to_error::deserialize(de).map_err(|e| {
+    let j: Obj<StateJson> = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let at = if path == "." {
             String::new()
@@ -139,6 +176,19 @@ pub fn from_json(text: &str) -> Result<JsonState> {
         };
         Error::Usage(format!("invalid state JSON: {at}{}", e.inner()))
     })?;
+    // Exactly one object: whatever follows it (but whitespace) is refused, not
+    // ignored (a second object after the first would otherwise be dropped).
+    de.end().map_err(|e| {
+        Error::Usage(format!(
+            "invalid state JSON: more after the state object ({e}); the file must hold exactly one JSON object"
+        ))
+    })?;
+    let mut j = j.0;
+    let (ledger, bridge, orchestration) = (
+        std::mem::take(&mut j.ledger.0),
+        std::mem::take(&mut j.bridge.0),
+        std::mem::take(&mut j.orchestration.0),
+    );
     macro_rules! strings {
         ($list:expr, $base:literal, $($f:ident => $name:literal),+) => {
             for (i, e) in $list.iter().enumerate() {
@@ -146,26 +196,24 @@ pub fn from_json(text: &str) -> Result<JsonState> {
             }
         };
     }
-    strings!(j.ledger.balances, "ledger.balances", peer_id => "peerId");
-    strings!(j.ledger.escrows, "ledger.escrows", task_id => "taskId", client_peer_id => "clientPeerId");
-    strings!(j.bridge.pegins, "bridge.pegins", peg_id => "pegId", btc_tx_id => "btcTxId", btc_source => "btcSource", ailee_dest => "aileeDest");
-    strings!(j.bridge.pegouts, "bridge.pegouts", peg_id => "pegId", ailee_source => "aileeSource", btc_dest => "btcDest", anchor_commitment_hash => "anchorCommitmentHash");
-    strings!(j.orchestration.tasks, "orchestration.tasks", task_id => "taskId", submitter_id => "submitterId", payload_hash => "payloadHash", anchor_commitment_hash => "anchorCommitmentHash");
+    strings!(ledger.balances, "ledger.balances", peer_id => "peerId");
+    strings!(ledger.escrows, "ledger.escrows", task_id => "taskId", client_peer_id => "clientPeerId");
+    strings!(bridge.pegins, "bridge.pegins", peg_id => "pegId", btc_tx_id => "btcTxId", btc_source => "btcSource", ailee_dest => "aileeDest");
+    strings!(bridge.pegouts, "bridge.pegouts", peg_id => "pegId", ailee_source => "aileeSource", btc_dest => "btcDest", anchor_commitment_hash => "anchorCommitmentHash");
+    strings!(orchestration.tasks, "orchestration.tasks", task_id => "taskId", submitter_id => "submitterId", payload_hash => "payloadHash", anchor_commitment_hash => "anchorCommitmentHash");
     let state = L2State {
-        balances: j
-            .ledger
+        balances: ledger
             .balances
             .into_iter()
-            .map(|b| Balance {
+            .map(|Obj(b)| Balance {
                 peer_id: s(b.peer_id),
                 balance: b.balance,
             })
             .collect(),
-        escrows: j
-            .ledger
+        escrows: ledger
             .escrows
             .into_iter()
-            .map(|e| Escrow {
+            .map(|Obj(e)| Escrow {
                 task_id: s(e.task_id),
                 client_peer_id: s(e.client_peer_id),
                 amount: e.amount,
@@ -173,11 +221,10 @@ pub fn from_json(text: &str) -> Result<JsonState> {
                 created_at: e.created_at,
             })
             .collect(),
-        pegins: j
-            .bridge
+        pegins: bridge
             .pegins
             .into_iter()
-            .map(|p| PegIn {
+            .map(|Obj(p)| PegIn {
                 peg_id: s(p.peg_id),
                 btc_tx_id: s(p.btc_tx_id),
                 vout: p.vout,
@@ -190,11 +237,10 @@ pub fn from_json(text: &str) -> Result<JsonState> {
                 completed_time: p.completed_time,
             })
             .collect(),
-        pegouts: j
-            .bridge
+        pegouts: bridge
             .pegouts
             .into_iter()
-            .map(|p| PegOut {
+            .map(|Obj(p)| PegOut {
                 peg_id: s(p.peg_id),
                 ailee_source: s(p.ailee_source),
                 btc_dest: s(p.btc_dest),
@@ -206,11 +252,10 @@ pub fn from_json(text: &str) -> Result<JsonState> {
                 completed_time: p.completed_time,
             })
             .collect(),
-        tasks: j
-            .orchestration
+        tasks: orchestration
             .tasks
             .into_iter()
-            .map(|t| Task {
+            .map(|Obj(t)| Task {
                 task_id: s(t.task_id),
                 task_type: t.task_type,
                 priority: t.priority,
@@ -245,37 +290,37 @@ pub fn to_json(snap: &Snapshot<'_>) -> Result<serde_json::Value> {
     let st = &snap.state;
     let j = StateJson {
         snapshot_timestamp_ms: Some(snap.timestamp_ms),
-        ledger: LedgerJson {
+        ledger: Obj(LedgerJson {
             balances: st
                 .balances
                 .iter()
                 .map(|b| {
-                    Ok(BalanceJson {
+                    Ok(Obj(BalanceJson {
                         peer_id: u("peerId", &b.peer_id)?,
                         balance: b.balance,
-                    })
+                    }))
                 })
                 .collect::<Result<_>>()?,
             escrows: st
                 .escrows
                 .iter()
                 .map(|e| {
-                    Ok(EscrowJson {
+                    Ok(Obj(EscrowJson {
                         task_id: u("taskId", &e.task_id)?,
                         client_peer_id: u("clientPeerId", &e.client_peer_id)?,
                         amount: e.amount,
                         locked: e.locked,
                         created_at: e.created_at,
-                    })
+                    }))
                 })
                 .collect::<Result<_>>()?,
-        },
-        bridge: BridgeJson {
+        }),
+        bridge: Obj(BridgeJson {
             pegins: st
                 .pegins
                 .iter()
                 .map(|p| {
-                    Ok(PegInJson {
+                    Ok(Obj(PegInJson {
                         peg_id: u("pegId", &p.peg_id)?,
                         btc_tx_id: u("btcTxId", &p.btc_tx_id)?,
                         vout: p.vout,
@@ -286,14 +331,14 @@ pub fn to_json(snap: &Snapshot<'_>) -> Result<serde_json::Value> {
                         initiated_time: p.initiated_time,
                         completed_time: p.completed_time,
                         status: p.status,
-                    })
+                    }))
                 })
                 .collect::<Result<_>>()?,
             pegouts: st
                 .pegouts
                 .iter()
                 .map(|p| {
-                    Ok(PegOutJson {
+                    Ok(Obj(PegOutJson {
                         peg_id: u("pegId", &p.peg_id)?,
                         ailee_source: u("aileeSource", &p.ailee_source)?,
                         btc_dest: u("btcDest", &p.btc_dest)?,
@@ -303,16 +348,16 @@ pub fn to_json(snap: &Snapshot<'_>) -> Result<serde_json::Value> {
                         completed_time: p.completed_time,
                         status: p.status,
                         anchor_commitment_hash: u("anchorCommitmentHash", &p.anchor_commitment_hash)?,
-                    })
+                    }))
                 })
                 .collect::<Result<_>>()?,
-        },
-        orchestration: OrchestrationJson {
+        }),
+        orchestration: Obj(OrchestrationJson {
             tasks: st
                 .tasks
                 .iter()
                 .map(|t| {
-                    Ok(TaskJson {
+                    Ok(Obj(TaskJson {
                         task_id: u("taskId", &t.task_id)?,
                         task_type: t.task_type,
                         priority: t.priority,
@@ -320,12 +365,212 @@ pub fn to_json(snap: &Snapshot<'_>) -> Result<serde_json::Value> {
                         submitted_at_ms: t.submitted_at_ms,
                         payload_hash: u("payloadHash", &t.payload_hash)?,
                         anchor_commitment_hash: u("anchorCommitmentHash", &t.anchor_commitment_hash)?,
-                    })
+                    }))
                 })
                 .collect::<Result<_>>()?,
-        },
+        }),
     };
     serde_json::to_value(j).map_err(|e| Error::Integrity(format!("cannot render state as JSON: {e}")))
+}
+
+/// Why a block could not be written as JSON by [`write_block_json`].
+#[derive(Debug)]
+pub enum BlockJsonError {
+    /// The block does not parse (what [`crate::format::parse_block`] says).
+    Corrupt(crate::format::ParseError),
+    /// A string is not UTF-8: JSON cannot carry it (nothing was written).
+    NotUtf8(Error),
+    /// Writing failed.
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for BlockJsonError {
+    fn from(e: std::io::Error) -> Self {
+        BlockJsonError::Io(e)
+    }
+}
+
+fn utf8_of(e: &Entry<'_>) -> Result<()> {
+    let check = |path: &str, b: &[u8]| u(path, b).map(drop);
+    match e {
+        Entry::Balance(b) => check("peerId", &b.peer_id),
+        Entry::Escrow(e) => {
+            check("taskId", &e.task_id)?;
+            check("clientPeerId", &e.client_peer_id)
+        }
+        Entry::PegIn(p) => {
+            check("pegId", &p.peg_id)?;
+            check("btcTxId", &p.btc_tx_id)?;
+            check("btcSource", &p.btc_source)?;
+            check("aileeDest", &p.ailee_dest)
+        }
+        Entry::PegOut(p) => {
+            check("pegId", &p.peg_id)?;
+            check("aileeSource", &p.ailee_source)?;
+            check("btcDest", &p.btc_dest)?;
+            check("anchorCommitmentHash", &p.anchor_commitment_hash)
+        }
+        Entry::Task(t) => {
+            check("taskId", &t.task_id)?;
+            check("submitterId", &t.submitter_id)?;
+            check("payloadHash", &t.payload_hash)?;
+            check("anchorCommitmentHash", &t.anchor_commitment_hash)
+        }
+    }
+}
+
+fn key_of<'e>(e: &'e Entry<'_>) -> (usize, &'e [u8]) {
+    match e {
+        Entry::Balance(b) => (0, &b.peer_id),
+        Entry::Escrow(e) => (1, &e.task_id),
+        Entry::PegIn(p) => (2, &p.peg_id),
+        Entry::PegOut(p) => (3, &p.peg_id),
+        Entry::Task(t) => (4, &t.task_id),
+    }
+}
+
+/// One entry as the JSON object `to_json` gives it (keys sorted, as
+/// `serde_json::Value` holds them). Strings were checked to be UTF-8.
+fn entry_value(e: &Entry<'_>) -> Result<serde_json::Value> {
+    let v = match e {
+        Entry::Balance(b) => serde_json::to_value(BalanceJson {
+            peer_id: u("peerId", &b.peer_id)?,
+            balance: b.balance,
+        }),
+        Entry::Escrow(e) => serde_json::to_value(EscrowJson {
+            task_id: u("taskId", &e.task_id)?,
+            client_peer_id: u("clientPeerId", &e.client_peer_id)?,
+            amount: e.amount,
+            locked: e.locked,
+            created_at: e.created_at,
+        }),
+        Entry::PegIn(p) => serde_json::to_value(PegInJson {
+            peg_id: u("pegId", &p.peg_id)?,
+            btc_tx_id: u("btcTxId", &p.btc_tx_id)?,
+            vout: p.vout,
+            btc_amount: p.btc_amount,
+            btc_source: u("btcSource", &p.btc_source)?,
+            ailee_dest: u("aileeDest", &p.ailee_dest)?,
+            confirmations: p.confirmations,
+            initiated_time: p.initiated_time,
+            completed_time: p.completed_time,
+            status: p.status,
+        }),
+        Entry::PegOut(p) => serde_json::to_value(PegOutJson {
+            peg_id: u("pegId", &p.peg_id)?,
+            ailee_source: u("aileeSource", &p.ailee_source)?,
+            btc_dest: u("btcDest", &p.btc_dest)?,
+            ailee_burn_amount: p.ailee_burn_amount,
+            btc_release_amount: p.btc_release_amount,
+            initiated_time: p.initiated_time,
+            completed_time: p.completed_time,
+            status: p.status,
+            anchor_commitment_hash: u("anchorCommitmentHash", &p.anchor_commitment_hash)?,
+        }),
+        Entry::Task(t) => serde_json::to_value(TaskJson {
+            task_id: u("taskId", &t.task_id)?,
+            task_type: t.task_type,
+            priority: t.priority,
+            submitter_id: u("submitterId", &t.submitter_id)?,
+            submitted_at_ms: t.submitted_at_ms,
+            payload_hash: u("payloadHash", &t.payload_hash)?,
+            anchor_commitment_hash: u("anchorCommitmentHash", &t.anchor_commitment_hash)?,
+        }),
+    };
+    v.map_err(|e| Error::Integrity(format!("cannot render state as JSON: {e}")))
+}
+
+/// Writes the JSON of SPEC §3 for one snapshot block — byte for byte what
+/// `serde_json::to_string_pretty(&to_json(parsed block))` gives, without the
+/// final newline — streaming: the block is read once to check it (grammar,
+/// keys, UTF-8: on any failure nothing is written) and once per section to
+/// write it, and no entry is kept (memory flat in the number of entries).
+pub fn write_block_json(block: &[u8], w: &mut impl std::io::Write) -> std::result::Result<(), BlockJsonError> {
+    // Check: the grammar, keys strictly increasing per section (as the node
+    // writes them; otherwise the full parse decides about duplicates), and
+    // the first string that is not UTF-8, in the order to_json meets them.
+    let mut last: [Option<Vec<u8>>; 5] = Default::default();
+    let mut sorted = true;
+    let mut not_utf8 = None;
+    let visited = crate::format::visit_block(block, |e| {
+        if not_utf8.is_none() {
+            not_utf8 = utf8_of(&e).err();
+        }
+        let (s, k) = key_of(&e);
+        if sorted {
+            if last[s].as_deref().is_some_and(|p| p >= k) {
+                sorted = false;
+            } else {
+                let buf = last[s].get_or_insert_with(Vec::new);
+                buf.clear();
+                buf.extend_from_slice(k);
+            }
+        }
+    })
+    .map_err(BlockJsonError::Corrupt)?;
+    if !sorted {
+        crate::format::parse_block(block).map_err(BlockJsonError::Corrupt)?;
+    }
+    if let Some(e) = not_utf8 {
+        return Err(BlockJsonError::NotUtf8(e));
+    }
+    let io = BlockJsonError::Io;
+    // serde_json's pretty layout (two spaces a level, keys sorted: bridge,
+    // ledger, orchestration, snapshotTimestampMs), one array at a time.
+    let array =
+        |w: &mut dyn std::io::Write, name: &str, kind: usize, last: bool| -> std::result::Result<(), BlockJsonError> {
+            write!(w, "    \"{name}\": [").map_err(io)?;
+            let mut n = 0usize;
+            let mut failed: Option<BlockJsonError> = None;
+            let mut one = String::new();
+            crate::format::visit_block(block, |e| {
+                if failed.is_some() || key_of(&e).0 != kind {
+                    return;
+                }
+                let r = entry_value(&e)
+                    .and_then(|v| {
+                        serde_json::to_string_pretty(&v)
+                            .map_err(|e| Error::Integrity(format!("cannot render state as JSON: {e}")))
+                    })
+                    .map_err(BlockJsonError::NotUtf8)
+                    .and_then(|text| {
+                        one.clear();
+                        one.push_str(if n == 0 { "\n" } else { ",\n" });
+                        for (i, l) in text.lines().enumerate() {
+                            if i > 0 {
+                                one.push('\n');
+                            }
+                            one.push_str("      ");
+                            one.push_str(l);
+                        }
+                        w.write_all(one.as_bytes()).map_err(BlockJsonError::Io)
+                    });
+                n += 1;
+                if let Err(e) = r {
+                    failed = Some(e);
+                }
+            })
+            .map_err(BlockJsonError::Corrupt)?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if n > 0 {
+                w.write_all(b"\n    ]").map_err(io)?;
+            } else {
+                w.write_all(b"]").map_err(io)?;
+            }
+            w.write_all(if last { b"\n" } else { b",\n" }).map_err(io)
+        };
+    w.write_all(b"{\n  \"bridge\": {\n").map_err(io)?;
+    array(w, "pegins", 2, false)?;
+    array(w, "pegouts", 3, true)?;
+    w.write_all(b"  },\n  \"ledger\": {\n").map_err(io)?;
+    array(w, "balances", 0, false)?;
+    array(w, "escrows", 1, true)?;
+    w.write_all(b"  },\n  \"orchestration\": {\n").map_err(io)?;
+    array(w, "tasks", 4, true)?;
+    write!(w, "  }},\n  \"snapshotTimestampMs\": {}\n}}", visited.timestamp_ms).map_err(io)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -342,6 +587,63 @@ mod tests {
         assert_eq!(j.state.balances.len(), 1);
         assert!(j.state.tasks.is_empty());
         assert!(from_json("{}").unwrap().state.balances.is_empty());
+        // Whitespace around the one object is fine.
+        assert!(from_json(" \n\t{}\n\n ").is_ok());
+    }
+
+    /// The streamed JSON is byte for byte what the JSON value pretty-prints
+    /// to, for every snapshot of the vectors and the malformed catalogue, and
+    /// refuses what the value could not be built from.
+    #[test]
+    fn streamed_json_is_the_values_text() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let mut n = 0;
+        for sub in ["vectors", "malformed"] {
+            for f in std::fs::read_dir(dir.join(sub)).unwrap() {
+                let data = std::fs::read(f.unwrap().path()).unwrap();
+                let mut sc = crate::scan::Scanner::new(&data[..]);
+                while let Some(c) = sc.next_chunk().unwrap() {
+                    for b in &c.blocks {
+                        let block = &c.data[b.start..b.end];
+                        let mut got = Vec::new();
+                        let r = write_block_json(block, &mut got);
+                        match crate::format::parse_block(block) {
+                            Ok(p) => {
+                                let want = serde_json::to_string_pretty(&to_json(&p.snapshot).unwrap()).unwrap();
+                                r.unwrap();
+                                assert_eq!(String::from_utf8(got).unwrap(), want);
+                                n += 1;
+                            }
+                            Err(e) => match r {
+                                Err(BlockJsonError::Corrupt(g)) => assert_eq!(g, e),
+                                other => panic!("{e}: {other:?}"),
+                            },
+                        }
+                    }
+                }
+            }
+        }
+        assert!(n > 20, "{n}");
+        // Keys out of order (no duplicate) are fine; a duplicate is corrupt.
+        let block = |a: &str, b: &str| {
+            format!("SNAPSHOT v1\ntimestamp_ms 1\nbalances 2\nbalance \"{a}\" 1\nbalance \"{b}\" 2\nescrows 0\npegins 0\npegouts 0\ntasks 0\nanchor none\nEND_SNAPSHOT\n")
+        };
+        let mut out = Vec::new();
+        write_block_json(block("b", "a").as_bytes(), &mut out).unwrap();
+        assert!(matches!(
+            write_block_json(block("a", "a").as_bytes(), &mut Vec::new()),
+            Err(BlockJsonError::Corrupt(_))
+        ));
+        // A string that is not UTF-8: nothing written.
+        let mut bad = block("a", "b").into_bytes();
+        let at = bad.windows(3).position(|w| w == b"\"b\"").unwrap();
+        bad[at + 1] = 0xff;
+        let mut out = Vec::new();
+        assert!(matches!(
+            write_block_json(&bad, &mut out),
+            Err(BlockJsonError::NotUtf8(_))
+        ));
+        assert!(out.is_empty());
     }
 
     #[test]
@@ -388,6 +690,24 @@ mod tests {
                 "duplicate field",
             ),
             ("{", "EOF"),
+            // Exactly one object, named fields only (issue 25).
+            ("{} this is not JSON", "more after the state object"),
+            (
+                r#"{"ledger": {}}}, "bridge": {"pegouts": []}}"#,
+                "more after the state object",
+            ),
+            ("{} {}", "more after the state object"),
+            ("[]", "expected a JSON object"),
+            (r#"[5, {}, {}, {}]"#, "expected a JSON object"),
+            (r#"{"ledger": [[["p1", 5]], []]}"#, "ledger: invalid type: sequence"),
+            (
+                r#"{"ledger": {"balances": [["p1", 5]]}}"#,
+                "ledger.balances[0]: invalid type: sequence",
+            ),
+            (
+                r#"{"bridge": {"pegouts": [["a", "b", "c", 1, 1, 0, 0, 0, "h"]]}}"#,
+                "bridge.pegouts[0]: invalid type: sequence",
+            ),
         ] {
             let e = from_json(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");

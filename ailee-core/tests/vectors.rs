@@ -150,10 +150,53 @@ fn fuzz_regressions_hold() {
                 }
             }
             let _ = ailee_core::state_json::from_json(&String::from_utf8_lossy(&data));
+            // What the node sends (fuzz target node_replies): the raw block
+            // parser and the reply validators.
+            node_reply(&data);
             n += 1;
         }
     }
     assert!(n >= 1);
+}
+
+/// The checks of fuzz target node_replies on one input: none may panic.
+fn node_reply(data: &[u8]) {
+    use ailee_core::rpc::reply;
+    let block = |raw: &[u8]| {
+        if let Ok(b) = ailee_core::block::parse(raw) {
+            let _ = (b.hash(), b.time());
+            b.txs.iter().for_each(|t| assert_eq!(t.txid().len(), 64));
+            assert!(ailee_core::block::parse(&[raw, &[0]].concat()).is_err());
+        }
+    };
+    block(data);
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Some(raw) = ailee_core::block::unhex(text.trim()) {
+        block(&raw);
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return;
+    };
+    let mut all = vec![&v];
+    match &v {
+        serde_json::Value::Array(a) => all.extend(a.iter()),
+        serde_json::Value::Object(o) => all.extend(o.values()),
+        _ => {}
+    }
+    for v in all {
+        let _ = (
+            reply::txid(v),
+            reply::block_hash(v),
+            reply::height(v),
+            reply::confirmations(v),
+        );
+        let _ = reply::same_hash("hash", Some(v), &"0".repeat(64));
+        if let Ok(b) = reply::hex_bytes("raw", v) {
+            block(&b);
+        }
+        let _ = reply::signed_txid(v);
+        let _ = reply::signed_op_return_tx(v, b"x");
+    }
 }
 
 #[test]

@@ -272,25 +272,38 @@ fn print_state(sf: &SnapshotFile, place: &Place, block: &[u8]) -> anyhow::Result
             *place
         })
     };
-    match ailee_core::format::parse_block(block) {
-        Ok(p) => match ailee_core::state_json::to_json(&p.snapshot) {
-            Ok(v) => {
-                out(serde_json::to_string_pretty(&v)?)?;
-                Ok(ExitStatus::Success)
-            }
-            Err(e) => {
-                // The snapshot is sound (it may verify); JSON just cannot
-                // carry a string that is not UTF-8: an operational limit.
-                let place = located()?;
-                let which = match (place.number, place.line) {
-                    (Some(n), Some(l)) => format!("snapshot {n} (line {l})"),
-                    _ => format!("the snapshot at byte offset {}", place.offset),
-                };
-                ailee_cli::errln!("cannot print {which} of {} as JSON: {e}", lossy(sf.path()));
-                Ok(ExitStatus::Operational)
-            }
-        },
-        Err(e) => {
+    // Streamed (issue 25): the block is checked first (nothing is printed
+    // unless it parses and every string is UTF-8), then written section by
+    // section without building the state or its JSON in memory.
+    use ailee_core::state_json::{write_block_json, BlockJsonError};
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let written = write_block_json(block, &mut w).and_then(|()| {
+        w.write_all(b"\n")?;
+        w.flush().map_err(BlockJsonError::Io)
+    });
+    match written {
+        Ok(()) => {
+            ailee_cli::printed();
+            Ok(ExitStatus::Success)
+        }
+        Err(BlockJsonError::Io(e)) => {
+            ailee_cli::printed();
+            Err(anyhow::Error::new(Error::io("stdout", e)))
+        }
+        Err(BlockJsonError::NotUtf8(e)) => {
+            // The snapshot is sound (it may verify); JSON just cannot
+            // carry a string that is not UTF-8: an operational limit.
+            let place = located()?;
+            let which = match (place.number, place.line) {
+                (Some(n), Some(l)) => format!("snapshot {n} (line {l})"),
+                _ => format!("the snapshot at byte offset {}", place.offset),
+            };
+            ailee_cli::errln!("cannot print {which} of {} as JSON: {e}", lossy(sf.path()));
+            Ok(ExitStatus::Operational)
+        }
+        Err(BlockJsonError::Corrupt(e)) => {
             let place = located()?;
             ailee_cli::errln!("{}", corrupt_message(&place, &e));
             Ok(ExitStatus::Integrity)
@@ -445,7 +458,10 @@ fn verify_all(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
     let (mut count, mut failed) = (0usize, 0usize);
     let mut crlf = false;
     let mut warnings = Vec::new();
-    let mut results: Vec<Value> = Vec::new();
+    // --json: results and warnings go to unnamed temporary files as they
+    // come (memory flat in the number of snapshots) and the document, whose
+    // "ok" comes before them, is written from those at the end.
+    let mut spill = if cli.common.json { Some(Spill::new()?) } else { None };
     let mut one = |r: ailee_core::pipeline::BlockReport| -> ailee_core::Result<()> {
         let mut v = r.verdict;
         crlf |= v.crlf;
@@ -472,12 +488,13 @@ fn verify_all(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
         };
         let error = v.failure.as_ref().map(|f| failure_message(&place, f));
         failed += error.is_some() as usize;
-        if cli.common.json {
-            results.push(json!({
+        if let Some(sp) = spill.as_mut() {
+            sp.snapshot(&json!({
                 "snapshot": r.number, "offset": r.offset, "line": r.line, "ok": v.ok(),
                 "root": v.root, "anchor_hash": v.anchor_hash, "error": error,
                 "ambiguous_root": v.ambiguous_root.is_some(),
-            }));
+            }))?;
+            sp.warnings(&mut warnings)?;
         } else {
             let line = match &error {
                 None => format!(
@@ -529,8 +546,9 @@ fn verify_all(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
     if count == 0 {
         return Err(no_snapshots(&cli.snapshot));
     }
-    if cli.common.json {
-        out(json!({"file": lossy(&cli.snapshot), "ok": failed == 0, "snapshots": results, "warnings": warnings}))?;
+    if let Some(mut sp) = spill {
+        sp.warnings(&mut warnings)?;
+        sp.print(&lossy(&cli.snapshot), failed == 0)?;
     }
     rep.info(format_args!(
         "{count} snapshots verified: {} OK, {failed} failed",
@@ -541,6 +559,76 @@ fn verify_all(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
     } else {
         ExitStatus::Integrity
     })
+}
+
+/// The `--all --json` document kept on disk while it is made: its
+/// snapshots and warnings, each a comma-separated run of JSON values in an
+/// unnamed temporary file (gone with the process, however it ends).
+struct Spill {
+    snapshots: std::io::BufWriter<std::fs::File>,
+    warnings: std::io::BufWriter<std::fs::File>,
+    counts: [usize; 2],
+}
+
+impl Spill {
+    fn new() -> ailee_core::Result<Spill> {
+        let tmp = || tempfile::tempfile().map_err(|e| Error::io(std::env::temp_dir(), e));
+        Ok(Spill {
+            snapshots: std::io::BufWriter::new(tmp()?),
+            warnings: std::io::BufWriter::new(tmp()?),
+            counts: [0, 0],
+        })
+    }
+
+    fn push(
+        w: &mut std::io::BufWriter<std::fs::File>,
+        n: &mut usize,
+        v: &impl serde::Serialize,
+    ) -> ailee_core::Result<()> {
+        use std::io::Write;
+        let io = |e| Error::io(std::env::temp_dir(), e);
+        if *n > 0 {
+            w.write_all(b",").map_err(io)?;
+        }
+        serde_json::to_writer(&mut *w, v).map_err(|e| io(e.into()))?;
+        *n += 1;
+        Ok(())
+    }
+
+    fn snapshot(&mut self, v: &Value) -> ailee_core::Result<()> {
+        Self::push(&mut self.snapshots, &mut self.counts[0], v)
+    }
+
+    /// Moves the warnings gathered so far to the file.
+    fn warnings(&mut self, ws: &mut Vec<String>) -> ailee_core::Result<()> {
+        for w in ws.drain(..) {
+            Self::push(&mut self.warnings, &mut self.counts[1], &w)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the document, byte for byte what `json!({"file", "ok",
+    /// "snapshots", "warnings"})` printed on one line.
+    fn print(self, file: &str, ok: bool) -> anyhow::Result<()> {
+        use std::io::{Seek, Write};
+        let tmp_err = |e| Error::io(std::env::temp_dir(), e);
+        let mut files = Vec::new();
+        for w in [self.snapshots, self.warnings] {
+            let mut f = w.into_inner().map_err(|e| tmp_err(e.into_error()))?;
+            f.rewind().map_err(tmp_err)?;
+            files.push(f);
+        }
+        ailee_cli::printed();
+        let stdout = std::io::stdout();
+        let mut o = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        write!(o, "{{\"file\":{},\"ok\":{ok},\"snapshots\":[", Value::from(file))?;
+        std::io::copy(&mut files[0], &mut o)?;
+        o.write_all(b"],\"warnings\":[")?;
+        std::io::copy(&mut files[1], &mut o)?;
+        o.write_all(b"]}\n")?;
+        o.flush()?;
+        Ok(())
+    }
 }
 
 fn last_valid(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn AnchorSource>) -> anyhow::Result<ExitStatus> {
