@@ -257,13 +257,19 @@ drill_reorg() {
     local d=$base/reorg; fresh_dir "$d" || { fail=$((fail + 1)); return; }; mkdir -p "$scratch/btc"
     start_node   # not inside a step: its pid and connection settings must outlive it
     step "start the regtest node and mine 110 blocks" "[ -n '$node_pid' ] && \"\${CLI[@]}\" generate 110 >/dev/null"
-    step "initialise the data directory and resync the reorg database" \
-        "ailee_init_node --data-dir '$d' >/dev/null && ailee_resync_blocks --start-height 0 --db-path '$d/reorg_db' \"\${RPC[@]}\" -q >/dev/null"
+    # The operator's anchoring identity: a wallet address, funded; anchors spend from it.
+    local addr; addr=$("${CLI[@]}" getnewaddress 2>/dev/null)
+    local identity; identity=$("${CLI[@]}" validateaddress "$addr" 2>/dev/null | json_field scriptPubKey)
+    "${CLI[@]}" sendtoaddress "$addr" 1 >/dev/null 2>&1
+    step "initialise the data directory with its anchoring identity and resync the reorg database" \
+        "ailee_init_node --data-dir '$d' --anchor-identity '$identity' >/dev/null && ailee_resync_blocks --start-height 0 --db-path '$d/reorg_db' \"\${RPC[@]}\" -q >/dev/null"
     step "anchor a snapshot and broadcast it (ailee_create_anchor --broadcast)" \
         "state_json 1 '' | ailee_create_anchor --l2-state-file - --snapshot-file '$d/l2_snapshots.dat' --db-path '$d/reorg_db' --broadcast \"\${RPC[@]}\" -q | grep -q 'Broadcast txid'"
     local tip; tip=$("${CLI[@]}" getblockcount)
     step "mine 6 blocks and resync: the anchor is CONFIRMED" \
         "\"\${CLI[@]}\" generate 6 >/dev/null && ailee_resync_blocks --start-height $tip --db-path '$d/reorg_db' \"\${RPC[@]}\" -q >/dev/null && ailee_init_reorg_db --path '$d/reorg_db' --check | grep -q 'Confirmed: 1'"
+    step "the anchor is proven on Bitcoin, spent from the anchoring identity (ailee_l2_verify --bitcoin-rpc)" \
+        "ailee_l2_verify --snapshot '$d/l2_snapshots.dat' --reorg-db '$d/reorg_db' \"\${RPC[@]}\" | grep -q 'Anchor on Bitcoin: transaction'"
     local anchor_height; anchor_height=$(ailee_get_snapshot_block "$d/l2_snapshots.dat" 2>/dev/null)
     step "ailee_get_snapshot_block gives the anchor's Bitcoin height" "[ -n '$anchor_height' ] && [ '$anchor_height' -gt $tip ]"
     tip=$("${CLI[@]}" getblockcount)
