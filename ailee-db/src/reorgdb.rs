@@ -232,8 +232,27 @@ fn dir_view(path: &Path) -> Option<DirView> {
     entries.sort();
     Some(DirView {
         entries,
-        current: std::fs::read(path.join("CURRENT")).ok(),
+        current: read_small_regular(&path.join("CURRENT")),
     })
+}
+
+/// The content of a small regular file, without ever blocking: a FIFO (or
+/// device) in its place is opened non-blocking and not read (hostile input,
+/// SPEC §2: RocksDB's open refuses it, the view must not hang on it).
+fn read_small_regular(p: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(p)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut b = Vec::new();
+    f.take(1 << 16).read_to_end(&mut b).ok()?;
+    Some(b)
 }
 
 /// Read-only attempts before giving up on a view that keeps changing.
