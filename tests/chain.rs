@@ -1122,7 +1122,9 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
             .assert()
             .code(2)
             .stdout(contains("Verification OK.").not())
-            .stderr(contains(format!("transaction {txid} (height {height}) carries anchor {forged} but is not the operator's")))
+            .stderr(contains(format!(
+                "transaction {txid} (height {height}) carries anchor {forged} but is not the operator's"
+            )))
             .stderr(contains(why));
     }
     // A PENDING record naming someone else's transaction is never confirmed
@@ -1141,12 +1143,9 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
             l2_state_root: v["l2_state_root"].as_str().unwrap().to_string(),
         })
     });
-    resync(&n, &pending, 0)
-        .assert()
-        .code(1)
-        .stderr(contains(format!(
-            "anchor {forged}: transaction {by_anyone} is not proven the operator's"
-        )));
+    resync(&n, &pending, 0).assert().code(1).stderr(contains(format!(
+        "anchor {forged}: transaction {by_anyone} is not proven the operator's"
+    )));
     assert_eq!(record(&pending, &forged).unwrap().status, AnchorStatus::Pending);
     // Without an anchoring identity nothing is proven: exit 1, never 0 ...
     std::fs::remove_file(m.path().join("anchor_identity")).unwrap();

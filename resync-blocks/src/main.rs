@@ -371,7 +371,9 @@ fn run(cli: Cli, stop: &mut Stop) -> anyhow::Result<ExitStatus> {
             w
         };
         let bar = rep.count_bar(0, "searching anchors");
-        let identity = identity.as_ref().ok_or_else(|| anyhow::anyhow!("no anchoring identity"))?;
+        let identity = identity
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no anchoring identity"))?;
         let scan = ailee_core::onchain::find_on_chain(
             &rpc,
             anchors,
