@@ -226,6 +226,9 @@ pub fn author_of(rpc: &Rpc, tx: &crate::block::Tx<'_>, identity: Option<&AnchorI
             crate::identity::FILE_NAME
         )));
     };
+    if tx.inputs.is_empty() {
+        return Ok(Author::NotOperator("it spends nothing".into()));
+    }
     let mut prev: Vec<String> = tx.inputs.iter().map(|i| i.txid.clone()).collect();
     prev.sort();
     prev.dedup();
