@@ -285,89 +285,84 @@ fn u(path: &str, b: &[u8]) -> Result<String> {
     String::from_utf8(b.to_vec()).map_err(|_| Error::Integrity(format!("{path}: not UTF-8, cannot be written as JSON")))
 }
 
+fn balance_json(b: &Balance<'_>) -> Result<BalanceJson> {
+    Ok(BalanceJson {
+        peer_id: u("peerId", &b.peer_id)?,
+        balance: b.balance,
+    })
+}
+
+fn escrow_json(e: &Escrow<'_>) -> Result<EscrowJson> {
+    Ok(EscrowJson {
+        task_id: u("taskId", &e.task_id)?,
+        client_peer_id: u("clientPeerId", &e.client_peer_id)?,
+        amount: e.amount,
+        locked: e.locked,
+        created_at: e.created_at,
+    })
+}
+
+fn pegin_json(p: &PegIn<'_>) -> Result<PegInJson> {
+    Ok(PegInJson {
+        peg_id: u("pegId", &p.peg_id)?,
+        btc_tx_id: u("btcTxId", &p.btc_tx_id)?,
+        vout: p.vout,
+        btc_amount: p.btc_amount,
+        btc_source: u("btcSource", &p.btc_source)?,
+        ailee_dest: u("aileeDest", &p.ailee_dest)?,
+        confirmations: p.confirmations,
+        initiated_time: p.initiated_time,
+        completed_time: p.completed_time,
+        status: p.status,
+    })
+}
+
+fn pegout_json(p: &PegOut<'_>) -> Result<PegOutJson> {
+    Ok(PegOutJson {
+        peg_id: u("pegId", &p.peg_id)?,
+        ailee_source: u("aileeSource", &p.ailee_source)?,
+        btc_dest: u("btcDest", &p.btc_dest)?,
+        ailee_burn_amount: p.ailee_burn_amount,
+        btc_release_amount: p.btc_release_amount,
+        initiated_time: p.initiated_time,
+        completed_time: p.completed_time,
+        status: p.status,
+        anchor_commitment_hash: u("anchorCommitmentHash", &p.anchor_commitment_hash)?,
+    })
+}
+
+fn task_json(t: &Task<'_>) -> Result<TaskJson> {
+    Ok(TaskJson {
+        task_id: u("taskId", &t.task_id)?,
+        task_type: t.task_type,
+        priority: t.priority,
+        submitter_id: u("submitterId", &t.submitter_id)?,
+        submitted_at_ms: t.submitted_at_ms,
+        payload_hash: u("payloadHash", &t.payload_hash)?,
+        anchor_commitment_hash: u("anchorCommitmentHash", &t.anchor_commitment_hash)?,
+    })
+}
+
+/// Each entry of `items` converted by `f`, in order.
+fn all<T, J>(items: &[T], f: impl Fn(&T) -> Result<J>) -> Result<Vec<Obj<J>>> {
+    items.iter().map(|x| f(x).map(Obj)).collect()
+}
+
 /// The JSON of SPEC §3 for a snapshot's state (entries in file order).
 pub fn to_json(snap: &Snapshot<'_>) -> Result<serde_json::Value> {
     let st = &snap.state;
     let j = StateJson {
         snapshot_timestamp_ms: Some(snap.timestamp_ms),
         ledger: Obj(LedgerJson {
-            balances: st
-                .balances
-                .iter()
-                .map(|b| {
-                    Ok(Obj(BalanceJson {
-                        peer_id: u("peerId", &b.peer_id)?,
-                        balance: b.balance,
-                    }))
-                })
-                .collect::<Result<_>>()?,
-            escrows: st
-                .escrows
-                .iter()
-                .map(|e| {
-                    Ok(Obj(EscrowJson {
-                        task_id: u("taskId", &e.task_id)?,
-                        client_peer_id: u("clientPeerId", &e.client_peer_id)?,
-                        amount: e.amount,
-                        locked: e.locked,
-                        created_at: e.created_at,
-                    }))
-                })
-                .collect::<Result<_>>()?,
+            balances: all(&st.balances, balance_json)?,
+            escrows: all(&st.escrows, escrow_json)?,
         }),
         bridge: Obj(BridgeJson {
-            pegins: st
-                .pegins
-                .iter()
-                .map(|p| {
-                    Ok(Obj(PegInJson {
-                        peg_id: u("pegId", &p.peg_id)?,
-                        btc_tx_id: u("btcTxId", &p.btc_tx_id)?,
-                        vout: p.vout,
-                        btc_amount: p.btc_amount,
-                        btc_source: u("btcSource", &p.btc_source)?,
-                        ailee_dest: u("aileeDest", &p.ailee_dest)?,
-                        confirmations: p.confirmations,
-                        initiated_time: p.initiated_time,
-                        completed_time: p.completed_time,
-                        status: p.status,
-                    }))
-                })
-                .collect::<Result<_>>()?,
-            pegouts: st
-                .pegouts
-                .iter()
-                .map(|p| {
-                    Ok(Obj(PegOutJson {
-                        peg_id: u("pegId", &p.peg_id)?,
-                        ailee_source: u("aileeSource", &p.ailee_source)?,
-                        btc_dest: u("btcDest", &p.btc_dest)?,
-                        ailee_burn_amount: p.ailee_burn_amount,
-                        btc_release_amount: p.btc_release_amount,
-                        initiated_time: p.initiated_time,
-                        completed_time: p.completed_time,
-                        status: p.status,
-                        anchor_commitment_hash: u("anchorCommitmentHash", &p.anchor_commitment_hash)?,
-                    }))
-                })
-                .collect::<Result<_>>()?,
+            pegins: all(&st.pegins, pegin_json)?,
+            pegouts: all(&st.pegouts, pegout_json)?,
         }),
         orchestration: Obj(OrchestrationJson {
-            tasks: st
-                .tasks
-                .iter()
-                .map(|t| {
-                    Ok(Obj(TaskJson {
-                        task_id: u("taskId", &t.task_id)?,
-                        task_type: t.task_type,
-                        priority: t.priority,
-                        submitter_id: u("submitterId", &t.submitter_id)?,
-                        submitted_at_ms: t.submitted_at_ms,
-                        payload_hash: u("payloadHash", &t.payload_hash)?,
-                        anchor_commitment_hash: u("anchorCommitmentHash", &t.anchor_commitment_hash)?,
-                    }))
-                })
-                .collect::<Result<_>>()?,
+            tasks: all(&st.tasks, task_json)?,
         }),
     };
     serde_json::to_value(j).map_err(|e| Error::Integrity(format!("cannot render state as JSON: {e}")))
@@ -433,49 +428,11 @@ fn key_of<'e>(e: &'e Entry<'_>) -> (usize, &'e [u8]) {
 /// `serde_json::Value` holds them). Strings were checked to be UTF-8.
 fn entry_value(e: &Entry<'_>) -> Result<serde_json::Value> {
     let v = match e {
-        Entry::Balance(b) => serde_json::to_value(BalanceJson {
-            peer_id: u("peerId", &b.peer_id)?,
-            balance: b.balance,
-        }),
-        Entry::Escrow(e) => serde_json::to_value(EscrowJson {
-            task_id: u("taskId", &e.task_id)?,
-            client_peer_id: u("clientPeerId", &e.client_peer_id)?,
-            amount: e.amount,
-            locked: e.locked,
-            created_at: e.created_at,
-        }),
-        Entry::PegIn(p) => serde_json::to_value(PegInJson {
-            peg_id: u("pegId", &p.peg_id)?,
-            btc_tx_id: u("btcTxId", &p.btc_tx_id)?,
-            vout: p.vout,
-            btc_amount: p.btc_amount,
-            btc_source: u("btcSource", &p.btc_source)?,
-            ailee_dest: u("aileeDest", &p.ailee_dest)?,
-            confirmations: p.confirmations,
-            initiated_time: p.initiated_time,
-            completed_time: p.completed_time,
-            status: p.status,
-        }),
-        Entry::PegOut(p) => serde_json::to_value(PegOutJson {
-            peg_id: u("pegId", &p.peg_id)?,
-            ailee_source: u("aileeSource", &p.ailee_source)?,
-            btc_dest: u("btcDest", &p.btc_dest)?,
-            ailee_burn_amount: p.ailee_burn_amount,
-            btc_release_amount: p.btc_release_amount,
-            initiated_time: p.initiated_time,
-            completed_time: p.completed_time,
-            status: p.status,
-            anchor_commitment_hash: u("anchorCommitmentHash", &p.anchor_commitment_hash)?,
-        }),
-        Entry::Task(t) => serde_json::to_value(TaskJson {
-            task_id: u("taskId", &t.task_id)?,
-            task_type: t.task_type,
-            priority: t.priority,
-            submitter_id: u("submitterId", &t.submitter_id)?,
-            submitted_at_ms: t.submitted_at_ms,
-            payload_hash: u("payloadHash", &t.payload_hash)?,
-            anchor_commitment_hash: u("anchorCommitmentHash", &t.anchor_commitment_hash)?,
-        }),
+        Entry::Balance(b) => serde_json::to_value(balance_json(b)?),
+        Entry::Escrow(e) => serde_json::to_value(escrow_json(e)?),
+        Entry::PegIn(p) => serde_json::to_value(pegin_json(p)?),
+        Entry::PegOut(p) => serde_json::to_value(pegout_json(p)?),
+        Entry::Task(t) => serde_json::to_value(task_json(t)?),
     };
     v.map_err(|e| Error::Integrity(format!("cannot render state as JSON: {e}")))
 }
