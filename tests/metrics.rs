@@ -117,16 +117,16 @@ fn alert_rule_unit_tests_pass_and_cover_every_alert_firing_and_not_firing() {
 }
 
 #[test]
-fn every_metric_is_in_the_readme_table() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let section = readme
+fn every_metric_is_in_the_monitoring_guide_table() {
+    let guide = std::fs::read_to_string(root().join("docs/MONITORING.md")).unwrap();
+    let section = guide
         .split("## Metrics and alerts")
         .nth(1)
-        .expect("README section ## Metrics and alerts");
+        .expect("docs/MONITORING.md section ## Metrics and alerts");
     for d in CATALOG {
         assert!(
             section.contains(&format!("| `{}", d.name)),
-            "{} missing from the README",
+            "{} missing from docs/MONITORING.md",
             d.name
         );
     }
