@@ -311,3 +311,86 @@ echo "Snapshot is $DIVERGENCE blocks behind Bitcoin""#
     .code(0)
     .stdout("Snapshot is 6 blocks behind Bitcoin\n");
 }
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces
+/// to hyphens.
+fn anchor_of(heading: &str) -> String {
+    let mut s = String::new();
+    for c in heading.trim().chars() {
+        if c.is_alphanumeric() || c == '-' || c == '_' {
+            s.extend(c.to_lowercase());
+        } else if c == ' ' {
+            s.push('-');
+        }
+    }
+    s
+}
+
+/// The headings of a Markdown file (outside fenced code), as anchors.
+fn anchors(text: &str) -> Vec<String> {
+    let mut fenced = false;
+    let mut v = Vec::new();
+    for l in text.lines() {
+        if l.starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced && l.starts_with('#') {
+            v.push(anchor_of(l.trim_start_matches('#')));
+        }
+    }
+    v
+}
+
+/// The operators' documents are reachable from the README and from each
+/// other: every relative link names a file of the repository, and every
+/// `#anchor` a heading in it. The README stays a first page: under 300
+/// lines, opening with the two commands (the drill and the test suite).
+#[test]
+fn the_readme_opens_with_the_two_commands_and_every_document_link_resolves() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(readme.lines().count() < 300, "README.md has {} lines", readme.lines().count());
+    let first_block: Vec<String> = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap()
+        .lines()
+        .map(|l| l.split(" #").next().unwrap().trim().to_string())
+        .collect();
+    assert_eq!(first_block, ["scripts/test_recovery.sh --mode all", "scripts/test.sh"]);
+    let mut files = vec![root().join("README.md"), root().join("RELIABILITY.md"), root().join("BENCHMARKS.md")];
+    for e in std::fs::read_dir(root().join("docs")).unwrap() {
+        files.push(e.unwrap().path());
+    }
+    let mut checked = 0;
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for part in text.split("](").skip(1) {
+            let target = &part[..part.find(')').unwrap()];
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
+            let file = if path.is_empty() {
+                f.clone()
+            } else {
+                f.parent().unwrap().join(path)
+            };
+            assert!(file.exists(), "{}: link to {target}: no such file", f.display());
+            if !anchor.is_empty() {
+                let heads = anchors(&std::fs::read_to_string(&file).unwrap());
+                assert!(
+                    heads.iter().any(|h| h == anchor),
+                    "{}: link to {target}: no such heading in {}",
+                    f.display(),
+                    file.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    // The README links every guide.
+    for doc in ["docs/RUNBOOK.md", "docs/GUIDE.md", "docs/BACKUP.md", "docs/MONITORING.md", "docs/BITCOIN.md", "docs/ARCHITECTURE.md", "RELIABILITY.md"] {
+        assert!(readme.contains(&format!("]({doc})")), "README does not link {doc}");
+    }
+    assert!(checked > 20, "{checked} links");
+}
