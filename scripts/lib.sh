@@ -34,10 +34,10 @@ need_tools() {
     for t in "$@"; do tool_path "$t" >/dev/null || exit 1; done
 }
 
-# usage: prints the script's header comment (from line 2 to the first line that
-# is not a comment), without the leading "# ".
+# usage: prints the script's help, the here-document it put in $USAGE before
+# calling std_args (`IFS= read -r -d '' USAGE <<'EOF' || true`).
 usage() {
-    awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$(readlink -f "$0")"
+    printf '%s' "${USAGE:?the script sets USAGE before std_args}"
 }
 
 # Handles --help and --version for any script: call as `std_args "$@"` first.
@@ -51,8 +51,67 @@ std_args() {
     done
 }
 
-# json_get FIELD < json  — prints a top-level field ("" for null).
+# json_get FIELD < JSON — prints the top-level FIELD of one JSON object, such
+# as a tool's --json document: a string unescaped, a number or true/false as
+# written, "" for null, an absent field, or an object or array (never
+# printed). Exit 1 when the input is not a JSON object. No python, no jq:
+# the tools' documents are small, and this is the scripts' one JSON reader.
 json_get() {
-    python3 -c 'import json,sys; v=json.load(sys.stdin).get(sys.argv[1]); print("" if v is None else v)' "$1"
+    local want=$1 doc depth=0 key= colon=0 tok val
+    local ws='^[[:space:]]+' str='^"(([^"\\]|\\.)*)"' lit='^[-+.0-9A-Za-z]+' punct='^[][{}:,]'
+    doc=$(cat)
+    [[ $doc =~ ^[[:space:]]*\{ ]] || return 1
+    while [ -n "$doc" ]; do
+        if [[ $doc =~ $ws ]]; then
+            doc=${doc:${#BASH_REMATCH[0]}}
+            continue
+        elif [[ $doc =~ $str ]]; then
+            tok=s val=${BASH_REMATCH[1]}
+        elif [[ $doc =~ $lit ]]; then
+            tok=l val=${BASH_REMATCH[0]}
+        elif [[ $doc =~ $punct ]]; then
+            tok=${BASH_REMATCH[0]} val=
+        else
+            return 1
+        fi
+        doc=${doc:${#BASH_REMATCH[0]}}
+        case $tok in
+            '{'|'[') depth=$((depth + 1)); colon=0 ;;
+            '}'|']') depth=$((depth - 1)); [ "$depth" -gt 0 ] || break ;;
+            :) [ "$depth" -eq 1 ] && colon=1 ;;
+            ,) colon=0 ;;
+            s|l)
+                [ "$depth" -eq 1 ] || continue
+                if [ "$colon" = 0 ]; then
+                    key=$val
+                    [[ $val != *\\* ]] || key=$(json_unescape "$val")
+                elif [ "$key" = "$want" ]; then
+                    [ "$tok$val" = lnull ] || json_unescape "$val"
+                    echo
+                    return 0
+                fi ;;
+        esac
+    done
+    echo
+}
+# json_unescape TEXT — a JSON string's escapes (\" \\ \/ \n \t \uXXXX …) decoded.
+json_unescape() {
+    local s=$1 out= c
+    while [[ $s == *\\* ]]; do
+        out+=${s%%\\*}
+        s=${s#*\\}
+        c=${s:0:1}
+        case $c in
+            n) out+=$'\n' ;;
+            t) out+=$'\t' ;;
+            r) out+=$'\r' ;;
+            b) out+=$'\b' ;;
+            f) out+=$'\f' ;;
+            u) printf -v c '%b' "\\u${s:1:4}"; out+=$c; s=${s:4} ;;
+            *) out+=$c ;;
+        esac
+        s=${s:1}
+    done
+    printf '%s' "$out$s"
 }
 die() { echo "$(basename "$0"): $*" >&2; exit 1; }

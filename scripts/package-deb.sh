@@ -6,7 +6,8 @@
 # pages, shell completions, the systemd/cron examples and alert rules in
 # /usr/share/ailee-recovery/examples, the docs in /usr/share/doc/ailee-recovery.
 # Runtime dependencies are Debian's (restic for backups, util-linux for flock,
-# python3 for the scripts' JSON; util-linux's flock is essential). The
+# which is essential; the scripts read the tools' JSON with lib.sh's json_get,
+# plain bash). The
 # maintainer is $DEBFULLNAME <$DEBEMAIL> when set. Writes the package into DIR (default
 # target's release directory) and prints its path. Check it with
 # `lintian PACKAGE.deb` and `dpkg-deb --contents PACKAGE.deb`.
@@ -76,7 +77,7 @@ done
 find "$pkg" -type d -exec chmod 0755 {} +
 
 size=$(du -sk --exclude=DEBIAN "$pkg" | cut -f1)
-depends="libc6, libgcc-s1, libstdc++6, python3, restic"   # util-linux (flock) is essential
+depends="libc6, libgcc-s1, libstdc++6, restic"   # util-linux (flock) is essential
 install -d "$pkg/DEBIAN"
 cat > "$pkg/DEBIAN/control" <<EOF
 Package: ailee-recovery

@@ -128,6 +128,92 @@ ailee_l2_verify --snapshot ./ailee/backups/l2_snapshots_latest.dat.bak >/dev/nul
     .code(0);
 }
 
+/// A directory whose `python3`, `python` and `jq` fail loudly: put first on
+/// PATH, a script that still needs one of them fails.
+fn without_python(t: &Path) -> PathBuf {
+    let d = t.join("no-python");
+    std::fs::create_dir(&d).unwrap();
+    for name in ["python3", "python", "jq"] {
+        let p = d.join(name);
+        std::fs::write(&p, "#!/bin/sh\necho \"$0: not installed\" >&2\nexit 127\n").unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    d
+}
+
+/// The installed scripts need no python (the `.deb` does not depend on it):
+/// `ailee_get_snapshot_block` reads the verify document and the anchor record
+/// through lib.sh's json_get.
+#[test]
+fn installed_scripts_read_the_tools_json_without_python() {
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("p");
+    install(&prefix);
+    let path = format!(
+        "{}:{}:{}",
+        without_python(t.path()).display(),
+        prefix.join("bin").display(),
+        system_path()
+    );
+    sh(
+        t.path(),
+        &path,
+        r#"
+ailee_init_node --data-dir ./ailee >/dev/null
+ailee_l2_verify --snapshot basic.dat --index 1 --print-state > state.json
+ailee_create_anchor --l2-state-file state.json --snapshot-file ./ailee/l2_snapshots.dat --db-path ./ailee/reorg_db >/dev/null
+ailee_get_snapshot_block ./ailee/l2_snapshots.dat"#
+            .replace("basic.dat", vector("basic").to_str().unwrap())
+            .as_str(),
+    )
+    .assert()
+    .code(1)
+    .stdout("")
+    .stderr(contains("is not mined yet (status PENDING); run ailee_resync_blocks").and(contains("not installed").not()));
+}
+
+/// lib.sh's json_get, the scripts' one JSON reader: top-level fields only,
+/// strings unescaped, null and absent as "", nested values skipped, exit 1
+/// on what is not a JSON object.
+#[test]
+fn json_get_reads_top_level_fields_of_a_json_object() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = root().join("scripts/lib.sh");
+    let path = format!("{}:{}", without_python(t.path()).display(), system_path());
+    let doc = r#"{"a": {"status": "nested", "x": [1, {"status": "deeper"}]},
+  "status" : "CONFIRMED", "text": "say \"hi\" \\ \/ \u00e9", "height": 117, "ok": true,
+  "none": null, "list": ["status"]}"#;
+    for (field, want) in [
+        ("status", "CONFIRMED\n"),
+        ("text", "say \"hi\" \\ / \u{e9}\n"),
+        ("height", "117\n"),
+        ("ok", "true\n"),
+        ("none", "\n"),
+        ("list", "\n"),
+        ("absent", "\n"),
+        ("x", "\n"),
+    ] {
+        sh(
+            t.path(),
+            &path,
+            &format!("source {}; json_get {field} <<'EOF'\n{doc}\nEOF", lib.display()),
+        )
+        .env("LC_ALL", "C.UTF-8")
+        .assert()
+        .code(0)
+        .stdout(want);
+    }
+    for bad in ["", "not json", "[1, 2]", "{\"a\": \u{1}}"] {
+        sh(
+            t.path(),
+            &path,
+            &format!("source {}; json_get a <<'EOF'\n{bad}\nEOF", lib.display()),
+        )
+        .assert()
+        .code(1);
+    }
+}
+
 #[test]
 fn scripts_answer_help_and_version_and_check_their_tools_first() {
     let t = tempfile::tempdir().unwrap();
@@ -293,7 +379,10 @@ fn the_debian_package_builds_passes_lintian_and_runs_extracted() {
         .arg("Depends")
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&fields.stdout).contains("restic"));
+    let depends = String::from_utf8_lossy(&fields.stdout);
+    assert!(depends.contains("restic"), "{depends}");
+    // The scripts read the tools' JSON with lib.sh's json_get, plain bash.
+    assert!(!depends.contains("python"), "{depends}");
 
     let lintian = Command::new("lintian")
         .args(["--tag-display-limit", "0"])

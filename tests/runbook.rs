@@ -347,7 +347,11 @@ fn anchors(text: &str) -> Vec<String> {
 #[test]
 fn the_readme_opens_with_the_two_commands_and_every_document_link_resolves() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    assert!(readme.lines().count() < 300, "README.md has {} lines", readme.lines().count());
+    assert!(
+        readme.lines().count() < 300,
+        "README.md has {} lines",
+        readme.lines().count()
+    );
     let first_block: Vec<String> = readme
         .split("```sh\n")
         .nth(1)
@@ -357,7 +361,11 @@ fn the_readme_opens_with_the_two_commands_and_every_document_link_resolves() {
         .map(|l| l.split(" #").next().unwrap().trim().to_string())
         .collect();
     assert_eq!(first_block, ["scripts/test_recovery.sh --mode all", "scripts/test.sh"]);
-    let mut files = vec![root().join("README.md"), root().join("RELIABILITY.md"), root().join("BENCHMARKS.md")];
+    let mut files = vec![
+        root().join("README.md"),
+        root().join("RELIABILITY.md"),
+        root().join("BENCHMARKS.md"),
+    ];
     for e in std::fs::read_dir(root().join("docs")).unwrap() {
         files.push(e.unwrap().path());
     }
@@ -389,7 +397,15 @@ fn the_readme_opens_with_the_two_commands_and_every_document_link_resolves() {
         }
     }
     // The README links every guide.
-    for doc in ["docs/RUNBOOK.md", "docs/GUIDE.md", "docs/BACKUP.md", "docs/MONITORING.md", "docs/BITCOIN.md", "docs/ARCHITECTURE.md", "RELIABILITY.md"] {
+    for doc in [
+        "docs/RUNBOOK.md",
+        "docs/GUIDE.md",
+        "docs/BACKUP.md",
+        "docs/MONITORING.md",
+        "docs/BITCOIN.md",
+        "docs/ARCHITECTURE.md",
+        "RELIABILITY.md",
+    ] {
         assert!(readme.contains(&format!("]({doc})")), "README does not link {doc}");
     }
     assert!(checked > 20, "{checked} links");

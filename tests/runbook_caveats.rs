@@ -1,4 +1,4 @@
-//! The runbook caveats of the README and docs/RUNBOOK.md: the hazard each
+//! The runbook caveats of docs/GUIDE.md and docs/RUNBOOK.md: the hazard each
 //! describes is real, and the safe command given for it works as written.
 
 use ailee_recovery::{bash, bin, root, vector};
@@ -204,4 +204,28 @@ fn the_drill_recreates_its_own_directory_and_marks_it() {
     assert!(!crash.join("stale-from-last-run").exists());
     assert!(crash.join(".ailee-drill").is_file());
     assert!(crash.join("l2_snapshots.dat").is_file());
+}
+
+/// A step of the drill counts every command it runs, not only its last: a
+/// step ran `( set -e; eval "…" )` as an `if` condition, where bash ignores
+/// errexit, so "restore, verify, check, ls" passed on the `ls` alone. The
+/// drill's own `now_ms` and `step`, taken from the script, run a step whose
+/// first command fails.
+#[test]
+fn a_drill_step_fails_when_any_of_its_commands_fails() {
+    let drill = std::fs::read_to_string(root().join("scripts/test_recovery.sh")).unwrap();
+    let now_ms = drill.lines().find(|l| l.starts_with("now_ms() {")).unwrap();
+    let start = drill.find("\nstep() {").expect("the drill's step function");
+    let step = &drill[start..start + drill[start..].find("\n}\n").unwrap() + 3];
+    bash(&format!(
+        "set +e -uo pipefail\nscratch=$(mktemp -d)\npass=0 fail=0\n{now_ms}\n{step}\n\
+         first_fails() {{ false; true; }}\n\
+         step 'the first command fails' first_fails\nstep 'all pass' true\n\
+         rm -rf \"$scratch\"\necho \"pass=$pass fail=$fail\""
+    ))
+    .assert()
+    .code(0)
+    .stdout(contains("FAIL  the first command fails"))
+    .stdout(contains("PASS  all pass"))
+    .stdout(contains("pass=1 fail=1"));
 }
