@@ -11,7 +11,7 @@
 #   P/share/fish/vendor_completions.d  shell completions of the binaries
 #   P/share/ailee-recovery/examples    systemd units and timers, the cron file,
 #                                      alert rules, pointing at P/bin
-#   P/share/doc/ailee-recovery         README and docs
+#   P/share/doc/ailee-recovery         README, RELIABILITY, BENCHMARKS and docs/
 # P defaults to /usr/local. --destdir D stages everything under D (paths written
 # into the files still name P), as packagers do. The binaries come from a
 # release build (cargo build --release, into $CARGO_TARGET_DIR, default
@@ -105,8 +105,12 @@ for e in "$root"/scripts/examples/*/; do
         [ -f "$f" ] && install -m 0644 "$f" "$d/share/ailee-recovery/examples/$(basename "$e")/$(basename "$f")"
     done
 done
-install -m 0644 "$root/README.md" "$d/share/doc/ailee-recovery/README.md"
+# The documents keep the clone's tree, so the links between them resolve.
+install -d "$d/share/doc/ailee-recovery/docs"
+for f in README.md RELIABILITY.md BENCHMARKS.md; do
+    install -m 0644 "$root/$f" "$d/share/doc/ailee-recovery/$f"
+done
 for f in "$root"/docs/*.md; do
-    install -m 0644 "$f" "$d/share/doc/ailee-recovery/$(basename "$f")"
+    install -m 0644 "$f" "$d/share/doc/ailee-recovery/docs/$(basename "$f")"
 done
 echo "Installed ${#bins[@]} binaries and ${#scripts[@]} scripts into ${destdir:+$destdir}$prefix" >&2

@@ -422,6 +422,30 @@ fn the_debian_package_builds_passes_lintian_and_runs_extracted() {
     .code(0);
 }
 
+/// The installed documents keep the clone's tree (README.md beside
+/// RELIABILITY.md, BENCHMARKS.md and docs/), so the links between them, which
+/// `tests/runbook.rs` resolves in the clone, resolve in the installed tree.
+#[test]
+fn installed_docs_keep_the_tree_their_links_name() {
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("p");
+    install(&prefix);
+    let doc = prefix.join("share/doc/ailee-recovery");
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(root().join("docs"))
+        .unwrap()
+        .map(|e| Path::new("docs").join(e.unwrap().file_name()))
+        .collect();
+    docs.extend(["README.md", "RELIABILITY.md", "BENCHMARKS.md"].map(PathBuf::from));
+    for f in &docs {
+        assert_eq!(
+            std::fs::read(doc.join(f)).ok(),
+            std::fs::read(root().join(f)).ok(),
+            "{} not installed as is",
+            f.display()
+        );
+    }
+}
+
 /// The cron example as shipped (and as installed, with the prefix's bin/)
 /// copied into a cron.d directory is read by cron: Debian's cron takes from
 /// /etc/cron.d only the names `run-parts --list` takes (no dot: a file named
