@@ -217,7 +217,7 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
         }
         ailee_metrics::apply_samples(&mut m, &run.samples)?;
         if let Err(e) = ailee_metrics::write_monitor(m, run.lock_error) {
-            say_not_written(e);
+            say_not_written(*e);
             if status == ExitStatus::Success {
                 status = ExitStatus::Operational;
             }
@@ -228,7 +228,7 @@ fn monitor(a: MonitorArgs) -> anyhow::Result<ExitStatus> {
 
 /// Says on stderr what went wrong writing the monitor's file and what became
 /// of the previous file.
-fn say_not_written(e: Box<NotWritten>) {
+fn say_not_written(e: NotWritten) {
     use ailee_core::metrics::Withdrawn;
     if let Some(e) = &e.lock_error {
         ailee_cli::errln!("error: cannot open (lock and read back) the metrics file: {e}");
