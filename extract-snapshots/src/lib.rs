@@ -257,3 +257,49 @@ fn build_beside(
     }
     Ok((count, bytes, notes, swapped))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vector(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/fixtures/vectors/{name}.dat"))
+    }
+
+    fn options(file: PathBuf, outdir: PathBuf, force: bool) -> Options {
+        Options {
+            file,
+            outdir,
+            force,
+            read: ReadArgs { max_block_size: None },
+        }
+    }
+
+    #[test]
+    fn extracts_the_complete_snapshots_and_reports_the_torn_tail() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        let rep = Report { quiet: true };
+        let x = extract(&options(vector("torn-tail"), out.clone(), false), &rep).unwrap();
+        assert_eq!(x.torn_tail, Some((7659, 967)));
+        assert_eq!(x.replaced, 0);
+        let sum: u64 = (1..=x.count)
+            .map(|n| std::fs::metadata(out.join(format!("snapshot_{n}.dat"))).unwrap().len())
+            .sum();
+        assert_eq!(sum, x.bytes);
+        assert!(!out.join(format!("snapshot_{}.dat", x.count + 1)).exists());
+    }
+
+    #[test]
+    fn an_earlier_set_is_replaced_only_with_force() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        let rep = Report { quiet: true };
+        let first = extract(&options(vector("torn-tail"), out.clone(), false), &rep).unwrap();
+        let e = extract(&options(vector("basic"), out.clone(), false), &rep).unwrap_err();
+        assert!(e.to_string().contains("refusing to overwrite (use --force)"), "{e}");
+        let again = extract(&options(vector("basic"), out.clone(), true), &rep).unwrap();
+        assert_eq!(again.replaced, first.count);
+        assert_eq!(again.torn_tail, None);
+    }
+}
