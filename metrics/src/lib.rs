@@ -770,4 +770,64 @@ mod tests {
         assert!(parse_sample_arg("ailee_nope").is_err());
         assert!(parse_sample_arg("ailee_drill_success{mode=cr\"ash}").is_err());
     }
+
+    #[test]
+    fn write_keeps_what_it_is_not_told_and_counts_on() {
+        let t = tempfile::tempdir().unwrap();
+        let o = |set: &[&str], inc: &[&str]| WriteOptions {
+            metrics_dir: t.path().to_path_buf(),
+            writer: metrics::DRILL.to_string(),
+            set: set.iter().map(|s| s.to_string()).collect(),
+            inc: inc.iter().map(|s| s.to_string()).collect(),
+            remove: Vec::new(),
+        };
+        write(&o(&["ailee_drill_success{mode=crash}=1"], &[]), |_| {}).unwrap();
+        write(&o(&["ailee_drill_recovery_seconds{mode=crash}=2.5"], &[]), |_| {}).unwrap();
+        let m = MetricsFile::open(t.path(), metrics::DRILL).unwrap();
+        assert_eq!(m.get("ailee_drill_success", &["crash"]), Some(1.0));
+        assert_eq!(m.get("ailee_drill_recovery_seconds", &["crash"]), Some(2.5));
+        drop(m);
+        let e = write(&o(&[], &[]), |_| {}).unwrap_err();
+        assert!(e.to_string().contains("nothing to write"), "{e}");
+    }
+
+    #[test]
+    fn monitor_of_an_empty_data_dir_warns_of_each_missing_part() {
+        let t = tempfile::tempdir().unwrap();
+        let o = MonitorOptions {
+            data_dir: t.path().to_path_buf(),
+            metrics_dir: None,
+            backup_dir: None,
+            max_backup_age_hours: 2.0,
+            max_snapshot_age_hours: None,
+            max_snapshot_mb: 5000,
+            max_reorg_db_mb: 1000,
+            max_divergence: 100,
+            max_reorg_depth: 100,
+            quiet: false,
+            rpc: None,
+        };
+        let run = monitor(&o).unwrap();
+        assert_eq!(run.findings.status, ExitStatus::Operational);
+        let warned = |what: &str| {
+            run.findings
+                .lines
+                .iter()
+                .any(|l| matches!(l, Line::Warning(w) if w.starts_with(what)))
+        };
+        assert!(warned("cannot open reorg database"), "{:?}", run.findings.lines);
+        assert!(warned("cannot read the snapshot file"), "{:?}", run.findings.lines);
+        assert!(warned("no backup found"), "{:?}", run.findings.lines);
+        assert_eq!(run.findings.warnings, 3);
+        assert!(run.ok.is_none());
+        let sample = |n: &str| run.samples.iter().find(|s| s.0 == n).map(|s| s.2);
+        assert_eq!(sample("ailee_snapshot_newest_verified"), Some(Some(0.0)));
+        assert_eq!(sample("ailee_monitor_warnings"), Some(Some(3.0)));
+        assert_eq!(sample("ailee_bitcoin_rpc_up"), Some(None));
+        let e = monitor(&MonitorOptions {
+            data_dir: t.path().join("absent"),
+            ..o
+        });
+        assert!(e.is_err());
+    }
 }
