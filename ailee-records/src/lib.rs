@@ -297,7 +297,8 @@ pub fn decode_counter(key: &str, v: &[u8]) -> Result<u64, DecodeError> {
 mod tests {
     use super::*;
 
-    fn rec() -> AnchorRecord {
+    /// A record with every field set (the reader's tests use it too).
+    pub(crate) fn rec() -> AnchorRecord {
         AnchorRecord {
             anchor_hash: "ab".repeat(32),
             bitcoin_tx_id: "cd".repeat(32),

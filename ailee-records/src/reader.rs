@@ -200,19 +200,7 @@ impl Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rec() -> AnchorRecord {
-        AnchorRecord {
-            anchor_hash: "ab".repeat(32),
-            bitcoin_tx_id: "cd".repeat(32),
-            bitcoin_height: 812,
-            confirmations: 6,
-            broadcast_time: 1_700_000_000_000,
-            retry_count: 1,
-            status: AnchorStatus::Confirmed,
-            l2_state_root: "ef".repeat(32),
-        }
-    }
+    use crate::tests::rec;
 
     fn round_trip(a: &Answer) -> Answer {
         serde_json::from_str(&serde_json::to_string(a).unwrap()).unwrap()

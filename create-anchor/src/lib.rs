@@ -501,3 +501,64 @@ pub fn run(o: &Options, rep: &Report) -> anyhow::Result<Outcome> {
         broadcast,
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The RPC flags as an empty command line gives them.
+    fn no_rpc() -> RpcArgs {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            rpc: RpcArgs,
+        }
+        <Flags as clap::Parser>::parse_from(["test"]).rpc
+    }
+
+    fn options(dir: &Path) -> Options {
+        let state = dir.join("state.json");
+        std::fs::write(&state, r#"{"ledger": {"balances": [{"peerId": "p1", "balance": 5}]}}"#).unwrap();
+        Options {
+            l2_state_file: Some(state),
+            from_snapshot: None,
+            recovery_metadata: "m".into(),
+            timestamp_ms: None,
+            snapshot_file: Some(dir.join("l2_snapshots.dat")),
+            db_path: Some(dir.join("reorg_db")),
+            broadcast: false,
+            allow_unknown_pegout_anchors: false,
+            allow_ambiguous_root: false,
+            read: ReadArgs { max_block_size: None },
+            rpc: no_rpc(),
+        }
+    }
+
+    fn anchored(o: &Options) -> Anchored {
+        match run(o, &Report { quiet: true }).unwrap() {
+            Outcome::Anchored(a) => *a,
+            Outcome::DoesNotVerify(f) => panic!("{f}"),
+        }
+    }
+
+    #[test]
+    fn a_rerun_finishes_the_job_instead_of_repeating_it() {
+        let t = tempfile::tempdir().unwrap();
+        ReorgDb::create(&t.path().join("reorg_db")).unwrap();
+        let o = options(t.path());
+        let first = anchored(&o);
+        assert_eq!(
+            (first.append, first.record, first.broadcast),
+            (Step::Done, Step::Done, Step::Skipped)
+        );
+        assert_eq!(first.offset, Some(0));
+        assert_eq!(first.record_status, Some("PENDING"));
+        let again = anchored(&o);
+        assert_eq!((again.append, again.record), (Step::Already, Step::Already));
+        assert_eq!((&again.hash, again.timestamp_ms), (&first.hash, first.timestamp_ms));
+        let len = std::fs::metadata(t.path().join("l2_snapshots.dat")).unwrap().len();
+        let sf = SnapshotFile::open(&t.path().join("l2_snapshots.dat")).unwrap();
+        assert_eq!(anchors_before(&sf, None, &[first.hash.as_str()]).unwrap().len(), 1);
+        assert_eq!(sf.len(), len);
+    }
+}
