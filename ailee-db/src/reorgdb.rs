@@ -10,8 +10,8 @@
 //! - A database held by another process is [`Error::Locked`]; the tools never
 //!   delete `LOCK` (it is an flock, released when its holder exits).
 
-use crate::records::*;
 use crate::{Error, Result};
+use ailee_records::*;
 use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteOptions, DB};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -903,7 +903,7 @@ impl Batch {
     }
 }
 
-impl crate::records::AnchorLookup for ReorgDb {
+impl ailee_core::records::AnchorLookup for ReorgDb {
     fn anchor(&self, hash: &str) -> Result<Option<AnchorRecord>> {
         ReorgDb::anchor(self, hash)
     }

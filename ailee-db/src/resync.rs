@@ -36,10 +36,10 @@
 //! in [`Report::unknown_txids`] and skipped, while the others progress.
 
 use crate::progress::Progress;
-use crate::records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use crate::reorgdb::{Batch, ReorgDb};
 use crate::rpc::{Rpc, TxPlace};
 use crate::{cancel, Error, Result};
+use ailee_records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use std::collections::BTreeMap;
 
 /// Attempts before giving up on a chain that keeps moving under the run.
@@ -199,8 +199,8 @@ impl From<Error> for Stop {
     }
 }
 
-impl From<crate::records::DecodeError> for Stop {
-    fn from(e: crate::records::DecodeError) -> Stop {
+impl From<ailee_records::DecodeError> for Stop {
+    fn from(e: ailee_records::DecodeError) -> Stop {
         Stop::Err(e.into())
     }
 }
