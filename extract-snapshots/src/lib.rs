@@ -261,10 +261,7 @@ fn build_beside(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vector(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/fixtures/vectors/{name}.dat"))
-    }
+    use ailee_recovery::vector;
 
     fn options(file: PathBuf, outdir: PathBuf, force: bool) -> Options {
         Options {

@@ -108,10 +108,7 @@ pub fn prune(o: &Options, rep: &Report) -> anyhow::Result<Pruned> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vector(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/fixtures/vectors/{name}.dat"))
-    }
+    use ailee_recovery::vector;
 
     fn options(file: PathBuf, output: PathBuf, keep: u64) -> Options {
         Options {
