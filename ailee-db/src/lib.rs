@@ -13,12 +13,6 @@
 #![deny(clippy::print_stdout, clippy::print_stderr, clippy::exit, clippy::dbg_macro)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-// The core's modules under their usual paths (`crate::format`, …), for the
-// modules that moved here from the core.
-pub(crate) use ailee_core::{
-    atomic, block, cancel, format, progress, records, rpc, scan, snapfile, verify, Error, Result,
-};
-
 pub mod backup;
 pub mod monitor;
 pub mod onchain;

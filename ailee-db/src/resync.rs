@@ -35,10 +35,10 @@
 //! left CONFIRMED; a PENDING one whose txid the node does not know is listed
 //! in [`Report::unknown_txids`] and skipped, while the others progress.
 
-use crate::progress::Progress;
 use crate::reorgdb::{Batch, ReorgDb};
-use crate::rpc::{Rpc, TxPlace};
-use crate::{cancel, Error, Result};
+use ailee_core::progress::Progress;
+use ailee_core::rpc::{Rpc, TxPlace};
+use ailee_core::{cancel, Error, Result};
 use ailee_records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use std::collections::BTreeMap;
 
@@ -519,7 +519,7 @@ impl Run<'_> {
         };
         // Validated by the RPC layer: the block asked for, parsed whole.
         let raw = self.rpc.raw_block(&hash)?;
-        let b: crate::block::Block<'_> = raw.block()?;
+        let b: ailee_core::block::Block<'_> = raw.block()?;
         Ok(b.txs.iter().any(|t| same(&t.txid(), txid)))
     }
 
