@@ -6,15 +6,17 @@
 //! it starts `ailee_init_reorg_db --path=P --get-anchor - --json` once and asks
 //! it for each record, one hash per line, one JSON line back. The database is
 //! opened read-only there, exactly as it was here (safe while the node runs).
+//! The questions and answers are [`ailee_records::reader`]'s types, the
+//! server `ailee_db::reader::serve`.
 //!
 //! The helper is looked for in `$AILEE_BIN`, then next to the running binary
 //! (the build directory, an install prefix's `bin`, a moved tree), then on
 //! `PATH` — as the scripts find their tools.
 
 use ailee_core::child::{Signal, Spec, Stopped, Supervised};
-use ailee_core::records::{AnchorLookup, AnchorRecord, AnchorStatus};
+use ailee_core::records::{AnchorLookup, AnchorRecord};
 use ailee_core::{Error, ExitStatus, Result};
-use serde_json::Value;
+use ailee_records::reader::{Answer, Missing, Question, Reply, BLOCK_QUESTION};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -112,10 +114,6 @@ fn failed(message: String, status: ExitStatus) -> Error {
 fn askable(hash: &str) -> bool {
     hash.len() <= HASH_CAP && !hash.contains(['\n', '\r']) && !hash.starts_with(BLOCK_QUESTION)
 }
-
-/// A question about a stored block hash rather than an anchor: `block:<height>`
-/// (no anchor hash the node writes looks like that: anchors are hex).
-pub const BLOCK_QUESTION: &str = "block:";
 
 /// Reads the helper's answers on a thread of its own, so that waiting for
 /// one can time out and an oversized one cannot block either side.
@@ -273,7 +271,7 @@ impl RemoteDb {
     /// empty and the next batch's write fits in it (it cannot block). If the
     /// helper stops on an error it reports (one JSON document without a hash:
     /// an open error), that error is returned.
-    fn exchange(&self, state: &mut State, hashes: &[&str]) -> Result<Vec<Value>> {
+    fn exchange(&self, state: &mut State, hashes: &[&str]) -> Result<Vec<Answer>> {
         let Some(mut h) = state.helper.take() else {
             return Err(failed(
                 format!("{}: the reorg database reader has stopped", self.path.display()),
@@ -299,17 +297,20 @@ impl RemoteDb {
                 return Ok(answers);
             };
             match h.answers.recv_timeout(POLL) {
-                Ok(Line::Answer(l)) => match serde_json::from_slice::<Value>(&l) {
-                    Ok(v) if v.get("anchor_hash").is_none() && v.get("error").is_some() => {
+                Ok(Line::Answer(l)) => match serde_json::from_slice::<Answer>(&l) {
+                    Ok(v) if v.anchor_hash.is_none() && v.error.is_some() => {
                         reap(&mut h, EXIT_GRACE);
                         return Err(error_of(&v).unwrap_or_else(|| bad("error")));
                     }
-                    Ok(v) if v.get("anchor_hash").and_then(Value::as_str) == Some(asked) => {
+                    Ok(v) if v.anchor_hash.as_deref() == Some(asked) => {
                         answers.push(v);
                         since = Instant::now();
                     }
                     Ok(v) => {
-                        let named = v.get("anchor_hash").map(Value::to_string).unwrap_or_default();
+                        let named = v
+                            .anchor_hash
+                            .map(|h| serde_json::Value::String(h).to_string())
+                            .unwrap_or_default();
                         break (
                             format!(
                                 "an answer about {} to a question about {:?}",
@@ -395,17 +396,6 @@ fn remember(cache: &mut HashMap<String, Option<AnchorRecord>>, hash: &str, r: Op
     cache.insert(hash.to_string(), r);
 }
 
-fn text(v: &Value, key: &str) -> Result<String> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| bad(key))
-}
-
-fn number(v: &Value, key: &str) -> Result<u64> {
-    v.get(key).and_then(Value::as_u64).ok_or_else(|| bad(key))
-}
-
 fn bad(key: &str) -> Error {
     failed(
         format!("{HELPER} answered without a valid {key:?}"),
@@ -413,42 +403,35 @@ fn bad(key: &str) -> Error {
     )
 }
 
-/// The error an answer or a document reports, if any (its `exit_code` 2 is
-/// an integrity failure, as in our exit-code table).
-fn error_of(v: &Value) -> Option<Error> {
-    let e = v.get("error").and_then(Value::as_str)?;
-    let status = match v.get("exit_code").and_then(Value::as_u64) {
-        Some(2) => ExitStatus::Integrity,
-        _ => ExitStatus::Operational,
-    };
-    Some(failed(e.to_string(), status))
+/// A reply as this tool's result: the reader's error (its `exit_code` 2 is
+/// an integrity failure, as in our exit-code table), or an answer lacking a
+/// field (exit 1).
+fn reply(r: std::result::Result<Reply, Missing>) -> Result<Reply> {
+    match r {
+        Ok(Reply::Error { message, exit_code }) => {
+            let status = match exit_code {
+                Some(2) => ExitStatus::Integrity,
+                _ => ExitStatus::Operational,
+            };
+            Err(failed(message, status))
+        }
+        Ok(r) => Ok(r),
+        Err(Missing(key)) => Err(bad(key)),
+    }
 }
 
-/// An answer line as a record (`None`: not recorded), or the error it reports.
-fn record(v: &Value) -> Result<Option<AnchorRecord>> {
-    if let Some(e) = error_of(v) {
-        return Err(e);
+/// The error a document reports, if any.
+fn error_of(v: &Answer) -> Option<Error> {
+    v.error_reply().and_then(|r| reply(Ok(r)).err())
+}
+
+/// An answer as a record (`None`: not recorded), or the error it reports.
+fn record(v: &Answer) -> Result<Option<AnchorRecord>> {
+    match reply(v.anchor_reply())? {
+        Reply::Record(r) => Ok(Some(r)),
+        Reply::Absent => Ok(None),
+        Reply::Block(_) | Reply::Error { .. } => Err(bad("found")),
     }
-    match v.get("found").and_then(Value::as_bool) {
-        Some(false) => return Ok(None),
-        Some(true) => {}
-        None => return Err(bad("found")),
-    }
-    let name = text(v, "status")?;
-    let status = AnchorStatus::ALL
-        .into_iter()
-        .find(|s| s.name() == name)
-        .ok_or_else(|| bad("status"))?;
-    Ok(Some(AnchorRecord {
-        anchor_hash: text(v, "anchor_hash")?,
-        bitcoin_tx_id: text(v, "bitcoin_tx_id")?,
-        bitcoin_height: number(v, "bitcoin_height")?,
-        confirmations: number(v, "confirmations")?,
-        broadcast_time: number(v, "broadcast_time")?,
-        retry_count: number(v, "retry_count")?,
-        status,
-        l2_state_root: text(v, "l2_state_root")?,
-    }))
 }
 
 impl AnchorLookup for RemoteDb {
@@ -467,17 +450,14 @@ impl AnchorLookup for RemoteDb {
     }
 
     fn block_hash(&self, height: u64) -> Result<Option<String>> {
-        let q = format!("{BLOCK_QUESTION}{height}");
+        let q = Question::Block(height).line();
         let mut state = self.state();
         let answers = self.exchange(&mut state, &[q.as_str()])?;
         let v = answers.first().ok_or_else(|| bad("block_hash"))?;
-        if let Some(e) = error_of(v) {
-            return Err(e);
-        }
-        match v.get("found").and_then(Value::as_bool) {
-            Some(false) => Ok(None),
-            Some(true) => text(v, "block_hash").map(Some),
-            None => Err(bad("found")),
+        match reply(v.block_reply())? {
+            Reply::Block(b) => Ok(Some(b)),
+            Reply::Absent => Ok(None),
+            Reply::Record(_) | Reply::Error { .. } => Err(bad("found")),
         }
     }
 

@@ -1,15 +1,25 @@
-//! Shared library of the AILEE recovery tools.
+//! The core library of the AILEE recovery tools: what every tool agrees on,
+//! with no RocksDB and no printing.
 //!
-//! Everything the six binaries agree on lives here: the snapshot file format
-//! ([`format`], [`scan`]), the state root ([`root`]), anchors ([`anchor`]),
-//! verification ([`verify`]), the exit-code table ([`exit`]) and cooperative
-//! cancellation ([`cancel`]). This crate never prints, never exits and never
-//! panics on input; binaries render its results.
+//! - the snapshot file: its format ([`format`], [`model`]), the one type that
+//!   reads it ([`snapfile`]), appending to it ([`append`]), JSON states
+//!   ([`state_json`]);
+//! - the state root ([`root`]) and anchors ([`anchor`]), and the verifier
+//!   ([`verify`], [`pipeline`]) over anchor records read through
+//!   [`records::AnchorLookup`] (the record types are the `ailee-records`
+//!   crate's);
+//! - Bitcoin: the RPC client ([`rpc`]), anchors found on chain ([`onchain`]),
+//!   the anchoring identity ([`identity`]);
+//! - the process: typed errors ([`error`]) and the one exit-code table
+//!   ([`exit`]), cooperative cancellation ([`cancel`]), child processes
+//!   ([`child`]), atomic files ([`atomic`]), progress ([`progress`]) and the
+//!   Prometheus textfile writer ([`metrics`]).
 //!
-//! It does not link RocksDB: the reorg database and what is built on it
-//! (resync, monitor, backup) are in `ailee-db`, so a tool that does not open
-//! the database (verify, extract, prune) starts without RocksDB's C++ runtime
-//! (about 2 ms of process start).
+//! This crate never prints, never exits and never panics on input; binaries
+//! render its results. The reorg database (RocksDB) and what is built on it
+//! (resync, the monitor's checks, backups, the database reader) are in
+//! `ailee-db`, so a tool that does not open the database (verify, extract,
+//! prune) starts without RocksDB's C++ runtime (about 2 ms of process start).
 
 #![deny(clippy::print_stdout, clippy::print_stderr, clippy::exit, clippy::dbg_macro)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

@@ -5,17 +5,17 @@
 //!
 //! Invariants:
 //! - Nothing here scans the whole snapshot file or every `block:` record: the
-//!   newest snapshot is found from the end ([`crate::scan::Backward`]); earlier
+//!   newest snapshot is found from the end ([`ailee_core::scan::Backward`]); earlier
 //!   snapshots are read only to resolve a peg-out's anchor the database does
 //!   not know; the database is read through the `anchor:` and `reorg:`
 //!   prefixes, the counter and the highest `block:` key.
 //! - The database is opened read-only by the caller (safe while the node
 //!   holds it). A record that does not decode is counted, never fatal.
 
-use crate::records::{AnchorRecord, AnchorStatus, Key, ReorgEvent, ANCHOR_PREFIX, REORG_PREFIX};
 use crate::reorgdb::ReorgDb;
-use crate::verify::{anchor_hash_of, check_block, check_links, AnchorSource, PegoutRef};
-use crate::{Error, Result};
+use ailee_core::records::{AnchorRecord, AnchorStatus, Key, ReorgEvent, ANCHOR_PREFIX, REORG_PREFIX};
+use ailee_core::verify::{anchor_hash_of, check_block, check_links, AnchorSource, PegoutRef};
+use ailee_core::{Error, Result};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -127,7 +127,7 @@ fn find_tail(file: &std::fs::File, len: u64, path: &Path) -> Result<Tail> {
     let mut torn = None;
     let mut e = len;
     while e > 0 {
-        crate::cancel::check()?;
+        ailee_core::cancel::check()?;
         // Skip a hole: continue from the end of the data before it.
         match regions.iter().rev().find(|(start, _)| *start < e) {
             Some(&(_, end)) => e = e.min(end),
@@ -173,7 +173,7 @@ pub fn snapshot_status(path: &Path, db: Option<&ReorgDb>) -> Result<SnapshotStat
     if !md.is_file() {
         return Err(Error::Usage(format!("{}: not a regular file", path.display())));
     }
-    let (file, md) = crate::scan::open_snapshot_file(path)?;
+    let (file, md) = ailee_core::scan::open_snapshot_file(path)?;
     let mut st = SnapshotStatus {
         size_bytes: md.len(),
         ..SnapshotStatus::default()
@@ -184,7 +184,7 @@ pub fn snapshot_status(path: &Path, db: Option<&ReorgDb>) -> Result<SnapshotStat
     let Some(end) = tail.end else {
         return Ok(st);
     };
-    let mut bw = crate::scan::Backward::before(&file, end).map_err(|e| Error::io(path, e))?;
+    let mut bw = ailee_core::scan::Backward::before(&file, end).map_err(|e| Error::io(path, e))?;
     let Some(found) = bw.next_block().map_err(|e| Error::io(path, e))? else {
         return Ok(st);
     };
@@ -192,7 +192,7 @@ pub fn snapshot_status(path: &Path, db: Option<&ReorgDb>) -> Result<SnapshotStat
     let v = check_block(&found.bytes, &mut buf);
     let mut n = Newest {
         offset: found.offset,
-        timestamp_ms: crate::format::parse_block(&found.bytes)
+        timestamp_ms: ailee_core::format::parse_block(&found.bytes)
             .ok()
             .map(|p| p.snapshot.timestamp_ms),
         anchor_hash: v.anchor_hash.clone(),
@@ -235,9 +235,9 @@ fn earlier_anchors(path: &Path, file: &std::fs::File, before: u64, refs: &[Pegou
     if missing.is_empty() {
         return Ok(set);
     }
-    let mut bw = crate::scan::Backward::before(file, before).map_err(|e| Error::io(path, e))?;
+    let mut bw = ailee_core::scan::Backward::before(file, before).map_err(|e| Error::io(path, e))?;
     while let Some(b) = bw.next_block().map_err(|e| Error::io(path, e))? {
-        crate::cancel::check()?;
+        ailee_core::cancel::check()?;
         if let Some(h) = anchor_hash_of(&b.bytes) {
             missing.remove(h.as_str());
             set.insert(h);
@@ -280,7 +280,7 @@ impl DbStatus {
 pub fn db_status(db: &ReorgDb) -> Result<DbStatus> {
     let mut st = DbStatus::default();
     for r in db.scan(ANCHOR_PREFIX, ANCHOR_PREFIX) {
-        crate::cancel::check()?;
+        ailee_core::cancel::check()?;
         let (k, v) = r?;
         match AnchorRecord::decode(&k, &v) {
             Ok(a) => {
@@ -294,7 +294,7 @@ pub fn db_status(db: &ReorgDb) -> Result<DbStatus> {
     }
     let mut max_id = None;
     for r in db.scan(REORG_PREFIX, REORG_PREFIX) {
-        crate::cancel::check()?;
+        ailee_core::cancel::check()?;
         let (k, v) = r?;
         let decoded = Key::decode(k.as_bytes())
             .map_err(Error::from)
@@ -373,7 +373,7 @@ pub fn fork_with(
     // Does the node hold the highest stored block at or below `h`? `None`:
     // nothing is stored at or below `h`.
     let mut held = |h: u64| -> Result<Option<(u64, bool)>> {
-        crate::cancel::check()?;
+        ailee_core::cancel::check()?;
         match db.block_at_or_below(h)? {
             None => Ok(None),
             Some((sh, hash)) => Ok(Some((sh, node_hash(sh)?.is_some_and(|n| n == hash)))),

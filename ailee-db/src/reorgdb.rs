@@ -10,8 +10,8 @@
 //! - A database held by another process is [`Error::Locked`]; the tools never
 //!   delete `LOCK` (it is an flock, released when its holder exits).
 
-use crate::records::*;
-use crate::{Error, Result};
+use ailee_core::{Error, Result};
+use ailee_records::*;
 use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteOptions, DB};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -290,7 +290,7 @@ fn on_a_stable_view<T>(
             seen = None;
         }
         last = what;
-        crate::cancel::check()?;
+        ailee_core::cancel::check()?;
         // Give the writer time to finish what it was doing: 2 ms doubling to 64 ms.
         std::thread::sleep(std::time::Duration::from_millis(2 << n.min(5)));
     }
@@ -350,13 +350,13 @@ impl ReorgDb {
                 })
             }
         }
-        let parent = crate::atomic::parent_dir(path);
+        let parent = ailee_core::atomic::parent_dir(path);
         let name = path
             .file_name()
             .ok_or_else(|| Error::Usage(format!("{}: not a directory name", path.display())))?;
         let tmp = parent.join(format!(".{}.ailee-tmp.{}", name.to_string_lossy(), std::process::id()));
         // A signal removes the half-built database before the process dies.
-        crate::cancel::create_registered(&tmp, true, || Ok(()))?;
+        ailee_core::cancel::create_registered(&tmp, true, || Ok(()))?;
         let result = (|| {
             let mut o = cf_options();
             o.create_if_missing(true);
@@ -376,14 +376,14 @@ impl ReorgDb {
                     .and_then(|f| f.sync_all())
                     .map_err(|e| Error::io(&p, e))?;
             }
-            crate::atomic::sync_dir(&tmp)?;
-            crate::cancel::critical(|| {
-                crate::cancel::release(&tmp, || std::fs::rename(&tmp, path)).map_err(|e| Error::io(path, e))?;
-                crate::atomic::sync_dir(&parent)
+            ailee_core::atomic::sync_dir(&tmp)?;
+            ailee_core::cancel::critical(|| {
+                ailee_core::cancel::release(&tmp, || std::fs::rename(&tmp, path)).map_err(|e| Error::io(path, e))?;
+                ailee_core::atomic::sync_dir(&parent)
             })
         })();
         if result.is_err() {
-            crate::cancel::release(&tmp, || std::fs::remove_dir_all(&tmp).ok());
+            ailee_core::cancel::release(&tmp, || std::fs::remove_dir_all(&tmp).ok());
         }
         result
     }
@@ -626,7 +626,7 @@ impl ReorgDb {
                 };
                 let mut b = rocksdb::WriteBatch::default();
                 for item in self.db.iterator_cf(&from, IteratorMode::Start) {
-                    crate::cancel::check()?;
+                    ailee_core::cancel::check()?;
                     let (k, v) = item.map_err(|e| db_error(&self.path, e))?;
                     b.put_cf(&to, k, v);
                     copied += 1;
@@ -670,7 +670,7 @@ impl ReorgDb {
             o.fill_cache(false);
             o.set_readahead_size(2 << 20);
             for item in self.db.iterator_cf_opt(&cf, o, IteratorMode::Start) {
-                crate::cancel::check()?;
+                ailee_core::cancel::check()?;
                 item.map_err(|e| db_error(&self.path, e))?;
                 n += 1;
             }
@@ -755,7 +755,7 @@ impl ReorgDb {
         let mut prev_height: Option<u64> = None;
         let mut events: BTreeMap<u64, ReorgEvent> = BTreeMap::new();
         for item in self.db.iterator(IteratorMode::Start) {
-            crate::cancel::check()?;
+            ailee_core::cancel::check()?;
             let (k, v) = item.map_err(|e| db_error(&self.path, e))?;
             let key = String::from_utf8_lossy(&k).into_owned();
             let decoded = Key::decode(&k).and_then(|kind| match kind {
@@ -903,7 +903,7 @@ impl Batch {
     }
 }
 
-impl crate::records::AnchorLookup for ReorgDb {
+impl ailee_core::records::AnchorLookup for ReorgDb {
     fn anchor(&self, hash: &str) -> Result<Option<AnchorRecord>> {
         ReorgDb::anchor(self, hash)
     }
@@ -913,9 +913,9 @@ impl crate::records::AnchorLookup for ReorgDb {
     }
 }
 
-impl crate::verify::AnchorSource for ReorgDb {
-    fn status(&self, hash: &str) -> Result<crate::verify::LinkStatus> {
-        crate::verify::Records(self).status(hash)
+impl ailee_core::verify::AnchorSource for ReorgDb {
+    fn status(&self, hash: &str) -> Result<ailee_core::verify::LinkStatus> {
+        ailee_core::verify::Records(self).status(hash)
     }
 }
 

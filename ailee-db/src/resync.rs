@@ -35,11 +35,11 @@
 //! left CONFIRMED; a PENDING one whose txid the node does not know is listed
 //! in [`Report::unknown_txids`] and skipped, while the others progress.
 
-use crate::progress::Progress;
-use crate::records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use crate::reorgdb::{Batch, ReorgDb};
-use crate::rpc::{Rpc, TxPlace};
-use crate::{cancel, Error, Result};
+use ailee_core::progress::Progress;
+use ailee_core::rpc::{Rpc, TxPlace};
+use ailee_core::{cancel, Error, Result};
+use ailee_records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use std::collections::BTreeMap;
 
 /// Attempts before giving up on a chain that keeps moving under the run.
@@ -199,8 +199,8 @@ impl From<Error> for Stop {
     }
 }
 
-impl From<crate::records::DecodeError> for Stop {
-    fn from(e: crate::records::DecodeError) -> Stop {
+impl From<ailee_records::DecodeError> for Stop {
+    fn from(e: ailee_records::DecodeError) -> Stop {
         Stop::Err(e.into())
     }
 }
@@ -519,7 +519,7 @@ impl Run<'_> {
         };
         // Validated by the RPC layer: the block asked for, parsed whole.
         let raw = self.rpc.raw_block(&hash)?;
-        let b: crate::block::Block<'_> = raw.block()?;
+        let b: ailee_core::block::Block<'_> = raw.block()?;
         Ok(b.txs.iter().any(|t| same(&t.txid(), txid)))
     }
 
@@ -544,11 +544,10 @@ impl Run<'_> {
         })
     }
 
-    /// Phase 2c: anchors follow the chain.
-    fn refresh_anchors(&mut self) -> Step<()> {
-        let tip = self.pin.0;
-        let thr = self.o.confirmations;
-        let anchors = self.db.anchors()?;
+    /// Where the node has the transactions of the anchors that may have
+    /// moved (by anchor hash): those with a txid, not failed, not invalidated
+    /// by this run's reorg, unmined, examined by this run or invalidated.
+    fn anchor_places<'a>(&self, anchors: &'a [AnchorRecord]) -> Step<BTreeMap<&'a str, TxPlace>> {
         let just_invalidated: Vec<&str> = self
             .report
             .reorgs
@@ -576,6 +575,50 @@ impl Run<'_> {
                 places.insert(a.anchor_hash.as_str(), p);
             }
         }
+        Ok(places)
+    }
+
+    /// An anchor whose transaction is at height `h` of the best chain: its
+    /// height, confirmations and status follow (CONFIRMED only when deep
+    /// enough and proven the operator's), and the report says what changed.
+    fn place(&mut self, a: &AnchorRecord, n: &mut AnchorRecord, h: u64) -> Step<()> {
+        let tip = self.pin.0;
+        n.bitcoin_height = h;
+        n.confirmations = tip - h + 1;
+        let moved = a.bitcoin_height != h;
+        let deep = n.confirmations >= self.o.confirmations;
+        n.status = match a.status {
+            AnchorStatus::Confirmed if !moved => AnchorStatus::Confirmed,
+            _ if deep => AnchorStatus::Confirmed,
+            _ => AnchorStatus::Pending,
+        };
+        if n.status == AnchorStatus::Confirmed && (a.status != AnchorStatus::Confirmed || moved) {
+            if let Some(why) = self.not_the_operators(&a.bitcoin_tx_id)? {
+                // Not proven the operator's: never CONFIRMED by us.
+                n.status = AnchorStatus::Pending;
+                self.report
+                    .not_operators
+                    .push((a.anchor_hash.clone(), a.bitcoin_tx_id.clone(), why));
+            }
+        }
+        if n.status == AnchorStatus::Confirmed && a.status != AnchorStatus::Confirmed {
+            if a.status == AnchorStatus::InvalidatedReorg {
+                self.report.anchors_reconfirmed.push(n.anchor_hash.clone());
+            } else {
+                self.report.anchors_confirmed.push(n.anchor_hash.clone());
+            }
+        } else if a.status == AnchorStatus::InvalidatedReorg {
+            // Mined again, not yet deep enough: PENDING with its new height.
+            self.report.anchors_reconfirmed.push(n.anchor_hash.clone());
+        }
+        Ok(())
+    }
+
+    /// Phase 2c: anchors follow the chain.
+    fn refresh_anchors(&mut self) -> Step<()> {
+        let tip = self.pin.0;
+        let anchors = self.db.anchors()?;
+        let places = self.anchor_places(&anchors)?;
         let mut b = Batch::default();
         for a in &anchors {
             cancel::check()?;
@@ -629,33 +672,7 @@ impl Run<'_> {
                     ),
                 ));
             } else if let Some(h) = placed {
-                n.bitcoin_height = h;
-                n.confirmations = tip - h + 1;
-                let moved = a.bitcoin_height != h;
-                let deep = n.confirmations >= thr;
-                n.status = match a.status {
-                    AnchorStatus::Confirmed if !moved => AnchorStatus::Confirmed,
-                    _ if deep => AnchorStatus::Confirmed,
-                    _ => AnchorStatus::Pending,
-                };
-                if n.status == AnchorStatus::Confirmed && (a.status != AnchorStatus::Confirmed || moved) {
-                    if let Some(why) = self.not_the_operators(&a.bitcoin_tx_id)? {
-                        // Not proven the operator's: never CONFIRMED by us.
-                        n.status = AnchorStatus::Pending;
-                        let (h, t) = name();
-                        self.report.not_operators.push((h, t, why));
-                    }
-                }
-                if n.status == AnchorStatus::Confirmed && a.status != AnchorStatus::Confirmed {
-                    if a.status == AnchorStatus::InvalidatedReorg {
-                        self.report.anchors_reconfirmed.push(n.anchor_hash.clone());
-                    } else {
-                        self.report.anchors_confirmed.push(n.anchor_hash.clone());
-                    }
-                } else if a.status == AnchorStatus::InvalidatedReorg {
-                    // Mined again, not yet deep enough: PENDING with its new height.
-                    self.report.anchors_reconfirmed.push(n.anchor_hash.clone());
-                }
+                self.place(a, &mut n, h)?;
             }
             if n != *a {
                 self.report.anchors_updated += 1;

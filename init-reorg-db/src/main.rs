@@ -3,12 +3,12 @@
 
 use ailee_cli::{out, Common, EXIT_CODES_HELP};
 use ailee_core::records::{AnchorRecord, AnchorStatus};
-use ailee_core::{Error, ExitStatus};
-use ailee_db::reorgdb::{Mode, ReorgDb};
-use anyhow::Context;
+use ailee_core::ExitStatus;
+use ailee_db::reorgdb::CheckReport;
+use ailee_records::reader::Answer;
 use clap::Parser;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Create an empty AILEE reorg database, or check an existing one.
@@ -57,6 +57,34 @@ fn main() -> ExitCode {
     ailee_cli::main(run_json)
 }
 
+/// What the command line asks for.
+enum Run {
+    Create,
+    Check {
+        recent: usize,
+    },
+    Copy {
+        dest: PathBuf,
+    },
+    GetAnchor {
+        hash: String,
+    },
+    /// `--get-anchor -`: the reader behind `ailee_l2_verify --reorg-db`.
+    Serve,
+}
+
+impl Cli {
+    fn mode(&self) -> Run {
+        match (&self.get_anchor, &self.copy_to) {
+            (Some(h), _) if h == "-" => Run::Serve,
+            (Some(h), _) => Run::GetAnchor { hash: h.clone() },
+            (None, Some(d)) => Run::Copy { dest: d.clone() },
+            (None, None) if self.check => Run::Check { recent: self.recent },
+            (None, None) => Run::Create,
+        }
+    }
+}
+
 /// With `--json`, exactly one document on stdout whatever happens: an error
 /// becomes `{"path", "healthy": false, "problem", "error", "exit_code"}`
 /// (and is also told on stderr).
@@ -64,22 +92,8 @@ fn run_json(cli: Cli) -> anyhow::Result<ExitStatus> {
     let (json, path) = (cli.common.json, cli.path.clone());
     match run(cli) {
         Err(e) if json => {
-            let core = e.chain().find_map(|c| c.downcast_ref::<Error>());
             let status = ailee_cli::status_of(&e);
-            let problem = match core {
-                Some(Error::DbCorrupt { .. } | Error::Decode(_) | Error::Integrity(_)) => "corrupt",
-                Some(Error::Locked { .. }) => "locked",
-                Some(Error::NotADatabase { .. })
-                    if std::fs::read_dir(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) =>
-                {
-                    "unreadable"
-                }
-                Some(Error::NotADatabase { .. }) if std::fs::symlink_metadata(&path).is_err() => "absent",
-                Some(Error::NotADatabase { .. }) => "not_a_database",
-                Some(Error::Io { .. } | Error::Db { .. }) => "unreadable",
-                Some(Error::Interrupted) => "interrupted",
-                _ => "error",
-            };
+            let problem = ailee_init_reorg_db::problem_of(&e, &path);
             out(
                 json!({"path": path.to_string_lossy(), "healthy": false, "problem": problem,
                        "error": format!("{e:#}"), "exit_code": status.code()}),
@@ -91,130 +105,75 @@ fn run_json(cli: Cli) -> anyhow::Result<ExitStatus> {
     }
 }
 
-fn record_json(a: &AnchorRecord) -> serde_json::Value {
-    json!({"anchor_hash": a.anchor_hash, "found": true, "bitcoin_tx_id": a.bitcoin_tx_id,
-        "bitcoin_height": a.bitcoin_height, "confirmations": a.confirmations,
-        "broadcast_time": a.broadcast_time, "retry_count": a.retry_count,
-        "status": a.status.name(), "l2_state_root": a.l2_state_root})
-}
-
-/// `--get-anchor -`: one JSON line per hash read from stdin, flushed at once
-/// (a caller may wait for each answer before asking the next).
-fn serve_anchors(db: &ReorgDb) -> anyhow::Result<ExitStatus> {
-    use std::io::{BufRead, Read, Write};
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
-    let mut o = std::io::stdout().lock();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        // Lines are capped like any other input: a hash is 64 characters.
-        const CAP: usize = 64 * 1024;
-        let n = (&mut input).take(CAP as u64 + 2).read_until(b'\n', &mut line)?;
-        if n == 0 {
-            return Ok(ExitStatus::Success);
-        }
-        let raw = line.strip_suffix(b"\n").unwrap_or(&line);
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if raw.len() > CAP {
-            return Err(Error::Usage("--get-anchor -: an input line is longer than 64 KiB".into()).into());
-        }
-        let text = String::from_utf8_lossy(raw);
-        let hash = text.as_ref();
-        // `block:<height>`: the stored best-chain hash there (the verifier's
-        // check that a Bitcoin node follows the database's chain).
-        if let Some(height) = hash
-            .strip_prefix(ailee_cli::dbquery::BLOCK_QUESTION)
-            .and_then(|h| h.parse::<u64>().ok())
-        {
-            let answer = match db.block_hash(height) {
-                Ok(Some(b)) => json!({"anchor_hash": hash, "found": true, "block_hash": b}),
-                Ok(None) => json!({"anchor_hash": hash, "found": false}),
-                Err(e) => json!({"anchor_hash": hash, "error": e.to_string(), "exit_code": e.exit_status().code()}),
-            };
-            writeln!(o, "{answer}")?;
-            o.flush()?;
-            continue;
-        }
-        let answer = match db.anchor(hash) {
-            Ok(Some(a)) => record_json(&a),
-            Ok(None) => json!({"anchor_hash": hash, "found": false}),
-            Err(e) => json!({"anchor_hash": hash, "error": e.to_string(), "exit_code": e.exit_status().code()}),
-        };
-        writeln!(o, "{answer}")?;
-        o.flush()?;
-    }
-}
-
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
-    if let Some(hash) = &cli.get_anchor {
-        let db = ReorgDb::open(&cli.path, Mode::ReadOnly).context("cannot open reorg database")?;
-        if hash == "-" {
-            return serve_anchors(&db);
+    let (path, json) = (cli.path.as_path(), cli.common.json);
+    match cli.mode() {
+        Run::Serve => {
+            ailee_init_reorg_db::serve(path, std::io::stdin().lock(), std::io::stdout().lock())?;
+            Ok(ExitStatus::Success)
         }
-        let Some(a) = db.anchor(hash)? else {
-            return Err(Error::Usage(format!("No anchor {hash} in {}", cli.path.display())).into());
-        };
-        if cli.common.json {
-            out(record_json(&a))?;
-        } else {
-            out(format_args!(
-                "anchor {}\nstatus {}\ntxid {}\nheight {}\nconfirmations {}\nl2StateRoot {}",
-                a.anchor_hash,
-                a.status.name(),
-                a.bitcoin_tx_id,
-                a.bitcoin_height,
-                a.confirmations,
-                a.l2_state_root
-            ))?;
+        Run::GetAnchor { hash } => {
+            render_anchor(&ailee_init_reorg_db::get_anchor(path, &hash)?, json)?;
+            Ok(ExitStatus::Success)
         }
-        return Ok(ExitStatus::Success);
+        Run::Copy { dest } => {
+            let n = ailee_init_reorg_db::copy(path, &dest)?;
+            if json {
+                out(json!({"path": path.to_string_lossy(), "copy": dest.to_string_lossy(), "records": n}))?;
+            } else {
+                out(format_args!(
+                    "Copied {n} records from {} to {} (checked)",
+                    path.display(),
+                    dest.display()
+                ))?;
+            }
+            Ok(ExitStatus::Success)
+        }
+        Run::Create => {
+            ailee_init_reorg_db::create(path)?;
+            if json {
+                out(
+                    json!({"path": path.to_string_lossy(), "created": true, "column_families": ailee_core::records::COLUMN_FAMILIES}),
+                )?;
+            } else {
+                out(format_args!(
+                    "Created reorg database at {} (column families: default, reputation_cf)",
+                    path.display()
+                ))?;
+            }
+            Ok(ExitStatus::Success)
+        }
+        Run::Check { recent } => render_check(path, &ailee_init_reorg_db::check(path, recent)?, json),
     }
-    if let Some(dest) = &cli.copy_to {
-        let db = ReorgDb::open(&cli.path, Mode::ReadOnly).context("cannot open reorg database")?;
-        let n = db.copy_to(dest).context("cannot copy the reorg database")?;
-        drop(db);
-        let copy = ReorgDb::open(dest, Mode::ReadOnly)?;
-        let r = copy.check(0)?;
-        if !r.healthy() {
-            let why = r.errors.first().cloned().or(r.counter_mismatch).unwrap_or_default();
-            return Err(Error::Integrity(format!("The copy does not check: {why}")).into());
-        }
-        if cli.common.json {
-            out(json!({"path": cli.path.to_string_lossy(), "copy": dest.to_string_lossy(), "records": n}))?;
-        } else {
-            out(format_args!(
-                "Copied {n} records from {} to {} (checked)",
-                cli.path.display(),
-                dest.display()
-            ))?;
-        }
-        return Ok(ExitStatus::Success);
+}
+
+/// `--get-anchor HASH`: the record as the reader's answer (`--json`) or as
+/// lines of text.
+fn render_anchor(a: &AnchorRecord, json: bool) -> std::io::Result<()> {
+    if json {
+        return out(serde_json::to_value(Answer::record(a)).map_err(std::io::Error::other)?);
     }
-    if !cli.check {
-        ReorgDb::create(&cli.path).context("cannot create reorg database")?;
-        if cli.common.json {
-            out(
-                json!({"path": cli.path.to_string_lossy(), "created": true, "column_families": ailee_core::records::COLUMN_FAMILIES}),
-            )?;
-        } else {
-            out(format_args!(
-                "Created reorg database at {} (column families: default, reputation_cf)",
-                cli.path.display()
-            ))?;
-        }
-        return Ok(ExitStatus::Success);
-    }
-    let db = ReorgDb::open(&cli.path, Mode::ReadOnly).context("cannot open reorg database")?;
-    let r = db.check(cli.recent)?;
+    out(format_args!(
+        "anchor {}\nstatus {}\ntxid {}\nheight {}\nconfirmations {}\nl2StateRoot {}",
+        a.anchor_hash,
+        a.status.name(),
+        a.bitcoin_tx_id,
+        a.bitcoin_height,
+        a.confirmations,
+        a.l2_state_root
+    ))
+}
+
+/// `--check`: the report (text or JSON), then its problems on stderr.
+fn render_check(path: &Path, r: &CheckReport, json: bool) -> anyhow::Result<ExitStatus> {
     let status = if r.healthy() {
         ExitStatus::Success
     } else {
         ExitStatus::Integrity
     };
-    if cli.common.json {
+    if json {
         out(json!({
-            "path": cli.path.to_string_lossy(),
+            "path": path.to_string_lossy(),
             "healthy": r.healthy(),
             "anchors": AnchorStatus::ALL.iter().map(|s| (s.name().to_string(), json!(r.anchors[*s as usize]))).collect::<serde_json::Map<_, _>>(),
             "blocks": {"count": r.blocks, "min_height": r.min_height, "max_height": r.max_height,
@@ -232,42 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             "warnings": r.warnings,
         }))?;
     } else {
-        let n = |s: AnchorStatus| r.anchors[s as usize];
-        out(format_args!("Database: {} (read-only check)", cli.path.display()))?;
-        out(format_args!("Pending: {}", n(AnchorStatus::Pending)))?;
-        out(format_args!("Confirmed: {}", n(AnchorStatus::Confirmed)))?;
-        out(format_args!("Invalidated: {}", n(AnchorStatus::InvalidatedReorg)))?;
-        out(format_args!("Failed (orphaned): {}", n(AnchorStatus::FailedOrphaned)))?;
-        match (r.min_height, r.max_height) {
-            (Some(lo), Some(hi)) => {
-                let gaps = if r.missing_heights == 0 {
-                    "no gaps".to_string()
-                } else {
-                    let list: Vec<String> = r.gaps.iter().map(|(a, b)| format!("{a}..{b}")).collect();
-                    format!("{} heights missing: {}", r.missing_heights, list.join(", "))
-                };
-                out(format_args!("Blocks: {} stored, heights {lo}..{hi}, {gaps}", r.blocks))?
-            }
-            _ => out("Blocks: none stored")?,
-        }
-        out(format_args!(
-            "Reorg events: {} (reorg_counter {})",
-            r.reorg_events,
-            r.counter.map_or("absent".into(), |c| c.to_string())
-        ))?;
-        for (id, e) in &r.recent_events {
-            out(format_args!(
-                "Reorg at height {} (event {id}): {} -> {}, detected {} ms, {} anchor(s) invalidated{}{}",
-                e.reorg_height,
-                e.old_block_hash,
-                e.new_block_hash,
-                e.detected_at,
-                e.invalidated_anchors.len(),
-                if e.invalidated_anchors.is_empty() { "" } else { ": " },
-                e.invalidated_anchors.join(", ")
-            ))?;
-        }
-        out(format_args!("reputation_cf: {} entries", r.reputation_entries))?;
+        render_check_text(path, r)?;
     }
     for w in &r.warnings {
         ailee_cli::errln!("warning: {w}");
@@ -281,7 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     if r.undecodable > r.errors.len() as u64 {
         ailee_cli::errln!("… {} undecodable records in all", r.undecodable);
     }
-    if !cli.common.json {
+    if !json {
         if r.healthy() {
             out("Database OK: every record decoded.")?;
         } else {
@@ -289,6 +213,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         }
     }
     Ok(status)
+}
+
+fn render_check_text(path: &Path, r: &CheckReport) -> std::io::Result<()> {
+    let n = |s: AnchorStatus| r.anchors[s as usize];
+    out(format_args!("Database: {} (read-only check)", path.display()))?;
+    out(format_args!("Pending: {}", n(AnchorStatus::Pending)))?;
+    out(format_args!("Confirmed: {}", n(AnchorStatus::Confirmed)))?;
+    out(format_args!("Invalidated: {}", n(AnchorStatus::InvalidatedReorg)))?;
+    out(format_args!("Failed (orphaned): {}", n(AnchorStatus::FailedOrphaned)))?;
+    match (r.min_height, r.max_height) {
+        (Some(lo), Some(hi)) => {
+            let gaps = if r.missing_heights == 0 {
+                "no gaps".to_string()
+            } else {
+                let list: Vec<String> = r.gaps.iter().map(|(a, b)| format!("{a}..{b}")).collect();
+                format!("{} heights missing: {}", r.missing_heights, list.join(", "))
+            };
+            out(format_args!("Blocks: {} stored, heights {lo}..{hi}, {gaps}", r.blocks))?
+        }
+        _ => out("Blocks: none stored")?,
+    }
+    out(format_args!(
+        "Reorg events: {} (reorg_counter {})",
+        r.reorg_events,
+        r.counter.map_or("absent".into(), |c| c.to_string())
+    ))?;
+    for (id, e) in &r.recent_events {
+        out(format_args!(
+            "Reorg at height {} (event {id}): {} -> {}, detected {} ms, {} anchor(s) invalidated{}{}",
+            e.reorg_height,
+            e.old_block_hash,
+            e.new_block_hash,
+            e.detected_at,
+            e.invalidated_anchors.len(),
+            if e.invalidated_anchors.is_empty() { "" } else { ": " },
+            e.invalidated_anchors.join(", ")
+        ))?;
+    }
+    out(format_args!("reputation_cf: {} entries", r.reputation_entries))
 }
 
 #[cfg(test)]

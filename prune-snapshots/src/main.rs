@@ -4,14 +4,11 @@
 //! reading nor copying depends on how much older history is dropped.
 
 use ailee_cli::{lossy, out, Common, ReadArgs, Report, EXIT_CODES_HELP};
-use ailee_core::atomic::{parent_dir, Pending};
-use ailee_core::scan::torn_tail;
-use ailee_core::{cancel, Error, ExitStatus};
-use anyhow::Context;
+use ailee_core::ExitStatus;
+use ailee_prune_snapshots::Options;
 use clap::Parser;
 use serde_json::json;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Keep only the last N complete snapshots of a snapshot file, in a new file.
@@ -45,74 +42,23 @@ fn main() -> ExitCode {
     ailee_cli::main(run)
 }
 
-/// Is `out` (which may not exist yet) the same file as `input`?
-fn same_file(input: &std::fs::Metadata, input_path: &Path, out: &Path) -> bool {
-    if let Ok(m) = std::fs::metadata(out) {
-        return m.dev() == input.dev() && m.ino() == input.ino();
-    }
-    let dir = std::fs::canonicalize(parent_dir(out)).ok();
-    match (dir, out.file_name(), std::fs::canonicalize(input_path).ok()) {
-        (Some(d), Some(n), Some(i)) => d.join(n) == i,
-        _ => false,
-    }
-}
-
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     let rep = Report {
         quiet: cli.common.quiet,
     };
-    let sf = cli.read.open(&cli.file).context("cannot read snapshot file")?;
-    let md = sf.file().metadata().map_err(|e| Error::io(&cli.file, e))?;
-    if same_file(&md, &cli.file, &cli.output) {
-        return Err(Error::Usage(format!(
-            "--output {} is the input file; write elsewhere, verify, then replace (see the runbook)",
-            lossy(&cli.output)
-        ))
-        .into());
-    }
-    let mut pending = Pending::create(&cli.output, cli.force).context("cannot create output")?;
-
-    let mut bw = sf.backward(None)?;
-    let mut kept = Vec::new();
-    while (kept.len() as u64) < cli.keep {
-        match sf.next_back(&mut bw)? {
-            Some(b) => kept.push((b.offset, b.bytes.len() as u64)),
-            None => break,
-        }
-    }
-    let older = if kept.len() as u64 == cli.keep {
-        sf.next_back(&mut bw)?.is_some()
-    } else {
-        false
+    let o = Options {
+        file: cli.file,
+        keep: cli.keep,
+        output: cli.output,
+        force: cli.force,
+        read: cli.read,
     };
-    for n in bw.tail_notes.iter().chain(&bw.notes) {
-        rep.warn(n);
-    }
-    if kept.is_empty() {
-        return Err(anyhow::Error::new(Error::NoSnapshots(cli.file.clone())).context("nothing to keep"));
-    }
-    kept.reverse();
-    let kept_bytes: u64 = kept.iter().map(|k| k.1).sum();
-    let bar = rep.bar(kept_bytes, "copying");
-    for &(offset, len) in &kept {
-        pending.copy_range(sf.file(), offset, len)?;
-        bar.0.inc(len);
-    }
-    drop(bar);
-    cancel::check()?;
-    cancel::critical(|| -> anyhow::Result<()> {
-        pending.commit().context("cannot write output")?;
-        // From here on the job is done: a signal no longer interrupts it.
-        cancel::committed();
-        Ok(())
-    })?;
-
-    let torn = torn_tail(&bw.tail_notes);
-    let k = kept.len();
+    let p = ailee_prune_snapshots::prune(&o, &rep)?;
+    let (k, older, kept_bytes, torn) = (p.kept, p.older_dropped, p.bytes_after, p.torn_tail);
     if cli.common.json {
         out(json!({
-            "file": lossy(&cli.file), "output": lossy(&cli.output), "kept": k, "older_dropped": older,
-            "bytes_before": md.len(), "bytes_after": kept_bytes,
+            "file": lossy(&o.file), "output": lossy(&o.output), "kept": k, "older_dropped": older,
+            "bytes_before": p.bytes_before, "bytes_after": kept_bytes,
             "torn_tail": torn.map(|(o, l)| json!({"offset": o, "bytes": l})),
         }))?;
     } else {
@@ -127,8 +73,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         };
         out(format_args!(
             "{what}: {kept_bytes} of {} bytes written to {}{tail}",
-            md.len(),
-            lossy(&cli.output)
+            p.bytes_before,
+            lossy(&o.output)
         ))?;
     }
     Ok(ExitStatus::Success)

@@ -6,7 +6,9 @@ use ailee_cli::{out, Common, Report, RpcArgs, EXIT_CODES_HELP};
 use ailee_core::rpc::Rpc;
 use ailee_core::ExitStatus;
 use ailee_db::reorgdb::{Mode, ReorgDb};
-use ailee_db::resync::{resync, Options, Outcome};
+use ailee_db::resync::{Attention, Reorg};
+use ailee_resync_blocks::metrics::{self, Stop};
+use ailee_resync_blocks::{AnchorsFound, Options, Run, Synced, Wait};
 use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
@@ -112,96 +114,8 @@ fn main() -> ExitCode {
     })
 }
 
-/// Why a run stopped without syncing, for `--metrics-dir` (alerts fire on it).
-#[derive(Debug, Default, Clone, Copy)]
-struct Stop {
-    /// The node's chain was refused: another genesis, or a fork deeper than
-    /// --max-reorg-depth (a deep reorg or the wrong node).
-    refused: bool,
-    /// The node was behind (or in initial block download) when the run stopped.
-    behind: bool,
-}
-
-/// `--metrics-dir`: the outcome of a run as `DIR/ailee_resync.prom`. The
-/// reorg a run recorded is read back from the database (events newer than
-/// before the run), so `run` itself is untouched but for [`Stop`].
-mod metrics {
-    pub use ailee_core::metrics::now_seconds;
-    use ailee_core::metrics::{MetricsFile, RESYNC};
-    use ailee_core::ExitStatus;
-    use ailee_db::reorgdb::{Mode, ReorgDb};
-    use std::path::Path;
-
-    /// The database before the run: stored tip and highest reorg event id.
-    pub struct Before {
-        tip: Option<u64>,
-        max_event: Option<u64>,
-    }
-
-    impl Before {
-        pub fn read(db: &Path) -> Option<Before> {
-            let d = ReorgDb::open(db, Mode::ReadOnly).ok()?;
-            Some(Before {
-                tip: d.tip().ok()?,
-                max_event: d.reorg_events().ok()?.last().map(|(id, _)| *id),
-            })
-        }
-    }
-
-    pub fn record(
-        dir: &Path,
-        db: &Path,
-        before: Option<Before>,
-        r: &anyhow::Result<ExitStatus>,
-        stop: super::Stop,
-        started: f64,
-    ) -> ailee_core::Result<()> {
-        let code = match r {
-            Ok(s) => *s,
-            Err(e) => ailee_cli::status_of(e),
-        };
-        // The newest event this run recorded; its depth as resync counts it:
-        // the stored tip before the run − the fork height + 1.
-        let found = before.and_then(|b| {
-            let d = ReorgDb::open(db, Mode::ReadOnly).ok()?;
-            let (_, e) = d
-                .reorg_events()
-                .ok()?
-                .into_iter()
-                .rfind(|(id, _)| b.max_event.is_none_or(|m| *id > m))?;
-            let depth = b.tip.map(|t| t.saturating_sub(e.reorg_height) + 1);
-            Some((e.reorg_height, depth))
-        });
-        let mut m = MetricsFile::open(dir, RESYNC)?;
-        let now = now_seconds().floor();
-        m.set("ailee_resync_last_run_timestamp_seconds", &[], now)?;
-        m.set("ailee_resync_last_exit_code", &[], code.code() as f64)?;
-        m.inc("ailee_resync_reorgs_found_total", &[], 0.0)?;
-        m.set("ailee_resync_refused", &[], if stop.refused { 1.0 } else { 0.0 })?;
-        // Behind since the first of consecutive runs that found it behind.
-        let since = "ailee_resync_behind_since_timestamp_seconds";
-        match (stop.behind, m.get(since, &[])) {
-            (true, Some(_)) => {}
-            (true, None) => m.set(since, &[], started)?,
-            (false, _) => m.remove(since, &[]),
-        }
-        if let Some((height, depth)) = found {
-            m.inc("ailee_resync_reorgs_found_total", &[], 1.0)?;
-            m.set("ailee_resync_last_reorg_height", &[], height as f64)?;
-            match depth {
-                Some(d) => m.set("ailee_resync_last_reorg_depth_blocks", &[], d as f64)?,
-                None => m.remove("ailee_resync_last_reorg_depth_blocks", &[]),
-            }
-            m.set("ailee_resync_last_reorg_timestamp_seconds", &[], now)?;
-        }
-        m.commit().map(drop)
-    }
-}
-
-fn now() -> std::time::Instant {
-    std::time::Instant::now()
-}
-
+/// Opens what the run needs (in this order: RPC settings, database,
+/// identity, the snapshot file, the connection), runs it and renders it.
 fn run(cli: Cli, stop: &mut Stop) -> anyhow::Result<ExitStatus> {
     let rep = Report {
         quiet: cli.common.quiet,
@@ -214,242 +128,118 @@ fn run(cli: Cli, stop: &mut Stop) -> anyhow::Result<ExitStatus> {
     let identity = cli
         .rpc
         .identity(ailee_core::identity::AnchorIdentity::data_dir_of(&cli.db_path).as_deref())?;
-    let file_anchors = match &cli.anchors_from {
-        Some(_) if identity.is_none() => {
-            return Err(ailee_core::Error::Usage(format!(
-                "--anchors-from needs the anchoring identity ({}/{} or --anchor-identity FILE): anyone can put \
-                 an anchor's OP_RETURN on Bitcoin, so only transactions spending from the operator's key are \
-                 recorded (ailee_init_node --anchor-identity writes it)",
-                ailee_core::identity::AnchorIdentity::data_dir_of(&cli.db_path)
-                    .map_or_else(|| "DATA_DIR".into(), |d| d.display().to_string()),
-                ailee_core::identity::FILE_NAME
-            ))
-            .into())
-        }
-        Some(p) => {
-            let (anchors, bad, notes) = ailee_core::onchain::anchors_of_file(p).context("--anchors-from")?;
-            for n in notes {
-                rep.warn(format_args!("{}: {n}", p.display()));
-            }
-            Some((anchors, bad))
-        }
+    let file = match &cli.anchors_from {
+        Some(p) => Some(ailee_resync_blocks::file_anchors(
+            p,
+            identity.as_ref(),
+            &cli.db_path,
+            &rep,
+        )?),
         None => None,
     };
     let rpc = Rpc::connect(&cfg)?;
     let opts = Options {
-        start: cli.start_height,
-        batch_size: cli.batch_size,
-        confirmations: cli.confirmations,
-        max_reorg_depth: cli.max_reorg_depth,
-        dry_run: cli.dry_run,
-        identity: identity.clone(),
-    };
-    let started = now();
-    let pause = |waited: u64| -> anyhow::Result<()> {
-        let secs = cli.wait_interval.min(cli.wait_timeout.saturating_sub(waited));
-        for _ in 0..secs * 10 {
-            ailee_core::cancel::check()?;
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        Ok(())
-    };
-    let r = loop {
-        // With --wait, no attempt outlasts the time left to wait: a node that
-        // accepts and never answers is "not ready", like one not listening.
-        if cli.wait {
-            let left = std::time::Duration::from_secs(cli.wait_timeout).saturating_sub(started.elapsed());
-            rpc.limit_timeout(Some(left.max(std::time::Duration::from_secs(1))));
-        }
-        let probed = rpc.block_count();
-        rpc.limit_timeout(None);
-        let tip = match probed {
-            Ok(t) => t,
-            // A node still starting (RPC warm-up, nothing listening, no reply
-            // in time, HTTP 503 from a proxy in front of it) is waited for too.
-            Err(e) if cli.wait && ailee_core::rpc::not_ready(&e) => {
-                let waited = started.elapsed().as_secs();
-                if waited >= cli.wait_timeout {
-                    return Err(anyhow::Error::new(e).context(format!(
-                        "gave up waiting for the node after {waited} s (--wait-timeout {})",
-                        cli.wait_timeout
-                    )));
-                }
-                rep.info(format_args!(
-                    "node not ready ({e}); waiting ({waited} s of {} s)",
-                    cli.wait_timeout
-                ));
-                pause(waited)?;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if cli.start_height > tip && db.tip()?.is_none_or(|t| t <= tip) && !cli.wait {
-            return Err(ailee_core::Error::Usage(format!(
-                "--start-height {} is above the node's tip {tip} (is the node synced? --wait polls until it is)",
-                cli.start_height
-            ))
-            .into());
-        }
-        let behind = |tip: u64, stored: Option<u64>, ibd: bool| {
-            if ibd {
-                format!("node is behind: it is in initial block download (tip {tip})")
-            } else {
-                match stored {
-                    Some(s) => format!("node is behind: tip {tip}, stored up to {s}"),
-                    None => format!("node is behind: tip {tip}, below --start-height {}", cli.start_height),
-                }
-            }
-        };
-        let outcome = if cli.start_height > tip && db.tip()?.is_none_or(|t| t <= tip) {
-            Outcome::Behind {
-                tip,
-                stored: None,
-                ibd: false,
-            }
-        } else {
-            let bar = rep.count_bar(
-                tip.saturating_add(1).saturating_sub(cli.start_height),
-                "resyncing blocks",
-            );
-            resync(&db, &rpc, &opts, &bar)?
-        };
-        match outcome {
-            Outcome::Synced(r) => break *r,
-            Outcome::Refused(m) => {
-                if cli.common.json {
-                    out(json!({"refused": m, "node": rpc.url()}))?;
-                }
-                ailee_cli::errln!("Refused: {m}.");
-                stop.refused = true;
-                return Ok(ExitStatus::Operational);
-            }
-            Outcome::Behind { tip, stored, ibd } => {
-                let msg = behind(tip, stored, ibd);
-                if cli.common.json && (!cli.wait || started.elapsed().as_secs() >= cli.wait_timeout) {
-                    out(
-                        json!({"behind": {"tip": tip, "stored_tip": stored, "initial_block_download": ibd}, "node": rpc.url()}),
-                    )?;
-                }
-                if !cli.wait {
-                    ailee_cli::errln!(
-                        "{msg}. Nothing was changed: this is not a reorg. Wait for the node to sync \
-                         (or use --wait), then run again."
-                    );
-                    stop.behind = true;
-                    return Ok(ExitStatus::Operational);
-                }
-                let waited = started.elapsed().as_secs();
-                if waited >= cli.wait_timeout {
-                    ailee_cli::errln!(
-                        "{msg}. Gave up waiting after {waited} s (--wait-timeout {}); nothing was changed.",
-                        cli.wait_timeout
-                    );
-                    stop.behind = true;
-                    return Ok(ExitStatus::Operational);
-                }
-                rep.info(format_args!("{msg}; waiting ({waited} s of {} s)", cli.wait_timeout));
-                pause(waited)?;
-            }
-        }
-    };
-    let deep = r.deep(cli.confirmations);
-    let mut anchors_json = serde_json::Value::Null;
-    let mut anchor_lines = Vec::new();
-    if let (Some(path), Some((anchors, bad))) = (&cli.anchors_from, &file_anchors) {
-        if *bad > 0 {
-            rep.warn(format_args!(
-                "{}: {bad} snapshot(s) do not parse; their anchors are not searched",
-                path.display()
-            ));
-        }
-        // The resync above is committed: a failure from here on says what it wrote.
-        let written = || {
-            let mut w = if cli.dry_run { Vec::new() } else { r.written() };
-            if !cli.dry_run && r.anchors_updated > 0 {
-                w.push(format!("{} anchor record(s) updated", r.anchors_updated));
-            }
-            w
-        };
-        let bar = rep.count_bar(0, "searching anchors");
-        let identity = identity
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("no anchoring identity"))?;
-        let scan = ailee_core::onchain::find_on_chain(
-            &rpc,
-            anchors,
+        resync: ailee_db::resync::Options {
+            start: cli.start_height,
+            batch_size: cli.batch_size,
+            confirmations: cli.confirmations,
+            max_reorg_depth: cli.max_reorg_depth,
+            dry_run: cli.dry_run,
             identity,
-            cli.start_height,
-            cli.batch_size,
-            cli.block_batch,
-            &bar,
-        )
-        .map_err(|e| ailee_db::resync::after_writes(e, &written()))?;
-        drop(bar);
-        let (tip, found) = (scan.tip, scan.found);
-        for i in &scan.ignored {
-            rep.warn(format_args!(
-                "transaction {} at height {} carries anchor {} but is not the operator's: {} — not recorded",
-                i.txid, i.height, anchors[i.anchor].hash, i.why
-            ));
+        },
+        wait: cli.wait.then_some(Wait {
+            timeout: cli.wait_timeout,
+            interval: cli.wait_interval,
+        }),
+        block_batch: cli.block_batch,
+    };
+    let r = ailee_resync_blocks::run(&db, &rpc, &opts, file, &rep)?;
+    *stop = Stop::of(&r);
+    let json = cli.common.json;
+    match r {
+        Run::Refused { message } => {
+            if json {
+                out(json!({"refused": message, "node": rpc.url()}))?;
+            }
+            ailee_cli::errln!("Refused: {message}.");
+            Ok(ExitStatus::Operational)
         }
-        let ignored_json: Vec<serde_json::Value> = scan
-            .ignored
-            .iter()
-            .map(|i| json!({"anchor": anchors[i.anchor].hash, "txid": i.txid, "height": i.height, "why": i.why}))
-            .collect();
-        let rec = ailee_db::onchain::record_found(&db, anchors, &found, tip, cli.confirmations, cli.dry_run)
-            .map_err(|e| ailee_db::resync::after_writes(e, &written()))?;
-        let found_set: std::collections::HashSet<usize> = found.iter().map(|f| f.anchor).collect();
-        let missing: Vec<&ailee_core::onchain::FileAnchor> = anchors
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !found_set.contains(i))
-            .map(|(_, a)| a)
-            .collect();
-        for (h, old, new) in &rec.conflicts {
-            rep.warn(format_args!(
-                "anchor {h} is recorded with txid {old}, but the chain carries it in {new}: record left as is"
-            ));
+        Run::Behind {
+            tip,
+            stored,
+            ibd,
+            gave_up_after,
+        } => {
+            if json {
+                out(
+                    json!({"behind": {"tip": tip, "stored_tip": stored, "initial_block_download": ibd}, "node": rpc.url()}),
+                )?;
+            }
+            let msg = ailee_resync_blocks::behind_message(tip, stored, ibd, cli.start_height);
+            match gave_up_after {
+                None => ailee_cli::errln!(
+                    "{msg}. Nothing was changed: this is not a reorg. Wait for the node to sync \
+                     (or use --wait), then run again."
+                ),
+                Some(waited) => ailee_cli::errln!(
+                    "{msg}. Gave up waiting after {waited} s (--wait-timeout {}); nothing was changed.",
+                    cli.wait_timeout
+                ),
+            }
+            Ok(ExitStatus::Operational)
         }
-        for a in &missing {
-            rep.warn(format_args!(
-                "anchor {} (snapshot {}) not found on the chain from height {}: left unrecorded",
-                a.hash, a.snapshot, cli.start_height
-            ));
-        }
-        let would = if cli.dry_run { "would be " } else { "" };
-        anchor_lines.push(format!(
-            "Anchors from {}: {} in the file, {} found on the chain, {} {would}recorded, {} already recorded, {} not found",
-            path.display(),
-            anchors.len(),
-            found.len(),
-            rec.written.len(),
-            rec.unchanged.len(),
-            missing.len()
-        ));
-        anchors_json = json!({
-            "file": path, "in_file": anchors.len(),
-            "found": found.iter().map(|f| json!({"anchor": anchors[f.anchor].hash, "txid": f.txid, "height": f.height})).collect::<Vec<_>>(),
-            "recorded": rec.written, "already_recorded": rec.unchanged,
-            "conflicts": rec.conflicts.iter().map(|(h, o, n)| json!({"anchor": h, "recorded_txid": o, "chain_txid": n})).collect::<Vec<_>>(),
-            "not_found": missing.iter().map(|a| json!({"anchor": a.hash, "snapshot": a.snapshot})).collect::<Vec<_>>(),
-            "not_the_operators": ignored_json,
-        });
+        Run::Synced(s) => render_synced(&s, &cli, &opts, rpc.url(), &rep),
     }
-    let reorg_json = |g: &ailee_db::resync::Reorg| {
-        json!({
-        "event_id": g.event_id, "fork_height": g.fork_height, "depth": g.depth,
-        "old_block_hash": g.old_hash, "new_block_hash": g.new_hash, "invalidated_anchors": g.invalidated})
-    };
-    let attention = |v: &[ailee_db::resync::Attention]| {
-        v.iter()
-            .map(|(a, t, why)| json!({"anchor": a, "txid": t, "why": why}))
-            .collect::<Vec<_>>()
-    };
+}
+
+fn reorg_json(g: &Reorg) -> serde_json::Value {
+    json!({
+    "event_id": g.event_id, "fork_height": g.fork_height, "depth": g.depth,
+    "old_block_hash": g.old_hash, "new_block_hash": g.new_hash, "invalidated_anchors": g.invalidated})
+}
+
+fn attention_json(v: &[Attention]) -> Vec<serde_json::Value> {
+    v.iter()
+        .map(|(a, t, why)| json!({"anchor": a, "txid": t, "why": why}))
+        .collect()
+}
+
+/// `--anchors-from` in the JSON document.
+fn anchors_json(a: &AnchorsFound) -> serde_json::Value {
+    let anchors = &a.file.anchors;
+    json!({
+        "file": a.file.path, "in_file": anchors.len(),
+        "found": a.found.iter().map(|f| json!({"anchor": anchors[f.anchor].hash, "txid": f.txid, "height": f.height})).collect::<Vec<_>>(),
+        "recorded": a.recorded.written, "already_recorded": a.recorded.unchanged,
+        "conflicts": a.recorded.conflicts.iter().map(|(h, o, n)| json!({"anchor": h, "recorded_txid": o, "chain_txid": n})).collect::<Vec<_>>(),
+        "not_found": a.missing.iter().map(|&i| json!({"anchor": anchors[i].hash, "snapshot": anchors[i].snapshot})).collect::<Vec<_>>(),
+        "not_the_operators": a.ignored.iter()
+            .map(|i| json!({"anchor": anchors[i.anchor].hash, "txid": i.txid, "height": i.height, "why": i.why}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// `--anchors-from` in the text report.
+fn anchors_line(a: &AnchorsFound, dry_run: bool) -> String {
+    let would = if dry_run { "would be " } else { "" };
+    format!(
+        "Anchors from {}: {} in the file, {} found on the chain, {} {would}recorded, {} already recorded, {} not found",
+        a.file.path.display(),
+        a.file.anchors.len(),
+        a.found.len(),
+        a.recorded.written.len(),
+        a.recorded.unchanged.len(),
+        a.missing.len()
+    )
+}
+
+/// The warnings of a completed resync, its report and its exit status.
+fn render_synced(s: &Synced, cli: &Cli, opts: &Options, node: &str, rep: &Report) -> anyhow::Result<ExitStatus> {
+    let r = &s.report;
     for (a, t, why) in &r.unknown_txids {
         ailee_cli::errln!("warning: PENDING anchor {a}: the node does not know its transaction {t} ({why}); skipped — rebroadcast it or mark it FAILED_ORPHANED");
     }
-    if identity.is_none() && !(r.anchors_confirmed.is_empty() && r.anchors_reconfirmed.is_empty()) {
+    if opts.resync.identity.is_none() && !(r.anchors_confirmed.is_empty() && r.anchors_reconfirmed.is_empty()) {
         rep.warn(format_args!(
             "{} anchor(s) confirmed without an anchoring identity: who made their transactions is not checked \
              (ailee_init_node --anchor-identity, or --anchor-identity FILE)",
@@ -466,68 +256,22 @@ fn run(cli: Cli, stop: &mut Stop) -> anyhow::Result<ExitStatus> {
     }
     if cli.common.json {
         out(json!({
-            "dry_run": cli.dry_run, "start_height": r.start, "tip": r.tip, "node": rpc.url(),
+            "dry_run": cli.dry_run, "start_height": r.start, "tip": r.tip, "node": node,
             "blocks_checked": r.blocks_checked, "blocks_written": r.blocks_written, "blocks_deleted": r.blocks_deleted,
             "reorg": r.reorg.as_ref().map(reorg_json),
             "reorgs": r.reorgs.iter().map(reorg_json).collect::<Vec<_>>(),
             "attempts": r.attempts,
-            "deep_reorg": deep,
+            "deep_reorg": s.deep,
             "anchors_confirmed": r.anchors_confirmed, "anchors_reconfirmed": r.anchors_reconfirmed,
-            "anchors_orphaned": attention(&r.anchors_orphaned), "anchors_updated": r.anchors_updated,
-            "unknown_txids": attention(&r.unknown_txids),
-            "not_the_operators": attention(&r.not_operators),
-            "anchors_from": anchors_json,
+            "anchors_orphaned": attention_json(&r.anchors_orphaned), "anchors_updated": r.anchors_updated,
+            "unknown_txids": attention_json(&r.unknown_txids),
+            "not_the_operators": attention_json(&r.not_operators),
+            "anchors_from": s.anchors.as_ref().map_or(serde_json::Value::Null, anchors_json),
         }))?;
     } else {
-        let would = if cli.dry_run { "would be " } else { "" };
-        out(format_args!(
-            "Resync {}..{} from {}: {} heights checked, {} block hashes {would}written, {} {would}deleted{}",
-            r.start,
-            r.tip,
-            rpc.url(),
-            r.blocks_checked,
-            r.blocks_written,
-            r.blocks_deleted,
-            if cli.dry_run { " (dry run: nothing written)" } else { "" }
-        ))?;
-        if r.reorgs.is_empty() {
-            out("No reorg.")?;
-        }
-        for g in &r.reorgs {
-            out(format_args!(
-                "Reorg at height {} (depth {}): old {} -> new {}; event {}; {} anchor(s) invalidated{}{}",
-                g.fork_height,
-                g.depth,
-                g.old_hash,
-                g.new_hash,
-                g.event_id,
-                g.invalidated.len(),
-                if g.invalidated.is_empty() { "" } else { ": " },
-                g.invalidated.join(", ")
-            ))?;
-        }
-        if r.attempts > 1 {
-            out(format_args!(
-                "The chain moved during the run: compared again ({} attempts).",
-                r.attempts
-            ))?;
-        }
-        out(format_args!(
-            "Anchors: {} confirmed, {} re-confirmed, {} updated{}",
-            r.anchors_confirmed.len(),
-            r.anchors_reconfirmed.len(),
-            r.anchors_updated,
-            if r.unknown_txids.is_empty() {
-                String::new()
-            } else {
-                format!(", {} PENDING with a txid the node does not know", r.unknown_txids.len())
-            }
-        ))?;
-        for l in &anchor_lines {
-            out(l)?;
-        }
+        render_text(s, cli.dry_run, node)?;
     }
-    if deep {
+    if s.deep {
         let g = r.reorg.as_ref().map_or(0, |g| g.depth);
         ailee_cli::errln!(
             "DEEP REORG: depth {g} exceeds the confirmation threshold {} — halt the node and re-anchor.",
@@ -539,6 +283,59 @@ fn run(cli: Cli, stop: &mut Stop) -> anyhow::Result<ExitStatus> {
         return Ok(ExitStatus::Operational);
     }
     Ok(ExitStatus::Success)
+}
+
+/// The text report of a completed resync.
+fn render_text(s: &Synced, dry_run: bool, node: &str) -> std::io::Result<()> {
+    let r = &s.report;
+    let would = if dry_run { "would be " } else { "" };
+    out(format_args!(
+        "Resync {}..{} from {}: {} heights checked, {} block hashes {would}written, {} {would}deleted{}",
+        r.start,
+        r.tip,
+        node,
+        r.blocks_checked,
+        r.blocks_written,
+        r.blocks_deleted,
+        if dry_run { " (dry run: nothing written)" } else { "" }
+    ))?;
+    if r.reorgs.is_empty() {
+        out("No reorg.")?;
+    }
+    for g in &r.reorgs {
+        out(format_args!(
+            "Reorg at height {} (depth {}): old {} -> new {}; event {}; {} anchor(s) invalidated{}{}",
+            g.fork_height,
+            g.depth,
+            g.old_hash,
+            g.new_hash,
+            g.event_id,
+            g.invalidated.len(),
+            if g.invalidated.is_empty() { "" } else { ": " },
+            g.invalidated.join(", ")
+        ))?;
+    }
+    if r.attempts > 1 {
+        out(format_args!(
+            "The chain moved during the run: compared again ({} attempts).",
+            r.attempts
+        ))?;
+    }
+    out(format_args!(
+        "Anchors: {} confirmed, {} re-confirmed, {} updated{}",
+        r.anchors_confirmed.len(),
+        r.anchors_reconfirmed.len(),
+        r.anchors_updated,
+        if r.unknown_txids.is_empty() {
+            String::new()
+        } else {
+            format!(", {} PENDING with a txid the node does not know", r.unknown_txids.len())
+        }
+    ))?;
+    if let Some(a) = &s.anchors {
+        out(anchors_line(a, dry_run))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,11 +21,11 @@
 pub mod restic;
 pub mod restore;
 
-use crate::records::AnchorLookup as _;
 use crate::reorgdb::{Mode, ReorgDb};
-use crate::scan::{Backward, Scanner};
-use crate::verify::check_block;
-use crate::{Error, Result};
+use ailee_core::records::AnchorLookup as _;
+use ailee_core::scan::{Backward, Scanner};
+use ailee_core::verify::check_block;
+use ailee_core::{Error, Result};
 use restic::Restic;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -254,7 +254,7 @@ pub fn node_id(data_dir: &Path) -> Result<Option<String>> {
 pub fn write_node_id(data_dir: &Path, id: &str) -> Result<()> {
     check_node_id(id)?;
     let p = data_dir.join(NODE_ID);
-    let mut f = crate::atomic::Pending::create(&p, false)?;
+    let mut f = ailee_core::atomic::Pending::create(&p, false)?;
     f.write_all(format!("{id}\n").as_bytes())?;
     f.commit()
 }
@@ -362,11 +362,11 @@ pub fn count_blocks(f: &File, offset: u64, len: u64) -> std::io::Result<u64> {
     // The readers' bounds: an open block is held up to 8 MiB (then only its
     // offset), a complete block over the cap is not a snapshot.
     let mut s = Scanner::new(r.take(len))
-        .with_hold(crate::snapfile::HOLD)
-        .with_cap(crate::scan::BLOCK_CAP);
+        .with_hold(ailee_core::snapfile::HOLD)
+        .with_cap(ailee_core::scan::BLOCK_CAP);
     let mut n = 0u64;
     while let Some(c) = s.next_chunk()? {
-        n += c.blocks.len() as u64 + c.large.is_some_and(|l| l.len <= crate::scan::BLOCK_CAP) as u64;
+        n += c.blocks.len() as u64 + c.large.is_some_and(|l| l.len <= ailee_core::scan::BLOCK_CAP) as u64;
         s.recycle(c.data);
     }
     Ok(n)
@@ -374,10 +374,10 @@ pub fn count_blocks(f: &File, offset: u64, len: u64) -> std::io::Result<u64> {
 
 /// Snapshots of the file at `path` that do not verify (number from 1,
 /// message), at most `max`; read as every tool reads it
-/// ([`crate::snapfile::SnapshotFile`]: bounded memory, a snapshot over 8 MiB
+/// ([`ailee_core::snapfile::SnapshotFile`]: bounded memory, a snapshot over 8 MiB
 /// read again).
 pub fn failing_snapshots(path: &Path, max: usize) -> Result<(u64, Vec<(u64, String)>)> {
-    let sf = crate::snapfile::SnapshotFile::open(path)?;
+    let sf = ailee_core::snapfile::SnapshotFile::open(path)?;
     let (mut n, mut bad) = (0u64, Vec::new());
     let mut buf = Vec::new();
     sf.forward(|b| {
@@ -401,7 +401,7 @@ fn copy_rw(src: &File, mut offset: u64, mut len: u64, dst: &mut File) -> Result<
     const BUF: usize = 4 << 20;
     let mut buf = vec![0u8; BUF.min(len as usize)];
     while len > 0 {
-        crate::cancel::check()?;
+        ailee_core::cancel::check()?;
         let n = BUF.min(len as usize);
         src.read_exact_at(&mut buf[..n], offset)
             .map_err(|e| Error::io("backup source", e))?;
@@ -463,7 +463,7 @@ fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) ->
         }
     };
     drop(old);
-    crate::cancel::check()?;
+    ailee_core::cancel::check()?;
     // Bring the spare (the copy before the previous one) up to date.
     let mut f = io(
         &spare,
@@ -495,7 +495,7 @@ fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) ->
         io(&spare, f.set_len(have))?;
         io(&spare, f.seek(SeekFrom::Start(have)))?;
         copy_rw(live, have, len - have, &mut f)?;
-        crate::cancel::check()?;
+        ailee_core::cancel::check()?;
         // The whole copy must equal the live prefix: a real, complete copy.
         if io(&spare, same_prefix(&f, live, len))? {
             break;
@@ -516,7 +516,7 @@ fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) ->
     }
     io(&spare, f.sync_all())?;
     drop(f);
-    crate::cancel::check()?;
+    ailee_core::cancel::check()?;
     // Publish: exchange spare and copy (the old copy becomes the next spare),
     // or a plain rename for the first copy.
     if std::fs::symlink_metadata(&bak).is_ok() {
@@ -531,7 +531,7 @@ fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) ->
     } else {
         io(&bak, std::fs::rename(&spare, &bak))?;
     }
-    crate::atomic::sync_dir(bdir)?;
+    ailee_core::atomic::sync_dir(bdir)?;
     Ok(BakUpdate {
         len,
         appended,
@@ -588,7 +588,7 @@ fn update_stage(stage: &Path, bak: &File, len: u64, thorough: bool) -> Result<()
         }
     }
     for i in 0..nseg {
-        crate::cancel::check()?;
+        ailee_core::cancel::check()?;
         let p = parts.join(format!("{i:06}"));
         let start = i * SEGMENT;
         let want = SEGMENT.min(len - start);
@@ -649,7 +649,7 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport> {
         }
         prepare(opts)?
     };
-    crate::cancel::check()?;
+    ailee_core::cancel::check()?;
 
     // The restic snapshot (the repository is created on first use).
     let mut tags = format!(
@@ -692,7 +692,7 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport> {
     // The backup is in the repository: from here on the run reports success,
     // with a warning for a later step that did not finish.
     let bdir = d.join("backups");
-    let status = crate::atomic::Pending::create(&bdir.join(LAST_NAME), true).and_then(|mut st| {
+    let status = ailee_core::atomic::Pending::create(&bdir.join(LAST_NAME), true).and_then(|mut st| {
         // A status file whose mtime is the time of the last successful
         // backup (ailee_monitor reads it; no restic call needed).
         st.write_all(
@@ -727,7 +727,7 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport> {
             )),
         }
     }
-    if opts.measure_repo && !crate::cancel::requested() {
+    if opts.measure_repo && !ailee_core::cancel::requested() {
         rep.repo_size = repo_size(&opts.restic).ok();
     }
     Ok(rep)
@@ -746,7 +746,7 @@ fn prepare(opts: &BackupOptions) -> Result<(PathBuf, BackupReport)> {
         Ok(_) => return Err(Error::Usage(format!("{}: not a regular file", live_path.display()))),
         Err(e) => return Err(Error::io(&live_path, e)),
     }
-    let (live, _) = crate::scan::open_snapshot_file(&live_path)?;
+    let (live, _) = ailee_core::scan::open_snapshot_file(&live_path)?;
     let db_path = d.join("reorg_db");
     // Open the database first: a missing one fails before anything is written.
     let db = ReorgDb::open(&db_path, Mode::ReadOnly)?;
@@ -786,13 +786,13 @@ fn prepare(opts: &BackupOptions) -> Result<(PathBuf, BackupReport)> {
         (Some((l, n)), Some(ol)) if synced && l == ol => n + io(&bdir, count_blocks(&bak, l, u.len - l))?,
         _ => io(&bdir, count_blocks(&bak, 0, u.len))?,
     };
-    crate::cancel::check()?;
+    ailee_core::cancel::check()?;
 
     // 3. The stage: segments of the copy, and a consistent copy of reorg_db.
     io(&stage, std::fs::create_dir_all(&stage))?;
     let _ = std::fs::remove_file(&count_path);
     update_stage(&stage, &bak, u.len, !synced)?;
-    crate::atomic::Pending::create(&count_path, true).and_then(|mut p| {
+    ailee_core::atomic::Pending::create(&count_path, true).and_then(|mut p| {
         p.write_all(format!("{} {}\n", u.len, rep.snapshots).as_bytes())?;
         p.commit()
     })?;
@@ -941,7 +941,7 @@ pub fn restore_to(r: &Restic, which: &str, nodes: &Nodes, target: &Path) -> Resu
         OpenOptions::new().write(true).create_new(true).mode(0o644).open(&out),
     )?;
     for (_, p) in &names {
-        crate::cancel::check()?;
+        ailee_core::cancel::check()?;
         let src = io(p, File::open(p))?;
         let n = io(p, src.metadata())?.len();
         copy_rw(&src, 0, n, &mut f)?;
@@ -1131,7 +1131,7 @@ pub fn pick_anchored(
     let mine: Vec<&restic::Snapshot> = all.iter().rev().filter(|s| nodes.has(s)).collect();
     let (mut untagged, mut seen) = (0usize, std::collections::HashMap::new());
     for s in &mine {
-        crate::cancel::check()?;
+        ailee_core::cancel::check()?;
         let id = s.short();
         let (Some(txid), Some(payload), Some(anchor)) = (s.tag("txid"), s.tag("payload"), s.tag("anchor")) else {
             untagged += 1;

@@ -11,8 +11,8 @@
 //! ones — by restic's own rule, and only when no lock may be live. Nothing
 //! is spent on this when the repository is not locked.
 
-use crate::{Error, Result};
 use ailee_core::child::Waited;
+use ailee_core::{Error, Result};
 use serde::Deserialize;
 use std::io::Read;
 use std::path::{Path, PathBuf};

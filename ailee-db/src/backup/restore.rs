@@ -42,7 +42,7 @@
 
 use super::restic::Restic;
 use super::{check_data_dir, restore_to, sync_tree};
-use crate::{Error, Result};
+use ailee_core::{Error, Result};
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -294,7 +294,7 @@ impl Journal {
     }
 
     fn write(&self, d: &Path) -> Result<()> {
-        let mut p = crate::atomic::Pending::create(&d.join(JOURNAL), true)?;
+        let mut p = ailee_core::atomic::Pending::create(&d.join(JOURNAL), true)?;
         p.write_all(self.text().as_bytes())?;
         p.commit()
     }
@@ -359,9 +359,9 @@ fn roll_back(d: &Path, j: &Journal) -> Result<Vec<String>> {
             }
         }
     }
-    crate::atomic::sync_dir(d)?;
+    ailee_core::atomic::sync_dir(d)?;
     if exists(&stage) {
-        crate::atomic::sync_dir(&stage)?;
+        ailee_core::atomic::sync_dir(&stage)?;
         let rec = d.join(&j.recovery);
         let mut moved = false;
         for (k, item) in ITEMS.iter().enumerate() {
@@ -378,18 +378,18 @@ fn roll_back(d: &Path, j: &Journal) -> Result<Vec<String>> {
             create_dir_if_missing(&rec)?;
             if let Some(parent) = to.parent().filter(|p| *p != rec) {
                 create_dir_if_missing(parent)?;
-                crate::atomic::sync_dir(&rec)?;
+                ailee_core::atomic::sync_dir(&rec)?;
             }
             rename_noreplace(&staged, &to)?;
             moved = true;
         }
         if moved {
-            crate::atomic::sync_dir(&stage)?;
+            ailee_core::atomic::sync_dir(&stage)?;
             if exists(&rec.join(AFTER)) {
-                crate::atomic::sync_dir(&rec.join(AFTER))?;
+                ailee_core::atomic::sync_dir(&rec.join(AFTER))?;
             }
-            crate::atomic::sync_dir(&rec)?;
-            crate::atomic::sync_dir(d)?;
+            ailee_core::atomic::sync_dir(&rec)?;
+            ailee_core::atomic::sync_dir(d)?;
         }
     }
     finish(d, j)?;
@@ -435,7 +435,7 @@ fn roll_forward(d: &Path, j: &Journal) -> Result<()> {
         }
     }
     if exists(&rec) {
-        crate::atomic::sync_dir(&rec)?;
+        ailee_core::atomic::sync_dir(&rec)?;
     }
     finish(d, j)
 }
@@ -452,7 +452,7 @@ fn finish(d: &Path, j: &Journal) -> Result<()> {
             io(&trash, std::fs::remove_dir_all(&trash))?;
         }
         rename_noreplace(&stage, &trash)?;
-        crate::atomic::sync_dir(d)?;
+        ailee_core::atomic::sync_dir(d)?;
     }
     if exists(&trash) {
         io(&trash, std::fs::remove_dir_all(&trash))?;
@@ -461,12 +461,12 @@ fn finish(d: &Path, j: &Journal) -> Result<()> {
     if std::fs::read_dir(&rec).is_ok_and(|mut r| r.next().is_none()) {
         let _ = std::fs::remove_dir(&rec);
     }
-    crate::atomic::sync_dir(d)?;
+    ailee_core::atomic::sync_dir(d)?;
     let jp = d.join(JOURNAL);
     if exists(&jp) {
         io(&jp, std::fs::remove_file(&jp))?;
     }
-    crate::atomic::sync_dir(d)
+    ailee_core::atomic::sync_dir(d)
 }
 
 /// The restore journal of `d` when there is one: a restore was interrupted
@@ -628,11 +628,11 @@ pub fn restore(
         report.snapshot = snap.id.clone();
         report.root = snap.tag("root").unwrap_or_default().to_string();
         report.on_chain = chain.map(|c| super::check_on_chain(&stage, c)).transpose()?;
-        crate::cancel::check()?;
+        ailee_core::cancel::check()?;
         keep_ownership(d, &stage)?;
         sync_tree(&stage)?;
-        crate::atomic::sync_dir(d)?;
-        crate::cancel::check()?;
+        ailee_core::atomic::sync_dir(d)?;
+        ailee_core::cancel::check()?;
         lock_db(&stage.join("reorg_db"))
     })();
     let _new_lock = match staged {
@@ -656,7 +656,7 @@ pub fn restore(
     let swapped = (|| {
         j.write(d)?;
         for item in ITEMS {
-            crate::cancel::check()?;
+            ailee_core::cancel::check()?;
             let (live, staged) = (d.join(item), stage.join(item));
             if exists(&live) {
                 exchange(&staged, &live)?;
@@ -664,9 +664,9 @@ pub fn restore(
                 rename_noreplace(&staged, &live)?;
             }
         }
-        crate::atomic::sync_dir(&stage)?;
-        crate::atomic::sync_dir(d)?;
-        crate::cancel::check()
+        ailee_core::atomic::sync_dir(&stage)?;
+        ailee_core::atomic::sync_dir(d)?;
+        ailee_core::cancel::check()
     })();
     if let Err(e) = swapped {
         // We hold both locks: nothing changed the staged items, so nothing
