@@ -6,17 +6,25 @@
 # N runs (default 24) on a SIZE_MB file (default 1024) growing by one ~GROW_KB
 # snapshot per run (default 300), each run recorded as one hour later
 # (restic backup --time), then the restore time of each restic repository
-# (ailee_restore beside `restic restore`, REPS times). Prints seconds per run
-# (median), bytes on disk after N runs and restore seconds (median).
+# (ailee_restore beside `restic restore`, REPS times; 0: none). A first,
+# untimed backup of each kind makes the full copy; the N runs after it are
+# the hourly ones. Prints seconds per run (median), bytes on disk after N
+# runs and restore seconds (median), and the ratios to issue 23's targets.
+# BASELINES="restic cron" (the default) names the baselines to run beside
+# ours; BASELINES="" runs ailee_backup alone (the flatness run at 4 GB:
+# compare its s/run with the 1 GB run's).
 # Usage: scripts/bench_backup.sh [N] [SIZE_MB] [GROW_KB] [REPS]
-# Long (about 10 minutes on 2 cores): run it in the background.
+# Long (about 10 minutes on 2 cores at 1 GB): run it in the background.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 N=${1:-24} SIZE_MB=${2:-1024} GROW_KB=${3:-300} REPS=${4:-3}
-for v in "$N" "$SIZE_MB" "$GROW_KB" "$REPS"; do
+for v in "$N" "$SIZE_MB" "$GROW_KB"; do
     [[ $v =~ ^[1-9][0-9]{0,5}$ ]] || { echo "bench_backup.sh: arguments are whole numbers" >&2; exit 1; }
 done
+[[ $REPS =~ ^[0-9]{1,3}$ ]] || { echo "bench_backup.sh: REPS is a whole number" >&2; exit 1; }
+BASELINES=${BASELINES-restic cron}
+has() { [[ " $BASELINES " == *" $1 "* ]]; }
 cargo build --release --workspace --bins -q
 B=$AILEE_BIN
 W=$(mktemp -d "${TMPDIR:-/var/tmp}/ailee-bench-backup.XXXXXX")
@@ -49,14 +57,19 @@ cron_backup() {
     ls -t "$CRON"/reorg_db_*.tar.gz | tail -n +25 | xargs rm -f
 }
 
+plain_backup() { restic -q -r "$PLAIN" -p "$W/pw" backup --time "$1" "$D/l2_snapshots.dat" "$D/reorg_db"; }
+echo "first (full) backups ..." >&2
+t0='2026-01-01 00:00:00'
+"$B/ailee_backup" --data-dir "$D" --time "$t0"
+! has restic || plain_backup "$t0" >/dev/null
 : > "$W/t_ailee"; : > "$W/t_plain"; : > "$W/t_cron"
 for i in $(seq 1 "$N"); do
     grow
     t=$(date -u -d "2026-01-01 00:00:00 UTC + $i hours" '+%Y-%m-%d %H:%M:%S')
     sync
     secs "$B/ailee_backup" --data-dir "$D" --time "$t" >> "$W/t_ailee"; echo >> "$W/t_ailee"
-    secs restic -q -r "$PLAIN" -p "$W/pw" backup --time "$t" "$D/l2_snapshots.dat" "$D/reorg_db" >> "$W/t_plain"; echo >> "$W/t_plain"
-    secs cron_backup "$(date -u -d "$t" +%Y%m%d_%H%M%S)" >> "$W/t_cron"; echo >> "$W/t_cron"
+    ! has restic || { secs plain_backup "$t" >> "$W/t_plain"; echo >> "$W/t_plain"; }
+    ! has cron || { secs cron_backup "$(date -u -d "$t" +%Y%m%d_%H%M%S)" >> "$W/t_cron"; echo >> "$W/t_cron"; }
     echo "run $i/$N: ailee $(tail -n 1 "$W/t_ailee") s, restic $(tail -n 1 "$W/t_plain") s, cron $(tail -n 1 "$W/t_cron") s" >&2
 done
 size() { du -sb "$@" | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
@@ -68,15 +81,17 @@ cron=$(size "$CRON")
 
 : > "$W/r_ailee"; : > "$W/r_plain"
 for r in $(seq 1 "$REPS"); do
+    has restic || break
     rm -rf "$W/r1" "$W/r2"; mkdir "$W/r1" "$W/r2"; sync
     secs "$B/ailee_restore" --data-dir "$W/r1" --repo "$D/backups/repo" --password-file "$D/backups/restic-password" >> "$W/r_ailee"; echo >> "$W/r_ailee"
     sync
     secs restic -q -r "$PLAIN" -p "$W/pw" restore latest --target "$W/r2" >> "$W/r_plain"; echo >> "$W/r_plain"
 done
-cmp "$W/r1/l2_snapshots.dat" "$D/l2_snapshots.dat"
+[ "$REPS" -eq 0 ] || ! has restic || cmp "$W/r1/l2_snapshots.dat" "$D/l2_snapshots.dat"
 
-ta=$(grep . "$W/t_ailee" | median); tp=$(grep . "$W/t_plain" | median); tc=$(grep . "$W/t_cron" | median)
-ra=$(grep . "$W/r_ailee" | median); rp=$(grep . "$W/r_plain" | median)
+med() { grep . "$1" | median || true; }
+ta=$(med "$W/t_ailee"); tp=$(med "$W/t_plain"); tc=$(med "$W/t_cron")
+ra=$(med "$W/r_ailee"); rp=$(med "$W/r_plain")
 echo
 echo "== bench_backup: $N hourly runs, snapshot file $((file_bytes / 1048576)) MB growing ~${GROW_KB} KB per run, $(nproc) cores"
 printf '%-34s %10s %16s\n' "" "s/run (median)" "bytes on disk"
@@ -84,6 +99,8 @@ printf '%-34s %10s %16s\n' "ailee_backup (restic repository)" "$ta" "$ours_repo"
 printf '%-34s %10s %16s\n' "  + runbook copy, spare, stage" "" "$ours_local"
 printf '%-34s %10s %16s\n' "plain restic backup" "$tp" "$plain_repo"
 printf '%-34s %10s %16s\n' "runbook cron (cp + tar, keep 24)" "$tc" "$cron"
+echo "ailee_backup per run: $(sort -n "$W/t_ailee" | grep . | tr '\n' ' ')"
+has restic || exit 0
 echo "restore (median of $REPS): ailee_restore $ra s, restic restore $rp s"
-awk -v a="$ours_repo" -v p="$plain_repo" -v ta="$ta" -v tp="$tp" -v ra="$ra" -v rp="$rp" 'BEGIN {
-    printf "ratios: repository %.2fx plain restic (target <= 1.1), time per run %.2fx (target <= 1.0), restore %.2fx (target <= 1.5)\n", a / p, ta / tp, ra / rp }'
+awk -v a="$ours_repo" -v p="$plain_repo" -v ta="$ta" -v tp="$tp" -v ra="${ra:-0}" -v rp="${rp:-1}" 'BEGIN {
+    printf "ratios: repository %.2fx plain restic (target <= 1.1), time per run %.2fx (target <= 0.5), restore %.2fx (target <= 1.5)\n", a / p, ta / tp, ra / rp }'
