@@ -9,14 +9,19 @@
 //! - `backups/l2_snapshots_latest.dat.bak` is a complete, verifying copy,
 //!   replaced by rename (never appended to in place, so a kill leaves the
 //!   previous complete copy under its name). It is brought up to date from a
-//!   spare copy (the previous `.bak`) by appending only the new bytes, and the
-//!   result is compared byte for byte with the live prefix before it is
-//!   published; when the live file is no longer an extension of the copy
-//!   (pruned, restored, rewritten) a full copy is made, with a warning;
+//!   spare copy (the previous `.bak`) by appending only the new bytes; before
+//!   it is published, the region it extends, the bytes appended and a moving
+//!   window of its older regions are compared with the live file
+//!   ([`spare_holds`]: every byte again within a bounded number of runs, at a
+//!   cost per run that does not grow with the file); when the live file is
+//!   no longer an extension of the copy (pruned, restored, rewritten) a full
+//!   copy is made, with a warning;
 //! - the restic snapshot holds the file cut into fixed-size segments
 //!   (`l2_snapshots.parts/000000`, …) kept in `backups/.stage/`: segments
 //!   that did not change are skipped by restic's change detection, so the
-//!   work per backup grows with the bytes appended, not with the file.
+//!   work per backup grows with the bytes appended, not with the file;
+//! - retention calls restic only when its policy would remove a backup
+//!   ([`retention`]).
 
 pub mod restic;
 pub mod restore;
@@ -457,7 +462,7 @@ fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) ->
     let _ = std::fs::remove_file(bdir.join(SPARE_ID));
     if full_copy {
         have = 0;
-    } else if have > len || !io(&spare, spare_holds(bdir, &f, live, have, SEGMENT))? {
+    } else if have > len || !io(&spare, spare_holds(bdir, &f, live, have, SEGMENT, SCRUB / SEGMENT))? {
         if have > 0 {
             warnings.push(SPARE_CHANGED.into());
         }
@@ -526,13 +531,13 @@ fn previous_extends(bak: &Path, live: &File, len: u64, warnings: &mut Vec<String
 /// without reading all of them: no byte is trusted on its metadata (a
 /// changed byte with its mtime kept, bit rot), so the bytes compared with
 /// the live file are its last 64 KiB, the whole region (of `region` bytes)
-/// it ends in — the one the append extends — and a window of [`SCRUB`]
-/// bytes of its older regions that moves on with each run (its start kept
+/// it ends in — the one the append extends — and a window of `window`
+/// older regions ([`SCRUB`] bytes) that moves on with each run (its start kept
 /// in `bdir/`[`SCRUB_NAME`]), so that every byte of both copies is compared
 /// again within a bounded number of runs: for the default 16 MiB regions,
 /// every file size / 32 MiB runs (32 hours for 1 GB). Each region
 /// was compared with the live file when it was written.
-fn spare_holds(bdir: &Path, spare: &File, live: &File, have: u64, region: u64) -> std::io::Result<bool> {
+fn spare_holds(bdir: &Path, spare: &File, live: &File, have: u64, region: u64, window: u64) -> std::io::Result<bool> {
     if have == 0 {
         return Ok(true);
     }
@@ -549,7 +554,7 @@ fn spare_holds(bdir: &Path, spare: &File, live: &File, have: u64, region: u64) -
         .and_then(|c| c.trim().parse::<u64>().ok())
         .unwrap_or(0)
         % done;
-    let window = (SCRUB / region).max(1);
+    let window = window.max(1);
     for k in 0..window.min(done) {
         let i = (cursor + k) % done;
         if !same_range(spare, live, i * region, (i + 1) * region)? {
@@ -1403,4 +1408,58 @@ pub fn sync_tree(p: &Path) -> Result<()> {
         fsync_path(p)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A live file of 10 regions of 1 KiB and a spare holding its first 8½.
+    fn copies(dir: &Path) -> (File, File, u64) {
+        let live: Vec<u8> = (0..10 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+        let have = 8 * 1024 + 512;
+        std::fs::write(dir.join("live"), &live).unwrap();
+        std::fs::write(dir.join("spare"), &live[..have]).unwrap();
+        let open = |n: &str| File::options().read(true).write(true).open(dir.join(n)).unwrap();
+        (open("live"), open("spare"), have as u64)
+    }
+
+    #[test]
+    fn a_changed_byte_in_the_region_being_extended_is_found_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let (live, spare, have) = copies(d.path());
+        assert!(spare_holds(d.path(), &spare, &live, have, 1024, 2).unwrap());
+        spare.write_all_at(&[0xff], 8 * 1024 + 3).unwrap();
+        assert!(!spare_holds(d.path(), &spare, &live, have, 1024, 2).unwrap());
+    }
+
+    /// An older region is compared again within a bounded number of runs:
+    /// the window (2 regions here) moves by half its size per run, and the
+    /// spare and the runbook copy take turns, so each copy sees every region.
+    #[test]
+    fn a_changed_byte_in_an_older_region_is_found_by_the_moving_window() {
+        let d = tempfile::tempdir().unwrap();
+        let (live, spare, have) = copies(d.path());
+        spare.write_all_at(&[0xff], 5 * 1024 + 9).unwrap();
+        let runs = (0..8)
+            .take_while(|_| spare_holds(d.path(), &spare, &live, have, 1024, 2).unwrap())
+            .count();
+        // Windows [0,1], [1,2], [2,3], [3,4], [4,5]: the fifth run finds it.
+        assert_eq!(runs, 4);
+        // Every region is covered within done / (window / 2) runs.
+        let (live, spare, have) = copies(d.path());
+        std::fs::remove_file(d.path().join(SCRUB_NAME)).unwrap();
+        for bad in 0..8u64 {
+            spare.write_all_at(&[0xee], bad * 1024).unwrap();
+            let found = (0..8).any(|_| !spare_holds(d.path(), &spare, &live, have, 1024, 2).unwrap());
+            assert!(found, "region {bad}");
+            spare.write_all_at(&[live_byte(&live, bad * 1024)], bad * 1024).unwrap();
+        }
+    }
+
+    fn live_byte(f: &File, at: u64) -> u8 {
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, at).unwrap();
+        b[0]
+    }
 }
