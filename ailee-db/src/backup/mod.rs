@@ -702,24 +702,7 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport> {
     crate::cancel::check()?;
 
     // The restic snapshot (the repository is created on first use).
-    let mut tags = format!(
-        "{},node={},root={},anchor={},snapshots={},bytes={}",
-        restic::TAG,
-        rep.node,
-        rep.root,
-        rep.anchor,
-        rep.snapshots,
-        rep.bytes
-    );
-    if let Some(h) = rep.height {
-        tags.push_str(&format!(",height={h}"));
-    }
-    if let Some(t) = &rep.txid {
-        tags.push_str(&format!(",txid={t}"));
-    }
-    if let Some(p) = &rep.payload {
-        tags.push_str(&format!(",payload={p}"));
-    }
+    let tags = tags(&rep);
     let mut args = vec!["backup", "--json", "--tag", &tags];
     if let Some(t) = &opts.time {
         args.push("--time");
@@ -781,6 +764,30 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport> {
         rep.repo_size = repo_size(&opts.restic).ok();
     }
     Ok(rep)
+}
+
+/// The tags of the backup `rep` records: node, root, anchor, snapshots,
+/// bytes, and when known height, txid and payload.
+fn tags(rep: &BackupReport) -> String {
+    let mut tags = format!(
+        "{},node={},root={},anchor={},snapshots={},bytes={}",
+        restic::TAG,
+        rep.node,
+        rep.root,
+        rep.anchor,
+        rep.snapshots,
+        rep.bytes
+    );
+    if let Some(h) = rep.height {
+        tags.push_str(&format!(",height={h}"));
+    }
+    if let Some(t) = &rep.txid {
+        tags.push_str(&format!(",txid={t}"));
+    }
+    if let Some(p) = &rep.payload {
+        tags.push_str(&format!(",payload={p}"));
+    }
+    tags
 }
 
 /// Under the data directory's lock: the newest snapshot verified, the
@@ -1414,10 +1421,13 @@ pub fn sync_tree(p: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    /// A live file of 10 regions of 1 KiB and a spare holding its first 8½.
+    /// Region size of the tests: over the 64 KiB tail every check reads.
+    const R: u64 = 128 << 10;
+
+    /// A live file of 10 regions and a spare holding its first 8½.
     fn copies(dir: &Path) -> (File, File, u64) {
-        let live: Vec<u8> = (0..10 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
-        let have = 8 * 1024 + 512;
+        let live: Vec<u8> = (0..10 * R).map(|i| (i * 7 % 251) as u8).collect();
+        let have = (8 * R + R / 2) as usize;
         std::fs::write(dir.join("live"), &live).unwrap();
         std::fs::write(dir.join("spare"), &live[..have]).unwrap();
         let open = |n: &str| File::options().read(true).write(true).open(dir.join(n)).unwrap();
@@ -1428,9 +1438,10 @@ mod tests {
     fn a_changed_byte_in_the_region_being_extended_is_found_at_once() {
         let d = tempfile::tempdir().unwrap();
         let (live, spare, have) = copies(d.path());
-        assert!(spare_holds(d.path(), &spare, &live, have, 1024, 2).unwrap());
-        spare.write_all_at(&[0xff], 8 * 1024 + 3).unwrap();
-        assert!(!spare_holds(d.path(), &spare, &live, have, 1024, 2).unwrap());
+        assert!(spare_holds(d.path(), &spare, &live, have, R, 2).unwrap());
+        // Before the last 64 KiB, in the region the append extends.
+        spare.write_all_at(&[0xff], 8 * R + 3).unwrap();
+        assert!(!spare_holds(d.path(), &spare, &live, have, R, 2).unwrap());
     }
 
     /// An older region is compared again within a bounded number of runs:
@@ -1440,9 +1451,9 @@ mod tests {
     fn a_changed_byte_in_an_older_region_is_found_by_the_moving_window() {
         let d = tempfile::tempdir().unwrap();
         let (live, spare, have) = copies(d.path());
-        spare.write_all_at(&[0xff], 5 * 1024 + 9).unwrap();
+        spare.write_all_at(&[0xff], 5 * R + 9).unwrap();
         let runs = (0..8)
-            .take_while(|_| spare_holds(d.path(), &spare, &live, have, 1024, 2).unwrap())
+            .take_while(|_| spare_holds(d.path(), &spare, &live, have, R, 2).unwrap())
             .count();
         // Windows [0,1], [1,2], [2,3], [3,4], [4,5]: the fifth run finds it.
         assert_eq!(runs, 4);
@@ -1450,10 +1461,10 @@ mod tests {
         let (live, spare, have) = copies(d.path());
         std::fs::remove_file(d.path().join(SCRUB_NAME)).unwrap();
         for bad in 0..8u64 {
-            spare.write_all_at(&[0xee], bad * 1024).unwrap();
-            let found = (0..8).any(|_| !spare_holds(d.path(), &spare, &live, have, 1024, 2).unwrap());
+            spare.write_all_at(&[0xee], bad * R).unwrap();
+            let found = (0..8).any(|_| !spare_holds(d.path(), &spare, &live, have, R, 2).unwrap());
             assert!(found, "region {bad}");
-            spare.write_all_at(&[live_byte(&live, bad * 1024)], bad * 1024).unwrap();
+            spare.write_all_at(&[live_byte(&live, bad * R)], bad * R).unwrap();
         }
     }
 
