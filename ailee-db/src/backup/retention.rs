@@ -116,7 +116,7 @@ impl Stamp {
 /// bucket while its count lasts; a backup no tier keeps is removed.
 pub fn would_remove(list: &[Stamp], keep: &Retention) -> bool {
     let mut sorted: Vec<&Stamp> = list.iter().collect();
-    sorted.sort_by(|a, b| b.unix.cmp(&a.unix));
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.unix));
     let counts = [
         keep.last.unwrap_or(0),
         keep.hourly,
@@ -218,18 +218,18 @@ mod tests {
         assert_eq!(a.unix, at("2026-03-02T14:30:00Z").unix);
         assert_eq!(a.offset, 3600);
         // The buckets are the recorded wall clock's (restic's own rule).
-        assert_eq!(a.buckets()[0], 2026_03_02_15);
+        assert_eq!(a.buckets()[0], 2026030215);
         let b = Stamp::from_wall_clock("y", "2026-03-02 15:30:00", -5 * 3600).unwrap();
         assert_eq!(b.unix, at("2026-03-02T20:30:00Z").unix);
-        assert_eq!(b.buckets()[0], 2026_03_02_15);
+        assert_eq!(b.buckets()[0], 2026030215);
     }
 
     #[test]
     fn iso_weeks_cross_years_as_restic_counts_them() {
         // 2021-01-03 is a Sunday of ISO week 53 of 2020; 2024-12-30 is week 1 of 2025.
-        assert_eq!(at("2021-01-03T12:00:00Z").buckets()[2], 2020_53);
-        assert_eq!(at("2021-01-04T12:00:00Z").buckets()[2], 2021_01);
-        assert_eq!(at("2024-12-30T12:00:00Z").buckets()[2], 2025_01);
+        assert_eq!(at("2021-01-03T12:00:00Z").buckets()[2], 202053);
+        assert_eq!(at("2021-01-04T12:00:00Z").buckets()[2], 202101);
+        assert_eq!(at("2024-12-30T12:00:00Z").buckets()[2], 202501);
         assert_eq!(civil_from_days(days_from_civil(2028, 2, 29)), (2028, 2, 29));
     }
 
