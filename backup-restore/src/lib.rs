@@ -11,7 +11,8 @@
 //! exchanges, and exact 64-bit option ranges (bash arithmetic wraps).
 
 use ailee_core::Error;
-use ailee_db::backup::restic::{Restic, BACKENDS};
+use ailee_db::backup::restic::{Restic, Snapshot, BACKENDS};
+use ailee_db::backup::{restore, restore::RestoreReport, Nodes, VerifyReport};
 use std::path::{Path, PathBuf};
 
 /// Repository options of both tools.
@@ -198,4 +199,318 @@ pub fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Whose backups a listing, a verify or a restore sees: `--node ID`,
+/// `--any-node`, else the data directory's node
+/// ([`ailee_db::backup::choose_nodes`]).
+#[derive(Debug, Clone, Default)]
+pub struct NodeChoice {
+    pub node: Option<String>,
+    pub any_node: bool,
+}
+
+impl NodeChoice {
+    fn resolve(&self, r: &Restic, data_dir: &Path) -> ailee_core::Result<Nodes> {
+        ailee_db::backup::choose_nodes(r, data_dir, self.node.as_deref(), self.any_node)
+    }
+}
+
+/// `ailee_backup --list`: what to list.
+#[derive(Debug, Clone)]
+pub struct ListOptions {
+    pub data_dir: PathBuf,
+    pub repo: RepoArgs,
+    pub nodes: NodeChoice,
+}
+
+/// What a listing found, oldest first, and what happened around restic.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub backups: Vec<Snapshot>,
+    pub notes: Vec<String>,
+}
+
+/// `ailee_backup --list`: the backups of the chosen node(s).
+pub fn list(opts: &ListOptions) -> ailee_core::Result<Listing> {
+    ailee_db::backup::check_data_dir(&opts.data_dir)?;
+    let r = opts.repo.resolve(&opts.data_dir, false)?.for_reading();
+    let nodes = opts.nodes.resolve(&r, &opts.data_dir)?;
+    let backups = r.snapshots()?.into_iter().filter(|s| nodes.has(s)).collect();
+    Ok(Listing {
+        backups,
+        notes: r.notes().messages,
+    })
+}
+
+/// `ailee_backup --verify`: which backup, how deep, and the on-chain check.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    pub data_dir: PathBuf,
+    pub repo: RepoArgs,
+    pub nodes: NodeChoice,
+    /// `latest` or a backup id.
+    pub which: String,
+    /// restic reads and checks all repository data.
+    pub read_data: bool,
+    /// `--bitcoin-rpc` and its connection (none: no on-chain check).
+    pub rpc: ailee_cli::RpcArgs,
+    pub confirmations: u64,
+}
+
+/// `ailee_backup --verify`: restic's check, a restore to a scratch
+/// directory in `DATA_DIR/backups` and our own checks
+/// ([`ailee_db::backup::verify`]), under the repository's lock. The
+/// verdict and the notes of the restic calls (for `-v`); a corrupt backup
+/// is [`Error::Integrity`].
+pub fn verify(opts: &VerifyOptions) -> (ailee_core::Result<VerifyReport>, Vec<String>) {
+    let d = &opts.data_dir;
+    let mut restic = None;
+    let res = (|| {
+        ailee_db::backup::check_data_dir(d)?;
+        let r = opts.repo.resolve(d, false)?.for_reading();
+        restic = Some(r.clone());
+        let nodes = opts.nodes.resolve(&r, d)?;
+        // One verify per repository at a time (its scratch directories are
+        // reaped); a local backup runs beside it.
+        let _lock = ailee_db::backup::lock_repo(d, &r)?;
+        let scratch = d.join("backups");
+        let parent = if scratch.is_dir() { scratch } else { d.clone() };
+        let prefix = format!(
+            ".ailee-verify{}.",
+            ailee_db::backup::stage_name(d, &r).trim_start_matches(".stage")
+        );
+        ailee_db::backup::reap(&parent, &prefix);
+        let chain = chain_check(&opts.rpc, opts.confirmations, d)?;
+        ailee_db::backup::verify(
+            &r,
+            &opts.which,
+            &nodes,
+            opts.read_data,
+            &parent,
+            &prefix,
+            chain.as_ref(),
+        )
+    })();
+    (res, restic.map(|r| r.notes().messages).unwrap_or_default())
+}
+
+/// `ailee_restore`: which backup goes into which data directory.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub data_dir: PathBuf,
+    pub repo: RepoArgs,
+    pub nodes: NodeChoice,
+    /// `latest` or a backup id (unless `anchored`).
+    pub backup: String,
+    /// The newest backup whose anchor is confirmed on Bitcoin (needs `rpc`).
+    pub anchored: bool,
+    pub rpc: ailee_cli::RpcArgs,
+    pub confirmations: u64,
+}
+
+/// What `ailee_restore` did: the settling of an interrupted earlier
+/// restore (said even when this one fails), why each newer backup was
+/// passed over by `--anchored`, the result, and the notes of the restic
+/// calls (the last two for `-v`).
+#[derive(Debug)]
+pub struct Restored {
+    pub settled: Option<String>,
+    pub picks: Vec<String>,
+    pub result: ailee_core::Result<RestoreReport>,
+    pub notes: Vec<String>,
+}
+
+/// `ailee_restore`: under the data directory's lock, settles an interrupted
+/// restore, chooses the backup (`--anchored`: the newest confirmed one) and
+/// restores it ([`ailee_db::backup::restore::restore`]); a new machine
+/// takes the node id of the history it restored.
+pub fn restore(opts: &RestoreOptions) -> Restored {
+    let d = &opts.data_dir;
+    let (mut settled, mut picks, mut restic) = (None, Vec::new(), None);
+    let result = (|| {
+        ailee_db::backup::check_data_dir(d)?;
+        let r = opts.repo.resolve(d, false)?.for_reading();
+        restic = Some(r.clone());
+        let _lock = ailee_db::backup::lock(d)?;
+        settled = settle(d)?;
+        let nodes = opts.nodes.resolve(&r, d)?;
+        let chain = chain_check(&opts.rpc, opts.confirmations, d)?;
+        let which = match (&chain, opts.anchored) {
+            (Some(c), true) => ailee_db::backup::pick_anchored(&r, &nodes, c, &mut |n| picks.push(n))?.id,
+            _ => opts.backup.clone(),
+        };
+        let mut rep = restore::restore(&r, d, &which, &nodes, chain.as_ref())?;
+        // A new machine takes the node id of the history it restored.
+        if let (Nodes::One(id), Ok(None)) = (&nodes, ailee_db::backup::node_id(d)) {
+            if let Err(e) = ailee_db::backup::write_node_id(d, id) {
+                rep.warnings
+                    .push(format!("cannot keep node id {id} in {}: {e}", d.display()));
+            }
+        }
+        Ok(rep)
+    })();
+    Restored {
+        settled,
+        picks,
+        result,
+        notes: restic.map(|r| r.notes().messages).unwrap_or_default(),
+    }
+}
+
+/// Settles an interrupted restore ([`restore::settle`]); a journal that
+/// waits while the node holds the database lock is named.
+fn settle(d: &Path) -> ailee_core::Result<Option<String>> {
+    restore::settle(d).map_err(|e| match (&e, restore::pending_journal(d)) {
+        (Error::Locked { .. }, Some(j)) => Error::Usage(format!(
+            "{e}; an interrupted restore (journal {}) waits to be settled: stop the process that holds \
+             the lock (the node) and run ailee_restore again — nothing was changed",
+            j.display()
+        )),
+        _ => e,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The tools' shared flags, as a command line gives them.
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        rpc: ailee_cli::RpcArgs,
+    }
+
+    fn flags() -> Flags {
+        Flags::parse_from(["t"])
+    }
+
+    /// A scratch directory, removed when dropped (no tempfile dependency).
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let p = std::env::temp_dir().join(format!("backup_cli-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            Scratch(p)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A data directory with the `basic` vector and an empty reorg_db.
+    fn data_dir(parent: &Path, name: &str, with_state: bool) -> PathBuf {
+        let d = parent.join(name);
+        std::fs::create_dir(&d).unwrap();
+        if with_state {
+            ailee_db::reorgdb::ReorgDb::create(&d.join("reorg_db")).unwrap();
+            let v = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vectors/basic.dat");
+            std::fs::copy(v, d.join("l2_snapshots.dat")).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn a_missing_data_dir_is_a_usage_error_in_every_mode() {
+        let t = Scratch::new("absent");
+        let d = t.path().join("absent");
+        let f = flags();
+        let nodes = NodeChoice::default();
+        let listed = list(&ListOptions {
+            data_dir: d.clone(),
+            repo: f.repo.clone(),
+            nodes: nodes.clone(),
+        });
+        assert!(matches!(listed, Err(Error::Usage(_))), "{listed:?}");
+        let restored = restore(&RestoreOptions {
+            data_dir: d.clone(),
+            repo: f.repo.clone(),
+            nodes,
+            backup: "latest".into(),
+            anchored: false,
+            rpc: f.rpc.clone(),
+            confirmations: 6,
+        });
+        assert!(matches!(restored.result, Err(Error::Usage(_))));
+        assert!(restored.settled.is_none());
+        assert!(!d.exists(), "never created");
+    }
+
+    /// Backup, list, verify and restore called as library functions, with
+    /// the real restic: the restored data directory holds the backed-up file.
+    #[test]
+    fn backup_list_verify_restore_without_a_process() {
+        let t = Scratch::new("roundtrip");
+        let src = data_dir(t.path(), "src", true);
+        let f = flags();
+        let r = f.repo.resolve(&src, true).unwrap();
+        let rep = ailee_db::backup::backup(&ailee_db::backup::BackupOptions {
+            data_dir: src.clone(),
+            restic: r,
+            retention: Default::default(),
+            time: None,
+            no_forget: false,
+            measure_repo: false,
+            node: None,
+        })
+        .unwrap();
+        assert!(rep.created_repo && rep.snapshots > 0);
+        let nodes = NodeChoice::default();
+        let l = list(&ListOptions {
+            data_dir: src.clone(),
+            repo: f.repo.clone(),
+            nodes: nodes.clone(),
+        })
+        .unwrap();
+        assert_eq!(l.backups.len(), 1);
+        assert_eq!(l.backups[0].tag("root"), Some(rep.root.as_str()));
+        let (v, _) = verify(&VerifyOptions {
+            data_dir: src.clone(),
+            repo: f.repo.clone(),
+            nodes: nodes.clone(),
+            which: "latest".into(),
+            read_data: false,
+            rpc: f.rpc.clone(),
+            confirmations: 6,
+        });
+        let v = v.unwrap();
+        assert_eq!((v.root.as_str(), v.snapshots), (rep.root.as_str(), rep.snapshots));
+        // A new machine: another data directory, the same repository.
+        let dst = data_dir(t.path(), "dst", false);
+        let key = src.join("backups").join(KEY_NAME);
+        let repo = RepoArgs {
+            repo: Some(src.join("backups/repo").to_string_lossy().into_owned()),
+            password_file: Some(key),
+            ..f.repo.clone()
+        };
+        let done = restore(&RestoreOptions {
+            data_dir: dst.clone(),
+            repo,
+            nodes,
+            backup: "latest".into(),
+            anchored: false,
+            rpc: f.rpc.clone(),
+            confirmations: 6,
+        });
+        let restored = done.result.unwrap();
+        assert_eq!(restored.root, rep.root);
+        assert_eq!(
+            std::fs::read(dst.join("l2_snapshots.dat")).unwrap(),
+            std::fs::read(src.join("l2_snapshots.dat")).unwrap()
+        );
+        assert_eq!(ailee_db::backup::node_id(&dst).unwrap(), Some(rep.node));
+    }
 }

@@ -463,6 +463,45 @@ fn retention_tiers_apply_to_backups_with_faked_times() {
     );
 }
 
+/// Hourly backups that remove nothing make one restic call each (every
+/// call pays restic's key derivation); a backup that falls out of a tier (a
+/// second one in an hour) still has restic's forget and prune remove it.
+/// (Before: `restic forget` after every backup.)
+#[test]
+fn retention_asks_restic_only_when_a_backup_falls_out_of_a_tier() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::basic();
+    let log = f.dir().join("restic.log");
+    let wrapper = f.dir().join("restic-logged");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a; do case $a in backup|forget|prune) echo $a >> '{}';; esac; done\nexec restic \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let w = wrapper.to_str().unwrap();
+    let run = |t: &str| f.backup(&["--restic", w, "--time", t]).code(0).stdout("").stderr("");
+    run("2026-03-02 10:00:00");
+    std::fs::remove_file(&log).unwrap();
+    run("2026-03-02 11:00:00");
+    run("2026-03-02 12:00:00");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "backup\nbackup\n");
+    run("2026-03-02 12:30:00");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "backup\nbackup\nbackup\nforget\nprune\n"
+    );
+    let kept: Vec<String> = f
+        .list()
+        .iter()
+        .map(|s| s["time"].as_str().unwrap()[11..16].to_string())
+        .collect();
+    assert_eq!(kept, ["10:00", "11:00", "12:30"]);
+}
+
 /// `--verify` and restore exit 2 on a data pack with one flipped byte.
 #[test]
 fn verify_exits_2_on_a_flipped_byte_in_a_pack() {

@@ -9,17 +9,23 @@
 //! - `backups/l2_snapshots_latest.dat.bak` is a complete, verifying copy,
 //!   replaced by rename (never appended to in place, so a kill leaves the
 //!   previous complete copy under its name). It is brought up to date from a
-//!   spare copy (the previous `.bak`) by appending only the new bytes, and the
-//!   result is compared byte for byte with the live prefix before it is
-//!   published; when the live file is no longer an extension of the copy
-//!   (pruned, restored, rewritten) a full copy is made, with a warning;
+//!   spare copy (the previous `.bak`) by appending only the new bytes; before
+//!   it is published, the region it extends, the bytes appended and a moving
+//!   window of its older regions are compared with the live file
+//!   ([`spare_holds`]: every byte again within a bounded number of runs, at a
+//!   cost per run that does not grow with the file); when the live file is
+//!   no longer an extension of the copy (pruned, restored, rewritten) a full
+//!   copy is made, with a warning;
 //! - the restic snapshot holds the file cut into fixed-size segments
 //!   (`l2_snapshots.parts/000000`, …) kept in `backups/.stage/`: segments
 //!   that did not change are skipped by restic's change detection, so the
-//!   work per backup grows with the bytes appended, not with the file.
+//!   work per backup grows with the bytes appended, not with the file;
+//! - retention calls restic only when its policy would remove a backup
+//!   ([`retention`]).
 
 pub mod restic;
 pub mod restore;
+pub mod retention;
 
 use crate::reorgdb::{Mode, ReorgDb};
 use ailee_core::records::AnchorLookup as _;
@@ -412,11 +418,6 @@ fn copy_rw(src: &File, mut offset: u64, mut len: u64, dst: &mut File) -> Result<
     Ok(())
 }
 
-/// True when `len` bytes of `a` and `b` from 0 are equal.
-fn same_prefix(a: &File, b: &File, len: u64) -> std::io::Result<bool> {
-    same_range(a, b, 0, len)
-}
-
 fn fsync_path(p: &Path) -> Result<()> {
     io(p, File::open(p).and_then(|f| f.sync_all()))
 }
@@ -434,35 +435,17 @@ struct BakUpdate {
 const SPARE_CHANGED: &str = "the spare backup copy differs from the live file in bytes it already held \
      (changed on disk since it was written?): making a full copy";
 
+/// Bytes of the spare's older regions compared with the live file per run
+/// (a window that moves on each run, see [`spare_holds`]).
+const SCRUB: u64 = 4 * SEGMENT;
+/// Where the window starts next (a region number; missing: 0).
+const SCRUB_NAME: &str = ".l2_snapshots_scrub";
+
 /// Brings `backups/l2_snapshots_latest.dat.bak` to the live prefix `[0, len)`.
 fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) -> Result<BakUpdate> {
     let bak = bdir.join(BAK_NAME);
     let spare = bdir.join(SPARE_NAME);
-    if let Ok(m) = std::fs::symlink_metadata(&bak) {
-        if !m.file_type().is_file() {
-            // The old scripts made it a symlink to the newest dated copy.
-            io(&bak, std::fs::remove_file(&bak))?;
-        }
-    }
-    // Is the previous copy still a prefix of the live file? A cheap look
-    // (its length and last 64 KiB) decides whether to append or copy all;
-    // the copy that is published is compared whole below either way.
-    let old = File::open(&bak).ok();
-    let mut full_copy = match &old {
-        None => true,
-        Some(o) => {
-            let n = io(&bak, o.metadata())?.len();
-            let ok = n <= len && io(&bak, same_tail(o, live, n))?;
-            if !ok {
-                warnings.push(format!(
-                    "the live snapshot file is no longer an extension of the previous backup copy \
-                     (pruned, restored or rewritten?): making a full copy of {len} bytes"
-                ));
-            }
-            !ok
-        }
-    };
-    drop(old);
+    let mut full_copy = !previous_extends(&bak, live, len, warnings)?;
     ailee_core::cancel::check()?;
     // Bring the spare (the copy before the previous one) up to date.
     let mut f = io(
@@ -475,15 +458,11 @@ fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) ->
             .mode(0o644)
             .open(&spare),
     )?;
-    let md = io(&spare, f.metadata())?;
-    let mut have = md.len();
-    // No byte of the spare is trusted on its metadata (a changed byte with
-    // its mtime kept, bit rot): the whole copy is compared with the live
-    // prefix below before it is published.
+    let mut have = io(&spare, f.metadata())?.len();
     let _ = std::fs::remove_file(bdir.join(SPARE_ID));
     if full_copy {
         have = 0;
-    } else if have > len || !io(&spare, same_tail(&f, live, have))? {
+    } else if have > len || !io(&spare, spare_holds(bdir, &f, live, have, SEGMENT, SCRUB / SEGMENT))? {
         if have > 0 {
             warnings.push(SPARE_CHANGED.into());
         }
@@ -496,14 +475,11 @@ fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) ->
         io(&spare, f.seek(SeekFrom::Start(have)))?;
         copy_rw(live, have, len - have, &mut f)?;
         ailee_core::cancel::check()?;
-        // The whole copy must equal the live prefix: a real, complete copy.
-        if io(&spare, same_prefix(&f, live, len))? {
+        // The bytes written must be the live ones (read back from the copy).
+        if io(&spare, same_range(&f, live, have, len))? {
             break;
         }
         full_copy = true;
-        if attempt == 0 && have > 0 {
-            warnings.push(SPARE_CHANGED.into());
-        }
         if attempt == 1 || have == 0 {
             return Err(Error::Usage(
                 "the backup copy does not match the live file after copying (the file changed under us?); \
@@ -511,32 +487,106 @@ fn update_bak(bdir: &Path, live: &File, len: u64, warnings: &mut Vec<String>) ->
                     .into(),
             ));
         }
+        warnings.push(SPARE_CHANGED.into());
         have = 0;
         appended = len;
     }
     io(&spare, f.sync_all())?;
     drop(f);
     ailee_core::cancel::check()?;
-    // Publish: exchange spare and copy (the old copy becomes the next spare),
-    // or a plain rename for the first copy.
-    if std::fs::symlink_metadata(&bak).is_ok() {
-        rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            &spare,
-            rustix::fs::CWD,
-            &bak,
-            rustix::fs::RenameFlags::EXCHANGE,
-        )
-        .map_err(|e| Error::io(&bak, e.into()))?;
-    } else {
-        io(&bak, std::fs::rename(&spare, &bak))?;
-    }
-    ailee_core::atomic::sync_dir(bdir)?;
+    publish(&spare, &bak, bdir)?;
     Ok(BakUpdate {
         len,
         appended,
         full_copy,
     })
+}
+
+/// Whether the previous runbook copy `bak` may be a prefix of the live
+/// file's `[0, len)`: its length and last 64 KiB agree (a pruned, restored
+/// or rewritten live file fails this). A symlink left by the old scripts is
+/// removed. False (and a warning when there was a copy): a full copy.
+fn previous_extends(bak: &Path, live: &File, len: u64, warnings: &mut Vec<String>) -> Result<bool> {
+    if let Ok(m) = std::fs::symlink_metadata(bak) {
+        if !m.file_type().is_file() {
+            // The old scripts made it a symlink to the newest dated copy.
+            io(bak, std::fs::remove_file(bak))?;
+        }
+    }
+    let Ok(old) = File::open(bak) else {
+        return Ok(false);
+    };
+    let n = io(bak, old.metadata())?.len();
+    let ok = n <= len && io(bak, same_tail(&old, live, n))?;
+    if !ok {
+        warnings.push(format!(
+            "the live snapshot file is no longer an extension of the previous backup copy \
+             (pruned, restored or rewritten?): making a full copy of {len} bytes"
+        ));
+    }
+    Ok(ok)
+}
+
+/// Whether the spare's `have` bytes are still the live file's, checked
+/// without reading all of them: no byte is trusted on its metadata (a
+/// changed byte with its mtime kept, bit rot), so the bytes compared with
+/// the live file are its last 64 KiB, the whole region (of `region` bytes)
+/// it ends in — the one the append extends — and a window of `window`
+/// older regions ([`SCRUB`] bytes) that moves on with each run (its start kept
+/// in `bdir/`[`SCRUB_NAME`]), so that every byte of both copies is compared
+/// again within a bounded number of runs: for the default 16 MiB regions,
+/// every file size / 32 MiB runs (32 hours for 1 GB). Each region
+/// was compared with the live file when it was written.
+fn spare_holds(bdir: &Path, spare: &File, live: &File, have: u64, region: u64, window: u64) -> std::io::Result<bool> {
+    if have == 0 {
+        return Ok(true);
+    }
+    let done = have / region;
+    if !same_tail(spare, live, have)? || !same_range(spare, live, done * region, have)? {
+        return Ok(false);
+    }
+    if done == 0 {
+        return Ok(true);
+    }
+    let cursor_path = bdir.join(SCRUB_NAME);
+    let cursor = std::fs::read_to_string(&cursor_path)
+        .ok()
+        .and_then(|c| c.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        % done;
+    let window = window.max(1);
+    for k in 0..window.min(done) {
+        let i = (cursor + k) % done;
+        if !same_range(spare, live, i * region, (i + 1) * region)? {
+            return Ok(false);
+        }
+    }
+    // The two copies take turns as the spare: move half a window per run,
+    // so that each of them sees every region.
+    let next = (cursor + window.div_ceil(2)) % done;
+    let _ = ailee_core::atomic::Pending::create(&cursor_path, true).and_then(|mut p| {
+        p.write_all(format!("{next}\n").as_bytes())?;
+        p.commit()
+    });
+    Ok(true)
+}
+
+/// Publishes the brought-up-to-date `spare` as `bak`: an exchange (the old
+/// copy becomes the next spare), or a plain rename for the first copy.
+fn publish(spare: &Path, bak: &Path, bdir: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(bak).is_ok() {
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            spare,
+            rustix::fs::CWD,
+            bak,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .map_err(|e| Error::io(bak, e.into()))?;
+    } else {
+        io(bak, std::fs::rename(spare, bak))?;
+    }
+    ailee_core::atomic::sync_dir(bdir)
 }
 
 /// True when bytes `[start, end)` of `a` and `b` are equal.
@@ -652,24 +702,7 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport> {
     ailee_core::cancel::check()?;
 
     // The restic snapshot (the repository is created on first use).
-    let mut tags = format!(
-        "{},node={},root={},anchor={},snapshots={},bytes={}",
-        restic::TAG,
-        rep.node,
-        rep.root,
-        rep.anchor,
-        rep.snapshots,
-        rep.bytes
-    );
-    if let Some(h) = rep.height {
-        tags.push_str(&format!(",height={h}"));
-    }
-    if let Some(t) = &rep.txid {
-        tags.push_str(&format!(",txid={t}"));
-    }
-    if let Some(p) = &rep.payload {
-        tags.push_str(&format!(",payload={p}"));
-    }
+    let tags = tags(&rep);
     let mut args = vec!["backup", "--json", "--tag", &tags];
     if let Some(t) = &opts.time {
         args.push("--time");
@@ -716,8 +749,8 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport> {
     }
 
     // Retention, then the repository size.
-    if !opts.no_forget {
-        match forget(&opts.restic, &opts.retention, &Nodes::One(rep.node.clone())) {
+    {
+        match apply_retention(opts, &rep) {
             Ok(n) => rep.forgotten = n,
             Err(Error::Interrupted) => rep
                 .warnings
@@ -731,6 +764,30 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport> {
         rep.repo_size = repo_size(&opts.restic).ok();
     }
     Ok(rep)
+}
+
+/// The tags of the backup `rep` records: node, root, anchor, snapshots,
+/// bytes, and when known height, txid and payload.
+fn tags(rep: &BackupReport) -> String {
+    let mut tags = format!(
+        "{},node={},root={},anchor={},snapshots={},bytes={}",
+        restic::TAG,
+        rep.node,
+        rep.root,
+        rep.anchor,
+        rep.snapshots,
+        rep.bytes
+    );
+    if let Some(h) = rep.height {
+        tags.push_str(&format!(",height={h}"));
+    }
+    if let Some(t) = &rep.txid {
+        tags.push_str(&format!(",txid={t}"));
+    }
+    if let Some(p) = &rep.payload {
+        tags.push_str(&format!(",payload={p}"));
+    }
+    tags
 }
 
 /// Under the data directory's lock: the newest snapshot verified, the
@@ -829,13 +886,26 @@ fn prepare(opts: &BackupOptions) -> Result<(PathBuf, BackupReport)> {
 /// node's history is kept by its tiers whatever host or path it was made
 /// from, and never thins another node's.
 pub fn forget(r: &Restic, keep: &Retention, nodes: &Nodes) -> Result<u64> {
+    forget_keeping(r, keep, nodes).map(|(n, _)| n)
+}
+
+/// [`forget`], also returning the backups restic kept (their times, for
+/// [`retention`]'s list).
+fn forget_keeping(r: &Restic, keep: &Retention, nodes: &Nodes) -> Result<(u64, Vec<retention::Stamp>)> {
     let policy = keep.args();
     let filter = nodes.tag_filter();
     let mut args: Vec<&str> = vec!["forget", "--json", "--tag", &filter, "--group-by", ""];
     args.extend(policy.iter().map(String::as_str));
     let o = r.run_ok(None, &args, "forget")?;
     #[derive(serde::Deserialize)]
+    struct Kept {
+        id: String,
+        time: String,
+    }
+    #[derive(serde::Deserialize)]
     struct Group {
+        #[serde(default)]
+        keep: Option<Vec<Kept>>,
         #[serde(default)]
         remove: Option<Vec<serde_json::Value>>,
     }
@@ -844,9 +914,55 @@ pub fn forget(r: &Restic, keep: &Retention, nodes: &Nodes) -> Result<u64> {
         .iter()
         .map(|g| g.remove.as_ref().map_or(0, |v| v.len() as u64))
         .sum();
+    let kept = groups
+        .iter()
+        .flat_map(|g| g.keep.iter().flatten())
+        .filter_map(|k| retention::Stamp::parse(&k.id, &k.time))
+        .collect();
     if removed > 0 {
         r.run_ok(None, &["prune"], "prune")?;
     }
+    Ok((removed, kept))
+}
+
+/// Retention after the backup `rep` (made at `time`, else now): restic's
+/// `forget` only when [`retention`]'s list says the policy removes a backup
+/// (or the list is missing or stale); else the list gains the new backup.
+/// Returns the number of backups removed.
+fn apply_retention(opts: &BackupOptions, rep: &BackupReport) -> Result<u64> {
+    let d = &opts.data_dir;
+    let path = d
+        .join("backups")
+        .join(format!("{}.retention", stage_name(d, &opts.restic)));
+    let kept = retention::load(&path, &rep.node);
+    // The new backup's zone: the one restic recorded for the newest (a
+    // wrong guess near a clock change only moves a removal to a later run).
+    let offset = kept
+        .as_ref()
+        .and_then(|(_, l)| l.iter().max_by_key(|s| s.unix))
+        .map_or(0, |s| s.offset);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs() as i64);
+    let new = match &opts.time {
+        Some(t) => retention::Stamp::from_wall_clock(&rep.snapshot_id, t, offset),
+        None => None,
+    }
+    .unwrap_or(retention::Stamp {
+        id: rep.snapshot_id.clone(),
+        unix: now,
+        offset,
+    });
+    if opts.no_forget || !retention::must_ask(kept.as_ref(), &new, &opts.retention) {
+        if let Some((asked, mut list)) = kept {
+            list.push(new);
+            let _ = retention::store(&path, &rep.node, asked, &list);
+        }
+        return Ok(0);
+    }
+    let _ = std::fs::remove_file(&path);
+    let (removed, list) = forget_keeping(&opts.restic, &opts.retention, &Nodes::One(rep.node.clone()))?;
+    let _ = retention::store(&path, &rep.node, new.unix, &list);
     Ok(removed)
 }
 
@@ -1299,4 +1415,62 @@ pub fn sync_tree(p: &Path) -> Result<()> {
         fsync_path(p)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Region size of the tests: over the 64 KiB tail every check reads.
+    const R: u64 = 128 << 10;
+
+    /// A live file of 10 regions and a spare holding its first 8½.
+    fn copies(dir: &Path) -> (File, File, u64) {
+        let live: Vec<u8> = (0..10 * R).map(|i| (i * 7 % 251) as u8).collect();
+        let have = (8 * R + R / 2) as usize;
+        std::fs::write(dir.join("live"), &live).unwrap();
+        std::fs::write(dir.join("spare"), &live[..have]).unwrap();
+        let open = |n: &str| File::options().read(true).write(true).open(dir.join(n)).unwrap();
+        (open("live"), open("spare"), have as u64)
+    }
+
+    #[test]
+    fn a_changed_byte_in_the_region_being_extended_is_found_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let (live, spare, have) = copies(d.path());
+        assert!(spare_holds(d.path(), &spare, &live, have, R, 2).unwrap());
+        // Before the last 64 KiB, in the region the append extends.
+        spare.write_all_at(&[0xff], 8 * R + 3).unwrap();
+        assert!(!spare_holds(d.path(), &spare, &live, have, R, 2).unwrap());
+    }
+
+    /// An older region is compared again within a bounded number of runs:
+    /// the window (2 regions here) moves by half its size per run, and the
+    /// spare and the runbook copy take turns, so each copy sees every region.
+    #[test]
+    fn a_changed_byte_in_an_older_region_is_found_by_the_moving_window() {
+        let d = tempfile::tempdir().unwrap();
+        let (live, spare, have) = copies(d.path());
+        spare.write_all_at(&[0xff], 5 * R + 9).unwrap();
+        let runs = (0..8)
+            .take_while(|_| spare_holds(d.path(), &spare, &live, have, R, 2).unwrap())
+            .count();
+        // Windows [0,1], [1,2], [2,3], [3,4], [4,5]: the fifth run finds it.
+        assert_eq!(runs, 4);
+        // Every region is covered within done / (window / 2) runs.
+        let (live, spare, have) = copies(d.path());
+        std::fs::remove_file(d.path().join(SCRUB_NAME)).unwrap();
+        for bad in 0..8u64 {
+            spare.write_all_at(&[0xee], bad * R).unwrap();
+            let found = (0..8).any(|_| !spare_holds(d.path(), &spare, &live, have, R, 2).unwrap());
+            assert!(found, "region {bad}");
+            spare.write_all_at(&[live_byte(&live, bad * R)], bad * R).unwrap();
+        }
+    }
+
+    fn live_byte(f: &File, at: u64) -> u8 {
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, at).unwrap();
+        b[0]
+    }
 }

@@ -584,22 +584,9 @@ fn keep_ownership(d: &Path, stage: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Restores the backup `which` (`latest` or an id) into `d` (the caller
-/// holds the data directory's lock and has settled any journal with [`settle`]).
-/// With `chain`, the staged backup's newest anchor must be proven on Bitcoin
-/// ([`super::check_on_chain`]) before anything live changes.
-pub fn restore(
-    r: &Restic,
-    d: &Path,
-    which: &str,
-    nodes: &super::Nodes,
-    chain: Option<&super::ChainCheck>,
-) -> Result<RestoreReport> {
-    check_data_dir(d)?;
-    super::restic::check_which(which)?;
-    let mut report = RestoreReport::default();
-    // 1. Refuse while the database is in use; hold its lock to the end.
-    let _old_lock = lock_db(&d.join("reorg_db"))?;
+/// Refuses a snapshot file that is not a regular file; removes the stages
+/// and journal drafts of killed runs (the caller holds the locks).
+fn clear_the_way(d: &Path) -> Result<()> {
     if exists(&d.join("l2_snapshots.dat"))
         && !std::fs::symlink_metadata(d.join("l2_snapshots.dat")).is_ok_and(|m| m.is_file())
     {
@@ -619,6 +606,60 @@ pub fn restore(
             }
         }
     }
+    Ok(())
+}
+
+/// Exchanges the staged items with the live ones under the journal `j`;
+/// on any failure rolls back (see [`failed_swap`]).
+fn swap_in(d: &Path, stage: &Path, j: &Journal) -> Result<()> {
+    let swapped = (|| {
+        j.write(d)?;
+        for item in ITEMS {
+            ailee_core::cancel::check()?;
+            let (live, staged) = (d.join(item), stage.join(item));
+            if exists(&live) {
+                exchange(&staged, &live)?;
+            } else {
+                rename_noreplace(&staged, &live)?;
+            }
+        }
+        ailee_core::atomic::sync_dir(stage)?;
+        ailee_core::atomic::sync_dir(d)?;
+        ailee_core::cancel::check()
+    })();
+    // We hold both locks: nothing changed the staged items, so nothing
+    // is kept aside here (and if something were, it is kept, not lost).
+    swapped.map_err(|e| failed_swap(d, j, e))
+}
+
+/// The error `e` of a swap, after rolling it back by the journal `j`.
+fn failed_swap(d: &Path, j: &Journal, e: Error) -> Error {
+    match roll_back(d, j) {
+        Ok(_) => e,
+        Err(r) => Error::Usage(format!(
+            "{e}; rolling back failed too: {r} — the journal {} says what is where",
+            d.join(JOURNAL).display()
+        )),
+    }
+}
+
+/// Restores the backup `which` (`latest` or an id) into `d` (the caller
+/// holds the data directory's lock and has settled any journal with [`settle`]).
+/// With `chain`, the staged backup's newest anchor must be proven on Bitcoin
+/// ([`super::check_on_chain`]) before anything live changes.
+pub fn restore(
+    r: &Restic,
+    d: &Path,
+    which: &str,
+    nodes: &super::Nodes,
+    chain: Option<&super::ChainCheck>,
+) -> Result<RestoreReport> {
+    check_data_dir(d)?;
+    super::restic::check_which(which)?;
+    let mut report = RestoreReport::default();
+    // 1. Refuse while the database is in use; hold its lock to the end.
+    let _old_lock = lock_db(&d.join("reorg_db"))?;
+    clear_the_way(d)?;
     // 2. Stage and verify.
     let stage_name = format!("{STAGE_PREFIX}{}", std::process::id());
     let stage = d.join(&stage_name);
@@ -653,32 +694,7 @@ pub fn restore(
         seen: [Seen::of(&stage.join(ITEMS[0])), Seen::of(&stage.join(ITEMS[1]))],
         v1: false,
     };
-    let swapped = (|| {
-        j.write(d)?;
-        for item in ITEMS {
-            ailee_core::cancel::check()?;
-            let (live, staged) = (d.join(item), stage.join(item));
-            if exists(&live) {
-                exchange(&staged, &live)?;
-            } else {
-                rename_noreplace(&staged, &live)?;
-            }
-        }
-        ailee_core::atomic::sync_dir(&stage)?;
-        ailee_core::atomic::sync_dir(d)?;
-        ailee_core::cancel::check()
-    })();
-    if let Err(e) = swapped {
-        // We hold both locks: nothing changed the staged items, so nothing
-        // is kept aside here (and if something were, it is kept, not lost).
-        return Err(match roll_back(d, &j) {
-            Ok(_) => e,
-            Err(r) => Error::Usage(format!(
-                "{e}; rolling back failed too: {r} — the journal {} says what is where",
-                d.join(JOURNAL).display()
-            )),
-        });
-    }
+    swap_in(d, &stage, &j)?;
     // 4. Commit: once the journal says so, the restore is done whatever comes.
     let mut c = j.clone();
     c.committed = true;
@@ -686,13 +702,7 @@ pub fn restore(
         // Whether the committed journal landed is unknown: say "swap" again
         // before undoing it, so a kill during the rollback is settled the same way.
         let _ = j.write(d);
-        return Err(match roll_back(d, &j) {
-            Ok(_) => e,
-            Err(r) => Error::Usage(format!(
-                "{e}; rolling back failed too: {r} — the journal {} says what is where",
-                d.join(JOURNAL).display()
-            )),
-        });
+        return Err(failed_swap(d, &j, e));
     }
     let had_old = ITEMS.iter().any(|i| exists(&stage.join(i)));
     if had_old {

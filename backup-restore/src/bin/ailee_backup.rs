@@ -4,9 +4,9 @@
 use ailee_cli::{errln, out, RpcArgs, Signals, EXIT_CODES_HELP};
 use ailee_core::metrics::{MetricsFile, BACKUP};
 use ailee_core::ExitStatus;
-use ailee_db::backup::{self, restic::Snapshot, BackupOptions, Nodes, Retention};
+use ailee_db::backup::{self, restic::Snapshot, BackupOptions, Retention};
 use anyhow::Context;
-use backup_cli::{now, RepoArgs};
+use backup_cli::{now, ListOptions, NodeChoice, RepoArgs, VerifyOptions};
 use clap::Parser;
 use serde_json::json;
 use std::path::PathBuf;
@@ -150,8 +150,35 @@ fn main() -> ExitCode {
     )
 }
 
+/// What a command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    /// `--list [--json]`.
+    List { json: bool },
+    /// `--verify [ID|latest]`.
+    Verify { which: String },
+    /// A backup (the default).
+    Backup,
+}
+
+impl Cli {
+    fn mode(&self) -> Mode {
+        match (&self.verify, self.list) {
+            (Some(which), _) => Mode::Verify { which: which.clone() },
+            (None, true) => Mode::List { json: self.json },
+            (None, false) => Mode::Backup,
+        }
+    }
+
+    fn nodes(&self) -> NodeChoice {
+        NodeChoice {
+            node: self.node.clone(),
+            any_node: self.any_node,
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
-    let d = &cli.data_dir;
     if let Some(m) = &cli.metrics_dir {
         if !m.is_dir() {
             anyhow::bail!(ailee_core::Error::Usage(format!(
@@ -160,45 +187,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             )));
         }
     }
-    if (cli.node.is_some() || cli.any_node) && !cli.list && cli.verify.is_none() {
+    let mode = cli.mode();
+    if (cli.node.is_some() || cli.any_node) && mode == Mode::Backup {
         anyhow::bail!(ailee_core::Error::Usage(
             "--node and --any-node are for --list and --verify (a backup is recorded for DATA_DIR/node_id)".into()
         ));
     }
-    if cli.list || cli.verify.is_some() {
-        backup::check_data_dir(d)?;
-        let r = cli.repo.resolve(d, false)?.for_reading();
-        let nodes = backup::choose_nodes(&r, d, cli.node.as_deref(), cli.any_node)?;
-        let shown = if cli.list {
-            list(&r.snapshots()?, &nodes, cli.json)
-        } else {
-            verify(&cli, &r, &nodes)
-        };
-        if cli.verbose {
-            for n in r.notes().messages {
-                errln!("{n}");
+    match mode {
+        Mode::List { json } => {
+            let l = backup_cli::list(&ListOptions {
+                data_dir: cli.data_dir.clone(),
+                repo: cli.repo.clone(),
+                nodes: cli.nodes(),
+            })?;
+            let shown = list(&l.backups, json);
+            if cli.verbose {
+                for n in l.notes {
+                    errln!("{n}");
+                }
             }
+            shown
         }
-        return shown;
+        Mode::Verify { which } => verify(&cli, which),
+        Mode::Backup => backup_run(&cli),
     }
-    backup_run(&cli)
 }
 
-fn verify(cli: &Cli, r: &ailee_db::backup::restic::Restic, nodes: &Nodes) -> anyhow::Result<ExitStatus> {
-    let d = &cli.data_dir;
-    let which = cli.verify.as_deref().unwrap_or("latest");
-    // One verify per repository at a time (its scratch directories are
-    // reaped); a local backup runs beside it.
-    let _lock = backup::lock_repo(d, r)?;
-    let scratch = d.join("backups");
-    let parent = if scratch.is_dir() { scratch } else { d.clone() };
-    let prefix = format!(
-        ".ailee-verify{}.",
-        backup::stage_name(d, r).trim_start_matches(".stage")
-    );
-    backup::reap(&parent, &prefix);
-    let chain = backup_cli::chain_check(&cli.rpc, cli.confirmations, d)?;
-    let v = backup::verify(r, which, nodes, cli.read_data, &parent, &prefix, chain.as_ref())?;
+fn verify(cli: &Cli, which: String) -> anyhow::Result<ExitStatus> {
+    let (v, notes) = backup_cli::verify(&VerifyOptions {
+        data_dir: cli.data_dir.clone(),
+        repo: cli.repo.clone(),
+        nodes: cli.nodes(),
+        which,
+        read_data: cli.read_data,
+        rpc: cli.rpc.clone(),
+        confirmations: cli.confirmations,
+    });
+    if cli.verbose {
+        for n in notes {
+            errln!("{n}");
+        }
+    }
+    let v = v?;
     for (n, why) in &v.failing {
         errln!("warning: snapshot {n} in the backup does not verify (so it was in the live file): {why}");
     }
@@ -360,8 +390,7 @@ fn repo_label(repo: Option<&str>, data_dir: Option<&std::path::Path>) -> Option<
     (!default || data_dir.is_some()).then(|| ailee_db::backup::restic::redact(&location))
 }
 
-fn list(snaps: &[Snapshot], nodes: &Nodes, as_json: bool) -> anyhow::Result<ExitStatus> {
-    let snaps: Vec<&Snapshot> = snaps.iter().filter(|s| nodes.has(s)).collect();
+fn list(snaps: &[Snapshot], as_json: bool) -> anyhow::Result<ExitStatus> {
     if as_json {
         let v: Vec<_> = snaps
             .iter()
@@ -403,4 +432,33 @@ fn list(snaps: &[Snapshot], nodes: &Nodes, as_json: bool) -> anyhow::Result<Exit
         ))?;
     }
     Ok(ExitStatus::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_command_line_names_one_mode() {
+        let mode = |args: &[&str]| {
+            let mut v = vec!["ailee_backup", "--data-dir", "d"];
+            v.extend(args);
+            Cli::try_parse_from(v).unwrap().mode()
+        };
+        assert_eq!(mode(&[]), Mode::Backup);
+        assert_eq!(mode(&["--list", "--json"]), Mode::List { json: true });
+        assert_eq!(mode(&["--verify"]), Mode::Verify { which: "latest".into() });
+        assert_eq!(
+            mode(&["--verify", "abcd1234"]),
+            Mode::Verify {
+                which: "abcd1234".into()
+            }
+        );
+    }
 }

@@ -4,9 +4,9 @@
 use ailee_cli::{errln, out, RpcArgs, Signals, EXIT_CODES_HELP};
 use ailee_core::metrics::{MetricsFile, RESTORE};
 use ailee_core::ExitStatus;
-use ailee_db::backup::{self, restore};
+use ailee_db::backup;
 use anyhow::Context;
-use backup_cli::{now, RepoArgs};
+use backup_cli::{now, NodeChoice, RepoArgs, RestoreOptions};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,69 +100,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         ));
     }
     let t0 = now();
-    let mut settled = None;
-    let mut restic = None;
-    let result = (|| -> ailee_core::Result<restore::RestoreReport> {
-        let r = cli.repo.resolve(d, false)?.for_reading();
-        restic = Some(r.clone());
-        let _lock = backup::lock(d)?;
-        settled = restore::settle(d).map_err(|e| match (&e, restore::pending_journal(d)) {
-            (ailee_core::Error::Locked { .. }, Some(j)) => ailee_core::Error::Usage(format!(
-                "{e}; an interrupted restore (journal {}) waits to be settled: stop the process that holds \
-                 the lock (the node) and run ailee_restore again — nothing was changed",
-                j.display()
-            )),
-            _ => e,
-        })?;
-        let nodes = backup::choose_nodes(&r, d, cli.node.as_deref(), cli.any_node)?;
-        let chain = backup_cli::chain_check(&cli.rpc, cli.confirmations, d)?;
-        let which = match (&chain, cli.anchored) {
-            (Some(c), true) => {
-                let verbose = cli.verbose;
-                backup::pick_anchored(&r, &nodes, c, &mut |n| {
-                    if verbose {
-                        errln!("{n}");
-                    }
-                })?
-                .id
-            }
-            _ => cli.backup.clone(),
-        };
-        let rep = restore::restore(&r, d, &which, &nodes, chain.as_ref())?;
-        // A new machine takes the node id of the history it restored.
-        if let (backup::Nodes::One(id), Ok(None)) = (&nodes, backup::node_id(d)) {
-            if let Err(e) = backup::write_node_id(d, id) {
-                errln!("warning: cannot keep node id {id} in {}: {e}", d.display());
-            }
-        }
-        Ok(rep)
-    })();
-    if let Some(s) = &settled {
+    let done = backup_cli::restore(&RestoreOptions {
+        data_dir: d.clone(),
+        repo: cli.repo.clone(),
+        nodes: NodeChoice {
+            node: cli.node.clone(),
+            any_node: cli.any_node,
+        },
+        backup: cli.backup.clone(),
+        anchored: cli.anchored,
+        rpc: cli.rpc.clone(),
+        confirmations: cli.confirmations,
+    });
+    if let Some(s) = &done.settled {
         errln!("{s}");
     }
+    if cli.verbose {
+        for n in &done.picks {
+            errln!("{n}");
+        }
+    }
     if let Some(m) = &cli.metrics_dir {
-        let write = || -> ailee_core::Result<()> {
-            let mut f = MetricsFile::open(m, RESTORE)?;
-            let t = now();
-            f.set("ailee_restore_last_timestamp_seconds", &[], t.floor())?;
-            f.set(
-                "ailee_restore_duration_seconds",
-                &[],
-                ((t - t0) * 1000.0).round() / 1000.0,
-            )?;
-            f.set("ailee_restore_success", &[], if result.is_ok() { 1.0 } else { 0.0 })?;
-            f.commit().map(|_| ())
-        };
-        if let Err(e) = write() {
+        if let Err(e) = metrics(m, t0, done.result.is_ok()) {
             errln!("warning: cannot write metrics: {e}");
         }
     }
-    let rep = result.context("restore failed; the data directory is as it was")?;
+    let rep = done.result.context("restore failed; the data directory is as it was")?;
     for w in &rep.warnings {
         errln!("warning: {w}");
     }
     if cli.verbose {
-        for n in restic.map(|r| r.notes().messages).unwrap_or_default() {
+        for n in &done.notes {
             errln!("{n}");
         }
         if let Some(p) = &rep.on_chain {
@@ -181,4 +149,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         ))?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// Writes DIR/ailee_restore.prom: when the last restore ran, how long it
+/// took, and whether it succeeded.
+fn metrics(dir: &std::path::Path, t0: f64, ok: bool) -> ailee_core::Result<()> {
+    let mut f = MetricsFile::open(dir, RESTORE)?;
+    let t = now();
+    f.set("ailee_restore_last_timestamp_seconds", &[], t.floor())?;
+    f.set(
+        "ailee_restore_duration_seconds",
+        &[],
+        ((t - t0) * 1000.0).round() / 1000.0,
+    )?;
+    f.set("ailee_restore_success", &[], if ok { 1.0 } else { 0.0 })?;
+    f.commit().map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }
