@@ -331,29 +331,10 @@ pub fn verify_on_chain(
     min_conf: u64,
     identity: Option<&AnchorIdentity>,
 ) -> Result<OnChain> {
-    let script = op_return_script(&op_return_data(payload));
-    let rec = match own_record(db, hash)? {
-        OwnRecord::Absent => {
-            return Ok(OnChain::Contradicted(format!(
-                "anchor {hash} is not recorded in the reorg database: the node never anchored this state. \
-                 If the database was rebuilt (runbook Procedure 3), restore the anchor records with \
-                 ailee_resync_blocks --anchors-from <snapshot file>, then verify again"
-            )))
-        }
-        OwnRecord::Void(r) => {
-            return Ok(OnChain::Contradicted(format!(
-                "anchor {hash} is {} in the reorg database",
-                r.status.name()
-            )))
-        }
-        OwnRecord::Pending(r) | OwnRecord::Confirmed(r) => r,
+    let rec = match broadcast_record(db, hash)? {
+        Ok(r) => r,
+        Err(verdict) => return Ok(verdict),
     };
-    if rec.bitcoin_tx_id.is_empty() {
-        return Ok(OnChain::NotYet(format!(
-            "anchor {hash} is recorded {} but was never broadcast (no txid): not provable yet",
-            rec.status.name()
-        )));
-    }
     let txid = rec.bitcoin_tx_id.to_ascii_lowercase();
     let info = rpc.chain_info()?;
     let tip = info.blocks;
@@ -367,9 +348,62 @@ pub fn verify_on_chain(
             rec.bitcoin_height
         )));
     }
-    let place = rpc.tx_places(std::slice::from_ref(&txid))?.pop();
-    // The block that holds the transaction, and its height.
-    let (block, height) = match place {
+    let (block, height) = match locate(rpc, &rec, hash, &txid, tip)? {
+        Ok(place) => place,
+        Err(verdict) => return Ok(verdict),
+    };
+    let anchor = Anchored {
+        hash,
+        txid: &txid,
+        script: op_return_script(&op_return_data(payload)),
+        recorded_height: rec.bitcoin_height,
+        block: &block,
+        height,
+        confirmations: tip.saturating_sub(height).saturating_add(1),
+    };
+    anchor.judge(rpc, min_conf, identity)
+}
+
+/// The database's record of the anchor `hash`, when it names a broadcast
+/// transaction; otherwise the verdict (absent or void: contradicted; no
+/// txid: not yet).
+fn broadcast_record(db: &dyn AnchorLookup, hash: &str) -> Result<std::result::Result<AnchorRecord, OnChain>> {
+    let rec = match own_record(db, hash)? {
+        OwnRecord::Absent => {
+            return Ok(Err(OnChain::Contradicted(format!(
+                "anchor {hash} is not recorded in the reorg database: the node never anchored this state. \
+                 If the database was rebuilt (runbook Procedure 3), restore the anchor records with \
+                 ailee_resync_blocks --anchors-from <snapshot file>, then verify again"
+            ))))
+        }
+        OwnRecord::Void(r) => {
+            return Ok(Err(OnChain::Contradicted(format!(
+                "anchor {hash} is {} in the reorg database",
+                r.status.name()
+            ))))
+        }
+        OwnRecord::Pending(r) | OwnRecord::Confirmed(r) => r,
+    };
+    if rec.bitcoin_tx_id.is_empty() {
+        return Ok(Err(OnChain::NotYet(format!(
+            "anchor {hash} is recorded {} but was never broadcast (no txid): not provable yet",
+            rec.status.name()
+        ))));
+    }
+    Ok(Ok(rec))
+}
+
+/// The best-chain block that holds the recorded transaction `txid`, and its
+/// height: through the node's transaction index, or else the recorded
+/// block. Otherwise the verdict (unmined, or no such transaction).
+fn locate(
+    rpc: &Rpc,
+    rec: &AnchorRecord,
+    hash: &str,
+    txid: &str,
+    tip: u64,
+) -> Result<std::result::Result<(String, u64), OnChain>> {
+    match rpc.tx_places(&[txid.to_string()])?.pop() {
         Some(TxPlace::InBlock { block, confirmations }) => {
             let h = tip.saturating_add(1).saturating_sub(confirmations);
             if rpc.block_hash_at(h)?.as_deref() != Some(block.as_str()) {
@@ -378,19 +412,17 @@ pub fn verify_on_chain(
                     message: "the node's best chain changed during the check; run it again".into(),
                 });
             }
-            (block, h)
+            Ok(Ok((block, h)))
         }
-        Some(TxPlace::Unmined) => {
-            return Ok(if rec.status == AnchorStatus::Confirmed {
-                OnChain::Contradicted(format!(
-                    "anchor {hash} is recorded CONFIRMED (txid {txid}, height {}), but its transaction is in no \
-                     best-chain block",
-                    rec.bitcoin_height
-                ))
-            } else {
-                OnChain::NotYet(format!("anchor {hash}: transaction {txid} is not mined yet"))
-            })
-        }
+        Some(TxPlace::Unmined) => Ok(Err(if rec.status == AnchorStatus::Confirmed {
+            OnChain::Contradicted(format!(
+                "anchor {hash} is recorded CONFIRMED (txid {txid}, height {}), but its transaction is in no \
+                 best-chain block",
+                rec.bitcoin_height
+            ))
+        } else {
+            OnChain::NotYet(format!("anchor {hash}: transaction {txid} is not mined yet"))
+        })),
         Some(TxPlace::Unknown(_)) | None => {
             // No transaction index: the recorded block is the place to look.
             let at = if rec.bitcoin_height > 0 && rec.bitcoin_height <= tip {
@@ -398,75 +430,98 @@ pub fn verify_on_chain(
             } else {
                 None
             };
-            match at {
-                Some(b) => (b, rec.bitcoin_height),
-                None => {
-                    return Ok(if rec.status == AnchorStatus::Confirmed || rec.bitcoin_height > 0 {
-                        OnChain::Contradicted(format!(
-                            "anchor {hash} is recorded {} with txid {txid} at height {}, but the node's best chain \
-                             holds no such transaction",
-                            rec.status.name(),
-                            rec.bitcoin_height
-                        ))
-                    } else {
-                        OnChain::NotYet(format!(
-                            "anchor {hash}: the node does not know transaction {txid} (not mined, not in its mempool): \
-                             not provable yet — rebroadcast it"
-                        ))
-                    })
+            Ok(match at {
+                Some(b) => Ok((b, rec.bitcoin_height)),
+                None if rec.status == AnchorStatus::Confirmed || rec.bitcoin_height > 0 => {
+                    Err(OnChain::Contradicted(format!(
+                        "anchor {hash} is recorded {} with txid {txid} at height {}, but the node's best chain \
+                         holds no such transaction",
+                        rec.status.name(),
+                        rec.bitcoin_height
+                    )))
                 }
+                None => Err(OnChain::NotYet(format!(
+                    "anchor {hash}: the node does not know transaction {txid} (not mined, not in its mempool): \
+                     not provable yet — rebroadcast it"
+                ))),
+            })
+        }
+    }
+}
+
+/// A recorded anchor transaction and the best-chain block that should hold it.
+struct Anchored<'a> {
+    hash: &'a str,
+    txid: &'a str,
+    /// The `OP_RETURN` script it must carry.
+    script: Vec<u8>,
+    recorded_height: u64,
+    block: &'a str,
+    height: u64,
+    confirmations: u64,
+}
+
+impl Anchored<'_> {
+    /// The verdict on the block's transaction: present, carrying the
+    /// script, the operator's, and deep enough.
+    fn judge(&self, rpc: &Rpc, min_conf: u64, identity: Option<&AnchorIdentity>) -> Result<OnChain> {
+        let Anchored {
+            hash,
+            txid,
+            height,
+            confirmations,
+            block,
+            ..
+        } = *self;
+        // Validated by the RPC layer: the block asked for, parsed whole.
+        let raw = rpc.raw_block(block)?;
+        let parsed = raw.block()?;
+        let Some(tx) = parsed.txs.iter().find(|t| t.txid() == txid) else {
+            return Ok(OnChain::Contradicted(format!(
+                "anchor {hash} is recorded with txid {txid} at height {}, but the best chain holds no such \
+                 transaction (block {block} at height {height} does not contain it)",
+                self.recorded_height
+            )));
+        };
+        if !tx
+            .output_scripts
+            .iter()
+            .any(|s| op_return_of(s) == Some(self.script.as_slice()))
+        {
+            return Ok(OnChain::Contradicted(format!(
+                "transaction {txid} (height {height}) does not carry anchor {hash}: none of its outputs is the \
+                 OP_RETURN script {}",
+                crate::root::hex(&self.script)
+            )));
+        }
+        match author_of(rpc, tx, identity)? {
+            Author::Operator => {}
+            Author::NotOperator(why) => {
+                return Ok(OnChain::Contradicted(format!(
+                    "transaction {txid} (height {height}) carries anchor {hash} but is not the operator's: {why}. \
+                     Anyone can put an OP_RETURN on Bitcoin; only a transaction spending from the anchoring \
+                     identity proves the node anchored this state"
+                )))
+            }
+            Author::Unproven(why) => {
+                return Ok(OnChain::NotYet(format!(
+                    "anchor {hash} is on chain (transaction {txid} at height {height}, {confirmations} \
+                     confirmation(s)) but its author is unproven: {why}"
+                )))
             }
         }
-    };
-    // Validated by the RPC layer: the block asked for, parsed whole.
-    let raw = rpc.raw_block(&block)?;
-    let parsed = raw.block()?;
-    let Some(tx) = parsed.txs.iter().find(|t| t.txid() == txid) else {
-        return Ok(OnChain::Contradicted(format!(
-            "anchor {hash} is recorded with txid {txid} at height {}, but the best chain holds no such transaction \
-             (block {block} at height {height} does not contain it)",
-            rec.bitcoin_height
-        )));
-    };
-    if !tx
-        .output_scripts
-        .iter()
-        .any(|s| op_return_of(s) == Some(script.as_slice()))
-    {
-        return Ok(OnChain::Contradicted(format!(
-            "transaction {txid} (height {height}) does not carry anchor {hash}: none of its outputs is the \
-             OP_RETURN script {}",
-            crate::root::hex(&script)
-        )));
-    }
-    let confirmations = tip.saturating_sub(height).saturating_add(1);
-    match author_of(rpc, tx, identity)? {
-        Author::Operator => {}
-        Author::NotOperator(why) => {
-            return Ok(OnChain::Contradicted(format!(
-                "transaction {txid} (height {height}) carries anchor {hash} but is not the operator's: {why}. \
-                 Anyone can put an OP_RETURN on Bitcoin; only a transaction spending from the anchoring \
-                 identity proves the node anchored this state"
-            )))
-        }
-        Author::Unproven(why) => {
+        if confirmations < min_conf {
             return Ok(OnChain::NotYet(format!(
-                "anchor {hash} is on chain (transaction {txid} at height {height}, {confirmations} \
-                 confirmation(s)) but its author is unproven: {why}"
-            )))
+                "anchor {hash}: transaction {txid} is at height {height} with {confirmations} confirmation(s), \
+                 fewer than {min_conf}: not provable yet"
+            )));
         }
+        Ok(OnChain::Proven {
+            txid: txid.to_string(),
+            height,
+            confirmations,
+        })
     }
-    if confirmations < min_conf {
-        return Ok(OnChain::NotYet(format!(
-            "anchor {hash}: transaction {txid} is at height {height} with {confirmations} confirmation(s), \
-             fewer than {min_conf}: not provable yet"
-        )));
-    }
-    Ok(OnChain::Proven {
-        txid,
-        height,
-        confirmations,
-    })
 }
 
 /// Is `rpc` the node whose chain the database follows? Its genesis and its
