@@ -251,8 +251,11 @@ struct Ent {
 /// Eight key bytes from `at` as a big-endian integer, zero-padded: with the
 /// key itself as tie-break, it orders keys as their bytes do.
 fn prefix(k: &[u8], at: usize) -> u64 {
-    let mut p = [0u8; 8];
     let k = k.get(at..).unwrap_or_default();
+    if let Some(w) = k.get(..8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+        return u64::from_be_bytes(w);
+    }
+    let mut p = [0u8; 8];
     let n = k.len().min(8);
     p[..n].copy_from_slice(&k[..n]);
     u64::from_be_bytes(p)
