@@ -83,16 +83,18 @@ fn eq_mask(w: u64, c: u8) -> u64 {
     x.wrapping_sub(ONES) & !x & HIGHS
 }
 
-/// Position of the first `"` or `\n` at or after `i`.
+/// Position of the first `"` or `\n` at or after `i`: two words at a time
+/// (most ids end within 16 bytes), then the vectorised search.
 fn quote_or_nl(b: &[u8], mut i: usize) -> Option<usize> {
-    while let Some(w) = word8(b, i) {
+    for _ in 0..2 {
+        let Some(w) = word8(b, i) else { break };
         let m = eq_mask(w, b'"') | eq_mask(w, b'\n');
         if m != 0 {
             return Some(i + (m.trailing_zeros() / 8) as usize);
         }
         i += 8;
     }
-    b.get(i..)?.iter().position(|&c| c == b'"' || c == b'\n').map(|n| i + n)
+    memchr::memchr2(b'"', b'\n', b.get(i..)?).map(|n| i + n)
 }
 
 /// End of the run of ASCII digits starting at `i`.
@@ -124,20 +126,28 @@ struct Out {
 }
 
 impl Out {
+    #[inline(always)]
     fn copy(&mut self, src: &[u8], s: usize, len: usize) {
         if self.n + len + 16 > self.buf.len() {
             self.buf.resize(2 * self.buf.len() + len + 16, 0);
         }
-        if s + len + 16 <= src.len() {
-            let mut k = 0;
-            while k < len {
-                self.buf[self.n + k..self.n + k + 16].copy_from_slice(&src[s + k..s + k + 16]);
-                k += 16;
+        let whole = (len + 15) & !15;
+        if s + whole <= src.len() {
+            let dst = &mut self.buf[self.n..self.n + whole];
+            for (d, c) in dst.chunks_exact_mut(16).zip(src[s..s + whole].chunks_exact(16)) {
+                d.copy_from_slice(c);
             }
         } else {
             self.buf[self.n..self.n + len].copy_from_slice(&src[s..s + len]);
         }
         self.n += len;
+    }
+
+    /// `len` bytes from `s`, the first written as `:`.
+    fn field(&mut self, src: &[u8], s: usize, len: usize) {
+        let at = self.n;
+        self.copy(src, s, len);
+        self.buf[at] = b':';
     }
 
     fn byte(&mut self, c: u8) {
@@ -180,9 +190,10 @@ fn fields(b: &[u8], pos: &mut usize, tag: &[u8], spec: &[F], out: &mut Out, q: &
         if b.get(p) != Some(&b' ') {
             return None;
         }
+        // Each field is copied with the byte before it (the space, or the
+        // opening quote), which becomes the `:` of the canonical text.
+        let sep = p;
         p += 1;
-        out.byte(b':');
-        let start = p;
         match f {
             F::Q => {
                 if b.get(p) != Some(&b'"') {
@@ -192,17 +203,19 @@ fn fields(b: &[u8], pos: &mut usize, tag: &[u8], spec: &[F], out: &mut Out, q: &
                 if b[end] != b'"' {
                     return None;
                 }
-                out.copy(b, p + 1, end - p - 1);
-                q[nq] = p + 1..end;
+                out.field(b, p, end - p);
+                if let Some(r) = q.get_mut(nq) {
+                    *r = p + 1..end;
+                }
                 nq += 1;
                 p = end + 1;
-                continue;
             }
             F::Flag => {
                 if !matches!(b.get(p), Some(b'0' | b'1')) {
                     return None;
                 }
                 p += 1;
+                out.field(b, sep, 2);
             }
             F::U64 | F::U32 | F::I32 => {
                 let neg = f == F::I32 && b.get(p) == Some(&b'-');
@@ -218,9 +231,9 @@ fn fields(b: &[u8], pos: &mut usize, tag: &[u8], spec: &[F], out: &mut Out, q: &
                 if p == d || !plain(&b[d..p], max) || neg && &b[d..p] == b"0" {
                     return None;
                 }
+                out.field(b, sep, p - sep);
             }
         }
-        out.copy(b, start, p - start);
     }
     match b.get(p) {
         Some(b'\n') => p += 1,
@@ -270,6 +283,7 @@ const CHUNK: usize = 16 * 1024;
 struct Scratch {
     ents: Vec<Ent>,
     order: Vec<u128>,
+    chunk: Vec<u8>,
     pegouts: Vec<(Range<usize>, Range<usize>)>,
 }
 
@@ -279,7 +293,13 @@ thread_local! {
 
 /// Hashes one section's lines (`text`, file order) in key order. `None` on
 /// a duplicate key (the strict parser words it).
-fn hash_section(h: &mut Sha256, block: &[u8], text: &[u8], ents: &[Ent], order: &mut Vec<u128>) -> Option<()> {
+fn hash_section(
+    h: &mut Sha256,
+    block: &[u8],
+    text: &[u8],
+    ents: &[Ent],
+    (order, chunk): (&mut Vec<u128>, &mut Vec<u8>),
+) -> Option<()> {
     let key = |e: &Ent| &block[e.key.start as usize..e.key.end as usize];
     let line = |e: &Ent| &text[e.line.start as usize..e.line.end as usize];
     // Bytes every key shares at its start (within the first 8) say nothing:
@@ -312,7 +332,7 @@ fn hash_section(h: &mut Sha256, block: &[u8], text: &[u8], ents: &[Ent], order: 
         }
         i = j;
     }
-    let mut chunk = [0u8; CHUNK];
+    chunk.resize(CHUNK, 0);
     let mut n = 0;
     for &x in order.iter() {
         let l = line(ent(x));
@@ -405,7 +425,7 @@ fn sections(block: &[u8], out: &mut Out, s: &mut Scratch) -> Option<(Sha256, usi
             h.update(&out.buf[..out.n]);
         } else {
             h.update(&out.buf[..head]);
-            hash_section(&mut h, block, &out.buf, &s.ents, &mut s.order)?;
+            hash_section(&mut h, block, &out.buf, &s.ents, (&mut s.order, &mut s.chunk))?;
         }
     }
     // Strings with `\`, `\r` or `:` (an ambiguous root) take the strict path.
