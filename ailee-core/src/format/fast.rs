@@ -282,7 +282,7 @@ const CHUNK: usize = 16 * 1024;
 #[derive(Default)]
 struct Scratch {
     ents: Vec<Ent>,
-    order: Vec<u128>,
+    order: Vec<u64>,
     chunk: Vec<u8>,
     pegouts: Vec<(Range<usize>, Range<usize>)>,
 }
@@ -298,7 +298,7 @@ fn hash_section(
     block: &[u8],
     text: &[u8],
     ents: &[Ent],
-    (order, chunk): (&mut Vec<u128>, &mut Vec<u8>),
+    (order, chunk): (&mut Vec<u64>, &mut Vec<u8>),
 ) -> Option<()> {
     let key = |e: &Ent| &block[e.key.start as usize..e.key.end as usize];
     let line = |e: &Ent| &text[e.line.start as usize..e.line.end as usize];
@@ -307,21 +307,23 @@ fn hash_section(
     let first = ents.first().map_or(0, |e| prefix(key(e), 0));
     let diff = ents.iter().fold(0u64, |d, e| d | (prefix(key(e), 0) ^ first));
     let shared = (diff.leading_zeros() / 8) as usize;
-    // Sorted as one integer each, (prefix, index): no comparator call; then
-    // the rare runs of equal prefixes are put in key order.
+    // Sorted as one u64 each, (the prefix's top bits, index): no comparator
+    // call; then the rare runs of equal prefixes are put in key order.
+    let bits = u64::BITS - (ents.len() as u64).leading_zeros();
+    let mask = u64::MAX.checked_shl(bits).unwrap_or(0);
     order.clear();
     order.extend(
         ents.iter()
             .enumerate()
-            .map(|(i, e)| u128::from(prefix(key(e), shared)) << 32 | i as u128),
+            .map(|(i, e)| prefix(key(e), shared) & mask | i as u64),
     );
     order.sort_unstable();
-    let ent = |x: u128| &ents[(x as u32) as usize];
+    let ent = |x: u64| &ents[(x & !mask) as usize];
     let mut i = 0;
     while i < order.len() {
-        let p = order[i] >> 32;
+        let p = order[i] & mask;
         let mut j = i + 1;
-        while j < order.len() && order[j] >> 32 == p {
+        while j < order.len() && order[j] & mask == p {
             j += 1;
         }
         if j - i > 1 {
@@ -547,7 +549,8 @@ mod tests {
 
     #[test]
     fn anything_else_is_left_to_the_strict_parser() {
-        let cases: [(&str, fn(&mut Vec<u8>)); 7] = [
+        type Edit = fn(&mut Vec<u8>);
+        let cases: [(&str, Edit); 7] = [
             ("escape", |b| {
                 let i = memchr::memmem::find(b, b"a b").unwrap();
                 b.splice(i..i, *b"\\\\");
