@@ -11,6 +11,8 @@ use crate::root::{key_order, push_i32, push_u64, KeyOrder, Section};
 use std::borrow::Cow;
 use std::fmt;
 
+mod fast;
+
 /// The header line that opens every block.
 pub const HEADER: &[u8] = b"SNAPSHOT v1";
 /// The marker line that completes a block.
@@ -47,15 +49,7 @@ pub struct Parsed<'a> {
     pub crlf: bool,
 }
 
-/// Shows bytes for a message: lossy UTF-8, control bytes escaped, cut at 60.
-pub fn show(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&b[..b.len().min(60)]);
-    let mut out: String = s.escape_debug().collect();
-    if b.len() > 60 {
-        out.push('…');
-    }
-    out
-}
+pub use crate::model::show;
 
 struct Line<'a> {
     text: &'a [u8],
@@ -615,6 +609,66 @@ pub fn parse_block(block: &[u8]) -> Result<Parsed<'_>, ParseError> {
         },
         order,
         crlf,
+    })
+}
+
+/// What verifying a block needs from its text: the grammar's verdict, the
+/// state root and the fields the anchor checks read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked<'a> {
+    /// The state root (lowercase hex).
+    pub root: String,
+    pub anchor: Option<Anchor<'a>>,
+    /// `(pegId, anchorCommitmentHash)` of every peg-out, in file order.
+    pub pegouts: Vec<(Bytes<'a>, Bytes<'a>)>,
+    /// Some line ended in `\r\n`.
+    pub crlf: bool,
+    /// The warning of [`crate::root::ambiguity_warning`], if a string holds `:`.
+    pub ambiguous: Option<String>,
+}
+
+/// Parses `block` and computes its root, as [`parse_block`] then
+/// [`crate::root::state_root_with`] would, without holding the state: a block
+/// in the node's plain form (no escapes, `\r`, `:` or blank lines) is read in
+/// one pass and its canonical text hashed as it is made; any other block,
+/// and every error, goes through [`parse_block`] (same errors, same lines).
+/// `buf` is scratch space, reused across calls.
+pub fn check_parse<'a>(block: &'a [u8], buf: &mut Vec<u8>) -> Result<Checked<'a>, ParseError> {
+    if let Some(f) = fast::check(block, buf) {
+        return Ok(Checked {
+            root: f.root,
+            anchor: f.anchor,
+            pegouts: f.pegouts,
+            crlf: false,
+            ambiguous: None,
+        });
+    }
+    strict_check(block, buf)
+}
+
+/// [`check_parse`] through the strict parser only (the reference the fast
+/// path is tested against).
+pub fn strict_check<'a>(block: &'a [u8], buf: &mut Vec<u8>) -> Result<Checked<'a>, ParseError> {
+    let p = parse_block(block)?;
+    let state = &p.snapshot.state;
+    crate::root::canonical_text(state, &p.order, buf);
+    let ambiguous = if crate::root::separators_as_laid_out(state, buf) {
+        None
+    } else {
+        crate::root::ambiguity_warning(&crate::root::ambiguous_fields(state))
+    };
+    Ok(Checked {
+        root: crate::root::sha256_hex(buf),
+        anchor: p.snapshot.anchor,
+        pegouts: p
+            .snapshot
+            .state
+            .pegouts
+            .into_iter()
+            .map(|e| (e.peg_id, e.anchor_commitment_hash))
+            .collect(),
+        crlf: p.crlf,
+        ambiguous,
     })
 }
 

@@ -7,6 +7,16 @@
 
 use std::borrow::Cow;
 
+/// Shows bytes for a message: lossy UTF-8, control bytes escaped, cut at 60.
+pub fn show(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&b[..b.len().min(60)]);
+    let mut out: String = s.escape_debug().collect();
+    if b.len() > 60 {
+        out.push('…');
+    }
+    out
+}
+
 /// A string field: raw bytes, borrowed from the input where possible.
 pub type Bytes<'a> = Cow<'a, [u8]>;
 

@@ -238,7 +238,7 @@ pub struct AmbiguousField {
 impl std::fmt::Display for AmbiguousField {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let entry = self.section.name().trim_end_matches('s');
-        write!(f, "{entry} \"{}\" {}", crate::format::show(&self.key), self.field)
+        write!(f, "{entry} \"{}\" {}", crate::model::show(&self.key), self.field)
     }
 }
 

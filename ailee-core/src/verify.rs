@@ -6,8 +6,8 @@
 //! need other snapshots or the reorg database: they come back as
 //! [`Verdict::pegout_refs`] for the caller to resolve through [`AnchorSource`]s.
 
-use crate::format::{parse_block, show, ParseError};
-use crate::root::{sha256_hex, state_root_with};
+use crate::format::{check_parse, parse_block, show, ParseError};
+use crate::root::sha256_hex;
 use std::fmt;
 
 /// Why a snapshot does not verify.
@@ -108,8 +108,8 @@ fn text(b: &[u8]) -> String {
 
 /// Checks one block; `buf` is reusable scratch space for the canonical text.
 pub fn check_block(block: &[u8], buf: &mut Vec<u8>) -> Verdict {
-    let parsed = match parse_block(block) {
-        Ok(p) => p,
+    let c = match check_parse(block, buf) {
+        Ok(c) => c,
         Err(e) => {
             return Verdict {
                 failure: Some(Failure::Corrupt(e)),
@@ -117,19 +117,14 @@ pub fn check_block(block: &[u8], buf: &mut Vec<u8>) -> Verdict {
             }
         }
     };
-    let snap = &parsed.snapshot;
-    let root = state_root_with(&snap.state, &parsed.order, buf);
+    let root = c.root;
     let mut v = Verdict {
-        crlf: parsed.crlf,
-        ambiguous_root: if crate::root::separators_as_laid_out(&snap.state, buf) {
-            None
-        } else {
-            crate::root::ambiguity_warning(&crate::root::ambiguous_fields(&snap.state))
-        },
+        crlf: c.crlf,
+        ambiguous_root: c.ambiguous,
         ..Verdict::default()
     };
     v.failure = (|| {
-        let Some(a) = &snap.anchor else {
+        let Some(a) = &c.anchor else {
             return Some(Failure::NoAnchor);
         };
         v.anchor_hash = Some(text(&a.hash).to_ascii_lowercase());
@@ -153,15 +148,14 @@ pub fn check_block(block: &[u8], buf: &mut Vec<u8>) -> Verdict {
                 anchor: text(&a.payload),
             });
         }
-        for p in &snap.state.pegouts {
-            if p.anchor_commitment_hash.is_empty() {
-                return Some(Failure::PegoutMissingAnchor {
-                    peg_id: text(&p.peg_id),
-                });
+        v.pegout_refs.reserve_exact(c.pegouts.len());
+        for (peg_id, hash) in &c.pegouts {
+            if hash.is_empty() {
+                return Some(Failure::PegoutMissingAnchor { peg_id: text(peg_id) });
             }
             v.pegout_refs.push(PegoutRef {
-                peg_id: text(&p.peg_id),
-                hash: text(&p.anchor_commitment_hash).to_ascii_lowercase(),
+                peg_id: text(peg_id),
+                hash: String::from_utf8_lossy(hash).to_ascii_lowercase(),
             });
         }
         None

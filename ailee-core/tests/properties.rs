@@ -2,7 +2,7 @@
 //! (same state, same root); every truncation of a valid file yields exactly
 //! the snapshots complete before the cut, read forward or from the end.
 
-use ailee_core::format::{parse_block, write_snapshot};
+use ailee_core::format::{check_parse, parse_block, strict_check, write_snapshot};
 use ailee_core::model::*;
 use ailee_core::root::state_root;
 use ailee_core::scan::{Backward, Scanner};
@@ -39,76 +39,110 @@ fn b(v: Vec<u8>) -> Bytes<'static> {
 }
 
 fn state() -> impl Strategy<Value = L2State<'static>> {
-    (
-        keys(6),
-        keys(4),
-        keys(3),
-        keys(3),
-        keys(3),
-        any::<u64>(),
-        any::<i32>(),
-        text(),
+    state_of(keys(6), keys(4), keys(3), keys(3), keys(3), text())
+}
+
+/// Strings as the node's ids are: no byte that needs escaping, no `:`.
+fn plain_text() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop_oneof![
+            Just(b' '),
+            Just(b'\t'),
+            Just(0xC3),
+            Just(0xA9),
+            (b'0'..=b'9'),
+            (b'a'..=b'f')
+        ],
+        0..10,
     )
-        .prop_map(|(bk, ek, ik, ok, tk, n, i, t)| L2State {
-            balances: bk
-                .into_iter()
-                .map(|k| Balance {
-                    peer_id: b(k),
-                    balance: n,
-                })
-                .collect(),
-            escrows: ek
-                .into_iter()
-                .map(|k| Escrow {
-                    task_id: b(k),
-                    client_peer_id: b(t.clone()),
-                    amount: n / 3,
-                    locked: n % 2 == 0,
-                    created_at: 7,
-                })
-                .collect(),
-            pegins: ik
-                .into_iter()
-                .map(|k| PegIn {
-                    peg_id: b(k),
-                    btc_tx_id: b(t.clone()),
-                    vout: n as u32,
-                    btc_amount: n,
-                    btc_source: b(vec![]),
-                    ailee_dest: b(t.clone()),
-                    status: i,
-                    confirmations: 0,
-                    initiated_time: u64::MAX,
-                    completed_time: 1,
-                })
-                .collect(),
-            pegouts: ok
-                .into_iter()
-                .map(|k| PegOut {
-                    peg_id: b(k),
-                    ailee_source: b(t.clone()),
-                    btc_dest: b(vec![b'x']),
-                    ailee_burn_amount: n,
-                    btc_release_amount: 0,
-                    status: i.wrapping_neg(),
-                    anchor_commitment_hash: b(t.clone()),
-                    initiated_time: 2,
-                    completed_time: 3,
-                })
-                .collect(),
-            tasks: tk
-                .into_iter()
-                .map(|k| Task {
-                    task_id: b(k),
-                    task_type: i,
-                    priority: -1,
-                    submitter_id: b(t.clone()),
-                    submitted_at_ms: n,
-                    payload_hash: b(vec![]),
-                    anchor_commitment_hash: b(t.clone()),
-                })
-                .collect(),
-        })
+}
+
+/// Distinct plain keys in an arbitrary order (sorted or not, as the node's files).
+fn plain_keys(n: usize) -> impl Strategy<Value = Vec<Vec<u8>>> {
+    prop::collection::btree_set(plain_text(), 0..n)
+        .prop_map(|s: BTreeSet<Vec<u8>>| s.into_iter().collect::<Vec<_>>())
+        .prop_shuffle()
+}
+
+fn plain_state() -> impl Strategy<Value = L2State<'static>> {
+    state_of(
+        plain_keys(40),
+        plain_keys(6),
+        plain_keys(4),
+        plain_keys(4),
+        plain_keys(6),
+        plain_text(),
+    )
+}
+
+fn state_of(
+    bk: impl Strategy<Value = Vec<Vec<u8>>>,
+    ek: impl Strategy<Value = Vec<Vec<u8>>>,
+    ik: impl Strategy<Value = Vec<Vec<u8>>>,
+    ok: impl Strategy<Value = Vec<Vec<u8>>>,
+    tk: impl Strategy<Value = Vec<Vec<u8>>>,
+    t: impl Strategy<Value = Vec<u8>>,
+) -> impl Strategy<Value = L2State<'static>> {
+    (bk, ek, ik, ok, tk, any::<u64>(), any::<i32>(), t).prop_map(|(bk, ek, ik, ok, tk, n, i, t)| L2State {
+        balances: bk
+            .into_iter()
+            .map(|k| Balance {
+                peer_id: b(k),
+                balance: n,
+            })
+            .collect(),
+        escrows: ek
+            .into_iter()
+            .map(|k| Escrow {
+                task_id: b(k),
+                client_peer_id: b(t.clone()),
+                amount: n / 3,
+                locked: n % 2 == 0,
+                created_at: 7,
+            })
+            .collect(),
+        pegins: ik
+            .into_iter()
+            .map(|k| PegIn {
+                peg_id: b(k),
+                btc_tx_id: b(t.clone()),
+                vout: n as u32,
+                btc_amount: n,
+                btc_source: b(vec![]),
+                ailee_dest: b(t.clone()),
+                status: i,
+                confirmations: 0,
+                initiated_time: u64::MAX,
+                completed_time: 1,
+            })
+            .collect(),
+        pegouts: ok
+            .into_iter()
+            .map(|k| PegOut {
+                peg_id: b(k),
+                ailee_source: b(t.clone()),
+                btc_dest: b(vec![b'x']),
+                ailee_burn_amount: n,
+                btc_release_amount: 0,
+                status: i.wrapping_neg(),
+                anchor_commitment_hash: b(t.clone()),
+                initiated_time: 2,
+                completed_time: 3,
+            })
+            .collect(),
+        tasks: tk
+            .into_iter()
+            .map(|k| Task {
+                task_id: b(k),
+                task_type: i,
+                priority: -1,
+                submitter_id: b(t.clone()),
+                submitted_at_ms: n,
+                payload_hash: b(vec![]),
+                anchor_commitment_hash: b(t.clone()),
+            })
+            .collect(),
+    })
 }
 
 fn snapshot(s: L2State<'static>, ts: u64, with_anchor: bool) -> Snapshot<'static> {
@@ -120,8 +154,86 @@ fn snapshot(s: L2State<'static>, ts: u64, with_anchor: bool) -> Snapshot<'static
     }
 }
 
+/// One edit of a block's bytes: the byte at `at` (a fraction of the length)
+/// replaced, removed, or a copy of its line inserted after it.
+#[derive(Debug, Clone)]
+enum Edit {
+    Set(f64, u8),
+    Remove(f64),
+    DuplicateLine(f64),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    let byte = prop_oneof![
+        Just(b'"'),
+        Just(b'\\'),
+        Just(b' '),
+        Just(b'\n'),
+        Just(b'\r'),
+        Just(b':'),
+        Just(b'0'),
+        Just(b'9'),
+        Just(b'-'),
+        Just(b'x'),
+        Just(0x80),
+    ];
+    prop_oneof![
+        (0.0f64..1.0, byte).prop_map(|(a, b)| Edit::Set(a, b)),
+        (0.0f64..1.0).prop_map(Edit::Remove),
+        (0.0f64..1.0).prop_map(Edit::DuplicateLine),
+    ]
+}
+
+fn apply(block: &mut Vec<u8>, e: &Edit) {
+    let at = |f: f64, len: usize| ((len as f64) * f) as usize % len.max(1);
+    match *e {
+        Edit::Set(f, b) if !block.is_empty() => {
+            let i = at(f, block.len());
+            block[i] = b;
+        }
+        Edit::Remove(f) if !block.is_empty() => {
+            block.remove(at(f, block.len()));
+        }
+        Edit::DuplicateLine(f) => {
+            let i = at(f, block.len());
+            let start = block[..i].iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1);
+            let end = block[i..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(block.len(), |p| i + p + 1);
+            let line = block[start..end].to_vec();
+            block.splice(end..end, line);
+        }
+        _ => {}
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// The one-pass path of `--all` (`check_parse`) agrees with the strict
+    /// parser on every block: the same root, anchor and peg-outs, or the
+    /// same error (same wording, same line), whatever the edits.
+    #[test]
+    fn the_fast_path_agrees_with_the_strict_parser(
+        s in plain_state(),
+        ts in any::<u64>(),
+        a in any::<bool>(),
+        edits in prop::collection::vec(edit(), 0..3),
+    ) {
+        let mut block = Vec::new();
+        write_snapshot(&snapshot(s, ts, a), &mut block).unwrap();
+        for e in &edits {
+            apply(&mut block, e);
+        }
+        let (mut b1, mut b2) = (Vec::new(), Vec::new());
+        let fast = check_parse(&block, &mut b1);
+        let strict = strict_check(&block, &mut b2);
+        prop_assert_eq!(&fast, &strict, "{}", String::from_utf8_lossy(&block));
+        if edits.is_empty() {
+            prop_assert_eq!(fast.unwrap().root, state_root(&parse_block(&block).unwrap().snapshot.state).unwrap());
+        }
+    }
 
     #[test]
     fn writer_then_reader_gives_back_the_state(s in state(), ts in any::<u64>(), a in any::<bool>()) {
@@ -211,4 +323,25 @@ fn every_cut_of_a_vector_file_yields_its_complete_snapshots() {
         }
         assert_eq!(n, want, "cut at {cut}");
     }
+}
+
+#[test]
+fn the_fast_path_agrees_with_the_strict_parser_on_every_fixture() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+    let mut n = 0;
+    for sub in ["vectors", "malformed"] {
+        for f in std::fs::read_dir(format!("{root}/{sub}")).unwrap() {
+            let data = std::fs::read(f.unwrap().path()).unwrap();
+            let mut sc = Scanner::with_chunk_size(&data[..], 4096);
+            while let Some(c) = sc.next_chunk().unwrap() {
+                for b in &c.blocks {
+                    let block = &c.data[b.start..b.end];
+                    let (mut b1, mut b2) = (Vec::new(), Vec::new());
+                    assert_eq!(check_parse(block, &mut b1), strict_check(block, &mut b2));
+                    n += 1;
+                }
+            }
+        }
+    }
+    assert!(n > 40, "{n} blocks");
 }

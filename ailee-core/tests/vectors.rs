@@ -54,6 +54,9 @@ fn every_vector_snapshot_has_the_nodes_root() {
         for (i, b) in bl.iter().enumerate() {
             let p = parse_block(b).unwrap_or_else(|e| panic!("{name} #{}: {e}", i + 1));
             assert_eq!(expected[i].0, i + 1);
+            // The path `--all` takes (one pass, hashed as it is read) gives the node's root too.
+            let c = ailee_core::format::check_parse(b, &mut Vec::new()).unwrap();
+            assert_eq!(c.root, expected[i].1, "{name} #{} (check_parse)", i + 1);
             assert_eq!(
                 state_root(&p.snapshot.state).unwrap(),
                 expected[i].1,

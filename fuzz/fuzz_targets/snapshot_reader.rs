@@ -1,5 +1,6 @@
 //! The snapshot reader on arbitrary bytes: block scanning (forward, in small
-//! chunks, and from the end), the strict grammar, verification, and the
+//! chunks, and from the end), the strict grammar, verification (whose one-pass
+//! path must agree with the strict parser), and the
 //! write-back of anything that parses. Nothing may panic; what parses must
 //! write back to the same bytes modulo CRLF and blank lines, and parse again
 //! to the same snapshot.
@@ -21,6 +22,9 @@ fuzz_target!(|data: &[u8]| {
     let mut buf = Vec::new();
     for b in &fwd {
         let _ = check_block(b, &mut buf);
+        // The one-pass path of `--all` agrees with the strict parser.
+        let strict = ailee_core::format::strict_check(b, &mut Vec::new());
+        assert_eq!(ailee_core::format::check_parse(b, &mut buf), strict);
         if let Ok(p) = parse_block(b) {
             let mut out = Vec::new();
             write_snapshot(&p.snapshot, &mut out).expect("parsed strings have no line breaks");
