@@ -5,7 +5,7 @@
 //! unless `--allow-ambiguous-root`. Every reference vector still gives the
 //! node's roots.
 
-use ailee_recovery::{cmd, roots, vector, vectors};
+use ailee_recovery::{cmd, init_db, roots, vector, vectors};
 use predicates::prelude::*;
 use predicates::str::contains;
 use serde_json::Value;
@@ -119,7 +119,7 @@ fn create_anchor_refuses_an_ambiguous_state_and_writes_nothing() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("l2_snapshots.dat");
     let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     for (task, client) in [("t:c", "x"), ("t", "c:x")] {
         cmd("ailee_create_anchor")
             .args(["--l2-state-file", "-", "--snapshot-file"])

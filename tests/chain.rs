@@ -7,32 +7,15 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use ailee_core::rpc::{Auth, Rpc, RpcConfig};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, cmd, proxy, proxy_on, Node, Proxy};
+use ailee_recovery::{bin, cmd, init_db, proxy, proxy_on, rpc_result, serve, temp_db, Node, Proxy};
 use predicates::prelude::*;
 use predicates::str::contains;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
-
-fn init(p: &Path) {
-    cmd("ailee_init_reorg_db").arg("--path").arg(p).assert().code(0);
-}
-
-fn rpc_args(url: &str, node: &Node) -> Vec<String> {
-    [
-        "--bitcoin-rpc",
-        url,
-        "--rpc-user",
-        &node.user,
-        "--rpc-password",
-        &node.password,
-    ]
-    .map(String::from)
-    .to_vec()
-}
 
 fn resync(node: &Node, db: &Path, start: u64) -> assert_cmd::Command {
     resync_via(&node.url(), node, db, start)
@@ -42,7 +25,7 @@ fn resync_via(url: &str, node: &Node, db: &Path, start: u64) -> assert_cmd::Comm
     let mut c = cmd("ailee_resync_blocks");
     c.args(["--start-height", &start.to_string(), "--db-path"])
         .arg(db)
-        .args(rpc_args(url, node));
+        .args(node.rpc_args_at(url));
     c
 }
 
@@ -52,7 +35,7 @@ fn verify(node: &Node, file: &Path, db: &Path) -> assert_cmd::Command {
         .arg(file)
         .arg("--reorg-db")
         .arg(db)
-        .args(rpc_args(&node.url(), node));
+        .args(node.rpc_args());
     c
 }
 
@@ -121,7 +104,7 @@ fn anchor(node: &Node, file: &Path, db: &Path, balance: u64, meta: &str, broadca
     if broadcast {
         // The operator's anchors spend from the anchoring identity in the data directory.
         node.give_identity(db.parent().expect("data directory"));
-        c.arg("--broadcast").args(rpc_args(&node.url(), node));
+        c.arg("--broadcast").args(node.rpc_args());
     }
     let out = c.assert().code(0);
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
@@ -184,7 +167,7 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
     n1.generate(101);
     let d = tempfile::tempdir().unwrap();
     let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    init_db(&db);
     let (hash, _) = anchor(&n1, &f, &db, 5, "lag", true);
     n1.generate(127); // tip 228, the anchor at 102
     resync(&n1, &db, 0).assert().code(0).stdout(contains("1 confirmed"));
@@ -224,7 +207,7 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
             "--db-path",
         ])
         .arg(&db)
-        .args(rpc_args(&n2.url(), &n2))
+        .args(n2.rpc_args())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -269,9 +252,7 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
 fn node_on_another_chain_is_refused_before_any_write() {
     let n1 = Node::start();
     n1.generate(228);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let (_d, db) = temp_db();
     resync(&n1, &db, 0).assert().code(0);
     // A node that mined its own 150 blocks: the fork is at height 1, 228 deep.
     let n2 = Node::start();
@@ -309,7 +290,7 @@ fn reorg_undone_by_reconsiderblock_reconfirms_the_invalidated_anchor() {
     n.generate(101);
     let d = tempfile::tempdir().unwrap();
     let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    init_db(&db);
     let (hash, txid) = anchor(&n, &f, &db, 7, "undo", true);
     n.generate(10); // anchor at 102, tip 111
     resync(&n, &db, 0).assert().code(0);
@@ -346,7 +327,7 @@ fn upper_case_stored_hashes_are_the_same_blocks_not_a_reorg() {
     n.generate(101);
     let d = tempfile::tempdir().unwrap();
     let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    init_db(&db);
     let (hash, _) = anchor(&n, &f, &db, 3, "case", true);
     n.generate(20);
     resync(&n, &db, 0).assert().code(0);
@@ -374,7 +355,7 @@ fn pending_anchor_the_node_does_not_know_is_named_and_the_others_still_confirm()
     n.generate(101);
     let d = tempfile::tempdir().unwrap();
     let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    init_db(&db);
     let (good, _) = anchor(&n, &f, &db, 1, "known", true);
     let lost = AnchorRecord {
         anchor_hash: "ab".repeat(32),
@@ -414,9 +395,7 @@ fn event(h: u64) -> ReorgEvent {
 fn new_reorg_events_go_past_existing_ones_and_the_counter_never_wraps() {
     let n = Node::start();
     n.generate(30);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let (_d, db) = temp_db();
     resync(&n, &db, 0).assert().code(0);
     // reorg:0 exists but the counter says 0: event 0 must not be overwritten.
     put(&db, |b| b.record_reorg(0, &event(5)));
@@ -459,7 +438,7 @@ fn resync_while_chain_moves(n: &Node, db: &Path, px: Proxy, reorganize: impl FnO
     let mut child = Command::new(bin("ailee_resync_blocks"))
         .args(["--start-height", "0", "--batch-size", "10", "--db-path"])
         .arg(db)
-        .args(rpc_args(&format!("http://127.0.0.1:{}", px.port), n))
+        .args(n.rpc_args_at(&px.url()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -484,7 +463,7 @@ fn chain_moving_between_batches_is_compared_again_and_no_orphaned_anchor_stays_c
     n.generate(101);
     let d = tempfile::tempdir().unwrap();
     let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    init_db(&db);
     let (hash, txid) = anchor(&n, &f, &db, 9, "moving", true);
     n.generate(28); // anchor at 102, tip 129
     resync(&n, &db, 0).assert().code(0);
@@ -522,7 +501,7 @@ fn chain_moving_during_a_fresh_resync_leaves_no_hash_of_the_old_branch() {
     n.generate(101);
     let d = tempfile::tempdir().unwrap();
     let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    init_db(&db);
     let (hash, txid) = anchor(&n, &f, &db, 4, "fresh", true);
     n.generate(58); // anchor at 102, tip 159
                     // Empty database: batches of 10, written 40 heights at a time; request 6 is heights 50..59.
@@ -548,7 +527,7 @@ fn procedure_3_with_anchors_from_gives_back_every_anchor_record() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     let (db, f) = (dir.join("reorg_db"), dir.join("l2_snapshots.dat"));
-    init(&db);
+    init_db(&db);
     // Inline payloads (79 and 80 bytes) and a hashed one (AILEE + sha256).
     let (a1, _) = anchor(&n, &f, &db, 1, "", true);
     n.generate(2); // a1 at 102
@@ -560,7 +539,7 @@ fn procedure_3_with_anchors_from_gives_back_every_anchor_record() {
     resync(&n, &db, 0).assert().code(0);
     let old = ReorgDb::open(&db, Mode::ReadOnly).unwrap().anchors().unwrap();
     assert_eq!(old.len(), 4);
-    let rpc = rpc_args(&n.url(), &n).join(" ");
+    let rpc = n.rpc_args().join(" ");
     ailee_recovery::bash(&format!(
         r#"cd {dir}
 # 2. Backup corrupted database
@@ -663,7 +642,7 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
     n.generate(101);
     let d = tempfile::tempdir().unwrap();
     let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    init_db(&db);
     let (h1, t1) = anchor(&n, &f, &db, 10, "onchain-proof", true);
     // Recorded and broadcast, not mined: not provable yet (exit 1).
     verify(&n, &f, &db)
@@ -780,7 +759,7 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
     cmd("ailee_l2_verify")
         .arg("--snapshot")
         .arg(&f)
-        .args(rpc_args(&n.url(), &n))
+        .args(n.rpc_args())
         .assert()
         .code(1);
 }
@@ -790,44 +769,16 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
 /// fake): behind, whatever its tip — nothing written, exit 1.
 #[test]
 fn node_in_initial_block_download_is_behind_and_nothing_is_written() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut len = 0;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap();
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; len];
-            r.read_exact(&mut body).unwrap();
-            let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            let result = match req["method"].as_str() {
-                Some("getblockcount") => serde_json::json!(500),
-                _ => serde_json::json!({"blocks": 500, "headers": 900000, "initialblockdownload": true,
-                                        "bestblockhash": "ab".repeat(32)}),
-            };
-            let reply = serde_json::json!({"result": result, "error": null, "id": req["id"]}).to_string();
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
-                reply.len()
-            );
-        }
+    let port = serve(|body| {
+        let result = if body.contains("getblockcount") {
+            serde_json::json!(500)
+        } else {
+            serde_json::json!({"blocks": 500, "headers": 900000, "initialblockdownload": true,
+                               "bestblockhash": "ab".repeat(32)})
+        };
+        rpc_result(body, result)
     });
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let (_d, db) = temp_db();
     let before = ldb_scan(&db);
     cmd("ailee_resync_blocks")
         .args([
@@ -851,9 +802,7 @@ fn node_in_initial_block_download_is_behind_and_nothing_is_written() {
 fn wait_rides_out_a_node_that_is_not_listening_yet() {
     let n = Node::start();
     n.generate(20);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let (_d, db) = temp_db();
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}");
     // Without --wait, nothing listening is an error at once.
@@ -873,7 +822,7 @@ fn wait_rides_out_a_node_that_is_not_listening_yet() {
             "--db-path",
         ])
         .arg(&db)
-        .args(rpc_args(&url, &n))
+        .args(n.rpc_args_at(&url))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -907,7 +856,7 @@ fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
     n1.generate(101);
     let d = tempfile::tempdir().unwrap();
     let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    init_db(&db);
     let (hash, txid) = anchor(&n1, &f, &db, 8, "no-txindex", true);
     // The transaction whose output the anchor spends keeps no unspent output
     // (this SV node finds a transaction without -txindex while one is left).
@@ -965,15 +914,13 @@ fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
 fn a_chain_that_keeps_moving_is_given_up_on_after_bounded_attempts() {
     let n = Node::start();
     n.generate(60);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let (_d, db) = temp_db();
     // Every batch of hashes is held while the tip is replaced.
     let px = proxy_on(TcpListener::bind("127.0.0.1:0").unwrap(), n.rpc_port, 1, true);
     let mut child = Command::new(bin("ailee_resync_blocks"))
         .args(["--start-height", "0", "--batch-size", "10", "--db-path"])
         .arg(&db)
-        .args(rpc_args(&format!("http://127.0.0.1:{}", px.port), &n))
+        .args(n.rpc_args_at(&px.url()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1009,7 +956,7 @@ fn confirmed_anchor_whose_block_left_the_chain_unseen_is_not_left_confirmed() {
     n.generate(101);
     let d = tempfile::tempdir().unwrap();
     let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    init_db(&db);
     let (hash, txid) = anchor(&n, &f, &db, 6, "unseen", true);
     n.generate(9); // anchor at 102, tip 110
     resync(&n, &db, 0).assert().code(0);
@@ -1046,7 +993,7 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
     n.generate(101);
     let d = tempfile::tempdir().unwrap();
     let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    init_db(&db);
     let (honest, _) = anchor(&n, &f, &db, 10, "honest", true);
     // Mallory's copy of the data directory, identity file included.
     let m = tempfile::tempdir().unwrap();
@@ -1082,7 +1029,7 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
     // from the chain. The honest anchor is found; the forged one is on chain
     // twice, neither the operator's: not recorded.
     std::fs::rename(&mdb, m.path().join("reorg_db.old")).unwrap();
-    init(&mdb);
+    init_db(&mdb);
     resync(&n, &mdb, 0)
         .arg("--anchors-from")
         .arg(&mf)

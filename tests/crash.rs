@@ -5,7 +5,7 @@
 //! stands under a final name, the database opens and checks, and a rerun
 //! finishes the job. Each test prints how many kills it survived.
 
-use ailee_recovery::{bin, blocks, cmd, vector, Node};
+use ailee_recovery::{bin, blocks, cmd, init_db, temp_db, vector, Node};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
@@ -232,9 +232,7 @@ fn init_killed_anywhere_leaves_no_database_or_a_whole_one() {
 fn resync_killed_anywhere_reruns_to_a_consistent_database() {
     let node = Node::start();
     node.generate(300);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    let (_d, db) = temp_db();
     let url = node.url();
     let a = os(&[
         "--start-height",
@@ -257,7 +255,7 @@ fn resync_killed_anywhere_reruns_to_a_consistent_database() {
         for n in 1..120 {
             // From a fresh database each time, so the n-th call lands at a new point.
             let _ = std::fs::remove_dir_all(&db);
-            cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+            init_db(&db);
             if !run_killed("ailee_resync_blocks", &a, sc, n) {
                 break;
             }

@@ -4,7 +4,7 @@
 
 use ailee_core::records::AnchorStatus;
 use ailee_db::reorgdb::{Mode, ReorgDb};
-use ailee_recovery::{cmd, roots, vector, Node};
+use ailee_recovery::{cmd, init_db, roots, vector, Node};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
@@ -187,7 +187,7 @@ fn bad_input_exits_1_and_changes_nothing() {
     std::fs::copy(vector("basic"), &f).unwrap();
     let before = std::fs::read(&f).unwrap();
     let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     for (input, msg) in [
         ("{", "invalid state JSON"),
         (
@@ -254,32 +254,19 @@ fn bad_input_exits_1_and_changes_nothing() {
         .stderr(contains("--bitcoin-rpc"));
 }
 
-fn rpc_args(node: &Node) -> Vec<String> {
-    [
-        "--bitcoin-rpc",
-        &node.url(),
-        "--rpc-user",
-        &node.user,
-        "--rpc-password",
-        &node.password,
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 #[test]
 fn wallet_without_funds_exits_1_with_nothing_appended_or_recorded() {
     let node = Node::start(); // no blocks mined: an empty wallet
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("l2.dat");
     let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "-", "--broadcast", "--snapshot-file"])
         .arg(&f)
         .arg("--db-path")
         .arg(&db)
-        .args(rpc_args(&node))
+        .args(node.rpc_args())
         .write_stdin("{}")
         .assert()
         .code(1)
@@ -302,12 +289,12 @@ fn broadcast_confirm_reorg_invalidate_end_to_end() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("l2_snapshots.dat");
     let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     let resync = |start: u64| {
         let mut c = cmd("ailee_resync_blocks");
         c.args(["--start-height", &start.to_string(), "--db-path"])
             .arg(&db)
-            .args(rpc_args(&node));
+            .args(node.rpc_args());
         c
     };
     resync(0).assert().code(0);
@@ -324,7 +311,7 @@ fn broadcast_confirm_reorg_invalidate_end_to_end() {
         .arg(&f)
         .arg("--db-path")
         .arg(&db)
-        .args(rpc_args(&node))
+        .args(node.rpc_args())
         .write_stdin(r#"{"ledger": {"balances": [{"peerId": "p1", "balance": 5}]}}"#)
         .assert()
         .code(0);

@@ -7,14 +7,14 @@
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, cmd};
+use ailee_recovery::{bin, cmd, init_db};
 use predicates::str::contains;
 use std::path::{Path, PathBuf};
 
 /// A database with a few thousand records, flushed to SST files, closed.
 fn populated(dir: &Path) -> PathBuf {
     let p = dir.join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&p).assert().code(0);
+    init_db(&p);
     let db = ReorgDb::open(&p, Mode::ReadWrite).unwrap();
     let mut b = Batch::default();
     for h in 0..3000u64 {

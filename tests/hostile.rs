@@ -7,7 +7,10 @@
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bash, bin, blocks, cmd, file_blocks, many_balances, vector, Node};
+use ailee_recovery::{
+    bash, bin, blocks, cmd, file_blocks, free_port, init_db, many_balances, proxy_answering, request_id, serve_raw,
+    vector, Node, Proxy, Reply,
+};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::ffi::OsStr;
@@ -216,82 +219,20 @@ fn appends_while_a_node_like_writer_appends_all_verify() {
 
 // ------------------------------------------------------- idempotent reruns
 
-fn rpc_args(node: &Node, url: &str) -> Vec<String> {
-    [
-        "--bitcoin-rpc",
-        url,
-        "--rpc-user",
-        &node.user,
-        "--rpc-password",
-        &node.password,
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 /// A proxy in front of the real node that answers `sendrawtransaction` with
 /// an RPC rejection (a reply the node only gives for a bad transaction) and
 /// forwards everything else.
-fn rejecting_proxy(node_port: u16) -> u16 {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let read_msg = |r: &mut BufReader<std::net::TcpStream>| -> Option<(Vec<u8>, Vec<u8>)> {
-                    let mut head = Vec::new();
-                    let mut len = 0;
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).ok()? == 0 {
-                            return None;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().ok()?;
-                        }
-                        head.extend_from_slice(line.as_bytes());
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    r.read_exact(&mut body).ok()?;
-                    Some((head, body))
-                };
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                while let Some((head, body)) = read_msg(&mut r) {
-                    if String::from_utf8_lossy(&body).contains("sendrawtransaction") {
-                        // Answer with the request's own id, as a node would.
-                        let id = serde_json::from_slice::<serde_json::Value>(&body)
-                            .ok()
-                            .and_then(|v| v.get("id").cloned())
-                            .unwrap_or(serde_json::Value::Null);
-                        let b = format!(
-                            r#"{{"result":null,"error":{{"code":-26,"message":"rejected by the test proxy"}},"id":{id}}}"#
-                        );
-                        let b = b.as_bytes();
-                        let reply = format!(
-                            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                            b.len()
-                        );
-                        let _ = s.write_all(reply.as_bytes());
-                        let _ = s.write_all(b);
-                        continue;
-                    }
-                    let mut up = std::net::TcpStream::connect(("127.0.0.1", node_port)).unwrap();
-                    up.write_all(&head).unwrap();
-                    up.write_all(&body).unwrap();
-                    let mut ur = BufReader::new(up);
-                    let Some((h, b)) = read_msg(&mut ur) else { return };
-                    let _ = s.write_all(&h);
-                    let _ = s.write_all(&b);
-                }
-            });
-        }
-    });
-    port
+fn rejecting_proxy(node_port: u16) -> Proxy {
+    proxy_answering(node_port, |body| {
+        body.contains("sendrawtransaction").then(|| Reply {
+            status: "500 Internal Server Error".into(),
+            // The request's own id, as a node would.
+            body: serde_json::json!({"result": null, "error": {"code": -26, "message": "rejected by the test proxy"},
+                                     "id": request_id(body)})
+            .to_string()
+            .into_bytes(),
+        })
+    })
 }
 
 fn raw_record(db: &Path, hash: &str) -> Vec<u8> {
@@ -313,8 +254,9 @@ fn rejected_broadcast_then_rerun_finishes_the_job_without_a_second_snapshot() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("l2.dat");
     let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
-    let proxy = format!("http://127.0.0.1:{}", rejecting_proxy(node.rpc_port));
+    init_db(&db);
+    let px = rejecting_proxy(node.rpc_port);
+    let proxy = px.url();
     let anchor = |url: &str| {
         cmd("ailee_create_anchor")
             .arg("--l2-state-file")
@@ -324,7 +266,7 @@ fn rejected_broadcast_then_rerun_finishes_the_job_without_a_second_snapshot() {
             .arg("--db-path")
             .arg(&db)
             .arg("--broadcast")
-            .args(rpc_args(&node, url))
+            .args(node.rpc_args_at(url))
             .write_stdin(STATE)
             .assert()
     };
@@ -390,7 +332,7 @@ fn rerun_after_confirmed_leaves_the_record_byte_for_byte() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("l2.dat");
     let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     let anchor = || {
         cmd("ailee_create_anchor")
             .arg("--l2-state-file")
@@ -400,7 +342,7 @@ fn rerun_after_confirmed_leaves_the_record_byte_for_byte() {
             .arg("--db-path")
             .arg(&db)
             .args(["--timestamp-ms", "1700000000000", "--broadcast"])
-            .args(rpc_args(&node, &node.url()))
+            .args(node.rpc_args())
             .write_stdin(STATE)
             .assert()
     };
@@ -415,7 +357,7 @@ fn rerun_after_confirmed_leaves_the_record_byte_for_byte() {
     cmd("ailee_resync_blocks")
         .args(["--start-height", "0", "--db-path"])
         .arg(&db)
-        .args(rpc_args(&node, &node.url()))
+        .args(node.rpc_args())
         .assert()
         .code(0);
     let rec = ReorgDb::open(&db, Mode::ReadOnly)
@@ -738,19 +680,15 @@ fn a_signal_ignored_at_start_stays_ignored() {
 #[test]
 fn one_sigterm_stops_a_tool_waiting_on_an_unanswering_rpc() {
     // Item 12: the first signal was swallowed while waiting on RPC.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in l.incoming() {
-            held.push(s);
-            let _ = tx.send(());
-        }
+    // Each connection is held open, unanswered, until the tool closes it.
+    let port = serve_raw(move |s| {
+        let _ = tx.send(());
+        let _ = std::io::copy(s, &mut std::io::sink());
     });
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     let state = d.path().join("s.json");
     std::fs::write(&state, STATE).unwrap();
     let url = format!("http://u:p@127.0.0.1:{port}");
@@ -798,7 +736,7 @@ fn fifos_devices_and_endless_inputs_are_refused_at_once() {
     let fifo = d.path().join("fifo");
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let db = d.path().join("db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     let out = d.path().join("o");
     let basic = vector("basic");
     for input in [fifo.as_path(), Path::new("/dev/zero"), Path::new("/dev/urandom")] {
@@ -875,7 +813,7 @@ fn fifos_devices_and_endless_inputs_are_refused_at_once() {
     }
     // A database directory whose CURRENT is a FIFO: RocksDB would block in open().
     let odd = d.path().join("odd_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&odd).assert().code(0);
+    init_db(&odd);
     std::fs::remove_file(odd.join("CURRENT")).unwrap();
     assert!(Command::new("mkfifo")
         .arg(odd.join("CURRENT"))
@@ -1084,12 +1022,10 @@ fn rpc_timeout_out_of_range_is_an_argument_error() {
 fn password_in_url_userinfo_is_never_printed() {
     // Item 8: userinfo was split at the first `/`, so the rest of the password
     // was printed as part of the URL (also with -q and --json).
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l); // connection refused
+    let port = free_port(); // connection refused
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     for pw in ["k3J/9+aQxZ==", "a@b/c?d#e", "x%2Fsecret"] {
         let url = format!("http://op:{pw}@127.0.0.1:{port}");
         for extra in [&[][..], &["-q"][..], &["--json"][..]] {
@@ -1131,7 +1067,7 @@ fn percent_encoded_and_raw_special_passwords_authenticate() {
     let node = Node::start();
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     // The node's password has no special characters; check decoding through
     // an encoded form of each of its characters and a raw form.
     let enc: String = node.password.bytes().map(|b| format!("%{b:02X}")).collect();
@@ -1214,7 +1150,7 @@ fn get_snapshot_block_refuses_an_invalidated_anchor() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("l2_snapshots.dat");
     let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     let out = cmd("ailee_create_anchor")
         .arg("--l2-state-file")
         .arg("-")

@@ -4,7 +4,7 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use ailee_core::Error;
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::cmd;
+use ailee_recovery::{cmd, init_db};
 use predicates::str::contains;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -41,20 +41,11 @@ fn anchor(h: &str, status: AnchorStatus) -> AnchorRecord {
     }
 }
 
-fn init(p: &Path) {
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(p)
-        .assert()
-        .code(0)
-        .stdout(contains("Created reorg database"));
-}
-
 #[test]
 fn init_creates_both_column_families_and_an_empty_healthy_database() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("reorg_db");
-    init(&p);
+    init_db(&p);
     let cfs = String::from_utf8(ldb(&p, &["list_column_families"]).stdout).unwrap();
     assert!(cfs.contains("{default, reputation_cf}"), "{cfs}");
     cmd("ailee_init_reorg_db")
@@ -77,7 +68,7 @@ fn init_creates_both_column_families_and_an_empty_healthy_database() {
 fn init_never_touches_what_is_already_there() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("reorg_db");
-    init(&p);
+    init_db(&p);
     let before: Vec<_> = std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().file_name()).collect();
     cmd("ailee_init_reorg_db")
         .arg("--path")
@@ -165,7 +156,7 @@ fn database_missing_reputation_cf_is_refused_unchanged() {
 fn ldb_reads_what_we_write_in_the_nodes_encodings() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("reorg_db");
-    init(&p);
+    init_db(&p);
     {
         let db = ReorgDb::open(&p, Mode::ReadWrite).unwrap();
         let mut b = Batch::default();
@@ -211,7 +202,7 @@ fn ldb_reads_what_we_write_in_the_nodes_encodings() {
 fn our_check_decodes_what_ldb_writes_and_flags_what_does_not_decode() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("reorg_db");
-    init(&p);
+    init_db(&p);
     let rec = anchor(&hash('2'), AnchorStatus::Pending).encode();
     let ev = format!("7|{}|{}|1700000000000|1|{}", hash('a'), hash('b'), hash('2'));
     for (k, v) in [
@@ -303,7 +294,7 @@ impl Drop for Holder {
 fn locked_database_is_refused_for_writing_and_checkable_read_only() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("reorg_db");
-    init(&p);
+    init_db(&p);
     let h = Holder::new(&p);
     match ReorgDb::open(&p, Mode::ReadWrite) {
         Err(e @ Error::Locked { .. }) => {

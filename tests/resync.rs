@@ -3,27 +3,16 @@
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{cmd, proxy, Node};
+use ailee_recovery::{cmd, init_db, proxy, temp_db, Node};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
-
-fn init(p: &Path) {
-    cmd("ailee_init_reorg_db").arg("--path").arg(p).assert().code(0);
-}
 
 fn resync(node: &Node, db: &Path, start: u64) -> assert_cmd::Command {
     let mut c = cmd("ailee_resync_blocks");
     c.args(["--start-height", &start.to_string(), "--db-path"])
         .arg(db)
-        .args([
-            "--bitcoin-rpc",
-            &node.url(),
-            "--rpc-user",
-            &node.user,
-            "--rpc-password",
-            &node.password,
-        ]);
+        .args(node.rpc_args());
     c
 }
 
@@ -67,9 +56,7 @@ fn assert_matches_node(node: &Node, db: &Path) {
 fn fresh_resync_matches_getblockhash_at_every_height() {
     let node = Node::start();
     node.generate(250);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let (_d, db) = temp_db();
     resync(&node, &db, 0)
         .args(["--batch-size", "64"])
         .assert()
@@ -100,9 +87,7 @@ fn fresh_resync_matches_getblockhash_at_every_height() {
 fn reorg_is_recorded_at_the_exact_fork_and_invalidates_anchors_at_or_above_it() {
     let node = Node::start();
     node.generate(120);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let (_d, db) = temp_db();
     resync(&node, &db, 0).assert().code(0);
     put_anchors(
         &db,
@@ -157,9 +142,7 @@ fn reorg_is_recorded_at_the_exact_fork_and_invalidates_anchors_at_or_above_it() 
 fn reorg_deeper_than_the_threshold_exits_3_after_recording_it() {
     let node = Node::start();
     node.generate(60);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let (_d, db) = temp_db();
     resync(&node, &db, 0).assert().code(0);
     node.cli(&["invalidateblock", &node.hash(50)]);
     node.generate(12);
@@ -172,7 +155,7 @@ fn reorg_deeper_than_the_threshold_exits_3_after_recording_it() {
     // The same reorg within a larger threshold is not deep.
     let d2 = tempfile::tempdir().unwrap();
     let db2 = d2.path().join("reorg_db");
-    init(&db2);
+    init_db(&db2);
     resync(&node, &db2, 0).assert().code(0);
     node.cli(&["invalidateblock", &node.hash(55)]);
     node.generate(3);
@@ -189,9 +172,7 @@ fn shorter_chain_with_equal_hashes_is_behind_not_a_reorg() {
     // its tip, is a node that is behind: nothing deleted (issue 15).
     let node = Node::start();
     node.generate(30);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let (_d, db) = temp_db();
     resync(&node, &db, 0).assert().code(0);
     let before = stored(&db);
     node.cli(&["invalidateblock", &node.hash(28)]);
@@ -214,9 +195,7 @@ fn shorter_chain_with_equal_hashes_is_behind_not_a_reorg() {
 fn dry_run_reports_and_writes_nothing() {
     let node = Node::start();
     node.generate(20);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let (_d, db) = temp_db();
     resync(&node, &db, 0)
         .arg("--dry-run")
         .assert()
@@ -229,9 +208,7 @@ fn dry_run_reports_and_writes_nothing() {
 fn killed_resync_reruns_to_a_consistent_complete_database() {
     let node = Node::start();
     node.generate(1500);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let (_d, db) = temp_db();
     resync(&node, &db, 0).assert().code(0);
     // A reorg to detect, then kill the resync at several points.
     // Fork at 1420: 81 deep, within --max-reorg-depth (a deeper one is refused).
@@ -246,14 +223,7 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
         let mut c = std::process::Command::new(ailee_recovery::bin("ailee_resync_blocks"));
         c.args(["--start-height", "0", "--batch-size", "10", "--db-path"])
             .arg(&db)
-            .args([
-                "--bitcoin-rpc",
-                &format!("http://127.0.0.1:{}", px.port),
-                "--rpc-user",
-                &node.user,
-                "--rpc-password",
-                &node.password,
-            ])
+            .args(node.rpc_args_at(&px.url()))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         let mut child = c.spawn().unwrap();
@@ -295,9 +265,7 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
 fn faults_exit_1_with_a_clear_message_and_no_secret() {
     let mut node = Node::start();
     node.generate(10);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let (d, db) = temp_db();
     // Wrong password.
     cmd("ailee_resync_blocks")
         .args(["--start-height", "0", "--db-path"])
@@ -363,9 +331,7 @@ fn faults_exit_1_with_a_clear_message_and_no_secret() {
 fn database_held_by_the_node_is_refused() {
     let node = Node::start();
     node.generate(5);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let (_d, db) = temp_db();
     let _held = ReorgDb::open(&db, Mode::ReadWrite).unwrap(); // stands in for the running node
     resync(&node, &db, 0)
         .assert()
@@ -378,9 +344,7 @@ fn node_stopping_mid_run_exits_1_and_the_database_stays_consistent() {
     let mut node = Node::start();
     node.generate(1500);
     let px = proxy(node.rpc_port, 30);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let (_d, db) = temp_db();
     let mut c = std::process::Command::new(ailee_recovery::bin("ailee_resync_blocks"));
     c.args([
         "--start-height",
@@ -392,14 +356,7 @@ fn node_stopping_mid_run_exits_1_and_the_database_stays_consistent() {
         "--db-path",
     ])
     .arg(&db)
-    .args([
-        "--bitcoin-rpc",
-        &format!("http://127.0.0.1:{}", px.port),
-        "--rpc-user",
-        &node.user,
-        "--rpc-password",
-        &node.password,
-    ])
+    .args(node.rpc_args_at(&px.url()))
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::piped());
     let child = c.spawn().unwrap();

@@ -19,19 +19,6 @@ use super::*;
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_recovery::Node;
 
-fn rpc_args(n: &Node) -> Vec<String> {
-    [
-        "--bitcoin-rpc",
-        &n.url(),
-        "--rpc-user",
-        &n.user,
-        "--rpc-password",
-        &n.password,
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 /// `tool --data-dir data` with the fixture's scrubbed environment.
 fn tool(f: &Fixture, name: &str, data: &Path) -> assert_cmd::Command {
     let mut c = assert_cmd::Command::new(bin(name));
@@ -60,7 +47,7 @@ fn anchor(data: &Path, balance: u64, node: Option<&Node>) -> (String, String, St
         c.arg("--db-path")
             .arg(data.join("reorg_db"))
             .arg("--broadcast")
-            .args(rpc_args(n));
+            .args(n.rpc_args());
     }
     let v: serde_json::Value = serde_json::from_slice(&c.assert().code(0).get_output().stdout).unwrap();
     let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
@@ -71,7 +58,7 @@ fn resync(n: &Node, data: &Path) {
     ailee_recovery::cmd("ailee_resync_blocks")
         .args(["--start-height", "0", "--db-path"])
         .arg(data.join("reorg_db"))
-        .args(rpc_args(n))
+        .args(n.rpc_args())
         .assert()
         .code(0);
 }
@@ -179,7 +166,7 @@ fn genuine_anchored_backup_is_proven_on_bitcoin_and_restored() {
     let hex = ailee_core::root::hex(payload.as_bytes());
     assert!(t[0].contains(&format!("payload={hex}")), "{t:?}");
     assert!(t[0].contains(&"height=102".to_string()), "{t:?}");
-    let rpc = rpc_args(&n);
+    let rpc = n.rpc_args();
     let rpc: Vec<&str> = rpc.iter().map(String::as_str).collect();
     f.backup(&[&["--verify"], &rpc[..]].concat())
         .code(0)
@@ -212,7 +199,7 @@ fn forged_backup_is_refused_with_bitcoin_rpc_and_accepted_without() {
     let n = Node::start();
     let (f, _hash, txid, _) = anchored(&n, 6);
     f.backup(&["--no-forget"]).code(0);
-    let rpc = rpc_args(&n);
+    let rpc = n.rpc_args();
     let rpc: Vec<&str> = rpc.iter().map(String::as_str).collect();
     let before = f.state();
     let unchanged = |what: &str| {
@@ -261,7 +248,7 @@ fn too_few_confirmations_is_not_yet_and_changes_nothing() {
     f.backup(&["--no-forget"]).code(0);
     anchor(&f.data(), 11, None);
     let before = f.state();
-    let rpc = rpc_args(&n);
+    let rpc = n.rpc_args();
     let rpc: Vec<&str> = rpc.iter().map(String::as_str).collect();
     f.backup(&[&["--verify"], &rpc[..]].concat())
         .code(1)
@@ -308,7 +295,7 @@ fn anchored_skips_newer_forged_and_unconfirmed_backups() {
         .map(|s| s["short_id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids.len(), 4);
-    let rpc = rpc_args(&n);
+    let rpc = n.rpc_args();
     let rpc: Vec<&str> = rpc.iter().map(String::as_str).collect();
     let before = f.state();
     ailee_recovery::cmd("ailee_restore")

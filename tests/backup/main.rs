@@ -5,7 +5,7 @@
 //! ownership; and one regression test per case the issue measured.
 
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, blocks, many_balances, root, vector};
+use ailee_recovery::{bin, blocks, free_port, many_balances, root, vector};
 use predicates::str::contains;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -673,14 +673,6 @@ fn metrics_textfiles() {
             assert!(o.status.success(), "{file}: {}", String::from_utf8_lossy(&o.stdout));
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Debian's sshd on 127.0.0.1 with its own config, host key and user key.
