@@ -221,6 +221,20 @@ impl Node {
         format!("http://127.0.0.1:{}", self.rpc_port)
     }
 
+    /// `ailee_resync_blocks --start-height START --db-path DB` against this node.
+    pub fn resync(&self, db: &Path, start: u64) -> assert_cmd::Command {
+        self.resync_at(&self.url(), db, start)
+    }
+
+    /// [`Node::resync`] through `url` (a proxy in front of the node).
+    pub fn resync_at(&self, url: &str, db: &Path, start: u64) -> assert_cmd::Command {
+        let mut c = cmd("ailee_resync_blocks");
+        c.args(["--start-height", &start.to_string(), "--db-path"])
+            .arg(db)
+            .args(self.rpc_args_at(url));
+        c
+    }
+
     /// The tools' RPC options for this node.
     pub fn rpc_args(&self) -> Vec<String> {
         self.rpc_args_at(&self.url())
@@ -435,6 +449,27 @@ impl Drop for Node {
     }
 }
 
+/// `ailee_l2_verify --snapshot FILE`.
+pub fn verify_file(file: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
+    let mut c = cmd("ailee_l2_verify");
+    c.arg("--snapshot").arg(file);
+    c
+}
+
+/// `ailee_init_reorg_db --path DB` (`--check`, `--json`, … to add).
+pub fn db_tool(db: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
+    let mut c = cmd("ailee_init_reorg_db");
+    c.arg("--path").arg(db);
+    c
+}
+
+/// `ailee_resync_blocks --start-height 0 --db-path DB` (the RPC options to add).
+pub fn resync_cmd(db: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
+    let mut c = cmd("ailee_resync_blocks");
+    c.args(["--start-height", "0", "--db-path"]).arg(db);
+    c
+}
+
 /// The tools' RPC options: `--bitcoin-rpc URL --rpc-user U --rpc-password P`.
 pub fn rpc_args(url: &str, user: &str, password: &str) -> Vec<String> {
     ["--bitcoin-rpc", url, "--rpc-user", user, "--rpc-password", password]
@@ -445,7 +480,7 @@ pub fn rpc_args(url: &str, user: &str, password: &str) -> Vec<String> {
 /// `ailee_init_reorg_db --path db`, which must succeed and say it created
 /// the database: an empty database.
 pub fn init_db(db: &Path) {
-    let a = cmd("ailee_init_reorg_db").arg("--path").arg(db).assert().code(0);
+    let a = db_tool(db).assert().code(0);
     let out = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
     assert!(out.contains("Created reorg database"), "{out}");
 }

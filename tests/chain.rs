@@ -7,7 +7,7 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use ailee_core::rpc::{Auth, Rpc, RpcConfig};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, cmd, init_db, proxy, proxy_on, rpc_result, serve, temp_db, Node, Proxy};
+use ailee_recovery::{bin, cmd, init_db, proxy, proxy_on, rpc_result, serve, temp_db, verify_file, Node, Proxy};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::io::{BufRead, BufReader, Read};
@@ -16,18 +16,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
-
-fn resync(node: &Node, db: &Path, start: u64) -> assert_cmd::Command {
-    resync_via(&node.url(), node, db, start)
-}
-
-fn resync_via(url: &str, node: &Node, db: &Path, start: u64) -> assert_cmd::Command {
-    let mut c = cmd("ailee_resync_blocks");
-    c.args(["--start-height", &start.to_string(), "--db-path"])
-        .arg(db)
-        .args(node.rpc_args_at(url));
-    c
-}
 
 fn verify(node: &Node, file: &Path, db: &Path) -> assert_cmd::Command {
     let mut c = cmd("ailee_l2_verify");
@@ -170,7 +158,7 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
     init_db(&db);
     let (hash, _) = anchor(&n1, &f, &db, 5, "lag", true);
     n1.generate(127); // tip 228, the anchor at 102
-    resync(&n1, &db, 0).assert().code(0).stdout(contains("1 confirmed"));
+    n1.resync(&db, 0).assert().code(0).stdout(contains("1 confirmed"));
     let confirmed = record(&db, &hash).unwrap();
     assert_eq!(
         (confirmed.status, confirmed.bitcoin_height),
@@ -181,7 +169,7 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
     feed(&n1, &n2, 1, 150);
     let before = ldb_scan(&db);
     for start in [0, 200] {
-        resync(&n2, &db, start)
+        n2.resync(&db, start)
             .assert()
             .code(1)
             .stdout("")
@@ -190,7 +178,7 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
         assert_eq!(ldb_scan(&db), before, "start {start}: the database must be unchanged");
     }
     // --json says it in one document on stdout.
-    resync(&n2, &db, 0).arg("--json").assert().code(1).stdout(contains(
+    n2.resync(&db, 0).arg("--json").assert().code(1).stdout(contains(
         r#""behind":{"initial_block_download":false,"stored_tip":228,"tip":150}"#,
     ));
     assert_eq!(ldb_scan(&db), before);
@@ -240,7 +228,7 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
     let n3 = Node::start();
     feed(&n1, &n3, 1, 20);
     let before = ldb_scan(&db);
-    resync(&n3, &db, 0)
+    n3.resync(&db, 0)
         .args(["--wait", "--wait-interval", "1", "--wait-timeout", "1"])
         .assert()
         .code(1)
@@ -253,13 +241,13 @@ fn node_on_another_chain_is_refused_before_any_write() {
     let n1 = Node::start();
     n1.generate(228);
     let (_d, db) = temp_db();
-    resync(&n1, &db, 0).assert().code(0);
+    n1.resync(&db, 0).assert().code(0);
     // A node that mined its own 150 blocks: the fork is at height 1, 228 deep.
     let n2 = Node::start();
     n2.generate(150);
     let before = ldb_scan(&db);
     for start in [0, 140, 200] {
-        resync(&n2, &db, start)
+        n2.resync(&db, start)
             .assert()
             .code(1)
             .stdout("")
@@ -271,12 +259,12 @@ fn node_on_another_chain_is_refused_before_any_write() {
     // The same node above the tip of a database it shares nothing with.
     let n3 = Node::start();
     n3.generate(240);
-    resync(&n3, &db, 0).assert().code(1).stderr(contains("Refused"));
+    n3.resync(&db, 0).assert().code(1).stderr(contains("Refused"));
     assert_eq!(ldb_scan(&db), before);
     // A genesis block that is not the node's: refused however shallow.
     put(&db, |b| b.put_block(0, &"ab".repeat(32)));
     let before = ldb_scan(&db);
-    resync(&n1, &db, 100)
+    n1.resync(&db, 100)
         .assert()
         .code(1)
         .stderr(contains("genesis"))
@@ -293,12 +281,12 @@ fn reorg_undone_by_reconsiderblock_reconfirms_the_invalidated_anchor() {
     init_db(&db);
     let (hash, txid) = anchor(&n, &f, &db, 7, "undo", true);
     n.generate(10); // anchor at 102, tip 111
-    resync(&n, &db, 0).assert().code(0);
+    n.resync(&db, 0).assert().code(0);
     assert_eq!(record(&db, &hash).unwrap().status, AnchorStatus::Confirmed);
     let old102 = n.hash(102);
     n.cli(&["invalidateblock", &old102]);
     n.generate(3);
-    resync(&n, &db, 90)
+    n.resync(&db, 90)
         .assert()
         .code(3)
         .stdout(contains("Reorg at height 102 (depth 10)"))
@@ -307,7 +295,7 @@ fn reorg_undone_by_reconsiderblock_reconfirms_the_invalidated_anchor() {
     // The old branch is longer: the node switches back to it.
     n.cli(&["reconsiderblock", &old102]);
     assert_eq!(n.hash(102), old102);
-    resync(&n, &db, 90)
+    n.resync(&db, 90)
         .assert()
         .code(0)
         .stdout(contains("Reorg at height 102 (depth 3)"))
@@ -330,13 +318,13 @@ fn upper_case_stored_hashes_are_the_same_blocks_not_a_reorg() {
     init_db(&db);
     let (hash, _) = anchor(&n, &f, &db, 3, "case", true);
     n.generate(20);
-    resync(&n, &db, 0).assert().code(0);
+    n.resync(&db, 0).assert().code(0);
     let upper: Vec<(u64, String)> = stored(&db)
         .into_iter()
         .map(|(h, s)| (h, s.to_ascii_uppercase()))
         .collect();
     put(&db, |b| upper.iter().for_each(|(h, s)| b.put_block(*h, s)));
-    resync(&n, &db, 0)
+    n.resync(&db, 0)
         .assert()
         .code(0)
         .stdout(contains("No reorg."))
@@ -369,7 +357,7 @@ fn pending_anchor_the_node_does_not_know_is_named_and_the_others_still_confirm()
     };
     put(&db, |b| b.put_anchor(&lost));
     n.generate(7);
-    resync(&n, &db, 0)
+    n.resync(&db, 0)
         .assert()
         .code(1)
         .stdout(contains("1 confirmed"))
@@ -396,7 +384,7 @@ fn new_reorg_events_go_past_existing_ones_and_the_counter_never_wraps() {
     let n = Node::start();
     n.generate(30);
     let (_d, db) = temp_db();
-    resync(&n, &db, 0).assert().code(0);
+    n.resync(&db, 0).assert().code(0);
     // reorg:0 exists but the counter says 0: event 0 must not be overwritten.
     put(&db, |b| b.record_reorg(0, &event(5)));
     ldb_put(&db, "reorg_counter", "0");
@@ -405,7 +393,7 @@ fn new_reorg_events_go_past_existing_ones_and_the_counter_never_wraps() {
         n.generate(2);
     };
     reorg(29);
-    resync(&n, &db, 20).assert().code(0).stdout(contains("event 1;"));
+    n.resync(&db, 20).assert().code(0).stdout(contains("event 1;"));
     {
         let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
         let ev = r.reorg_events().unwrap();
@@ -417,7 +405,7 @@ fn new_reorg_events_go_past_existing_ones_and_the_counter_never_wraps() {
     // A counter one below the top: the last id there is.
     ldb_put(&db, "reorg_counter", &(u64::MAX - 1).to_string());
     reorg(30);
-    resync(&n, &db, 20)
+    n.resync(&db, 20)
         .assert()
         .code(0)
         .stdout(contains(format!("event {};", u64::MAX - 1)));
@@ -428,7 +416,7 @@ fn new_reorg_events_go_past_existing_ones_and_the_counter_never_wraps() {
     // Exhausted: refused, nothing written (never a wrap to 0).
     reorg(31);
     let before = ldb_scan(&db);
-    resync(&n, &db, 20).assert().code(2).stderr(contains("exhausted"));
+    n.resync(&db, 20).assert().code(2).stderr(contains("exhausted"));
     assert_eq!(ldb_scan(&db), before);
 }
 
@@ -466,7 +454,7 @@ fn chain_moving_between_batches_is_compared_again_and_no_orphaned_anchor_stays_c
     init_db(&db);
     let (hash, txid) = anchor(&n, &f, &db, 9, "moving", true);
     n.generate(28); // anchor at 102, tip 129
-    resync(&n, &db, 0).assert().code(0);
+    n.resync(&db, 0).assert().code(0);
     assert_eq!(record(&db, &hash).unwrap().status, AnchorStatus::Confirmed);
     n.generate(30); // the database is behind: 129 stored, tip 159
                     // Requests calling getblockhash: 1 genesis check, 2 heights 0..9, 3 heights 10..19 (held).
@@ -487,7 +475,7 @@ fn chain_moving_between_batches_is_compared_again_and_no_orphaned_anchor_stays_c
         rpc(&n).tx_places(std::slice::from_ref(&txid)).unwrap()[0],
         ailee_core::rpc::TxPlace::InBlock { .. }
     ));
-    resync(&n, &db, 0)
+    n.resync(&db, 0)
         .assert()
         .code(0)
         .stdout(contains("No reorg."))
@@ -536,7 +524,7 @@ fn procedure_3_with_anchors_from_gives_back_every_anchor_record() {
     let (a3, _) = anchor(&n, &f, &db, 3, "x", true);
     n.generate(3); // a3 at 108, tip 110: 3 confirmations, PENDING
     let (a4, _) = anchor(&n, &f, &db, 4, "never-broadcast", false);
-    resync(&n, &db, 0).assert().code(0);
+    n.resync(&db, 0).assert().code(0);
     let old = ReorgDb::open(&db, Mode::ReadOnly).unwrap().anchors().unwrap();
     assert_eq!(old.len(), 4);
     let rpc = n.rpc_args().join(" ");
@@ -590,7 +578,7 @@ ailee_resync_blocks --start-height 0 --db-path reorg_db {rpc} --anchors-from l2_
     assert_eq!(new.anchor(&a3).unwrap().unwrap().status, AnchorStatus::Pending);
     drop(new);
     // Run again: nothing new to record.
-    resync(&n, &db, 0)
+    n.resync(&db, 0)
         .arg("--anchors-from")
         .arg(&f)
         .assert()
@@ -605,7 +593,7 @@ ailee_resync_blocks --start-height 0 --db-path reorg_db {rpc} --anchors-from l2_
             ..a2_old.clone()
         })
     });
-    resync(&n, &db, 0)
+    n.resync(&db, 0)
         .arg("--anchors-from")
         .arg(&f)
         .assert()
@@ -618,7 +606,7 @@ ailee_resync_blocks --start-height 0 --db-path reorg_db {rpc} --anchors-from l2_
         (&a2_old.bitcoin_tx_id, a2_old.bitcoin_height, a2_old.status)
     );
     // Anchors mined below --start-height are not searched: listed as not found.
-    resync(&n, &db, 104)
+    n.resync(&db, 104)
         .arg("--anchors-from")
         .arg(&f)
         .arg("--json")
@@ -627,7 +615,7 @@ ailee_resync_blocks --start-height 0 --db-path reorg_db {rpc} --anchors-from l2_
         .stdout(contains(format!(r#""not_found":[{{"anchor":"{a1}","snapshot":1}}"#)));
     // A missing snapshot file fails before anything is written.
     let before = ldb_scan(&db);
-    resync(&n, &db, 0)
+    n.resync(&db, 0)
         .arg("--anchors-from")
         .arg(dir.join("nope.dat"))
         .assert()
@@ -651,7 +639,7 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
         .stdout(contains("Verification OK.").not())
         .stderr(contains("not mined yet"));
     n.generate(6);
-    resync(&n, &db, 0).assert().code(0);
+    n.resync(&db, 0).assert().code(0);
     verify(&n, &f, &db)
         .assert()
         .code(0)
@@ -685,18 +673,14 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
     let mut rec = record(&db, &h1).unwrap();
     rec.status = AnchorStatus::InvalidatedReorg;
     put(&void, |b| b.put_anchor(&rec));
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
+    verify_file(&f)
         .arg("--reorg-db")
         .arg(&void)
         .assert()
         .code(2)
         .stderr(contains(format!("own anchor {h1} is INVALIDATED_REORG")));
     for mode in ["--all", "--last-valid"] {
-        cmd("ailee_l2_verify")
-            .arg("--snapshot")
-            .arg(&f)
+        verify_file(&f)
             .arg("--reorg-db")
             .arg(&void)
             .arg(mode)
@@ -746,9 +730,7 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
         .stderr(contains("is not recorded in the reorg database"))
         .stderr(contains("--anchors-from"));
     // ... and a warning, stated in the JSON too, with the database alone.
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
+    verify_file(&f)
         .arg("--reorg-db")
         .arg(&db)
         .arg("--json")
@@ -756,12 +738,7 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
         .code(0)
         .stdout(contains("is not recorded in the reorg database"));
     // --bitcoin-rpc needs the database that gives the txid.
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
-        .args(n.rpc_args())
-        .assert()
-        .code(1);
+    verify_file(&f).args(n.rpc_args()).assert().code(1);
 }
 
 /// A node in initial block download (Bitcoin Core says so in
@@ -806,7 +783,7 @@ fn wait_rides_out_a_node_that_is_not_listening_yet() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}");
     // Without --wait, nothing listening is an error at once.
-    resync_via(&url, &n, &db, 0)
+    n.resync_at(&url, &db, 0)
         .assert()
         .code(1)
         .stderr(contains("Connection refused"));
@@ -878,7 +855,7 @@ fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
         n1.cli(&["sendrawtransaction", signed["hex"].as_str().unwrap()]);
     }
     n1.generate(7);
-    resync(&n1, &db, 0).assert().code(0).stdout(contains("1 confirmed"));
+    n1.resync(&db, 0).assert().code(0).stdout(contains("1 confirmed"));
     // The same chain on a node without -txindex whose wallet never saw the
     // transaction (this SV node still finds it through the unspent change
     // output, as Bitcoin Core did before 0.15; newer Core answers -5 and the
@@ -887,7 +864,7 @@ fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
     feed(&n1, &n2, 1, 108);
     n1.generate(2);
     feed(&n1, &n2, 109, 110);
-    resync(&n2, &db, 0).assert().code(0).stdout(contains("No reorg."));
+    n2.resync(&db, 0).assert().code(0).stdout(contains("No reorg."));
     let a = record(&db, &hash).unwrap();
     assert_eq!(
         (a.status, a.bitcoin_height, a.confirmations),
@@ -959,7 +936,7 @@ fn confirmed_anchor_whose_block_left_the_chain_unseen_is_not_left_confirmed() {
     init_db(&db);
     let (hash, txid) = anchor(&n, &f, &db, 6, "unseen", true);
     n.generate(9); // anchor at 102, tip 110
-    resync(&n, &db, 0).assert().code(0);
+    n.resync(&db, 0).assert().code(0);
     assert_eq!(record(&db, &hash).unwrap().status, AnchorStatus::Confirmed);
     put(&db, |b| b.delete_blocks_from(100));
     n.cli(&["invalidateblock", &n.hash(100)]);
@@ -968,7 +945,7 @@ fn confirmed_anchor_whose_block_left_the_chain_unseen_is_not_left_confirmed() {
         rpc(&n).tx_places(std::slice::from_ref(&txid)).unwrap()[0],
         ailee_core::rpc::TxPlace::InBlock { .. }
     ));
-    resync(&n, &db, 0)
+    n.resync(&db, 0)
         .assert()
         .code(0)
         .stdout(contains("No reorg."))
@@ -1030,7 +1007,7 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
     // twice, neither the operator's: not recorded.
     std::fs::rename(&mdb, m.path().join("reorg_db.old")).unwrap();
     init_db(&mdb);
-    resync(&n, &mdb, 0)
+    n.resync(&mdb, 0)
         .arg("--anchors-from")
         .arg(&mf)
         .assert()
@@ -1090,7 +1067,7 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
             l2_state_root: v["l2_state_root"].as_str().unwrap().to_string(),
         })
     });
-    resync(&n, &pending, 0).assert().code(1).stderr(contains(format!(
+    n.resync(&pending, 0).assert().code(1).stderr(contains(format!(
         "anchor {forged}: transaction {by_anyone} is not proven the operator's"
     )));
     assert_eq!(record(&pending, &forged).unwrap().status, AnchorStatus::Pending);
@@ -1105,7 +1082,7 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
         .stderr(contains("no anchoring identity is configured"));
     // ... and --anchors-from refuses before it writes anything.
     let before = ldb_scan(&named);
-    resync(&n, &named, 0)
+    n.resync(&named, 0)
         .arg("--anchors-from")
         .arg(&mf)
         .assert()
@@ -1113,7 +1090,7 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
         .stderr(contains("--anchors-from needs the anchoring identity"));
     assert_eq!(ldb_scan(&named), before);
     // The operator's own anchor is proven on the operator's data directory.
-    resync(&n, &db, 0).assert().code(0);
+    n.resync(&db, 0).assert().code(0);
     verify(&n, &f, &db)
         .assert()
         .code(0)

@@ -4,15 +4,13 @@
 
 use ailee_core::records::AnchorStatus;
 use ailee_db::reorgdb::{Mode, ReorgDb};
-use ailee_recovery::{cmd, init_db, roots, vector, Node};
+use ailee_recovery::{cmd, db_tool, init_db, roots, vector, verify_file, Node};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
 
 fn state_of(file: &Path, index: usize) -> Vec<u8> {
-    let out = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(file)
+    let out = verify_file(file)
         .args(["--index", &index.to_string(), "--print-state"])
         .assert()
         .code(0);
@@ -165,12 +163,7 @@ fn pegouts_naming_unknown_anchors_are_refused_unless_allowed() {
         .stderr(contains("allowed by --allow-unknown-pegout-anchors"));
     // An anchor recorded in the snapshot file is known.
     std::fs::copy(vector("basic"), &f).unwrap();
-    let out = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
-        .args(["--index", "4", "--json"])
-        .assert()
-        .code(0);
+    let out = verify_file(&f).args(["--index", "4", "--json"]).assert().code(0);
     let h = json(&out)["anchor_hash"].as_str().unwrap().to_string();
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "-", "--snapshot-file"])
@@ -239,9 +232,7 @@ fn bad_input_exits_1_and_changes_nothing() {
             .stderr(contains("probably running"));
     }
     assert_eq!(std::fs::read(&f).unwrap(), before);
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&db)
+    db_tool(&db)
         .arg("--check")
         .assert()
         .code(0)
@@ -273,9 +264,7 @@ fn wallet_without_funds_exits_1_with_nothing_appended_or_recorded() {
         .stderr(contains("cannot create the anchor transaction"))
         .stderr(contains(&node.password).not());
     assert!(!f.exists());
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&db)
+    db_tool(&db)
         .arg("--check")
         .assert()
         .code(0)
@@ -405,10 +394,8 @@ fn broadcast_confirm_reorg_invalidate_end_to_end() {
         .write_stdin(state)
         .assert()
         .code(0);
-    cmd("ailee_l2_verify").arg("--snapshot").arg(&f).assert().code(0);
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
+    verify_file(&f).assert().code(0);
+    verify_file(&f)
         .arg("--reorg-db")
         .arg(&db)
         .assert()

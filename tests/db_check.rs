@@ -7,7 +7,7 @@
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, cmd, init_db};
+use ailee_recovery::{bin, cmd, db_tool, init_db};
 use predicates::str::contains;
 use std::path::{Path, PathBuf};
 
@@ -61,19 +61,9 @@ fn manifest(db: &Path) -> PathBuf {
 /// Runs `--check` twice: text (exit code, stderr) and `--json` (same exit
 /// code, exactly one JSON document on stdout). Returns the document.
 fn check(db: &Path, code: i32) -> serde_json::Value {
-    let text = cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(db)
-        .arg("--check")
-        .assert()
-        .code(code);
+    let text = db_tool(db).arg("--check").assert().code(code);
     let err = String::from_utf8_lossy(&text.get_output().stderr).into_owned();
-    let a = cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(db)
-        .args(["--check", "--json"])
-        .assert()
-        .code(code);
+    let a = db_tool(db).args(["--check", "--json"]).assert().code(code);
     let out = String::from_utf8(a.get_output().stdout.clone()).unwrap();
     let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
         .into_iter()
@@ -154,11 +144,7 @@ fn flipped_byte_anywhere_read_in_an_sst_exits_2() {
         let mut bytes = original.clone();
         bytes[at] ^= 0x40;
         std::fs::write(copy.join(&sst_name), bytes).unwrap();
-        let a = cmd("ailee_init_reorg_db")
-            .arg("--path")
-            .arg(&copy)
-            .args(["--check", "--json"])
-            .assert();
+        let a = db_tool(&copy).args(["--check", "--json"]).assert();
         let o = a.get_output();
         assert_eq!(
             o.status.code(),
@@ -388,13 +374,7 @@ fn a_manifest_cut_at_any_byte_never_checks_healthy_with_data_gone() {
             std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
         }
         std::fs::write(copy.join(&name), &original[..cut]).unwrap();
-        let o = cmd("ailee_init_reorg_db")
-            .arg("--path")
-            .arg(&copy)
-            .args(["--check", "--json"])
-            .assert()
-            .get_output()
-            .clone();
+        let o = db_tool(&copy).args(["--check", "--json"]).assert().get_output().clone();
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         // Either the cut loses nothing RocksDB needs (a torn tail after the
         // last edit that matters is ignored and every SST is still listed),

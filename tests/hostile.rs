@@ -8,8 +8,8 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
 use ailee_recovery::{
-    bash, bin, blocks, cmd, file_blocks, free_port, init_db, many_balances, proxy_answering, request_id, serve_raw,
-    vector, Node, Proxy, Reply,
+    bash, bin, blocks, cmd, db_tool, file_blocks, free_port, init_db, many_balances, proxy_answering, request_id,
+    resync_cmd, serve_raw, vector, verify_file, Node, Proxy, Reply,
 };
 use predicates::prelude::*;
 use predicates::str::contains;
@@ -85,12 +85,7 @@ fn big_file(dir: &Path, copies: usize) -> PathBuf {
 }
 
 fn count_ok(file: &Path) -> usize {
-    let out = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(file)
-        .args(["--all", "-q"])
-        .assert()
-        .code(0);
+    let out = verify_file(file).args(["--all", "-q"]).assert().code(0);
     String::from_utf8_lossy(&out.get_output().stdout)
         .matches(": OK ")
         .count()
@@ -126,9 +121,7 @@ fn failed_append_never_truncates_the_file() {
         "the partial append stays: nothing was truncated"
     );
     assert!(now.starts_with(&data));
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
+    verify_file(&f)
         .assert()
         .code(0)
         .stderr(contains("torn snapshot at end of file"));
@@ -354,12 +347,7 @@ fn rerun_after_confirmed_leaves_the_record_byte_for_byte() {
         .unwrap()
         .to_string();
     node.generate(6);
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(&db)
-        .args(node.rpc_args())
-        .assert()
-        .code(0);
+    node.resync(&db, 0).assert().code(0);
     let rec = ReorgDb::open(&db, Mode::ReadOnly)
         .unwrap()
         .anchor(&hash)
@@ -821,18 +809,14 @@ fn fifos_devices_and_endless_inputs_are_refused_at_once() {
         .unwrap()
         .success());
     for args in [&["--check"][..], &["--get-anchor", "ab"][..]] {
-        cmd("ailee_init_reorg_db")
-            .arg("--path")
-            .arg(&odd)
+        db_tool(&odd)
             .args(args)
             .timeout(Duration::from_secs(60))
             .assert()
             .code(1)
             .stderr(contains("CURRENT is not a regular file"));
     }
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("basic"))
+    verify_file(vector("basic"))
         .arg("--reorg-db")
         .arg(&odd)
         .timeout(Duration::from_secs(60))
@@ -841,12 +825,7 @@ fn fifos_devices_and_endless_inputs_are_refused_at_once() {
     // The --snapshot-file case above must not have given the state file's
     // parse error: --l2-state-file basic.dat is not JSON. Check the refusal
     // text of the plain cases.
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&fifo)
-        .assert()
-        .code(1)
-        .stderr(contains("FIFO"));
+    verify_file(&fifo).assert().code(1).stderr(contains("FIFO"));
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "/dev/zero"])
         .assert()
@@ -876,22 +855,13 @@ fn oversized_blocks_and_huge_torn_tails_are_reported_not_held() {
     std::fs::write(&f, &data).unwrap();
     let n = blocks("basic").len();
     let torn = format!("torn snapshot at end of file (byte offset {}", base.len());
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
-        .assert()
-        .code(0)
-        .stderr(contains(torn.clone()));
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
+    verify_file(&f).assert().code(0).stderr(contains(torn.clone()));
+    verify_file(&f)
         .arg("--all")
         .assert()
         .code(0)
         .stderr(contains(torn.clone()));
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
+    verify_file(&f)
         .arg("--last-valid")
         .assert()
         .code(0)
@@ -911,17 +881,13 @@ fn oversized_blocks_and_huge_torn_tails_are_reported_not_held() {
     let g_path = d.path().join("g.dat");
     std::fs::write(&g_path, &g).unwrap();
     for mode in [&[][..], &["--last-valid"][..]] {
-        cmd("ailee_l2_verify")
-            .arg("--snapshot")
-            .arg(&g_path)
+        verify_file(&g_path)
             .args(mode)
             .args(["--max-block-size", "65536"])
             .assert()
             .code(0);
     }
-    let out = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&g_path)
+    let out = verify_file(&g_path)
         .args(["--all", "--max-block-size", "65536"])
         .assert()
         .code(0)
@@ -958,9 +924,7 @@ fn non_utf8_paths_print_lossily_never_panic() {
     let f = dir.join("l2_snapshots.dat");
     std::fs::copy(vector("basic"), &f).unwrap();
     for mode in [&[][..], &["--all"][..], &["--last-valid"][..], &["--index", "1"][..]] {
-        cmd("ailee_l2_verify")
-            .arg("--snapshot")
-            .arg(&f)
+        verify_file(&f)
             .args(mode)
             .arg("--json")
             .assert()
@@ -982,9 +946,7 @@ fn non_utf8_paths_print_lossily_never_panic() {
         .assert()
         .code(0)
         .stdout(contains("data-\u{fffd}"));
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(dir.join("reorg_db"))
+    db_tool(dir.join("reorg_db"))
         .arg("--json")
         .assert()
         .code(0)
@@ -1075,9 +1037,7 @@ fn percent_encoded_and_raw_special_passwords_authenticate() {
         format!("{}:{enc}", node.user),
         format!("{}:{}", node.user, node.password),
     ] {
-        cmd("ailee_resync_blocks")
-            .args(["--start-height", "0", "--db-path"])
-            .arg(&db)
+        resync_cmd(&db)
             .args(["--bitcoin-rpc", &format!("http://{info}@127.0.0.1:{}", node.rpc_port)])
             .assert()
             .code(0)
@@ -1113,11 +1073,9 @@ fn print_state_of_a_non_utf8_id_is_operational_and_names_the_snapshot() {
     let mut block = Vec::new();
     ailee_core::format::write_snapshot(&snap, &mut block).unwrap();
     std::fs::write(&f, [std::fs::read(vector("basic")).unwrap(), block].concat()).unwrap();
-    cmd("ailee_l2_verify").arg("--snapshot").arg(&f).assert().code(0);
+    verify_file(&f).assert().code(0);
     let n = blocks("basic").len() + 1;
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
+    verify_file(&f)
         .arg("--print-state")
         .assert()
         .code(1)
@@ -1373,21 +1331,14 @@ fn every_tool_prints_one_json_document_on_every_exit_with_json() {
         assert!(!out.get_output().stderr.is_empty(), "{tool} {args:?}");
     }
     // A run that prints its own document (ok or failed) prints only that one.
-    let out = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("bad-root"))
+    let out = verify_file(vector("bad-root"))
         .args(["--all", "--json"])
         .assert()
         .code(2);
     let v = one_document(&out.get_output().stdout);
     assert_eq!(v["ok"], false);
     assert!(v["snapshots"].is_array());
-    let out = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("basic"))
-        .arg("--json")
-        .assert()
-        .code(0);
+    let out = verify_file(vector("basic")).arg("--json").assert().code(0);
     assert_eq!(one_document(&out.get_output().stdout)["ok"], true);
     // Without --json nothing goes to stdout on an error.
     cmd("ailee_l2_verify")

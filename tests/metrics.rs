@@ -4,7 +4,7 @@
 //! rules` / `promtool test rules`, and node_exporter scraping it all.
 
 use ailee_core::metrics::{Kind, CATALOG};
-use ailee_recovery::{bash, cmd, init_db, root, vector, Node};
+use ailee_recovery::{bash, cmd, db_tool, init_db, root, vector, Node};
 use predicates::str::contains;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -270,11 +270,7 @@ fn bad_writes_exit_1_and_leave_the_file_alone() {
 fn data_dir() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     std::fs::copy(vector("basic"), d.path().join("l2_snapshots.dat")).unwrap();
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(d.path().join("reorg_db"))
-        .assert()
-        .code(0);
+    db_tool(d.path().join("reorg_db")).assert().code(0);
     d
 }
 
@@ -708,11 +704,7 @@ fn node_exporter_serves_what_the_monitor_and_resync_reported() {
     let data = d.path().join("data");
     let textfile = d.path().join("textfile");
     std::fs::create_dir_all(&textfile).unwrap();
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(data.join("reorg_db"))
-        .assert()
-        .code(0);
+    db_tool(data.join("reorg_db")).assert().code(0);
     let rpc = node.rpc_args();
     let resync = |start: u64| {
         let mut c = cmd("ailee_resync_blocks");
@@ -853,11 +845,7 @@ fn node_exporter_serves_the_backup_success_and_failure_counter() {
     let data = d.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::copy(vector("basic"), data.join("l2_snapshots.dat")).unwrap();
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(data.join("reorg_db"))
-        .assert()
-        .code(0);
+    db_tool(data.join("reorg_db")).assert().code(0);
     let textfile = d.path().join("textfile");
     std::fs::create_dir_all(&textfile).unwrap();
     let exporter = Exporter::start(&textfile);

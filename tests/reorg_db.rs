@@ -4,7 +4,7 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use ailee_core::Error;
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{cmd, init_db};
+use ailee_recovery::{cmd, db_tool, init_db};
 use predicates::str::contains;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -48,9 +48,7 @@ fn init_creates_both_column_families_and_an_empty_healthy_database() {
     init_db(&p);
     let cfs = String::from_utf8(ldb(&p, &["list_column_families"]).stdout).unwrap();
     assert!(cfs.contains("{default, reputation_cf}"), "{cfs}");
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&p)
+    db_tool(&p)
         .arg("--check")
         .assert()
         .code(0)
@@ -70,9 +68,7 @@ fn init_never_touches_what_is_already_there() {
     let p = d.path().join("reorg_db");
     init_db(&p);
     let before: Vec<_> = std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().file_name()).collect();
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&p)
+    db_tool(&p)
         .assert()
         .code(1)
         .stderr(contains("an existing RocksDB database"));
@@ -81,45 +77,20 @@ fn init_never_touches_what_is_already_there() {
     // A file.
     let f = d.path().join("file");
     std::fs::write(&f, "x").unwrap();
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&f)
-        .assert()
-        .code(1)
-        .stderr(contains("a file, not a directory"));
+    db_tool(&f).assert().code(1).stderr(contains("a file, not a directory"));
     assert_eq!(std::fs::read(&f).unwrap(), b"x");
     // A directory that is not a database.
     let nd = d.path().join("stuff");
     std::fs::create_dir(&nd).unwrap();
     std::fs::write(nd.join("notes.txt"), "keep").unwrap();
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&nd)
-        .assert()
-        .code(1)
-        .stderr(contains("not a RocksDB database"));
+    db_tool(&nd).assert().code(1).stderr(contains("not a RocksDB database"));
     assert_eq!(std::fs::read_dir(&nd).unwrap().count(), 1);
     // Not writable.
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg("/proc/ailee_reorg_db")
-        .assert()
-        .code(1);
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(f.join("db"))
-        .assert()
-        .code(1);
+    db_tool("/proc/ailee_reorg_db").assert().code(1);
+    db_tool(f.join("db")).assert().code(1);
     // Check of something that is not a database.
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&nd)
-        .arg("--check")
-        .assert()
-        .code(1);
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(d.path().join("none"))
+    db_tool(&nd).arg("--check").assert().code(1);
+    db_tool(d.path().join("none"))
         .arg("--check")
         .assert()
         .code(1)
@@ -137,9 +108,7 @@ fn database_missing_reputation_cf_is_refused_unchanged() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&p)
+    db_tool(&p)
         .arg("--check")
         .assert()
         .code(1)
@@ -214,9 +183,7 @@ fn our_check_decodes_what_ldb_writes_and_flags_what_does_not_decode() {
     ] {
         ldb(&p, &["put", k, &v]);
     }
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&p)
+    db_tool(&p)
         .arg("--check")
         .assert()
         .code(0)
@@ -233,9 +200,7 @@ fn our_check_decodes_what_ldb_writes_and_flags_what_does_not_decode() {
     drop(db);
     // A record the node could not decode: exit 2, naming the key.
     ldb(&p, &["put", "block:00000000000000000010", "not-a-hash"]);
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&p)
+    db_tool(&p)
         .arg("--check")
         .assert()
         .code(2)
@@ -243,19 +208,12 @@ fn our_check_decodes_what_ldb_writes_and_flags_what_does_not_decode() {
     // A counter that disagrees with the events: exit 2.
     ldb(&p, &["delete", "block:00000000000000000010"]);
     ldb(&p, &["put", "reorg_counter", "5"]);
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&p)
+    db_tool(&p)
         .arg("--check")
         .assert()
         .code(2)
         .stderr(contains("Counter mismatch"));
-    let out = cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&p)
-        .args(["--check", "--json"])
-        .assert()
-        .code(2);
+    let out = db_tool(&p).args(["--check", "--json"]).assert().code(2);
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(v["healthy"], false);
     assert_eq!(v["anchors"]["PENDING"], 1);
@@ -307,9 +265,7 @@ fn locked_database_is_refused_for_writing_and_checkable_read_only() {
         Err(e) => panic!("expected Locked, got {e}"),
         Ok(_) => panic!("opened a locked database read-write"),
     }
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&p)
+    db_tool(&p)
         .arg("--check")
         .assert()
         .code(0)

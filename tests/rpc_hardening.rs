@@ -17,8 +17,8 @@
 //! - `--wait` rides out HTTP 503 from a proxy in front of the node.
 
 use ailee_recovery::{
-    bin, cmd, db_in, http, proxy_rewriting, rpc_args, rpc_batch, rpc_error, rpc_result, rpc_unknown_method, serve,
-    serve_stream, temp_db, Node, Reply,
+    bin, cmd, db_in, db_tool, http, proxy_rewriting, resync_cmd, rpc_args, rpc_batch, rpc_error, rpc_result,
+    rpc_unknown_method, serve, serve_stream, temp_db, verify_file, Node, Reply,
 };
 use predicates::prelude::*;
 use predicates::str::contains;
@@ -72,9 +72,7 @@ impl Target {
 }
 
 fn db_is_untouched(db: &Path) {
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(db)
+    db_tool(db)
         .arg("--check")
         .assert()
         .code(0)
@@ -109,9 +107,7 @@ fn create_anchor_broadcast(port: u16, db: &Path) -> assert_cmd::assert::Assert {
 }
 
 fn resync(port: u16, db: &Path) -> assert_cmd::assert::Assert {
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(db)
+    resync_cmd(db)
         .args(fake_args(port))
         .timeout(Duration::from_secs(60))
         .assert()
@@ -173,9 +169,7 @@ fn the_redirect_target_listener_does_see_a_direct_request() {
     // pointing the tool straight at it, the Authorization header shows up.
     let target = Target::bind();
     let (_d, db) = temp_db();
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(&db)
+    resync_cmd(&db)
         .args(["--bitcoin-rpc", &format!("http://{}", target.addr())])
         .args(["--rpc-user", "u", "--rpc-password", SECRET, "--rpc-timeout", "1"])
         .timeout(Duration::from_secs(60))
@@ -432,19 +426,10 @@ fn broadcast_on_the_real_node_stores_the_nodes_txid_lower_case() {
     assert_eq!(rec[0].bitcoin_tx_id, txid);
     // And a resync through the same transport stores the node's hashes.
     node.generate(1);
-    resync_real(&node, &db);
+    node.resync(&db, 0).assert().code(0);
     let r = ailee_db::reorgdb::ReorgDb::open(&db, ailee_db::reorgdb::Mode::ReadOnly).unwrap();
     let tip = node.count();
     assert_eq!(r.block_hash(tip).unwrap().unwrap(), node.hash(tip));
-}
-
-fn resync_real(node: &Node, db: &Path) {
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(db)
-        .args(node.rpc_args())
-        .assert()
-        .code(0);
 }
 
 // --- hostile replies: bounded memory and time ---------------------------------
@@ -484,9 +469,7 @@ fn endless_chunked_body_stops_at_the_cap() {
         while s.write_all(&chunk).is_ok() {}
     });
     let (_d, db) = temp_db();
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(&db)
+    resync_cmd(&db)
         .args([
             "--bitcoin-rpc",
             &format!("http://127.0.0.1:{port}"),
@@ -514,9 +497,7 @@ fn a_body_that_never_ends_hits_the_request_timeout() {
         }
     });
     let (_d, db) = temp_db();
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(&db)
+    resync_cmd(&db)
         .args([
             "--bitcoin-rpc",
             &format!("http://127.0.0.1:{port}"),
@@ -705,9 +686,7 @@ fn a_cookie_that_is_not_a_small_regular_file_is_refused_at_once() {
         (fifo.as_path(), "not a regular file"),
         (big.as_path(), "larger than 4096 bytes"),
     ] {
-        cmd("ailee_resync_blocks")
-            .args(["--start-height", "0", "--db-path"])
-            .arg(&db)
+        resync_cmd(&db)
             .args(["--bitcoin-rpc", &format!("http://127.0.0.1:{port}"), "--rpc-cookie"])
             .arg(cookie)
             .timeout(Duration::from_secs(60))
@@ -770,7 +749,7 @@ fn a_damaged_getblock_reply_is_exit_1_for_resync_and_verify_and_resync_says_what
         .assert()
         .code(0);
     node.generate(30); // the anchor at 102, tip 131
-    resync_real(&node, &db);
+    node.resync(&db, 0).assert().code(0);
     let block1 = node.cli(&["getblock", &node.hash(1), "0"]);
     type Damage = (&'static str, Arc<dyn Fn(&str) -> String + Send + Sync>);
     let cases: Vec<Damage> = vec![
@@ -794,9 +773,7 @@ fn a_damaged_getblock_reply_is_exit_1_for_resync_and_verify_and_resync_says_what
         ("the node returned block", Arc::new(move |_: &str| block1.clone())),
     ];
     let verify = |url: &str| {
-        cmd("ailee_l2_verify")
-            .arg("--snapshot")
-            .arg(&f)
+        verify_file(&f)
             .arg("--reorg-db")
             .arg(&db)
             .args(node.rpc_args_at(url))
@@ -1025,10 +1002,7 @@ fn wait_rides_out_http_503_from_a_proxy_in_front_of_the_node() {
     let url = px.url();
     let (_d, db) = temp_db();
     // Without --wait: exit 1 at once, saying what the proxy said.
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(&db)
-        .args(node.rpc_args_at(&url))
+    node.resync_at(&url, &db, 0)
         .assert()
         .code(1)
         .stderr(contains("getblockcount: HTTP 503 Service Unavailable"))
@@ -1088,5 +1062,5 @@ fn a_resync_that_fails_midway_says_what_it_wrote() {
     assert_eq!(r.tip().unwrap(), Some(19));
     assert_eq!(r.block_hash(19).unwrap().unwrap(), node.hash(19));
     drop(r);
-    resync_real(&node, &db);
+    node.resync(&db, 0).assert().code(0);
 }

@@ -7,7 +7,7 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_core::verify::anchor_hash_of;
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, blocks, cmd, vector};
+use ailee_recovery::{bin, blocks, cmd, vector, verify_file};
 use predicates::str::contains;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -155,9 +155,7 @@ fn verify_reads_the_database_through_the_helper() {
     assert_eq!(err.matches("cannot open reorg database").count(), 1, "{err}");
     assert!(err.contains("no database here"), "{err}");
     // --all and --last-valid read it the same way.
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("basic"))
+    verify_file(vector("basic"))
         .arg("--reorg-db")
         .arg(&void)
         .arg("--last-valid")

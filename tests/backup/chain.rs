@@ -55,9 +55,7 @@ fn anchor(data: &Path, balance: u64, node: Option<&Node>) -> (String, String, St
 }
 
 fn resync(n: &Node, data: &Path) {
-    ailee_recovery::cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(data.join("reorg_db"))
+    ailee_recovery::resync_cmd(data.join("reorg_db"))
         .args(n.rpc_args())
         .assert()
         .code(0);
@@ -73,11 +71,7 @@ fn anchored(n: &Node, conf: u64) -> (Fixture, String, String, String) {
     };
     let d = f.data();
     std::fs::create_dir(&d).unwrap();
-    ailee_recovery::cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(d.join("reorg_db"))
-        .assert()
-        .code(0);
+    ailee_recovery::db_tool(d.join("reorg_db")).assert().code(0);
     let (hash, txid, payload) = anchor(&d, 10, Some(n));
     n.generate(conf);
     resync(n, &d);
@@ -95,11 +89,7 @@ fn forge_backup(f: &Fixture, name: &str, balance: u64, points_at: Option<(&str, 
     std::fs::create_dir(&x).unwrap();
     std::fs::copy(f.data().join("node_id"), x.join("node_id")).unwrap();
     std::fs::copy(f.data().join("l2_snapshots.dat"), x.join("l2_snapshots.dat")).unwrap();
-    ailee_recovery::cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(x.join("reorg_db"))
-        .assert()
-        .code(0);
+    ailee_recovery::db_tool(x.join("reorg_db")).assert().code(0);
     let (hash, _, _) = anchor(&x, balance, None);
     if let Some((txid, height)) = points_at {
         let rec = AnchorRecord {

@@ -650,9 +650,7 @@ fn a_changed_byte_in_the_spare_is_never_published() {
     std::fs::write(f.data().join("l2_snapshots.dat"), b"junk").unwrap();
     f.restore(&[]).code(0);
     assert_eq!(f.state().l2.unwrap(), bl.concat());
-    ailee_recovery::cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(f.data().join("l2_snapshots.dat"))
+    ailee_recovery::verify_file(f.data().join("l2_snapshots.dat"))
         .arg("--all")
         .assert()
         .code(0);

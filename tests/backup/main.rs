@@ -263,9 +263,7 @@ fn local_backup_list_verify_restore() {
     assert_eq!(std::fs::read(rec[0].join("l2_snapshots.dat")).unwrap(), b"junk");
     assert_eq!(tree(&rec[0].join("reorg_db")), old.db);
     assert!(hidden_leftovers(&f.data()).is_empty());
-    ailee_recovery::cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(f.data().join("reorg_db"))
+    ailee_recovery::db_tool(f.data().join("reorg_db"))
         .arg("--check")
         .assert()
         .code(0)
@@ -800,9 +798,7 @@ fn offsite_repository_over_sftp() {
         .code(0);
     // The database comes back as the consistent copy the backup made.
     assert_eq!(state_of(&new).l2, f.state().l2);
-    ailee_recovery::cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(new.join("reorg_db"))
+    ailee_recovery::db_tool(new.join("reorg_db"))
         .arg("--check")
         .assert()
         .code(0)

@@ -411,9 +411,7 @@ fn offsite_rest_backup_list_verify_restore() {
         .assert()
         .code(0);
     assert_eq!(state_of(&new).l2, f.state().l2);
-    ailee_recovery::cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(new.join("reorg_db"))
+    ailee_recovery::db_tool(new.join("reorg_db"))
         .arg("--check")
         .assert()
         .code(0)
