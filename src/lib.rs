@@ -47,6 +47,17 @@ pub fn roots(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The node's vectors that hold snapshots (`empty` aside), by name.
+pub fn vector_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(vectors())
+        .expect("vectors")
+        .filter_map(|e| Some(e.ok()?.file_name().to_str()?.strip_suffix(".dat")?.to_string()))
+        .filter(|n| n != "empty")
+        .collect();
+    names.sort();
+    names
+}
+
 /// The complete blocks of a vector, byte for byte.
 pub fn blocks(name: &str) -> Vec<Vec<u8>> {
     file_blocks(&vector(name))
@@ -232,6 +243,19 @@ impl Node {
         c.args(["--start-height", &start.to_string(), "--db-path"])
             .arg(db)
             .args(self.rpc_args_at(url));
+        c
+    }
+
+    /// `ailee_create_anchor --l2-state-file - --broadcast` appending to
+    /// `file` and recording in `db`, against this node (the state to write
+    /// on stdin).
+    pub fn broadcast_anchor(&self, file: &Path, db: &Path) -> assert_cmd::Command {
+        let mut c = cmd("ailee_create_anchor");
+        c.args(["--l2-state-file", "-", "--broadcast", "--snapshot-file"])
+            .arg(file)
+            .arg("--db-path")
+            .arg(db)
+            .args(self.rpc_args());
         c
     }
 
@@ -461,6 +485,29 @@ pub fn db_tool(db: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
     let mut c = cmd("ailee_init_reorg_db");
     c.arg("--path").arg(db);
     c
+}
+
+/// `ailee_init_reorg_db --path DB --check`.
+pub fn check_db(db: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
+    let mut c = db_tool(db);
+    c.arg("--check");
+    c
+}
+
+/// Appends the snapshot of `state` (JSON) to `file` with
+/// `ailee_create_anchor`, pegouts to unknown anchors allowed; must succeed.
+pub fn append_state(file: &Path, state: impl Into<Vec<u8>>) {
+    cmd("ailee_create_anchor")
+        .args([
+            "--l2-state-file",
+            "-",
+            "--allow-unknown-pegout-anchors",
+            "--snapshot-file",
+        ])
+        .arg(file)
+        .write_stdin(state)
+        .assert()
+        .code(0);
 }
 
 /// `ailee_resync_blocks --start-height 0 --db-path DB` (the RPC options to add).

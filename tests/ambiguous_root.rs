@@ -5,7 +5,7 @@
 //! unless `--allow-ambiguous-root`. Every reference vector still gives the
 //! node's roots.
 
-use ailee_recovery::{cmd, db_tool, init_db, roots, vector, vectors, verify_file};
+use ailee_recovery::{check_db, cmd, init_db, roots, vector, vectors, verify_file};
 use predicates::prelude::*;
 use predicates::str::contains;
 use serde_json::Value;
@@ -113,11 +113,7 @@ fn create_anchor_refuses_an_ambiguous_state_and_writes_nothing() {
             .stdout("");
     }
     assert!(!f.exists(), "nothing appended");
-    db_tool(&db)
-        .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("Pending: 0"));
+    check_db(&db).assert().code(0).stdout(contains("Pending: 0"));
 }
 
 #[test]

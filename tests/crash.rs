@@ -5,7 +5,7 @@
 //! stands under a final name, the database opens and checks, and a rerun
 //! finishes the job. Each test prints how many kills it survived.
 
-use ailee_recovery::{bin, blocks, cmd, db_tool, init_db, temp_db, vector, verify_file, Node};
+use ailee_recovery::{bin, blocks, check_db, cmd, init_db, temp_db, vector, verify_file, Node};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
@@ -208,7 +208,7 @@ fn init_killed_anywhere_leaves_no_database_or_a_whole_one() {
         },
         |sc, n| {
             if p.exists() {
-                db_tool(&p).arg("--check").assert().code(0);
+                check_db(&p).assert().code(0);
             } else {
                 cmd("ailee_init_reorg_db").args(&a).assert().code(0);
             }
@@ -250,7 +250,7 @@ fn resync_killed_anywhere_reruns_to_a_consistent_database() {
                 break;
             }
             kills += 1;
-            db_tool(&db).arg("--check").assert().code(0);
+            check_db(&db).assert().code(0);
             // Whatever is stored agrees with the chain.
             let r = ailee_db::reorgdb::ReorgDb::open(&db, ailee_db::reorgdb::Mode::ReadOnly).unwrap();
             for item in r.blocks_from(0) {
@@ -261,8 +261,7 @@ fn resync_killed_anywhere_reruns_to_a_consistent_database() {
     }
     eprintln!("ailee_resync_blocks: survived {kills} kills");
     cmd("ailee_resync_blocks").args(&a).assert().code(0);
-    db_tool(&db)
-        .arg("--check")
+    check_db(&db)
         .assert()
         .code(0)
         .stdout(predicates::str::contains("heights 0..300, no gaps"));
@@ -370,7 +369,7 @@ fn io_errors_exit_1_and_leave_nothing_half_written() {
                         }
                     }
                     if db.exists() {
-                        db_tool(&db).arg("--check").assert().code(0);
+                        check_db(&db).assert().code(0);
                     }
                 }
             }

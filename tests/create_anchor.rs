@@ -4,7 +4,7 @@
 
 use ailee_core::records::AnchorStatus;
 use ailee_db::reorgdb::{Mode, ReorgDb};
-use ailee_recovery::{cmd, db_tool, init_db, roots, vector, verify_file, Node};
+use ailee_recovery::{append_state, check_db, cmd, init_db, roots, vector, vector_names, verify_file, Node};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
@@ -49,16 +49,7 @@ fn anchor_params(file: &Path, index: usize) -> (String, String) {
 
 #[test]
 fn every_vector_snapshot_converted_to_json_and_anchored_gives_the_nodes_root() {
-    for name in [
-        "basic",
-        "quoting",
-        "bad-root",
-        "no-anchor",
-        "bad-hash",
-        "pegout-missing-anchor",
-        "torn-tail",
-        "torn-then-appended",
-    ] {
+    for name in &vector_names() {
         for (i, root) in roots(name).iter().enumerate() {
             let state = state_of(&vector(name), i + 1);
             let out = cmd("ailee_create_anchor")
@@ -232,11 +223,7 @@ fn bad_input_exits_1_and_changes_nothing() {
             .stderr(contains("probably running"));
     }
     assert_eq!(std::fs::read(&f).unwrap(), before);
-    db_tool(&db)
-        .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("Pending: 0"));
+    check_db(&db).assert().code(0).stdout(contains("Pending: 0"));
     cmd("ailee_create_anchor").assert().code(1);
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "x", "--broadcast"])
@@ -252,23 +239,14 @@ fn wallet_without_funds_exits_1_with_nothing_appended_or_recorded() {
     let f = d.path().join("l2.dat");
     let db = d.path().join("reorg_db");
     init_db(&db);
-    cmd("ailee_create_anchor")
-        .args(["--l2-state-file", "-", "--broadcast", "--snapshot-file"])
-        .arg(&f)
-        .arg("--db-path")
-        .arg(&db)
-        .args(node.rpc_args())
+    node.broadcast_anchor(&f, &db)
         .write_stdin("{}")
         .assert()
         .code(1)
         .stderr(contains("cannot create the anchor transaction"))
         .stderr(contains(&node.password).not());
     assert!(!f.exists());
-    db_tool(&db)
-        .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("Pending: 0"));
+    check_db(&db).assert().code(0).stdout(contains("Pending: 0"));
 }
 
 #[test]
@@ -383,17 +361,7 @@ fn broadcast_confirm_reorg_invalidate_end_to_end() {
         .assert()
         .code(1)
         .stderr(contains("INVALIDATED_REORG"));
-    cmd("ailee_create_anchor")
-        .args([
-            "--l2-state-file",
-            "-",
-            "--allow-unknown-pegout-anchors",
-            "--snapshot-file",
-        ])
-        .arg(&f)
-        .write_stdin(state)
-        .assert()
-        .code(0);
+    append_state(&f, state);
     verify_file(&f).assert().code(0);
     verify_file(&f)
         .arg("--reorg-db")

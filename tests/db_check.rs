@@ -7,7 +7,7 @@
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, cmd, db_tool, init_db};
+use ailee_recovery::{bin, check_db, cmd, db_tool, init_db};
 use predicates::str::contains;
 use std::path::{Path, PathBuf};
 
@@ -61,7 +61,7 @@ fn manifest(db: &Path) -> PathBuf {
 /// Runs `--check` twice: text (exit code, stderr) and `--json` (same exit
 /// code, exactly one JSON document on stdout). Returns the document.
 fn check(db: &Path, code: i32) -> serde_json::Value {
-    let text = db_tool(db).arg("--check").assert().code(code);
+    let text = check_db(db).assert().code(code);
     let err = String::from_utf8_lossy(&text.get_output().stderr).into_owned();
     let a = db_tool(db).args(["--check", "--json"]).assert().code(code);
     let out = String::from_utf8(a.get_output().stdout.clone()).unwrap();

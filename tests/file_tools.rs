@@ -4,21 +4,10 @@
 use ailee_core::format::parse_block;
 use ailee_core::root::state_root;
 use ailee_core::scan::{Note, Scanner};
-use ailee_recovery::{bash, cmd, roots, vector};
+use ailee_recovery::{bash, cmd, roots, vector, vector_names};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
-
-const VECTORS: &[&str] = &[
-    "basic",
-    "quoting",
-    "bad-root",
-    "no-anchor",
-    "bad-hash",
-    "pegout-missing-anchor",
-    "torn-tail",
-    "torn-then-appended",
-];
 
 /// The input with every torn piece cut out: what the complete snapshots are.
 fn complete_part(name: &str) -> Vec<u8> {
@@ -61,7 +50,7 @@ fn extract(name: &str, dir: &Path) -> Vec<Vec<u8>> {
 
 #[test]
 fn extracted_files_concatenated_equal_the_complete_part_of_every_vector() {
-    for name in VECTORS {
+    for name in &vector_names() {
         let d = tempfile::tempdir().unwrap();
         let files = extract(name, &d.path().join("out"));
         assert_eq!(files.concat(), complete_part(name), "{name}");
@@ -127,7 +116,7 @@ fn extract_refuses_to_overwrite_without_force_and_removes_stale_with_it() {
 
 #[test]
 fn prune_output_equals_the_last_n_extracted_files() {
-    for name in VECTORS {
+    for name in &vector_names() {
         let d = tempfile::tempdir().unwrap();
         let files = extract(name, &d.path().join("x"));
         for keep in 1..=files.len() + 1 {

@@ -4,7 +4,7 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use ailee_core::Error;
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{cmd, db_tool, init_db};
+use ailee_recovery::{check_db, cmd, db_tool, init_db};
 use predicates::str::contains;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -48,8 +48,7 @@ fn init_creates_both_column_families_and_an_empty_healthy_database() {
     init_db(&p);
     let cfs = String::from_utf8(ldb(&p, &["list_column_families"]).stdout).unwrap();
     assert!(cfs.contains("{default, reputation_cf}"), "{cfs}");
-    db_tool(&p)
-        .arg("--check")
+    check_db(&p)
         .assert()
         .code(0)
         .stdout(contains("Pending: 0\nConfirmed: 0\nInvalidated: 0\n"))
@@ -89,7 +88,7 @@ fn init_never_touches_what_is_already_there() {
     db_tool("/proc/ailee_reorg_db").assert().code(1);
     db_tool(f.join("db")).assert().code(1);
     // Check of something that is not a database.
-    db_tool(&nd).arg("--check").assert().code(1);
+    check_db(&nd).assert().code(1);
     db_tool(d.path().join("none"))
         .arg("--check")
         .assert()
@@ -108,8 +107,7 @@ fn database_missing_reputation_cf_is_refused_unchanged() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    db_tool(&p)
-        .arg("--check")
+    check_db(&p)
         .assert()
         .code(1)
         .stderr(contains("\"reputation_cf\" is missing"));
@@ -183,8 +181,7 @@ fn our_check_decodes_what_ldb_writes_and_flags_what_does_not_decode() {
     ] {
         ldb(&p, &["put", k, &v]);
     }
-    db_tool(&p)
-        .arg("--check")
+    check_db(&p)
         .assert()
         .code(0)
         .stdout(contains("Pending: 1\n"))
@@ -200,19 +197,14 @@ fn our_check_decodes_what_ldb_writes_and_flags_what_does_not_decode() {
     drop(db);
     // A record the node could not decode: exit 2, naming the key.
     ldb(&p, &["put", "block:00000000000000000010", "not-a-hash"]);
-    db_tool(&p)
-        .arg("--check")
+    check_db(&p)
         .assert()
         .code(2)
         .stderr(contains("block:00000000000000000010"));
     // A counter that disagrees with the events: exit 2.
     ldb(&p, &["delete", "block:00000000000000000010"]);
     ldb(&p, &["put", "reorg_counter", "5"]);
-    db_tool(&p)
-        .arg("--check")
-        .assert()
-        .code(2)
-        .stderr(contains("Counter mismatch"));
+    check_db(&p).assert().code(2).stderr(contains("Counter mismatch"));
     let out = db_tool(&p).args(["--check", "--json"]).assert().code(2);
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(v["healthy"], false);
@@ -265,11 +257,7 @@ fn locked_database_is_refused_for_writing_and_checkable_read_only() {
         Err(e) => panic!("expected Locked, got {e}"),
         Ok(_) => panic!("opened a locked database read-write"),
     }
-    db_tool(&p)
-        .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("Database OK"));
+    check_db(&p).assert().code(0).stdout(contains("Database OK"));
     drop(h);
     // The lock died with its holder: no stale LOCK to remove.
     assert!(ReorgDb::open(&p, Mode::ReadWrite).is_ok());

@@ -3,7 +3,7 @@
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{cmd, db_tool, init_db, proxy, resync_cmd, temp_db, Node};
+use ailee_recovery::{check_db, cmd, init_db, proxy, resync_cmd, temp_db, Node};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
@@ -66,8 +66,7 @@ fn fresh_resync_matches_getblockhash_at_every_height() {
         .assert()
         .code(0)
         .stdout(contains("0 block hashes written"));
-    db_tool(&db)
-        .arg("--check")
+    check_db(&db)
         .assert()
         .code(0)
         .stdout(contains("heights 0..250, no gaps"));
@@ -119,11 +118,7 @@ fn reorg_is_recorded_at_the_exact_fork_and_invalidates_anchors_at_or_above_it() 
     assert_eq!((a('1').status, a('1').confirmations), (AnchorStatus::Confirmed, 22));
     assert_eq!((a('4').status, a('4').confirmations), (AnchorStatus::Confirmed, 12));
     drop(r);
-    db_tool(&db)
-        .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("Invalidated: 2"));
+    check_db(&db).assert().code(0).stdout(contains("Invalidated: 2"));
 }
 
 #[test]
@@ -222,7 +217,7 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
         child.wait().unwrap();
         drop(px.release);
         // After every kill the database opens and every record decodes.
-        db_tool(&db).arg("--check").assert().code(0);
+        check_db(&db).assert().code(0);
         // Stored hashes never disagree with the chain below a gap-free prefix.
         let s = stored(&db);
         let sample: Vec<_> = s.iter().filter(|(h, _)| h % 97 == 0).collect();
@@ -350,8 +345,7 @@ fn node_stopping_mid_run_exits_1_and_the_database_stays_consistent() {
     assert!(err.contains("Bitcoin RPC"), "{err}");
     assert!(!err.contains(&node.password));
     // What was written is a gap-free prefix of the chain.
-    db_tool(&db)
-        .arg("--check")
+    check_db(&db)
         .assert()
         .code(0)
         .stdout(contains("no gaps").or(contains("none stored")));

@@ -6,7 +6,7 @@
 //! with HTTP 401, not with an error text that holds "401"; `--wait` gives up
 //! on a node that never answers at `--wait-timeout`, not at `--rpc-timeout`.
 
-use ailee_recovery::{cmd, db_tool, http, rpc_batch, rpc_result, serve, silent, temp_db};
+use ailee_recovery::{check_db, cmd, http, rpc_batch, rpc_result, serve, silent, temp_db};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::time::{Duration, Instant};
@@ -54,11 +54,7 @@ fn check_fault(reply: fn(&str) -> Vec<u8>, msg: &str) {
         .code(1)
         .stderr(contains(msg))
         .stderr(contains("secret-pw-42").not());
-    db_tool(&db)
-        .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("Blocks: none stored"));
+    check_db(&db).assert().code(0).stdout(contains("Blocks: none stored"));
 }
 
 #[test]
@@ -209,9 +205,5 @@ fn wait_gives_up_on_a_node_that_never_answers_at_wait_timeout_not_rpc_timeout() 
         "waited {:?}: the attempt outlasted --wait-timeout",
         t0.elapsed()
     );
-    db_tool(&db)
-        .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("Blocks: none stored"));
+    check_db(&db).assert().code(0).stdout(contains("Blocks: none stored"));
 }

@@ -17,7 +17,7 @@
 //! - `--wait` rides out HTTP 503 from a proxy in front of the node.
 
 use ailee_recovery::{
-    bin, cmd, db_in, db_tool, http, proxy_rewriting, resync_cmd, rpc_args, rpc_batch, rpc_error, rpc_result,
+    bin, check_db, cmd, db_in, http, proxy_rewriting, resync_cmd, rpc_args, rpc_batch, rpc_error, rpc_result,
     rpc_unknown_method, serve, serve_stream, temp_db, verify_file, Node, Reply,
 };
 use predicates::prelude::*;
@@ -72,8 +72,7 @@ impl Target {
 }
 
 fn db_is_untouched(db: &Path) {
-    db_tool(db)
-        .arg("--check")
+    check_db(db)
         .assert()
         .code(0)
         .stdout(contains("Pending: 0\nConfirmed: 0"))
@@ -739,15 +738,7 @@ fn a_damaged_getblock_reply_is_exit_1_for_resync_and_verify_and_resync_says_what
     let d = tempfile::tempdir().unwrap();
     let (db, f) = (db_in(d.path()), d.path().join("l2.dat"));
     node.give_identity(d.path());
-    cmd("ailee_create_anchor")
-        .args(["--l2-state-file", "-", "--broadcast", "--snapshot-file"])
-        .arg(&f)
-        .arg("--db-path")
-        .arg(&db)
-        .args(node.rpc_args())
-        .write_stdin(STATE)
-        .assert()
-        .code(0);
+    node.broadcast_anchor(&f, &db).write_stdin(STATE).assert().code(0);
     node.generate(30); // the anchor at 102, tip 131
     node.resync(&db, 0).assert().code(0);
     let block1 = node.cli(&["getblock", &node.hash(1), "0"]);
@@ -936,12 +927,7 @@ fn raw_block_batches_are_bounded_by_bytes_not_by_block_batch() {
     let f = d.path().join("l2.dat");
     let anchor_db = db_in(d.path());
     node.give_identity(d.path());
-    cmd("ailee_create_anchor")
-        .args(["--l2-state-file", "-", "--broadcast", "--snapshot-file"])
-        .arg(&f)
-        .arg("--db-path")
-        .arg(&anchor_db)
-        .args(node.rpc_args())
+    node.broadcast_anchor(&f, &anchor_db)
         .write_stdin(STATE)
         .assert()
         .code(0);

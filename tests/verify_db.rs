@@ -7,7 +7,7 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_core::verify::anchor_hash_of;
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, blocks, cmd, vector, verify_file};
+use ailee_recovery::{append_state, bin, blocks, cmd, vector, verify_file};
 use predicates::str::contains;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -340,17 +340,7 @@ fn hostile_databases_hashes_and_readers() {
         "btcReleaseAmount": 1, "initiatedTime": 0, "completedTime": 0, "status": 0, "anchorCommitmentHash": "{}"}}]}}}}"#,
         "a".repeat(70_000)
     );
-    cmd("ailee_create_anchor")
-        .args([
-            "--l2-state-file",
-            "-",
-            "--allow-unknown-pegout-anchors",
-            "--snapshot-file",
-        ])
-        .arg(&f)
-        .write_stdin(state)
-        .assert()
-        .code(0);
+    append_state(&f, state);
     let n = blocks("basic").len();
     let empty = database(&d.path().join("empty"), &[]);
     let all = |extra: &[&str]| {

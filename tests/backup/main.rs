@@ -798,8 +798,7 @@ fn offsite_repository_over_sftp() {
         .code(0);
     // The database comes back as the consistent copy the backup made.
     assert_eq!(state_of(&new).l2, f.state().l2);
-    ailee_recovery::db_tool(new.join("reorg_db"))
-        .arg("--check")
+    ailee_recovery::check_db(new.join("reorg_db"))
         .assert()
         .code(0)
         .stdout(contains("heights 0..4, no gaps"));

@@ -411,8 +411,7 @@ fn offsite_rest_backup_list_verify_restore() {
         .assert()
         .code(0);
     assert_eq!(state_of(&new).l2, f.state().l2);
-    ailee_recovery::db_tool(new.join("reorg_db"))
-        .arg("--check")
+    ailee_recovery::check_db(new.join("reorg_db"))
         .assert()
         .code(0)
         .stdout(contains("heights 0..4, no gaps"));
