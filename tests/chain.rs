@@ -137,6 +137,36 @@ fn assert_mined_at(node: &Node, txid: &str, height: u64) {
     assert_eq!(tx["blockhash"].as_str(), Some(node.hash(height).as_str()), "{txid}");
 }
 
+/// `ailee_resync_blocks --wait` (every second, up to 600 s) into `db`, with
+/// `rpc`, spawned; its stderr lines come on the receiver.
+fn resync_waiting(db: &Path, rpc: Vec<String>) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(bin("ailee_resync_blocks"))
+        .args(["--start-height", "0", "--db-path"])
+        .arg(db)
+        .args(["--wait", "--wait-interval", "1", "--wait-timeout", "600"])
+        .args(rpc)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    (child, rx)
+}
+
+/// The exit status and stdout of a child (bounded: 600 s).
+fn finish(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
+    let status = wait_exit(child, Duration::from_secs(600));
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    (status, out)
+}
+
 /// Waits for a child to exit, bounded (the bound is a hang detector, not a timing assumption).
 fn wait_exit(child: &mut std::process::Child, bound: Duration) -> std::process::ExitStatus {
     let t0 = Instant::now();
@@ -183,30 +213,7 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
     ));
     assert_eq!(ldb_scan(&db), before);
     // --wait polls until the node has caught up, then resyncs.
-    let mut child = Command::new(bin("ailee_resync_blocks"))
-        .args([
-            "--start-height",
-            "0",
-            "--wait",
-            "--wait-interval",
-            "1",
-            "--wait-timeout",
-            "600",
-            "--db-path",
-        ])
-        .arg(&db)
-        .args(n2.rpc_args())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = channel();
-    let err = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
+    let (mut child, rx) = resync_waiting(&db, n2.rpc_args());
     let line = rx
         .recv_timeout(Duration::from_secs(120))
         .expect("resync --wait reports that it waits");
@@ -217,9 +224,7 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
     assert!(child.try_wait().unwrap().is_none(), "still waiting");
     assert_eq!(ldb_scan(&db), before);
     feed(&n1, &n2, 151, 228);
-    let status = wait_exit(&mut child, Duration::from_secs(600));
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let (status, out) = finish(&mut child);
     assert_eq!(status.code(), Some(0), "{out}");
     assert!(out.contains("No reorg."), "{out}");
     assert_eq!(record(&db, &hash), Some(confirmed));
@@ -436,9 +441,7 @@ fn resync_while_chain_moves(n: &Node, db: &Path, px: Proxy, reorganize: impl FnO
         .expect("the proxy holds a batch");
     reorganize();
     px.release.send(()).unwrap();
-    let status = wait_exit(&mut child, Duration::from_secs(600));
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let (status, out) = finish(&mut child);
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     eprintln!("{out}{err}");
@@ -787,30 +790,7 @@ fn wait_rides_out_a_node_that_is_not_listening_yet() {
         .assert()
         .code(1)
         .stderr(contains("Connection refused"));
-    let mut child = Command::new(bin("ailee_resync_blocks"))
-        .args([
-            "--start-height",
-            "0",
-            "--wait",
-            "--wait-interval",
-            "1",
-            "--wait-timeout",
-            "600",
-            "--db-path",
-        ])
-        .arg(&db)
-        .args(n.rpc_args_at(&url))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
+    let (mut child, rx) = resync_waiting(&db, n.rpc_args_at(&url));
     let line = rx.recv_timeout(Duration::from_secs(120)).expect("it says it waits");
     assert!(
         line.contains("node not ready") && line.contains("Connection refused"),
@@ -819,9 +799,7 @@ fn wait_rides_out_a_node_that_is_not_listening_yet() {
     assert!(stored(&db).is_empty());
     // The node starts listening there (a plain forwarder to the real node).
     let _px = proxy_on(TcpListener::bind(("127.0.0.1", port)).unwrap(), n.rpc_port, 0, false);
-    let status = wait_exit(&mut child, Duration::from_secs(600));
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let (status, out) = finish(&mut child);
     assert_eq!(status.code(), Some(0), "{out}");
     assert!(out.contains("21 block hashes written"), "{out}");
     assert_matches_node(&n, &db);

@@ -996,19 +996,8 @@ fn wait_rides_out_http_503_from_a_proxy_in_front_of_the_node() {
         .stderr(contains("authentication").not());
     db_is_untouched(&db);
     // With --wait: the two 503s left are waited out, then the resync runs.
-    cmd("ailee_resync_blocks")
-        .args([
-            "--start-height",
-            "0",
-            "--wait",
-            "--wait-interval",
-            "1",
-            "--wait-timeout",
-            "600",
-            "--db-path",
-        ])
-        .arg(&db)
-        .args(node.rpc_args_at(&url))
+    node.resync_at(&url, &db, 0)
+        .args(["--wait", "--wait-interval", "1", "--wait-timeout", "600"])
         .timeout(Duration::from_secs(600))
         .assert()
         .code(0)

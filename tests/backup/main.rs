@@ -81,13 +81,42 @@ impl Fixture {
     }
 
     fn list(&self) -> Vec<serde_json::Value> {
-        let o = self.cmd("ailee_backup").args(["--list", "--json"]).output().unwrap();
+        self.list_with(&[] as &[&str])
+    }
+
+    /// `ailee_backup --list --json` with `extra` options (another
+    /// repository, another node); must succeed.
+    fn list_with(&self, extra: &[impl AsRef<std::ffi::OsStr>]) -> Vec<serde_json::Value> {
+        let o = self
+            .cmd("ailee_backup")
+            .args(["--list", "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_slice::<serde_json::Value>(&o.stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// `strace STRACE_ARGS tool --data-dir DATA` with the fixture's
+    /// environment (a tool run under fault injection).
+    fn strace(&self, strace_args: &[&str], tool: &str) -> Command {
+        let mut c = Command::new("strace");
+        c.args(strace_args)
+            .arg(bin(tool))
+            .arg("--data-dir")
+            .arg(self.data())
+            .env_clear()
+            .env("HOME", self.dir())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        c
+    }
+
+    /// A metrics directory in the fixture: (its path, the path as text).
+    fn metrics_dir(&self) -> (PathBuf, String) {
+        let m = self.dir().join("metrics");
+        std::fs::create_dir(&m).unwrap();
+        let ms = m.to_str().unwrap().to_string();
+        (m, ms)
     }
 
     fn restic(&self, args: &[&str]) -> std::process::Output {
@@ -633,9 +662,8 @@ fn overlapping_runs_are_refused() {
 #[test]
 fn metrics_textfiles() {
     let f = Fixture::basic();
-    let m = f.dir().join("metrics");
-    std::fs::create_dir(&m).unwrap();
-    let ms = m.to_str().unwrap();
+    let (m, ms) = f.metrics_dir();
+    let ms = ms.as_str();
     f.backup(&["--metrics-dir", ms]).code(0);
     std::fs::write(f.data().join("l2_snapshots.dat"), b"no snapshots").unwrap();
     f.backup(&["--metrics-dir", ms]).code(1);
@@ -774,15 +802,7 @@ fn offsite_repository_over_sftp() {
     f.backup(&[&args[..], &["--no-forget"]].concat()).code(0);
     assert!(remote.join("config").exists(), "the repository is on the sftp side");
     no_plaintext(&remote);
-    let l = f
-        .cmd("ailee_backup")
-        .args(args)
-        .args(["--list", "--json"])
-        .output()
-        .unwrap();
-    assert!(l.status.success(), "{}", String::from_utf8_lossy(&l.stderr));
-    let l: serde_json::Value = serde_json::from_slice(&l.stdout).unwrap();
-    assert_eq!(l.as_array().unwrap().len(), 2);
+    assert_eq!(f.list_with(&args).len(), 2);
     f.backup(&[&args[..], &["--verify"]].concat()).code(0);
     // Disaster: a new machine, an empty data directory, the off-site copy.
     let new = f.dir().join("new");
@@ -862,21 +882,18 @@ fn reset(f: &Fixture, pristine: &Path) {
 
 /// Runs ailee_restore under strace, injecting `action` at the n-th `syscall`.
 fn restore_injected(f: &Fixture, syscall: &str, action: &str, n: usize) -> std::process::ExitStatus {
-    Command::new("strace")
-        .args(["-qq", "-o", "/dev/null", "-e"])
-        .arg(format!("trace={syscall}"))
-        .arg("-e")
-        .arg(format!("inject={syscall}:{action}:when={n}"))
-        .arg(bin("ailee_restore"))
-        .arg("--data-dir")
-        .arg(f.data())
-        .env_clear()
-        .env("HOME", f.dir())
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("strace (Debian package strace)")
+    let (trace, inject) = (
+        format!("trace={syscall}"),
+        format!("inject={syscall}:{action}:when={n}"),
+    );
+    f.strace(
+        &["-qq", "-o", "/dev/null", "-e", &trace, "-e", &inject],
+        "ailee_restore",
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .status()
+    .expect("strace (Debian package strace)")
 }
 
 /// After an attack: each store is wholly the old state or wholly the backup;
@@ -1077,17 +1094,9 @@ fn backup_killed_anywhere_leaves_a_complete_runbook_copy() {
     let mut kills = 0;
     for (sc, cap) in kill_points() {
         for n in 1..=cap {
-            let st = Command::new("strace")
-                .args(["-qq", "-o", "/dev/null", "-e"])
-                .arg(format!("trace={sc}"))
-                .arg("-e")
-                .arg(format!("inject={sc}:signal=SIGKILL:when={n}"))
-                .arg(bin("ailee_backup"))
-                .arg("--data-dir")
-                .arg(f.data())
-                .env_clear()
-                .env("HOME", f.dir())
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            let (trace, inject) = (format!("trace={sc}"), format!("inject={sc}:signal=SIGKILL:when={n}"));
+            let st = f
+                .strace(&["-qq", "-o", "/dev/null", "-e", &trace, "-e", &inject], "ailee_backup")
                 .status()
                 .unwrap();
             if st.signal() != Some(9) {

@@ -374,15 +374,7 @@ fn offsite_rest_backup_list_verify_restore() {
         .stdout("")
         .stderr("");
     no_plaintext(&srv.dir);
-    let o = f
-        .cmd("ailee_backup")
-        .args(&a)
-        .args(["--list", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    let remote: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let remote = remote.as_array().unwrap();
+    let remote = f.list_with(&a);
     assert_eq!(remote.len(), 2, "{remote:?}");
     assert_eq!(remote[1]["snapshots"], blocks("basic").len() as u64, "{remote:?}");
     assert_eq!(remote[1]["bytes"], f.state().l2.unwrap().len() as u64, "{remote:?}");
@@ -394,7 +386,7 @@ fn offsite_rest_backup_list_verify_restore() {
     let local = f.list();
     assert_eq!(local.len(), 2, "{local:?}");
     let ids = |v: &[serde_json::Value]| v.iter().map(|s| s["id"].to_string()).collect::<BTreeSet<_>>();
-    assert!(ids(&local).is_disjoint(&ids(remote)), "{local:?} {remote:?}");
+    assert!(ids(&local).is_disjoint(&ids(&remote)), "{local:?} {remote:?}");
     assert!(f.data().join("backups/repo/config").exists());
     f.backup(&["--verify"]).code(0);
     // Disaster: a new machine, an empty data directory, the off-site copy.
@@ -502,15 +494,8 @@ fn offsite_rest_server_killed_mid_upload_then_next_backup_succeeds() {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    let l = f
-        .cmd("ailee_backup")
-        .args(&a)
-        .args(["--list", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(l.status.code(), Some(0), "{}", String::from_utf8_lossy(&l.stderr));
-    let l: serde_json::Value = serde_json::from_slice(&l.stdout).unwrap();
-    assert_eq!(l.as_array().unwrap().last().unwrap()["snapshots"], n, "{l}");
+    let l = f.list_with(&a);
+    assert_eq!(l.last().unwrap()["snapshots"], n, "{l:?}");
 }
 
 /// A link that goes silent mid-upload (a relay that stops forwarding, the
