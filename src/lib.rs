@@ -163,11 +163,8 @@ pub fn bitcoind() -> PathBuf {
         let out = Command::new(root().join("scripts/install_bitcoind.sh"))
             .output()
             .expect("run install_bitcoind.sh");
-        assert!(
-            out.status.success(),
-            "install_bitcoind.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "install_bitcoind.sh failed: {err}");
         PathBuf::from(String::from_utf8(out.stdout).expect("utf-8 path").trim())
     })
     .clone()
@@ -497,13 +494,9 @@ pub fn check_db(db: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
 /// Appends the snapshot of `state` (JSON) to `file` with
 /// `ailee_create_anchor`, pegouts to unknown anchors allowed; must succeed.
 pub fn append_state(file: &Path, state: impl Into<Vec<u8>>) {
+    let args = "--l2-state-file - --allow-unknown-pegout-anchors --snapshot-file";
     cmd("ailee_create_anchor")
-        .args([
-            "--l2-state-file",
-            "-",
-            "--allow-unknown-pegout-anchors",
-            "--snapshot-file",
-        ])
+        .args(args.split(' '))
         .arg(file)
         .write_stdin(state)
         .assert()

@@ -433,6 +433,20 @@ fn broadcast_on_the_real_node_stores_the_nodes_txid_lower_case() {
 
 // --- hostile replies: bounded memory and time ---------------------------------
 
+/// A resync (no credentials) against the fake at `port` with `--rpc-timeout
+/// secs` exits 1 within that bound with `msg`; the database is untouched.
+fn refused_within(port: u16, secs: u64, msg: &str) {
+    let (_d, db) = temp_db();
+    resync_cmd(&db)
+        .args(["--bitcoin-rpc", &format!("http://127.0.0.1:{port}")])
+        .args(["--rpc-timeout", &secs.to_string()])
+        .timeout(Duration::from_secs(secs.max(120)))
+        .assert()
+        .code(1)
+        .stderr(contains(msg));
+    db_is_untouched(&db);
+}
+
 #[test]
 fn endless_headers_are_cut_off() {
     let port = serve_stream(|s| {
@@ -467,19 +481,7 @@ fn endless_chunked_body_stops_at_the_cap() {
         chunk.extend_from_slice(b"\r\n");
         while s.write_all(&chunk).is_ok() {}
     });
-    let (_d, db) = temp_db();
-    resync_cmd(&db)
-        .args([
-            "--bitcoin-rpc",
-            &format!("http://127.0.0.1:{port}"),
-            "--rpc-timeout",
-            "600",
-        ])
-        .timeout(Duration::from_secs(600))
-        .assert()
-        .code(1)
-        .stderr(contains("larger than 268435456 bytes"));
-    db_is_untouched(&db);
+    refused_within(port, 600, "larger than 268435456 bytes");
 }
 
 #[test]
@@ -495,19 +497,7 @@ fn a_body_that_never_ends_hits_the_request_timeout() {
             std::thread::sleep(Duration::from_millis(100));
         }
     });
-    let (_d, db) = temp_db();
-    resync_cmd(&db)
-        .args([
-            "--bitcoin-rpc",
-            &format!("http://127.0.0.1:{port}"),
-            "--rpc-timeout",
-            "2",
-        ])
-        .timeout(Duration::from_secs(120))
-        .assert()
-        .code(1)
-        .stderr(contains("timeout"));
-    db_is_untouched(&db);
+    refused_within(port, 2, "timeout");
 }
 
 #[test]

@@ -104,20 +104,6 @@ impl IndexTrap {
     }
 }
 
-/// Retention that keeps only the newest backup (forget and prune then run).
-const KEEP_LAST_ONLY: [&str; 10] = [
-    "--keep",
-    "1",
-    "--keep-hourly",
-    "0",
-    "--keep-daily",
-    "0",
-    "--keep-weekly",
-    "0",
-    "--keep-monthly",
-    "0",
-];
-
 fn locks(repo: &Path) -> usize {
     std::fs::read_dir(repo.join("locks")).map_or(0, |d| d.count())
 }

@@ -62,14 +62,31 @@ impl Fixture {
     }
 
     fn cmd(&self, tool: &str) -> assert_cmd::Command {
+        self.cmd_in(tool, &self.data())
+    }
+
+    /// `tool --data-dir DATA` with the fixture's scrubbed environment.
+    fn cmd_in(&self, tool: &str, data: &Path) -> assert_cmd::Command {
         let mut c = assert_cmd::Command::new(bin(tool));
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir())
             .env("LC_ALL", "C")
             .arg("--data-dir")
-            .arg(self.data());
+            .arg(data);
         c
+    }
+
+    /// `ailee_restore --data-dir NEW` with `args` (the off-site repository):
+    /// exit 0, and the fixture's snapshot file and its database (heights
+    /// 0..4) come back in NEW.
+    fn restore_into(&self, new: &Path, args: &[impl AsRef<std::ffi::OsStr>]) {
+        self.cmd_in("ailee_restore", new).args(args).assert().code(0);
+        assert_eq!(state_of(new).l2, self.state().l2);
+        ailee_recovery::check_db(new.join("reorg_db"))
+            .assert()
+            .code(0)
+            .stdout(contains("heights 0..4, no gaps"));
     }
 
     fn backup(&self, extra: &[&str]) -> assert_cmd::assert::Assert {
@@ -136,6 +153,28 @@ impl Fixture {
     fn state(&self) -> State {
         state_of(&self.data())
     }
+}
+
+/// Retention that keeps only the newest backup (forget and prune then run).
+const KEEP_LAST_ONLY: [&str; 10] = [
+    "--keep",
+    "1",
+    "--keep-hourly",
+    "0",
+    "--keep-daily",
+    "0",
+    "--keep-weekly",
+    "0",
+    "--keep-monthly",
+    "0",
+];
+
+/// The first line a child writes on its (piped) stdout, trimmed: it says it
+/// holds its lock.
+fn first_line(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+    line.trim().to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -427,18 +466,9 @@ fn keep_values_are_range_checked_before_anything_is_done() {
     ] {
         f.backup(&bad).code(1);
     }
-    f.backup(&[
-        "--keep-hourly",
-        "0",
-        "--keep-daily",
-        "0",
-        "--keep-weekly",
-        "0",
-        "--keep-monthly",
-        "0",
-    ])
-    .code(1)
-    .stderr(contains("delete every backup"));
+    f.backup(&KEEP_LAST_ONLY[2..])
+        .code(1)
+        .stderr(contains("delete every backup"));
     assert_eq!(f.list().len(), 1, "a refused run must not change the repository");
     f.backup(&["--keep", "1000000"]).code(0);
     assert_eq!(f.list().len(), 2);
@@ -554,9 +584,7 @@ fn restore_is_refused_while_the_database_lock_is_held() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(py.stdout.as_mut().unwrap()), &mut line).unwrap();
-    assert_eq!(line.trim(), "locked");
+    assert_eq!(first_line(&mut py), "locked");
     f.restore(&[]).code(1).stderr(contains("locked"));
     assert_eq!(f.state(), before);
     drop(py.stdin.take());
@@ -643,9 +671,7 @@ fn overlapping_runs_are_refused() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()), &mut line).unwrap();
-    assert_eq!(line.trim(), "held");
+    assert_eq!(first_line(&mut holder), "held");
     f.backup(&[])
         .code(1)
         .stderr(contains("another ailee_backup or ailee_restore is running"));
@@ -807,21 +833,8 @@ fn offsite_repository_over_sftp() {
     // Disaster: a new machine, an empty data directory, the off-site copy.
     let new = f.dir().join("new");
     std::fs::create_dir(&new).unwrap();
-    let mut c = assert_cmd::Command::new(bin("ailee_restore"));
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", f.dir())
-        .arg("--data-dir")
-        .arg(&new)
-        .args(args)
-        .assert()
-        .code(0);
     // The database comes back as the consistent copy the backup made.
-    assert_eq!(state_of(&new).l2, f.state().l2);
-    ailee_recovery::check_db(new.join("reorg_db"))
-        .assert()
-        .code(0)
-        .stdout(contains("heights 0..4, no gaps"));
+    f.restore_into(&new, &args);
     // A wrong password is an operational error, not "corrupt".
     std::fs::write(&pw, "wrong\n").unwrap();
     f.backup(&[&args[..], &["--list"]].concat()).code(1);

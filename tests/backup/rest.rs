@@ -392,21 +392,7 @@ fn offsite_rest_backup_list_verify_restore() {
     // Disaster: a new machine, an empty data directory, the off-site copy.
     let new = f.dir().join("new");
     std::fs::create_dir(&new).unwrap();
-    assert_cmd::Command::new(bin("ailee_restore"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", f.dir())
-        .env("LC_ALL", "C")
-        .arg("--data-dir")
-        .arg(&new)
-        .args(&a)
-        .assert()
-        .code(0);
-    assert_eq!(state_of(&new).l2, f.state().l2);
-    ailee_recovery::check_db(new.join("reorg_db"))
-        .assert()
-        .code(0)
-        .stdout(contains("heights 0..4, no gaps"));
+    f.restore_into(&new, &a);
 }
 
 /// Wrong HTTP credentials in the URL (the server answers 401): every tool
