@@ -175,6 +175,21 @@ impl Node {
         Node::start_with(&[])
     }
 
+    /// A node that has mined `blocks` blocks (101: a mature coin to spend).
+    pub fn mined(blocks: u64) -> Node {
+        let node = Node::start();
+        node.generate(blocks);
+        node
+    }
+
+    /// A temporary database holding this node's block hashes from height 0
+    /// (a resync that succeeded); see [`temp_db`].
+    pub fn synced_db(&self) -> (tempfile::TempDir, PathBuf) {
+        let (d, db) = temp_db();
+        self.resync(&db, 0).assert().code(0);
+        (d, db)
+    }
+
     /// Starts a node with extra `bitcoind` options (`-txindex=0` replaces the
     /// default `-txindex=1`).
     pub fn start_with(extra: &[&str]) -> Node {
@@ -538,6 +553,14 @@ pub fn temp_db() -> (tempfile::TempDir, PathBuf) {
     let d = tempfile::tempdir().expect("tempdir");
     let db = db_in(d.path());
     (d, db)
+}
+
+/// A temporary data directory with a snapshot file path `name` in it (not
+/// created) and an empty database at `reorg_db`: (directory, file, database).
+pub fn data_dir(name: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let (d, db) = temp_db();
+    let f = d.path().join(name);
+    (d, f, db)
 }
 
 // ------------------------------------------------------------ fake RPC server

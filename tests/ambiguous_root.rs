@@ -5,7 +5,7 @@
 //! unless `--allow-ambiguous-root`. Every reference vector still gives the
 //! node's roots.
 
-use ailee_recovery::{check_db, cmd, init_db, roots, vector, vectors, verify_file};
+use ailee_recovery::{check_db, cmd, data_dir, roots, vector, vectors, verify_file};
 use predicates::prelude::*;
 use predicates::str::contains;
 use serde_json::Value;
@@ -88,10 +88,7 @@ fn verify_says_nothing_about_a_state_without_colons() {
 
 #[test]
 fn create_anchor_refuses_an_ambiguous_state_and_writes_nothing() {
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2_snapshots.dat");
-    let db = d.path().join("reorg_db");
-    init_db(&db);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     for (task, client) in [("t:c", "x"), ("t", "c:x")] {
         cmd("ailee_create_anchor")
             .args(["--l2-state-file", "-", "--snapshot-file"])

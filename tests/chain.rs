@@ -7,7 +7,9 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use ailee_core::rpc::{Auth, Rpc, RpcConfig};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, cmd, init_db, proxy, proxy_on, rpc_result, serve, temp_db, verify_file, Node, Proxy};
+use ailee_recovery::{
+    bin, cmd, data_dir, init_db, proxy, proxy_on, rpc_result, serve, temp_db, verify_file, Node, Proxy,
+};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::io::{BufRead, BufReader, Read};
@@ -181,11 +183,8 @@ fn wait_exit(child: &mut std::process::Child, bound: Duration) -> std::process::
 
 #[test]
 fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_up() {
-    let n1 = Node::start();
-    n1.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init_db(&db);
+    let n1 = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, _) = anchor(&n1, &f, &db, 5, "lag", true);
     n1.generate(127); // tip 228, the anchor at 102
     n1.resync(&db, 0).assert().code(0).stdout(contains("1 confirmed"));
@@ -243,13 +242,10 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
 
 #[test]
 fn node_on_another_chain_is_refused_before_any_write() {
-    let n1 = Node::start();
-    n1.generate(228);
-    let (_d, db) = temp_db();
-    n1.resync(&db, 0).assert().code(0);
+    let n1 = Node::mined(228);
+    let (_d, db) = n1.synced_db();
     // A node that mined its own 150 blocks: the fork is at height 1, 228 deep.
-    let n2 = Node::start();
-    n2.generate(150);
+    let n2 = Node::mined(150);
     let before = ldb_scan(&db);
     for start in [0, 140, 200] {
         n2.resync(&db, start)
@@ -262,8 +258,7 @@ fn node_on_another_chain_is_refused_before_any_write() {
         assert_eq!(ldb_scan(&db), before, "start {start}");
     }
     // The same node above the tip of a database it shares nothing with.
-    let n3 = Node::start();
-    n3.generate(240);
+    let n3 = Node::mined(240);
     n3.resync(&db, 0).assert().code(1).stderr(contains("Refused"));
     assert_eq!(ldb_scan(&db), before);
     // A genesis block that is not the node's: refused however shallow.
@@ -279,11 +274,8 @@ fn node_on_another_chain_is_refused_before_any_write() {
 
 #[test]
 fn reorg_undone_by_reconsiderblock_reconfirms_the_invalidated_anchor() {
-    let n = Node::start();
-    n.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init_db(&db);
+    let n = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, txid) = anchor(&n, &f, &db, 7, "undo", true);
     n.generate(10); // anchor at 102, tip 111
     n.resync(&db, 0).assert().code(0);
@@ -316,11 +308,8 @@ fn reorg_undone_by_reconsiderblock_reconfirms_the_invalidated_anchor() {
 
 #[test]
 fn upper_case_stored_hashes_are_the_same_blocks_not_a_reorg() {
-    let n = Node::start();
-    n.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init_db(&db);
+    let n = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, _) = anchor(&n, &f, &db, 3, "case", true);
     n.generate(20);
     n.resync(&db, 0).assert().code(0);
@@ -344,11 +333,8 @@ fn upper_case_stored_hashes_are_the_same_blocks_not_a_reorg() {
 
 #[test]
 fn pending_anchor_the_node_does_not_know_is_named_and_the_others_still_confirm() {
-    let n = Node::start();
-    n.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init_db(&db);
+    let n = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (good, _) = anchor(&n, &f, &db, 1, "known", true);
     let lost = AnchorRecord {
         anchor_hash: "ab".repeat(32),
@@ -386,10 +372,8 @@ fn event(h: u64) -> ReorgEvent {
 
 #[test]
 fn new_reorg_events_go_past_existing_ones_and_the_counter_never_wraps() {
-    let n = Node::start();
-    n.generate(30);
-    let (_d, db) = temp_db();
-    n.resync(&db, 0).assert().code(0);
+    let n = Node::mined(30);
+    let (_d, db) = n.synced_db();
     // reorg:0 exists but the counter says 0: event 0 must not be overwritten.
     put(&db, |b| b.record_reorg(0, &event(5)));
     ldb_put(&db, "reorg_counter", "0");
@@ -450,11 +434,8 @@ fn resync_while_chain_moves(n: &Node, db: &Path, px: Proxy, reorganize: impl FnO
 
 #[test]
 fn chain_moving_between_batches_is_compared_again_and_no_orphaned_anchor_stays_confirmed() {
-    let n = Node::start();
-    n.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init_db(&db);
+    let n = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, txid) = anchor(&n, &f, &db, 9, "moving", true);
     n.generate(28); // anchor at 102, tip 129
     n.resync(&db, 0).assert().code(0);
@@ -488,11 +469,8 @@ fn chain_moving_between_batches_is_compared_again_and_no_orphaned_anchor_stays_c
 
 #[test]
 fn chain_moving_during_a_fresh_resync_leaves_no_hash_of_the_old_branch() {
-    let n = Node::start();
-    n.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init_db(&db);
+    let n = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, txid) = anchor(&n, &f, &db, 4, "fresh", true);
     n.generate(58); // anchor at 102, tip 159
                     // Empty database: batches of 10, written 40 heights at a time; request 6 is heights 50..59.
@@ -513,8 +491,7 @@ fn chain_moving_during_a_fresh_resync_leaves_no_hash_of_the_old_branch() {
 
 #[test]
 fn procedure_3_with_anchors_from_gives_back_every_anchor_record() {
-    let n = Node::start();
-    n.generate(101);
+    let n = Node::mined(101);
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     let (db, f) = (dir.join("reorg_db"), dir.join("l2_snapshots.dat"));
@@ -629,11 +606,8 @@ ailee_resync_blocks --start-height 0 --db-path reorg_db {rpc} --anchors-from l2_
 
 #[test]
 fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
-    let n = Node::start();
-    n.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init_db(&db);
+    let n = Node::mined(101);
+    let (d, f, db) = data_dir("l2_snapshots.dat");
     let (h1, t1) = anchor(&n, &f, &db, 10, "onchain-proof", true);
     // Recorded and broadcast, not mined: not provable yet (exit 1).
     verify(&n, &f, &db)
@@ -780,8 +754,7 @@ fn node_in_initial_block_download_is_behind_and_nothing_is_written() {
 
 #[test]
 fn wait_rides_out_a_node_that_is_not_listening_yet() {
-    let n = Node::start();
-    n.generate(20);
+    let n = Node::mined(20);
     let (_d, db) = temp_db();
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}");
@@ -807,11 +780,8 @@ fn wait_rides_out_a_node_that_is_not_listening_yet() {
 
 #[test]
 fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
-    let n1 = Node::start();
-    n1.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init_db(&db);
+    let n1 = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, txid) = anchor(&n1, &f, &db, 8, "no-txindex", true);
     // The transaction whose output the anchor spends keeps no unspent output
     // (this SV node finds a transaction without -txindex while one is left).
@@ -867,8 +837,7 @@ fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
 
 #[test]
 fn a_chain_that_keeps_moving_is_given_up_on_after_bounded_attempts() {
-    let n = Node::start();
-    n.generate(60);
+    let n = Node::mined(60);
     let (_d, db) = temp_db();
     // Every batch of hashes is held while the tip is replaced.
     let px = proxy_on(TcpListener::bind("127.0.0.1:0").unwrap(), n.rpc_port, 1, true);
@@ -907,11 +876,8 @@ fn confirmed_anchor_whose_block_left_the_chain_unseen_is_not_left_confirmed() {
     // The database never stored the heights of the reorg (here: deleted), so
     // no stored hash differs; the anchor's transaction is still in no
     // best-chain block, and the anchor must not stay CONFIRMED.
-    let n = Node::start();
-    n.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init_db(&db);
+    let n = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, txid) = anchor(&n, &f, &db, 6, "unseen", true);
     n.generate(9); // anchor at 102, tip 110
     n.resync(&db, 0).assert().code(0);
@@ -944,11 +910,8 @@ fn confirmed_anchor_whose_block_left_the_chain_unseen_is_not_left_confirmed() {
 /// identity nothing is proven (exit 1, never 0).
 #[test]
 fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() {
-    let n = Node::start();
-    n.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init_db(&db);
+    let n = Node::mined(101);
+    let (d, f, db) = data_dir("l2_snapshots.dat");
     let (honest, _) = anchor(&n, &f, &db, 10, "honest", true);
     // Mallory's copy of the data directory, identity file included.
     let m = tempfile::tempdir().unwrap();

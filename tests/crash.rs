@@ -220,8 +220,7 @@ fn init_killed_anywhere_leaves_no_database_or_a_whole_one() {
 
 #[test]
 fn resync_killed_anywhere_reruns_to_a_consistent_database() {
-    let node = Node::start();
-    node.generate(300);
+    let node = Node::mined(300);
     let (_d, db) = temp_db();
     let url = node.url();
     let a = os(&[

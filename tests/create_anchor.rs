@@ -4,7 +4,7 @@
 
 use ailee_core::records::AnchorStatus;
 use ailee_db::reorgdb::{Mode, ReorgDb};
-use ailee_recovery::{append_state, check_db, cmd, init_db, roots, vector, vector_names, verify_file, Node};
+use ailee_recovery::{append_state, check_db, cmd, data_dir, init_db, roots, vector, vector_names, verify_file, Node};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
@@ -235,10 +235,7 @@ fn bad_input_exits_1_and_changes_nothing() {
 #[test]
 fn wallet_without_funds_exits_1_with_nothing_appended_or_recorded() {
     let node = Node::start(); // no blocks mined: an empty wallet
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2.dat");
-    let db = d.path().join("reorg_db");
-    init_db(&db);
+    let (_d, f, db) = data_dir("l2.dat");
     node.broadcast_anchor(&f, &db)
         .write_stdin("{}")
         .assert()
@@ -251,12 +248,8 @@ fn wallet_without_funds_exits_1_with_nothing_appended_or_recorded() {
 
 #[test]
 fn broadcast_confirm_reorg_invalidate_end_to_end() {
-    let node = Node::start();
-    node.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2_snapshots.dat");
-    let db = d.path().join("reorg_db");
-    init_db(&db);
+    let node = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let resync = |start: u64| {
         let mut c = cmd("ailee_resync_blocks");
         c.args(["--start-height", &start.to_string(), "--db-path"])

@@ -8,8 +8,8 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
 use ailee_recovery::{
-    bash, bin, blocks, cmd, db_tool, file_blocks, free_port, init_db, many_balances, proxy_answering, request_id,
-    resync_cmd, serve_raw, vector, verify_file, Node, Proxy, Reply,
+    bash, bin, blocks, cmd, data_dir, db_tool, file_blocks, free_port, init_db, many_balances, proxy_answering,
+    request_id, resync_cmd, serve_raw, vector, verify_file, Node, Proxy, Reply,
 };
 use predicates::prelude::*;
 use predicates::str::contains;
@@ -242,12 +242,8 @@ fn raw_record(db: &Path, hash: &str) -> Vec<u8> {
 fn rejected_broadcast_then_rerun_finishes_the_job_without_a_second_snapshot() {
     // Item 3: the rerun after a rejected sendrawtransaction used to append a
     // second snapshot with a new anchor.
-    let node = Node::start();
-    node.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2.dat");
-    let db = d.path().join("reorg_db");
-    init_db(&db);
+    let node = Node::mined(101);
+    let (_d, f, db) = data_dir("l2.dat");
     let px = rejecting_proxy(node.rpc_port);
     let proxy = px.url();
     let anchor = |url: &str| {
@@ -320,12 +316,8 @@ fn blocks_of(f: &Path) -> usize {
 fn rerun_after_confirmed_leaves_the_record_byte_for_byte() {
     // Issue 16 item 2: the same command after the anchor was CONFIRMED reset
     // the record to PENDING, erasing txid, height and confirmations.
-    let node = Node::start();
-    node.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2.dat");
-    let db = d.path().join("reorg_db");
-    init_db(&db);
+    let node = Node::mined(101);
+    let (_d, f, db) = data_dir("l2.dat");
     let anchor = || {
         cmd("ailee_create_anchor")
             .arg("--l2-state-file")
@@ -1105,10 +1097,7 @@ fn os_errors_are_printed_once_and_counts_read_well() {
 #[test]
 fn get_snapshot_block_refuses_an_invalidated_anchor() {
     // Item 17: the height of an INVALIDATED_REORG anchor was printed, exit 0.
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2_snapshots.dat");
-    let db = d.path().join("reorg_db");
-    init_db(&db);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let out = cmd("ailee_create_anchor")
         .arg("--l2-state-file")
         .arg("-")

@@ -698,8 +698,7 @@ fn backup(data: &Path, metrics: &Path) -> assert_cmd::Command {
 /// serves what they reported.
 #[test]
 fn node_exporter_serves_what_the_monitor_and_resync_reported() {
-    let node = Node::start();
-    node.generate(110);
+    let node = Node::mined(110);
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     let textfile = d.path().join("textfile");
@@ -1210,8 +1209,7 @@ fn a_symlinked_reorg_db_is_followed_for_its_size() {
 /// --bitcoin-rpc does not print the orphaned height.
 #[test]
 fn a_120_block_reorg_under_a_confirmed_anchor_is_seen_everywhere() {
-    let node = Node::start();
-    node.generate(101);
+    let node = Node::mined(101);
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     let db = data.join("reorg_db");
@@ -1344,8 +1342,7 @@ fn a_120_block_reorg_under_a_confirmed_anchor_is_seen_everywhere() {
 /// time; a run that is not behind removes it.
 #[test]
 fn a_node_behind_is_reported_since_the_first_run_that_saw_it() {
-    let node = Node::start();
-    node.generate(20);
+    let node = Node::mined(20);
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("reorg_db");
     let m = d.path().join("textfile");

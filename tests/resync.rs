@@ -46,8 +46,7 @@ fn assert_matches_node(node: &Node, db: &Path) {
 
 #[test]
 fn fresh_resync_matches_getblockhash_at_every_height() {
-    let node = Node::start();
-    node.generate(250);
+    let node = Node::mined(250);
     let (_d, db) = temp_db();
     node.resync(&db, 0)
         .args(["--batch-size", "64"])
@@ -74,10 +73,8 @@ fn fresh_resync_matches_getblockhash_at_every_height() {
 
 #[test]
 fn reorg_is_recorded_at_the_exact_fork_and_invalidates_anchors_at_or_above_it() {
-    let node = Node::start();
-    node.generate(120);
-    let (_d, db) = temp_db();
-    node.resync(&db, 0).assert().code(0);
+    let node = Node::mined(120);
+    let (_d, db) = node.synced_db();
     put_anchors(
         &db,
         &[
@@ -123,10 +120,8 @@ fn reorg_is_recorded_at_the_exact_fork_and_invalidates_anchors_at_or_above_it() 
 
 #[test]
 fn reorg_deeper_than_the_threshold_exits_3_after_recording_it() {
-    let node = Node::start();
-    node.generate(60);
-    let (_d, db) = temp_db();
-    node.resync(&db, 0).assert().code(0);
+    let node = Node::mined(60);
+    let (_d, db) = node.synced_db();
     node.cli(&["invalidateblock", &node.hash(50)]);
     node.generate(12);
     node.resync(&db, 40)
@@ -153,10 +148,8 @@ fn reorg_deeper_than_the_threshold_exits_3_after_recording_it() {
 fn shorter_chain_with_equal_hashes_is_behind_not_a_reorg() {
     // A chain that ends below our stored heights, with the same hashes up to
     // its tip, is a node that is behind: nothing deleted (issue 15).
-    let node = Node::start();
-    node.generate(30);
-    let (_d, db) = temp_db();
-    node.resync(&db, 0).assert().code(0);
+    let node = Node::mined(30);
+    let (_d, db) = node.synced_db();
     let before = stored(&db);
     node.cli(&["invalidateblock", &node.hash(28)]);
     node.resync(&db, 20)
@@ -176,8 +169,7 @@ fn shorter_chain_with_equal_hashes_is_behind_not_a_reorg() {
 
 #[test]
 fn dry_run_reports_and_writes_nothing() {
-    let node = Node::start();
-    node.generate(20);
+    let node = Node::mined(20);
     let (_d, db) = temp_db();
     node.resync(&db, 0)
         .arg("--dry-run")
@@ -189,10 +181,8 @@ fn dry_run_reports_and_writes_nothing() {
 
 #[test]
 fn killed_resync_reruns_to_a_consistent_complete_database() {
-    let node = Node::start();
-    node.generate(1500);
-    let (_d, db) = temp_db();
-    node.resync(&db, 0).assert().code(0);
+    let node = Node::mined(1500);
+    let (_d, db) = node.synced_db();
     // A reorg to detect, then kill the resync at several points.
     // Fork at 1420: 81 deep, within --max-reorg-depth (a deeper one is refused).
     node.cli(&["invalidateblock", &node.hash(1420)]);
@@ -241,8 +231,7 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
 
 #[test]
 fn faults_exit_1_with_a_clear_message_and_no_secret() {
-    let mut node = Node::start();
-    node.generate(10);
+    let mut node = Node::mined(10);
     let (d, db) = temp_db();
     // Wrong password.
     resync_cmd(&db)
@@ -301,8 +290,7 @@ fn faults_exit_1_with_a_clear_message_and_no_secret() {
 
 #[test]
 fn database_held_by_the_node_is_refused() {
-    let node = Node::start();
-    node.generate(5);
+    let node = Node::mined(5);
     let (_d, db) = temp_db();
     let _held = ReorgDb::open(&db, Mode::ReadWrite).unwrap(); // stands in for the running node
     node.resync(&db, 0)
@@ -313,8 +301,7 @@ fn database_held_by_the_node_is_refused() {
 
 #[test]
 fn node_stopping_mid_run_exits_1_and_the_database_stays_consistent() {
-    let mut node = Node::start();
-    node.generate(1500);
+    let mut node = Node::mined(1500);
     let px = proxy(node.rpc_port, 30);
     let (_d, db) = temp_db();
     let mut c = std::process::Command::new(ailee_recovery::bin("ailee_resync_blocks"));

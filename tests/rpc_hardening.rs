@@ -393,8 +393,7 @@ fn a_reply_over_the_size_cap_is_refused_before_it_is_read() {
 
 #[test]
 fn broadcast_on_the_real_node_stores_the_nodes_txid_lower_case() {
-    let node = Node::start();
-    node.generate(101);
+    let node = Node::mined(101);
     let (_d, db) = temp_db();
     let out = cmd("ailee_create_anchor")
         .args(["--l2-state-file", "-", "--broadcast", "--json", "--db-path"])
@@ -723,8 +722,7 @@ fn damaging(damage: Arc<dyn Fn(&str) -> String + Send + Sync>) -> impl Fn(&str, 
 
 #[test]
 fn a_damaged_getblock_reply_is_exit_1_for_resync_and_verify_and_resync_says_what_it_wrote() {
-    let node = Node::start();
-    node.generate(101);
+    let node = Node::mined(101);
     let d = tempfile::tempdir().unwrap();
     let (db, f) = (db_in(d.path()), d.path().join("l2.dat"));
     node.give_identity(d.path());
@@ -955,8 +953,7 @@ fn raw_block_batches_are_bounded_by_bytes_not_by_block_batch() {
 #[test]
 fn wait_rides_out_http_503_from_a_proxy_in_front_of_the_node() {
     // A reverse proxy answers 503 while bitcoind restarts: not ready, waited for.
-    let node = Node::start();
-    node.generate(20);
+    let node = Node::mined(20);
     let left = Arc::new(std::sync::atomic::AtomicUsize::new(3));
     let px = proxy_rewriting(node.rpc_port, move |_, r| {
         let busy = left
@@ -1000,8 +997,7 @@ fn wait_rides_out_http_503_from_a_proxy_in_front_of_the_node() {
 fn a_resync_that_fails_midway_says_what_it_wrote() {
     // Heights 0..=19 are written (four batches of --batch-size 5, one write);
     // the fifth getblockhash batch comes back malformed.
-    let node = Node::start();
-    node.generate(29);
+    let node = Node::mined(29);
     let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let px = proxy_rewriting(node.rpc_port, move |req, mut r| {
         if req.contains("\"getblockhash\"") && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 4 {
