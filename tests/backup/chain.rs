@@ -19,18 +19,6 @@ use super::*;
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_recovery::Node;
 
-/// `tool --data-dir data` with the fixture's scrubbed environment.
-fn tool(f: &Fixture, name: &str, data: &Path) -> assert_cmd::Command {
-    let mut c = assert_cmd::Command::new(bin(name));
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", f.dir())
-        .env("LC_ALL", "C")
-        .arg("--data-dir")
-        .arg(data);
-    c
-}
-
 /// Appends a one-balance state with its anchor to `data/l2_snapshots.dat`;
 /// with `node`, records it in `data/reorg_db` and broadcasts it. Returns
 /// (anchor hash, txid, payload).
@@ -115,7 +103,7 @@ fn forge_backup(f: &Fixture, name: &str, balance: u64, points_at: Option<(&str, 
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let b = f.data().join("backups");
-    tool(f, "ailee_backup", &x)
+    f.cmd_in("ailee_backup", &x)
         .arg("--repo")
         .arg(b.join("repo"))
         .arg("--password-file")

@@ -169,6 +169,14 @@ const KEEP_LAST_ONLY: [&str; 10] = [
     "0",
 ];
 
+/// Changes one digit of a block's first balance: the block still parses,
+/// its root is wrong.
+fn spoil_first_balance(block: &mut [u8]) {
+    let i = block.windows(9).position(|w| w == b"balance \"").unwrap();
+    let j = i + block[i..].iter().position(|c| c.is_ascii_digit()).unwrap();
+    block[j] = if block[j] == b'1' { b'2' } else { b'1' };
+}
+
 /// The first line a child writes on its (piped) stdout, trimmed: it says it
 /// holds its lock.
 fn first_line(child: &mut std::process::Child) -> String {
@@ -395,13 +403,8 @@ fn runbook_copy_is_appended_to_and_the_glob_names_one_file() {
 #[test]
 fn a_corrupt_older_snapshot_does_not_stop_the_backup() {
     let mut bl = blocks("basic");
-    let s = String::from_utf8(bl[1].clone()).unwrap();
-    let i = s.find("balance \"").unwrap();
-    let mut b = s.into_bytes();
     // Change one digit of the first balance: the block parses, its root is wrong.
-    let j = i + b[i..].iter().position(|c| c.is_ascii_digit()).unwrap();
-    b[j] = if b[j] == b'1' { b'2' } else { b'1' };
-    bl[1] = b;
+    spoil_first_balance(&mut bl[1]);
     let f = Fixture::new(&bl.concat());
     f.backup(&[]).code(0).stdout("").stderr("");
     assert_eq!(f.list()[0]["snapshots"], bl.len() as u64);
@@ -436,9 +439,7 @@ fn a_snapshot_over_8_mib_is_counted_and_checked() {
     let mut big = std::fs::read(&big_file).unwrap();
     assert!(big.len() > 8 << 20);
     // Its root made wrong: one digit of the first balance.
-    let i = big.windows(9).position(|w| w == b"balance \"").unwrap();
-    let j = i + big[i..].iter().position(|c| c.is_ascii_digit()).unwrap();
-    big[j] = if big[j] == b'1' { b'2' } else { b'1' };
+    spoil_first_balance(&mut big);
     let mut bl = blocks("basic");
     bl.insert(1, big);
     let f = Fixture::new(&bl.concat());
