@@ -36,6 +36,13 @@ fn populated(dir: &Path) -> PathBuf {
     p
 }
 
+/// [`populated`] in a new temporary directory: (directory, database).
+fn populated_temp() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let db = populated(d.path());
+    (d, db)
+}
+
 fn files(db: &Path, ext: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(db)
         .unwrap()
@@ -82,16 +89,14 @@ fn check(db: &Path, code: i32) -> serde_json::Value {
 
 #[test]
 fn healthy_database_checks_ok_in_text_and_json() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     let v = check(&db, 0);
     assert_eq!(v["blocks"]["count"], 3000);
 }
 
 #[test]
 fn flipped_byte_in_an_sst_exits_2() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     let sst = biggest_sst(&db);
     let mut bytes = std::fs::read(&sst).unwrap();
     // Early in the file: inside the first data block, which only a full,
@@ -122,8 +127,7 @@ fn footer_padding(sst: &[u8]) -> std::ops::Range<usize> {
 fn flipped_byte_anywhere_read_in_an_sst_exits_2() {
     // Data blocks (sampled), index, properties and metaindex blocks, the
     // footer's handles, format version and magic.
-    let d = tempfile::tempdir().unwrap();
-    let clean = populated(d.path());
+    let (d, clean) = populated_temp();
     let sst_name = biggest_sst(&clean).file_name().unwrap().to_owned();
     let original = std::fs::read(clean.join(&sst_name)).unwrap();
     let len = original.len();
@@ -158,8 +162,7 @@ fn flipped_byte_anywhere_read_in_an_sst_exits_2() {
 
 #[test]
 fn sst_of_the_wrong_size_exits_2() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     let sst = biggest_sst(&db);
     let f = std::fs::OpenOptions::new().write(true).open(&sst).unwrap();
     let len = f.metadata().unwrap().len();
@@ -170,8 +173,7 @@ fn sst_of_the_wrong_size_exits_2() {
 
 #[test]
 fn missing_sst_exits_2() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     std::fs::remove_file(biggest_sst(&db)).unwrap();
     let v = check(&db, 2);
     assert_eq!(v["problem"], "corrupt", "{v}");
@@ -179,8 +181,7 @@ fn missing_sst_exits_2() {
 
 #[test]
 fn truncated_manifest_exits_2() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     let m = manifest(&db);
     let f = std::fs::OpenOptions::new().write(true).open(&m).unwrap();
     let len = f.metadata().unwrap().len();
@@ -191,8 +192,7 @@ fn truncated_manifest_exits_2() {
 
 #[test]
 fn empty_manifest_exits_2() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     std::fs::File::create(manifest(&db)).unwrap();
     check(&db, 2);
 }
@@ -225,8 +225,7 @@ fn absent_database_exits_1_with_one_json_document() {
 #[test]
 fn unreadable_database_exits_1_not_2() {
     // Permissions do not stop root: run the check as `nobody` (setpriv).
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (d, db) = populated_temp();
     let run_as_nobody = |json: bool| {
         let mut c = std::process::Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -265,8 +264,7 @@ fn unreadable_database_exits_1_not_2() {
 
 #[test]
 fn a_database_locked_by_the_node_still_checks_read_only_and_a_writer_exits_1() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     // The node holds RocksDB's LOCK with an fcntl lock, as Python's lockf does.
     let holder = Held::lock(&db);
     let v = check(&db, 0);
@@ -317,8 +315,7 @@ impl Drop for Held {
 fn an_sst_the_manifest_does_not_list_is_only_a_warning() {
     // What an interrupted flush or compaction leaves behind (the MANIFEST is
     // intact): reported, not a failure.
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     std::fs::copy(biggest_sst(&db), db.join("999999.sst")).unwrap();
     let v = check(&db, 0);
     let w = v["warnings"].as_array().unwrap();
@@ -345,8 +342,7 @@ fn inside_the_biggest_record(m: &[u8]) -> usize {
 #[test]
 fn a_torn_manifest_with_unlisted_ssts_is_only_a_warning_while_the_node_holds_the_lock() {
     // The node may be mid-flush: SST written, MANIFEST record being appended.
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     let m = manifest(&db);
     let bytes = std::fs::read(&m).unwrap();
     std::fs::write(&m, &bytes[..inside_the_biggest_record(&bytes)]).unwrap();
@@ -361,8 +357,7 @@ fn a_torn_manifest_with_unlisted_ssts_is_only_a_warning_while_the_node_holds_the
 
 #[test]
 fn a_manifest_cut_at_any_byte_never_checks_healthy_with_data_gone() {
-    let d = tempfile::tempdir().unwrap();
-    let clean = populated(d.path());
+    let (d, clean) = populated_temp();
     let name = manifest(&clean).file_name().unwrap().to_owned();
     let original = std::fs::read(clean.join(&name)).unwrap();
     let copy = d.path().join("copy");
@@ -408,8 +403,7 @@ fn one_json_doc(args: &[&std::ffi::OsStr], code: i32) -> serde_json::Value {
 
 #[test]
 fn every_mode_prints_one_json_document_on_errors_too() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (d, db) = populated_temp();
     let p = |x: &Path| x.as_os_str().to_owned();
     // Create over an existing database: refused, exit 1.
     let v = one_json_doc(&[p(Path::new("--path")).as_os_str(), p(&db).as_os_str()], 1);
@@ -443,8 +437,7 @@ fn every_mode_prints_one_json_document_on_errors_too() {
 
 #[test]
 fn a_writer_that_meets_a_damaged_database_exits_2_and_changes_nothing() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     std::fs::remove_file(biggest_sst(&db)).unwrap();
     let before: Vec<(PathBuf, Vec<u8>)> = {
         let mut v: Vec<_> = std::fs::read_dir(&db)
@@ -492,8 +485,7 @@ fn a_path_that_is_not_utf8_prints_lossily_in_json_never_panics() {
 
 #[test]
 fn a_database_reached_through_a_symlink_checks() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (d, db) = populated_temp();
     let link = d.path().join("link");
     std::os::unix::fs::symlink(&db, &link).unwrap();
     let v = check(&link, 0);

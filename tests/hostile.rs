@@ -32,6 +32,16 @@ fn raw(tool: &str) -> Command {
 }
 
 /// Waits (bounded) until `cond` holds; panics with `what` otherwise.
+/// A temporary directory with a snapshot file path `l2.dat` (not created)
+/// and the state file `s.json` holding [`STATE`]: (directory, file, state).
+fn with_state() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("s.json");
+    std::fs::write(&state, STATE).unwrap();
+    let f = d.path().join("l2.dat");
+    (d, f, state)
+}
+
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let t = Instant::now();
     while !cond() {
@@ -140,10 +150,7 @@ fn failed_append_never_truncates_the_file() {
 fn fifty_concurrent_append_pairs_all_succeed_and_verify() {
     // Item 2: two appenders at once used to exit 2 "does not read back as the
     // newest complete snapshot (concurrent writer?)" in 46 of 50 rounds.
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2.dat");
-    let state = d.path().join("s.json");
-    std::fs::write(&state, STATE).unwrap();
+    let (_d, f, state) = with_state();
     // Distinct timestamps: two anchors of one state (a rerun of the same
     // command would rightly be a no-op).
     let mut ts = 1_700_000_000_000u64;
@@ -177,10 +184,7 @@ fn fifty_concurrent_append_pairs_all_succeed_and_verify() {
 
 #[test]
 fn appends_while_a_node_like_writer_appends_all_verify() {
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2.dat");
-    let state = d.path().join("s.json");
-    std::fs::write(&state, STATE).unwrap();
+    let (_d, f, state) = with_state();
     let node_blocks = blocks("basic");
     let stop = std::sync::atomic::AtomicBool::new(false);
     let written = std::thread::scope(|s| {
@@ -1043,10 +1047,7 @@ fn percent_encoded_and_raw_special_passwords_authenticate() {
 #[test]
 fn print_state_of_a_non_utf8_id_is_operational_and_names_the_snapshot() {
     // Item 14: exit 2 (it verifies with 0) and no snapshot or line named.
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2.dat");
-    let state = d.path().join("s.json");
-    std::fs::write(&state, STATE).unwrap();
+    let (_d, f, state) = with_state();
     cmd("ailee_create_anchor")
         .arg("--l2-state-file")
         .arg(&state)

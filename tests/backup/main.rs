@@ -177,6 +177,18 @@ fn spoil_first_balance(block: &mut [u8]) {
     block[j] = if block[j] == b'1' { b'2' } else { b'1' };
 }
 
+/// A fixture of `bl` (its second snapshot does not verify), backed up: every
+/// snapshot is counted and `--verify` names the second, exit 0.
+fn backed_up_with_a_bad_second(bl: &[Vec<u8>]) -> Fixture {
+    let f = Fixture::new(&bl.concat());
+    f.backup(&[]).code(0).stdout("").stderr("");
+    assert_eq!(f.list()[0]["snapshots"], bl.len() as u64);
+    f.backup(&["--verify"])
+        .code(0)
+        .stderr(contains("snapshot 2 in the backup does not verify"));
+    f
+}
+
 /// The first line a child writes on its (piped) stdout, trimmed: it says it
 /// holds its lock.
 fn first_line(child: &mut std::process::Child) -> String {
@@ -405,12 +417,7 @@ fn a_corrupt_older_snapshot_does_not_stop_the_backup() {
     let mut bl = blocks("basic");
     // Change one digit of the first balance: the block parses, its root is wrong.
     spoil_first_balance(&mut bl[1]);
-    let f = Fixture::new(&bl.concat());
-    f.backup(&[]).code(0).stdout("").stderr("");
-    assert_eq!(f.list()[0]["snapshots"], bl.len() as u64);
-    f.backup(&["--verify"])
-        .code(0)
-        .stderr(contains("snapshot 2 in the backup does not verify"));
+    let f = backed_up_with_a_bad_second(&bl);
     // A corrupt *newest* snapshot is an integrity failure: nothing is published.
     let mut bad = bl.clone();
     bad.push(bl[1].clone());
@@ -442,12 +449,7 @@ fn a_snapshot_over_8_mib_is_counted_and_checked() {
     spoil_first_balance(&mut big);
     let mut bl = blocks("basic");
     bl.insert(1, big);
-    let f = Fixture::new(&bl.concat());
-    f.backup(&[]).code(0).stdout("").stderr("");
-    assert_eq!(f.list()[0]["snapshots"], bl.len() as u64);
-    f.backup(&["--verify"])
-        .code(0)
-        .stderr(contains("snapshot 2 in the backup does not verify"));
+    let _f = backed_up_with_a_bad_second(&bl);
 }
 
 /// Regression: `--keep 18446744073709551617` wrapped in bash arithmetic and

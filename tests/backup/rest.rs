@@ -104,6 +104,18 @@ impl Drop for Rclone {
 }
 
 /// The pack files of a repository (`data/XX/ID`).
+/// A fixture backed up once to a REST server through a relay: (fixture,
+/// server, relay, password file, the repository options via the relay).
+fn relayed() -> (Fixture, Rclone, Relay, PathBuf, Vec<String>) {
+    let f = Fixture::basic();
+    let srv = Rclone::start(f.dir());
+    let relay = Relay::start(srv.port);
+    let pw = password_file(&f);
+    let a = repo_args(&srv.url_with(relay.port, PASS), &pw);
+    f.backup(&a.iter().map(String::as_str).collect::<Vec<_>>()).code(0);
+    (f, srv, relay, pw, a)
+}
+
 fn packs(repo: &Path) -> BTreeSet<PathBuf> {
     let d = repo.join("data");
     if d.is_dir() {
@@ -490,12 +502,7 @@ fn offsite_rest_server_killed_mid_upload_then_next_backup_succeeds() {
 /// a working link exits 0.
 #[test]
 fn offsite_rest_silent_link_ends_at_the_restic_timeout() {
-    let f = Fixture::basic();
-    let srv = Rclone::start(f.dir());
-    let relay = Relay::start(srv.port);
-    let pw = password_file(&f);
-    let a = repo_args(&srv.url_with(relay.port, PASS), &pw);
-    f.backup(&a.iter().map(String::as_str).collect::<Vec<_>>()).code(0);
+    let (f, srv, relay, pw, a) = relayed();
     append_big_block(&f);
     let before = packs(&srv.dir);
     let mut run = Running::backup(
@@ -526,12 +533,7 @@ fn offsite_rest_silent_link_ends_at_the_restic_timeout() {
 /// exits 0: a dead off-site link never stops the local backup.
 #[test]
 fn offsite_rest_stalled_run_does_not_stop_the_local_backup() {
-    let f = Fixture::basic();
-    let srv = Rclone::start(f.dir());
-    let relay = Relay::start(srv.port);
-    let pw = password_file(&f);
-    let a = repo_args(&srv.url_with(relay.port, PASS), &pw);
-    f.backup(&a.iter().map(String::as_str).collect::<Vec<_>>()).code(0);
+    let (f, srv, relay, _pw, a) = relayed();
     f.backup(&[]).code(0);
     let n = append_big_block(&f);
     let before = packs(&srv.dir);
