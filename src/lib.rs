@@ -492,6 +492,27 @@ pub fn verify_file(file: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
     c
 }
 
+/// `ailee_prune_snapshots --file FILE` (`--keep`, `--output`, … to add).
+pub fn prune_cmd(file: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
+    let mut c = cmd("ailee_prune_snapshots");
+    c.arg("--file").arg(file);
+    c
+}
+
+/// `ailee_extract_snapshots INPUT OUTDIR`.
+pub fn extract_cmd(input: impl AsRef<std::ffi::OsStr>, outdir: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
+    let mut c = cmd("ailee_extract_snapshots");
+    c.arg(input).arg(outdir);
+    c
+}
+
+/// `ailee_create_anchor --from-snapshot FILE`.
+pub fn anchor_from(file: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
+    let mut c = cmd("ailee_create_anchor");
+    c.arg("--from-snapshot").arg(file);
+    c
+}
+
 /// `ailee_init_reorg_db --path DB` (`--check`, `--json`, … to add).
 pub fn db_tool(db: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
     let mut c = cmd("ailee_init_reorg_db");

@@ -5,7 +5,7 @@
 //! unless `--allow-ambiguous-root`. Every reference vector still gives the
 //! node's roots.
 
-use ailee_recovery::{check_db, cmd, data_dir, roots, vector, vectors, verify_file};
+use ailee_recovery::{anchor_from, check_db, cmd, data_dir, roots, vector, vectors, verify_file};
 use predicates::prelude::*;
 use predicates::str::contains;
 use serde_json::Value;
@@ -144,15 +144,8 @@ fn allowed_ambiguous_states_share_a_root_and_the_json_says_so() {
 #[test]
 fn create_anchor_from_the_quoting_vector_needs_the_override_and_keeps_the_nodes_root() {
     let q = vector("quoting");
-    cmd("ailee_create_anchor")
-        .arg("--from-snapshot")
-        .arg(&q)
-        .assert()
-        .code(1)
-        .stderr(contains("colon:inside"));
-    cmd("ailee_create_anchor")
-        .arg("--from-snapshot")
-        .arg(&q)
+    anchor_from(&q).assert().code(1).stderr(contains("colon:inside"));
+    anchor_from(&q)
         .arg("--allow-ambiguous-root")
         .assert()
         .code(0)

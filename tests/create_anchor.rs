@@ -4,7 +4,9 @@
 
 use ailee_core::records::AnchorStatus;
 use ailee_db::reorgdb::{Mode, ReorgDb};
-use ailee_recovery::{append_state, check_db, cmd, data_dir, init_db, roots, vector, vector_names, verify_file, Node};
+use ailee_recovery::{
+    anchor_from, append_state, check_db, cmd, data_dir, init_db, roots, vector, vector_names, verify_file, Node,
+};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
@@ -62,12 +64,7 @@ fn every_vector_snapshot_converted_to_json_and_anchored_gives_the_nodes_root() {
         }
     }
     // --from-snapshot takes the newest complete snapshot.
-    let out = cmd("ailee_create_anchor")
-        .arg("--from-snapshot")
-        .arg(vector("torn-tail"))
-        .arg("--json")
-        .assert()
-        .code(0);
+    let out = anchor_from(vector("torn-tail")).arg("--json").assert().code(0);
     assert_eq!(json(&out)["l2_state_root"], roots("torn-tail")[3]);
 }
 

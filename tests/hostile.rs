@@ -8,8 +8,8 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
 use ailee_recovery::{
-    bash, bin, blocks, cmd, data_dir, db_tool, file_blocks, free_port, init_db, many_balances, proxy_answering,
-    request_id, resync_cmd, serve_raw, vector, verify_file, Node, Proxy, Reply,
+    bash, bin, blocks, cmd, data_dir, db_tool, extract_cmd, file_blocks, free_port, init_db, many_balances,
+    proxy_answering, prune_cmd, request_id, resync_cmd, serve_raw, vector, verify_file, Node, Proxy, Reply,
 };
 use predicates::prelude::*;
 use predicates::str::contains;
@@ -382,11 +382,7 @@ fn extract_force_refuses_an_input_inside_outdir() {
     // Item 4: `extract --force s/snapshot_5.dat s/` deleted its own input.
     let d = tempfile::tempdir().unwrap();
     let s = d.path().join("s");
-    cmd("ailee_extract_snapshots")
-        .arg(vector("basic"))
-        .arg(&s)
-        .assert()
-        .code(0);
+    extract_cmd(vector("basic"), &s).assert().code(0);
     let before: Vec<_> = (1..=blocks("basic").len())
         .map(|i| std::fs::read(s.join(format!("snapshot_{i}.dat"))).unwrap())
         .collect();
@@ -395,9 +391,7 @@ fn extract_force_refuses_an_input_inside_outdir() {
     std::os::unix::fs::symlink(&s, &link).unwrap();
     let name = last.file_name().unwrap();
     for input in [last.clone(), s.join(".").join(name), link.join(name)] {
-        cmd("ailee_extract_snapshots")
-            .arg(&input)
-            .arg(&s)
+        extract_cmd(&input, &s)
             .arg("--force")
             .assert()
             .code(1)
@@ -430,7 +424,7 @@ fn interrupted_extract_force_leaves_the_old_set_or_the_new_one_never_a_mix() {
     let d = tempfile::tempdir().unwrap();
     let old_src = big_file(d.path(), 300);
     let out = d.path().join("out");
-    cmd("ailee_extract_snapshots").arg(&old_src).arg(&out).assert().code(0);
+    extract_cmd(&old_src, &out).assert().code(0);
     let old = set_of(&out);
     let new_src = d.path().join("new.dat");
     std::fs::write(&new_src, std::fs::read(vector("quoting")).unwrap().repeat(200)).unwrap();
@@ -471,7 +465,7 @@ fn interrupted_extract_force_leaves_the_old_set_or_the_new_one_never_a_mix() {
         let ok = now == old || new.as_ref() == Some(&now) || {
             let fresh = tempfile::tempdir().unwrap();
             let x = fresh.path().join("x");
-            cmd("ailee_extract_snapshots").arg(&new_src).arg(&x).assert().code(0);
+            extract_cmd(&new_src, &x).assert().code(0);
             let n = set_of(&x);
             let is_new = n == now;
             new = Some(n);
@@ -485,12 +479,7 @@ fn interrupted_extract_force_leaves_the_old_set_or_the_new_one_never_a_mix() {
     eprintln!("extract --force: {interrupted} runs interrupted, {completed} completed");
     assert!(interrupted + completed == 6);
     // The next run reaps what the SIGKILLed one left, and finishes.
-    cmd("ailee_extract_snapshots")
-        .arg(&new_src)
-        .arg(&out)
-        .arg("--force")
-        .assert()
-        .code(0);
+    extract_cmd(&new_src, &out).arg("--force").assert().code(0);
     assert!(temporaries(d.path()).is_empty());
     assert_eq!(Some(set_of(&out)), new.or_else(|| Some(set_of(&out))));
 }
@@ -504,12 +493,7 @@ fn extract_into_an_existing_directory_keeps_that_directory() {
     let out = d.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let ino = std::fs::metadata(&out).unwrap().ino();
-    cmd("ailee_extract_snapshots")
-        .arg(vector("basic"))
-        .arg(".")
-        .current_dir(&out)
-        .assert()
-        .code(0);
+    extract_cmd(vector("basic"), ".").current_dir(&out).assert().code(0);
     assert_eq!(std::fs::metadata(&out).unwrap().ino(), ino);
     assert_eq!(set_of(&out).len(), blocks("basic").len());
     assert!(temporaries(d.path()).is_empty() && temporaries(&out).is_empty());
@@ -528,19 +512,13 @@ fn dead_runs_temporary_files_are_reaped_by_the_next_run() {
     std::fs::write(&stale_file, vec![b'x'; 1 << 20]).unwrap();
     std::fs::create_dir(&stale_dir).unwrap();
     std::fs::write(stale_dir.join("snapshot_1.dat"), "x").unwrap();
-    cmd("ailee_prune_snapshots")
-        .arg("--file")
-        .arg(vector("basic"))
+    prune_cmd(vector("basic"))
         .args(["--keep", "1", "--output"])
         .arg(d.path().join("pruned.dat"))
         .assert()
         .code(0);
     assert!(!stale_file.exists());
-    cmd("ailee_extract_snapshots")
-        .arg(vector("basic"))
-        .arg(d.path().join("out"))
-        .assert()
-        .code(0);
+    extract_cmd(vector("basic"), d.path().join("out")).assert().code(0);
     assert!(temporaries(d.path()).is_empty());
 }
 
@@ -862,9 +840,7 @@ fn oversized_blocks_and_huge_torn_tails_are_reported_not_held() {
         .assert()
         .code(0)
         .stdout(format!("{n}\n"));
-    cmd("ailee_extract_snapshots")
-        .arg(&f)
-        .arg(d.path().join("x"))
+    extract_cmd(&f, d.path().join("x"))
         .assert()
         .code(0)
         .stdout(contains(format!("Extracted {n} snapshots")));
@@ -897,9 +873,7 @@ fn oversized_blocks_and_huge_torn_tails_are_reported_not_held() {
             .count(),
         n + 1
     );
-    cmd("ailee_extract_snapshots")
-        .arg(&g_path)
-        .arg(d.path().join("y"))
+    extract_cmd(&g_path, d.path().join("y"))
         .args(["--max-block-size", "65536"])
         .assert()
         .code(0)
@@ -927,17 +901,13 @@ fn non_utf8_paths_print_lossily_never_panic() {
             .code(0)
             .stdout(contains("data-\u{fffd}").or(contains("last_valid")));
     }
-    cmd("ailee_prune_snapshots")
-        .arg("--file")
-        .arg(&f)
+    prune_cmd(&f)
         .args(["--keep", "1", "--json", "--output"])
         .arg(dir.join("p.dat"))
         .assert()
         .code(0)
         .stdout(contains("data-\u{fffd}"));
-    cmd("ailee_extract_snapshots")
-        .arg(&f)
-        .arg(dir.join("x"))
+    extract_cmd(&f, dir.join("x"))
         .arg("--json")
         .assert()
         .code(0)
@@ -1087,9 +1057,7 @@ fn os_errors_are_printed_once_and_counts_read_well() {
     let d = tempfile::tempdir().unwrap();
     let one = d.path().join("one.dat");
     std::fs::write(&one, &blocks("basic")[0]).unwrap();
-    cmd("ailee_extract_snapshots")
-        .arg(&one)
-        .arg(d.path().join("x"))
+    extract_cmd(&one, d.path().join("x"))
         .assert()
         .code(0)
         .stdout(contains("Extracted 1 snapshot (").and(contains("snapshot_1.dat …").not()));
