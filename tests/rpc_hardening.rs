@@ -376,9 +376,7 @@ fn malformed_block_hashes_and_heights_exit_1_and_store_nothing() {
     }
     for count in [json!(-1), json!(1u64 << 40), json!("3"), json!(2.5)] {
         let port = serve(move |body| rpc_result(body, count.clone()));
-        let (_d, db) = temp_db();
-        resync(port, &db).code(1).stderr(contains("getblockcount"));
-        db_is_untouched(&db);
+        refused_at_getblockcount(port);
     }
 }
 
@@ -432,6 +430,14 @@ fn broadcast_on_the_real_node_stores_the_nodes_txid_lower_case() {
 
 // --- hostile replies: bounded memory and time ---------------------------------
 
+/// A resync against the fake at `port` fails at its first call (exit 1,
+/// `getblockcount` named); the database is untouched.
+fn refused_at_getblockcount(port: u16) {
+    let (_d, db) = temp_db();
+    resync(port, &db).code(1).stderr(contains("getblockcount"));
+    db_is_untouched(&db);
+}
+
 /// A resync (no credentials) against the fake at `port` with `--rpc-timeout
 /// secs` exits 1 within that bound with `msg`; the database is untouched.
 fn refused_within(port: u16, secs: u64, msg: &str) {
@@ -453,9 +459,7 @@ fn endless_headers_are_cut_off() {
         let line = format!("X-Junk: {}\r\n", "a".repeat(1000));
         while s.write_all(line.as_bytes()).is_ok() {}
     });
-    let (_d, db) = temp_db();
-    resync(port, &db).code(1).stderr(contains("getblockcount"));
-    db_is_untouched(&db);
+    refused_at_getblockcount(port);
 }
 
 #[test]
@@ -465,9 +469,7 @@ fn endless_status_line_is_cut_off() {
         let chunk = [b'O'; 4096];
         while s.write_all(&chunk).is_ok() {}
     });
-    let (_d, db) = temp_db();
-    resync(port, &db).code(1).stderr(contains("getblockcount"));
-    db_is_untouched(&db);
+    refused_at_getblockcount(port);
 }
 
 #[test]
@@ -509,9 +511,7 @@ fn a_reply_with_another_id_or_shape_is_refused() {
         |_| http("200 OK", "", b"\xff\xfe{}"),
     ] {
         let port = serve(reply);
-        let (_d, db) = temp_db();
-        resync(port, &db).code(1).stderr(contains("getblockcount"));
-        db_is_untouched(&db);
+        refused_at_getblockcount(port);
     }
 }
 

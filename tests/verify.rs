@@ -97,22 +97,14 @@ fn directory_or_bad_path_exit_1() {
 #[test]
 fn argument_errors_exit_1_not_2() {
     cmd("ailee_l2_verify").assert().code(1).stderr(contains("--snapshot"));
-    cmd("ailee_l2_verify")
-        .args(["--snapshot", "x", "--bogus"])
-        .assert()
-        .code(1);
-    cmd("ailee_l2_verify")
-        .args(["--snapshot", "x", "--index", "0"])
-        .assert()
-        .code(1);
-    cmd("ailee_l2_verify")
-        .args(["--snapshot", "x", "--index", "nope"])
-        .assert()
-        .code(1);
-    cmd("ailee_l2_verify")
-        .args(["--snapshot", "x", "--all", "--last-valid"])
-        .assert()
-        .code(1);
+    for extra in [
+        &["--bogus"][..],
+        &["--index", "0"],
+        &["--index", "nope"],
+        &["--all", "--last-valid"],
+    ] {
+        verify_file("x").args(extra).assert().code(1);
+    }
 }
 
 #[test]
