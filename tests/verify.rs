@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 fn healthy_vectors_verify_with_the_nodes_newest_root() {
     for name in ["basic", "quoting", "torn-tail", "torn-then-appended"] {
         let root = roots(name).pop().unwrap();
-        verify_file(&vector(name))
+        verify_file(vector(name))
             .assert()
             .code(0)
             .stdout(predicate::str::starts_with(format!(
@@ -22,7 +22,7 @@ fn healthy_vectors_verify_with_the_nodes_newest_root() {
 
 #[test]
 fn torn_tail_is_a_warning_on_stderr() {
-    verify_file(&vector("torn-tail"))
+    verify_file(vector("torn-tail"))
         .assert()
         .code(0)
         .stderr(contains("torn snapshot at end of file (byte offset 7659"));
@@ -43,7 +43,7 @@ fn failing_vectors_exit_2_with_the_nodes_messages() {
         ("pegout-missing-anchor", "missing anchor commitment hash."),
     ] {
         let root = roots(name).pop().unwrap();
-        verify_file(&vector(name))
+        verify_file(vector(name))
             .assert()
             .code(2)
             .stdout(format!("Computed L2StateRoot: {root}\n"))
@@ -54,7 +54,7 @@ fn failing_vectors_exit_2_with_the_nodes_messages() {
 #[test]
 fn bad_root_names_computed_and_anchor_roots() {
     let root = roots("bad-root").pop().unwrap();
-    verify_file(&vector("bad-root"))
+    verify_file(vector("bad-root"))
         .assert()
         .code(2)
         .stderr(contains(format!("expected={root} anchor=")));
@@ -88,7 +88,7 @@ fn directory_or_bad_path_exit_1() {
         .stderr(contains("Failed to load snapshot"));
     let f = d.path().join("f");
     std::fs::write(&f, "x").unwrap();
-    verify_file(&f.join("child"))
+    verify_file(f.join("child"))
         .assert()
         .code(1)
         .stderr(contains("Not a directory"));
@@ -308,7 +308,7 @@ fn last_valid_prints_the_newest_snapshot_that_verifies() {
 
 #[test]
 fn json_output_is_machine_readable() {
-    let out = verify_file(&vector("bad-root")).arg("--json").assert().code(2);
+    let out = verify_file(vector("bad-root")).arg("--json").assert().code(2);
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(v["ok"], false);
     assert_eq!(v["root"], roots("bad-root")[2]);
@@ -330,7 +330,7 @@ fn pegout_naming_an_unknown_anchor_is_a_warning_without_a_database() {
         .code(0)
         .stderr(contains("no earlier snapshot in this file records"));
     // In the full file the anchor is found: no warning.
-    verify_file(&vector("basic")).assert().code(0).stderr("");
+    verify_file(vector("basic")).assert().code(0).stderr("");
 }
 
 #[test]
