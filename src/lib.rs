@@ -6,6 +6,7 @@
 //! the running test, and returns its path: no reliance on build order.
 //! [`cmd`] scrubs the environment so a developer's settings change nothing.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -485,43 +486,40 @@ impl Drop for Node {
     }
 }
 
-/// `ailee_l2_verify --snapshot FILE`.
-pub fn verify_file(file: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
-    let mut c = cmd("ailee_l2_verify");
-    c.arg("--snapshot").arg(file);
+/// `tool ARG1 ARG2`: the commands below.
+fn cmd2(tool: &str, a1: impl AsRef<OsStr>, a2: impl AsRef<OsStr>) -> assert_cmd::Command {
+    let mut c = cmd(tool);
+    c.arg(a1).arg(a2);
     c
+}
+
+/// `ailee_l2_verify --snapshot FILE`.
+pub fn verify_file(file: impl AsRef<OsStr>) -> assert_cmd::Command {
+    cmd2("ailee_l2_verify", "--snapshot", file)
 }
 
 /// `ailee_prune_snapshots --file FILE` (`--keep`, `--output`, … to add).
-pub fn prune_cmd(file: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
-    let mut c = cmd("ailee_prune_snapshots");
-    c.arg("--file").arg(file);
-    c
+pub fn prune_cmd(file: impl AsRef<OsStr>) -> assert_cmd::Command {
+    cmd2("ailee_prune_snapshots", "--file", file)
 }
 
 /// `ailee_extract_snapshots INPUT OUTDIR`.
-pub fn extract_cmd(input: impl AsRef<std::ffi::OsStr>, outdir: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
-    let mut c = cmd("ailee_extract_snapshots");
-    c.arg(input).arg(outdir);
-    c
+pub fn extract_cmd(input: impl AsRef<OsStr>, outdir: impl AsRef<OsStr>) -> assert_cmd::Command {
+    cmd2("ailee_extract_snapshots", input, outdir)
 }
 
 /// `ailee_create_anchor --from-snapshot FILE`.
-pub fn anchor_from(file: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
-    let mut c = cmd("ailee_create_anchor");
-    c.arg("--from-snapshot").arg(file);
-    c
+pub fn anchor_from(file: impl AsRef<OsStr>) -> assert_cmd::Command {
+    cmd2("ailee_create_anchor", "--from-snapshot", file)
 }
 
 /// `ailee_init_reorg_db --path DB` (`--check`, `--json`, … to add).
-pub fn db_tool(db: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
-    let mut c = cmd("ailee_init_reorg_db");
-    c.arg("--path").arg(db);
-    c
+pub fn db_tool(db: impl AsRef<OsStr>) -> assert_cmd::Command {
+    cmd2("ailee_init_reorg_db", "--path", db)
 }
 
 /// `ailee_init_reorg_db --path DB --check`.
-pub fn check_db(db: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
+pub fn check_db(db: impl AsRef<OsStr>) -> assert_cmd::Command {
     let mut c = db_tool(db);
     c.arg("--check");
     c
@@ -540,7 +538,7 @@ pub fn append_state(file: &Path, state: impl Into<Vec<u8>>) {
 }
 
 /// `ailee_resync_blocks --start-height 0 --db-path DB` (the RPC options to add).
-pub fn resync_cmd(db: impl AsRef<std::ffi::OsStr>) -> assert_cmd::Command {
+pub fn resync_cmd(db: impl AsRef<OsStr>) -> assert_cmd::Command {
     let mut c = cmd("ailee_resync_blocks");
     c.args(["--start-height", "0", "--db-path"]).arg(db);
     c
