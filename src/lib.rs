@@ -6,6 +6,7 @@
 //! the running test, and returns its path: no reliance on build order.
 //! [`cmd`] scrubs the environment so a developer's settings change nothing.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -45,6 +46,17 @@ pub fn roots(name: &str) -> Vec<String> {
         .lines()
         .map(|l| l.split_once(' ').expect("N root").1.to_string())
         .collect()
+}
+
+/// The node's vectors that hold snapshots (`empty` aside), by name.
+pub fn vector_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(vectors())
+        .expect("vectors")
+        .filter_map(|e| Some(e.ok()?.file_name().to_str()?.strip_suffix(".dat")?.to_string()))
+        .filter(|n| n != "empty")
+        .collect();
+    names.sort();
+    names
 }
 
 /// The complete blocks of a vector, byte for byte.
@@ -137,7 +149,8 @@ pub struct Node {
     identity: OnceLock<String>,
 }
 
-fn free_port() -> u16 {
+/// A port on 127.0.0.1 that nothing listens on (now).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -151,11 +164,8 @@ pub fn bitcoind() -> PathBuf {
         let out = Command::new(root().join("scripts/install_bitcoind.sh"))
             .output()
             .expect("run install_bitcoind.sh");
-        assert!(
-            out.status.success(),
-            "install_bitcoind.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "install_bitcoind.sh failed: {err}");
         PathBuf::from(String::from_utf8(out.stdout).expect("utf-8 path").trim())
     })
     .clone()
@@ -164,6 +174,21 @@ pub fn bitcoind() -> PathBuf {
 impl Node {
     pub fn start() -> Node {
         Node::start_with(&[])
+    }
+
+    /// A node that has mined `blocks` blocks (101: a mature coin to spend).
+    pub fn mined(blocks: u64) -> Node {
+        let node = Node::start();
+        node.generate(blocks);
+        node
+    }
+
+    /// A temporary database holding this node's block hashes from height 0
+    /// (a resync that succeeded); see [`temp_db`].
+    pub fn synced_db(&self) -> (tempfile::TempDir, PathBuf) {
+        let (d, db) = temp_db();
+        self.resync(&db, 0).assert().code(0);
+        (d, db)
     }
 
     /// Starts a node with extra `bitcoind` options (`-txindex=0` replaces the
@@ -218,6 +243,44 @@ impl Node {
     /// `http://127.0.0.1:<port>` (credentials passed separately).
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.rpc_port)
+    }
+
+    /// `ailee_resync_blocks --start-height START --db-path DB` against this node.
+    pub fn resync(&self, db: &Path, start: u64) -> assert_cmd::Command {
+        self.resync_at(&self.url(), db, start)
+    }
+
+    /// [`Node::resync`] through `url` (a proxy in front of the node).
+    pub fn resync_at(&self, url: &str, db: &Path, start: u64) -> assert_cmd::Command {
+        let mut c = cmd("ailee_resync_blocks");
+        c.args(["--start-height", &start.to_string(), "--db-path"])
+            .arg(db)
+            .args(self.rpc_args_at(url));
+        c
+    }
+
+    /// `ailee_create_anchor --l2-state-file - --broadcast` appending to
+    /// `file` and recording in `db`, against this node (the state to write
+    /// on stdin).
+    pub fn broadcast_anchor(&self, file: &Path, db: &Path) -> assert_cmd::Command {
+        let mut c = cmd("ailee_create_anchor");
+        c.args(["--l2-state-file", "-", "--broadcast", "--snapshot-file"])
+            .arg(file)
+            .arg("--db-path")
+            .arg(db)
+            .args(self.rpc_args());
+        c
+    }
+
+    /// The tools' RPC options for this node.
+    pub fn rpc_args(&self) -> Vec<String> {
+        self.rpc_args_at(&self.url())
+    }
+
+    /// The tools' RPC options with this node's credentials at `url` (a proxy
+    /// or a fake in front of it, or a port where nothing listens).
+    pub fn rpc_args_at(&self, url: &str) -> Vec<String> {
+        rpc_args(url, &self.user, &self.password)
     }
 
     fn try_cli(&self, args: &[&str]) -> Option<String> {
@@ -423,9 +486,243 @@ impl Drop for Node {
     }
 }
 
+/// `tool ARG1 ARG2`: the commands below.
+fn cmd2(tool: &str, a1: impl AsRef<OsStr>, a2: impl AsRef<OsStr>) -> assert_cmd::Command {
+    let mut c = cmd(tool);
+    c.arg(a1).arg(a2);
+    c
+}
+
+/// `ailee_l2_verify --snapshot FILE`.
+pub fn verify_file(file: impl AsRef<OsStr>) -> assert_cmd::Command {
+    cmd2("ailee_l2_verify", "--snapshot", file)
+}
+
+/// `ailee_prune_snapshots --file FILE` (`--keep`, `--output`, … to add).
+pub fn prune_cmd(file: impl AsRef<OsStr>) -> assert_cmd::Command {
+    cmd2("ailee_prune_snapshots", "--file", file)
+}
+
+/// `ailee_extract_snapshots INPUT OUTDIR`.
+pub fn extract_cmd(input: impl AsRef<OsStr>, outdir: impl AsRef<OsStr>) -> assert_cmd::Command {
+    cmd2("ailee_extract_snapshots", input, outdir)
+}
+
+/// `ailee_create_anchor --from-snapshot FILE`.
+pub fn anchor_from(file: impl AsRef<OsStr>) -> assert_cmd::Command {
+    cmd2("ailee_create_anchor", "--from-snapshot", file)
+}
+
+/// `ailee_init_reorg_db --path DB` (`--check`, `--json`, … to add).
+pub fn db_tool(db: impl AsRef<OsStr>) -> assert_cmd::Command {
+    cmd2("ailee_init_reorg_db", "--path", db)
+}
+
+/// `ailee_init_reorg_db --path DB --check`.
+pub fn check_db(db: impl AsRef<OsStr>) -> assert_cmd::Command {
+    let mut c = db_tool(db);
+    c.arg("--check");
+    c
+}
+
+/// Appends the snapshot of `state` (JSON) to `file` with
+/// `ailee_create_anchor`, pegouts to unknown anchors allowed; must succeed.
+pub fn append_state(file: &Path, state: impl Into<Vec<u8>>) {
+    let args = "--l2-state-file - --allow-unknown-pegout-anchors --snapshot-file";
+    cmd("ailee_create_anchor")
+        .args(args.split(' '))
+        .arg(file)
+        .write_stdin(state)
+        .assert()
+        .code(0);
+}
+
+/// `ailee_resync_blocks --start-height 0 --db-path DB` (the RPC options to add).
+pub fn resync_cmd(db: impl AsRef<OsStr>) -> assert_cmd::Command {
+    let mut c = cmd("ailee_resync_blocks");
+    c.args(["--start-height", "0", "--db-path"]).arg(db);
+    c
+}
+
+/// The tools' RPC options: `--bitcoin-rpc URL --rpc-user U --rpc-password P`.
+pub fn rpc_args(url: &str, user: &str, password: &str) -> Vec<String> {
+    ["--bitcoin-rpc", url, "--rpc-user", user, "--rpc-password", password]
+        .map(String::from)
+        .to_vec()
+}
+
+/// `ailee_init_reorg_db --path db`, which must succeed and say it created
+/// the database: an empty database.
+pub fn init_db(db: &Path) {
+    let a = db_tool(db).assert().code(0);
+    let out = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
+    assert!(out.contains("Created reorg database"), "{out}");
+}
+
+/// An empty database at `dir/reorg_db`.
+pub fn db_in(dir: &Path) -> PathBuf {
+    let db = dir.join("reorg_db");
+    init_db(&db);
+    db
+}
+
+/// A temporary directory holding an empty database at `reorg_db`; returns
+/// both (the directory lives as long as the first).
+pub fn temp_db() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().expect("tempdir");
+    let db = db_in(d.path());
+    (d, db)
+}
+
+/// A temporary data directory with a snapshot file path `name` in it (not
+/// created) and an empty database at `reorg_db`: (directory, file, database).
+pub fn data_dir(name: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let (d, db) = temp_db();
+    let f = d.path().join(name);
+    (d, f, db)
+}
+
+// ------------------------------------------------------------ fake RPC server
+//
+// One fake for the replies a real node never gives (SPEC's house rule: a raw
+// TCP fake only for those): a reply function per request ([`serve`]), a raw
+// stream ([`serve_raw`], [`serve_stream`]), or the real node behind a proxy
+// ([`proxy`], [`proxy_rewriting`], [`proxy_answering`]).
+
+/// Reads one HTTP message (a request or a reply with a `Content-Length`):
+/// its head, blank line included, and its body. `None` at the end of the
+/// stream or on a read error.
+pub fn read_message(r: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
+    let mut head = String::new();
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some((head, body))
+}
+
+/// An HTTP/1.1 reply: `status` (`200 OK`), extra header lines (each ending
+/// in `\r\n`, or empty), a JSON content type and the body.
+pub fn http(status: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut v = format!(
+        "HTTP/1.1 {status}\r\n{extra_headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    v.extend_from_slice(body);
+    v
+}
+
+/// The `id` of a JSON-RPC request body (null if it has none).
+pub fn request_id(req: &str) -> serde_json::Value {
+    serde_json::from_str::<serde_json::Value>(req)
+        .ok()
+        .and_then(|v| v.get("id").cloned())
+        .unwrap_or_default()
+}
+
+/// A `200 OK` JSON-RPC reply to the request `req` with `result`.
+pub fn rpc_result(req: &str, result: serde_json::Value) -> Vec<u8> {
+    let reply = serde_json::json!({"result": result, "error": null, "id": request_id(req)});
+    http("200 OK", "", reply.to_string().as_bytes())
+}
+
+/// A JSON-RPC error reply to `req` with HTTP `status`, as a node sends it.
+pub fn rpc_error(status: &str, req: &str, code: i64, message: &str) -> Vec<u8> {
+    let reply = serde_json::json!({"result": null, "error": {"code": code, "message": message}, "id": request_id(req)});
+    http(status, "", reply.to_string().as_bytes())
+}
+
+/// The node's answer to a method it does not have (HTTP 404, code -32601).
+pub fn rpc_unknown_method(req: &str) -> Vec<u8> {
+    let method = serde_json::from_str::<serde_json::Value>(req).unwrap_or_default()["method"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    rpc_error("404 Not Found", req, -32601, &format!("Method not found: {method}"))
+}
+
+/// A `200 OK` reply to the batch `req`: for each request, `reply(request)`
+/// (an object with `result` and `error`) with the request's id.
+pub fn rpc_batch(req: &str, reply: impl Fn(&serde_json::Value) -> serde_json::Value) -> Vec<u8> {
+    let req: serde_json::Value = serde_json::from_str(req).expect("a JSON batch");
+    let rs: Vec<serde_json::Value> = req
+        .as_array()
+        .expect("a batch")
+        .iter()
+        .map(|r| {
+            let mut v = reply(r);
+            v["id"] = r["id"].clone();
+            v
+        })
+        .collect();
+    http("200 OK", "", serde_json::Value::Array(rs).to_string().as_bytes())
+}
+
+/// Runs `handle` on every connection to a new listener on 127.0.0.1, each in
+/// its own thread, until the test process ends; returns the port.
+pub fn serve_raw(handle: impl Fn(&mut TcpStream) + Send + Sync + 'static) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+    let port = l.local_addr().expect("local address").port();
+    let handle = Arc::new(handle);
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let h = handle.clone();
+            std::thread::spawn(move || h(&mut s));
+        }
+    });
+    port
+}
+
+/// [`serve_raw`] after reading each connection's request: `write` sends
+/// whatever bytes it likes (endless headers, a trickle).
+pub fn serve_stream(write: fn(&mut TcpStream)) -> u16 {
+    serve_raw(move |s| {
+        let Ok(c) = s.try_clone() else { return };
+        if read_message(&mut BufReader::new(c)).is_some() {
+            write(s);
+        }
+    })
+}
+
+/// A port that accepts connections and never answers: each is held open
+/// (and read) until the client closes it.
+pub fn silent() -> u16 {
+    serve_raw(|s| {
+        let _ = std::io::copy(s, &mut std::io::sink());
+    })
+}
+
+/// Answers each connection's request (its body as text) with the bytes of
+/// `reply`, a whole HTTP reply (see [`http`], [`rpc_result`]).
+pub fn serve(reply: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> u16 {
+    serve_raw(move |s| {
+        let Ok(c) = s.try_clone() else { return };
+        if let Some((_, body)) = read_message(&mut BufReader::new(c)) {
+            let _ = s.write_all(&reply(&String::from_utf8_lossy(&body)));
+        }
+    })
+}
+
+// ------------------------------------------------------------ proxy to the node
+
 /// A TCP proxy to the node that holds the `nth` request calling
 /// `getblockhash` until released; `held` reports when it holds it. Built by
-/// [`proxy_rewriting`], it changes the node's replies instead.
+/// [`proxy_rewriting`] or [`proxy_answering`], it changes the node's replies
+/// instead.
 pub struct Proxy {
     pub port: u16,
     /// A message when the request is held.
@@ -434,6 +731,15 @@ pub struct Proxy {
     pub release: Sender<()>,
 }
 
+impl Proxy {
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A plain proxy to the node at `upstream` that holds the `nth`
+/// `getblockhash` request (0: none).
 pub fn proxy(upstream: u16, nth: usize) -> Proxy {
     proxy_on(TcpListener::bind("127.0.0.1:0").unwrap(), upstream, nth, false)
 }
@@ -441,7 +747,15 @@ pub fn proxy(upstream: u16, nth: usize) -> Proxy {
 /// [`proxy`] on a given listener; `nth` 0 holds nothing; with `every`, each
 /// request from the `nth` on is held (one release each).
 pub fn proxy_on(l: TcpListener, upstream: u16, nth: usize, every: bool) -> Proxy {
-    proxy_with(l, upstream, nth, every, None)
+    proxy_with(
+        l,
+        upstream,
+        Change {
+            nth,
+            every,
+            ..Change::default()
+        },
+    )
 }
 
 /// A reply of the node as a rewriting proxy passes it on: status (`200 OK`)
@@ -456,114 +770,134 @@ pub struct Reply {
 /// the node's reply, the reply the client gets.
 pub type Rewrite = Arc<dyn Fn(&str, Reply) -> Reply + Send + Sync>;
 
+/// What an answering proxy says itself to a request (its body), never asking
+/// the node; `None` passes the request on.
+pub type Answer = Arc<dyn Fn(&str) -> Option<Reply> + Send + Sync>;
+
 /// A proxy to the node that passes every reply through `rewrite` (damaged
 /// replies, another block's bytes, a 503 while the node "restarts"): the
 /// node's real answers, changed where a test says.
 pub fn proxy_rewriting(upstream: u16, rewrite: impl Fn(&str, Reply) -> Reply + Send + Sync + 'static) -> Proxy {
-    proxy_with(
-        TcpListener::bind("127.0.0.1:0").unwrap(),
-        upstream,
-        0,
-        false,
-        Some(Arc::new(rewrite)),
-    )
+    let change = Change {
+        rewrite: Some(Arc::new(rewrite)),
+        ..Change::default()
+    };
+    proxy_with(TcpListener::bind("127.0.0.1:0").unwrap(), upstream, change)
 }
 
-fn proxy_with(l: TcpListener, upstream: u16, nth: usize, every: bool, rewrite: Option<Rewrite>) -> Proxy {
+/// A proxy to the node that answers a request itself where `answer` says
+/// (an RPC rejection the node gives only for a bad transaction), never
+/// passing it on, and forwards every other request.
+pub fn proxy_answering(upstream: u16, answer: impl Fn(&str) -> Option<Reply> + Send + Sync + 'static) -> Proxy {
+    let change = Change {
+        answer: Some(Arc::new(answer)),
+        ..Change::default()
+    };
+    proxy_with(TcpListener::bind("127.0.0.1:0").unwrap(), upstream, change)
+}
+
+/// What a proxy changes: which `getblockhash` request it holds, what it
+/// answers itself, how it rewrites the node's replies.
+#[derive(Clone, Default)]
+struct Change {
+    nth: usize,
+    every: bool,
+    answer: Option<Answer>,
+    rewrite: Option<Rewrite>,
+}
+
+/// The shared state of a proxy's connections.
+#[derive(Clone)]
+struct Hold {
+    held: Sender<()>,
+    release: Arc<Mutex<Receiver<()>>>,
+    count: Arc<AtomicUsize>,
+}
+
+fn proxy_with(l: TcpListener, upstream: u16, change: Change) -> Proxy {
     let port = l.local_addr().unwrap().port();
     let (held_tx, held) = channel();
     let (release, release_rx) = channel::<()>();
-    let release_rx = Arc::new(Mutex::new(release_rx));
-    let count = Arc::new(AtomicUsize::new(0));
+    let hold = Hold {
+        held: held_tx,
+        release: Arc::new(Mutex::new(release_rx)),
+        count: Arc::new(AtomicUsize::new(0)),
+    };
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(client) = s else { return };
-            let (held_tx, release_rx, count) = (held_tx.clone(), release_rx.clone(), count.clone());
-            let rewrite = rewrite.clone();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(client.try_clone().unwrap());
-                let mut head = String::new();
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let lower = line.to_ascii_lowercase();
-                    if let Some(v) = lower.strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                    if !lower.starts_with("connection:") {
-                        head.push_str(&line);
-                    }
-                }
-                head.push_str("Connection: close\r\n\r\n");
-                let mut body = vec![0; len];
-                if r.read_exact(&mut body).is_err() {
-                    return;
-                }
-                let k = if String::from_utf8_lossy(&body).contains("getblockhash") {
-                    count.fetch_add(1, Ordering::SeqCst) + 1
-                } else {
-                    0
-                };
-                if nth > 0 && (k == nth || (every && k > nth)) {
-                    // The test may have ended (receiver or sender dropped).
-                    let _ = held_tx.send(());
-                    let _ = release_rx.lock().map(|r| r.recv());
-                }
-                // A node that is gone: the client's connection just closes.
-                let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                    return;
-                };
-                let mut client = client;
-                let Some(rewrite) = rewrite else {
-                    if up.write_all(head.as_bytes()).and_then(|_| up.write_all(&body)).is_err() {
-                        return;
-                    }
-                    let _ = std::io::copy(&mut up, &mut client);
-                    return;
-                };
-                // Asked in HTTP/1.0, the node answers without chunks, until close.
-                let head = head.replacen(" HTTP/1.1\r\n", " HTTP/1.0\r\n", 1);
-                let mut resp = Vec::new();
-                if up
-                    .write_all(head.as_bytes())
-                    .and_then(|_| up.write_all(&body))
-                    .and_then(|_| up.read_to_end(&mut resp))
-                    .is_err()
-                {
-                    return;
-                }
-                let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(resp.len());
-                let status_line = String::from_utf8_lossy(&resp[..split])
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                let reply = Reply {
-                    status: status_line
-                        .split_once(' ')
-                        .map_or("502 Bad Gateway", |(_, s)| s)
-                        .to_string(),
-                    body: resp.get(split + 4..).unwrap_or_default().to_vec(),
-                };
-                let r = rewrite(&String::from_utf8_lossy(&body), reply);
-                let _ = client
-                    .write_all(
-                        format!(
-                            "HTTP/1.1 {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            r.status,
-                            r.body.len()
-                        )
-                        .as_bytes(),
-                    )
-                    .and_then(|_| client.write_all(&r.body));
-            });
+            let (hold, change) = (hold.clone(), change.clone());
+            std::thread::spawn(move || exchange(client, upstream, &hold, &change));
         }
     });
     Proxy { port, held, release }
+}
+
+/// One request of a proxy's client, passed on (held, answered or rewritten
+/// as `change` says) and its reply passed back.
+fn exchange(mut client: TcpStream, upstream: u16, hold: &Hold, change: &Change) {
+    let Some((head, body)) = client
+        .try_clone()
+        .ok()
+        .and_then(|c| read_message(&mut BufReader::new(c)))
+    else {
+        return;
+    };
+    let mut head: String = head
+        .split_inclusive("\r\n")
+        .filter(|l| *l != "\r\n" && !l.to_ascii_lowercase().starts_with("connection:"))
+        .collect();
+    head.push_str("Connection: close\r\n\r\n");
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let k = if text.contains("getblockhash") {
+        hold.count.fetch_add(1, Ordering::SeqCst) + 1
+    } else {
+        0
+    };
+    if change.nth > 0 && (k == change.nth || (change.every && k > change.nth)) {
+        // The test may have ended (receiver or sender dropped).
+        let _ = hold.held.send(());
+        let _ = hold.release.lock().map(|r| r.recv());
+    }
+    if let Some(r) = change.answer.as_ref().and_then(|a| a(&text)) {
+        let _ = client.write_all(&http(&r.status, "Connection: close\r\n", &r.body));
+        return;
+    }
+    // A node that is gone: the client's connection just closes.
+    let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+        return;
+    };
+    let Some(rewrite) = &change.rewrite else {
+        if up.write_all(head.as_bytes()).and_then(|_| up.write_all(&body)).is_err() {
+            return;
+        }
+        let _ = std::io::copy(&mut up, &mut client);
+        return;
+    };
+    // Asked in HTTP/1.0, the node answers without chunks, until close.
+    let head = head.replacen(" HTTP/1.1\r\n", " HTTP/1.0\r\n", 1);
+    let mut resp = Vec::new();
+    if up
+        .write_all(head.as_bytes())
+        .and_then(|_| up.write_all(&body))
+        .and_then(|_| up.read_to_end(&mut resp))
+        .is_err()
+    {
+        return;
+    }
+    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(resp.len());
+    let status_line = String::from_utf8_lossy(&resp[..split])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let reply = Reply {
+        status: status_line
+            .split_once(' ')
+            .map_or("502 Bad Gateway", |(_, s)| s)
+            .to_string(),
+        body: resp.get(split + 4..).unwrap_or_default().to_vec(),
+    };
+    let r = rewrite(&text, reply);
+    let _ = client.write_all(&http(&r.status, "Connection: close\r\n", &r.body));
 }

@@ -5,7 +5,7 @@
 //! unless `--allow-ambiguous-root`. Every reference vector still gives the
 //! node's roots.
 
-use ailee_recovery::{cmd, roots, vector, vectors};
+use ailee_recovery::{anchor_from, check_db, cmd, data_dir, roots, vector, vectors, verify_file};
 use predicates::prelude::*;
 use predicates::str::contains;
 use serde_json::Value;
@@ -34,11 +34,7 @@ fn every_vector_still_gives_the_nodes_roots() {
         if expected.is_empty() {
             continue;
         }
-        let out = cmd("ailee_l2_verify")
-            .arg("--snapshot")
-            .arg(&p)
-            .args(["--all", "--json"])
-            .assert();
+        let out = verify_file(&p).args(["--all", "--json"]).assert();
         let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
         let got: Vec<&str> = v["snapshots"]
             .as_array()
@@ -54,9 +50,7 @@ fn every_vector_still_gives_the_nodes_roots() {
 fn verify_warns_when_ids_hold_colons_and_says_so_in_json() {
     let q = vector("quoting");
     let newest = roots("quoting").last().unwrap().clone();
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&q)
+    verify_file(&q)
         .assert()
         .code(0)
         .stdout(contains(format!("Computed L2StateRoot: {newest}")))
@@ -64,12 +58,7 @@ fn verify_warns_when_ids_hold_colons_and_says_so_in_json() {
         .stderr(contains("warning: ambiguous state root"))
         .stderr(contains("colon:inside"))
         .stderr(contains("does not pin this state down"));
-    let a = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&q)
-        .arg("--json")
-        .assert()
-        .code(0);
+    let a = verify_file(&q).arg("--json").assert().code(0);
     let v = json_out(&a);
     assert_eq!(v["ambiguous_root"], true);
     assert_eq!(v["root"], newest.as_str());
@@ -78,48 +67,28 @@ fn verify_warns_when_ids_hold_colons_and_says_so_in_json() {
         .unwrap()
         .iter()
         .any(|w| w.as_str().unwrap().contains("ambiguous")));
-    let a = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&q)
-        .args(["--all", "--json"])
-        .assert()
-        .code(0);
+    let a = verify_file(&q).args(["--all", "--json"]).assert().code(0);
     let v = json_out(&a);
     for s in v["snapshots"].as_array().unwrap() {
         assert_eq!(s["ambiguous_root"], true, "{s}");
     }
-    let a = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&q)
-        .args(["--last-valid", "--json"])
-        .assert()
-        .code(0);
+    let a = verify_file(&q).args(["--last-valid", "--json"]).assert().code(0);
     assert_eq!(json_out(&a)["ambiguous_root"], true);
 }
 
 #[test]
 fn verify_says_nothing_about_a_state_without_colons() {
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("basic"))
+    verify_file(vector("basic"))
         .assert()
         .code(0)
         .stderr(contains("ambiguous").not());
-    let a = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("basic"))
-        .arg("--json")
-        .assert()
-        .code(0);
+    let a = verify_file(vector("basic")).arg("--json").assert().code(0);
     assert_eq!(json_out(&a)["ambiguous_root"], false);
 }
 
 #[test]
 fn create_anchor_refuses_an_ambiguous_state_and_writes_nothing() {
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2_snapshots.dat");
-    let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     for (task, client) in [("t:c", "x"), ("t", "c:x")] {
         cmd("ailee_create_anchor")
             .args(["--l2-state-file", "-", "--snapshot-file"])
@@ -141,13 +110,7 @@ fn create_anchor_refuses_an_ambiguous_state_and_writes_nothing() {
             .stdout("");
     }
     assert!(!f.exists(), "nothing appended");
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&db)
-        .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("Pending: 0"));
+    check_db(&db).assert().code(0).stdout(contains("Pending: 0"));
 }
 
 #[test]
@@ -181,15 +144,8 @@ fn allowed_ambiguous_states_share_a_root_and_the_json_says_so() {
 #[test]
 fn create_anchor_from_the_quoting_vector_needs_the_override_and_keeps_the_nodes_root() {
     let q = vector("quoting");
-    cmd("ailee_create_anchor")
-        .arg("--from-snapshot")
-        .arg(&q)
-        .assert()
-        .code(1)
-        .stderr(contains("colon:inside"));
-    cmd("ailee_create_anchor")
-        .arg("--from-snapshot")
-        .arg(&q)
+    anchor_from(&q).assert().code(1).stderr(contains("colon:inside"));
+    anchor_from(&q)
         .arg("--allow-ambiguous-root")
         .assert()
         .code(0)

@@ -7,44 +7,17 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use ailee_core::rpc::{Auth, Rpc, RpcConfig};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, cmd, proxy, proxy_on, Node, Proxy};
+use ailee_recovery::{
+    bin, cmd, data_dir, init_db, proxy, proxy_on, rpc_result, serve, temp_db, verify_file, Node, Proxy,
+};
 use predicates::prelude::*;
 use predicates::str::contains;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
-
-fn init(p: &Path) {
-    cmd("ailee_init_reorg_db").arg("--path").arg(p).assert().code(0);
-}
-
-fn rpc_args(url: &str, node: &Node) -> Vec<String> {
-    [
-        "--bitcoin-rpc",
-        url,
-        "--rpc-user",
-        &node.user,
-        "--rpc-password",
-        &node.password,
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-fn resync(node: &Node, db: &Path, start: u64) -> assert_cmd::Command {
-    resync_via(&node.url(), node, db, start)
-}
-
-fn resync_via(url: &str, node: &Node, db: &Path, start: u64) -> assert_cmd::Command {
-    let mut c = cmd("ailee_resync_blocks");
-    c.args(["--start-height", &start.to_string(), "--db-path"])
-        .arg(db)
-        .args(rpc_args(url, node));
-    c
-}
 
 fn verify(node: &Node, file: &Path, db: &Path) -> assert_cmd::Command {
     let mut c = cmd("ailee_l2_verify");
@@ -52,7 +25,7 @@ fn verify(node: &Node, file: &Path, db: &Path) -> assert_cmd::Command {
         .arg(file)
         .arg("--reorg-db")
         .arg(db)
-        .args(rpc_args(&node.url(), node));
+        .args(node.rpc_args());
     c
 }
 
@@ -121,7 +94,7 @@ fn anchor(node: &Node, file: &Path, db: &Path, balance: u64, meta: &str, broadca
     if broadcast {
         // The operator's anchors spend from the anchoring identity in the data directory.
         node.give_identity(db.parent().expect("data directory"));
-        c.arg("--broadcast").args(rpc_args(&node.url(), node));
+        c.arg("--broadcast").args(node.rpc_args());
     }
     let out = c.assert().code(0);
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
@@ -166,6 +139,36 @@ fn assert_mined_at(node: &Node, txid: &str, height: u64) {
     assert_eq!(tx["blockhash"].as_str(), Some(node.hash(height).as_str()), "{txid}");
 }
 
+/// `ailee_resync_blocks --wait` (every second, up to 600 s) into `db`, with
+/// `rpc`, spawned; its stderr lines come on the receiver.
+fn resync_waiting(db: &Path, rpc: Vec<String>) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(bin("ailee_resync_blocks"))
+        .args(["--start-height", "0", "--db-path"])
+        .arg(db)
+        .args(["--wait", "--wait-interval", "1", "--wait-timeout", "600"])
+        .args(rpc)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    (child, rx)
+}
+
+/// The exit status and stdout of a child (bounded: 600 s).
+fn finish(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
+    let status = wait_exit(child, Duration::from_secs(600));
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    (status, out)
+}
+
 /// Waits for a child to exit, bounded (the bound is a hang detector, not a timing assumption).
 fn wait_exit(child: &mut std::process::Child, bound: Duration) -> std::process::ExitStatus {
     let t0 = Instant::now();
@@ -180,14 +183,11 @@ fn wait_exit(child: &mut std::process::Child, bound: Duration) -> std::process::
 
 #[test]
 fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_up() {
-    let n1 = Node::start();
-    n1.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    let n1 = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, _) = anchor(&n1, &f, &db, 5, "lag", true);
     n1.generate(127); // tip 228, the anchor at 102
-    resync(&n1, &db, 0).assert().code(0).stdout(contains("1 confirmed"));
+    n1.resync(&db, 0).assert().code(0).stdout(contains("1 confirmed"));
     let confirmed = record(&db, &hash).unwrap();
     assert_eq!(
         (confirmed.status, confirmed.bitcoin_height),
@@ -198,7 +198,7 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
     feed(&n1, &n2, 1, 150);
     let before = ldb_scan(&db);
     for start in [0, 200] {
-        resync(&n2, &db, start)
+        n2.resync(&db, start)
             .assert()
             .code(1)
             .stdout("")
@@ -207,35 +207,12 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
         assert_eq!(ldb_scan(&db), before, "start {start}: the database must be unchanged");
     }
     // --json says it in one document on stdout.
-    resync(&n2, &db, 0).arg("--json").assert().code(1).stdout(contains(
+    n2.resync(&db, 0).arg("--json").assert().code(1).stdout(contains(
         r#""behind":{"initial_block_download":false,"stored_tip":228,"tip":150}"#,
     ));
     assert_eq!(ldb_scan(&db), before);
     // --wait polls until the node has caught up, then resyncs.
-    let mut child = Command::new(bin("ailee_resync_blocks"))
-        .args([
-            "--start-height",
-            "0",
-            "--wait",
-            "--wait-interval",
-            "1",
-            "--wait-timeout",
-            "600",
-            "--db-path",
-        ])
-        .arg(&db)
-        .args(rpc_args(&n2.url(), &n2))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = channel();
-    let err = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
+    let (mut child, rx) = resync_waiting(&db, n2.rpc_args());
     let line = rx
         .recv_timeout(Duration::from_secs(120))
         .expect("resync --wait reports that it waits");
@@ -246,9 +223,7 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
     assert!(child.try_wait().unwrap().is_none(), "still waiting");
     assert_eq!(ldb_scan(&db), before);
     feed(&n1, &n2, 151, 228);
-    let status = wait_exit(&mut child, Duration::from_secs(600));
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let (status, out) = finish(&mut child);
     assert_eq!(status.code(), Some(0), "{out}");
     assert!(out.contains("No reorg."), "{out}");
     assert_eq!(record(&db, &hash), Some(confirmed));
@@ -257,7 +232,7 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
     let n3 = Node::start();
     feed(&n1, &n3, 1, 20);
     let before = ldb_scan(&db);
-    resync(&n3, &db, 0)
+    n3.resync(&db, 0)
         .args(["--wait", "--wait-interval", "1", "--wait-timeout", "1"])
         .assert()
         .code(1)
@@ -267,18 +242,13 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
 
 #[test]
 fn node_on_another_chain_is_refused_before_any_write() {
-    let n1 = Node::start();
-    n1.generate(228);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
-    resync(&n1, &db, 0).assert().code(0);
+    let n1 = Node::mined(228);
+    let (_d, db) = n1.synced_db();
     // A node that mined its own 150 blocks: the fork is at height 1, 228 deep.
-    let n2 = Node::start();
-    n2.generate(150);
+    let n2 = Node::mined(150);
     let before = ldb_scan(&db);
     for start in [0, 140, 200] {
-        resync(&n2, &db, start)
+        n2.resync(&db, start)
             .assert()
             .code(1)
             .stdout("")
@@ -288,14 +258,13 @@ fn node_on_another_chain_is_refused_before_any_write() {
         assert_eq!(ldb_scan(&db), before, "start {start}");
     }
     // The same node above the tip of a database it shares nothing with.
-    let n3 = Node::start();
-    n3.generate(240);
-    resync(&n3, &db, 0).assert().code(1).stderr(contains("Refused"));
+    let n3 = Node::mined(240);
+    n3.resync(&db, 0).assert().code(1).stderr(contains("Refused"));
     assert_eq!(ldb_scan(&db), before);
     // A genesis block that is not the node's: refused however shallow.
     put(&db, |b| b.put_block(0, &"ab".repeat(32)));
     let before = ldb_scan(&db);
-    resync(&n1, &db, 100)
+    n1.resync(&db, 100)
         .assert()
         .code(1)
         .stderr(contains("genesis"))
@@ -305,19 +274,16 @@ fn node_on_another_chain_is_refused_before_any_write() {
 
 #[test]
 fn reorg_undone_by_reconsiderblock_reconfirms_the_invalidated_anchor() {
-    let n = Node::start();
-    n.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    let n = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, txid) = anchor(&n, &f, &db, 7, "undo", true);
     n.generate(10); // anchor at 102, tip 111
-    resync(&n, &db, 0).assert().code(0);
+    n.resync(&db, 0).assert().code(0);
     assert_eq!(record(&db, &hash).unwrap().status, AnchorStatus::Confirmed);
     let old102 = n.hash(102);
     n.cli(&["invalidateblock", &old102]);
     n.generate(3);
-    resync(&n, &db, 90)
+    n.resync(&db, 90)
         .assert()
         .code(3)
         .stdout(contains("Reorg at height 102 (depth 10)"))
@@ -326,7 +292,7 @@ fn reorg_undone_by_reconsiderblock_reconfirms_the_invalidated_anchor() {
     // The old branch is longer: the node switches back to it.
     n.cli(&["reconsiderblock", &old102]);
     assert_eq!(n.hash(102), old102);
-    resync(&n, &db, 90)
+    n.resync(&db, 90)
         .assert()
         .code(0)
         .stdout(contains("Reorg at height 102 (depth 3)"))
@@ -342,20 +308,17 @@ fn reorg_undone_by_reconsiderblock_reconfirms_the_invalidated_anchor() {
 
 #[test]
 fn upper_case_stored_hashes_are_the_same_blocks_not_a_reorg() {
-    let n = Node::start();
-    n.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    let n = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, _) = anchor(&n, &f, &db, 3, "case", true);
     n.generate(20);
-    resync(&n, &db, 0).assert().code(0);
+    n.resync(&db, 0).assert().code(0);
     let upper: Vec<(u64, String)> = stored(&db)
         .into_iter()
         .map(|(h, s)| (h, s.to_ascii_uppercase()))
         .collect();
     put(&db, |b| upper.iter().for_each(|(h, s)| b.put_block(*h, s)));
-    resync(&n, &db, 0)
+    n.resync(&db, 0)
         .assert()
         .code(0)
         .stdout(contains("No reorg."))
@@ -370,11 +333,8 @@ fn upper_case_stored_hashes_are_the_same_blocks_not_a_reorg() {
 
 #[test]
 fn pending_anchor_the_node_does_not_know_is_named_and_the_others_still_confirm() {
-    let n = Node::start();
-    n.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    let n = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (good, _) = anchor(&n, &f, &db, 1, "known", true);
     let lost = AnchorRecord {
         anchor_hash: "ab".repeat(32),
@@ -388,7 +348,7 @@ fn pending_anchor_the_node_does_not_know_is_named_and_the_others_still_confirm()
     };
     put(&db, |b| b.put_anchor(&lost));
     n.generate(7);
-    resync(&n, &db, 0)
+    n.resync(&db, 0)
         .assert()
         .code(1)
         .stdout(contains("1 confirmed"))
@@ -412,12 +372,8 @@ fn event(h: u64) -> ReorgEvent {
 
 #[test]
 fn new_reorg_events_go_past_existing_ones_and_the_counter_never_wraps() {
-    let n = Node::start();
-    n.generate(30);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
-    resync(&n, &db, 0).assert().code(0);
+    let n = Node::mined(30);
+    let (_d, db) = n.synced_db();
     // reorg:0 exists but the counter says 0: event 0 must not be overwritten.
     put(&db, |b| b.record_reorg(0, &event(5)));
     ldb_put(&db, "reorg_counter", "0");
@@ -426,7 +382,7 @@ fn new_reorg_events_go_past_existing_ones_and_the_counter_never_wraps() {
         n.generate(2);
     };
     reorg(29);
-    resync(&n, &db, 20).assert().code(0).stdout(contains("event 1;"));
+    n.resync(&db, 20).assert().code(0).stdout(contains("event 1;"));
     {
         let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
         let ev = r.reorg_events().unwrap();
@@ -438,7 +394,7 @@ fn new_reorg_events_go_past_existing_ones_and_the_counter_never_wraps() {
     // A counter one below the top: the last id there is.
     ldb_put(&db, "reorg_counter", &(u64::MAX - 1).to_string());
     reorg(30);
-    resync(&n, &db, 20)
+    n.resync(&db, 20)
         .assert()
         .code(0)
         .stdout(contains(format!("event {};", u64::MAX - 1)));
@@ -449,7 +405,7 @@ fn new_reorg_events_go_past_existing_ones_and_the_counter_never_wraps() {
     // Exhausted: refused, nothing written (never a wrap to 0).
     reorg(31);
     let before = ldb_scan(&db);
-    resync(&n, &db, 20).assert().code(2).stderr(contains("exhausted"));
+    n.resync(&db, 20).assert().code(2).stderr(contains("exhausted"));
     assert_eq!(ldb_scan(&db), before);
 }
 
@@ -459,7 +415,7 @@ fn resync_while_chain_moves(n: &Node, db: &Path, px: Proxy, reorganize: impl FnO
     let mut child = Command::new(bin("ailee_resync_blocks"))
         .args(["--start-height", "0", "--batch-size", "10", "--db-path"])
         .arg(db)
-        .args(rpc_args(&format!("http://127.0.0.1:{}", px.port), n))
+        .args(n.rpc_args_at(&px.url()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -469,9 +425,7 @@ fn resync_while_chain_moves(n: &Node, db: &Path, px: Proxy, reorganize: impl FnO
         .expect("the proxy holds a batch");
     reorganize();
     px.release.send(()).unwrap();
-    let status = wait_exit(&mut child, Duration::from_secs(600));
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let (status, out) = finish(&mut child);
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     eprintln!("{out}{err}");
@@ -480,14 +434,11 @@ fn resync_while_chain_moves(n: &Node, db: &Path, px: Proxy, reorganize: impl FnO
 
 #[test]
 fn chain_moving_between_batches_is_compared_again_and_no_orphaned_anchor_stays_confirmed() {
-    let n = Node::start();
-    n.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    let n = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, txid) = anchor(&n, &f, &db, 9, "moving", true);
     n.generate(28); // anchor at 102, tip 129
-    resync(&n, &db, 0).assert().code(0);
+    n.resync(&db, 0).assert().code(0);
     assert_eq!(record(&db, &hash).unwrap().status, AnchorStatus::Confirmed);
     n.generate(30); // the database is behind: 129 stored, tip 159
                     // Requests calling getblockhash: 1 genesis check, 2 heights 0..9, 3 heights 10..19 (held).
@@ -508,7 +459,7 @@ fn chain_moving_between_batches_is_compared_again_and_no_orphaned_anchor_stays_c
         rpc(&n).tx_places(std::slice::from_ref(&txid)).unwrap()[0],
         ailee_core::rpc::TxPlace::InBlock { .. }
     ));
-    resync(&n, &db, 0)
+    n.resync(&db, 0)
         .assert()
         .code(0)
         .stdout(contains("No reorg."))
@@ -518,11 +469,8 @@ fn chain_moving_between_batches_is_compared_again_and_no_orphaned_anchor_stays_c
 
 #[test]
 fn chain_moving_during_a_fresh_resync_leaves_no_hash_of_the_old_branch() {
-    let n = Node::start();
-    n.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    let n = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, txid) = anchor(&n, &f, &db, 4, "fresh", true);
     n.generate(58); // anchor at 102, tip 159
                     // Empty database: batches of 10, written 40 heights at a time; request 6 is heights 50..59.
@@ -543,12 +491,11 @@ fn chain_moving_during_a_fresh_resync_leaves_no_hash_of_the_old_branch() {
 
 #[test]
 fn procedure_3_with_anchors_from_gives_back_every_anchor_record() {
-    let n = Node::start();
-    n.generate(101);
+    let n = Node::mined(101);
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     let (db, f) = (dir.join("reorg_db"), dir.join("l2_snapshots.dat"));
-    init(&db);
+    init_db(&db);
     // Inline payloads (79 and 80 bytes) and a hashed one (AILEE + sha256).
     let (a1, _) = anchor(&n, &f, &db, 1, "", true);
     n.generate(2); // a1 at 102
@@ -557,10 +504,10 @@ fn procedure_3_with_anchors_from_gives_back_every_anchor_record() {
     let (a3, _) = anchor(&n, &f, &db, 3, "x", true);
     n.generate(3); // a3 at 108, tip 110: 3 confirmations, PENDING
     let (a4, _) = anchor(&n, &f, &db, 4, "never-broadcast", false);
-    resync(&n, &db, 0).assert().code(0);
+    n.resync(&db, 0).assert().code(0);
     let old = ReorgDb::open(&db, Mode::ReadOnly).unwrap().anchors().unwrap();
     assert_eq!(old.len(), 4);
-    let rpc = rpc_args(&n.url(), &n).join(" ");
+    let rpc = n.rpc_args().join(" ");
     ailee_recovery::bash(&format!(
         r#"cd {dir}
 # 2. Backup corrupted database
@@ -611,7 +558,7 @@ ailee_resync_blocks --start-height 0 --db-path reorg_db {rpc} --anchors-from l2_
     assert_eq!(new.anchor(&a3).unwrap().unwrap().status, AnchorStatus::Pending);
     drop(new);
     // Run again: nothing new to record.
-    resync(&n, &db, 0)
+    n.resync(&db, 0)
         .arg("--anchors-from")
         .arg(&f)
         .assert()
@@ -626,7 +573,7 @@ ailee_resync_blocks --start-height 0 --db-path reorg_db {rpc} --anchors-from l2_
             ..a2_old.clone()
         })
     });
-    resync(&n, &db, 0)
+    n.resync(&db, 0)
         .arg("--anchors-from")
         .arg(&f)
         .assert()
@@ -639,7 +586,7 @@ ailee_resync_blocks --start-height 0 --db-path reorg_db {rpc} --anchors-from l2_
         (&a2_old.bitcoin_tx_id, a2_old.bitcoin_height, a2_old.status)
     );
     // Anchors mined below --start-height are not searched: listed as not found.
-    resync(&n, &db, 104)
+    n.resync(&db, 104)
         .arg("--anchors-from")
         .arg(&f)
         .arg("--json")
@@ -648,7 +595,7 @@ ailee_resync_blocks --start-height 0 --db-path reorg_db {rpc} --anchors-from l2_
         .stdout(contains(format!(r#""not_found":[{{"anchor":"{a1}","snapshot":1}}"#)));
     // A missing snapshot file fails before anything is written.
     let before = ldb_scan(&db);
-    resync(&n, &db, 0)
+    n.resync(&db, 0)
         .arg("--anchors-from")
         .arg(dir.join("nope.dat"))
         .assert()
@@ -659,11 +606,8 @@ ailee_resync_blocks --start-height 0 --db-path reorg_db {rpc} --anchors-from l2_
 
 #[test]
 fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
-    let n = Node::start();
-    n.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    let n = Node::mined(101);
+    let (d, f, db) = data_dir("l2_snapshots.dat");
     let (h1, t1) = anchor(&n, &f, &db, 10, "onchain-proof", true);
     // Recorded and broadcast, not mined: not provable yet (exit 1).
     verify(&n, &f, &db)
@@ -672,7 +616,7 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
         .stdout(contains("Verification OK.").not())
         .stderr(contains("not mined yet"));
     n.generate(6);
-    resync(&n, &db, 0).assert().code(0);
+    n.resync(&db, 0).assert().code(0);
     verify(&n, &f, &db)
         .assert()
         .code(0)
@@ -706,18 +650,14 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
     let mut rec = record(&db, &h1).unwrap();
     rec.status = AnchorStatus::InvalidatedReorg;
     put(&void, |b| b.put_anchor(&rec));
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
+    verify_file(&f)
         .arg("--reorg-db")
         .arg(&void)
         .assert()
         .code(2)
         .stderr(contains(format!("own anchor {h1} is INVALIDATED_REORG")));
     for mode in ["--all", "--last-valid"] {
-        cmd("ailee_l2_verify")
-            .arg("--snapshot")
-            .arg(&f)
+        verify_file(&f)
             .arg("--reorg-db")
             .arg(&void)
             .arg(mode)
@@ -767,9 +707,7 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
         .stderr(contains("is not recorded in the reorg database"))
         .stderr(contains("--anchors-from"));
     // ... and a warning, stated in the JSON too, with the database alone.
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
+    verify_file(&f)
         .arg("--reorg-db")
         .arg(&db)
         .arg("--json")
@@ -777,12 +715,7 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
         .code(0)
         .stdout(contains("is not recorded in the reorg database"));
     // --bitcoin-rpc needs the database that gives the txid.
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
-        .args(rpc_args(&n.url(), &n))
-        .assert()
-        .code(1);
+    verify_file(&f).args(n.rpc_args()).assert().code(1);
 }
 
 /// A node in initial block download (Bitcoin Core says so in
@@ -790,44 +723,16 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
 /// fake): behind, whatever its tip — nothing written, exit 1.
 #[test]
 fn node_in_initial_block_download_is_behind_and_nothing_is_written() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut len = 0;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap();
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; len];
-            r.read_exact(&mut body).unwrap();
-            let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            let result = match req["method"].as_str() {
-                Some("getblockcount") => serde_json::json!(500),
-                _ => serde_json::json!({"blocks": 500, "headers": 900000, "initialblockdownload": true,
-                                        "bestblockhash": "ab".repeat(32)}),
-            };
-            let reply = serde_json::json!({"result": result, "error": null, "id": req["id"]}).to_string();
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
-                reply.len()
-            );
-        }
+    let port = serve(|body| {
+        let result = if body.contains("getblockcount") {
+            serde_json::json!(500)
+        } else {
+            serde_json::json!({"blocks": 500, "headers": 900000, "initialblockdownload": true,
+                               "bestblockhash": "ab".repeat(32)})
+        };
+        rpc_result(body, result)
     });
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let (_d, db) = temp_db();
     let before = ldb_scan(&db);
     cmd("ailee_resync_blocks")
         .args([
@@ -849,42 +754,16 @@ fn node_in_initial_block_download_is_behind_and_nothing_is_written() {
 
 #[test]
 fn wait_rides_out_a_node_that_is_not_listening_yet() {
-    let n = Node::start();
-    n.generate(20);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let n = Node::mined(20);
+    let (_d, db) = temp_db();
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}");
     // Without --wait, nothing listening is an error at once.
-    resync_via(&url, &n, &db, 0)
+    n.resync_at(&url, &db, 0)
         .assert()
         .code(1)
         .stderr(contains("Connection refused"));
-    let mut child = Command::new(bin("ailee_resync_blocks"))
-        .args([
-            "--start-height",
-            "0",
-            "--wait",
-            "--wait-interval",
-            "1",
-            "--wait-timeout",
-            "600",
-            "--db-path",
-        ])
-        .arg(&db)
-        .args(rpc_args(&url, &n))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
+    let (mut child, rx) = resync_waiting(&db, n.rpc_args_at(&url));
     let line = rx.recv_timeout(Duration::from_secs(120)).expect("it says it waits");
     assert!(
         line.contains("node not ready") && line.contains("Connection refused"),
@@ -893,9 +772,7 @@ fn wait_rides_out_a_node_that_is_not_listening_yet() {
     assert!(stored(&db).is_empty());
     // The node starts listening there (a plain forwarder to the real node).
     let _px = proxy_on(TcpListener::bind(("127.0.0.1", port)).unwrap(), n.rpc_port, 0, false);
-    let status = wait_exit(&mut child, Duration::from_secs(600));
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let (status, out) = finish(&mut child);
     assert_eq!(status.code(), Some(0), "{out}");
     assert!(out.contains("21 block hashes written"), "{out}");
     assert_matches_node(&n, &db);
@@ -903,11 +780,8 @@ fn wait_rides_out_a_node_that_is_not_listening_yet() {
 
 #[test]
 fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
-    let n1 = Node::start();
-    n1.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    let n1 = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, txid) = anchor(&n1, &f, &db, 8, "no-txindex", true);
     // The transaction whose output the anchor spends keeps no unspent output
     // (this SV node finds a transaction without -txindex while one is left).
@@ -929,7 +803,7 @@ fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
         n1.cli(&["sendrawtransaction", signed["hex"].as_str().unwrap()]);
     }
     n1.generate(7);
-    resync(&n1, &db, 0).assert().code(0).stdout(contains("1 confirmed"));
+    n1.resync(&db, 0).assert().code(0).stdout(contains("1 confirmed"));
     // The same chain on a node without -txindex whose wallet never saw the
     // transaction (this SV node still finds it through the unspent change
     // output, as Bitcoin Core did before 0.15; newer Core answers -5 and the
@@ -938,7 +812,7 @@ fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
     feed(&n1, &n2, 1, 108);
     n1.generate(2);
     feed(&n1, &n2, 109, 110);
-    resync(&n2, &db, 0).assert().code(0).stdout(contains("No reorg."));
+    n2.resync(&db, 0).assert().code(0).stdout(contains("No reorg."));
     let a = record(&db, &hash).unwrap();
     assert_eq!(
         (a.status, a.bitcoin_height, a.confirmations),
@@ -963,17 +837,14 @@ fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
 
 #[test]
 fn a_chain_that_keeps_moving_is_given_up_on_after_bounded_attempts() {
-    let n = Node::start();
-    n.generate(60);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let n = Node::mined(60);
+    let (_d, db) = temp_db();
     // Every batch of hashes is held while the tip is replaced.
     let px = proxy_on(TcpListener::bind("127.0.0.1:0").unwrap(), n.rpc_port, 1, true);
     let mut child = Command::new(bin("ailee_resync_blocks"))
         .args(["--start-height", "0", "--batch-size", "10", "--db-path"])
         .arg(&db)
-        .args(rpc_args(&format!("http://127.0.0.1:{}", px.port), &n))
+        .args(n.rpc_args_at(&px.url()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1005,14 +876,11 @@ fn confirmed_anchor_whose_block_left_the_chain_unseen_is_not_left_confirmed() {
     // The database never stored the heights of the reorg (here: deleted), so
     // no stored hash differs; the anchor's transaction is still in no
     // best-chain block, and the anchor must not stay CONFIRMED.
-    let n = Node::start();
-    n.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    let n = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, txid) = anchor(&n, &f, &db, 6, "unseen", true);
     n.generate(9); // anchor at 102, tip 110
-    resync(&n, &db, 0).assert().code(0);
+    n.resync(&db, 0).assert().code(0);
     assert_eq!(record(&db, &hash).unwrap().status, AnchorStatus::Confirmed);
     put(&db, |b| b.delete_blocks_from(100));
     n.cli(&["invalidateblock", &n.hash(100)]);
@@ -1021,7 +889,7 @@ fn confirmed_anchor_whose_block_left_the_chain_unseen_is_not_left_confirmed() {
         rpc(&n).tx_places(std::slice::from_ref(&txid)).unwrap()[0],
         ailee_core::rpc::TxPlace::InBlock { .. }
     ));
-    resync(&n, &db, 0)
+    n.resync(&db, 0)
         .assert()
         .code(0)
         .stdout(contains("No reorg."))
@@ -1042,11 +910,8 @@ fn confirmed_anchor_whose_block_left_the_chain_unseen_is_not_left_confirmed() {
 /// identity nothing is proven (exit 1, never 0).
 #[test]
 fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() {
-    let n = Node::start();
-    n.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let (db, f) = (d.path().join("reorg_db"), d.path().join("l2_snapshots.dat"));
-    init(&db);
+    let n = Node::mined(101);
+    let (d, f, db) = data_dir("l2_snapshots.dat");
     let (honest, _) = anchor(&n, &f, &db, 10, "honest", true);
     // Mallory's copy of the data directory, identity file included.
     let m = tempfile::tempdir().unwrap();
@@ -1082,8 +947,8 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
     // from the chain. The honest anchor is found; the forged one is on chain
     // twice, neither the operator's: not recorded.
     std::fs::rename(&mdb, m.path().join("reorg_db.old")).unwrap();
-    init(&mdb);
-    resync(&n, &mdb, 0)
+    init_db(&mdb);
+    n.resync(&mdb, 0)
         .arg("--anchors-from")
         .arg(&mf)
         .assert()
@@ -1143,7 +1008,7 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
             l2_state_root: v["l2_state_root"].as_str().unwrap().to_string(),
         })
     });
-    resync(&n, &pending, 0).assert().code(1).stderr(contains(format!(
+    n.resync(&pending, 0).assert().code(1).stderr(contains(format!(
         "anchor {forged}: transaction {by_anyone} is not proven the operator's"
     )));
     assert_eq!(record(&pending, &forged).unwrap().status, AnchorStatus::Pending);
@@ -1158,7 +1023,7 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
         .stderr(contains("no anchoring identity is configured"));
     // ... and --anchors-from refuses before it writes anything.
     let before = ldb_scan(&named);
-    resync(&n, &named, 0)
+    n.resync(&named, 0)
         .arg("--anchors-from")
         .arg(&mf)
         .assert()
@@ -1166,7 +1031,7 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
         .stderr(contains("--anchors-from needs the anchoring identity"));
     assert_eq!(ldb_scan(&named), before);
     // The operator's own anchor is proven on the operator's data directory.
-    resync(&n, &db, 0).assert().code(0);
+    n.resync(&db, 0).assert().code(0);
     verify(&n, &f, &db)
         .assert()
         .code(0)

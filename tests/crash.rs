@@ -5,7 +5,7 @@
 //! stands under a final name, the database opens and checks, and a rerun
 //! finishes the job. Each test prints how many kills it survived.
 
-use ailee_recovery::{bin, blocks, cmd, vector, Node};
+use ailee_recovery::{bin, blocks, check_db, cmd, init_db, temp_db, vector, verify_file, Node};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
@@ -185,15 +185,10 @@ fn append_killed_anywhere_keeps_every_complete_snapshot() {
             let now = std::fs::read(&f).unwrap();
             assert!(now.starts_with(&base), "existing snapshots changed ({sc} #{n})");
             // The newest complete snapshot verifies (a torn append is ignored).
-            cmd("ailee_l2_verify").arg("--snapshot").arg(&f).assert().code(0);
+            verify_file(&f).assert().code(0);
             // The next append (the rerun) verifies and every complete snapshot does.
             cmd("ailee_create_anchor").args(&a).assert().code(0);
-            cmd("ailee_l2_verify")
-                .arg("--snapshot")
-                .arg(&f)
-                .arg("--all")
-                .assert()
-                .code(0);
+            verify_file(&f).arg("--all").assert().code(0);
         },
     );
     assert!(kills >= 1);
@@ -213,12 +208,7 @@ fn init_killed_anywhere_leaves_no_database_or_a_whole_one() {
         },
         |sc, n| {
             if p.exists() {
-                cmd("ailee_init_reorg_db")
-                    .arg("--path")
-                    .arg(&p)
-                    .arg("--check")
-                    .assert()
-                    .code(0);
+                check_db(&p).assert().code(0);
             } else {
                 cmd("ailee_init_reorg_db").args(&a).assert().code(0);
             }
@@ -230,11 +220,8 @@ fn init_killed_anywhere_leaves_no_database_or_a_whole_one() {
 
 #[test]
 fn resync_killed_anywhere_reruns_to_a_consistent_database() {
-    let node = Node::start();
-    node.generate(300);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    let node = Node::mined(300);
+    let (_d, db) = temp_db();
     let url = node.url();
     let a = os(&[
         "--start-height",
@@ -257,17 +244,12 @@ fn resync_killed_anywhere_reruns_to_a_consistent_database() {
         for n in 1..120 {
             // From a fresh database each time, so the n-th call lands at a new point.
             let _ = std::fs::remove_dir_all(&db);
-            cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+            init_db(&db);
             if !run_killed("ailee_resync_blocks", &a, sc, n) {
                 break;
             }
             kills += 1;
-            cmd("ailee_init_reorg_db")
-                .arg("--path")
-                .arg(&db)
-                .arg("--check")
-                .assert()
-                .code(0);
+            check_db(&db).assert().code(0);
             // Whatever is stored agrees with the chain.
             let r = ailee_db::reorgdb::ReorgDb::open(&db, ailee_db::reorgdb::Mode::ReadOnly).unwrap();
             for item in r.blocks_from(0) {
@@ -278,10 +260,7 @@ fn resync_killed_anywhere_reruns_to_a_consistent_database() {
     }
     eprintln!("ailee_resync_blocks: survived {kills} kills");
     cmd("ailee_resync_blocks").args(&a).assert().code(0);
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&db)
-        .arg("--check")
+    check_db(&db)
         .assert()
         .code(0)
         .stdout(predicates::str::contains("heights 0..300, no gaps"));
@@ -375,12 +354,7 @@ fn io_errors_exit_1_and_leave_nothing_half_written() {
                             now.starts_with(&before) && now.ends_with(b"END_SNAPSHOT\n"),
                             "{tool}: failed append left a torn tail ({sc}={errno} #{n})"
                         );
-                        cmd("ailee_l2_verify")
-                            .arg("--snapshot")
-                            .arg(&appendee)
-                            .arg("--all")
-                            .assert()
-                            .code(0);
+                        verify_file(&appendee).arg("--all").assert().code(0);
                     }
                     for name in names(d.path()).iter().chain(names(&outdir).iter()) {
                         assert!(
@@ -394,12 +368,7 @@ fn io_errors_exit_1_and_leave_nothing_half_written() {
                         }
                     }
                     if db.exists() {
-                        cmd("ailee_init_reorg_db")
-                            .arg("--path")
-                            .arg(&db)
-                            .arg("--check")
-                            .assert()
-                            .code(0);
+                        check_db(&db).assert().code(0);
                     }
                 }
             }

@@ -4,15 +4,15 @@
 
 use ailee_core::records::AnchorStatus;
 use ailee_db::reorgdb::{Mode, ReorgDb};
-use ailee_recovery::{cmd, roots, vector, Node};
+use ailee_recovery::{
+    anchor_from, append_state, check_db, cmd, data_dir, init_db, roots, vector, vector_names, verify_file, Node,
+};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
 
 fn state_of(file: &Path, index: usize) -> Vec<u8> {
-    let out = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(file)
+    let out = verify_file(file)
         .args(["--index", &index.to_string(), "--print-state"])
         .assert()
         .code(0);
@@ -51,16 +51,7 @@ fn anchor_params(file: &Path, index: usize) -> (String, String) {
 
 #[test]
 fn every_vector_snapshot_converted_to_json_and_anchored_gives_the_nodes_root() {
-    for name in [
-        "basic",
-        "quoting",
-        "bad-root",
-        "no-anchor",
-        "bad-hash",
-        "pegout-missing-anchor",
-        "torn-tail",
-        "torn-then-appended",
-    ] {
+    for name in &vector_names() {
         for (i, root) in roots(name).iter().enumerate() {
             let state = state_of(&vector(name), i + 1);
             let out = cmd("ailee_create_anchor")
@@ -73,12 +64,7 @@ fn every_vector_snapshot_converted_to_json_and_anchored_gives_the_nodes_root() {
         }
     }
     // --from-snapshot takes the newest complete snapshot.
-    let out = cmd("ailee_create_anchor")
-        .arg("--from-snapshot")
-        .arg(vector("torn-tail"))
-        .arg("--json")
-        .assert()
-        .code(0);
+    let out = anchor_from(vector("torn-tail")).arg("--json").assert().code(0);
     assert_eq!(json(&out)["l2_state_root"], roots("torn-tail")[3]);
 }
 
@@ -165,12 +151,7 @@ fn pegouts_naming_unknown_anchors_are_refused_unless_allowed() {
         .stderr(contains("allowed by --allow-unknown-pegout-anchors"));
     // An anchor recorded in the snapshot file is known.
     std::fs::copy(vector("basic"), &f).unwrap();
-    let out = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
-        .args(["--index", "4", "--json"])
-        .assert()
-        .code(0);
+    let out = verify_file(&f).args(["--index", "4", "--json"]).assert().code(0);
     let h = json(&out)["anchor_hash"].as_str().unwrap().to_string();
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "-", "--snapshot-file"])
@@ -187,7 +168,7 @@ fn bad_input_exits_1_and_changes_nothing() {
     std::fs::copy(vector("basic"), &f).unwrap();
     let before = std::fs::read(&f).unwrap();
     let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     for (input, msg) in [
         ("{", "invalid state JSON"),
         (
@@ -239,13 +220,7 @@ fn bad_input_exits_1_and_changes_nothing() {
             .stderr(contains("probably running"));
     }
     assert_eq!(std::fs::read(&f).unwrap(), before);
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&db)
-        .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("Pending: 0"));
+    check_db(&db).assert().code(0).stdout(contains("Pending: 0"));
     cmd("ailee_create_anchor").assert().code(1);
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "x", "--broadcast"])
@@ -254,60 +229,29 @@ fn bad_input_exits_1_and_changes_nothing() {
         .stderr(contains("--bitcoin-rpc"));
 }
 
-fn rpc_args(node: &Node) -> Vec<String> {
-    [
-        "--bitcoin-rpc",
-        &node.url(),
-        "--rpc-user",
-        &node.user,
-        "--rpc-password",
-        &node.password,
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 #[test]
 fn wallet_without_funds_exits_1_with_nothing_appended_or_recorded() {
     let node = Node::start(); // no blocks mined: an empty wallet
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2.dat");
-    let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
-    cmd("ailee_create_anchor")
-        .args(["--l2-state-file", "-", "--broadcast", "--snapshot-file"])
-        .arg(&f)
-        .arg("--db-path")
-        .arg(&db)
-        .args(rpc_args(&node))
+    let (_d, f, db) = data_dir("l2.dat");
+    node.broadcast_anchor(&f, &db)
         .write_stdin("{}")
         .assert()
         .code(1)
         .stderr(contains("cannot create the anchor transaction"))
         .stderr(contains(&node.password).not());
     assert!(!f.exists());
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&db)
-        .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("Pending: 0"));
+    check_db(&db).assert().code(0).stdout(contains("Pending: 0"));
 }
 
 #[test]
 fn broadcast_confirm_reorg_invalidate_end_to_end() {
-    let node = Node::start();
-    node.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2_snapshots.dat");
-    let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    let node = Node::mined(101);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let resync = |start: u64| {
         let mut c = cmd("ailee_resync_blocks");
         c.args(["--start-height", &start.to_string(), "--db-path"])
             .arg(&db)
-            .args(rpc_args(&node));
+            .args(node.rpc_args());
         c
     };
     resync(0).assert().code(0);
@@ -324,7 +268,7 @@ fn broadcast_confirm_reorg_invalidate_end_to_end() {
         .arg(&f)
         .arg("--db-path")
         .arg(&db)
-        .args(rpc_args(&node))
+        .args(node.rpc_args())
         .write_stdin(r#"{"ledger": {"balances": [{"peerId": "p1", "balance": 5}]}}"#)
         .assert()
         .code(0);
@@ -407,21 +351,9 @@ fn broadcast_confirm_reorg_invalidate_end_to_end() {
         .assert()
         .code(1)
         .stderr(contains("INVALIDATED_REORG"));
-    cmd("ailee_create_anchor")
-        .args([
-            "--l2-state-file",
-            "-",
-            "--allow-unknown-pegout-anchors",
-            "--snapshot-file",
-        ])
-        .arg(&f)
-        .write_stdin(state)
-        .assert()
-        .code(0);
-    cmd("ailee_l2_verify").arg("--snapshot").arg(&f).assert().code(0);
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
+    append_state(&f, state);
+    verify_file(&f).assert().code(0);
+    verify_file(&f)
         .arg("--reorg-db")
         .arg(&db)
         .assert()

@@ -7,14 +7,14 @@
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, cmd};
+use ailee_recovery::{bin, check_db, cmd, db_tool, init_db};
 use predicates::str::contains;
 use std::path::{Path, PathBuf};
 
 /// A database with a few thousand records, flushed to SST files, closed.
 fn populated(dir: &Path) -> PathBuf {
     let p = dir.join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&p).assert().code(0);
+    init_db(&p);
     let db = ReorgDb::open(&p, Mode::ReadWrite).unwrap();
     let mut b = Batch::default();
     for h in 0..3000u64 {
@@ -34,6 +34,13 @@ fn populated(dir: &Path) -> PathBuf {
     db.flush().unwrap();
     drop(db);
     p
+}
+
+/// [`populated`] in a new temporary directory: (directory, database).
+fn populated_temp() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let db = populated(d.path());
+    (d, db)
 }
 
 fn files(db: &Path, ext: &str) -> Vec<PathBuf> {
@@ -61,19 +68,9 @@ fn manifest(db: &Path) -> PathBuf {
 /// Runs `--check` twice: text (exit code, stderr) and `--json` (same exit
 /// code, exactly one JSON document on stdout). Returns the document.
 fn check(db: &Path, code: i32) -> serde_json::Value {
-    let text = cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(db)
-        .arg("--check")
-        .assert()
-        .code(code);
+    let text = check_db(db).assert().code(code);
     let err = String::from_utf8_lossy(&text.get_output().stderr).into_owned();
-    let a = cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(db)
-        .args(["--check", "--json"])
-        .assert()
-        .code(code);
+    let a = db_tool(db).args(["--check", "--json"]).assert().code(code);
     let out = String::from_utf8(a.get_output().stdout.clone()).unwrap();
     let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
         .into_iter()
@@ -92,16 +89,14 @@ fn check(db: &Path, code: i32) -> serde_json::Value {
 
 #[test]
 fn healthy_database_checks_ok_in_text_and_json() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     let v = check(&db, 0);
     assert_eq!(v["blocks"]["count"], 3000);
 }
 
 #[test]
 fn flipped_byte_in_an_sst_exits_2() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     let sst = biggest_sst(&db);
     let mut bytes = std::fs::read(&sst).unwrap();
     // Early in the file: inside the first data block, which only a full,
@@ -132,8 +127,7 @@ fn footer_padding(sst: &[u8]) -> std::ops::Range<usize> {
 fn flipped_byte_anywhere_read_in_an_sst_exits_2() {
     // Data blocks (sampled), index, properties and metaindex blocks, the
     // footer's handles, format version and magic.
-    let d = tempfile::tempdir().unwrap();
-    let clean = populated(d.path());
+    let (d, clean) = populated_temp();
     let sst_name = biggest_sst(&clean).file_name().unwrap().to_owned();
     let original = std::fs::read(clean.join(&sst_name)).unwrap();
     let len = original.len();
@@ -154,11 +148,7 @@ fn flipped_byte_anywhere_read_in_an_sst_exits_2() {
         let mut bytes = original.clone();
         bytes[at] ^= 0x40;
         std::fs::write(copy.join(&sst_name), bytes).unwrap();
-        let a = cmd("ailee_init_reorg_db")
-            .arg("--path")
-            .arg(&copy)
-            .args(["--check", "--json"])
-            .assert();
+        let a = db_tool(&copy).args(["--check", "--json"]).assert();
         let o = a.get_output();
         assert_eq!(
             o.status.code(),
@@ -172,8 +162,7 @@ fn flipped_byte_anywhere_read_in_an_sst_exits_2() {
 
 #[test]
 fn sst_of_the_wrong_size_exits_2() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     let sst = biggest_sst(&db);
     let f = std::fs::OpenOptions::new().write(true).open(&sst).unwrap();
     let len = f.metadata().unwrap().len();
@@ -184,8 +173,7 @@ fn sst_of_the_wrong_size_exits_2() {
 
 #[test]
 fn missing_sst_exits_2() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     std::fs::remove_file(biggest_sst(&db)).unwrap();
     let v = check(&db, 2);
     assert_eq!(v["problem"], "corrupt", "{v}");
@@ -193,8 +181,7 @@ fn missing_sst_exits_2() {
 
 #[test]
 fn truncated_manifest_exits_2() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     let m = manifest(&db);
     let f = std::fs::OpenOptions::new().write(true).open(&m).unwrap();
     let len = f.metadata().unwrap().len();
@@ -205,8 +192,7 @@ fn truncated_manifest_exits_2() {
 
 #[test]
 fn empty_manifest_exits_2() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     std::fs::File::create(manifest(&db)).unwrap();
     check(&db, 2);
 }
@@ -239,8 +225,7 @@ fn absent_database_exits_1_with_one_json_document() {
 #[test]
 fn unreadable_database_exits_1_not_2() {
     // Permissions do not stop root: run the check as `nobody` (setpriv).
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (d, db) = populated_temp();
     let run_as_nobody = |json: bool| {
         let mut c = std::process::Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -279,8 +264,7 @@ fn unreadable_database_exits_1_not_2() {
 
 #[test]
 fn a_database_locked_by_the_node_still_checks_read_only_and_a_writer_exits_1() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     // The node holds RocksDB's LOCK with an fcntl lock, as Python's lockf does.
     let holder = Held::lock(&db);
     let v = check(&db, 0);
@@ -331,8 +315,7 @@ impl Drop for Held {
 fn an_sst_the_manifest_does_not_list_is_only_a_warning() {
     // What an interrupted flush or compaction leaves behind (the MANIFEST is
     // intact): reported, not a failure.
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     std::fs::copy(biggest_sst(&db), db.join("999999.sst")).unwrap();
     let v = check(&db, 0);
     let w = v["warnings"].as_array().unwrap();
@@ -359,8 +342,7 @@ fn inside_the_biggest_record(m: &[u8]) -> usize {
 #[test]
 fn a_torn_manifest_with_unlisted_ssts_is_only_a_warning_while_the_node_holds_the_lock() {
     // The node may be mid-flush: SST written, MANIFEST record being appended.
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     let m = manifest(&db);
     let bytes = std::fs::read(&m).unwrap();
     std::fs::write(&m, &bytes[..inside_the_biggest_record(&bytes)]).unwrap();
@@ -375,8 +357,7 @@ fn a_torn_manifest_with_unlisted_ssts_is_only_a_warning_while_the_node_holds_the
 
 #[test]
 fn a_manifest_cut_at_any_byte_never_checks_healthy_with_data_gone() {
-    let d = tempfile::tempdir().unwrap();
-    let clean = populated(d.path());
+    let (d, clean) = populated_temp();
     let name = manifest(&clean).file_name().unwrap().to_owned();
     let original = std::fs::read(clean.join(&name)).unwrap();
     let copy = d.path().join("copy");
@@ -388,13 +369,7 @@ fn a_manifest_cut_at_any_byte_never_checks_healthy_with_data_gone() {
             std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
         }
         std::fs::write(copy.join(&name), &original[..cut]).unwrap();
-        let o = cmd("ailee_init_reorg_db")
-            .arg("--path")
-            .arg(&copy)
-            .args(["--check", "--json"])
-            .assert()
-            .get_output()
-            .clone();
+        let o = db_tool(&copy).args(["--check", "--json"]).assert().get_output().clone();
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         // Either the cut loses nothing RocksDB needs (a torn tail after the
         // last edit that matters is ignored and every SST is still listed),
@@ -428,8 +403,7 @@ fn one_json_doc(args: &[&std::ffi::OsStr], code: i32) -> serde_json::Value {
 
 #[test]
 fn every_mode_prints_one_json_document_on_errors_too() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (d, db) = populated_temp();
     let p = |x: &Path| x.as_os_str().to_owned();
     // Create over an existing database: refused, exit 1.
     let v = one_json_doc(&[p(Path::new("--path")).as_os_str(), p(&db).as_os_str()], 1);
@@ -463,8 +437,7 @@ fn every_mode_prints_one_json_document_on_errors_too() {
 
 #[test]
 fn a_writer_that_meets_a_damaged_database_exits_2_and_changes_nothing() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (_d, db) = populated_temp();
     std::fs::remove_file(biggest_sst(&db)).unwrap();
     let before: Vec<(PathBuf, Vec<u8>)> = {
         let mut v: Vec<_> = std::fs::read_dir(&db)
@@ -512,8 +485,7 @@ fn a_path_that_is_not_utf8_prints_lossily_in_json_never_panics() {
 
 #[test]
 fn a_database_reached_through_a_symlink_checks() {
-    let d = tempfile::tempdir().unwrap();
-    let db = populated(d.path());
+    let (d, db) = populated_temp();
     let link = d.path().join("link");
     std::os::unix::fs::symlink(&db, &link).unwrap();
     let v = check(&link, 0);

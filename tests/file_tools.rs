@@ -4,21 +4,10 @@
 use ailee_core::format::parse_block;
 use ailee_core::root::state_root;
 use ailee_core::scan::{Note, Scanner};
-use ailee_recovery::{bash, cmd, roots, vector};
+use ailee_recovery::{bash, extract_cmd, prune_cmd, roots, vector, vector_names};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
-
-const VECTORS: &[&str] = &[
-    "basic",
-    "quoting",
-    "bad-root",
-    "no-anchor",
-    "bad-hash",
-    "pegout-missing-anchor",
-    "torn-tail",
-    "torn-then-appended",
-];
 
 /// The input with every torn piece cut out: what the complete snapshots are.
 fn complete_part(name: &str) -> Vec<u8> {
@@ -43,11 +32,7 @@ fn complete_part(name: &str) -> Vec<u8> {
 }
 
 fn extract(name: &str, dir: &Path) -> Vec<Vec<u8>> {
-    cmd("ailee_extract_snapshots")
-        .arg(vector(name))
-        .arg(dir)
-        .assert()
-        .code(0);
+    extract_cmd(vector(name), dir).assert().code(0);
     let n = roots(name).len();
     assert_eq!(
         std::fs::read_dir(dir).unwrap().count(),
@@ -61,7 +46,7 @@ fn extract(name: &str, dir: &Path) -> Vec<Vec<u8>> {
 
 #[test]
 fn extracted_files_concatenated_equal_the_complete_part_of_every_vector() {
-    for name in VECTORS {
+    for name in &vector_names() {
         let d = tempfile::tempdir().unwrap();
         let files = extract(name, &d.path().join("out"));
         assert_eq!(files.concat(), complete_part(name), "{name}");
@@ -80,17 +65,13 @@ fn extracted_files_concatenated_equal_the_complete_part_of_every_vector() {
 #[test]
 fn extract_summary_reports_count_and_torn_tail() {
     let d = tempfile::tempdir().unwrap();
-    cmd("ailee_extract_snapshots")
-        .arg(vector("torn-tail"))
-        .arg(d.path().join("o"))
+    extract_cmd(vector("torn-tail"), d.path().join("o"))
         .assert()
         .code(0)
         .stdout(contains("Extracted 4 snapshots"))
         .stdout(contains("torn tail at byte offset 7659 (967 bytes) not extracted"))
         .stderr(contains("torn snapshot at end of file"));
-    let out = cmd("ailee_extract_snapshots")
-        .arg(vector("basic"))
-        .arg(d.path().join("j"))
+    let out = extract_cmd(vector("basic"), d.path().join("j"))
         .arg("--json")
         .assert()
         .code(0);
@@ -103,38 +84,25 @@ fn extract_summary_reports_count_and_torn_tail() {
 fn extract_refuses_to_overwrite_without_force_and_removes_stale_with_it() {
     let d = tempfile::tempdir().unwrap();
     let o = d.path().join("o");
-    cmd("ailee_extract_snapshots")
-        .arg(vector("basic"))
-        .arg(&o)
-        .assert()
-        .code(0);
+    extract_cmd(vector("basic"), &o).assert().code(0);
     let before = std::fs::read(o.join("snapshot_5.dat")).unwrap();
-    cmd("ailee_extract_snapshots")
-        .arg(vector("bad-root"))
-        .arg(&o)
+    extract_cmd(vector("bad-root"), &o)
         .assert()
         .code(1)
         .stderr(contains("--force"));
     assert_eq!(std::fs::read(o.join("snapshot_5.dat")).unwrap(), before);
-    cmd("ailee_extract_snapshots")
-        .arg(vector("bad-root"))
-        .arg(&o)
-        .arg("--force")
-        .assert()
-        .code(0);
+    extract_cmd(vector("bad-root"), &o).arg("--force").assert().code(0);
     assert_eq!(std::fs::read_dir(&o).unwrap().count(), 3);
 }
 
 #[test]
 fn prune_output_equals_the_last_n_extracted_files() {
-    for name in VECTORS {
+    for name in &vector_names() {
         let d = tempfile::tempdir().unwrap();
         let files = extract(name, &d.path().join("x"));
         for keep in 1..=files.len() + 1 {
             let o = d.path().join(format!("p{keep}"));
-            cmd("ailee_prune_snapshots")
-                .arg("--file")
-                .arg(vector(name))
+            prune_cmd(vector(name))
                 .args(["--keep", &keep.to_string()])
                 .arg("--output")
                 .arg(&o)
@@ -152,18 +120,14 @@ fn prune_reports_kept_and_dropped_and_leaves_input_alone() {
     let f = d.path().join("in.dat");
     std::fs::copy(vector("torn-tail"), &f).unwrap();
     let before = std::fs::read(&f).unwrap();
-    cmd("ailee_prune_snapshots")
-        .arg("--file")
-        .arg(&f)
+    prune_cmd(&f)
         .args(["--keep", "2", "--output"])
         .arg(d.path().join("o"))
         .assert()
         .code(0)
         .stdout(contains("Kept the last 2 snapshots; older snapshots dropped"))
         .stdout(contains("torn tail at byte offset 7659 (967 bytes) dropped"));
-    cmd("ailee_prune_snapshots")
-        .arg("--file")
-        .arg(&f)
+    prune_cmd(&f)
         .args(["--keep", "10", "--output"])
         .arg(d.path().join("o2"))
         .assert()
@@ -180,9 +144,7 @@ fn prune_refuses_output_equal_to_input_existing_output_and_keep_0() {
     let before = std::fs::read(&f).unwrap();
     let same = d.path().join(".").join("in.dat");
     for out in [&f, &same] {
-        cmd("ailee_prune_snapshots")
-            .arg("--file")
-            .arg(&f)
+        prune_cmd(&f)
             .args(["--keep", "1", "--output"])
             .arg(out)
             .arg("--force")
@@ -190,27 +152,21 @@ fn prune_refuses_output_equal_to_input_existing_output_and_keep_0() {
             .code(1)
             .stderr(contains("is the input file"));
     }
-    cmd("ailee_prune_snapshots")
-        .arg("--file")
-        .arg(&f)
+    prune_cmd(&f)
         .args(["--keep", "0", "--output"])
         .arg(d.path().join("o"))
         .assert()
         .code(1);
     let o = d.path().join("o");
     std::fs::write(&o, "keep me").unwrap();
-    cmd("ailee_prune_snapshots")
-        .arg("--file")
-        .arg(&f)
+    prune_cmd(&f)
         .args(["--keep", "1", "--output"])
         .arg(&o)
         .assert()
         .code(1)
         .stderr(contains("--force"));
     assert_eq!(std::fs::read(&o).unwrap(), b"keep me");
-    cmd("ailee_prune_snapshots")
-        .arg("--file")
-        .arg(&f)
+    prune_cmd(&f)
         .args(["--keep", "1", "--output"])
         .arg(&o)
         .arg("--force")
@@ -228,16 +184,12 @@ fn prune_refuses_output_equal_to_input_existing_output_and_keep_0() {
 fn bad_input_exits_1_and_leaves_nothing_behind() {
     let d = tempfile::tempdir().unwrap();
     // Missing input.
-    cmd("ailee_extract_snapshots")
-        .arg(d.path().join("nope"))
-        .arg(d.path().join("o"))
+    extract_cmd(d.path().join("nope"), d.path().join("o"))
         .assert()
         .code(1)
         .stderr(contains("No such file"));
     assert!(!d.path().join("o").exists());
-    cmd("ailee_prune_snapshots")
-        .arg("--file")
-        .arg(d.path().join("nope"))
+    prune_cmd(d.path().join("nope"))
         .args(["--keep", "1", "--output"])
         .arg(d.path().join("o"))
         .assert()
@@ -245,43 +197,29 @@ fn bad_input_exits_1_and_leaves_nothing_behind() {
     // OUTDIR is a file.
     let f = d.path().join("file");
     std::fs::write(&f, "x").unwrap();
-    cmd("ailee_extract_snapshots")
-        .arg(vector("basic"))
-        .arg(&f)
+    extract_cmd(vector("basic"), &f)
         .assert()
         .code(1)
         .stderr(contains("not a directory"));
     // Unwritable output locations.
-    cmd("ailee_extract_snapshots")
-        .arg(vector("basic"))
-        .arg("/proc/ailee-snapshots")
-        .assert()
-        .code(1);
-    cmd("ailee_prune_snapshots")
-        .arg("--file")
-        .arg(vector("basic"))
+    extract_cmd(vector("basic"), "/proc/ailee-snapshots").assert().code(1);
+    prune_cmd(vector("basic"))
         .args(["--keep", "1", "--output", "/proc/ailee.dat"])
         .assert()
         .code(1);
-    cmd("ailee_prune_snapshots")
-        .arg("--file")
-        .arg(vector("basic"))
+    prune_cmd(vector("basic"))
         .args(["--keep", "1", "--output"])
         .arg(f.join("x"))
         .assert()
         .code(1);
     // No complete snapshot.
-    cmd("ailee_extract_snapshots")
-        .arg(vector("empty"))
-        .arg(d.path().join("e"))
+    extract_cmd(vector("empty"), d.path().join("e"))
         .assert()
         .code(1)
         .stderr(contains("No snapshots found"));
     // The set is built beside OUTDIR and moved in only when complete.
     assert!(!d.path().join("e").exists());
-    cmd("ailee_prune_snapshots")
-        .arg("--file")
-        .arg(vector("empty"))
+    prune_cmd(vector("empty"))
         .args(["--keep", "1", "--output"])
         .arg(d.path().join("p"))
         .assert()

@@ -7,7 +7,10 @@
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bash, bin, blocks, cmd, file_blocks, many_balances, vector, Node};
+use ailee_recovery::{
+    bash, bin, blocks, cmd, data_dir, db_tool, extract_cmd, file_blocks, free_port, init_db, many_balances,
+    proxy_answering, prune_cmd, request_id, resync_cmd, serve_raw, vector, verify_file, Node, Proxy, Reply,
+};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::ffi::OsStr;
@@ -29,6 +32,16 @@ fn raw(tool: &str) -> Command {
 }
 
 /// Waits (bounded) until `cond` holds; panics with `what` otherwise.
+/// A temporary directory with a snapshot file path `l2.dat` (not created)
+/// and the state file `s.json` holding [`STATE`]: (directory, file, state).
+fn with_state() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("s.json");
+    std::fs::write(&state, STATE).unwrap();
+    let f = d.path().join("l2.dat");
+    (d, f, state)
+}
+
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let t = Instant::now();
     while !cond() {
@@ -82,12 +95,7 @@ fn big_file(dir: &Path, copies: usize) -> PathBuf {
 }
 
 fn count_ok(file: &Path) -> usize {
-    let out = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(file)
-        .args(["--all", "-q"])
-        .assert()
-        .code(0);
+    let out = verify_file(file).args(["--all", "-q"]).assert().code(0);
     String::from_utf8_lossy(&out.get_output().stdout)
         .matches(": OK ")
         .count()
@@ -123,9 +131,7 @@ fn failed_append_never_truncates_the_file() {
         "the partial append stays: nothing was truncated"
     );
     assert!(now.starts_with(&data));
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
+    verify_file(&f)
         .assert()
         .code(0)
         .stderr(contains("torn snapshot at end of file"));
@@ -144,10 +150,7 @@ fn failed_append_never_truncates_the_file() {
 fn fifty_concurrent_append_pairs_all_succeed_and_verify() {
     // Item 2: two appenders at once used to exit 2 "does not read back as the
     // newest complete snapshot (concurrent writer?)" in 46 of 50 rounds.
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2.dat");
-    let state = d.path().join("s.json");
-    std::fs::write(&state, STATE).unwrap();
+    let (_d, f, state) = with_state();
     // Distinct timestamps: two anchors of one state (a rerun of the same
     // command would rightly be a no-op).
     let mut ts = 1_700_000_000_000u64;
@@ -181,10 +184,7 @@ fn fifty_concurrent_append_pairs_all_succeed_and_verify() {
 
 #[test]
 fn appends_while_a_node_like_writer_appends_all_verify() {
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2.dat");
-    let state = d.path().join("s.json");
-    std::fs::write(&state, STATE).unwrap();
+    let (_d, f, state) = with_state();
     let node_blocks = blocks("basic");
     let stop = std::sync::atomic::AtomicBool::new(false);
     let written = std::thread::scope(|s| {
@@ -216,82 +216,20 @@ fn appends_while_a_node_like_writer_appends_all_verify() {
 
 // ------------------------------------------------------- idempotent reruns
 
-fn rpc_args(node: &Node, url: &str) -> Vec<String> {
-    [
-        "--bitcoin-rpc",
-        url,
-        "--rpc-user",
-        &node.user,
-        "--rpc-password",
-        &node.password,
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 /// A proxy in front of the real node that answers `sendrawtransaction` with
 /// an RPC rejection (a reply the node only gives for a bad transaction) and
 /// forwards everything else.
-fn rejecting_proxy(node_port: u16) -> u16 {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let read_msg = |r: &mut BufReader<std::net::TcpStream>| -> Option<(Vec<u8>, Vec<u8>)> {
-                    let mut head = Vec::new();
-                    let mut len = 0;
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).ok()? == 0 {
-                            return None;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().ok()?;
-                        }
-                        head.extend_from_slice(line.as_bytes());
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    r.read_exact(&mut body).ok()?;
-                    Some((head, body))
-                };
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                while let Some((head, body)) = read_msg(&mut r) {
-                    if String::from_utf8_lossy(&body).contains("sendrawtransaction") {
-                        // Answer with the request's own id, as a node would.
-                        let id = serde_json::from_slice::<serde_json::Value>(&body)
-                            .ok()
-                            .and_then(|v| v.get("id").cloned())
-                            .unwrap_or(serde_json::Value::Null);
-                        let b = format!(
-                            r#"{{"result":null,"error":{{"code":-26,"message":"rejected by the test proxy"}},"id":{id}}}"#
-                        );
-                        let b = b.as_bytes();
-                        let reply = format!(
-                            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                            b.len()
-                        );
-                        let _ = s.write_all(reply.as_bytes());
-                        let _ = s.write_all(b);
-                        continue;
-                    }
-                    let mut up = std::net::TcpStream::connect(("127.0.0.1", node_port)).unwrap();
-                    up.write_all(&head).unwrap();
-                    up.write_all(&body).unwrap();
-                    let mut ur = BufReader::new(up);
-                    let Some((h, b)) = read_msg(&mut ur) else { return };
-                    let _ = s.write_all(&h);
-                    let _ = s.write_all(&b);
-                }
-            });
-        }
-    });
-    port
+fn rejecting_proxy(node_port: u16) -> Proxy {
+    proxy_answering(node_port, |body| {
+        body.contains("sendrawtransaction").then(|| Reply {
+            status: "500 Internal Server Error".into(),
+            // The request's own id, as a node would.
+            body: serde_json::json!({"result": null, "error": {"code": -26, "message": "rejected by the test proxy"},
+                                     "id": request_id(body)})
+            .to_string()
+            .into_bytes(),
+        })
+    })
 }
 
 fn raw_record(db: &Path, hash: &str) -> Vec<u8> {
@@ -308,13 +246,10 @@ fn raw_record(db: &Path, hash: &str) -> Vec<u8> {
 fn rejected_broadcast_then_rerun_finishes_the_job_without_a_second_snapshot() {
     // Item 3: the rerun after a rejected sendrawtransaction used to append a
     // second snapshot with a new anchor.
-    let node = Node::start();
-    node.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2.dat");
-    let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
-    let proxy = format!("http://127.0.0.1:{}", rejecting_proxy(node.rpc_port));
+    let node = Node::mined(101);
+    let (_d, f, db) = data_dir("l2.dat");
+    let px = rejecting_proxy(node.rpc_port);
+    let proxy = px.url();
     let anchor = |url: &str| {
         cmd("ailee_create_anchor")
             .arg("--l2-state-file")
@@ -324,7 +259,7 @@ fn rejected_broadcast_then_rerun_finishes_the_job_without_a_second_snapshot() {
             .arg("--db-path")
             .arg(&db)
             .arg("--broadcast")
-            .args(rpc_args(&node, url))
+            .args(node.rpc_args_at(url))
             .write_stdin(STATE)
             .assert()
     };
@@ -385,12 +320,8 @@ fn blocks_of(f: &Path) -> usize {
 fn rerun_after_confirmed_leaves_the_record_byte_for_byte() {
     // Issue 16 item 2: the same command after the anchor was CONFIRMED reset
     // the record to PENDING, erasing txid, height and confirmations.
-    let node = Node::start();
-    node.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2.dat");
-    let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    let node = Node::mined(101);
+    let (_d, f, db) = data_dir("l2.dat");
     let anchor = || {
         cmd("ailee_create_anchor")
             .arg("--l2-state-file")
@@ -400,7 +331,7 @@ fn rerun_after_confirmed_leaves_the_record_byte_for_byte() {
             .arg("--db-path")
             .arg(&db)
             .args(["--timestamp-ms", "1700000000000", "--broadcast"])
-            .args(rpc_args(&node, &node.url()))
+            .args(node.rpc_args())
             .write_stdin(STATE)
             .assert()
     };
@@ -412,12 +343,7 @@ fn rerun_after_confirmed_leaves_the_record_byte_for_byte() {
         .unwrap()
         .to_string();
     node.generate(6);
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(&db)
-        .args(rpc_args(&node, &node.url()))
-        .assert()
-        .code(0);
+    node.resync(&db, 0).assert().code(0);
     let rec = ReorgDb::open(&db, Mode::ReadOnly)
         .unwrap()
         .anchor(&hash)
@@ -456,11 +382,7 @@ fn extract_force_refuses_an_input_inside_outdir() {
     // Item 4: `extract --force s/snapshot_5.dat s/` deleted its own input.
     let d = tempfile::tempdir().unwrap();
     let s = d.path().join("s");
-    cmd("ailee_extract_snapshots")
-        .arg(vector("basic"))
-        .arg(&s)
-        .assert()
-        .code(0);
+    extract_cmd(vector("basic"), &s).assert().code(0);
     let before: Vec<_> = (1..=blocks("basic").len())
         .map(|i| std::fs::read(s.join(format!("snapshot_{i}.dat"))).unwrap())
         .collect();
@@ -469,9 +391,7 @@ fn extract_force_refuses_an_input_inside_outdir() {
     std::os::unix::fs::symlink(&s, &link).unwrap();
     let name = last.file_name().unwrap();
     for input in [last.clone(), s.join(".").join(name), link.join(name)] {
-        cmd("ailee_extract_snapshots")
-            .arg(&input)
-            .arg(&s)
+        extract_cmd(&input, &s)
             .arg("--force")
             .assert()
             .code(1)
@@ -504,7 +424,7 @@ fn interrupted_extract_force_leaves_the_old_set_or_the_new_one_never_a_mix() {
     let d = tempfile::tempdir().unwrap();
     let old_src = big_file(d.path(), 300);
     let out = d.path().join("out");
-    cmd("ailee_extract_snapshots").arg(&old_src).arg(&out).assert().code(0);
+    extract_cmd(&old_src, &out).assert().code(0);
     let old = set_of(&out);
     let new_src = d.path().join("new.dat");
     std::fs::write(&new_src, std::fs::read(vector("quoting")).unwrap().repeat(200)).unwrap();
@@ -545,7 +465,7 @@ fn interrupted_extract_force_leaves_the_old_set_or_the_new_one_never_a_mix() {
         let ok = now == old || new.as_ref() == Some(&now) || {
             let fresh = tempfile::tempdir().unwrap();
             let x = fresh.path().join("x");
-            cmd("ailee_extract_snapshots").arg(&new_src).arg(&x).assert().code(0);
+            extract_cmd(&new_src, &x).assert().code(0);
             let n = set_of(&x);
             let is_new = n == now;
             new = Some(n);
@@ -559,12 +479,7 @@ fn interrupted_extract_force_leaves_the_old_set_or_the_new_one_never_a_mix() {
     eprintln!("extract --force: {interrupted} runs interrupted, {completed} completed");
     assert!(interrupted + completed == 6);
     // The next run reaps what the SIGKILLed one left, and finishes.
-    cmd("ailee_extract_snapshots")
-        .arg(&new_src)
-        .arg(&out)
-        .arg("--force")
-        .assert()
-        .code(0);
+    extract_cmd(&new_src, &out).arg("--force").assert().code(0);
     assert!(temporaries(d.path()).is_empty());
     assert_eq!(Some(set_of(&out)), new.or_else(|| Some(set_of(&out))));
 }
@@ -578,12 +493,7 @@ fn extract_into_an_existing_directory_keeps_that_directory() {
     let out = d.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let ino = std::fs::metadata(&out).unwrap().ino();
-    cmd("ailee_extract_snapshots")
-        .arg(vector("basic"))
-        .arg(".")
-        .current_dir(&out)
-        .assert()
-        .code(0);
+    extract_cmd(vector("basic"), ".").current_dir(&out).assert().code(0);
     assert_eq!(std::fs::metadata(&out).unwrap().ino(), ino);
     assert_eq!(set_of(&out).len(), blocks("basic").len());
     assert!(temporaries(d.path()).is_empty() && temporaries(&out).is_empty());
@@ -602,19 +512,13 @@ fn dead_runs_temporary_files_are_reaped_by_the_next_run() {
     std::fs::write(&stale_file, vec![b'x'; 1 << 20]).unwrap();
     std::fs::create_dir(&stale_dir).unwrap();
     std::fs::write(stale_dir.join("snapshot_1.dat"), "x").unwrap();
-    cmd("ailee_prune_snapshots")
-        .arg("--file")
-        .arg(vector("basic"))
+    prune_cmd(vector("basic"))
         .args(["--keep", "1", "--output"])
         .arg(d.path().join("pruned.dat"))
         .assert()
         .code(0);
     assert!(!stale_file.exists());
-    cmd("ailee_extract_snapshots")
-        .arg(vector("basic"))
-        .arg(d.path().join("out"))
-        .assert()
-        .code(0);
+    extract_cmd(vector("basic"), d.path().join("out")).assert().code(0);
     assert!(temporaries(d.path()).is_empty());
 }
 
@@ -738,19 +642,15 @@ fn a_signal_ignored_at_start_stays_ignored() {
 #[test]
 fn one_sigterm_stops_a_tool_waiting_on_an_unanswering_rpc() {
     // Item 12: the first signal was swallowed while waiting on RPC.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in l.incoming() {
-            held.push(s);
-            let _ = tx.send(());
-        }
+    // Each connection is held open, unanswered, until the tool closes it.
+    let port = serve_raw(move |s| {
+        let _ = tx.send(());
+        let _ = std::io::copy(s, &mut std::io::sink());
     });
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     let state = d.path().join("s.json");
     std::fs::write(&state, STATE).unwrap();
     let url = format!("http://u:p@127.0.0.1:{port}");
@@ -798,7 +698,7 @@ fn fifos_devices_and_endless_inputs_are_refused_at_once() {
     let fifo = d.path().join("fifo");
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let db = d.path().join("db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     let out = d.path().join("o");
     let basic = vector("basic");
     for input in [fifo.as_path(), Path::new("/dev/zero"), Path::new("/dev/urandom")] {
@@ -875,7 +775,7 @@ fn fifos_devices_and_endless_inputs_are_refused_at_once() {
     }
     // A database directory whose CURRENT is a FIFO: RocksDB would block in open().
     let odd = d.path().join("odd_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&odd).assert().code(0);
+    init_db(&odd);
     std::fs::remove_file(odd.join("CURRENT")).unwrap();
     assert!(Command::new("mkfifo")
         .arg(odd.join("CURRENT"))
@@ -883,18 +783,14 @@ fn fifos_devices_and_endless_inputs_are_refused_at_once() {
         .unwrap()
         .success());
     for args in [&["--check"][..], &["--get-anchor", "ab"][..]] {
-        cmd("ailee_init_reorg_db")
-            .arg("--path")
-            .arg(&odd)
+        db_tool(&odd)
             .args(args)
             .timeout(Duration::from_secs(60))
             .assert()
             .code(1)
             .stderr(contains("CURRENT is not a regular file"));
     }
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("basic"))
+    verify_file(vector("basic"))
         .arg("--reorg-db")
         .arg(&odd)
         .timeout(Duration::from_secs(60))
@@ -903,12 +799,7 @@ fn fifos_devices_and_endless_inputs_are_refused_at_once() {
     // The --snapshot-file case above must not have given the state file's
     // parse error: --l2-state-file basic.dat is not JSON. Check the refusal
     // text of the plain cases.
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&fifo)
-        .assert()
-        .code(1)
-        .stderr(contains("FIFO"));
+    verify_file(&fifo).assert().code(1).stderr(contains("FIFO"));
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "/dev/zero"])
         .assert()
@@ -938,29 +829,18 @@ fn oversized_blocks_and_huge_torn_tails_are_reported_not_held() {
     std::fs::write(&f, &data).unwrap();
     let n = blocks("basic").len();
     let torn = format!("torn snapshot at end of file (byte offset {}", base.len());
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
-        .assert()
-        .code(0)
-        .stderr(contains(torn.clone()));
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
+    verify_file(&f).assert().code(0).stderr(contains(torn.clone()));
+    verify_file(&f)
         .arg("--all")
         .assert()
         .code(0)
         .stderr(contains(torn.clone()));
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
+    verify_file(&f)
         .arg("--last-valid")
         .assert()
         .code(0)
         .stdout(format!("{n}\n"));
-    cmd("ailee_extract_snapshots")
-        .arg(&f)
-        .arg(d.path().join("x"))
+    extract_cmd(&f, d.path().join("x"))
         .assert()
         .code(0)
         .stdout(contains(format!("Extracted {n} snapshots")));
@@ -973,17 +853,13 @@ fn oversized_blocks_and_huge_torn_tails_are_reported_not_held() {
     let g_path = d.path().join("g.dat");
     std::fs::write(&g_path, &g).unwrap();
     for mode in [&[][..], &["--last-valid"][..]] {
-        cmd("ailee_l2_verify")
-            .arg("--snapshot")
-            .arg(&g_path)
+        verify_file(&g_path)
             .args(mode)
             .args(["--max-block-size", "65536"])
             .assert()
             .code(0);
     }
-    let out = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&g_path)
+    let out = verify_file(&g_path)
         .args(["--all", "--max-block-size", "65536"])
         .assert()
         .code(0)
@@ -997,9 +873,7 @@ fn oversized_blocks_and_huge_torn_tails_are_reported_not_held() {
             .count(),
         n + 1
     );
-    cmd("ailee_extract_snapshots")
-        .arg(&g_path)
-        .arg(d.path().join("y"))
+    extract_cmd(&g_path, d.path().join("y"))
         .args(["--max-block-size", "65536"])
         .assert()
         .code(0)
@@ -1020,33 +894,25 @@ fn non_utf8_paths_print_lossily_never_panic() {
     let f = dir.join("l2_snapshots.dat");
     std::fs::copy(vector("basic"), &f).unwrap();
     for mode in [&[][..], &["--all"][..], &["--last-valid"][..], &["--index", "1"][..]] {
-        cmd("ailee_l2_verify")
-            .arg("--snapshot")
-            .arg(&f)
+        verify_file(&f)
             .args(mode)
             .arg("--json")
             .assert()
             .code(0)
             .stdout(contains("data-\u{fffd}").or(contains("last_valid")));
     }
-    cmd("ailee_prune_snapshots")
-        .arg("--file")
-        .arg(&f)
+    prune_cmd(&f)
         .args(["--keep", "1", "--json", "--output"])
         .arg(dir.join("p.dat"))
         .assert()
         .code(0)
         .stdout(contains("data-\u{fffd}"));
-    cmd("ailee_extract_snapshots")
-        .arg(&f)
-        .arg(dir.join("x"))
+    extract_cmd(&f, dir.join("x"))
         .arg("--json")
         .assert()
         .code(0)
         .stdout(contains("data-\u{fffd}"));
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(dir.join("reorg_db"))
+    db_tool(dir.join("reorg_db"))
         .arg("--json")
         .assert()
         .code(0)
@@ -1084,12 +950,10 @@ fn rpc_timeout_out_of_range_is_an_argument_error() {
 fn password_in_url_userinfo_is_never_printed() {
     // Item 8: userinfo was split at the first `/`, so the rest of the password
     // was printed as part of the URL (also with -q and --json).
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l); // connection refused
+    let port = free_port(); // connection refused
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     for pw in ["k3J/9+aQxZ==", "a@b/c?d#e", "x%2Fsecret"] {
         let url = format!("http://op:{pw}@127.0.0.1:{port}");
         for extra in [&[][..], &["-q"][..], &["--json"][..]] {
@@ -1131,7 +995,7 @@ fn percent_encoded_and_raw_special_passwords_authenticate() {
     let node = Node::start();
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     // The node's password has no special characters; check decoding through
     // an encoded form of each of its characters and a raw form.
     let enc: String = node.password.bytes().map(|b| format!("%{b:02X}")).collect();
@@ -1139,9 +1003,7 @@ fn percent_encoded_and_raw_special_passwords_authenticate() {
         format!("{}:{enc}", node.user),
         format!("{}:{}", node.user, node.password),
     ] {
-        cmd("ailee_resync_blocks")
-            .args(["--start-height", "0", "--db-path"])
-            .arg(&db)
+        resync_cmd(&db)
             .args(["--bitcoin-rpc", &format!("http://{info}@127.0.0.1:{}", node.rpc_port)])
             .assert()
             .code(0)
@@ -1155,10 +1017,7 @@ fn percent_encoded_and_raw_special_passwords_authenticate() {
 #[test]
 fn print_state_of_a_non_utf8_id_is_operational_and_names_the_snapshot() {
     // Item 14: exit 2 (it verifies with 0) and no snapshot or line named.
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2.dat");
-    let state = d.path().join("s.json");
-    std::fs::write(&state, STATE).unwrap();
+    let (_d, f, state) = with_state();
     cmd("ailee_create_anchor")
         .arg("--l2-state-file")
         .arg(&state)
@@ -1177,11 +1036,9 @@ fn print_state_of_a_non_utf8_id_is_operational_and_names_the_snapshot() {
     let mut block = Vec::new();
     ailee_core::format::write_snapshot(&snap, &mut block).unwrap();
     std::fs::write(&f, [std::fs::read(vector("basic")).unwrap(), block].concat()).unwrap();
-    cmd("ailee_l2_verify").arg("--snapshot").arg(&f).assert().code(0);
+    verify_file(&f).assert().code(0);
     let n = blocks("basic").len() + 1;
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&f)
+    verify_file(&f)
         .arg("--print-state")
         .assert()
         .code(1)
@@ -1200,9 +1057,7 @@ fn os_errors_are_printed_once_and_counts_read_well() {
     let d = tempfile::tempdir().unwrap();
     let one = d.path().join("one.dat");
     std::fs::write(&one, &blocks("basic")[0]).unwrap();
-    cmd("ailee_extract_snapshots")
-        .arg(&one)
-        .arg(d.path().join("x"))
+    extract_cmd(&one, d.path().join("x"))
         .assert()
         .code(0)
         .stdout(contains("Extracted 1 snapshot (").and(contains("snapshot_1.dat …").not()));
@@ -1211,10 +1066,7 @@ fn os_errors_are_printed_once_and_counts_read_well() {
 #[test]
 fn get_snapshot_block_refuses_an_invalidated_anchor() {
     // Item 17: the height of an INVALIDATED_REORG anchor was printed, exit 0.
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2_snapshots.dat");
-    let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    let (_d, f, db) = data_dir("l2_snapshots.dat");
     let out = cmd("ailee_create_anchor")
         .arg("--l2-state-file")
         .arg("-")
@@ -1437,21 +1289,14 @@ fn every_tool_prints_one_json_document_on_every_exit_with_json() {
         assert!(!out.get_output().stderr.is_empty(), "{tool} {args:?}");
     }
     // A run that prints its own document (ok or failed) prints only that one.
-    let out = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("bad-root"))
+    let out = verify_file(vector("bad-root"))
         .args(["--all", "--json"])
         .assert()
         .code(2);
     let v = one_document(&out.get_output().stdout);
     assert_eq!(v["ok"], false);
     assert!(v["snapshots"].is_array());
-    let out = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("basic"))
-        .arg("--json")
-        .assert()
-        .code(0);
+    let out = verify_file(vector("basic")).arg("--json").assert().code(0);
     assert_eq!(one_document(&out.get_output().stdout)["ok"], true);
     // Without --json nothing goes to stdout on an error.
     cmd("ailee_l2_verify")

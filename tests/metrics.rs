@@ -4,7 +4,7 @@
 //! rules` / `promtool test rules`, and node_exporter scraping it all.
 
 use ailee_core::metrics::{Kind, CATALOG};
-use ailee_recovery::{bash, cmd, root, vector, Node};
+use ailee_recovery::{bash, cmd, db_tool, init_db, root, vector, Node};
 use predicates::str::contains;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -270,11 +270,7 @@ fn bad_writes_exit_1_and_leave_the_file_alone() {
 fn data_dir() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     std::fs::copy(vector("basic"), d.path().join("l2_snapshots.dat")).unwrap();
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(d.path().join("reorg_db"))
-        .assert()
-        .code(0);
+    db_tool(d.path().join("reorg_db")).assert().code(0);
     d
 }
 
@@ -679,17 +675,6 @@ impl Drop for Exporter {
     }
 }
 
-fn rpc_args(node: &Node) -> Vec<String> {
-    vec![
-        "--bitcoin-rpc".into(),
-        node.url(),
-        "--rpc-user".into(),
-        node.user.clone(),
-        "--rpc-password".into(),
-        node.password.clone(),
-    ]
-}
-
 /// `ailee_backup` as an operator runs it: from the tools' directory (the
 /// restic-based binary) or, before it, the script.
 fn backup(data: &Path, metrics: &Path) -> assert_cmd::Command {
@@ -713,18 +698,13 @@ fn backup(data: &Path, metrics: &Path) -> assert_cmd::Command {
 /// serves what they reported.
 #[test]
 fn node_exporter_serves_what_the_monitor_and_resync_reported() {
-    let node = Node::start();
-    node.generate(110);
+    let node = Node::mined(110);
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     let textfile = d.path().join("textfile");
     std::fs::create_dir_all(&textfile).unwrap();
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(data.join("reorg_db"))
-        .assert()
-        .code(0);
-    let rpc = rpc_args(&node);
+    db_tool(data.join("reorg_db")).assert().code(0);
+    let rpc = node.rpc_args();
     let resync = |start: u64| {
         let mut c = cmd("ailee_resync_blocks");
         c.args(["--start-height", &start.to_string(), "--db-path"])
@@ -864,11 +844,7 @@ fn node_exporter_serves_the_backup_success_and_failure_counter() {
     let data = d.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::copy(vector("basic"), data.join("l2_snapshots.dat")).unwrap();
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(data.join("reorg_db"))
-        .assert()
-        .code(0);
+    db_tool(data.join("reorg_db")).assert().code(0);
     let textfile = d.path().join("textfile");
     std::fs::create_dir_all(&textfile).unwrap();
     let exporter = Exporter::start(&textfile);
@@ -1233,15 +1209,14 @@ fn a_symlinked_reorg_db_is_followed_for_its_size() {
 /// --bitcoin-rpc does not print the orphaned height.
 #[test]
 fn a_120_block_reorg_under_a_confirmed_anchor_is_seen_everywhere() {
-    let node = Node::start();
-    node.generate(101);
+    let node = Node::mined(101);
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     let db = data.join("reorg_db");
     let m = d.path().join("textfile");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     backed_up(&m, 60);
-    let rpc = rpc_args(&node);
+    let rpc = node.rpc_args();
     let resync = |start: u64| {
         let mut c = cmd("ailee_resync_blocks");
         c.args(["--start-height", &start.to_string(), "--db-path"])
@@ -1340,7 +1315,7 @@ fn a_120_block_reorg_under_a_confirmed_anchor_is_seen_everywhere() {
         let o = cmd("ailee_metrics")
             .args(["fork", "--json", "--db-path"])
             .arg(&db)
-            .args(rpc_args(n))
+            .args(n.rpc_args())
             .assert()
             .code(1);
         serde_json::from_slice::<serde_json::Value>(&o.get_output().stdout).unwrap()
@@ -1357,7 +1332,7 @@ fn a_120_block_reorg_under_a_confirmed_anchor_is_seen_everywhere() {
     let v = fork_json(&other);
     assert_eq!(v["fork_height"].as_u64(), Some(1), "{v}");
     assert_eq!(v["node_knows_stored_tip"], false, "{v}");
-    mon(&rpc_args(&other))
+    mon(&other.rpc_args())
         .assert()
         .code(1)
         .stdout(contains("the node has never seen reorg_db's tip block: the wrong node"));
@@ -1367,17 +1342,16 @@ fn a_120_block_reorg_under_a_confirmed_anchor_is_seen_everywhere() {
 /// time; a run that is not behind removes it.
 #[test]
 fn a_node_behind_is_reported_since_the_first_run_that_saw_it() {
-    let node = Node::start();
-    node.generate(20);
+    let node = Node::mined(20);
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("reorg_db");
     let m = d.path().join("textfile");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    init_db(&db);
     let resync = || {
         let mut c = cmd("ailee_resync_blocks");
         c.args(["--start-height", "0", "--db-path"])
             .arg(&db)
-            .args(rpc_args(&node))
+            .args(node.rpc_args())
             .arg("--metrics-dir")
             .arg(&m);
         c

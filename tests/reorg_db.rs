@@ -4,7 +4,7 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use ailee_core::Error;
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::cmd;
+use ailee_recovery::{check_db, cmd, db_tool, init_db};
 use predicates::str::contains;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -41,26 +41,14 @@ fn anchor(h: &str, status: AnchorStatus) -> AnchorRecord {
     }
 }
 
-fn init(p: &Path) {
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(p)
-        .assert()
-        .code(0)
-        .stdout(contains("Created reorg database"));
-}
-
 #[test]
 fn init_creates_both_column_families_and_an_empty_healthy_database() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("reorg_db");
-    init(&p);
+    init_db(&p);
     let cfs = String::from_utf8(ldb(&p, &["list_column_families"]).stdout).unwrap();
     assert!(cfs.contains("{default, reputation_cf}"), "{cfs}");
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&p)
-        .arg("--check")
+    check_db(&p)
         .assert()
         .code(0)
         .stdout(contains("Pending: 0\nConfirmed: 0\nInvalidated: 0\n"))
@@ -77,11 +65,9 @@ fn init_creates_both_column_families_and_an_empty_healthy_database() {
 fn init_never_touches_what_is_already_there() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("reorg_db");
-    init(&p);
+    init_db(&p);
     let before: Vec<_> = std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().file_name()).collect();
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&p)
+    db_tool(&p)
         .assert()
         .code(1)
         .stderr(contains("an existing RocksDB database"));
@@ -90,45 +76,20 @@ fn init_never_touches_what_is_already_there() {
     // A file.
     let f = d.path().join("file");
     std::fs::write(&f, "x").unwrap();
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&f)
-        .assert()
-        .code(1)
-        .stderr(contains("a file, not a directory"));
+    db_tool(&f).assert().code(1).stderr(contains("a file, not a directory"));
     assert_eq!(std::fs::read(&f).unwrap(), b"x");
     // A directory that is not a database.
     let nd = d.path().join("stuff");
     std::fs::create_dir(&nd).unwrap();
     std::fs::write(nd.join("notes.txt"), "keep").unwrap();
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&nd)
-        .assert()
-        .code(1)
-        .stderr(contains("not a RocksDB database"));
+    db_tool(&nd).assert().code(1).stderr(contains("not a RocksDB database"));
     assert_eq!(std::fs::read_dir(&nd).unwrap().count(), 1);
     // Not writable.
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg("/proc/ailee_reorg_db")
-        .assert()
-        .code(1);
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(f.join("db"))
-        .assert()
-        .code(1);
+    db_tool("/proc/ailee_reorg_db").assert().code(1);
+    db_tool(f.join("db")).assert().code(1);
     // Check of something that is not a database.
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&nd)
-        .arg("--check")
-        .assert()
-        .code(1);
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(d.path().join("none"))
+    check_db(&nd).assert().code(1);
+    db_tool(d.path().join("none"))
         .arg("--check")
         .assert()
         .code(1)
@@ -146,10 +107,7 @@ fn database_missing_reputation_cf_is_refused_unchanged() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&p)
-        .arg("--check")
+    check_db(&p)
         .assert()
         .code(1)
         .stderr(contains("\"reputation_cf\" is missing"));
@@ -165,7 +123,7 @@ fn database_missing_reputation_cf_is_refused_unchanged() {
 fn ldb_reads_what_we_write_in_the_nodes_encodings() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("reorg_db");
-    init(&p);
+    init_db(&p);
     {
         let db = ReorgDb::open(&p, Mode::ReadWrite).unwrap();
         let mut b = Batch::default();
@@ -211,7 +169,7 @@ fn ldb_reads_what_we_write_in_the_nodes_encodings() {
 fn our_check_decodes_what_ldb_writes_and_flags_what_does_not_decode() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("reorg_db");
-    init(&p);
+    init_db(&p);
     let rec = anchor(&hash('2'), AnchorStatus::Pending).encode();
     let ev = format!("7|{}|{}|1700000000000|1|{}", hash('a'), hash('b'), hash('2'));
     for (k, v) in [
@@ -223,10 +181,7 @@ fn our_check_decodes_what_ldb_writes_and_flags_what_does_not_decode() {
     ] {
         ldb(&p, &["put", k, &v]);
     }
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&p)
-        .arg("--check")
+    check_db(&p)
         .assert()
         .code(0)
         .stdout(contains("Pending: 1\n"))
@@ -242,29 +197,15 @@ fn our_check_decodes_what_ldb_writes_and_flags_what_does_not_decode() {
     drop(db);
     // A record the node could not decode: exit 2, naming the key.
     ldb(&p, &["put", "block:00000000000000000010", "not-a-hash"]);
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&p)
-        .arg("--check")
+    check_db(&p)
         .assert()
         .code(2)
         .stderr(contains("block:00000000000000000010"));
     // A counter that disagrees with the events: exit 2.
     ldb(&p, &["delete", "block:00000000000000000010"]);
     ldb(&p, &["put", "reorg_counter", "5"]);
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&p)
-        .arg("--check")
-        .assert()
-        .code(2)
-        .stderr(contains("Counter mismatch"));
-    let out = cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&p)
-        .args(["--check", "--json"])
-        .assert()
-        .code(2);
+    check_db(&p).assert().code(2).stderr(contains("Counter mismatch"));
+    let out = db_tool(&p).args(["--check", "--json"]).assert().code(2);
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(v["healthy"], false);
     assert_eq!(v["anchors"]["PENDING"], 1);
@@ -303,7 +244,7 @@ impl Drop for Holder {
 fn locked_database_is_refused_for_writing_and_checkable_read_only() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("reorg_db");
-    init(&p);
+    init_db(&p);
     let h = Holder::new(&p);
     match ReorgDb::open(&p, Mode::ReadWrite) {
         Err(e @ Error::Locked { .. }) => {
@@ -316,13 +257,7 @@ fn locked_database_is_refused_for_writing_and_checkable_read_only() {
         Err(e) => panic!("expected Locked, got {e}"),
         Ok(_) => panic!("opened a locked database read-write"),
     }
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&p)
-        .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("Database OK"));
+    check_db(&p).assert().code(0).stdout(contains("Database OK"));
     drop(h);
     // The lock died with its holder: no stale LOCK to remove.
     assert!(ReorgDb::open(&p, Mode::ReadWrite).is_ok());

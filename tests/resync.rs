@@ -3,29 +3,10 @@
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{cmd, proxy, Node};
+use ailee_recovery::{check_db, cmd, init_db, proxy, resync_cmd, temp_db, Node};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
-
-fn init(p: &Path) {
-    cmd("ailee_init_reorg_db").arg("--path").arg(p).assert().code(0);
-}
-
-fn resync(node: &Node, db: &Path, start: u64) -> assert_cmd::Command {
-    let mut c = cmd("ailee_resync_blocks");
-    c.args(["--start-height", &start.to_string(), "--db-path"])
-        .arg(db)
-        .args([
-            "--bitcoin-rpc",
-            &node.url(),
-            "--rpc-user",
-            &node.user,
-            "--rpc-password",
-            &node.password,
-        ]);
-    c
-}
 
 fn stored(db: &Path) -> Vec<(u64, String)> {
     let d = ReorgDb::open(db, Mode::ReadOnly).unwrap();
@@ -65,12 +46,9 @@ fn assert_matches_node(node: &Node, db: &Path) {
 
 #[test]
 fn fresh_resync_matches_getblockhash_at_every_height() {
-    let node = Node::start();
-    node.generate(250);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
-    resync(&node, &db, 0)
+    let node = Node::mined(250);
+    let (_d, db) = temp_db();
+    node.resync(&db, 0)
         .args(["--batch-size", "64"])
         .assert()
         .code(0)
@@ -83,14 +61,11 @@ fn fresh_resync_matches_getblockhash_at_every_height() {
     assert_eq!(s.len(), 251);
     assert_matches_node(&node, &db);
     // A second run changes nothing.
-    resync(&node, &db, 0)
+    node.resync(&db, 0)
         .assert()
         .code(0)
         .stdout(contains("0 block hashes written"));
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&db)
-        .arg("--check")
+    check_db(&db)
         .assert()
         .code(0)
         .stdout(contains("heights 0..250, no gaps"));
@@ -98,12 +73,8 @@ fn fresh_resync_matches_getblockhash_at_every_height() {
 
 #[test]
 fn reorg_is_recorded_at_the_exact_fork_and_invalidates_anchors_at_or_above_it() {
-    let node = Node::start();
-    node.generate(120);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
-    resync(&node, &db, 0).assert().code(0);
+    let node = Node::mined(120);
+    let (_d, db) = node.synced_db();
     put_anchors(
         &db,
         &[
@@ -119,7 +90,7 @@ fn reorg_is_recorded_at_the_exact_fork_and_invalidates_anchors_at_or_above_it() 
     let new117 = node.hash(117);
     assert_ne!(old117, new117);
     // Start above the fork: the tool must walk down to it.
-    resync(&node, &db, 119).assert().code(0).stdout(contains(format!(
+    node.resync(&db, 119).assert().code(0).stdout(contains(format!(
         "Reorg at height 117 (depth 4): old {old117} -> new {new117}; event 0; 2 anchor(s) invalidated"
     )));
     assert_matches_node(&node, &db);
@@ -144,26 +115,16 @@ fn reorg_is_recorded_at_the_exact_fork_and_invalidates_anchors_at_or_above_it() 
     assert_eq!((a('1').status, a('1').confirmations), (AnchorStatus::Confirmed, 22));
     assert_eq!((a('4').status, a('4').confirmations), (AnchorStatus::Confirmed, 12));
     drop(r);
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&db)
-        .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("Invalidated: 2"));
+    check_db(&db).assert().code(0).stdout(contains("Invalidated: 2"));
 }
 
 #[test]
 fn reorg_deeper_than_the_threshold_exits_3_after_recording_it() {
-    let node = Node::start();
-    node.generate(60);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
-    resync(&node, &db, 0).assert().code(0);
+    let node = Node::mined(60);
+    let (_d, db) = node.synced_db();
     node.cli(&["invalidateblock", &node.hash(50)]);
     node.generate(12);
-    resync(&node, &db, 40)
+    node.resync(&db, 40)
         .assert()
         .code(3)
         .stdout(contains("Reorg at height 50 (depth 11)"))
@@ -172,11 +133,11 @@ fn reorg_deeper_than_the_threshold_exits_3_after_recording_it() {
     // The same reorg within a larger threshold is not deep.
     let d2 = tempfile::tempdir().unwrap();
     let db2 = d2.path().join("reorg_db");
-    init(&db2);
-    resync(&node, &db2, 0).assert().code(0);
+    init_db(&db2);
+    node.resync(&db2, 0).assert().code(0);
     node.cli(&["invalidateblock", &node.hash(55)]);
     node.generate(3);
-    resync(&node, &db2, 0)
+    node.resync(&db2, 0)
         .args(["--confirmations", "20"])
         .assert()
         .code(0)
@@ -187,22 +148,18 @@ fn reorg_deeper_than_the_threshold_exits_3_after_recording_it() {
 fn shorter_chain_with_equal_hashes_is_behind_not_a_reorg() {
     // A chain that ends below our stored heights, with the same hashes up to
     // its tip, is a node that is behind: nothing deleted (issue 15).
-    let node = Node::start();
-    node.generate(30);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
-    resync(&node, &db, 0).assert().code(0);
+    let node = Node::mined(30);
+    let (_d, db) = node.synced_db();
     let before = stored(&db);
     node.cli(&["invalidateblock", &node.hash(28)]);
-    resync(&node, &db, 20)
+    node.resync(&db, 20)
         .assert()
         .code(1)
         .stderr(contains("node is behind: tip 27, stored up to 30"));
     assert_eq!(stored(&db), before);
     // Once the node's chain has a hash that differs at a height it has, it is a reorg.
     node.generate(4);
-    resync(&node, &db, 20)
+    node.resync(&db, 20)
         .assert()
         .code(0)
         .stdout(contains("Reorg at height 28 (depth 3)"))
@@ -212,12 +169,9 @@ fn shorter_chain_with_equal_hashes_is_behind_not_a_reorg() {
 
 #[test]
 fn dry_run_reports_and_writes_nothing() {
-    let node = Node::start();
-    node.generate(20);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
-    resync(&node, &db, 0)
+    let node = Node::mined(20);
+    let (_d, db) = temp_db();
+    node.resync(&db, 0)
         .arg("--dry-run")
         .assert()
         .code(0)
@@ -227,12 +181,8 @@ fn dry_run_reports_and_writes_nothing() {
 
 #[test]
 fn killed_resync_reruns_to_a_consistent_complete_database() {
-    let node = Node::start();
-    node.generate(1500);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
-    resync(&node, &db, 0).assert().code(0);
+    let node = Node::mined(1500);
+    let (_d, db) = node.synced_db();
     // A reorg to detect, then kill the resync at several points.
     // Fork at 1420: 81 deep, within --max-reorg-depth (a deeper one is refused).
     node.cli(&["invalidateblock", &node.hash(1420)]);
@@ -246,14 +196,7 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
         let mut c = std::process::Command::new(ailee_recovery::bin("ailee_resync_blocks"));
         c.args(["--start-height", "0", "--batch-size", "10", "--db-path"])
             .arg(&db)
-            .args([
-                "--bitcoin-rpc",
-                &format!("http://127.0.0.1:{}", px.port),
-                "--rpc-user",
-                &node.user,
-                "--rpc-password",
-                &node.password,
-            ])
+            .args(node.rpc_args_at(&px.url()))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         let mut child = c.spawn().unwrap();
@@ -264,12 +207,7 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
         child.wait().unwrap();
         drop(px.release);
         // After every kill the database opens and every record decodes.
-        cmd("ailee_init_reorg_db")
-            .arg("--path")
-            .arg(&db)
-            .arg("--check")
-            .assert()
-            .code(0);
+        check_db(&db).assert().code(0);
         // Stored hashes never disagree with the chain below a gap-free prefix.
         let s = stored(&db);
         let sample: Vec<_> = s.iter().filter(|(h, _)| h % 97 == 0).collect();
@@ -282,8 +220,8 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
     // The killed runs were all still reading (nothing is written before the
     // comparison is done): the first full rerun finds the reorg (81 deep:
     // exit 3); the next one has nothing left to do.
-    resync(&node, &db, 0).assert().code(3);
-    resync(&node, &db, 0).assert().code(0).stdout(contains("No reorg."));
+    node.resync(&db, 0).assert().code(3);
+    node.resync(&db, 0).assert().code(0).stdout(contains("No reorg."));
     assert_matches_node(&node, &db);
     let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
     let ev = r.reorg_events().unwrap();
@@ -293,15 +231,10 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
 
 #[test]
 fn faults_exit_1_with_a_clear_message_and_no_secret() {
-    let mut node = Node::start();
-    node.generate(10);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let mut node = Node::mined(10);
+    let (d, db) = temp_db();
     // Wrong password.
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(&db)
+    resync_cmd(&db)
         .args([
             "--bitcoin-rpc",
             &node.url(),
@@ -316,17 +249,13 @@ fn faults_exit_1_with_a_clear_message_and_no_secret() {
         .stderr(contains("wrong-pw-123").not());
     // Credentials in the URL are accepted and never shown.
     let url = format!("http://{}:{}@127.0.0.1:{}", node.user, node.password, node.rpc_port);
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(&db)
+    resync_cmd(&db)
         .args(["--bitcoin-rpc", &url])
         .assert()
         .code(0)
         .stdout(contains(&node.password).not());
     // Credentials from the environment.
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(&db)
+    resync_cmd(&db)
         .args(["--bitcoin-rpc", &node.url()])
         .env("AILEE_RPC_USER", &node.user)
         .env("AILEE_RPC_PASSWORD", &node.password)
@@ -335,14 +264,14 @@ fn faults_exit_1_with_a_clear_message_and_no_secret() {
     let before = stored(&db);
     // Wrong port / node not running.
     node.stop();
-    resync(&node, &db, 0)
+    node.resync(&db, 0)
         .assert()
         .code(1)
         .stderr(contains("Connection refused"))
         .stderr(contains(&node.password).not());
     assert_eq!(stored(&db), before);
     // Not a database.
-    resync(&node, &d.path().join("nope"), 0)
+    node.resync(&d.path().join("nope"), 0)
         .assert()
         .code(1)
         .stderr(contains("no database here"));
@@ -361,13 +290,10 @@ fn faults_exit_1_with_a_clear_message_and_no_secret() {
 
 #[test]
 fn database_held_by_the_node_is_refused() {
-    let node = Node::start();
-    node.generate(5);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let node = Node::mined(5);
+    let (_d, db) = temp_db();
     let _held = ReorgDb::open(&db, Mode::ReadWrite).unwrap(); // stands in for the running node
-    resync(&node, &db, 0)
+    node.resync(&db, 0)
         .assert()
         .code(1)
         .stderr(contains("the AILEE node is probably running"));
@@ -375,12 +301,9 @@ fn database_held_by_the_node_is_refused() {
 
 #[test]
 fn node_stopping_mid_run_exits_1_and_the_database_stays_consistent() {
-    let mut node = Node::start();
-    node.generate(1500);
+    let mut node = Node::mined(1500);
     let px = proxy(node.rpc_port, 30);
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    init(&db);
+    let (_d, db) = temp_db();
     let mut c = std::process::Command::new(ailee_recovery::bin("ailee_resync_blocks"));
     c.args([
         "--start-height",
@@ -392,14 +315,7 @@ fn node_stopping_mid_run_exits_1_and_the_database_stays_consistent() {
         "--db-path",
     ])
     .arg(&db)
-    .args([
-        "--bitcoin-rpc",
-        &format!("http://127.0.0.1:{}", px.port),
-        "--rpc-user",
-        &node.user,
-        "--rpc-password",
-        &node.password,
-    ])
+    .args(node.rpc_args_at(&px.url()))
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::piped());
     let child = c.spawn().unwrap();
@@ -416,10 +332,7 @@ fn node_stopping_mid_run_exits_1_and_the_database_stays_consistent() {
     assert!(err.contains("Bitcoin RPC"), "{err}");
     assert!(!err.contains(&node.password));
     // What was written is a gap-free prefix of the chain.
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&db)
-        .arg("--check")
+    check_db(&db)
         .assert()
         .code(0)
         .stdout(contains("no gaps").or(contains("none stored")));

@@ -6,75 +6,18 @@
 //! with HTTP 401, not with an error text that holds "401"; `--wait` gives up
 //! on a node that never answers at `--wait-timeout`, not at `--rpc-timeout`.
 
-use ailee_recovery::cmd;
+use ailee_recovery::{check_db, cmd, http, rpc_batch, rpc_result, serve, silent, temp_db};
 use predicates::prelude::*;
 use predicates::str::contains;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
-
-/// Serves `reply(body_of_request)` to every connection until the test ends.
-fn fake(reply: fn(&str) -> Vec<u8>) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut len = 0;
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap();
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                }
-                let mut body = vec![0; len];
-                r.read_exact(&mut body).unwrap();
-                let _ = s.write_all(&reply(&String::from_utf8_lossy(&body)));
-            });
-        }
-    });
-    port
-}
-
-fn http(status: &str, body: &[u8]) -> Vec<u8> {
-    let mut v = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    v.extend_from_slice(body);
-    v
-}
 
 /// getblockcount and getblockchaininfo answer height 10 (with the request's id);
 /// batches get `batch(body)`.
 fn count_then(body: &str, batch: fn(&str) -> Vec<u8>) -> Vec<u8> {
-    let id = || {
-        serde_json::from_str::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v.get("id").cloned())
-            .unwrap_or(1.into())
-    };
     if body.contains("getblockcount") {
-        http(
-            "200 OK",
-            format!(r#"{{"result":10,"error":null,"id":{}}}"#, id()).as_bytes(),
-        )
+        rpc_result(body, serde_json::json!(10))
     } else if body.contains("getblockchaininfo") {
-        let best = "0".repeat(64);
-        let reply = format!(
-            r#"{{"result":{{"blocks":10,"bestblockhash":"{best}"}},"error":null,"id":{}}}"#,
-            id()
-        );
-        http("200 OK", reply.as_bytes())
+        rpc_result(body, serde_json::json!({"blocks": 10, "bestblockhash": "0".repeat(64)}))
     } else {
         batch(body)
     }
@@ -106,26 +49,18 @@ fn resync_against(port: u16, db: &std::path::Path) -> assert_cmd::assert::Assert
 }
 
 fn check_fault(reply: fn(&str) -> Vec<u8>, msg: &str) {
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
-    resync_against(fake(reply), &db)
+    let (_d, db) = temp_db();
+    resync_against(serve(reply), &db)
         .code(1)
         .stderr(contains(msg))
         .stderr(contains("secret-pw-42").not());
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&db)
-        .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("Blocks: none stored"));
+    check_db(&db).assert().code(0).stdout(contains("Blocks: none stored"));
 }
 
 #[test]
 fn malformed_json_reply() {
     check_fault(
-        |b| count_then(b, |_| http("200 OK", b"[{\"result\": \"abc")),
+        |b| count_then(b, |_| http("200 OK", "", b"[{\"result\": \"abc")),
         "getblockhash batch",
     );
 }
@@ -145,7 +80,7 @@ fn reply_cut_off_mid_body() {
 #[test]
 fn reply_with_wrong_ids() {
     check_fault(
-        |b| count_then(b, |_| http("200 OK", br#"[{"result":"00","error":null,"id":999}]"#)),
+        |b| count_then(b, |_| http("200 OK", "", br#"[{"result":"00","error":null,"id":999}]"#)),
         "getblockhash batch",
     );
 }
@@ -156,6 +91,7 @@ fn http_500_with_an_error_object() {
         |_| {
             http(
                 "500 Internal Server Error",
+                "",
                 br#"{"result":null,"error":{"code":-28,"message":"Loading block index..."},"id":1}"#,
             )
         },
@@ -166,14 +102,10 @@ fn http_500_with_an_error_object() {
 /// Answers every request of a batch with the RPC error `code`/`message`
 /// (with the request's id, as a node does).
 fn batch_errors(body: &str, code: i64, message: &str) -> Vec<u8> {
-    let req: serde_json::Value = serde_json::from_str(body).unwrap();
-    let rs: Vec<serde_json::Value> = req
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| serde_json::json!({"result": null, "error": {"code": code, "message": message}, "id": r["id"]}))
-        .collect();
-    http("200 OK", serde_json::Value::Array(rs).to_string().as_bytes())
+    rpc_batch(
+        body,
+        |_| serde_json::json!({"result": null, "error": {"code": code, "message": message}}),
+    )
 }
 
 #[test]
@@ -185,11 +117,9 @@ fn the_authentication_hint_comes_with_http_401_not_with_a_text_holding_401() {
         },
         "getblockcount: HTTP 401 Unauthorized",
     );
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    let (_d, db) = temp_db();
     resync_against(
-        fake(|b| count_then(b, |b| batch_errors(b, -5, "block 0000401f not found"))),
+        serve(|b| count_then(b, |b| batch_errors(b, -5, "block 0000401f not found"))),
         &db,
     )
     .code(1)
@@ -197,11 +127,9 @@ fn the_authentication_hint_comes_with_http_401_not_with_a_text_holding_401() {
     .stderr(contains(": code -5: block 0000401f not found"))
     .stderr(contains("authentication").not())
     .stderr(contains("RpcError").not());
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    let (_d, db) = temp_db();
     resync_against(
-        fake(|_| b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_vec()),
+        serve(|_| b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_vec()),
         &db,
     )
     .code(1)
@@ -217,6 +145,7 @@ fn rpc_error_object_in_a_batch_entry() {
             count_then(b, |_| {
                 http(
                     "200 OK",
+                    "",
                     br#"[{"result":null,"error":{"code":-8,"message":"Block height out of range"},"id":0}]"#,
                 )
             })
@@ -233,32 +162,16 @@ fn a_64_mb_body() {
                 let mut body = b"[{\"result\":\"".to_vec();
                 body.resize(64 << 20, b'a');
                 body.extend_from_slice(b"\",\"error\":null,\"id\":0}]");
-                http("200 OK", &body)
+                http("200 OK", "", &body)
             })
         },
         "getblockhash",
     );
 }
 
-/// A port that accepts connections and never answers (they are held open
-/// until the test ends).
-fn silent() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in l.incoming() {
-            held.push(s);
-        }
-    });
-    port
-}
-
 #[test]
 fn no_reply_times_out() {
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    let (_d, db) = temp_db();
     resync_against(silent(), &db)
         .code(1)
         .stderr(contains("getblockcount: the timeout of the request was reached"));
@@ -267,9 +180,7 @@ fn no_reply_times_out() {
 #[test]
 fn wait_gives_up_on_a_node_that_never_answers_at_wait_timeout_not_rpc_timeout() {
     // The default --rpc-timeout is 30 s; no attempt may outlast the 5 s left to wait.
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
+    let (_d, db) = temp_db();
     let t0 = Instant::now();
     cmd("ailee_resync_blocks")
         .args([
@@ -294,11 +205,5 @@ fn wait_gives_up_on_a_node_that_never_answers_at_wait_timeout_not_rpc_timeout() 
         "waited {:?}: the attempt outlasted --wait-timeout",
         t0.elapsed()
     );
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(&db)
-        .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("Blocks: none stored"));
+    check_db(&db).assert().code(0).stdout(contains("Blocks: none stored"));
 }

@@ -16,74 +16,20 @@
 //!   real blocks of 2.2 MB (a reply over the 256 MiB cap) in 128 MiB.
 //! - `--wait` rides out HTTP 503 from a proxy in front of the node.
 
-use ailee_recovery::{bin, cmd, proxy_rewriting, Node, Reply};
+use ailee_recovery::{
+    bin, check_db, cmd, db_in, http, proxy_rewriting, resync_cmd, rpc_args, rpc_batch, rpc_error, rpc_result,
+    rpc_unknown_method, serve, serve_stream, temp_db, verify_file, Node, Reply,
+};
 use predicates::prelude::*;
 use predicates::str::contains;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 const SECRET: &str = "secret-pw-42";
-
-/// Serves `reply(request body)` to every request on 127.0.0.1 until the test ends.
-fn serve(reply: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let reply = Arc::new(reply);
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            let reply = reply.clone();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut len = 0;
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap();
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                }
-                let mut body = vec![0; len];
-                if r.read_exact(&mut body).is_err() {
-                    return;
-                }
-                let _ = s.write_all(&reply(&String::from_utf8_lossy(&body)));
-            });
-        }
-    });
-    port
-}
-
-fn http(status: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
-    let mut v = format!(
-        "HTTP/1.1 {status}\r\n{extra_headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    v.extend_from_slice(body);
-    v
-}
-
-/// A JSON-RPC reply to `req` (a single request) with `result`.
-fn result(req: &str, result: Value) -> Vec<u8> {
-    let req: Value = serde_json::from_str(req).unwrap();
-    http(
-        "200 OK",
-        "",
-        json!({"result": result, "error": null, "id": req["id"]})
-            .to_string()
-            .as_bytes(),
-    )
-}
 
 /// A listener standing for the host a redirect points at. It never answers;
 /// after the tool has exited, [`Target::received`] reads whatever arrived.
@@ -125,36 +71,19 @@ impl Target {
     }
 }
 
-fn init_db(dir: &Path) -> std::path::PathBuf {
-    let db = dir.join("reorg_db");
-    cmd("ailee_init_reorg_db").arg("--path").arg(&db).assert().code(0);
-    db
-}
-
 fn db_is_untouched(db: &Path) {
-    cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(db)
-        .arg("--check")
+    check_db(db)
         .assert()
         .code(0)
         .stdout(contains("Pending: 0\nConfirmed: 0"))
         .stdout(contains("Blocks: none stored"));
 }
 
-fn rpc_args(port: u16) -> Vec<String> {
-    [
-        "--bitcoin-rpc",
-        &format!("http://127.0.0.1:{port}"),
-        "--rpc-user",
-        "u",
-        "--rpc-password",
-        SECRET,
-        "--rpc-timeout",
-        "5",
-    ]
-    .map(String::from)
-    .to_vec()
+/// The RPC options for a fake at `port`, with a 5 s timeout.
+fn fake_args(port: u16) -> Vec<String> {
+    let mut a = rpc_args(&format!("http://127.0.0.1:{port}"), "u", SECRET);
+    a.extend(["--rpc-timeout", "5"].map(String::from));
+    a
 }
 
 const STATE: &str = r#"{"ledger": {"balances": [{"peerId": "p1", "balance": 5}]}}"#;
@@ -170,17 +99,15 @@ fn create_anchor_broadcast(port: u16, db: &Path) -> assert_cmd::assert::Assert {
             "--db-path",
         ])
         .arg(db)
-        .args(rpc_args(port))
+        .args(fake_args(port))
         .write_stdin(STATE)
         .timeout(Duration::from_secs(60))
         .assert()
 }
 
 fn resync(port: u16, db: &Path) -> assert_cmd::assert::Assert {
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(db)
-        .args(rpc_args(port))
+    resync_cmd(db)
+        .args(fake_args(port))
         .timeout(Duration::from_secs(60))
         .assert()
 }
@@ -219,8 +146,7 @@ fn resync_never_follows_a_redirect_nor_sends_the_password_there() {
         for userinfo in [false, true] {
             let target = Target::bind();
             let port = redirecting(status, &target, userinfo);
-            let d = tempfile::tempdir().unwrap();
-            let db = init_db(d.path());
+            let (_d, db) = temp_db();
             refused_redirect(resync(port, &db), &status[..3], &target);
             db_is_untouched(&db);
         }
@@ -231,8 +157,7 @@ fn resync_never_follows_a_redirect_nor_sends_the_password_there() {
 fn create_anchor_broadcast_never_follows_a_redirect() {
     let target = Target::bind();
     let port = redirecting("307 Temporary Redirect", &target, false);
-    let d = tempfile::tempdir().unwrap();
-    let db = init_db(d.path());
+    let (_d, db) = temp_db();
     refused_redirect(create_anchor_broadcast(port, &db), "307", &target);
     db_is_untouched(&db);
 }
@@ -242,11 +167,8 @@ fn the_redirect_target_listener_does_see_a_direct_request() {
     // The check above is only meaningful if the target records what arrives:
     // pointing the tool straight at it, the Authorization header shows up.
     let target = Target::bind();
-    let d = tempfile::tempdir().unwrap();
-    let db = init_db(d.path());
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(&db)
+    let (_d, db) = temp_db();
+    resync_cmd(&db)
         .args(["--bitcoin-rpc", &format!("http://{}", target.addr())])
         .args(["--rpc-user", "u", "--rpc-password", SECRET, "--rpc-timeout", "1"])
         .timeout(Duration::from_secs(60))
@@ -304,17 +226,13 @@ fn wallet_node(send: impl Fn(&str) -> Value + Send + Sync + 'static) -> u16 {
         let req: Value = serde_json::from_str(body).unwrap();
         let p = &req["params"];
         match req["method"].as_str().unwrap() {
-            "createrawtransaction" => result(body, json!(hex(&op_return_tx(&unhex(p[1]["data"].as_str().unwrap()))))),
-            "fundrawtransaction" => result(body, json!({"hex": p[0], "fee": 0.00001, "changepos": -1})),
-            "signrawtransactionwithwallet" => result(body, json!({"hex": p[0], "complete": true})),
-            "sendrawtransaction" => result(body, send(&txid_of(&unhex(p[0].as_str().unwrap())))),
-            m => http(
-                "404 Not Found",
-                "",
-                json!({"result": null, "error": {"code": -32601, "message": format!("Method not found: {m}")}, "id": req["id"]})
-                    .to_string()
-                    .as_bytes(),
-            ),
+            "createrawtransaction" => {
+                rpc_result(body, json!(hex(&op_return_tx(&unhex(p[1]["data"].as_str().unwrap())))))
+            }
+            "fundrawtransaction" => rpc_result(body, json!({"hex": p[0], "fee": 0.00001, "changepos": -1})),
+            "signrawtransactionwithwallet" => rpc_result(body, json!({"hex": p[0], "complete": true})),
+            "sendrawtransaction" => rpc_result(body, send(&txid_of(&unhex(p[0].as_str().unwrap())))),
+            _ => rpc_unknown_method(body),
         }
     })
 }
@@ -339,8 +257,7 @@ fn malformed_txids_from_sendrawtransaction_exit_1_and_store_nothing() {
     ];
     for (why, send) in cases {
         let port = wallet_node(send);
-        let d = tempfile::tempdir().unwrap();
-        let db = init_db(d.path());
+        let (_d, db) = temp_db();
         let a = create_anchor_broadcast(port, &db)
             .code(1)
             .stderr(contains("sendrawtransaction"))
@@ -355,8 +272,7 @@ fn malformed_txids_from_sendrawtransaction_exit_1_and_store_nothing() {
 #[test]
 fn an_upper_case_txid_is_stored_lower_case() {
     let port = wallet_node(|t| json!(t.to_ascii_uppercase()));
-    let d = tempfile::tempdir().unwrap();
-    let db = init_db(d.path());
+    let (_d, db) = temp_db();
     let out = create_anchor_broadcast(port, &db).code(0);
     let txid = String::from_utf8_lossy(&out.get_output().stdout)
         .lines()
@@ -382,17 +298,16 @@ fn a_signed_transaction_without_the_anchor_output_is_refused_before_broadcast() 
         match req["method"].as_str().unwrap() {
             "sendrawtransaction" => {
                 s2.store(true, std::sync::atomic::Ordering::SeqCst);
-                result(body, json!("00".repeat(32)))
+                rpc_result(body, json!("00".repeat(32)))
             }
-            "signrawtransactionwithwallet" => result(
+            "signrawtransactionwithwallet" => rpc_result(
                 body,
                 json!({"hex": hex(&op_return_tx(b"someone else")), "complete": true}),
             ),
-            _ => result(body, json!({"hex": "00"})),
+            _ => rpc_result(body, json!({"hex": "00"})),
         }
     });
-    let d = tempfile::tempdir().unwrap();
-    let db = init_db(d.path());
+    let (_d, db) = temp_db();
     create_anchor_broadcast(port, &db)
         .code(1)
         .stderr(contains("no output carrying the anchor's OP_RETURN"));
@@ -404,12 +319,11 @@ fn a_signed_transaction_without_the_anchor_output_is_refused_before_broadcast() 
 fn chain_node(hash: fn(u64) -> Value) -> u16 {
     serve(move |body| {
         let req: Value = serde_json::from_str(body).unwrap();
-        if let Some(batch) = req.as_array() {
-            let rs: Vec<Value> = batch
-                .iter()
-                .map(|r| json!({"result": hash(r["params"][0].as_u64().unwrap()), "error": null, "id": r["id"]}))
-                .collect();
-            return http("200 OK", "", Value::Array(rs).to_string().as_bytes());
+        if req.is_array() {
+            return rpc_batch(
+                body,
+                |r| json!({"result": hash(r["params"][0].as_u64().unwrap()), "error": null}),
+            );
         }
         // The tip's hash as getblockchaininfo reports it (a valid one when the
         // test's hashes are malformed, so that getblockhash is what fails).
@@ -418,19 +332,13 @@ fn chain_node(hash: fn(u64) -> Value) -> u16 {
             _ => json!("ab".repeat(32)),
         };
         match req["method"].as_str().unwrap() {
-            "getblockcount" => result(body, json!(3)),
-            "getblockchaininfo" => result(
+            "getblockcount" => rpc_result(body, json!(3)),
+            "getblockchaininfo" => rpc_result(
                 body,
                 json!({"chain": "regtest", "blocks": 3, "headers": 3, "bestblockhash": best, "initialblockdownload": false}),
             ),
-            "getblockhash" => result(body, hash(req["params"][0].as_u64().unwrap())),
-            m => http(
-                "404 Not Found",
-                "",
-                json!({"result": null, "error": {"code": -32601, "message": format!("Method not found: {m}")}, "id": req["id"]})
-                    .to_string()
-                    .as_bytes(),
-            ),
+            "getblockhash" => rpc_result(body, hash(req["params"][0].as_u64().unwrap())),
+            _ => rpc_unknown_method(body),
         }
     })
 }
@@ -438,8 +346,7 @@ fn chain_node(hash: fn(u64) -> Value) -> u16 {
 #[test]
 fn upper_case_block_hashes_are_stored_lower_case() {
     let port = chain_node(|h| json!(format!("{h:064X}").replace('0', "A")));
-    let d = tempfile::tempdir().unwrap();
-    let db = init_db(d.path());
+    let (_d, db) = temp_db();
     resync(port, &db).code(0);
     let r = ailee_db::reorgdb::ReorgDb::open(&db, ailee_db::reorgdb::Mode::ReadOnly).unwrap();
     for h in 0..=3u64 {
@@ -460,8 +367,7 @@ fn malformed_block_hashes_and_heights_exit_1_and_store_nothing() {
         |_| json!(7),
     ] {
         let port = chain_node(bad);
-        let d = tempfile::tempdir().unwrap();
-        let db = init_db(d.path());
+        let (_d, db) = temp_db();
         resync(port, &db)
             .code(1)
             .stderr(contains("getblockhash"))
@@ -469,11 +375,8 @@ fn malformed_block_hashes_and_heights_exit_1_and_store_nothing() {
         db_is_untouched(&db);
     }
     for count in [json!(-1), json!(1u64 << 40), json!("3"), json!(2.5)] {
-        let port = serve(move |body| result(body, count.clone()));
-        let d = tempfile::tempdir().unwrap();
-        let db = init_db(d.path());
-        resync(port, &db).code(1).stderr(contains("getblockcount"));
-        db_is_untouched(&db);
+        let port = serve(move |body| rpc_result(body, count.clone()));
+        refused_at_getblockcount(port);
     }
 }
 
@@ -481,29 +384,19 @@ fn malformed_block_hashes_and_heights_exit_1_and_store_nothing() {
 fn a_reply_over_the_size_cap_is_refused_before_it_is_read() {
     // A server announcing a 1 TB body: refused on the header, nothing read.
     let port = serve(|_| b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n[".to_vec());
-    let d = tempfile::tempdir().unwrap();
-    let db = init_db(d.path());
+    let (_d, db) = temp_db();
     resync(port, &db).code(1).stderr(contains("larger than"));
     db_is_untouched(&db);
 }
 
 #[test]
 fn broadcast_on_the_real_node_stores_the_nodes_txid_lower_case() {
-    let node = Node::start();
-    node.generate(101);
-    let d = tempfile::tempdir().unwrap();
-    let db = init_db(d.path());
+    let node = Node::mined(101);
+    let (_d, db) = temp_db();
     let out = cmd("ailee_create_anchor")
         .args(["--l2-state-file", "-", "--broadcast", "--json", "--db-path"])
         .arg(&db)
-        .args([
-            "--bitcoin-rpc",
-            &node.url(),
-            "--rpc-user",
-            &node.user,
-            "--rpc-password",
-            &node.password,
-        ])
+        .args(node.rpc_args())
         .write_stdin(STATE)
         .assert()
         .code(0);
@@ -529,56 +422,34 @@ fn broadcast_on_the_real_node_stores_the_nodes_txid_lower_case() {
     assert_eq!(rec[0].bitcoin_tx_id, txid);
     // And a resync through the same transport stores the node's hashes.
     node.generate(1);
-    resync_real(&node, &db);
+    node.resync(&db, 0).assert().code(0);
     let r = ailee_db::reorgdb::ReorgDb::open(&db, ailee_db::reorgdb::Mode::ReadOnly).unwrap();
     let tip = node.count();
     assert_eq!(r.block_hash(tip).unwrap().unwrap(), node.hash(tip));
 }
 
-fn resync_real(node: &Node, db: &Path) {
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(db)
-        .args([
-            "--bitcoin-rpc",
-            &node.url(),
-            "--rpc-user",
-            &node.user,
-            "--rpc-password",
-            &node.password,
-        ])
-        .assert()
-        .code(0);
-}
-
 // --- hostile replies: bounded memory and time ---------------------------------
 
-/// Serves raw bytes from `write(stream)` after reading the request head.
-fn serve_stream(write: fn(&mut std::net::TcpStream)) -> u16 {
-    serve_raw(move |s| {
-        let mut r = BufReader::new(s.try_clone().unwrap());
-        loop {
-            let mut line = String::new();
-            if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                break;
-            }
-        }
-        write(s);
-    })
+/// A resync against the fake at `port` fails at its first call (exit 1,
+/// `getblockcount` named); the database is untouched.
+fn refused_at_getblockcount(port: u16) {
+    let (_d, db) = temp_db();
+    resync(port, &db).code(1).stderr(contains("getblockcount"));
+    db_is_untouched(&db);
 }
 
-fn serve_raw(handle: impl Fn(&mut std::net::TcpStream) + Send + Sync + 'static) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let handle = Arc::new(handle);
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            let h = handle.clone();
-            std::thread::spawn(move || h(&mut s));
-        }
-    });
-    port
+/// A resync (no credentials) against the fake at `port` with `--rpc-timeout
+/// secs` exits 1 within that bound with `msg`; the database is untouched.
+fn refused_within(port: u16, secs: u64, msg: &str) {
+    let (_d, db) = temp_db();
+    resync_cmd(&db)
+        .args(["--bitcoin-rpc", &format!("http://127.0.0.1:{port}")])
+        .args(["--rpc-timeout", &secs.to_string()])
+        .timeout(Duration::from_secs(secs.max(120)))
+        .assert()
+        .code(1)
+        .stderr(contains(msg));
+    db_is_untouched(&db);
 }
 
 #[test]
@@ -588,10 +459,7 @@ fn endless_headers_are_cut_off() {
         let line = format!("X-Junk: {}\r\n", "a".repeat(1000));
         while s.write_all(line.as_bytes()).is_ok() {}
     });
-    let d = tempfile::tempdir().unwrap();
-    let db = init_db(d.path());
-    resync(port, &db).code(1).stderr(contains("getblockcount"));
-    db_is_untouched(&db);
+    refused_at_getblockcount(port);
 }
 
 #[test]
@@ -601,10 +469,7 @@ fn endless_status_line_is_cut_off() {
         let chunk = [b'O'; 4096];
         while s.write_all(&chunk).is_ok() {}
     });
-    let d = tempfile::tempdir().unwrap();
-    let db = init_db(d.path());
-    resync(port, &db).code(1).stderr(contains("getblockcount"));
-    db_is_untouched(&db);
+    refused_at_getblockcount(port);
 }
 
 #[test]
@@ -617,22 +482,7 @@ fn endless_chunked_body_stops_at_the_cap() {
         chunk.extend_from_slice(b"\r\n");
         while s.write_all(&chunk).is_ok() {}
     });
-    let d = tempfile::tempdir().unwrap();
-    let db = init_db(d.path());
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(&db)
-        .args([
-            "--bitcoin-rpc",
-            &format!("http://127.0.0.1:{port}"),
-            "--rpc-timeout",
-            "600",
-        ])
-        .timeout(Duration::from_secs(600))
-        .assert()
-        .code(1)
-        .stderr(contains("larger than 268435456 bytes"));
-    db_is_untouched(&db);
+    refused_within(port, 600, "larger than 268435456 bytes");
 }
 
 #[test]
@@ -648,22 +498,7 @@ fn a_body_that_never_ends_hits_the_request_timeout() {
             std::thread::sleep(Duration::from_millis(100));
         }
     });
-    let d = tempfile::tempdir().unwrap();
-    let db = init_db(d.path());
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(&db)
-        .args([
-            "--bitcoin-rpc",
-            &format!("http://127.0.0.1:{port}"),
-            "--rpc-timeout",
-            "2",
-        ])
-        .timeout(Duration::from_secs(120))
-        .assert()
-        .code(1)
-        .stderr(contains("timeout"));
-    db_is_untouched(&db);
+    refused_within(port, 2, "timeout");
 }
 
 #[test]
@@ -676,10 +511,7 @@ fn a_reply_with_another_id_or_shape_is_refused() {
         |_| http("200 OK", "", b"\xff\xfe{}"),
     ] {
         let port = serve(reply);
-        let d = tempfile::tempdir().unwrap();
-        let db = init_db(d.path());
-        resync(port, &db).code(1).stderr(contains("getblockcount"));
-        db_is_untouched(&db);
+        refused_at_getblockcount(port);
     }
 }
 
@@ -711,16 +543,15 @@ fn batch_replies_missing_or_duplicated_are_refused() {
             if req.is_array() {
                 http("200 OK", "", batch(body).to_string().as_bytes())
             } else if req["method"] == "getblockchaininfo" {
-                result(
+                rpc_result(
                     body,
                     json!({"chain": "regtest", "blocks": 3, "headers": 3, "bestblockhash": "ab".repeat(32), "initialblockdownload": false}),
                 )
             } else {
-                result(body, json!(3))
+                rpc_result(body, json!(3))
             }
         });
-        let d = tempfile::tempdir().unwrap();
-        let db = init_db(d.path());
+        let (_d, db) = temp_db();
         resync(port, &db).code(1).stderr(contains("getblockhash"));
         db_is_untouched(&db);
     }
@@ -732,36 +563,26 @@ fn batch_replies_missing_or_duplicated_are_refused() {
 fn node_with_tx(tx_reply: fn(&str) -> Value, header_reply: fn(&str) -> Value) -> u16 {
     serve(move |body| {
         let req: Value = serde_json::from_str(body).unwrap();
-        if let Some(batch) = req.as_array() {
-            let rs: Vec<Value> = batch
-                .iter()
-                .map(|r| {
-                    let result = match r["method"].as_str().unwrap() {
-                        "getblockhash" => json!(format!("{:064x}", r["params"][0].as_u64().unwrap() + 1)),
-                        "getblockheader" => header_reply(r["params"][0].as_str().unwrap_or_default()),
-                        _ => tx_reply(r["params"][0].as_str().unwrap_or_default()),
-                    };
-                    json!({"result": result, "error": null, "id": r["id"]})
-                })
-                .collect();
-            return http("200 OK", "", Value::Array(rs).to_string().as_bytes());
+        if req.is_array() {
+            return rpc_batch(body, |r| {
+                let result = match r["method"].as_str().unwrap() {
+                    "getblockhash" => json!(format!("{:064x}", r["params"][0].as_u64().unwrap() + 1)),
+                    "getblockheader" => header_reply(r["params"][0].as_str().unwrap_or_default()),
+                    _ => tx_reply(r["params"][0].as_str().unwrap_or_default()),
+                };
+                json!({"result": result, "error": null})
+            });
         }
         let p0 = req["params"][0].as_str().unwrap_or_default().to_string();
         match req["method"].as_str().unwrap() {
-            "getblockcount" => result(body, json!(3)),
-            "getblockchaininfo" => result(
+            "getblockcount" => rpc_result(body, json!(3)),
+            "getblockchaininfo" => rpc_result(
                 body,
                 json!({"chain": "regtest", "blocks": 3, "headers": 3, "bestblockhash": format!("{:064x}", 4), "initialblockdownload": false}),
             ),
-            "gettransaction" | "getrawtransaction" => result(body, tx_reply(&p0)),
-            "getblockheader" => result(body, header_reply(&p0)),
-            m => http(
-                "404 Not Found",
-                "",
-                json!({"result": null, "error": {"code": -32601, "message": format!("Method not found: {m}")}, "id": req["id"]})
-                    .to_string()
-                    .as_bytes(),
-            ),
+            "gettransaction" | "getrawtransaction" => rpc_result(body, tx_reply(&p0)),
+            "getblockheader" => rpc_result(body, header_reply(&p0)),
+            _ => rpc_unknown_method(body),
         }
     })
 }
@@ -798,8 +619,7 @@ fn replies_about_another_transaction_or_block_are_refused_and_the_anchor_is_unch
         ),
     ];
     for (tx, header, why) in cases {
-        let d = tempfile::tempdir().unwrap();
-        let db = init_db(d.path());
+        let (_d, db) = temp_db();
         {
             let w = ReorgDb::open(&db, Mode::ReadWrite).unwrap();
             let mut b = Batch::default();
@@ -812,8 +632,7 @@ fn replies_about_another_transaction_or_block_are_refused_and_the_anchor_is_unch
     }
     // The same node answering consistently confirms the anchor: the fake is
     // good enough for the refusals above to mean something.
-    let d = tempfile::tempdir().unwrap();
-    let db = init_db(d.path());
+    let (_d, db) = temp_db();
     {
         let w = ReorgDb::open(&db, Mode::ReadWrite).unwrap();
         let mut b = Batch::default();
@@ -827,7 +646,7 @@ fn replies_about_another_transaction_or_block_are_refused_and_the_anchor_is_unch
     cmd("ailee_resync_blocks")
         .args(["--start-height", "0", "--confirmations", "3", "--db-path"])
         .arg(&db)
-        .args(rpc_args(port))
+        .args(fake_args(port))
         .assert()
         .code(0);
     let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
@@ -840,8 +659,7 @@ fn replies_about_another_transaction_or_block_are_refused_and_the_anchor_is_unch
 
 #[test]
 fn a_cookie_that_is_not_a_small_regular_file_is_refused_at_once() {
-    let d = tempfile::tempdir().unwrap();
-    let db = init_db(d.path());
+    let (d, db) = temp_db();
     let fifo = d.path().join("fifo");
     assert!(std::process::Command::new("mkfifo")
         .arg(&fifo)
@@ -850,15 +668,13 @@ fn a_cookie_that_is_not_a_small_regular_file_is_refused_at_once() {
         .success());
     let big = d.path().join("big.cookie");
     std::fs::write(&big, format!("__cookie__:{}", "a".repeat(1 << 20))).unwrap();
-    let port = serve(|body| result(body, json!(3)));
+    let port = serve(|body| rpc_result(body, json!(3)));
     for (cookie, why) in [
         (Path::new("/dev/zero"), "not a regular file"),
         (fifo.as_path(), "not a regular file"),
         (big.as_path(), "larger than 4096 bytes"),
     ] {
-        cmd("ailee_resync_blocks")
-            .args(["--start-height", "0", "--db-path"])
-            .arg(&db)
+        resync_cmd(&db)
             .args(["--bitcoin-rpc", &format!("http://127.0.0.1:{port}"), "--rpc-cookie"])
             .arg(cookie)
             .timeout(Duration::from_secs(60))
@@ -873,18 +689,10 @@ fn a_cookie_that_is_not_a_small_regular_file_is_refused_at_once() {
 #[test]
 fn a_huge_or_multi_line_rpc_error_message_is_clipped_to_one_line() {
     let port = serve(|body| {
-        let req: Value = serde_json::from_str(body).unwrap();
         let msg = format!("Loading\nerror: forged line{}", "z".repeat(10 << 20));
-        http(
-            "500 Internal Server Error",
-            "",
-            json!({"result": null, "error": {"code": -28, "message": msg}, "id": req["id"]})
-                .to_string()
-                .as_bytes(),
-        )
+        rpc_error("500 Internal Server Error", body, -28, &msg)
     });
-    let d = tempfile::tempdir().unwrap();
-    let db = init_db(d.path());
+    let (_d, db) = temp_db();
     let a = resync(port, &db)
         .code(1)
         .stderr(contains("Loading\\nerror: forged line"));
@@ -895,19 +703,6 @@ fn a_huge_or_multi_line_rpc_error_message_is_clipped_to_one_line() {
 }
 
 // --- node replies that fail validation, through a proxy in front of the real node ---
-
-fn node_args(url: &str, node: &Node) -> Vec<String> {
-    [
-        "--bitcoin-rpc",
-        url,
-        "--rpc-user",
-        &node.user,
-        "--rpc-password",
-        &node.password,
-    ]
-    .map(String::from)
-    .to_vec()
-}
 
 /// A rewrite applying `damage` to the hex of every `getblock` result.
 fn damaging(damage: Arc<dyn Fn(&str) -> String + Send + Sync>) -> impl Fn(&str, Reply) -> Reply + Send + Sync {
@@ -927,22 +722,13 @@ fn damaging(damage: Arc<dyn Fn(&str) -> String + Send + Sync>) -> impl Fn(&str, 
 
 #[test]
 fn a_damaged_getblock_reply_is_exit_1_for_resync_and_verify_and_resync_says_what_it_wrote() {
-    let node = Node::start();
-    node.generate(101);
+    let node = Node::mined(101);
     let d = tempfile::tempdir().unwrap();
-    let (db, f) = (init_db(d.path()), d.path().join("l2.dat"));
+    let (db, f) = (db_in(d.path()), d.path().join("l2.dat"));
     node.give_identity(d.path());
-    cmd("ailee_create_anchor")
-        .args(["--l2-state-file", "-", "--broadcast", "--snapshot-file"])
-        .arg(&f)
-        .arg("--db-path")
-        .arg(&db)
-        .args(node_args(&node.url(), &node))
-        .write_stdin(STATE)
-        .assert()
-        .code(0);
+    node.broadcast_anchor(&f, &db).write_stdin(STATE).assert().code(0);
     node.generate(30); // the anchor at 102, tip 131
-    resync_real(&node, &db);
+    node.resync(&db, 0).assert().code(0);
     let block1 = node.cli(&["getblock", &node.hash(1), "0"]);
     type Damage = (&'static str, Arc<dyn Fn(&str) -> String + Send + Sync>);
     let cases: Vec<Damage> = vec![
@@ -966,12 +752,10 @@ fn a_damaged_getblock_reply_is_exit_1_for_resync_and_verify_and_resync_says_what
         ("the node returned block", Arc::new(move |_: &str| block1.clone())),
     ];
     let verify = |url: &str| {
-        cmd("ailee_l2_verify")
-            .arg("--snapshot")
-            .arg(&f)
+        verify_file(&f)
             .arg("--reorg-db")
             .arg(&db)
-            .args(node_args(url, &node))
+            .args(node.rpc_args_at(url))
             .timeout(Duration::from_secs(120))
             .assert()
     };
@@ -983,7 +767,7 @@ fn a_damaged_getblock_reply_is_exit_1_for_resync_and_verify_and_resync_says_what
             .arg(db)
             .arg("--anchor-identity")
             .arg(d.path().join("anchor_identity"))
-            .args(node_args(url, &node))
+            .args(node.rpc_args_at(url))
             .timeout(Duration::from_secs(120))
             .assert()
     };
@@ -995,7 +779,7 @@ fn a_damaged_getblock_reply_is_exit_1_for_resync_and_verify_and_resync_says_what
         // Resync: exit 1 naming getblock and the block; the 31 hashes it
         // wrote before the scan are said and are in the database.
         let fresh = tempfile::tempdir().unwrap();
-        let db2 = init_db(fresh.path());
+        let db2 = db_in(fresh.path());
         resync_anchors(&px, &db2)
             .code(1)
             .stderr(contains("getblock: reply refused: "))
@@ -1032,7 +816,7 @@ fn a_damaged_getblock_reply_is_exit_1_for_resync_and_verify_and_resync_says_what
     );
     verify(&px).code(0).stdout(contains("Verification OK."));
     let fresh = tempfile::tempdir().unwrap();
-    resync_anchors(&px, &init_db(fresh.path()))
+    resync_anchors(&px, &db_in(fresh.path()))
         .code(0)
         .stdout(contains("1 found on the chain, 1 recorded"));
 }
@@ -1129,20 +913,15 @@ fn raw_block_batches_are_bounded_by_bytes_not_by_block_batch() {
     big.mine(&node, 63, 2_200_000); // 103..=165
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("l2.dat");
-    let anchor_db = init_db(d.path());
+    let anchor_db = db_in(d.path());
     node.give_identity(d.path());
-    cmd("ailee_create_anchor")
-        .args(["--l2-state-file", "-", "--broadcast", "--snapshot-file"])
-        .arg(&f)
-        .arg("--db-path")
-        .arg(&anchor_db)
-        .args(node_args(&node.url(), &node))
+    node.broadcast_anchor(&f, &anchor_db)
         .write_stdin(STATE)
         .assert()
         .code(0);
     big.mine(&node, 1, 2_200_000); // 166, with the anchor
     let fresh = tempfile::tempdir().unwrap();
-    let db = init_db(fresh.path());
+    let db = db_in(fresh.path());
     node.give_identity(fresh.path());
     let out = assert_cmd::Command::new("/usr/bin/time")
         .args(["-f", "maxrss %M KiB"])
@@ -1154,7 +933,7 @@ fn raw_block_batches_are_bounded_by_bytes_not_by_block_batch() {
         .arg(&f)
         .arg("--db-path")
         .arg(&db)
-        .args(node_args(&node.url(), &node))
+        .args(node.rpc_args())
         .timeout(Duration::from_secs(600))
         .assert()
         .code(0)
@@ -1174,8 +953,7 @@ fn raw_block_batches_are_bounded_by_bytes_not_by_block_batch() {
 #[test]
 fn wait_rides_out_http_503_from_a_proxy_in_front_of_the_node() {
     // A reverse proxy answers 503 while bitcoind restarts: not ready, waited for.
-    let node = Node::start();
-    node.generate(20);
+    let node = Node::mined(20);
     let left = Arc::new(std::sync::atomic::AtomicUsize::new(3));
     let px = proxy_rewriting(node.rpc_port, move |_, r| {
         let busy = left
@@ -1194,14 +972,10 @@ fn wait_rides_out_http_503_from_a_proxy_in_front_of_the_node() {
             r
         }
     });
-    let url = format!("http://127.0.0.1:{}", px.port);
-    let d = tempfile::tempdir().unwrap();
-    let db = init_db(d.path());
+    let url = px.url();
+    let (_d, db) = temp_db();
     // Without --wait: exit 1 at once, saying what the proxy said.
-    cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(&db)
-        .args(node_args(&url, &node))
+    node.resync_at(&url, &db, 0)
         .assert()
         .code(1)
         .stderr(contains("getblockcount: HTTP 503 Service Unavailable"))
@@ -1209,19 +983,8 @@ fn wait_rides_out_http_503_from_a_proxy_in_front_of_the_node() {
         .stderr(contains("authentication").not());
     db_is_untouched(&db);
     // With --wait: the two 503s left are waited out, then the resync runs.
-    cmd("ailee_resync_blocks")
-        .args([
-            "--start-height",
-            "0",
-            "--wait",
-            "--wait-interval",
-            "1",
-            "--wait-timeout",
-            "600",
-            "--db-path",
-        ])
-        .arg(&db)
-        .args(node_args(&url, &node))
+    node.resync_at(&url, &db, 0)
+        .args(["--wait", "--wait-interval", "1", "--wait-timeout", "600"])
         .timeout(Duration::from_secs(600))
         .assert()
         .code(0)
@@ -1234,8 +997,7 @@ fn wait_rides_out_http_503_from_a_proxy_in_front_of_the_node() {
 fn a_resync_that_fails_midway_says_what_it_wrote() {
     // Heights 0..=19 are written (four batches of --batch-size 5, one write);
     // the fifth getblockhash batch comes back malformed.
-    let node = Node::start();
-    node.generate(29);
+    let node = Node::mined(29);
     let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let px = proxy_rewriting(node.rpc_port, move |req, mut r| {
         if req.contains("\"getblockhash\"") && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 4 {
@@ -1247,12 +1009,11 @@ fn a_resync_that_fails_midway_says_what_it_wrote() {
         }
         r
     });
-    let d = tempfile::tempdir().unwrap();
-    let db = init_db(d.path());
+    let (_d, db) = temp_db();
     cmd("ailee_resync_blocks")
         .args(["--start-height", "0", "--batch-size", "5", "--db-path"])
         .arg(&db)
-        .args(node_args(&format!("http://127.0.0.1:{}", px.port), &node))
+        .args(node.rpc_args_at(&px.url()))
         .assert()
         .code(1)
         .stderr(contains("getblockhash: reply refused: height 2"))
@@ -1262,5 +1023,5 @@ fn a_resync_that_fails_midway_says_what_it_wrote() {
     assert_eq!(r.tip().unwrap(), Some(19));
     assert_eq!(r.block_hash(19).unwrap().unwrap(), node.hash(19));
     drop(r);
-    resync_real(&node, &db);
+    node.resync(&db, 0).assert().code(0);
 }

@@ -237,8 +237,7 @@ ailee_init_reorg_db --path ./ailee/reorg_db --check | grep -q 'Pending: 1'"#,
 
 #[test]
 fn procedure_3_and_cross_validation_with_bitcoin() {
-    let node = Node::start();
-    node.generate(120);
+    let node = Node::mined(120);
     let d = node_dir();
     let rpc = format!(
         "--bitcoin-rpc {} --rpc-user {} --rpc-password {}",

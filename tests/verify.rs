@@ -1,22 +1,16 @@
 //! `ailee_l2_verify` end to end: the node's vectors, every kind of corruption,
 //! operational errors, the runbook's output.
 
-use ailee_recovery::{cmd, roots, vector};
+use ailee_recovery::{cmd, roots, vector, verify_file};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::{Path, PathBuf};
-
-fn verify(file: &Path) -> assert_cmd::Command {
-    let mut c = cmd("ailee_l2_verify");
-    c.arg("--snapshot").arg(file);
-    c
-}
 
 #[test]
 fn healthy_vectors_verify_with_the_nodes_newest_root() {
     for name in ["basic", "quoting", "torn-tail", "torn-then-appended"] {
         let root = roots(name).pop().unwrap();
-        verify(&vector(name))
+        verify_file(vector(name))
             .assert()
             .code(0)
             .stdout(predicate::str::starts_with(format!(
@@ -28,7 +22,7 @@ fn healthy_vectors_verify_with_the_nodes_newest_root() {
 
 #[test]
 fn torn_tail_is_a_warning_on_stderr() {
-    verify(&vector("torn-tail"))
+    verify_file(vector("torn-tail"))
         .assert()
         .code(0)
         .stderr(contains("torn snapshot at end of file (byte offset 7659"));
@@ -49,7 +43,7 @@ fn failing_vectors_exit_2_with_the_nodes_messages() {
         ("pegout-missing-anchor", "missing anchor commitment hash."),
     ] {
         let root = roots(name).pop().unwrap();
-        verify(&vector(name))
+        verify_file(vector(name))
             .assert()
             .code(2)
             .stdout(format!("Computed L2StateRoot: {root}\n"))
@@ -60,7 +54,7 @@ fn failing_vectors_exit_2_with_the_nodes_messages() {
 #[test]
 fn bad_root_names_computed_and_anchor_roots() {
     let root = roots("bad-root").pop().unwrap();
-    verify(&vector("bad-root"))
+    verify_file(vector("bad-root"))
         .assert()
         .code(2)
         .stderr(contains(format!("expected={root} anchor=")));
@@ -69,7 +63,7 @@ fn bad_root_names_computed_and_anchor_roots() {
 #[test]
 fn empty_file_has_no_snapshots_exit_1() {
     let p = vector("empty");
-    verify(&p).assert().code(1).stdout("").stderr(format!(
+    verify_file(&p).assert().code(1).stdout("").stderr(format!(
         "Failed to load snapshot: No snapshots found in file: {}\n",
         p.display()
     ));
@@ -77,7 +71,7 @@ fn empty_file_has_no_snapshots_exit_1() {
 
 #[test]
 fn missing_file_exit_1_with_os_error() {
-    verify(Path::new("/nonexistent/l2_snapshots.dat"))
+    verify_file(Path::new("/nonexistent/l2_snapshots.dat"))
         .assert()
         .code(1)
         .stderr(contains(
@@ -88,13 +82,13 @@ fn missing_file_exit_1_with_os_error() {
 #[test]
 fn directory_or_bad_path_exit_1() {
     let d = tempfile::tempdir().unwrap();
-    verify(d.path())
+    verify_file(d.path())
         .assert()
         .code(1)
         .stderr(contains("Failed to load snapshot"));
     let f = d.path().join("f");
     std::fs::write(&f, "x").unwrap();
-    verify(&f.join("child"))
+    verify_file(f.join("child"))
         .assert()
         .code(1)
         .stderr(contains("Not a directory"));
@@ -103,22 +97,14 @@ fn directory_or_bad_path_exit_1() {
 #[test]
 fn argument_errors_exit_1_not_2() {
     cmd("ailee_l2_verify").assert().code(1).stderr(contains("--snapshot"));
-    cmd("ailee_l2_verify")
-        .args(["--snapshot", "x", "--bogus"])
-        .assert()
-        .code(1);
-    cmd("ailee_l2_verify")
-        .args(["--snapshot", "x", "--index", "0"])
-        .assert()
-        .code(1);
-    cmd("ailee_l2_verify")
-        .args(["--snapshot", "x", "--index", "nope"])
-        .assert()
-        .code(1);
-    cmd("ailee_l2_verify")
-        .args(["--snapshot", "x", "--all", "--last-valid"])
-        .assert()
-        .code(1);
+    for extra in [
+        &["--bogus"][..],
+        &["--index", "0"],
+        &["--index", "nope"],
+        &["--all", "--last-valid"],
+    ] {
+        verify_file("x").args(extra).assert().code(1);
+    }
 }
 
 #[test]
@@ -195,15 +181,13 @@ fn each_kind_of_corruption_exits_2_naming_snapshot_and_line() {
     let d = tempfile::tempdir().unwrap();
     for &(line, text, at, msg) in CORRUPTIONS {
         let p = with_line(d.path(), line, text);
-        verify(&p)
+        verify_file(&p)
             .assert()
             .code(2)
             .stderr(contains(format!("Snapshot 5 is corrupt: line {at}: ")))
             .stderr(contains(msg))
             .stderr(contains("panicked").not());
-        cmd("ailee_l2_verify")
-            .arg("--snapshot")
-            .arg(&p)
+        verify_file(&p)
             .arg("--all")
             .assert()
             .code(2)
@@ -223,15 +207,10 @@ fn crlf_file_still_verifies_with_one_warning() {
         std::fs::read_to_string(vector("basic")).unwrap().replace('\n', "\r\n"),
     )
     .unwrap();
-    let out = verify(&p).assert().code(0).get_output().clone();
+    let out = verify_file(&p).assert().code(0).get_output().clone();
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.matches("\\r\\n").count(), 1, "{err}");
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&p)
-        .arg("--all")
-        .assert()
-        .code(0);
+    verify_file(&p).arg("--all").assert().code(0);
 }
 
 #[test]
@@ -240,7 +219,10 @@ fn missing_final_newline_is_complete_with_a_warning() {
     let p = d.path().join("nonl.dat");
     let s = std::fs::read_to_string(vector("basic")).unwrap();
     std::fs::write(&p, s.trim_end_matches('\n')).unwrap();
-    verify(&p).assert().code(0).stderr(contains("without a final newline"));
+    verify_file(&p)
+        .assert()
+        .code(0)
+        .stderr(contains("without a final newline"));
 }
 
 #[test]
@@ -252,10 +234,8 @@ fn end_marker_glued_to_next_header_completes_the_block() {
     let at = s.match_indices("END_SNAPSHOT\n").nth(3).unwrap().0 + "END_SNAPSHOT".len();
     std::fs::write(&p, [&s[..at], &s[at + 1..]].concat()).unwrap();
     let root = roots("basic").pop().unwrap();
-    verify(&p).assert().code(0).stdout(contains(root));
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&p)
+    verify_file(&p).assert().code(0).stdout(contains(root));
+    verify_file(&p)
         .arg("--all")
         .assert()
         .code(0)
@@ -265,9 +245,7 @@ fn end_marker_glued_to_next_header_completes_the_block() {
 #[test]
 fn index_verifies_that_snapshot_with_the_same_output_lines() {
     let r = roots("bad-root");
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("bad-root"))
+    verify_file(vector("bad-root"))
         .args(["--index", "2"])
         .assert()
         .code(0)
@@ -275,15 +253,8 @@ fn index_verifies_that_snapshot_with_the_same_output_lines() {
             "Computed L2StateRoot: {}\nAnchor verified: ",
             r[1]
         )));
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("bad-root"))
-        .args(["--index", "3"])
-        .assert()
-        .code(2);
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("bad-root"))
+    verify_file(vector("bad-root")).args(["--index", "3"]).assert().code(2);
+    verify_file(vector("bad-root"))
         .args(["--index", "4"])
         .assert()
         .code(1)
@@ -292,21 +263,14 @@ fn index_verifies_that_snapshot_with_the_same_output_lines() {
 
 #[test]
 fn all_prints_one_line_per_snapshot_and_fails_if_any_fails() {
-    let out = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("bad-hash"))
-        .arg("--all")
-        .assert()
-        .code(2);
+    let out = verify_file(vector("bad-hash")).arg("--all").assert().code(2);
     let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     let lines: Vec<_> = stdout.lines().collect();
     assert_eq!(lines.len(), 3);
     assert!(lines[0].starts_with("snapshot 1: OK root="));
     assert!(lines[2].starts_with("snapshot 3: FAILED Anchor verification failed: Anchor hash mismatch."));
     let basic = roots("basic");
-    let out = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("basic"))
+    let out = verify_file(vector("basic"))
         .args(["--all", "--threads", "1"])
         .assert()
         .code(0);
@@ -328,46 +292,28 @@ fn last_valid_prints_the_newest_snapshot_that_verifies() {
         ("torn-tail", "4"),
         ("torn-then-appended", "5"),
     ] {
-        cmd("ailee_l2_verify")
-            .arg("--snapshot")
-            .arg(vector(name))
+        verify_file(vector(name))
             .arg("--last-valid")
             .assert()
             .code(0)
             .stdout(format!("{n}\n"));
     }
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("empty"))
-        .arg("--last-valid")
-        .assert()
-        .code(1);
+    verify_file(vector("empty")).arg("--last-valid").assert().code(1);
     let d = tempfile::tempdir().unwrap();
     let only5: String = basic_lines()[106..].join("\n") + "\n";
     let q = d.path().join("only5.dat");
     std::fs::write(&q, only5.replace("balance \"peerbu11n\"", "balance \"peerbu11n")).unwrap();
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(&q)
-        .arg("--last-valid")
-        .assert()
-        .code(2)
-        .stdout("");
+    verify_file(&q).arg("--last-valid").assert().code(2).stdout("");
 }
 
 #[test]
 fn json_output_is_machine_readable() {
-    let out = verify(&vector("bad-root")).arg("--json").assert().code(2);
+    let out = verify_file(vector("bad-root")).arg("--json").assert().code(2);
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(v["ok"], false);
     assert_eq!(v["root"], roots("bad-root")[2]);
     assert!(v["error"].as_str().unwrap().contains("state root mismatch"));
-    let out = cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("basic"))
-        .args(["--all", "--json"])
-        .assert()
-        .code(0);
+    let out = verify_file(vector("basic")).args(["--all", "--json"]).assert().code(0);
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(v["snapshots"].as_array().unwrap().len(), 5);
     assert_eq!(v["snapshots"][4]["root"], roots("basic")[4]);
@@ -379,12 +325,12 @@ fn pegout_naming_an_unknown_anchor_is_a_warning_without_a_database() {
     let d = tempfile::tempdir().unwrap();
     let q = d.path().join("snapshot_5.dat");
     std::fs::write(&q, basic_lines()[106..].join("\n") + "\n").unwrap();
-    verify(&q)
+    verify_file(&q)
         .assert()
         .code(0)
         .stderr(contains("no earlier snapshot in this file records"));
     // In the full file the anchor is found: no warning.
-    verify(&vector("basic")).assert().code(0).stderr("");
+    verify_file(vector("basic")).assert().code(0).stderr("");
 }
 
 #[test]
@@ -409,17 +355,12 @@ fn malformed_catalogue_gives_the_expected_exit_codes_and_messages() {
         let f: Vec<&str> = line.split('\t').collect();
         let (name, code, msg, all_msg) = (f[0], f[1].parse::<i32>().unwrap(), f[2], f[3]);
         let file = dir.join(format!("{name}.dat"));
-        verify(&file)
+        verify_file(&file)
             .assert()
             .code(code)
             .stderr(contains(msg))
             .stderr(contains("panicked").not());
-        let out = cmd("ailee_l2_verify")
-            .arg("--snapshot")
-            .arg(&file)
-            .arg("--all")
-            .assert()
-            .code(code);
+        let out = verify_file(&file).arg("--all").assert().code(code);
         let o = out.get_output();
         let text = format!(
             "{}{}",

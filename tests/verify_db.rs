@@ -7,7 +7,7 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_core::verify::anchor_hash_of;
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, blocks, cmd, vector};
+use ailee_recovery::{append_state, bin, blocks, cmd, vector, verify_file};
 use predicates::str::contains;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -41,6 +41,13 @@ fn database(dir: &Path, records: &[AnchorRecord]) -> PathBuf {
 }
 
 /// The anchor hash of the newest snapshot of the `basic` vector.
+/// `ailee_l2_verify --snapshot basic.dat --reorg-db DB`.
+fn verify_basic(db: &Path) -> assert_cmd::Command {
+    let mut c = verify_file(vector("basic"));
+    c.arg("--reorg-db").arg(db);
+    c
+}
+
 fn newest_anchor() -> String {
     anchor_hash_of(blocks("basic").last().unwrap()).expect("basic's newest snapshot is anchored")
 }
@@ -120,22 +127,17 @@ fn get_anchor_dash_answers_each_hash_as_it_is_read() {
 fn verify_reads_the_database_through_the_helper() {
     let d = tempfile::tempdir().unwrap();
     let own = newest_anchor();
-    let verify = |db: &Path| {
-        let mut c = cmd("ailee_l2_verify");
-        c.arg("--snapshot").arg(vector("basic")).arg("--reorg-db").arg(db);
-        c
-    };
     // Recorded CONFIRMED: verifies, no warning.
     let ok = database(&d.path().join("ok"), &[record(&own, AnchorStatus::Confirmed)]);
-    verify(&ok).assert().code(0).stderr("");
+    verify_basic(&ok).assert().code(0).stderr("");
     // INVALIDATED_REORG: the snapshot's own anchor is void.
     let void = database(&d.path().join("void"), &[record(&own, AnchorStatus::InvalidatedReorg)]);
-    verify(&void).assert().code(2).stderr(contains(format!(
+    verify_basic(&void).assert().code(2).stderr(contains(format!(
         "the snapshot's own anchor {own} is INVALIDATED_REORG"
     )));
     // Not recorded: a warning, exit 0.
     let empty = database(&d.path().join("empty"), &[]);
-    verify(&empty)
+    verify_basic(&empty)
         .assert()
         .code(0)
         .stderr(contains("is not recorded in the reorg database"));
@@ -148,16 +150,18 @@ fn verify_reads_the_database_through_the_helper() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    verify(&empty).assert().code(2).stderr(contains(own.as_str()));
+    verify_basic(&empty).assert().code(2).stderr(contains(own.as_str()));
     // No database there: exit 1 with the reader's message, once.
-    let out = verify(&d.path().join("absent")).assert().code(1).get_output().clone();
+    let out = verify_basic(&d.path().join("absent"))
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("cannot open reorg database").count(), 1, "{err}");
     assert!(err.contains("no database here"), "{err}");
     // --all and --last-valid read it the same way.
-    cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(vector("basic"))
+    verify_file(vector("basic"))
         .arg("--reorg-db")
         .arg(&void)
         .arg("--last-valid")
@@ -260,12 +264,8 @@ fn hostile_databases_hashes_and_readers() {
     let d = tempfile::tempdir().unwrap();
     let own = newest_anchor();
     let verify = |db: &Path| {
-        let mut c = cmd("ailee_l2_verify");
-        c.arg("--snapshot")
-            .arg(vector("basic"))
-            .arg("--reorg-db")
-            .arg(db)
-            .timeout(std::time::Duration::from_secs(120));
+        let mut c = verify_basic(db);
+        c.timeout(std::time::Duration::from_secs(120));
         c
     };
     // A garbage CURRENT: damaged, exit 2 (the reader stops on open).
@@ -342,17 +342,7 @@ fn hostile_databases_hashes_and_readers() {
         "btcReleaseAmount": 1, "initiatedTime": 0, "completedTime": 0, "status": 0, "anchorCommitmentHash": "{}"}}]}}}}"#,
         "a".repeat(70_000)
     );
-    cmd("ailee_create_anchor")
-        .args([
-            "--l2-state-file",
-            "-",
-            "--allow-unknown-pegout-anchors",
-            "--snapshot-file",
-        ])
-        .arg(&f)
-        .write_stdin(state)
-        .assert()
-        .code(0);
+    append_state(&f, state);
     let n = blocks("basic").len();
     let empty = database(&d.path().join("empty"), &[]);
     let all = |extra: &[&str]| {

@@ -19,31 +19,6 @@ use super::*;
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_recovery::Node;
 
-fn rpc_args(n: &Node) -> Vec<String> {
-    [
-        "--bitcoin-rpc",
-        &n.url(),
-        "--rpc-user",
-        &n.user,
-        "--rpc-password",
-        &n.password,
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-/// `tool --data-dir data` with the fixture's scrubbed environment.
-fn tool(f: &Fixture, name: &str, data: &Path) -> assert_cmd::Command {
-    let mut c = assert_cmd::Command::new(bin(name));
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", f.dir())
-        .env("LC_ALL", "C")
-        .arg("--data-dir")
-        .arg(data);
-    c
-}
-
 /// Appends a one-balance state with its anchor to `data/l2_snapshots.dat`;
 /// with `node`, records it in `data/reorg_db` and broadcasts it. Returns
 /// (anchor hash, txid, payload).
@@ -60,7 +35,7 @@ fn anchor(data: &Path, balance: u64, node: Option<&Node>) -> (String, String, St
         c.arg("--db-path")
             .arg(data.join("reorg_db"))
             .arg("--broadcast")
-            .args(rpc_args(n));
+            .args(n.rpc_args());
     }
     let v: serde_json::Value = serde_json::from_slice(&c.assert().code(0).get_output().stdout).unwrap();
     let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
@@ -68,10 +43,8 @@ fn anchor(data: &Path, balance: u64, node: Option<&Node>) -> (String, String, St
 }
 
 fn resync(n: &Node, data: &Path) {
-    ailee_recovery::cmd("ailee_resync_blocks")
-        .args(["--start-height", "0", "--db-path"])
-        .arg(data.join("reorg_db"))
-        .args(rpc_args(n))
+    ailee_recovery::resync_cmd(data.join("reorg_db"))
+        .args(n.rpc_args())
         .assert()
         .code(0);
 }
@@ -86,11 +59,7 @@ fn anchored(n: &Node, conf: u64) -> (Fixture, String, String, String) {
     };
     let d = f.data();
     std::fs::create_dir(&d).unwrap();
-    ailee_recovery::cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(d.join("reorg_db"))
-        .assert()
-        .code(0);
+    ailee_recovery::db_tool(d.join("reorg_db")).assert().code(0);
     let (hash, txid, payload) = anchor(&d, 10, Some(n));
     n.generate(conf);
     resync(n, &d);
@@ -108,11 +77,7 @@ fn forge_backup(f: &Fixture, name: &str, balance: u64, points_at: Option<(&str, 
     std::fs::create_dir(&x).unwrap();
     std::fs::copy(f.data().join("node_id"), x.join("node_id")).unwrap();
     std::fs::copy(f.data().join("l2_snapshots.dat"), x.join("l2_snapshots.dat")).unwrap();
-    ailee_recovery::cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(x.join("reorg_db"))
-        .assert()
-        .code(0);
+    ailee_recovery::db_tool(x.join("reorg_db")).assert().code(0);
     let (hash, _, _) = anchor(&x, balance, None);
     if let Some((txid, height)) = points_at {
         let rec = AnchorRecord {
@@ -138,7 +103,7 @@ fn forge_backup(f: &Fixture, name: &str, balance: u64, points_at: Option<(&str, 
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let b = f.data().join("backups");
-    tool(f, "ailee_backup", &x)
+    f.cmd_in("ailee_backup", &x)
         .arg("--repo")
         .arg(b.join("repo"))
         .arg("--password-file")
@@ -179,7 +144,7 @@ fn genuine_anchored_backup_is_proven_on_bitcoin_and_restored() {
     let hex = ailee_core::root::hex(payload.as_bytes());
     assert!(t[0].contains(&format!("payload={hex}")), "{t:?}");
     assert!(t[0].contains(&"height=102".to_string()), "{t:?}");
-    let rpc = rpc_args(&n);
+    let rpc = n.rpc_args();
     let rpc: Vec<&str> = rpc.iter().map(String::as_str).collect();
     f.backup(&[&["--verify"], &rpc[..]].concat())
         .code(0)
@@ -212,7 +177,7 @@ fn forged_backup_is_refused_with_bitcoin_rpc_and_accepted_without() {
     let n = Node::start();
     let (f, _hash, txid, _) = anchored(&n, 6);
     f.backup(&["--no-forget"]).code(0);
-    let rpc = rpc_args(&n);
+    let rpc = n.rpc_args();
     let rpc: Vec<&str> = rpc.iter().map(String::as_str).collect();
     let before = f.state();
     let unchanged = |what: &str| {
@@ -261,7 +226,7 @@ fn too_few_confirmations_is_not_yet_and_changes_nothing() {
     f.backup(&["--no-forget"]).code(0);
     anchor(&f.data(), 11, None);
     let before = f.state();
-    let rpc = rpc_args(&n);
+    let rpc = n.rpc_args();
     let rpc: Vec<&str> = rpc.iter().map(String::as_str).collect();
     f.backup(&[&["--verify"], &rpc[..]].concat())
         .code(1)
@@ -308,7 +273,7 @@ fn anchored_skips_newer_forged_and_unconfirmed_backups() {
         .map(|s| s["short_id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids.len(), 4);
-    let rpc = rpc_args(&n);
+    let rpc = n.rpc_args();
     let rpc: Vec<&str> = rpc.iter().map(String::as_str).collect();
     let before = f.state();
     ailee_recovery::cmd("ailee_restore")

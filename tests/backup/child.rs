@@ -104,20 +104,6 @@ impl IndexTrap {
     }
 }
 
-/// Retention that keeps only the newest backup (forget and prune then run).
-const KEEP_LAST_ONLY: [&str; 10] = [
-    "--keep",
-    "1",
-    "--keep-hourly",
-    "0",
-    "--keep-daily",
-    "0",
-    "--keep-weekly",
-    "0",
-    "--keep-monthly",
-    "0",
-];
-
 fn locks(repo: &Path) -> usize {
     std::fs::read_dir(repo.join("locks")).map_or(0, |d| d.count())
 }
@@ -373,8 +359,7 @@ fn a_restic_call_over_its_time_bound_is_stopped() {
     let f = Fixture::basic();
     f.backup(&[]).code(0);
     let trap = IndexTrap::set(&repo(&f), f.dir());
-    let m = f.dir().join("metrics");
-    std::fs::create_dir(&m).unwrap();
+    let (m, _) = f.metrics_dir();
     let t = Instant::now();
     f.backup(&["--restic-timeout", "2", "--metrics-dir", m.to_str().unwrap()])
         .code(1)
@@ -415,18 +400,8 @@ fn a_stuck_offsite_run_never_blocks_the_local_one() {
     trap.release();
     f.backup(&off_args).code(0);
     // Each repository's history: two backups each, the same node.
-    let list = |extra: &[&str]| {
-        let o = f
-            .cmd("ailee_backup")
-            .args(["--list", "--json"])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(o.status.success());
-        serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).unwrap()
-    };
-    assert_eq!(list(&[]).len(), 2);
-    assert_eq!(list(&off_args).len(), 2);
+    assert_eq!(f.list().len(), 2);
+    assert_eq!(f.list_with(&off_args).len(), 2);
 }
 
 /// Two nodes backing up into one repository: each sees, verifies, thins and
@@ -454,17 +429,7 @@ fn two_nodes_in_one_repository_keep_their_own_histories() {
             .to_string()
     };
     assert_ne!(id(&a), id(&b));
-    let list = |f: &Fixture, extra: &[&str]| {
-        let o = f
-            .cmd("ailee_backup")
-            .args(["--list", "--json"])
-            .args(args)
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).unwrap()
-    };
+    let list = |f: &Fixture, extra: &[&str]| f.list_with(&[&args[..], extra].concat());
     let la = list(&a, &[]);
     assert_eq!(la.len(), 1);
     assert_eq!(la[0]["node"], id(&a).as_str());
@@ -650,9 +615,7 @@ fn a_changed_byte_in_the_spare_is_never_published() {
     std::fs::write(f.data().join("l2_snapshots.dat"), b"junk").unwrap();
     f.restore(&[]).code(0);
     assert_eq!(f.state().l2.unwrap(), bl.concat());
-    ailee_recovery::cmd("ailee_l2_verify")
-        .arg("--snapshot")
-        .arg(f.data().join("l2_snapshots.dat"))
+    ailee_recovery::verify_file(f.data().join("l2_snapshots.dat"))
         .arg("--all")
         .assert()
         .code(0);

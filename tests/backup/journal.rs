@@ -18,15 +18,11 @@ const JOURNAL: &str = ".ailee_restore.journal";
 /// after the second exchange, where both are done and nothing is committed).
 fn swap_points(f: &Fixture, pristine: &Path) -> (usize, usize) {
     let trace = f.dir().join("swap.trace");
-    let st = Command::new("strace")
-        .args(["-qq", "-e", "trace=renameat2,fsync", "-o"])
-        .arg(&trace)
-        .arg(bin("ailee_restore"))
-        .arg("--data-dir")
-        .arg(f.data())
-        .env_clear()
-        .env("HOME", f.dir())
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    let st = f
+        .strace(
+            &["-qq", "-e", "trace=renameat2,fsync", "-o", trace.to_str().unwrap()],
+            "ailee_restore",
+        )
         .status()
         .expect("strace (Debian package strace)");
     assert_eq!(st.code(), Some(0), "the traced restore: {st:?}");

@@ -5,7 +5,7 @@
 //! ownership; and one regression test per case the issue measured.
 
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, blocks, many_balances, root, vector};
+use ailee_recovery::{bin, blocks, free_port, many_balances, root, vector};
 use predicates::str::contains;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -62,14 +62,31 @@ impl Fixture {
     }
 
     fn cmd(&self, tool: &str) -> assert_cmd::Command {
+        self.cmd_in(tool, &self.data())
+    }
+
+    /// `tool --data-dir DATA` with the fixture's scrubbed environment.
+    fn cmd_in(&self, tool: &str, data: &Path) -> assert_cmd::Command {
         let mut c = assert_cmd::Command::new(bin(tool));
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir())
             .env("LC_ALL", "C")
             .arg("--data-dir")
-            .arg(self.data());
+            .arg(data);
         c
+    }
+
+    /// `ailee_restore --data-dir NEW` with `args` (the off-site repository):
+    /// exit 0, and the fixture's snapshot file and its database (heights
+    /// 0..4) come back in NEW.
+    fn restore_into(&self, new: &Path, args: &[impl AsRef<std::ffi::OsStr>]) {
+        self.cmd_in("ailee_restore", new).args(args).assert().code(0);
+        assert_eq!(state_of(new).l2, self.state().l2);
+        ailee_recovery::check_db(new.join("reorg_db"))
+            .assert()
+            .code(0)
+            .stdout(contains("heights 0..4, no gaps"));
     }
 
     fn backup(&self, extra: &[&str]) -> assert_cmd::assert::Assert {
@@ -81,13 +98,42 @@ impl Fixture {
     }
 
     fn list(&self) -> Vec<serde_json::Value> {
-        let o = self.cmd("ailee_backup").args(["--list", "--json"]).output().unwrap();
+        self.list_with(&[] as &[&str])
+    }
+
+    /// `ailee_backup --list --json` with `extra` options (another
+    /// repository, another node); must succeed.
+    fn list_with(&self, extra: &[impl AsRef<std::ffi::OsStr>]) -> Vec<serde_json::Value> {
+        let o = self
+            .cmd("ailee_backup")
+            .args(["--list", "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_slice::<serde_json::Value>(&o.stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// `strace STRACE_ARGS tool --data-dir DATA` with the fixture's
+    /// environment (a tool run under fault injection).
+    fn strace(&self, strace_args: &[&str], tool: &str) -> Command {
+        let mut c = Command::new("strace");
+        c.args(strace_args)
+            .arg(bin(tool))
+            .arg("--data-dir")
+            .arg(self.data())
+            .env_clear()
+            .env("HOME", self.dir())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        c
+    }
+
+    /// A metrics directory in the fixture: (its path, the path as text).
+    fn metrics_dir(&self) -> (PathBuf, String) {
+        let m = self.dir().join("metrics");
+        std::fs::create_dir(&m).unwrap();
+        let ms = m.to_str().unwrap().to_string();
+        (m, ms)
     }
 
     fn restic(&self, args: &[&str]) -> std::process::Output {
@@ -107,6 +153,48 @@ impl Fixture {
     fn state(&self) -> State {
         state_of(&self.data())
     }
+}
+
+/// Retention that keeps only the newest backup (forget and prune then run).
+const KEEP_LAST_ONLY: [&str; 10] = [
+    "--keep",
+    "1",
+    "--keep-hourly",
+    "0",
+    "--keep-daily",
+    "0",
+    "--keep-weekly",
+    "0",
+    "--keep-monthly",
+    "0",
+];
+
+/// Changes one digit of a block's first balance: the block still parses,
+/// its root is wrong.
+fn spoil_first_balance(block: &mut [u8]) {
+    let i = block.windows(9).position(|w| w == b"balance \"").unwrap();
+    let j = i + block[i..].iter().position(|c| c.is_ascii_digit()).unwrap();
+    block[j] = if block[j] == b'1' { b'2' } else { b'1' };
+}
+
+/// A fixture of `bl` (its second snapshot does not verify), backed up: every
+/// snapshot is counted and `--verify` names the second, exit 0.
+fn backed_up_with_a_bad_second(bl: &[Vec<u8>]) -> Fixture {
+    let f = Fixture::new(&bl.concat());
+    f.backup(&[]).code(0).stdout("").stderr("");
+    assert_eq!(f.list()[0]["snapshots"], bl.len() as u64);
+    f.backup(&["--verify"])
+        .code(0)
+        .stderr(contains("snapshot 2 in the backup does not verify"));
+    f
+}
+
+/// The first line a child writes on its (piped) stdout, trimmed: it says it
+/// holds its lock.
+fn first_line(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+    line.trim().to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,9 +351,7 @@ fn local_backup_list_verify_restore() {
     assert_eq!(std::fs::read(rec[0].join("l2_snapshots.dat")).unwrap(), b"junk");
     assert_eq!(tree(&rec[0].join("reorg_db")), old.db);
     assert!(hidden_leftovers(&f.data()).is_empty());
-    ailee_recovery::cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(f.data().join("reorg_db"))
+    ailee_recovery::db_tool(f.data().join("reorg_db"))
         .arg("--check")
         .assert()
         .code(0)
@@ -329,19 +415,9 @@ fn runbook_copy_is_appended_to_and_the_glob_names_one_file() {
 #[test]
 fn a_corrupt_older_snapshot_does_not_stop_the_backup() {
     let mut bl = blocks("basic");
-    let s = String::from_utf8(bl[1].clone()).unwrap();
-    let i = s.find("balance \"").unwrap();
-    let mut b = s.into_bytes();
     // Change one digit of the first balance: the block parses, its root is wrong.
-    let j = i + b[i..].iter().position(|c| c.is_ascii_digit()).unwrap();
-    b[j] = if b[j] == b'1' { b'2' } else { b'1' };
-    bl[1] = b;
-    let f = Fixture::new(&bl.concat());
-    f.backup(&[]).code(0).stdout("").stderr("");
-    assert_eq!(f.list()[0]["snapshots"], bl.len() as u64);
-    f.backup(&["--verify"])
-        .code(0)
-        .stderr(contains("snapshot 2 in the backup does not verify"));
+    spoil_first_balance(&mut bl[1]);
+    let f = backed_up_with_a_bad_second(&bl);
     // A corrupt *newest* snapshot is an integrity failure: nothing is published.
     let mut bad = bl.clone();
     bad.push(bl[1].clone());
@@ -370,17 +446,10 @@ fn a_snapshot_over_8_mib_is_counted_and_checked() {
     let mut big = std::fs::read(&big_file).unwrap();
     assert!(big.len() > 8 << 20);
     // Its root made wrong: one digit of the first balance.
-    let i = big.windows(9).position(|w| w == b"balance \"").unwrap();
-    let j = i + big[i..].iter().position(|c| c.is_ascii_digit()).unwrap();
-    big[j] = if big[j] == b'1' { b'2' } else { b'1' };
+    spoil_first_balance(&mut big);
     let mut bl = blocks("basic");
     bl.insert(1, big);
-    let f = Fixture::new(&bl.concat());
-    f.backup(&[]).code(0).stdout("").stderr("");
-    assert_eq!(f.list()[0]["snapshots"], bl.len() as u64);
-    f.backup(&["--verify"])
-        .code(0)
-        .stderr(contains("snapshot 2 in the backup does not verify"));
+    let _f = backed_up_with_a_bad_second(&bl);
 }
 
 /// Regression: `--keep 18446744073709551617` wrapped in bash arithmetic and
@@ -400,18 +469,9 @@ fn keep_values_are_range_checked_before_anything_is_done() {
     ] {
         f.backup(&bad).code(1);
     }
-    f.backup(&[
-        "--keep-hourly",
-        "0",
-        "--keep-daily",
-        "0",
-        "--keep-weekly",
-        "0",
-        "--keep-monthly",
-        "0",
-    ])
-    .code(1)
-    .stderr(contains("delete every backup"));
+    f.backup(&KEEP_LAST_ONLY[2..])
+        .code(1)
+        .stderr(contains("delete every backup"));
     assert_eq!(f.list().len(), 1, "a refused run must not change the repository");
     f.backup(&["--keep", "1000000"]).code(0);
     assert_eq!(f.list().len(), 2);
@@ -566,9 +626,7 @@ fn restore_is_refused_while_the_database_lock_is_held() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(py.stdout.as_mut().unwrap()), &mut line).unwrap();
-    assert_eq!(line.trim(), "locked");
+    assert_eq!(first_line(&mut py), "locked");
     f.restore(&[]).code(1).stderr(contains("locked"));
     assert_eq!(f.state(), before);
     drop(py.stdin.take());
@@ -655,9 +713,7 @@ fn overlapping_runs_are_refused() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()), &mut line).unwrap();
-    assert_eq!(line.trim(), "held");
+    assert_eq!(first_line(&mut holder), "held");
     f.backup(&[])
         .code(1)
         .stderr(contains("another ailee_backup or ailee_restore is running"));
@@ -674,9 +730,8 @@ fn overlapping_runs_are_refused() {
 #[test]
 fn metrics_textfiles() {
     let f = Fixture::basic();
-    let m = f.dir().join("metrics");
-    std::fs::create_dir(&m).unwrap();
-    let ms = m.to_str().unwrap();
+    let (m, ms) = f.metrics_dir();
+    let ms = ms.as_str();
     f.backup(&["--metrics-dir", ms]).code(0);
     std::fs::write(f.data().join("l2_snapshots.dat"), b"no snapshots").unwrap();
     f.backup(&["--metrics-dir", ms]).code(1);
@@ -712,14 +767,6 @@ fn metrics_textfiles() {
             assert!(o.status.success(), "{file}: {}", String::from_utf8_lossy(&o.stdout));
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Debian's sshd on 127.0.0.1 with its own config, host key and user key.
@@ -823,37 +870,13 @@ fn offsite_repository_over_sftp() {
     f.backup(&[&args[..], &["--no-forget"]].concat()).code(0);
     assert!(remote.join("config").exists(), "the repository is on the sftp side");
     no_plaintext(&remote);
-    let l = f
-        .cmd("ailee_backup")
-        .args(args)
-        .args(["--list", "--json"])
-        .output()
-        .unwrap();
-    assert!(l.status.success(), "{}", String::from_utf8_lossy(&l.stderr));
-    let l: serde_json::Value = serde_json::from_slice(&l.stdout).unwrap();
-    assert_eq!(l.as_array().unwrap().len(), 2);
+    assert_eq!(f.list_with(&args).len(), 2);
     f.backup(&[&args[..], &["--verify"]].concat()).code(0);
     // Disaster: a new machine, an empty data directory, the off-site copy.
     let new = f.dir().join("new");
     std::fs::create_dir(&new).unwrap();
-    let mut c = assert_cmd::Command::new(bin("ailee_restore"));
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", f.dir())
-        .arg("--data-dir")
-        .arg(&new)
-        .args(args)
-        .assert()
-        .code(0);
     // The database comes back as the consistent copy the backup made.
-    assert_eq!(state_of(&new).l2, f.state().l2);
-    ailee_recovery::cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(new.join("reorg_db"))
-        .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("heights 0..4, no gaps"));
+    f.restore_into(&new, &args);
     // A wrong password is an operational error, not "corrupt".
     std::fs::write(&pw, "wrong\n").unwrap();
     f.backup(&[&args[..], &["--list"]].concat()).code(1);
@@ -914,21 +937,18 @@ fn reset(f: &Fixture, pristine: &Path) {
 
 /// Runs ailee_restore under strace, injecting `action` at the n-th `syscall`.
 fn restore_injected(f: &Fixture, syscall: &str, action: &str, n: usize) -> std::process::ExitStatus {
-    Command::new("strace")
-        .args(["-qq", "-o", "/dev/null", "-e"])
-        .arg(format!("trace={syscall}"))
-        .arg("-e")
-        .arg(format!("inject={syscall}:{action}:when={n}"))
-        .arg(bin("ailee_restore"))
-        .arg("--data-dir")
-        .arg(f.data())
-        .env_clear()
-        .env("HOME", f.dir())
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("strace (Debian package strace)")
+    let (trace, inject) = (
+        format!("trace={syscall}"),
+        format!("inject={syscall}:{action}:when={n}"),
+    );
+    f.strace(
+        &["-qq", "-o", "/dev/null", "-e", &trace, "-e", &inject],
+        "ailee_restore",
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .status()
+    .expect("strace (Debian package strace)")
 }
 
 /// After an attack: each store is wholly the old state or wholly the backup;
@@ -1129,17 +1149,9 @@ fn backup_killed_anywhere_leaves_a_complete_runbook_copy() {
     let mut kills = 0;
     for (sc, cap) in kill_points() {
         for n in 1..=cap {
-            let st = Command::new("strace")
-                .args(["-qq", "-o", "/dev/null", "-e"])
-                .arg(format!("trace={sc}"))
-                .arg("-e")
-                .arg(format!("inject={sc}:signal=SIGKILL:when={n}"))
-                .arg(bin("ailee_backup"))
-                .arg("--data-dir")
-                .arg(f.data())
-                .env_clear()
-                .env("HOME", f.dir())
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            let (trace, inject) = (format!("trace={sc}"), format!("inject={sc}:signal=SIGKILL:when={n}"));
+            let st = f
+                .strace(&["-qq", "-o", "/dev/null", "-e", &trace, "-e", &inject], "ailee_backup")
                 .status()
                 .unwrap();
             if st.signal() != Some(9) {

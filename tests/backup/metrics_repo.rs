@@ -118,9 +118,8 @@ fn next_second() {
 #[test]
 fn a_local_success_does_not_clear_an_offsite_failure() {
     let f = Fixture::basic();
-    let m = f.dir().join("metrics");
-    std::fs::create_dir(&m).unwrap();
-    let ms = m.to_str().unwrap();
+    let (m, ms) = f.metrics_dir();
+    let ms = ms.as_str();
     let prom = m.join("ailee_backup.prom");
     let off = f.dir().join("offsite");
     let offs = off.to_str().unwrap();
@@ -212,9 +211,8 @@ fn a_local_success_does_not_clear_an_offsite_failure() {
 #[test]
 fn failures_before_restic_count_for_the_repository_the_line_names() {
     let f = Fixture::basic();
-    let m = f.dir().join("metrics");
-    std::fs::create_dir(&m).unwrap();
-    let ms = m.to_str().unwrap();
+    let (m, ms) = f.metrics_dir();
+    let ms = ms.as_str();
     let prom = m.join("ailee_backup.prom");
     let cmd = || {
         let mut c = assert_cmd::Command::new(bin("ailee_backup"));
@@ -311,9 +309,8 @@ fn failures_before_restic_count_for_the_repository_the_line_names() {
 #[test]
 fn an_unlabelled_file_of_the_previous_version_is_replaced_cleanly() {
     let f = Fixture::basic();
-    let m = f.dir().join("metrics");
-    std::fs::create_dir(&m).unwrap();
-    let ms = m.to_str().unwrap();
+    let (m, ms) = f.metrics_dir();
+    let ms = ms.as_str();
     let prom = m.join("ailee_backup.prom");
     let t = now() - 3 * 3600;
     let old = format!(
@@ -365,9 +362,8 @@ fn an_unlabelled_file_of_the_previous_version_is_replaced_cleanly() {
 #[test]
 fn stale_lock_removals_and_timeouts_are_counted_per_repository() {
     let f = Fixture::basic();
-    let m = f.dir().join("metrics");
-    std::fs::create_dir(&m).unwrap();
-    let ms = m.to_str().unwrap();
+    let (m, ms) = f.metrics_dir();
+    let ms = ms.as_str();
     let prom = m.join("ailee_backup.prom");
     let local = f.data().join("backups/repo");
     f.backup(&["--metrics-dir", ms]).code(0).stderr("");

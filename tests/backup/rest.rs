@@ -104,6 +104,18 @@ impl Drop for Rclone {
 }
 
 /// The pack files of a repository (`data/XX/ID`).
+/// A fixture backed up once to a REST server through a relay: (fixture,
+/// server, relay, password file, the repository options via the relay).
+fn relayed() -> (Fixture, Rclone, Relay, PathBuf, Vec<String>) {
+    let f = Fixture::basic();
+    let srv = Rclone::start(f.dir());
+    let relay = Relay::start(srv.port);
+    let pw = password_file(&f);
+    let a = repo_args(&srv.url_with(relay.port, PASS), &pw);
+    f.backup(&a.iter().map(String::as_str).collect::<Vec<_>>()).code(0);
+    (f, srv, relay, pw, a)
+}
+
 fn packs(repo: &Path) -> BTreeSet<PathBuf> {
     let d = repo.join("data");
     if d.is_dir() {
@@ -374,15 +386,7 @@ fn offsite_rest_backup_list_verify_restore() {
         .stdout("")
         .stderr("");
     no_plaintext(&srv.dir);
-    let o = f
-        .cmd("ailee_backup")
-        .args(&a)
-        .args(["--list", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    let remote: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let remote = remote.as_array().unwrap();
+    let remote = f.list_with(&a);
     assert_eq!(remote.len(), 2, "{remote:?}");
     assert_eq!(remote[1]["snapshots"], blocks("basic").len() as u64, "{remote:?}");
     assert_eq!(remote[1]["bytes"], f.state().l2.unwrap().len() as u64, "{remote:?}");
@@ -394,30 +398,13 @@ fn offsite_rest_backup_list_verify_restore() {
     let local = f.list();
     assert_eq!(local.len(), 2, "{local:?}");
     let ids = |v: &[serde_json::Value]| v.iter().map(|s| s["id"].to_string()).collect::<BTreeSet<_>>();
-    assert!(ids(&local).is_disjoint(&ids(remote)), "{local:?} {remote:?}");
+    assert!(ids(&local).is_disjoint(&ids(&remote)), "{local:?} {remote:?}");
     assert!(f.data().join("backups/repo/config").exists());
     f.backup(&["--verify"]).code(0);
     // Disaster: a new machine, an empty data directory, the off-site copy.
     let new = f.dir().join("new");
     std::fs::create_dir(&new).unwrap();
-    assert_cmd::Command::new(bin("ailee_restore"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", f.dir())
-        .env("LC_ALL", "C")
-        .arg("--data-dir")
-        .arg(&new)
-        .args(&a)
-        .assert()
-        .code(0);
-    assert_eq!(state_of(&new).l2, f.state().l2);
-    ailee_recovery::cmd("ailee_init_reorg_db")
-        .arg("--path")
-        .arg(new.join("reorg_db"))
-        .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("heights 0..4, no gaps"));
+    f.restore_into(&new, &a);
 }
 
 /// Wrong HTTP credentials in the URL (the server answers 401): every tool
@@ -505,15 +492,8 @@ fn offsite_rest_server_killed_mid_upload_then_next_backup_succeeds() {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    let l = f
-        .cmd("ailee_backup")
-        .args(&a)
-        .args(["--list", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(l.status.code(), Some(0), "{}", String::from_utf8_lossy(&l.stderr));
-    let l: serde_json::Value = serde_json::from_slice(&l.stdout).unwrap();
-    assert_eq!(l.as_array().unwrap().last().unwrap()["snapshots"], n, "{l}");
+    let l = f.list_with(&a);
+    assert_eq!(l.last().unwrap()["snapshots"], n, "{l:?}");
 }
 
 /// A link that goes silent mid-upload (a relay that stops forwarding, the
@@ -522,12 +502,7 @@ fn offsite_rest_server_killed_mid_upload_then_next_backup_succeeds() {
 /// a working link exits 0.
 #[test]
 fn offsite_rest_silent_link_ends_at_the_restic_timeout() {
-    let f = Fixture::basic();
-    let srv = Rclone::start(f.dir());
-    let relay = Relay::start(srv.port);
-    let pw = password_file(&f);
-    let a = repo_args(&srv.url_with(relay.port, PASS), &pw);
-    f.backup(&a.iter().map(String::as_str).collect::<Vec<_>>()).code(0);
+    let (f, srv, relay, pw, a) = relayed();
     append_big_block(&f);
     let before = packs(&srv.dir);
     let mut run = Running::backup(
@@ -558,12 +533,7 @@ fn offsite_rest_silent_link_ends_at_the_restic_timeout() {
 /// exits 0: a dead off-site link never stops the local backup.
 #[test]
 fn offsite_rest_stalled_run_does_not_stop_the_local_backup() {
-    let f = Fixture::basic();
-    let srv = Rclone::start(f.dir());
-    let relay = Relay::start(srv.port);
-    let pw = password_file(&f);
-    let a = repo_args(&srv.url_with(relay.port, PASS), &pw);
-    f.backup(&a.iter().map(String::as_str).collect::<Vec<_>>()).code(0);
+    let (f, srv, relay, _pw, a) = relayed();
     f.backup(&[]).code(0);
     let n = append_big_block(&f);
     let before = packs(&srv.dir);
