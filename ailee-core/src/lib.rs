@@ -1,7 +1,7 @@
 //! Shared library of the AILEE recovery tools.
 //!
 //! Everything the six binaries agree on lives here: the snapshot file format
-//! ([`format`], [`scan`]), the state root ([`root`]), anchors ([`anchor`]),
+//! ([`format`]) and its one reader ([`snapfile`]), the state root ([`root`]), anchors ([`anchor`]),
 //! verification ([`verify`]), the exit-code table ([`exit`]) and cooperative
 //! cancellation ([`cancel`]). This crate never prints, never exits and never
 //! panics on input; binaries render its results.
@@ -34,7 +34,7 @@ pub mod records;
 pub mod root;
 #[cfg(feature = "rpc")]
 pub mod rpc;
-pub mod scan;
+mod scan;
 pub mod snapfile;
 pub mod state_json;
 pub mod verify;

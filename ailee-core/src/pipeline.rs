@@ -1,9 +1,10 @@
 //! Verifying every snapshot of a file on all cores (`ailee_l2_verify --all`).
 //!
-//! One thread streams the file through the [`Scanner`]; worker threads parse
-//! and hash whole chunks; the caller's thread receives the results in file
-//! order. Channels are bounded, so memory stays at a few chunks whatever the
-//! file size.
+//! One thread streams the file in chunks of whole blocks
+//! ([`SnapshotFile`]); worker threads parse and hash them, up to [`BATCH`]
+//! blocks at a time; the caller's thread receives the results in file
+//! order. Channels are bounded, so memory stays at a few chunks and a bounded
+//! number of reports whatever the file holds.
 
 use crate::progress::Progress;
 use crate::scan::{Chunk, Note, Span};
@@ -26,14 +27,66 @@ pub struct BlockReport {
     pub verdict: Verdict,
 }
 
-struct Done {
+/// Blocks one work item holds at most: with snapshots of 100 bytes an 8 MiB
+/// chunk holds ~87,000 of them, and a report for every block of every chunk
+/// in flight was 212 MB (issue 25). Items are handed out in order and at
+/// most [`ITEMS`] are in flight, so the reports held are bounded by
+/// `BATCH × ITEMS` whatever the file holds.
+const BATCH: usize = 2048;
+/// Work items in flight (queued, being checked, or waiting to be reported).
+const ITEMS: usize = 16;
+
+/// A chunk's bytes, shared by its work items; the last item to be reported
+/// hands the buffer back to the reader.
+struct Shared {
+    data: Vec<u8>,
     offset: u64,
     len: usize,
-    data: Vec<u8>,
-    /// The buffer belongs to the scanner's pool (not a large block read apart).
     pooled: bool,
+}
+
+/// Up to [`BATCH`] blocks of one chunk; `last` for the chunk's last item,
+/// which carries its notes.
+struct Item {
+    chunk: Arc<Shared>,
+    blocks: Vec<Span>,
+    notes: Vec<Note>,
+    last: bool,
+}
+
+struct Done {
+    chunk: Arc<Shared>,
     results: Vec<(Span, Verdict)>,
     notes: Vec<Note>,
+    last: bool,
+}
+
+/// Splits a chunk into work items (at least one, for its notes).
+fn items(c: Chunk) -> Vec<Item> {
+    let n = c.blocks.len().div_ceil(BATCH).max(1);
+    let shared = Arc::new(Shared {
+        len: c.data.len(),
+        data: c.data,
+        offset: c.offset,
+        pooled: c.pooled,
+    });
+    let mut notes = Some(c.notes);
+    let mut blocks = c.blocks.into_iter();
+    (0..n)
+        .map(|i| {
+            let last = i + 1 == n;
+            Item {
+                chunk: Arc::clone(&shared),
+                blocks: blocks.by_ref().take(BATCH).collect(),
+                notes: if last {
+                    notes.take().unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+                last,
+            }
+        })
+        .collect()
 }
 
 /// Checks every complete block of `sf`, calling `on_block` in file order.
@@ -45,12 +98,18 @@ pub fn check_all(
     mut on_block: impl FnMut(BlockReport) -> Result<()>,
 ) -> Result<Vec<Note>> {
     let threads = threads.max(1);
-    // Every queue is short: at most ~3 chunks per thread exist at any time,
-    // whatever the file size.
+    // Every queue is short: at most a few chunks and ITEMS work items exist
+    // at any time, whatever the file size.
     let path = sf.path();
-    let (work_tx, work_rx) = sync_channel::<(u64, Chunk, bool)>(threads);
+    let (work_tx, work_rx) = sync_channel::<(u64, Item)>(threads);
     let work_rx: Arc<Mutex<Receiver<_>>> = Arc::new(Mutex::new(work_rx));
     let (done_tx, done_rx) = sync_channel::<(u64, Done)>(threads);
+    // Credits for work items: the reader takes one per item, the consumer
+    // gives it back once the item is reported.
+    let (credit_tx, credit_rx) = sync_channel::<()>(ITEMS);
+    for _ in 0..ITEMS {
+        let _ = credit_tx.send(());
+    }
     // A fixed pool of chunk buffers: processed ones travel back to the reader,
     // which waits for one rather than allocating when the pool is in use. No
     // buffer is ever freed mid-run, so the allocator cannot fragment and
@@ -60,55 +119,32 @@ pub fn check_all(
     let mut notes = Vec::new();
     std::thread::scope(|s| -> Result<Vec<Note>> {
         let reader_thread = s.spawn(move || -> Result<()> {
-            let mut sc = sf.scanner();
+            let mut chunks = sf.chunks();
             let mut seq = 0u64;
             let mut allocated = 1; // the scanner's first buffer
             loop {
                 while let Ok(b) = spare_rx.try_recv() {
-                    sc.recycle(b);
+                    chunks.recycle(b);
                 }
-                if !sc.has_spare() {
+                if !chunks.has_spare() {
                     if allocated < pool {
                         allocated += 1;
                     } else {
                         match spare_rx.recv() {
-                            Ok(b) => sc.recycle(b),
+                            Ok(b) => chunks.recycle(b),
                             Err(_) => break, // the consumer stopped
                         }
                     }
                 }
-                let Some(mut chunk) = sc.next_chunk().map_err(|e| Error::io(path, e))? else {
+                let Some(chunk) = chunks.next_chunk()? else {
                     break;
                 };
-                cancel::check()?;
-                // A block too long for the scanner's buffer goes first, on its own.
-                if let Some(l) = chunk.large.take() {
-                    let mut notes = Vec::new();
-                    let data = sf.read_large(&l, &mut notes)?;
-                    let blocks = match &data {
-                        Some(d) => vec![Span {
-                            start: 0,
-                            end: d.len(),
-                            line: l.line,
-                        }],
-                        None => Vec::new(),
-                    };
-                    let large = Chunk {
-                        data: data.unwrap_or_default(),
-                        offset: l.offset,
-                        blocks,
-                        large: None,
-                        notes,
-                    };
-                    if work_tx.send((seq, large, false)).is_err() {
-                        break;
+                for item in items(chunk) {
+                    if credit_rx.recv().is_err() || work_tx.send((seq, item)).is_err() {
+                        return Ok(()); // the consumer stopped
                     }
                     seq += 1;
                 }
-                if work_tx.send((seq, chunk, true)).is_err() {
-                    break; // the consumer stopped
-                }
-                seq += 1;
             }
             Ok(())
         });
@@ -119,19 +155,18 @@ pub fn check_all(
                 let mut buf = Vec::new();
                 loop {
                     let next = rx.lock().map(|r| r.recv());
-                    let Ok(Ok((seq, chunk, pooled))) = next else { break };
-                    let results = chunk
+                    let Ok(Ok((seq, item))) = next else { break };
+                    let data = &item.chunk.data;
+                    let results = item
                         .blocks
                         .iter()
-                        .map(|sp| (*sp, check_block(&chunk.data[sp.start..sp.end], &mut buf)))
+                        .map(|sp| (*sp, check_block(&data[sp.start..sp.end], &mut buf)))
                         .collect();
                     let done = Done {
-                        offset: chunk.offset,
-                        len: chunk.data.len(),
+                        chunk: item.chunk,
                         results,
-                        notes: chunk.notes,
-                        data: chunk.data,
-                        pooled,
+                        notes: item.notes,
+                        last: item.last,
                     };
                     if tx.send((seq, done)).is_err() {
                         break;
@@ -151,18 +186,13 @@ pub fn check_all(
             pending.insert(seq, done);
             while let Some(done) = pending.remove(&next_seq) {
                 next_seq += 1;
-                let end = done.offset + done.len as u64;
-                progress.advance(end.saturating_sub(covered));
-                covered = covered.max(end);
                 notes.extend(done.notes);
-                if done.pooled {
-                    let _ = spare_tx.send(done.data);
-                }
+                let offset = done.chunk.offset;
                 for (sp, verdict) in done.results {
                     number += 1;
                     let r = BlockReport {
                         number,
-                        offset: done.offset + sp.start as u64,
+                        offset: offset + sp.start as u64,
                         line: sp.line,
                         verdict,
                     };
@@ -171,10 +201,25 @@ pub fn check_all(
                         break 'recv;
                     }
                 }
+                if done.last {
+                    let end = offset + done.chunk.len as u64;
+                    progress.advance(end.saturating_sub(covered));
+                    covered = covered.max(end);
+                    let pooled = done.chunk.pooled;
+                    // The last item of a chunk holds its only reference
+                    // (earlier items were reported and dropped).
+                    match Arc::try_unwrap(done.chunk) {
+                        Ok(sh) if pooled => drop(spare_tx.send(sh.data)),
+                        Err(_) if pooled => drop(spare_tx.send(Vec::new())),
+                        _ => {}
+                    }
+                }
+                let _ = credit_tx.send(());
             }
         }
         drop(done_rx);
         drop(spare_tx);
+        drop(credit_tx);
         let read = reader_thread
             .join()
             .unwrap_or_else(|_| Err(Error::io(path, std::io::Error::other("reader thread panicked (a bug)"))));

@@ -9,7 +9,9 @@
 //!
 //! [`Scanner`] streams the file forward in chunks whose memory is bounded by
 //! one chunk plus one block; [`Backward`] walks complete blocks from the end
-//! of the file without reading what lies before them.
+//! of the file without reading what lies before them (nor the holes of a
+//! sparse file). Private to the core: the tools read a snapshot file through
+//! [`crate::snapfile::SnapshotFile`], its one door.
 
 use memchr::memmem;
 use std::fs::File;
@@ -129,6 +131,16 @@ impl std::fmt::Display for Note {
     }
 }
 
+impl Note {
+    /// Moves the note's offset by `by` (a scan that started at `by`).
+    pub fn shift(&mut self, by: u64) {
+        match self {
+            Note::Torn { offset, .. } | Note::Junk { offset, .. } | Note::Oversized { offset, .. } => *offset += by,
+            Note::MissingFinalNewline => {}
+        }
+    }
+}
+
 /// The torn tail among `notes`, as (byte offset, length).
 pub fn torn_tail(notes: &[Note]) -> Option<(u64, u64)> {
     notes.iter().find_map(|n| match n {
@@ -139,14 +151,6 @@ pub fn torn_tail(notes: &[Note]) -> Option<(u64, u64)> {
         } => Some((*offset, *len)),
         _ => None,
     })
-}
-
-/// Opens a snapshot file for reading; anything but a regular file is a usage
-/// error (see [`crate::snapfile::SnapshotFile`], which the tools use).
-pub fn open_snapshot_file(path: &std::path::Path) -> crate::Result<(File, std::fs::Metadata)> {
-    let f = crate::snapfile::open_regular(path, "snapshot file")?;
-    let md = f.metadata().map_err(|e| crate::Error::io(path, e))?;
-    Ok((f, md))
 }
 
 /// A chunk of the file holding whole complete blocks.
@@ -162,6 +166,9 @@ pub struct Chunk {
     /// (if it is within the block cap).
     pub large: Option<Large>,
     pub notes: Vec<Note>,
+    /// `data` is one of the scanner's buffers (hand it back with
+    /// [`Scanner::recycle`]), not a large block read apart.
+    pub pooled: bool,
 }
 
 /// A complete block that the scanner did not keep in memory.
@@ -218,10 +225,6 @@ pub struct Scanner<R> {
 pub const CHUNK: usize = 8 << 20;
 
 impl<R: Read> Scanner<R> {
-    pub fn new(reader: R) -> Self {
-        Self::with_chunk_size(reader, CHUNK)
-    }
-
     pub fn with_chunk_size(reader: R, chunk_size: usize) -> Self {
         Scanner {
             reader,
@@ -394,6 +397,7 @@ impl<R: Read> Scanner<R> {
                 blocks,
                 large,
                 notes,
+                pooled: true,
             }));
         }
         // An open block that outgrew `hold` is dropped from memory; only
@@ -441,6 +445,7 @@ impl<R: Read> Scanner<R> {
             blocks,
             large,
             notes,
+            pooled: true,
         }))
     }
 }
@@ -473,8 +478,10 @@ pub struct Found {
 /// a torn region, reported without being held in memory.
 pub const BLOCK_CAP: u64 = 256 << 20;
 
-/// The first window [`Backward`] reads (it grows to [`Backward::window`]).
-const FIRST_WINDOW: u64 = 64 << 10;
+/// The first window [`Backward`] reads (it doubles up to [`WINDOW`]).
+pub const FIRST_WINDOW: u64 = 64 << 10;
+/// The largest window [`Backward`] reads at once: its memory bound.
+pub const WINDOW: u64 = 1 << 20;
 
 /// Complete blocks from the newest to the oldest, reading only from the end.
 ///
@@ -489,8 +496,8 @@ pub struct Backward<'f> {
     len: u64,
     /// Blocks must start before this offset.
     limit: u64,
-    /// Largest window read at once (1 MiB): the memory bound.
-    pub window: u64,
+    /// Largest window read at once ([`WINDOW`]): the memory bound.
+    window: u64,
     /// The next window: 64 KiB first, doubled while no block is found, up to
     /// `window`. Most newest snapshots end well inside the first; a smaller
     /// read is fewer page faults, which are most of a newest-snapshot check.
@@ -505,14 +512,38 @@ pub struct Backward<'f> {
     /// Other notes (oversized blocks).
     pub notes: Vec<Note>,
     first: bool,
+    /// The file's data regions, oldest first (holes hold only zeros: no
+    /// boundary there, so the walk jumps over them).
+    regions: Vec<(u64, u64)>,
+}
+
+/// The data regions `(start, end)` of `file` from `SEEK_DATA`/`SEEK_HOLE`
+/// (the whole file when the filesystem cannot tell or the map is long).
+fn data_regions(file: &File, len: u64) -> Vec<(u64, u64)> {
+    use rustix::fs::{seek, SeekFrom};
+    let whole = vec![(0, len)];
+    let mut v = Vec::new();
+    let mut off = 0;
+    while off < len {
+        let d = match seek(file, SeekFrom::Data(off)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => return whole,
+        };
+        let h = match seek(file, SeekFrom::Hole(d)) {
+            Ok(h) => h.min(len),
+            Err(_) => return whole,
+        };
+        if h <= d || v.len() >= 4096 {
+            return whole;
+        }
+        v.push((d, h));
+        off = h;
+    }
+    v
 }
 
 impl<'f> Backward<'f> {
-    pub fn new(file: &'f File) -> io::Result<Self> {
-        let len = file.metadata()?.len();
-        Self::before(file, len)
-    }
-
     /// Complete blocks that start before `offset`, newest first.
     pub fn before(file: &'f File, offset: u64) -> io::Result<Self> {
         let len = file.metadata()?.len();
@@ -522,7 +553,7 @@ impl<'f> Backward<'f> {
             end,
             len,
             limit: end,
-            window: 1 << 20,
+            window: WINDOW,
             next: FIRST_WINDOW,
             cap: BLOCK_CAP,
             cand_end: None,
@@ -530,7 +561,15 @@ impl<'f> Backward<'f> {
             tail_notes: Vec::new(),
             notes: Vec::new(),
             first: end == len,
+            regions: data_regions(file, len),
         })
+    }
+
+    /// Reads `first` bytes first, doubling up to `max` (tests: tiny windows).
+    pub fn with_window(mut self, first: u64, max: u64) -> Self {
+        self.next = first;
+        self.window = max;
+        self
     }
 
     /// Sets the block cap (default [`BLOCK_CAP`]).
@@ -548,6 +587,11 @@ impl<'f> Backward<'f> {
     /// The next older complete block.
     pub fn next_block(&mut self) -> io::Result<Option<Found>> {
         while self.end > 0 {
+            // A hole: continue from the end of the data before it.
+            match self.regions.iter().rev().find(|(start, _)| *start < self.end) {
+                Some(&(_, end)) => self.end = self.end.min(end),
+                None => break,
+            }
             let size = self.next.min(self.window).max(64);
             self.next = size.saturating_mul(2);
             let start = self.end.saturating_sub(size);
@@ -808,9 +852,7 @@ mod tests {
         // and growing from 64 bytes (doubling) up to the size.
         for window in 64..400 {
             for first in [window, 64] {
-                let mut bw = Backward::new(&f).unwrap();
-                bw.window = window;
-                bw.next = first;
+                let mut bw = Backward::before(&f, u64::MAX).unwrap().with_window(first, window);
                 let mut back = Vec::new();
                 while let Some(b) = bw.next_block().unwrap() {
                     back.push(b.bytes);

@@ -9,10 +9,21 @@
 //! bytes of a block that is still open, so memory stays bounded whatever the
 //! file holds (a torn tail of gigabytes, a line without a newline).
 //! Errors carry the path once.
+//!
+//! Nothing else reads a snapshot file's blocks: callers ask for what they
+//! need — [`SnapshotFile::newest`], [`SnapshotFile::nth`],
+//! [`SnapshotFile::blocks`] / [`SnapshotFile::forward`] (file order),
+//! [`SnapshotFile::newest_first`] (from the end), [`SnapshotFile::count`],
+//! [`SnapshotFile::anchors_before`] — and every answer comes from one
+//! grammar of block boundaries (`scan`, private to the core). Walks from the
+//! end read only what lies after the block they stop at, and skip the holes
+//! of a sparse file.
 
-pub use crate::scan::BLOCK_CAP;
-use crate::scan::{Backward, Found, Note, Scanner};
+pub use crate::scan::{torn_tail, Note, BLOCK_CAP};
+use crate::scan::{Backward, Chunk, Scanner, Span, CHUNK, FIRST_WINDOW, WINDOW};
+use crate::verify::{anchor_hash_of, PegoutRef};
 use crate::{Error, Result};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
@@ -115,24 +126,258 @@ pub struct SnapshotFile {
     file: File,
     len: u64,
     cap: u64,
+    sizes: ReadSizes,
+    /// Walks stop at a requested cancellation ([`crate::cancel::check`]).
+    interruptible: bool,
+}
+
+/// Read sizes of the scanners (tests make them tiny, so that every
+/// boundary case lands at every position of a read).
+#[derive(Debug, Clone, Copy)]
+struct ReadSizes {
+    chunk: usize,
+    hold: usize,
+    first_window: u64,
+    window: u64,
+}
+
+/// Reads `file` from `pos` up to `end` by position (never through the file's
+/// shared cursor, so two passes over one [`SnapshotFile`] cannot disturb each
+/// other).
+struct At<'f> {
+    file: &'f File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = (self.end.saturating_sub(self.pos)).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// The forward pass in chunks of whole blocks (the pipeline's input): a
+/// block the scanner did not keep comes first, read apart, as a chunk of its
+/// own (`pooled` false).
+pub(crate) struct Chunks<'f> {
+    sf: &'f SnapshotFile,
+    sc: Scanner<At<'f>>,
+    base: u64,
+    stash: Option<Chunk>,
+}
+
+impl Chunks<'_> {
+    pub(crate) fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+        if let Some(c) = self.stash.take() {
+            return Ok(Some(c));
+        }
+        self.sf.check_cancel()?;
+        let Some(mut c) = self.sc.next_chunk().map_err(|e| self.sf.io(e))? else {
+            return Ok(None);
+        };
+        if self.base > 0 {
+            c.offset += self.base;
+            for n in &mut c.notes {
+                n.shift(self.base);
+            }
+        }
+        if let Some(l) = c.large.take() {
+            // The scanner hands out only blocks within the cap.
+            let offset = l.offset + self.base;
+            let mut data = vec![0u8; l.len as usize];
+            self.sf
+                .file
+                .read_exact_at(&mut data, offset)
+                .map_err(|e| self.sf.io(e))?;
+            let blocks = vec![Span {
+                start: 0,
+                end: data.len(),
+                line: l.line,
+            }];
+            self.stash = Some(c);
+            return Ok(Some(Chunk {
+                data,
+                offset,
+                blocks,
+                large: None,
+                notes: Vec::new(),
+                pooled: false,
+            }));
+        }
+        Ok(Some(c))
+    }
+
+    /// Hands a pooled chunk's buffer back for reuse.
+    pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
+        self.sc.recycle(buf);
+    }
+
+    pub(crate) fn has_spare(&self) -> bool {
+        self.sc.has_spare()
+    }
+}
+
+/// Complete blocks in file order, each copied out (see
+/// [`SnapshotFile::forward`] for a pass without copies); the notes about
+/// what lies outside them are [`Blocks::notes`] once the pass is over.
+pub struct Blocks<'f> {
+    chunks: Chunks<'f>,
+    cur: Option<Chunk>,
+    i: usize,
+    number: usize,
+    notes: Vec<Note>,
+}
+
+impl Blocks<'_> {
+    /// Torn blocks, junk, oversized blocks met so far.
+    pub fn notes(&self) -> &[Note] {
+        &self.notes
+    }
+}
+
+impl Iterator for Blocks<'_> {
+    type Item = Result<Block>;
+
+    fn next(&mut self) -> Option<Result<Block>> {
+        loop {
+            if let Some(c) = &self.cur {
+                if let Some(sp) = c.blocks.get(self.i) {
+                    self.i += 1;
+                    self.number += 1;
+                    return Some(Ok(Block {
+                        number: Some(self.number),
+                        offset: c.offset + sp.start as u64,
+                        line: Some(sp.line),
+                        bytes: c.data[sp.start..sp.end].to_vec(),
+                    }));
+                }
+            }
+            if let Some(c) = self.cur.take() {
+                self.notes.extend(c.notes);
+                if c.pooled {
+                    self.chunks.recycle(c.data);
+                }
+            }
+            match self.chunks.next_chunk() {
+                Ok(Some(c)) => {
+                    self.cur = Some(c);
+                    self.i = 0;
+                }
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// Complete blocks newest first, read from the end of the file (holes
+/// skipped); [`NewestFirst::notes`] says what follows the newest one.
+pub struct NewestFirst<'f> {
+    sf: &'f SnapshotFile,
+    bw: Backward<'f>,
+}
+
+impl NewestFirst<'_> {
+    /// What the walk noticed: first the bytes after the newest complete
+    /// block (a torn tail, a missing final newline), then oversized blocks.
+    pub fn notes(&self) -> Vec<Note> {
+        self.bw.tail_notes.iter().chain(&self.bw.notes).cloned().collect()
+    }
+}
+
+impl Iterator for NewestFirst<'_> {
+    type Item = Result<Block>;
+
+    fn next(&mut self) -> Option<Result<Block>> {
+        if let Err(e) = self.sf.check_cancel() {
+            return Some(Err(e));
+        }
+        match self.bw.next_block() {
+            Ok(f) => f.map(|f| {
+                Ok(Block {
+                    number: None,
+                    offset: f.offset,
+                    line: None,
+                    bytes: f.bytes,
+                })
+            }),
+            Err(e) => Some(Err(self.sf.io(e))),
+        }
+    }
 }
 
 impl SnapshotFile {
     /// Opens a snapshot file; refuses directories, FIFOs, devices, sockets.
     pub fn open(path: &Path) -> Result<SnapshotFile> {
         let file = open_regular(path, "snapshot file")?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        Self::from_file(file, path)
+    }
+
+    /// A snapshot file already open (`path` names it in errors); refused
+    /// unless it is a regular file.
+    pub fn from_file(file: File, path: &Path) -> Result<SnapshotFile> {
+        let md = file.metadata().map_err(|e| Error::io(path, e))?;
+        if !md.file_type().is_file() {
+            return Err(Error::Usage(format!(
+                "{}: is {}, not a regular snapshot file; refusing to read it",
+                path.display(),
+                kind(&md.file_type())
+            )));
+        }
         Ok(SnapshotFile {
             path: path.to_path_buf(),
             file,
-            len,
+            len: md.len(),
             cap: BLOCK_CAP,
+            sizes: ReadSizes {
+                chunk: CHUNK,
+                hold: HOLD,
+                first_window: FIRST_WINDOW,
+                window: WINDOW,
+            },
+            interruptible: true,
         })
+    }
+
+    /// Whether walks over the file stop when cancellation is requested
+    /// (default yes); a caller that checks between its own steps and wants
+    /// each read finished says no.
+    pub fn interruptible(mut self, yes: bool) -> Self {
+        self.interruptible = yes;
+        self
+    }
+
+    fn check_cancel(&self) -> Result<()> {
+        if self.interruptible {
+            crate::cancel::check()?;
+        }
+        Ok(())
     }
 
     /// Sets the block cap: larger blocks are reported and skipped.
     pub fn with_cap(mut self, cap: u64) -> Self {
         self.cap = cap.max(1);
+        self
+    }
+
+    /// Small reads for tests: the forward pass reads `chunk` bytes at a time
+    /// and keeps at most `hold` of an open block; the backward walk reads
+    /// `first_window` bytes first, doubling up to `window`. Results never
+    /// depend on these; only where boundaries fall within a read does.
+    #[doc(hidden)]
+    pub fn with_read_sizes(mut self, chunk: usize, hold: usize, first_window: u64, window: u64) -> Self {
+        self.sizes = ReadSizes {
+            chunk,
+            hold,
+            first_window,
+            window,
+        };
         self
     }
 
@@ -161,81 +406,99 @@ impl SnapshotFile {
         Error::io(&self.path, e)
     }
 
-    /// Complete blocks newest first, starting before `offset` (the whole
-    /// file for `None`).
-    pub fn backward(&self, offset: Option<u64>) -> Result<Backward<'_>> {
-        let bw = match offset {
-            None => Backward::new(&self.file),
-            Some(o) => Backward::before(&self.file, o),
-        };
-        Ok(bw.map_err(|e| self.io(e))?.with_cap(self.cap))
+    /// Complete blocks newest first that start before `before` (the whole
+    /// file for `None`), read only from there backwards.
+    pub fn newest_first(&self, before: Option<u64>) -> Result<NewestFirst<'_>> {
+        let bw = Backward::before(&self.file, before.unwrap_or(u64::MAX))
+            .map_err(|e| self.io(e))?
+            .with_cap(self.cap)
+            .with_window(self.sizes.first_window, self.sizes.window);
+        Ok(NewestFirst { sf: self, bw })
     }
 
-    /// The next block of a [`Backward`] walk, with the path on errors.
-    pub fn next_back(&self, bw: &mut Backward<'_>) -> Result<Option<Found>> {
-        crate::cancel::check()?;
-        bw.next_block().map_err(|e| self.io(e))
-    }
-
-    /// The newest complete snapshot and the notes about what follows it.
+    /// The newest complete snapshot and the notes about what follows it,
+    /// read from the end of the file: the bytes after it, the block, and no
+    /// more (holes of a sparse file are skipped, never read).
     pub fn newest(&self) -> Result<(Option<Block>, Vec<Note>)> {
-        let mut bw = self.backward(None)?;
-        let found = self.next_back(&mut bw)?;
-        let mut notes = std::mem::take(&mut bw.tail_notes);
-        notes.append(&mut bw.notes);
-        Ok((
-            found.map(|f| Block {
-                number: None,
-                offset: f.offset,
-                line: None,
-                bytes: f.bytes,
-            }),
-            notes,
-        ))
+        let mut it = self.newest_first(None)?;
+        let found = it.next().transpose()?;
+        Ok((found, it.notes()))
     }
 
-    /// A forward scanner over the file with the memory bounds set.
-    pub fn scanner(&self) -> Scanner<&File> {
-        Scanner::new(&self.file).with_hold(HOLD).with_cap(self.cap)
-    }
-
-    /// Reads a block the scanner did not keep; `None` (with a note) when it
-    /// is over the cap.
-    pub fn read_large(&self, l: &crate::scan::Large, notes: &mut Vec<Note>) -> Result<Option<Vec<u8>>> {
-        if l.len > self.cap {
-            notes.push(Note::Oversized {
-                offset: l.offset,
-                len: l.len,
-            });
-            return Ok(None);
+    /// Anchor hashes of the complete snapshots that start before `before`,
+    /// read from there backwards until every anchor `refs` names is among
+    /// them (or the start of the file is reached): what a snapshot's peg-out
+    /// links need, and no more.
+    pub fn anchors_before(&self, before: u64, refs: &[PegoutRef]) -> Result<HashSet<String>> {
+        let mut set = HashSet::new();
+        let mut missing: HashSet<&str> = refs.iter().map(|r| r.hash.as_str()).collect();
+        if missing.is_empty() {
+            return Ok(set);
         }
-        let mut v = vec![0u8; l.len as usize];
-        self.file.read_exact_at(&mut v, l.offset).map_err(|e| self.io(e))?;
-        Ok(Some(v))
+        for b in self.newest_first(Some(before))? {
+            if let Some(h) = anchor_hash_of(&b?.bytes) {
+                missing.remove(h.as_str());
+                set.insert(h);
+            }
+            if missing.is_empty() {
+                break;
+            }
+        }
+        Ok(set)
+    }
+
+    /// The walk of the old API, for callers not yet on [`Self::newest_first`]
+    /// or [`Self::anchors_before`] (create-anchor's `anchors_in`).
+    #[doc(hidden)]
+    pub fn backward(&self, before: Option<u64>) -> Result<NewestFirst<'_>> {
+        self.newest_first(before)
+    }
+
+    /// See [`Self::backward`].
+    #[doc(hidden)]
+    pub fn next_back(&self, it: &mut NewestFirst<'_>) -> Result<Option<Block>> {
+        it.next().transpose()
+    }
+
+    fn chunks_in(&self, offset: u64, len: u64) -> Chunks<'_> {
+        let at = At {
+            file: &self.file,
+            pos: offset,
+            end: offset.saturating_add(len),
+        };
+        Chunks {
+            sf: self,
+            sc: Scanner::with_chunk_size(at, self.sizes.chunk)
+                .with_hold(self.sizes.hold)
+                .with_cap(self.cap),
+            base: offset,
+            stash: None,
+        }
+    }
+
+    /// The forward pass in chunks of whole blocks (see [`Chunks`]).
+    pub(crate) fn chunks(&self) -> Chunks<'_> {
+        self.chunks_in(0, u64::MAX)
+    }
+
+    /// Complete blocks in file order, copied out; notes at the end.
+    pub fn blocks(&self) -> Blocks<'_> {
+        Blocks {
+            chunks: self.chunks(),
+            cur: None,
+            i: 0,
+            number: 0,
+            notes: Vec::new(),
+        }
     }
 
     /// Visits every complete block in file order until `f` returns false;
     /// returns the notes (torn blocks, junk, oversized blocks).
     pub fn forward(&self, mut f: impl FnMut(BlockRef<'_>) -> Result<bool>) -> Result<Vec<Note>> {
-        let mut sc = self.scanner();
+        let mut chunks = self.chunks();
         let mut notes = Vec::new();
         let mut number = 0usize;
-        while let Some(c) = sc.next_chunk().map_err(|e| self.io(e))? {
-            crate::cancel::check()?;
-            if let Some(l) = &c.large {
-                if let Some(bytes) = self.read_large(l, &mut notes)? {
-                    number += 1;
-                    let go = f(BlockRef {
-                        number,
-                        offset: l.offset,
-                        line: l.line,
-                        bytes: &bytes,
-                    })?;
-                    if !go {
-                        return Ok(notes);
-                    }
-                }
-            }
+        while let Some(c) = chunks.next_chunk()? {
             for b in &c.blocks {
                 number += 1;
                 let go = f(BlockRef {
@@ -250,9 +513,31 @@ impl SnapshotFile {
                 }
             }
             notes.extend(c.notes);
-            sc.recycle(c.data);
+            if c.pooled {
+                chunks.recycle(c.data);
+            }
         }
         Ok(notes)
+    }
+
+    /// The number of complete snapshots (as the tools number them).
+    pub fn count(&self) -> Result<u64> {
+        self.count_range(0, u64::MAX)
+    }
+
+    /// Complete snapshots in the `len` bytes from `offset` (a block
+    /// boundary: the start of the file or the end of a block); no block is
+    /// copied or parsed.
+    pub fn count_range(&self, offset: u64, len: u64) -> Result<u64> {
+        let mut chunks = self.chunks_in(offset, len);
+        let mut n = 0u64;
+        while let Some(c) = chunks.next_chunk()? {
+            n += c.blocks.len() as u64;
+            if c.pooled {
+                chunks.recycle(c.data);
+            }
+        }
+        Ok(n)
     }
 
     /// Snapshot `n` (from 1).
@@ -324,28 +609,29 @@ mod tests {
                 ..
             }
         ));
-        let mut bw = sf.backward(None).unwrap();
-        let mut n = 0;
-        while sf.next_back(&mut bw).unwrap().is_some() {
-            n += 1;
-        }
+        let mut it = sf.newest_first(None).unwrap();
+        let n = it.by_ref().map(|b| b.unwrap()).count();
         assert_eq!(n, 2);
-        assert!(matches!(bw.notes[0], Note::Oversized { len: 5026, .. }));
+        assert!(matches!(it.notes()[1], Note::Oversized { len: 5026, .. }));
         // Forward with a tiny hold: the big block is re-read (cap allows it) or skipped.
         for (cap, count) in [(10_000, 3), (1000, 2)] {
-            let sf = SnapshotFile::open(&p).unwrap().with_cap(cap);
-            let mut sc = Scanner::with_chunk_size(sf.file(), 64).with_hold(64);
+            let sf = SnapshotFile::open(&p)
+                .unwrap()
+                .with_cap(cap)
+                .with_read_sizes(64, 64, 64, 64);
+            let mut chunks = sf.chunks();
             let mut got = 0;
             let mut notes = Vec::new();
-            while let Some(c) = sc.next_chunk().unwrap() {
-                if let Some(l) = &c.large {
-                    got += sf.read_large(l, &mut notes).unwrap().is_some() as usize;
-                }
+            while let Some(c) = chunks.next_chunk().unwrap() {
                 got += c.blocks.len();
-                assert!(c.data.len() < 1000, "{}", c.data.len());
+                assert!(c.data.len() < 1000 || !c.pooled, "{}", c.data.len());
                 notes.extend(c.notes);
             }
             assert_eq!(got, count, "cap {cap}");
+            assert_eq!(sf.count().unwrap(), count as u64);
+            let mut blocks = sf.blocks();
+            assert_eq!(blocks.by_ref().count(), count);
+            assert_eq!(blocks.notes(), &notes[..]);
             assert!(notes.iter().any(|n| matches!(n, Note::Torn { at_eof: true, .. })));
         }
     }

@@ -557,25 +557,22 @@ mod tests {
         let mut n = 0;
         for sub in ["vectors", "malformed"] {
             for f in std::fs::read_dir(dir.join(sub)).unwrap() {
-                let data = std::fs::read(f.unwrap().path()).unwrap();
-                let mut sc = crate::scan::Scanner::new(&data[..]);
-                while let Some(c) = sc.next_chunk().unwrap() {
-                    for b in &c.blocks {
-                        let block = &c.data[b.start..b.end];
-                        let mut got = Vec::new();
-                        let r = write_block_json(block, &mut got);
-                        match crate::format::parse_block(block) {
-                            Ok(p) => {
-                                let want = serde_json::to_string_pretty(&to_json(&p.snapshot).unwrap()).unwrap();
-                                r.unwrap();
-                                assert_eq!(String::from_utf8(got).unwrap(), want);
-                                n += 1;
-                            }
-                            Err(e) => match r {
-                                Err(BlockJsonError::Corrupt(g)) => assert_eq!(g, e),
-                                other => panic!("{e}: {other:?}"),
-                            },
+                let sf = crate::snapfile::SnapshotFile::open(&f.unwrap().path()).unwrap();
+                for b in sf.blocks() {
+                    let block = &b.unwrap().bytes[..];
+                    let mut got = Vec::new();
+                    let r = write_block_json(block, &mut got);
+                    match crate::format::parse_block(block) {
+                        Ok(p) => {
+                            let want = serde_json::to_string_pretty(&to_json(&p.snapshot).unwrap()).unwrap();
+                            r.unwrap();
+                            assert_eq!(String::from_utf8(got).unwrap(), want);
+                            n += 1;
                         }
+                        Err(e) => match r {
+                            Err(BlockJsonError::Corrupt(g)) => assert_eq!(g, e),
+                            other => panic!("{e}: {other:?}"),
+                        },
                     }
                 }
             }

@@ -13,9 +13,7 @@
 
 // The core's modules under their usual paths (`crate::format`, …), for the
 // modules that moved here from the core.
-pub(crate) use ailee_core::{
-    atomic, block, cancel, format, progress, records, rpc, scan, snapfile, verify, Error, Result,
-};
+pub(crate) use ailee_core::{atomic, block, cancel, format, progress, records, rpc, snapfile, verify, Error, Result};
 
 pub mod backup;
 pub mod monitor;

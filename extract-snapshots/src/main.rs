@@ -4,7 +4,7 @@
 
 use ailee_cli::{lossy, out, Common, ReadArgs, Report, EXIT_CODES_HELP};
 use ailee_core::atomic::{parent_dir, temp_name, Batch, Pending};
-use ailee_core::scan::torn_tail;
+use ailee_core::snapfile::torn_tail;
 use ailee_core::snapfile::SnapshotFile;
 use ailee_core::{cancel, Error, ExitStatus};
 use anyhow::Context;
@@ -81,7 +81,7 @@ fn write_set(
     dir: &Path,
     rep: &Report,
     fresh: bool,
-) -> anyhow::Result<(usize, u64, Vec<ailee_core::scan::Note>, Option<Batch>)> {
+) -> anyhow::Result<(usize, u64, Vec<ailee_core::snapfile::Note>, Option<Batch>)> {
     let bar = rep.bar(sf.len(), "extracting");
     let mut bytes = 0u64;
     let mut count = 0usize;

@@ -204,7 +204,7 @@ fn verify_one(
     if verdict.ok() {
         let earlier = match earlier {
             Some(set) => set,
-            None => anchors_before(sf, place.offset, &verdict.pegout_refs)?,
+            None => sf.anchors_before(place.offset, &verdict.pegout_refs)?,
         };
         resolve(&mut verdict, &earlier, db, rep, &mut warnings)?;
     }
@@ -237,31 +237,6 @@ fn verify_one(
         proven = own.proven;
     }
     report_one(cli, &place, &verdict, warnings, proven)
-}
-
-/// Anchor hashes of the snapshots before `before`, read backwards until every
-/// anchor `refs` names is among them (or the start of the file).
-fn anchors_before(
-    sf: &SnapshotFile,
-    before: u64,
-    refs: &[ailee_core::verify::PegoutRef],
-) -> anyhow::Result<HashSet<String>> {
-    let mut set = HashSet::new();
-    let mut missing: HashSet<&str> = refs.iter().map(|r| r.hash.as_str()).collect();
-    if missing.is_empty() {
-        return Ok(set);
-    }
-    let mut bw = sf.backward(Some(before))?;
-    while let Some(b) = sf.next_back(&mut bw)? {
-        if let Some(h) = anchor_hash_of(&b.bytes) {
-            missing.remove(h.as_str());
-            set.insert(h);
-        }
-        if missing.is_empty() {
-            break;
-        }
-    }
-    Ok(set)
 }
 
 fn print_state(sf: &SnapshotFile, place: &Place, block: &[u8]) -> anyhow::Result<ExitStatus> {
@@ -644,14 +619,14 @@ fn last_valid(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
     if total == 0 {
         return Err(no_snapshots(sf.path()));
     }
-    let mut bw = sf.backward(None)?;
     let mut buf = Vec::new();
     let mut number = total + 1;
-    while let Some(b) = sf.next_back(&mut bw)? {
+    for b in sf.newest_first(None)? {
+        let b = b?;
         number = number.saturating_sub(1);
         let mut v = check_block(&b.bytes, &mut buf);
         if v.ok() {
-            let earlier = anchors_before(sf, b.offset, &v.pegout_refs)?;
+            let earlier = sf.anchors_before(b.offset, &v.pegout_refs)?;
             resolve(&mut v, &earlier, db, rep, &mut warnings)?;
             own_void(db, &mut v)?;
         }

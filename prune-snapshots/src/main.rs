@@ -5,7 +5,7 @@
 
 use ailee_cli::{lossy, out, Common, ReadArgs, Report, EXIT_CODES_HELP};
 use ailee_core::atomic::{parent_dir, Pending};
-use ailee_core::scan::torn_tail;
+use ailee_core::snapfile::torn_tail;
 use ailee_core::{cancel, Error, ExitStatus};
 use anyhow::Context;
 use clap::Parser;
@@ -72,20 +72,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     }
     let mut pending = Pending::create(&cli.output, cli.force).context("cannot create output")?;
 
-    let mut bw = sf.backward(None)?;
+    let mut walk = sf.newest_first(None)?;
     let mut kept = Vec::new();
     while (kept.len() as u64) < cli.keep {
-        match sf.next_back(&mut bw)? {
+        match walk.next().transpose()? {
             Some(b) => kept.push((b.offset, b.bytes.len() as u64)),
             None => break,
         }
     }
     let older = if kept.len() as u64 == cli.keep {
-        sf.next_back(&mut bw)?.is_some()
+        walk.next().transpose()?.is_some()
     } else {
         false
     };
-    for n in bw.tail_notes.iter().chain(&bw.notes) {
+    for n in walk.notes() {
         rep.warn(n);
     }
     if kept.is_empty() {
@@ -107,7 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Ok(())
     })?;
 
-    let torn = torn_tail(&bw.tail_notes);
+    let torn = torn_tail(&walk.notes());
     let k = kept.len();
     if cli.common.json {
         out(json!({
