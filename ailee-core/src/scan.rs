@@ -471,6 +471,8 @@ fn junk(d: &[u8], from: usize, to: usize, off: u64, carried: Option<u64>, notes:
 #[derive(Debug, Clone)]
 pub struct Found {
     pub offset: u64,
+    pub len: u64,
+    /// The block's bytes (empty when the walk hands out spans only).
     pub bytes: Vec<u8>,
 }
 
@@ -515,6 +517,8 @@ pub struct Backward<'f> {
     /// The file's data regions, oldest first (holes hold only zeros: no
     /// boundary there, so the walk jumps over them).
     regions: Vec<(u64, u64)>,
+    /// Hand out where blocks are, not their bytes.
+    spans_only: bool,
 }
 
 /// The data regions `(start, end)` of `file` from `SEEK_DATA`/`SEEK_HOLE`
@@ -562,7 +566,15 @@ impl<'f> Backward<'f> {
             notes: Vec::new(),
             first: end == len,
             regions: data_regions(file, len),
+            spans_only: false,
         })
+    }
+
+    /// Hands out each block's offset and length only (its bytes stay in
+    /// the file: a caller that streams it holds none of it).
+    pub fn spans_only(mut self) -> Self {
+        self.spans_only = true;
+        self
     }
 
     /// Reads `first` bytes first, doubling up to `max` (tests: tiny windows).
@@ -643,7 +655,9 @@ impl<'f> Backward<'f> {
                         self.end = h;
                         // The block is usually in the window read: keep
                         // those bytes rather than read it again.
-                        let bytes = if h >= s && e - s <= d.len() as u64 {
+                        let bytes = if self.spans_only {
+                            Vec::new()
+                        } else if h >= s && e - s <= d.len() as u64 {
                             d.truncate((e - s) as usize);
                             d.drain(..(h - s) as usize);
                             std::mem::take(&mut d)
@@ -653,7 +667,11 @@ impl<'f> Backward<'f> {
                         // Candidates already examined below h are re-read
                         // next time: drop them.
                         self.events.clear();
-                        return Ok(Some(Found { offset: h, bytes }));
+                        return Ok(Some(Found {
+                            offset: h,
+                            len: e - h,
+                            bytes,
+                        }));
                     }
                 }
             }

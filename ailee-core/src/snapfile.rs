@@ -110,6 +110,90 @@ pub struct Block {
     pub bytes: Vec<u8>,
 }
 
+/// Where a complete snapshot is, its bytes left in the file (read them with
+/// [`SnapshotFile::lines`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSpan {
+    /// Number from 1, oldest first (unknown when found from the end).
+    pub number: Option<usize>,
+    /// Byte offset of the header.
+    pub offset: u64,
+    pub len: u64,
+    /// File line (from 1) of the header (unknown when found from the end).
+    pub line: Option<usize>,
+}
+
+/// The lines of a span of the file, read a window at a time: memory is one
+/// window (or the longest line), whatever the span's length.
+pub struct SpanLines<'f> {
+    sf: &'f SnapshotFile,
+    /// File offset of `buf[0]`.
+    at: u64,
+    end: u64,
+    buf: Vec<u8>,
+    /// Next unread byte of `buf`.
+    next: usize,
+}
+
+/// Bytes [`SpanLines`] reads at a time.
+const LINE_WINDOW: usize = 1 << 20;
+
+impl SpanLines<'_> {
+    /// File offset of the next unread byte.
+    pub fn pos(&self) -> u64 {
+        self.at + self.next as u64
+    }
+
+    /// The next line that is not blank, a `\r` before its `\n` dropped: the
+    /// lines as the grammar sees them ([`crate::format`]).
+    pub fn next_text(&mut self) -> Result<Option<&[u8]>> {
+        loop {
+            let Some(len) = self.next_line()?.map(<[u8]>::len) else {
+                return Ok(None);
+            };
+            // next_line() left `next` after the line and its `\n`, if any.
+            let start = self.next - len - usize::from(self.buf[..self.next].ends_with(b"\n"));
+            let line = &self.buf[start..start + len];
+            let n = line.strip_suffix(b"\r").unwrap_or(line).len();
+            if n > 0 {
+                return Ok(Some(&self.buf[start..start + n]));
+            }
+        }
+    }
+
+    /// The next line, without its `\n` (the last line of the span may have
+    /// none); `None` at the end of the span.
+    pub fn next_line(&mut self) -> Result<Option<&[u8]>> {
+        loop {
+            if let Some(n) = memchr::memchr(b'\n', &self.buf[self.next..]) {
+                let start = self.next;
+                self.next += n + 1;
+                return Ok(Some(&self.buf[start..start + n]));
+            }
+            let read_from = self.at + self.buf.len() as u64;
+            if read_from >= self.end {
+                if self.next == self.buf.len() {
+                    return Ok(None);
+                }
+                let start = self.next;
+                self.next = self.buf.len();
+                return Ok(Some(&self.buf[start..]));
+            }
+            // Keep the unread part; read the next window after it.
+            self.buf.drain(..self.next);
+            self.at += self.next as u64;
+            self.next = 0;
+            let want = ((self.end - read_from) as usize).min(LINE_WINDOW.max(self.buf.len()));
+            let have = self.buf.len();
+            self.buf.resize(have + want, 0);
+            self.sf
+                .file
+                .read_exact_at(&mut self.buf[have..], read_from)
+                .map_err(|e| self.sf.io(e))?;
+        }
+    }
+}
+
 /// A complete block during a forward pass (borrowed from the scan buffer).
 #[derive(Debug, Clone, Copy)]
 pub struct BlockRef<'a> {
@@ -170,6 +254,9 @@ pub(crate) struct Chunks<'f> {
     sc: Scanner<At<'f>>,
     base: u64,
     stash: Option<Chunk>,
+    /// Read a block the scanner did not keep (else hand out its span with
+    /// no bytes: `data` empty, the span `0..len`).
+    read_large: bool,
 }
 
 impl Chunks<'_> {
@@ -425,6 +512,75 @@ impl SnapshotFile {
         Ok((found, it.notes()))
     }
 
+    /// Where the newest complete snapshot is (its bytes are not read, so a
+    /// caller can stream them), and the notes about what follows it.
+    pub fn newest_span(&self) -> Result<(Option<BlockSpan>, Vec<Note>)> {
+        self.check_cancel()?;
+        let mut bw = Backward::before(&self.file, u64::MAX)
+            .map_err(|e| self.io(e))?
+            .with_cap(self.cap)
+            .with_window(self.sizes.first_window, self.sizes.window)
+            .spans_only();
+        let found = bw.next_block().map_err(|e| self.io(e))?;
+        let it = NewestFirst { sf: self, bw };
+        let span = found.map(|f| BlockSpan {
+            number: None,
+            offset: f.offset,
+            len: f.len,
+            line: None,
+        });
+        Ok((span, it.notes()))
+    }
+
+    /// Where snapshot `n` (from 1) is, without reading a block the scanner
+    /// does not keep; also how many complete snapshots were passed (all of
+    /// them when there is no snapshot `n`) and the notes met on the way.
+    pub fn nth_span(&self, n: usize) -> Result<(Option<BlockSpan>, usize, Vec<Note>)> {
+        let mut chunks = self.chunks();
+        chunks.read_large = false;
+        let mut notes = Vec::new();
+        let mut number = 0usize;
+        while let Some(c) = chunks.next_chunk()? {
+            for b in &c.blocks {
+                number += 1;
+                if number == n {
+                    notes.extend(c.notes);
+                    let span = BlockSpan {
+                        number: Some(n),
+                        offset: c.offset + b.start as u64,
+                        len: (b.end - b.start) as u64,
+                        line: Some(b.line),
+                    };
+                    return Ok((Some(span), number, notes));
+                }
+            }
+            notes.extend(c.notes);
+            if c.pooled {
+                chunks.recycle(c.data);
+            }
+        }
+        Ok((None, number, notes))
+    }
+
+    /// The lines of `len` bytes from `offset` (a block's span), read from
+    /// the file a window at a time.
+    pub fn lines(&self, offset: u64, len: u64) -> SpanLines<'_> {
+        SpanLines {
+            sf: self,
+            at: offset,
+            end: offset.saturating_add(len),
+            buf: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// The bytes of `len` bytes from `offset` (a block's span).
+    pub fn read_span(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut v = vec![0u8; len as usize];
+        self.file.read_exact_at(&mut v, offset).map_err(|e| self.io(e))?;
+        Ok(v)
+    }
+
     /// Anchor hashes of the complete snapshots that start before `before`,
     /// read from there backwards until every anchor `refs` names is among
     /// them (or the start of the file is reached): what a snapshot's peg-out
@@ -473,6 +629,7 @@ impl SnapshotFile {
                 .with_cap(self.cap),
             base: offset,
             stash: None,
+            read_large: true,
         }
     }
 
