@@ -519,6 +519,8 @@ pub struct Backward<'f> {
     regions: Vec<(u64, u64)>,
     /// Hand out where blocks are, not their bytes.
     spans_only: bool,
+    /// The window buffer, kept between windows.
+    buf: Vec<u8>,
 }
 
 /// The data regions `(start, end)` of `file` from `SEEK_DATA`/`SEEK_HOLE`
@@ -567,6 +569,7 @@ impl<'f> Backward<'f> {
             first: end == len,
             regions: data_regions(file, len),
             spans_only: false,
+            buf: Vec::new(),
         })
     }
 
@@ -611,7 +614,12 @@ impl<'f> Backward<'f> {
             // `SNAPSHOT` starts in the window is decided by the `\nEND_` before.
             let s = start.saturating_sub(8);
             let read_end = (self.end + LOOKAHEAD as u64).min(self.len);
-            let mut d = self.read_at(s, read_end)?;
+            // One buffer serves every window (fresh memory costs a page
+            // fault per page, most of a newest-snapshot check).
+            let mut d = std::mem::take(&mut self.buf);
+            d.clear();
+            d.resize((read_end - s) as usize, 0);
+            self.file.read_exact_at(&mut d, s)?;
             let prev = if s > 0 { Some(self.read_at(s - 1, s)?[0]) } else { None };
             self.events.clear();
             let (from, limit) = ((start - s) as usize, (self.end - s) as usize);
@@ -661,9 +669,17 @@ impl<'f> Backward<'f> {
                             d.truncate((e - s) as usize);
                             d.drain(..(h - s) as usize);
                             std::mem::take(&mut d)
+                        } else if e - s <= d.len() as u64 {
+                            // It starts before the window: read only its head.
+                            let mut v = vec![0u8; (e - h) as usize];
+                            let head = (s - h) as usize;
+                            self.file.read_exact_at(&mut v[..head], h)?;
+                            v[head..].copy_from_slice(&d[..(e - s) as usize]);
+                            v
                         } else {
                             self.read_at(h, e)?
                         };
+                        self.buf = d;
                         // Candidates already examined below h are re-read
                         // next time: drop them.
                         self.events.clear();
@@ -675,6 +691,7 @@ impl<'f> Backward<'f> {
                     }
                 }
             }
+            self.buf = d;
             self.end = start;
         }
         Ok(None)

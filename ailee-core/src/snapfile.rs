@@ -591,8 +591,19 @@ impl SnapshotFile {
         if missing.is_empty() {
             return Ok(set);
         }
-        for b in self.newest_first(Some(before))? {
-            if let Some(h) = anchor_hash_of(&b?.bytes) {
+        // Where the blocks are is all the walk needs; of each block only
+        // its anchor line (its last but one) is read.
+        let mut bw = Backward::before(&self.file, before)
+            .map_err(|e| self.io(e))?
+            .with_cap(self.cap)
+            .with_window(self.sizes.first_window, self.sizes.window)
+            .spans_only();
+        loop {
+            self.check_cancel()?;
+            let Some(b) = bw.next_block().map_err(|e| self.io(e))? else {
+                break;
+            };
+            if let Some(h) = self.anchor_of(b.offset, b.len)? {
                 missing.remove(h.as_str());
                 set.insert(h);
             }
@@ -601,6 +612,19 @@ impl SnapshotFile {
             }
         }
         Ok(set)
+    }
+
+    /// [`anchor_hash_of`] the block at `offset`, reading its tail only
+    /// when the tail holds its last `anchor` line (the one that function
+    /// reads), else the whole block.
+    fn anchor_of(&self, offset: u64, len: u64) -> Result<Option<String>> {
+        const TAIL: u64 = 4096;
+        let t = len.min(TAIL);
+        let tail = self.read_span(offset + len - t, t)?;
+        if t == len || memchr::memmem::rfind(&tail, b"\nanchor \"").is_some() {
+            return Ok(anchor_hash_of(&tail));
+        }
+        Ok(anchor_hash_of(&self.read_span(offset, len)?))
     }
 
     /// The walk of the old API, for callers not yet on [`Self::newest_first`]
@@ -791,5 +815,69 @@ mod tests {
             assert_eq!(blocks.notes(), &notes[..]);
             assert!(notes.iter().any(|n| matches!(n, Note::Torn { at_eof: true, .. })));
         }
+    }
+
+    /// Two passes over one open file each see every block (the forward
+    /// pass once read through the file's shared cursor: a second pass saw
+    /// nothing).
+    #[test]
+    fn passes_over_one_file_do_not_disturb_each_other() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, format!("{B}{B}{B}")).unwrap();
+        let sf = SnapshotFile::open(&p).unwrap();
+        assert_eq!(sf.nth(3).unwrap().unwrap().offset, 2 * B.len() as u64);
+        assert_eq!(sf.nth(1).unwrap().unwrap().offset, 0);
+        assert_eq!(sf.count().unwrap(), 3);
+        assert_eq!(sf.locate(B.len() as u64).unwrap(), Some((2, 4)));
+    }
+
+    /// The anchors before a block, read from block tails, are those of the
+    /// whole blocks; a hole in the file is skipped by the walk from the end.
+    #[test]
+    fn anchors_before_and_holes() {
+        let v = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vectors/basic.dat");
+        let data = std::fs::read(&v).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        // The vector, a 64 MiB hole, the vector again.
+        let f = std::fs::File::create(&p).unwrap();
+        f.write_all_at(&data, 0).unwrap();
+        f.write_all_at(&data, (64 << 20) + data.len() as u64).unwrap();
+        let sf = SnapshotFile::open(&p).unwrap().with_read_sizes(64, 64, 64, 4096);
+        let fwd: Vec<Block> = sf.blocks().map(|b| b.unwrap()).collect();
+        let mut back: Vec<Block> = sf.newest_first(None).unwrap().map(|b| b.unwrap()).collect();
+        back.reverse();
+        let once = SnapshotFile::open(&v).unwrap().count().unwrap();
+        assert_eq!(fwd.len() as u64, 2 * once);
+        assert_eq!(
+            fwd.iter().map(|b| (b.offset, &b.bytes)).collect::<Vec<_>>(),
+            back.iter().map(|b| (b.offset, &b.bytes)).collect::<Vec<_>>()
+        );
+        let last = fwd.last().unwrap();
+        let all: HashSet<String> = fwd[..fwd.len() - 1].iter().filter_map(|b| anchor_hash_of(&b.bytes)).collect();
+        let refs: Vec<PegoutRef> = all
+            .iter()
+            .map(|h| PegoutRef {
+                peg_id: "p".into(),
+                hash: h.clone(),
+            })
+            .collect();
+        assert!(all.len() > 2);
+        assert_eq!(sf.anchors_before(last.offset, &refs).unwrap(), all);
+        // A long anchor line: the tail holds no `anchor` line start.
+        let long = format!(
+            "SNAPSHOT v1\ntimestamp_ms 1\nbalances 0\nescrows 0\npegins 0\npegouts 0\ntasks 0\nanchor \"{}\" 1 \"\" \"\" \"{}\"\nEND_SNAPSHOT\n",
+            "a".repeat(64),
+            "b".repeat(5000)
+        );
+        std::fs::write(&p, format!("{long}{B}")).unwrap();
+        let sf = SnapshotFile::open(&p).unwrap();
+        let want = anchor_hash_of(long.as_bytes()).unwrap();
+        let refs = [PegoutRef {
+            peg_id: "p".into(),
+            hash: want.clone(),
+        }];
+        assert_eq!(sf.anchors_before(long.len() as u64, &refs).unwrap(), HashSet::from([want]));
     }
 }
