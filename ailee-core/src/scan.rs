@@ -608,7 +608,12 @@ impl<'f> Backward<'f> {
                 None => break,
             }
             let size = self.next.min(self.window).max(64);
-            self.next = size.saturating_mul(2);
+            // Growing windows save re-reading a block handed out with its
+            // bytes; a walk for spans only keeps one small window (fewer
+            // fresh pages to fault in).
+            if !self.spans_only {
+                self.next = size.saturating_mul(2);
+            }
             let start = self.end.saturating_sub(size);
             // Read a few bytes before the window too: an `END_SNAPSHOT` whose
             // `SNAPSHOT` starts in the window is decided by the `\nEND_` before.

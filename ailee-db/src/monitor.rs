@@ -339,6 +339,9 @@ mod tests {
         assert!(status_of(b"").newest.is_none());
     }
 
+    /// The first window the walk from the end reads (64 KiB, then doubled).
+    const CHUNK: u64 = 64 << 10;
+
     #[test]
     fn a_long_junk_tail_does_not_hide_the_newest_snapshot() {
         let d = tempfile::tempdir().unwrap();
