@@ -63,6 +63,13 @@ pub fn open_regular(path: &Path, what: &str) -> Result<File> {
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32 | rustix::fs::OFlags::NOCTTY.bits() as i32)
         .open(path)
         .map_err(|e| Error::io(path, e))?;
+    regular(&f, path, what)?;
+    Ok(f)
+}
+
+/// The metadata of `f` if it is a regular file; anything else is refused
+/// as a usage error.
+fn regular(f: &File, path: &Path, what: &str) -> Result<std::fs::Metadata> {
     let md = f.metadata().map_err(|e| Error::io(path, e))?;
     if !md.file_type().is_file() {
         return Err(Error::Usage(format!(
@@ -71,7 +78,7 @@ pub fn open_regular(path: &Path, what: &str) -> Result<File> {
             kind(&md.file_type())
         )));
     }
-    Ok(f)
+    Ok(md)
 }
 
 /// Reads a small input whole: a regular file (or standard input for `-`
@@ -409,14 +416,7 @@ impl SnapshotFile {
     /// A snapshot file already open (`path` names it in errors); refused
     /// unless it is a regular file.
     pub fn from_file(file: File, path: &Path) -> Result<SnapshotFile> {
-        let md = file.metadata().map_err(|e| Error::io(path, e))?;
-        if !md.file_type().is_file() {
-            return Err(Error::Usage(format!(
-                "{}: is {}, not a regular snapshot file; refusing to read it",
-                path.display(),
-                kind(&md.file_type())
-            )));
-        }
+        let md = regular(&file, path, "snapshot file")?;
         Ok(SnapshotFile {
             path: path.to_path_buf(),
             file,
