@@ -12,7 +12,7 @@ use crate::snapfile::SnapshotFile;
 use crate::verify::{check_block, Verdict};
 use crate::{cancel, Error, Result};
 use std::collections::BTreeMap;
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 
 /// One complete snapshot and what its block says about itself.
@@ -89,6 +89,111 @@ fn items(c: Chunk) -> Vec<Item> {
         .collect()
 }
 
+/// The reader thread: chunks of the file, split into work items, each sent
+/// once a credit allows; chunk buffers come back through `spare_rx`.
+fn read_items(
+    sf: &SnapshotFile,
+    pool: usize,
+    spare_rx: Receiver<Vec<u8>>,
+    credit_rx: Receiver<()>,
+    work_tx: SyncSender<(u64, Item)>,
+) -> Result<()> {
+    let mut chunks = sf.chunks();
+    let mut seq = 0u64;
+    let mut allocated = 1; // the scanner's first buffer
+    loop {
+        while let Ok(b) = spare_rx.try_recv() {
+            chunks.recycle(b);
+        }
+        if !chunks.has_spare() {
+            if allocated < pool {
+                allocated += 1;
+            } else {
+                match spare_rx.recv() {
+                    Ok(b) => chunks.recycle(b),
+                    Err(_) => return Ok(()), // the consumer stopped
+                }
+            }
+        }
+        let Some(chunk) = chunks.next_chunk()? else {
+            return Ok(());
+        };
+        for item in items(chunk) {
+            if credit_rx.recv().is_err() || work_tx.send((seq, item)).is_err() {
+                return Ok(()); // the consumer stopped
+            }
+            seq += 1;
+        }
+    }
+}
+
+/// A worker thread: checks the blocks of work items until the queue closes.
+fn check_items(rx: &Mutex<Receiver<(u64, Item)>>, tx: SyncSender<(u64, Done)>) {
+    let mut buf = Vec::new();
+    loop {
+        let next = rx.lock().map(|r| r.recv());
+        let Ok(Ok((seq, item))) = next else { break };
+        let data = &item.chunk.data;
+        let results = item
+            .blocks
+            .iter()
+            .map(|sp| (*sp, check_block(&data[sp.start..sp.end], &mut buf)))
+            .collect();
+        let done = Done {
+            chunk: item.chunk,
+            results,
+            notes: item.notes,
+            last: item.last,
+        };
+        if tx.send((seq, done)).is_err() {
+            break;
+        }
+    }
+}
+
+/// The caller's side: results in file order to `on_block`, each item's
+/// credit given back, each chunk's buffer handed back to the reader.
+struct Reporter<'p> {
+    progress: &'p dyn Progress,
+    spare_tx: Sender<Vec<u8>>,
+    credit_tx: SyncSender<()>,
+    number: usize,
+    covered: u64,
+    notes: Vec<Note>,
+}
+
+impl Reporter<'_> {
+    fn report(&mut self, done: Done, on_block: &mut impl FnMut(BlockReport) -> Result<()>) -> Result<()> {
+        self.notes.extend(done.notes);
+        let offset = done.chunk.offset;
+        for (sp, verdict) in done.results {
+            self.number += 1;
+            let r = BlockReport {
+                number: self.number,
+                offset: offset + sp.start as u64,
+                line: sp.line,
+                verdict,
+            };
+            on_block(r).and_then(|_| cancel::check())?;
+        }
+        if done.last {
+            let end = offset + done.chunk.len as u64;
+            self.progress.advance(end.saturating_sub(self.covered));
+            self.covered = self.covered.max(end);
+            let pooled = done.chunk.pooled;
+            // The last item of a chunk holds its only reference (earlier
+            // items were reported and dropped).
+            match Arc::try_unwrap(done.chunk) {
+                Ok(sh) if pooled => drop(self.spare_tx.send(sh.data)),
+                Err(_) if pooled => drop(self.spare_tx.send(Vec::new())),
+                _ => {}
+            }
+        }
+        let _ = self.credit_tx.send(());
+        Ok(())
+    }
+}
+
 /// Checks every complete block of `sf`, calling `on_block` in file order.
 /// Returns the scanner's notes (torn blocks, junk, missing final newline).
 pub fn check_all(
@@ -116,116 +221,46 @@ pub fn check_all(
     // memory stays flat whatever the file size.
     let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let pool = threads * 2 + 2;
-    let mut notes = Vec::new();
     std::thread::scope(|s| -> Result<Vec<Note>> {
-        let reader_thread = s.spawn(move || -> Result<()> {
-            let mut chunks = sf.chunks();
-            let mut seq = 0u64;
-            let mut allocated = 1; // the scanner's first buffer
-            loop {
-                while let Ok(b) = spare_rx.try_recv() {
-                    chunks.recycle(b);
-                }
-                if !chunks.has_spare() {
-                    if allocated < pool {
-                        allocated += 1;
-                    } else {
-                        match spare_rx.recv() {
-                            Ok(b) => chunks.recycle(b),
-                            Err(_) => break, // the consumer stopped
-                        }
-                    }
-                }
-                let Some(chunk) = chunks.next_chunk()? else {
-                    break;
-                };
-                for item in items(chunk) {
-                    if credit_rx.recv().is_err() || work_tx.send((seq, item)).is_err() {
-                        return Ok(()); // the consumer stopped
-                    }
-                    seq += 1;
-                }
-            }
-            Ok(())
-        });
+        let reader_thread = s.spawn(move || read_items(sf, pool, spare_rx, credit_rx, work_tx));
         for _ in 0..threads {
             let rx = Arc::clone(&work_rx);
             let tx = done_tx.clone();
-            s.spawn(move || {
-                let mut buf = Vec::new();
-                loop {
-                    let next = rx.lock().map(|r| r.recv());
-                    let Ok(Ok((seq, item))) = next else { break };
-                    let data = &item.chunk.data;
-                    let results = item
-                        .blocks
-                        .iter()
-                        .map(|sp| (*sp, check_block(&data[sp.start..sp.end], &mut buf)))
-                        .collect();
-                    let done = Done {
-                        chunk: item.chunk,
-                        results,
-                        notes: item.notes,
-                        last: item.last,
-                    };
-                    if tx.send((seq, done)).is_err() {
-                        break;
-                    }
-                }
-            });
+            s.spawn(move || check_items(&rx, tx));
         }
         // Only the workers hold the work queue: if they stop, the reader stops.
         drop(work_rx);
         drop(done_tx);
+        let mut rep = Reporter {
+            progress,
+            spare_tx,
+            credit_tx,
+            number: 0,
+            covered: 0,
+            notes: Vec::new(),
+        };
         let mut pending = BTreeMap::new();
         let mut next_seq = 0u64;
-        let mut number = 0usize;
-        let mut covered = 0u64;
         let mut outcome = Ok(());
         'recv: for (seq, done) in done_rx.iter() {
             pending.insert(seq, done);
             while let Some(done) = pending.remove(&next_seq) {
                 next_seq += 1;
-                notes.extend(done.notes);
-                let offset = done.chunk.offset;
-                for (sp, verdict) in done.results {
-                    number += 1;
-                    let r = BlockReport {
-                        number,
-                        offset: offset + sp.start as u64,
-                        line: sp.line,
-                        verdict,
-                    };
-                    if let Err(e) = on_block(r).and_then(|_| cancel::check()) {
-                        outcome = Err(e);
-                        break 'recv;
-                    }
+                if let Err(e) = rep.report(done, &mut on_block) {
+                    outcome = Err(e);
+                    break 'recv;
                 }
-                if done.last {
-                    let end = offset + done.chunk.len as u64;
-                    progress.advance(end.saturating_sub(covered));
-                    covered = covered.max(end);
-                    let pooled = done.chunk.pooled;
-                    // The last item of a chunk holds its only reference
-                    // (earlier items were reported and dropped).
-                    match Arc::try_unwrap(done.chunk) {
-                        Ok(sh) if pooled => drop(spare_tx.send(sh.data)),
-                        Err(_) if pooled => drop(spare_tx.send(Vec::new())),
-                        _ => {}
-                    }
-                }
-                let _ = credit_tx.send(());
             }
         }
         drop(done_rx);
-        drop(spare_tx);
-        drop(credit_tx);
+        let notes = std::mem::take(&mut rep.notes);
+        drop(rep); // the reader sees the consumer gone (spare and credit queues)
         let read = reader_thread
             .join()
             .unwrap_or_else(|_| Err(Error::io(path, std::io::Error::other("reader thread panicked (a bug)"))));
         outcome?;
         read?;
         progress.finish();
-        Ok(std::mem::take(&mut notes))
+        Ok(notes)
     })
 }

@@ -371,25 +371,7 @@ impl<R: Read> Scanner<R> {
         }
         if self.eof {
             self.done = true;
-            if let Some((s, _)) = self.spill.take() {
-                notes.push(Note::Torn {
-                    offset: s,
-                    len: off + d.len() as u64 - s,
-                    at_eof: true,
-                });
-            }
-            match self.open {
-                Some(s) => notes.push(Note::Torn {
-                    offset: off + s as u64,
-                    len: (d.len() - s) as u64,
-                    at_eof: true,
-                }),
-                None => {
-                    if let Some(g) = self.gap {
-                        junk(d, g, d.len(), off, self.gap_junk, &mut notes);
-                    }
-                }
-            }
+            self.notes_at_eof(off, &mut notes);
             let data = std::mem::take(&mut self.buf);
             return Ok(Some(Chunk {
                 data,
@@ -400,6 +382,47 @@ impl<R: Read> Scanner<R> {
                 pooled: true,
             }));
         }
+        let data = self.carry(limit, off);
+        Ok(Some(Chunk {
+            data,
+            offset: off,
+            blocks,
+            large,
+            notes,
+            pooled: true,
+        }))
+    }
+
+    /// What the end of the file leaves: a torn block (spilled or held), or
+    /// junk after the last complete block.
+    fn notes_at_eof(&mut self, off: u64, notes: &mut Vec<Note>) {
+        let d = &self.buf;
+        if let Some((s, _)) = self.spill.take() {
+            notes.push(Note::Torn {
+                offset: s,
+                len: off + d.len() as u64 - s,
+                at_eof: true,
+            });
+        }
+        match self.open {
+            Some(s) => notes.push(Note::Torn {
+                offset: off + s as u64,
+                len: (d.len() - s) as u64,
+                at_eof: true,
+            }),
+            None => {
+                if let Some(g) = self.gap {
+                    junk(d, g, d.len(), off, self.gap_junk, notes);
+                }
+            }
+        }
+    }
+
+    /// Ends a round that is not the last: the open block (or the undecided
+    /// tail) moves to a new buffer for the next round; returns the bytes of
+    /// this round's chunk.
+    fn carry(&mut self, limit: usize, off: u64) -> Vec<u8> {
+        let d = &self.buf;
         // An open block that outgrew `hold` is dropped from memory; only
         // where it started is remembered.
         if let Some(s) = self.open {
@@ -438,15 +461,7 @@ impl<R: Read> Scanner<R> {
         self.open = self.open.map(|s| s - keep);
         self.gap = self.gap.map(|g| g.saturating_sub(keep));
         self.offset += keep as u64;
-        let data = std::mem::replace(&mut self.buf, next);
-        Ok(Some(Chunk {
-            data,
-            offset: off,
-            blocks,
-            large,
-            notes,
-            pooled: true,
-        }))
+        std::mem::replace(&mut self.buf, next)
     }
 }
 
@@ -599,6 +614,29 @@ impl<'f> Backward<'f> {
         Ok(v)
     }
 
+    /// The bytes of block `h..e`, found in the window `d` read from `s`:
+    /// none for a walk for spans; else kept from the window rather than
+    /// read again (the window is then taken), or its head read apart.
+    fn block_bytes(&self, d: &mut Vec<u8>, s: u64, h: u64, e: u64) -> io::Result<Vec<u8>> {
+        if self.spans_only {
+            return Ok(Vec::new());
+        }
+        if h >= s && e - s <= d.len() as u64 {
+            d.truncate((e - s) as usize);
+            d.drain(..(h - s) as usize);
+            return Ok(std::mem::take(d));
+        }
+        if e - s <= d.len() as u64 {
+            // It starts before the window: read only its head.
+            let mut v = vec![0u8; (e - h) as usize];
+            let head = (s - h) as usize;
+            self.file.read_exact_at(&mut v[..head], h)?;
+            v[head..].copy_from_slice(&d[..(e - s) as usize]);
+            return Ok(v);
+        }
+        self.read_at(h, e)
+    }
+
     /// The next older complete block.
     pub fn next_block(&mut self) -> io::Result<Option<Found>> {
         while self.end > 0 {
@@ -668,22 +706,7 @@ impl<'f> Backward<'f> {
                         self.end = h;
                         // The block is usually in the window read: keep
                         // those bytes rather than read it again.
-                        let bytes = if self.spans_only {
-                            Vec::new()
-                        } else if h >= s && e - s <= d.len() as u64 {
-                            d.truncate((e - s) as usize);
-                            d.drain(..(h - s) as usize);
-                            std::mem::take(&mut d)
-                        } else if e - s <= d.len() as u64 {
-                            // It starts before the window: read only its head.
-                            let mut v = vec![0u8; (e - h) as usize];
-                            let head = (s - h) as usize;
-                            self.file.read_exact_at(&mut v[..head], h)?;
-                            v[head..].copy_from_slice(&d[..(e - s) as usize]);
-                            v
-                        } else {
-                            self.read_at(h, e)?
-                        };
+                        let bytes = self.block_bytes(&mut d, s, h, e)?;
                         self.buf = d;
                         // Candidates already examined below h are re-read
                         // next time: drop them.
