@@ -5,7 +5,9 @@
 # newline inside an open block; and a backup whose complete prefix holds the
 # torn region. Readers: verify (newest, --all, --last-valid), extract,
 # resync --anchors-from, backup. Target: every figure under 100 MB, whatever
-# the junk's size. Prints the median of RUNS runs (default 3) per command.
+# the junk's size. Then the streamed --print-state and --all of issue 25
+# (one snapshot of millions of balances, millions of tiny snapshots).
+# Prints the median of RUNS runs (default 3) per command.
 # Figures are recorded in BENCHMARKS.md.
 # Usage: scripts/bench_memory.sh [WORKDIR]   (needs ~9 GB free in WORKDIR)
 set -euo pipefail
@@ -63,6 +65,27 @@ for f in "$torn" "$line"; do
             --bitcoin-rpc http://127.0.0.1:1 --anchors-from "$f")"
 done
 rm -rf "$W/out"
+
+# Streaming (issue 25): --print-state of one snapshot of 1,000,000 and
+# 2,000,000 balances (31 / 62 MB blocks), and --all (text and --json) over
+# 1,000,000 and 2,000,000 anchorless snapshots of ~110 bytes (every one
+# fails: a report per block). Target: under 100 MB and the same for both
+# sizes (flat in the state's and the file's size).
+for n in 1000000 2000000; do
+    f=$W/balances_$n.dat
+    [ -s "$f" ] || awk -v n="$n" 'BEGIN {
+        printf "SNAPSHOT v1\ntimestamp_ms 1700000000000\nbalances %d\n", n
+        for (i = 0; i < n; i++) printf "balance \"peer%08d\" %d\n", i, i * 7
+        printf "escrows 0\npegins 0\npegouts 0\ntasks 0\nanchor none\nEND_SNAPSHOT\n" }' > "$f"
+    printf '| %s | verify --print-state | %s |\n' "$(basename "$f")" "$(rss "$B/ailee_l2_verify" -q --snapshot "$f" --print-state)"
+done
+for n in 1000000 2000000; do
+    f=$W/tiny_$n.dat
+    [ -s "$f" ] || awk -v n="$n" 'BEGIN { for (i = 0; i < n; i++)
+        printf "SNAPSHOT v1\ntimestamp_ms %d\nbalances 0\nescrows 0\npegins 0\npegouts 0\ntasks 0\nanchor none\nEND_SNAPSHOT\n", 1000000000000 + i }' > "$f"
+    printf '| %s | verify --all (exit 2) | %s |\n' "$(basename "$f")" "$(EXPECT=2 rss "$B/ailee_l2_verify" -q --snapshot "$f" --all)"
+    printf '| %s | verify --all --json (exit 2) | %s |\n' "$(basename "$f")" "$(EXPECT=2 rss "$B/ailee_l2_verify" -q --snapshot "$f" --all --json)"
+done
 
 # A backup whose complete prefix holds the 1.5 GB torn region (a complete
 # snapshot follows it): the count and the check of its snapshots. Needs

@@ -3,7 +3,7 @@
 
 use ailee_core::format::parse_block;
 use ailee_core::root::state_root;
-use ailee_core::scan::{Note, Scanner};
+use ailee_core::snapfile::{Note, SnapshotFile};
 use ailee_recovery::{bash, extract_cmd, prune_cmd, roots, vector, vector_names};
 use predicates::prelude::*;
 use predicates::str::contains;
@@ -12,13 +12,13 @@ use std::path::Path;
 /// The input with every torn piece cut out: what the complete snapshots are.
 fn complete_part(name: &str) -> Vec<u8> {
     let data = std::fs::read(vector(name)).unwrap();
-    let mut sc = Scanner::new(&data[..]);
+    let sf = SnapshotFile::open(&vector(name)).unwrap();
+    let mut blocks = sf.blocks();
+    blocks.by_ref().for_each(|b| drop(b.unwrap()));
     let mut cut: Vec<(usize, usize)> = Vec::new();
-    while let Some(c) = sc.next_chunk().unwrap() {
-        for n in c.notes {
-            if let Note::Torn { offset, len, .. } = n {
-                cut.push((offset as usize, (offset + len) as usize));
-            }
+    for n in blocks.notes() {
+        if let Note::Torn { offset, len, .. } = *n {
+            cut.push((offset as usize, (offset + len) as usize));
         }
     }
     let mut out = Vec::new();

@@ -372,3 +372,71 @@ fn malformed_catalogue_gives_the_expected_exit_codes_and_messages() {
     }
     assert!(n >= 30, "{n} cases");
 }
+
+/// Runs `ailee_l2_verify ARGS` under `/usr/bin/time`: peak resident memory
+/// (KiB), exit code, stdout.
+fn peak_of(args: &[&std::ffi::OsStr]) -> (u64, Option<i32>, Vec<u8>) {
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "maxrss %M KiB"])
+        .arg(ailee_recovery::bin("ailee_l2_verify"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let kib = err
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("maxrss ")?.strip_suffix(" KiB")?.parse().ok())
+        .unwrap_or_else(|| panic!("no maxrss line: {err}"));
+    (kib, out.status.code(), out.stdout)
+}
+
+#[test]
+fn print_state_streams_the_block_from_the_file() {
+    // Before: the newest block was held while it was printed (a 31 MB block
+    // here, up to the 256 MiB block cap). Keys in the node's order (not
+    // sorted), so duplicates are checked without the order's help.
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("l2.dat");
+    let n = 1_000_000u64;
+    let mut block = format!("SNAPSHOT v1\ntimestamp_ms 7\nbalances {n}\n");
+    for i in 0..n {
+        block.push_str(&format!("balance \"peer{:08}\" {i}\n", i * 7919 % n));
+    }
+    block.push_str("escrows 0\npegins 0\npegouts 0\ntasks 0\nanchor none\nEND_SNAPSHOT\n");
+    std::fs::write(&f, &block).unwrap();
+    let (kib, code, out) = peak_of(&["--snapshot".as_ref(), f.as_ref(), "--print-state".as_ref()]);
+    assert_eq!(code, Some(0));
+    assert!(
+        kib < 24 << 10,
+        "peak RSS {kib} KiB for a {} MB block",
+        block.len() >> 20
+    );
+    let mut want = Vec::new();
+    ailee_core::state_json::write_block_json(block.as_bytes(), &mut want).unwrap();
+    want.push(b'\n');
+    assert!(out == want, "the streamed JSON differs from the whole block's");
+}
+
+#[test]
+fn all_over_many_tiny_snapshots_holds_a_bounded_number_of_reports() {
+    // Before: one report per block of every 8 MiB chunk in flight, ~87,000
+    // reports a chunk for snapshots this small (212 MB for 2,000,000 of them).
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("l2.dat");
+    let n = 600_000;
+    let one = b"SNAPSHOT v1\ntimestamp_ms 1\nbalances 0\nescrows 0\npegins 0\npegouts 0\ntasks 0\nanchor none\nEND_SNAPSHOT\n";
+    std::fs::write(&f, one.repeat(n)).unwrap();
+    let (kib, code, out) = peak_of(&["--snapshot".as_ref(), f.as_ref(), "--all".as_ref(), "-q".as_ref()]);
+    assert_eq!(code, Some(2));
+    assert!(kib < 100 << 10, "peak RSS {kib} KiB");
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(out.lines().count(), n);
+    assert_eq!(
+        out.lines().last(),
+        Some(format!("snapshot {n}: FAILED No anchor commitment present in snapshot.").as_str())
+    );
+}

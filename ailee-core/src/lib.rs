@@ -44,7 +44,7 @@ pub mod records;
 pub mod root;
 #[cfg(feature = "rpc")]
 pub mod rpc;
-pub mod scan;
+mod scan;
 pub mod snapfile;
 pub mod state_json;
 pub mod verify;

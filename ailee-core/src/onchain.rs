@@ -12,7 +12,7 @@ use crate::identity::AnchorIdentity;
 use crate::progress::Progress;
 use crate::records::{AnchorLookup, AnchorRecord, AnchorStatus};
 use crate::rpc::{Rpc, TxPlace};
-use crate::scan::Note;
+use crate::snapfile::Note;
 use crate::snapfile::SnapshotFile;
 use crate::{cancel, Error, Result};
 use std::collections::HashMap;

@@ -9,7 +9,9 @@
 //!
 //! [`Scanner`] streams the file forward in chunks whose memory is bounded by
 //! one chunk plus one block; [`Backward`] walks complete blocks from the end
-//! of the file without reading what lies before them.
+//! of the file without reading what lies before them (nor the holes of a
+//! sparse file). Private to the core: the tools read a snapshot file through
+//! [`crate::snapfile::SnapshotFile`], its one door.
 
 use memchr::memmem;
 use std::fs::File;
@@ -129,6 +131,16 @@ impl std::fmt::Display for Note {
     }
 }
 
+impl Note {
+    /// Moves the note's offset by `by` (a scan that started at `by`).
+    pub fn shift(&mut self, by: u64) {
+        match self {
+            Note::Torn { offset, .. } | Note::Junk { offset, .. } | Note::Oversized { offset, .. } => *offset += by,
+            Note::MissingFinalNewline => {}
+        }
+    }
+}
+
 /// The torn tail among `notes`, as (byte offset, length).
 pub fn torn_tail(notes: &[Note]) -> Option<(u64, u64)> {
     notes.iter().find_map(|n| match n {
@@ -139,14 +151,6 @@ pub fn torn_tail(notes: &[Note]) -> Option<(u64, u64)> {
         } => Some((*offset, *len)),
         _ => None,
     })
-}
-
-/// Opens a snapshot file for reading; anything but a regular file is a usage
-/// error (see [`crate::snapfile::SnapshotFile`], which the tools use).
-pub fn open_snapshot_file(path: &std::path::Path) -> crate::Result<(File, std::fs::Metadata)> {
-    let f = crate::snapfile::open_regular(path, "snapshot file")?;
-    let md = f.metadata().map_err(|e| crate::Error::io(path, e))?;
-    Ok((f, md))
 }
 
 /// A chunk of the file holding whole complete blocks.
@@ -162,6 +166,9 @@ pub struct Chunk {
     /// (if it is within the block cap).
     pub large: Option<Large>,
     pub notes: Vec<Note>,
+    /// `data` is one of the scanner's buffers (hand it back with
+    /// [`Scanner::recycle`]), not a large block read apart.
+    pub pooled: bool,
 }
 
 /// A complete block that the scanner did not keep in memory.
@@ -218,10 +225,6 @@ pub struct Scanner<R> {
 pub const CHUNK: usize = 8 << 20;
 
 impl<R: Read> Scanner<R> {
-    pub fn new(reader: R) -> Self {
-        Self::with_chunk_size(reader, CHUNK)
-    }
-
     pub fn with_chunk_size(reader: R, chunk_size: usize) -> Self {
         Scanner {
             reader,
@@ -368,25 +371,7 @@ impl<R: Read> Scanner<R> {
         }
         if self.eof {
             self.done = true;
-            if let Some((s, _)) = self.spill.take() {
-                notes.push(Note::Torn {
-                    offset: s,
-                    len: off + d.len() as u64 - s,
-                    at_eof: true,
-                });
-            }
-            match self.open {
-                Some(s) => notes.push(Note::Torn {
-                    offset: off + s as u64,
-                    len: (d.len() - s) as u64,
-                    at_eof: true,
-                }),
-                None => {
-                    if let Some(g) = self.gap {
-                        junk(d, g, d.len(), off, self.gap_junk, &mut notes);
-                    }
-                }
-            }
+            self.notes_at_eof(off, &mut notes);
             let data = std::mem::take(&mut self.buf);
             return Ok(Some(Chunk {
                 data,
@@ -394,8 +379,50 @@ impl<R: Read> Scanner<R> {
                 blocks,
                 large,
                 notes,
+                pooled: true,
             }));
         }
+        let data = self.carry(limit, off);
+        Ok(Some(Chunk {
+            data,
+            offset: off,
+            blocks,
+            large,
+            notes,
+            pooled: true,
+        }))
+    }
+
+    /// What the end of the file leaves: a torn block (spilled or held), or
+    /// junk after the last complete block.
+    fn notes_at_eof(&mut self, off: u64, notes: &mut Vec<Note>) {
+        let d = &self.buf;
+        if let Some((s, _)) = self.spill.take() {
+            notes.push(Note::Torn {
+                offset: s,
+                len: off + d.len() as u64 - s,
+                at_eof: true,
+            });
+        }
+        match self.open {
+            Some(s) => notes.push(Note::Torn {
+                offset: off + s as u64,
+                len: (d.len() - s) as u64,
+                at_eof: true,
+            }),
+            None => {
+                if let Some(g) = self.gap {
+                    junk(d, g, d.len(), off, self.gap_junk, notes);
+                }
+            }
+        }
+    }
+
+    /// Ends a round that is not the last: the open block (or the undecided
+    /// tail) moves to a new buffer for the next round; returns the bytes of
+    /// this round's chunk.
+    fn carry(&mut self, limit: usize, off: u64) -> Vec<u8> {
+        let d = &self.buf;
         // An open block that outgrew `hold` is dropped from memory; only
         // where it started is remembered.
         if let Some(s) = self.open {
@@ -434,14 +461,7 @@ impl<R: Read> Scanner<R> {
         self.open = self.open.map(|s| s - keep);
         self.gap = self.gap.map(|g| g.saturating_sub(keep));
         self.offset += keep as u64;
-        let data = std::mem::replace(&mut self.buf, next);
-        Ok(Some(Chunk {
-            data,
-            offset: off,
-            blocks,
-            large,
-            notes,
-        }))
+        std::mem::replace(&mut self.buf, next)
     }
 }
 
@@ -466,6 +486,8 @@ fn junk(d: &[u8], from: usize, to: usize, off: u64, carried: Option<u64>, notes:
 #[derive(Debug, Clone)]
 pub struct Found {
     pub offset: u64,
+    pub len: u64,
+    /// The block's bytes (empty when the walk hands out spans only).
     pub bytes: Vec<u8>,
 }
 
@@ -473,8 +495,10 @@ pub struct Found {
 /// a torn region, reported without being held in memory.
 pub const BLOCK_CAP: u64 = 256 << 20;
 
-/// The first window [`Backward`] reads (it grows to [`Backward::window`]).
-const FIRST_WINDOW: u64 = 64 << 10;
+/// The first window [`Backward`] reads (it doubles up to [`WINDOW`]).
+pub const FIRST_WINDOW: u64 = 64 << 10;
+/// The largest window [`Backward`] reads at once: its memory bound.
+pub const WINDOW: u64 = 1 << 20;
 
 /// Complete blocks from the newest to the oldest, reading only from the end.
 ///
@@ -489,8 +513,8 @@ pub struct Backward<'f> {
     len: u64,
     /// Blocks must start before this offset.
     limit: u64,
-    /// Largest window read at once (1 MiB): the memory bound.
-    pub window: u64,
+    /// Largest window read at once ([`WINDOW`]): the memory bound.
+    window: u64,
     /// The next window: 64 KiB first, doubled while no block is found, up to
     /// `window`. Most newest snapshots end well inside the first; a smaller
     /// read is fewer page faults, which are most of a newest-snapshot check.
@@ -505,14 +529,42 @@ pub struct Backward<'f> {
     /// Other notes (oversized blocks).
     pub notes: Vec<Note>,
     first: bool,
+    /// The file's data regions, oldest first (holes hold only zeros: no
+    /// boundary there, so the walk jumps over them).
+    regions: Vec<(u64, u64)>,
+    /// Hand out where blocks are, not their bytes.
+    spans_only: bool,
+    /// The window buffer, kept between windows.
+    buf: Vec<u8>,
+}
+
+/// The data regions `(start, end)` of `file` from `SEEK_DATA`/`SEEK_HOLE`
+/// (the whole file when the filesystem cannot tell or the map is long).
+fn data_regions(file: &File, len: u64) -> Vec<(u64, u64)> {
+    use rustix::fs::{seek, SeekFrom};
+    let whole = vec![(0, len)];
+    let mut v = Vec::new();
+    let mut off = 0;
+    while off < len {
+        let d = match seek(file, SeekFrom::Data(off)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => return whole,
+        };
+        let h = match seek(file, SeekFrom::Hole(d)) {
+            Ok(h) => h.min(len),
+            Err(_) => return whole,
+        };
+        if h <= d || v.len() >= 4096 {
+            return whole;
+        }
+        v.push((d, h));
+        off = h;
+    }
+    v
 }
 
 impl<'f> Backward<'f> {
-    pub fn new(file: &'f File) -> io::Result<Self> {
-        let len = file.metadata()?.len();
-        Self::before(file, len)
-    }
-
     /// Complete blocks that start before `offset`, newest first.
     pub fn before(file: &'f File, offset: u64) -> io::Result<Self> {
         let len = file.metadata()?.len();
@@ -522,7 +574,7 @@ impl<'f> Backward<'f> {
             end,
             len,
             limit: end,
-            window: 1 << 20,
+            window: WINDOW,
             next: FIRST_WINDOW,
             cap: BLOCK_CAP,
             cand_end: None,
@@ -530,7 +582,24 @@ impl<'f> Backward<'f> {
             tail_notes: Vec::new(),
             notes: Vec::new(),
             first: end == len,
+            regions: data_regions(file, len),
+            spans_only: false,
+            buf: Vec::new(),
         })
+    }
+
+    /// Hands out each block's offset and length only (its bytes stay in
+    /// the file: a caller that streams it holds none of it).
+    pub fn spans_only(mut self) -> Self {
+        self.spans_only = true;
+        self
+    }
+
+    /// Reads `first` bytes first, doubling up to `max` (tests: tiny windows).
+    pub fn with_window(mut self, first: u64, max: u64) -> Self {
+        self.next = first;
+        self.window = max;
+        self
     }
 
     /// Sets the block cap (default [`BLOCK_CAP`]).
@@ -545,17 +614,55 @@ impl<'f> Backward<'f> {
         Ok(v)
     }
 
+    /// The bytes of block `h..e`, found in the window `d` read from `s`:
+    /// none for a walk for spans; else kept from the window rather than
+    /// read again (the window is then taken), or its head read apart.
+    fn block_bytes(&self, d: &mut Vec<u8>, s: u64, h: u64, e: u64) -> io::Result<Vec<u8>> {
+        if self.spans_only {
+            return Ok(Vec::new());
+        }
+        if h >= s && e - s <= d.len() as u64 {
+            d.truncate((e - s) as usize);
+            d.drain(..(h - s) as usize);
+            return Ok(std::mem::take(d));
+        }
+        if e - s <= d.len() as u64 {
+            // It starts before the window: read only its head.
+            let mut v = vec![0u8; (e - h) as usize];
+            let head = (s - h) as usize;
+            self.file.read_exact_at(&mut v[..head], h)?;
+            v[head..].copy_from_slice(&d[..(e - s) as usize]);
+            return Ok(v);
+        }
+        self.read_at(h, e)
+    }
+
     /// The next older complete block.
     pub fn next_block(&mut self) -> io::Result<Option<Found>> {
         while self.end > 0 {
+            // A hole: continue from the end of the data before it.
+            match self.regions.iter().rev().find(|(start, _)| *start < self.end) {
+                Some(&(_, end)) => self.end = self.end.min(end),
+                None => break,
+            }
             let size = self.next.min(self.window).max(64);
-            self.next = size.saturating_mul(2);
+            // Growing windows save re-reading a block handed out with its
+            // bytes; a walk for spans only keeps one small window (fewer
+            // fresh pages to fault in).
+            if !self.spans_only {
+                self.next = size.saturating_mul(2);
+            }
             let start = self.end.saturating_sub(size);
             // Read a few bytes before the window too: an `END_SNAPSHOT` whose
             // `SNAPSHOT` starts in the window is decided by the `\nEND_` before.
             let s = start.saturating_sub(8);
             let read_end = (self.end + LOOKAHEAD as u64).min(self.len);
-            let mut d = self.read_at(s, read_end)?;
+            // One buffer serves every window (fresh memory costs a page
+            // fault per page, most of a newest-snapshot check).
+            let mut d = std::mem::take(&mut self.buf);
+            d.clear();
+            d.resize((read_end - s) as usize, 0);
+            self.file.read_exact_at(&mut d, s)?;
             let prev = if s > 0 { Some(self.read_at(s - 1, s)?[0]) } else { None };
             self.events.clear();
             let (from, limit) = ((start - s) as usize, (self.end - s) as usize);
@@ -599,20 +706,20 @@ impl<'f> Backward<'f> {
                         self.end = h;
                         // The block is usually in the window read: keep
                         // those bytes rather than read it again.
-                        let bytes = if h >= s && e - s <= d.len() as u64 {
-                            d.truncate((e - s) as usize);
-                            d.drain(..(h - s) as usize);
-                            std::mem::take(&mut d)
-                        } else {
-                            self.read_at(h, e)?
-                        };
+                        let bytes = self.block_bytes(&mut d, s, h, e)?;
+                        self.buf = d;
                         // Candidates already examined below h are re-read
                         // next time: drop them.
                         self.events.clear();
-                        return Ok(Some(Found { offset: h, bytes }));
+                        return Ok(Some(Found {
+                            offset: h,
+                            len: e - h,
+                            bytes,
+                        }));
                     }
                 }
             }
+            self.buf = d;
             self.end = start;
         }
         Ok(None)
@@ -808,9 +915,7 @@ mod tests {
         // and growing from 64 bytes (doubling) up to the size.
         for window in 64..400 {
             for first in [window, 64] {
-                let mut bw = Backward::new(&f).unwrap();
-                bw.window = window;
-                bw.next = first;
+                let mut bw = Backward::before(&f, u64::MAX).unwrap().with_window(first, window);
                 let mut back = Vec::new();
                 while let Some(b) = bw.next_block().unwrap() {
                     back.push(b.bytes);

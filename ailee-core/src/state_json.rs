@@ -8,6 +8,7 @@
 
 use crate::format::Entry;
 use crate::model::*;
+use crate::snapfile::SnapshotFile;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -377,6 +378,8 @@ pub enum BlockJsonError {
     NotUtf8(Error),
     /// Writing failed.
     Io(std::io::Error),
+    /// Reading the snapshot file failed (it names the file).
+    Read(Error),
 }
 
 impl From<std::io::Error> for BlockJsonError {
@@ -471,53 +474,63 @@ pub fn write_block_json(block: &[u8], w: &mut impl std::io::Write) -> std::resul
     if let Some(e) = not_utf8 {
         return Err(BlockJsonError::NotUtf8(e));
     }
-    let io = BlockJsonError::Io;
-    // serde_json's pretty layout (two spaces a level, keys sorted: bridge,
-    // ledger, orchestration, snapshotTimestampMs), one array at a time.
-    let array =
-        |w: &mut dyn std::io::Write, name: &str, kind: usize, last: bool| -> std::result::Result<(), BlockJsonError> {
-            write!(w, "    \"{name}\": [").map_err(io)?;
-            let mut n = 0usize;
-            let mut failed: Option<BlockJsonError> = None;
-            let mut one = String::new();
-            crate::format::visit_block(block, |e| {
-                if failed.is_some() || key_of(&e).0 != kind {
-                    return;
-                }
-                let r = entry_value(&e)
-                    .and_then(|v| {
-                        serde_json::to_string_pretty(&v)
-                            .map_err(|e| Error::Integrity(format!("cannot render state as JSON: {e}")))
-                    })
-                    .map_err(BlockJsonError::NotUtf8)
-                    .and_then(|text| {
-                        one.clear();
-                        one.push_str(if n == 0 { "\n" } else { ",\n" });
-                        for (i, l) in text.lines().enumerate() {
-                            if i > 0 {
-                                one.push('\n');
-                            }
-                            one.push_str("      ");
-                            one.push_str(l);
-                        }
-                        w.write_all(one.as_bytes()).map_err(BlockJsonError::Io)
-                    });
+    // serde_json's pretty layout, one array at a time.
+    write_document(w, visited.timestamp_ms, |w, kind| {
+        let mut n = 0usize;
+        let mut failed: Option<BlockJsonError> = None;
+        let mut one = String::new();
+        crate::format::visit_block(block, |e| {
+            if failed.is_none() && key_of(&e).0 == kind {
+                failed = write_entry(w, &e, n, &mut one).err();
                 n += 1;
-                if let Err(e) = r {
-                    failed = Some(e);
-                }
-            })
-            .map_err(BlockJsonError::Corrupt)?;
-            if let Some(e) = failed {
-                return Err(e);
             }
-            if n > 0 {
-                w.write_all(b"\n    ]").map_err(io)?;
-            } else {
-                w.write_all(b"]").map_err(io)?;
-            }
-            w.write_all(if last { b"\n" } else { b",\n" }).map_err(io)
-        };
+        })
+        .map_err(BlockJsonError::Corrupt)?;
+        failed.map_or(Ok(n), Err)
+    })
+}
+
+/// Entry `n` (from 0) of an array, indented as serde_json's pretty layout
+/// puts it; `one` is scratch space.
+fn write_entry(
+    w: &mut dyn std::io::Write,
+    e: &Entry<'_>,
+    n: usize,
+    one: &mut String,
+) -> std::result::Result<(), BlockJsonError> {
+    let text = entry_value(e)
+        .and_then(|v| {
+            serde_json::to_string_pretty(&v).map_err(|e| Error::Integrity(format!("cannot render state as JSON: {e}")))
+        })
+        .map_err(BlockJsonError::NotUtf8)?;
+    one.clear();
+    one.push_str(if n == 0 { "\n" } else { ",\n" });
+    for (i, l) in text.lines().enumerate() {
+        if i > 0 {
+            one.push('\n');
+        }
+        one.push_str("      ");
+        one.push_str(l);
+    }
+    w.write_all(one.as_bytes()).map_err(BlockJsonError::Io)
+}
+
+/// The document of SPEC §3 around its arrays, as serde_json pretty-prints
+/// it (two spaces a level, keys sorted: bridge, ledger, orchestration,
+/// snapshotTimestampMs); `entries(w, kind)` writes the entries of one
+/// section ([`key_of`]'s numbering) and says how many.
+fn write_document<W: std::io::Write>(
+    w: &mut W,
+    timestamp_ms: u64,
+    mut entries: impl FnMut(&mut W, usize) -> std::result::Result<usize, BlockJsonError>,
+) -> std::result::Result<(), BlockJsonError> {
+    let io = BlockJsonError::Io;
+    let mut array = |w: &mut W, name: &str, kind: usize, last: bool| -> std::result::Result<(), BlockJsonError> {
+        write!(w, "    \"{name}\": [").map_err(io)?;
+        let n = entries(w, kind)?;
+        w.write_all(if n > 0 { b"\n    ]" } else { b"]" }).map_err(io)?;
+        w.write_all(if last { b"\n" } else { b",\n" }).map_err(io)
+    };
     w.write_all(b"{\n  \"bridge\": {\n").map_err(io)?;
     array(w, "pegins", 2, false)?;
     array(w, "pegouts", 3, true)?;
@@ -526,8 +539,208 @@ pub fn write_block_json(block: &[u8], w: &mut impl std::io::Write) -> std::resul
     array(w, "escrows", 1, true)?;
     w.write_all(b"  },\n  \"orchestration\": {\n").map_err(io)?;
     array(w, "tasks", 4, true)?;
-    write!(w, "  }},\n  \"snapshotTimestampMs\": {}\n}}", visited.timestamp_ms).map_err(io)?;
+    write!(w, "  }},\n  \"snapshotTimestampMs\": {timestamp_ms}\n}}").map_err(io)?;
     Ok(())
+}
+
+/// What [`write_span_json`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streamed {
+    Written,
+    /// Nothing was written: the block is not in the layout the streaming
+    /// reader takes (counts written as plain decimals, keys whose hashes
+    /// differ, every string UTF-8, the grammar satisfied). Read
+    /// it whole and use [`write_block_json`], which says what is wrong.
+    NotStreamable,
+}
+
+/// Section names in block order; an entry's section is [`key_of`]'s number.
+const SECTIONS: [&str; 5] = ["balances", "escrows", "pegins", "pegouts", "tasks"];
+/// Entry lines checked (or written) by one call of the grammar.
+const BATCH_LINES: usize = 4096;
+
+/// Where a streamable block's sections are: byte range of the entry lines
+/// and their number, per section; and its timestamp.
+struct Layout {
+    timestamp_ms: u64,
+    sections: [(u64, u64); 5],
+}
+
+/// A block holding `lines` (`count` entry lines of section `kind`, each
+/// ending in `\n`) and nothing else, with the timestamp and anchor lines
+/// given: the strict grammar ([`crate::format::visit_block`]) reads it as
+/// it reads those lines inside the whole block.
+fn mini_block(kind: usize, count: usize, lines: &[u8], ts: &[u8], anchor: &[u8], out: &mut Vec<u8>) {
+    use std::io::Write;
+    out.clear();
+    out.extend_from_slice(b"SNAPSHOT v1\n");
+    out.extend_from_slice(ts);
+    out.push(b'\n');
+    for (k, name) in SECTIONS.iter().enumerate() {
+        let _ = writeln!(out, "{name} {}", if k == kind { count } else { 0 });
+        if k == kind {
+            out.extend_from_slice(lines);
+        }
+    }
+    out.extend_from_slice(anchor);
+    out.extend_from_slice(b"\nEND_SNAPSHOT\n");
+}
+
+/// `name N` with N a plain decimal (no sign, no leading zero): the count.
+fn count_line(line: &[u8], name: &str) -> Option<usize> {
+    let digits = std::str::from_utf8(line.strip_prefix(name.as_bytes())?.strip_prefix(b" ")?).ok()?;
+    let n: usize = digits.parse().ok()?;
+    (n.to_string() == digits).then_some(n)
+}
+
+/// Bytes of a block per pass of the duplicate-key check: one pass keeps an
+/// 8-byte hash per key of one part of the keys, at most ~2.6 million of
+/// them (an entry line has at least 13 bytes).
+const KEYS_PASS: u64 = 32 << 20;
+
+/// A key's hash, for the duplicate check (its section mixed in).
+fn key_hash(section: usize, key: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    section.hash(&mut h);
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// Checks the span of a block as [`write_block_json`] checks a block, from
+/// the file a window at a time; `None` when it is not streamable. Keys are
+/// checked for duplicates by their hashes, part `part` of `parts` (by hash)
+/// in this pass; equal hashes are left to the whole-block writer.
+fn check_span(
+    sf: &SnapshotFile,
+    offset: u64,
+    len: u64,
+    part: u64,
+    parts: u64,
+) -> std::result::Result<Option<Layout>, BlockJsonError> {
+    let read = BlockJsonError::Read;
+    let mut lines = sf.lines(offset, len);
+    if lines.next_text().map_err(read)? != Some(b"SNAPSHOT v1") {
+        return Ok(None);
+    }
+    let Some(ts) = lines.next_text().map_err(read)?.map(<[u8]>::to_vec) else {
+        return Ok(None);
+    };
+    let mut sections = [(0, 0); 5];
+    let mut hashes = Vec::new();
+    let (mut batch, mut block) = (Vec::new(), Vec::new());
+    for (kind, name) in SECTIONS.iter().enumerate() {
+        let Some(count) = lines.next_text().map_err(read)?.and_then(|l| count_line(l, name)) else {
+            return Ok(None);
+        };
+        let start = lines.pos();
+        let mut k = 0;
+        for i in 0..count {
+            let Some(l) = lines.next_text().map_err(read)? else {
+                return Ok(None);
+            };
+            batch.extend_from_slice(l);
+            batch.push(b'\n');
+            k += 1;
+            if k == BATCH_LINES || i + 1 == count {
+                mini_block(kind, k, &batch, b"timestamp_ms 0", b"anchor none", &mut block);
+                let mut utf8 = true;
+                let visited = crate::format::visit_block(&block, |e| {
+                    utf8 &= utf8_of(&e).is_ok();
+                    let h = key_hash(kind, key_of(&e).1);
+                    if h % parts == part {
+                        hashes.push(h);
+                    }
+                });
+                if visited.is_err() || !utf8 {
+                    return Ok(None);
+                }
+                batch.clear();
+                k = 0;
+            }
+        }
+        sections[kind] = (start, lines.pos());
+    }
+    let Some(anchor) = lines.next_text().map_err(read)?.map(<[u8]>::to_vec) else {
+        return Ok(None);
+    };
+    if lines.next_text().map_err(read)? != Some(b"END_SNAPSHOT") || lines.next_text().map_err(read)?.is_some() {
+        return Ok(None);
+    }
+    hashes.sort_unstable();
+    if hashes.windows(2).any(|w| w[0] == w[1]) {
+        return Ok(None);
+    }
+    // The timestamp and anchor lines, read by the grammar.
+    mini_block(0, 0, b"", &ts, &anchor, &mut block);
+    let Ok(v) = crate::format::visit_block(&block, |_| {}) else {
+        return Ok(None);
+    };
+    Ok(Some(Layout {
+        timestamp_ms: v.timestamp_ms,
+        sections,
+    }))
+}
+
+/// [`write_block_json`] of the block at `offset` (`len` bytes) of `sf`,
+/// streamed: the block is read from the file a window at a time, once to
+/// check it (once per [`KEYS_PASS`] bytes: the duplicate-key check keeps an
+/// 8-byte hash per key of one part of the keys) and once to write it, and
+/// at most [`BATCH_LINES`] entries are held — memory flat in the size of
+/// the state. A block the streaming
+/// reader does not take ([`Streamed::NotStreamable`]: nothing written) is
+/// for [`write_block_json`].
+pub fn write_span_json(
+    sf: &SnapshotFile,
+    offset: u64,
+    len: u64,
+    w: &mut impl std::io::Write,
+) -> std::result::Result<Streamed, BlockJsonError> {
+    let parts = len.div_ceil(KEYS_PASS).max(1);
+    let mut layout = None;
+    for part in 0..parts {
+        layout = check_span(sf, offset, len, part, parts)?;
+        if layout.is_none() {
+            return Ok(Streamed::NotStreamable);
+        }
+    }
+    let Some(layout) = layout else {
+        return Ok(Streamed::NotStreamable);
+    };
+    let (mut batch, mut block, mut one) = (Vec::new(), Vec::new(), String::new());
+    write_document(w, layout.timestamp_ms, |w, kind| {
+        let (start, end) = layout.sections[kind];
+        let mut lines = sf.lines(start, end - start);
+        let mut n = 0usize;
+        loop {
+            let mut k = 0;
+            batch.clear();
+            while k < BATCH_LINES {
+                let Some(l) = lines.next_text().map_err(BlockJsonError::Read)? else {
+                    break;
+                };
+                batch.extend_from_slice(l);
+                batch.push(b'\n');
+                k += 1;
+            }
+            if k == 0 {
+                return Ok(n);
+            }
+            mini_block(kind, k, &batch, b"timestamp_ms 0", b"anchor none", &mut block);
+            let mut failed = None;
+            crate::format::visit_block(&block, |e| {
+                if failed.is_none() {
+                    failed = write_entry(w, &e, n, &mut one).err();
+                    n += 1;
+                }
+            })
+            .map_err(BlockJsonError::Corrupt)?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+    })?;
+    Ok(Streamed::Written)
 }
 
 #[cfg(test)]
@@ -557,25 +770,22 @@ mod tests {
         let mut n = 0;
         for sub in ["vectors", "malformed"] {
             for f in std::fs::read_dir(dir.join(sub)).unwrap() {
-                let data = std::fs::read(f.unwrap().path()).unwrap();
-                let mut sc = crate::scan::Scanner::new(&data[..]);
-                while let Some(c) = sc.next_chunk().unwrap() {
-                    for b in &c.blocks {
-                        let block = &c.data[b.start..b.end];
-                        let mut got = Vec::new();
-                        let r = write_block_json(block, &mut got);
-                        match crate::format::parse_block(block) {
-                            Ok(p) => {
-                                let want = serde_json::to_string_pretty(&to_json(&p.snapshot).unwrap()).unwrap();
-                                r.unwrap();
-                                assert_eq!(String::from_utf8(got).unwrap(), want);
-                                n += 1;
-                            }
-                            Err(e) => match r {
-                                Err(BlockJsonError::Corrupt(g)) => assert_eq!(g, e),
-                                other => panic!("{e}: {other:?}"),
-                            },
+                let sf = crate::snapfile::SnapshotFile::open(&f.unwrap().path()).unwrap();
+                for b in sf.blocks() {
+                    let block = &b.unwrap().bytes[..];
+                    let mut got = Vec::new();
+                    let r = write_block_json(block, &mut got);
+                    match crate::format::parse_block(block) {
+                        Ok(p) => {
+                            let want = serde_json::to_string_pretty(&to_json(&p.snapshot).unwrap()).unwrap();
+                            r.unwrap();
+                            assert_eq!(String::from_utf8(got).unwrap(), want);
+                            n += 1;
                         }
+                        Err(e) => match r {
+                            Err(BlockJsonError::Corrupt(g)) => assert_eq!(g, e),
+                            other => panic!("{e}: {other:?}"),
+                        },
                     }
                 }
             }
@@ -601,6 +811,68 @@ mod tests {
             Err(BlockJsonError::NotUtf8(_))
         ));
         assert!(out.is_empty());
+    }
+
+    /// What the streamed writer gives, for every block of `path`: the same
+    /// bytes as the whole-block writer, or nothing (and then the
+    /// whole-block writer decides); never output for a block it refuses.
+    fn streamed_agrees(path: &std::path::Path, streamed: &mut usize, whole: &mut usize) {
+        let sf = SnapshotFile::open(path).unwrap();
+        for b in sf.blocks() {
+            let b = b.unwrap();
+            let mut want = Vec::new();
+            let r = write_block_json(&b.bytes, &mut want);
+            let mut got = Vec::new();
+            match write_span_json(&sf, b.offset, b.bytes.len() as u64, &mut got).unwrap() {
+                Streamed::Written => {
+                    assert!(
+                        r.is_ok(),
+                        "{path:?} at {}: streamed a block the writer refuses",
+                        b.offset
+                    );
+                    assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(want).unwrap());
+                    *streamed += 1;
+                }
+                Streamed::NotStreamable => {
+                    assert!(got.is_empty());
+                    *whole += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn streamed_from_the_file_is_the_whole_blocks_json() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let (mut streamed, mut whole) = (0, 0);
+        for sub in ["vectors", "malformed"] {
+            for f in std::fs::read_dir(dir.join(sub)).unwrap() {
+                streamed_agrees(&f.unwrap().path(), &mut streamed, &mut whole);
+            }
+        }
+        assert!(streamed > 20 && whole > 10, "{streamed} streamed, {whole} not");
+        // More entries than one batch, with CRLF and blank lines; keys out
+        // of order (streamed); a duplicate key (not streamed: the whole
+        // block says where).
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let mut text = String::from("SNAPSHOT v1\r\ntimestamp_ms 7\r\n\r\n");
+        let n = BATCH_LINES + 3;
+        text += &format!("balances {n}\n");
+        for i in 0..n {
+            text += &format!("balance \"p{i:06}\" {i}\n");
+        }
+        text += &format!("escrows 0\npegins 0\npegouts 0\ntasks {n}\n");
+        for i in 0..n {
+            text += &format!("task \"t{i:06}\" 1 -2 \"s\" 3 \"h\" \"\"\n\n");
+        }
+        text += "anchor none\nEND_SNAPSHOT\n";
+        let unsorted = text.replacen("p000001", "p999999", 1);
+        let duplicate = text.replacen("p000001", "p000000", 1);
+        std::fs::write(&p, format!("{text}{unsorted}{duplicate}")).unwrap();
+        let (mut streamed, mut whole) = (0, 0);
+        streamed_agrees(&p, &mut streamed, &mut whole);
+        assert_eq!((streamed, whole), (2, 1));
     }
 
     #[test]

@@ -285,32 +285,3 @@ pub fn check_links(
     }
     Ok(out)
 }
-
-/// Anchor hashes of the complete snapshots of `file` that start before
-/// `before`, read from the end backwards until every anchor `refs` names is
-/// among them (or the start of the file is reached). The tools go through
-/// [`crate::snapfile::SnapshotFile`]; this stays for library callers.
-pub fn anchors_before(
-    path: &std::path::Path,
-    file: &std::fs::File,
-    before: u64,
-    refs: &[PegoutRef],
-) -> Result<std::collections::HashSet<String>, crate::Error> {
-    let mut set = std::collections::HashSet::new();
-    let mut missing: std::collections::HashSet<&str> = refs.iter().map(|r| r.hash.as_str()).collect();
-    if missing.is_empty() {
-        return Ok(set);
-    }
-    let mut bw = crate::scan::Backward::before(file, before).map_err(|e| crate::Error::io(path, e))?;
-    while let Some(b) = bw.next_block().map_err(|e| crate::Error::io(path, e))? {
-        crate::cancel::check()?;
-        if let Some(h) = anchor_hash_of(&b.bytes) {
-            missing.remove(h.as_str());
-            set.insert(h);
-        }
-        if missing.is_empty() {
-            break;
-        }
-    }
-    Ok(set)
-}

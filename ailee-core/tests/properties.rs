@@ -5,7 +5,7 @@
 use ailee_core::format::{check_parse, parse_block, strict_check, write_snapshot};
 use ailee_core::model::*;
 use ailee_core::root::state_root;
-use ailee_core::scan::{Backward, Scanner};
+use ailee_core::snapfile::SnapshotFile;
 use proptest::prelude::*;
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -263,39 +263,29 @@ proptest! {
         let data = &file[..cut];
         // Complete: the block ends before the cut, or only its final newline is cut off.
         let want = ends.iter().filter(|&&e| e <= cut || e == cut + 1).count();
-        let mut sc = Scanner::with_chunk_size(data, 64);
-        let mut fwd = Vec::new();
-        while let Some(c) = sc.next_chunk().unwrap() {
-            fwd.extend(c.blocks.iter().map(|b| c.data[b.start..b.end].to_vec()));
-        }
-        prop_assert_eq!(fwd.len(), want);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, data).unwrap();
-        let f = std::fs::File::open(&p).unwrap();
-        let mut bw = Backward::new(&f).unwrap();
-        let mut back = Vec::new();
-        while let Some(b) = bw.next_block().unwrap() {
-            back.push(b.bytes);
-        }
+        // Forward in reads of 64 bytes (blocks over 64 bytes are not kept
+        // while open, and are re-read from the file when they complete).
+        let sf = SnapshotFile::open(&p).unwrap().with_read_sizes(64, 64, 64, 64);
+        let fwd: Vec<Vec<u8>> = sf.blocks().map(|b| b.unwrap().bytes).collect();
+        prop_assert_eq!(fwd.len(), want);
+        // From the end, in windows of 64 bytes and in the tools' windows.
+        let mut back: Vec<Vec<u8>> = sf.newest_first(None).unwrap().map(|b| b.unwrap().bytes).collect();
         back.reverse();
         prop_assert_eq!(&back, &fwd);
         for blk in &fwd {
             prop_assert!(parse_block(blk).is_ok());
         }
-        // With a tiny hold (blocks longer than 64 bytes are not kept while
-        // open, and re-read from the file when they complete) the reader of
-        // the tools hands out the same blocks.
-        let sf = ailee_core::snapfile::SnapshotFile::open(&p).unwrap();
-        let mut held = Vec::new();
-        let mut sc = Scanner::with_chunk_size(sf.file(), 64).with_hold(64);
-        let mut notes = Vec::new();
-        while let Some(c) = sc.next_chunk().unwrap() {
-            if let Some(l) = &c.large {
-                held.push(sf.read_large(l, &mut notes).unwrap().unwrap());
-            }
-            held.extend(c.blocks.iter().map(|b| c.data[b.start..b.end].to_vec()));
-        }
+        // The tools' read sizes hand out the same blocks.
+        let sf = SnapshotFile::open(&p).unwrap();
+        let held: Vec<Vec<u8>> = sf.blocks().map(|b| b.unwrap().bytes).collect();
+        prop_assert_eq!(&held, &fwd);
+        let mut back: Vec<Vec<u8>> = sf.newest_first(None).unwrap().map(|b| b.unwrap().bytes).collect();
+        back.reverse();
+        prop_assert_eq!(&back, &fwd);
+        prop_assert_eq!(sf.count().unwrap(), want as u64);
         prop_assert_eq!(&held, &fwd);
     }
 }
@@ -314,14 +304,15 @@ fn every_cut_of_a_vector_file_yields_its_complete_snapshots() {
         .filter(|(_, w)| *w == b"END_SNAPSHOT\n")
         .map(|(i, _)| i + 13)
         .collect();
+    // Each cut read as a file of that length: the count of the first `cut`
+    // bytes, in reads of 256 bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("f");
+    std::fs::write(&p, &file).unwrap();
+    let sf = SnapshotFile::open(&p).unwrap().with_read_sizes(256, 256, 256, 256);
     for cut in 0..=file.len() {
         let want = ends.iter().filter(|&&e| e <= cut || e == cut + 1).count();
-        let mut sc = Scanner::with_chunk_size(&file[..cut], 256);
-        let mut n = 0;
-        while let Some(c) = sc.next_chunk().unwrap() {
-            n += c.blocks.len();
-        }
-        assert_eq!(n, want, "cut at {cut}");
+        assert_eq!(sf.count_range(0, cut as u64).unwrap(), want as u64, "cut at {cut}");
     }
 }
 
@@ -331,16 +322,16 @@ fn the_fast_path_agrees_with_the_strict_parser_on_every_fixture() {
     let mut n = 0;
     for sub in ["vectors", "malformed"] {
         for f in std::fs::read_dir(format!("{root}/{sub}")).unwrap() {
-            let data = std::fs::read(f.unwrap().path()).unwrap();
-            let mut sc = Scanner::with_chunk_size(&data[..], 4096);
-            while let Some(c) = sc.next_chunk().unwrap() {
-                for b in &c.blocks {
-                    let block = &c.data[b.start..b.end];
-                    let (mut b1, mut b2) = (Vec::new(), Vec::new());
-                    assert_eq!(check_parse(block, &mut b1), strict_check(block, &mut b2));
-                    n += 1;
-                }
-            }
+            let sf = SnapshotFile::open(&f.unwrap().path())
+                .unwrap()
+                .with_read_sizes(4096, 4096, 4096, 4096);
+            sf.forward(|b| {
+                let (mut b1, mut b2) = (Vec::new(), Vec::new());
+                assert_eq!(check_parse(b.bytes, &mut b1), strict_check(b.bytes, &mut b2));
+                n += 1;
+                Ok(true)
+            })
+            .unwrap();
         }
     }
     assert!(n > 40, "{n} blocks");

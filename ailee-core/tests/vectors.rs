@@ -2,9 +2,8 @@
 
 use ailee_core::format::{parse_block, write_snapshot};
 use ailee_core::root::state_root;
-use ailee_core::scan::{Backward, Note, Scanner};
+use ailee_core::snapfile::{Note, SnapshotFile};
 use ailee_core::verify::{check_block, Failure};
-use std::fs::File;
 use std::path::PathBuf;
 
 fn dir() -> PathBuf {
@@ -23,14 +22,12 @@ fn names() -> Vec<String> {
 }
 
 fn blocks(name: &str) -> (Vec<Vec<u8>>, Vec<Note>) {
-    let data = std::fs::read(dir().join(format!("{name}.dat"))).unwrap();
-    let mut sc = Scanner::with_chunk_size(&data[..], 1000);
-    let (mut out, mut notes) = (Vec::new(), Vec::new());
-    while let Some(c) = sc.next_chunk().unwrap() {
-        out.extend(c.blocks.iter().map(|b| c.data[b.start..b.end].to_vec()));
-        notes.extend(c.notes);
-    }
-    (out, notes)
+    let sf = SnapshotFile::open(&dir().join(format!("{name}.dat")))
+        .unwrap()
+        .with_read_sizes(1000, 1000, 1000, 1000);
+    let mut it = sf.blocks();
+    let out = it.by_ref().map(|b| b.unwrap().bytes).collect();
+    (out, it.notes().to_vec())
 }
 
 fn roots(name: &str) -> Vec<(usize, String)> {
@@ -82,12 +79,8 @@ fn parse_then_write_is_byte_identical_for_every_vector() {
 fn newest_snapshot_from_the_end_is_the_last_complete_one() {
     for name in &names() {
         let (bl, _) = blocks(name);
-        let f = File::open(dir().join(format!("{name}.dat"))).unwrap();
-        let mut bw = Backward::new(&f).unwrap();
-        let mut back = Vec::new();
-        while let Some(b) = bw.next_block().unwrap() {
-            back.push(b.bytes);
-        }
+        let sf = SnapshotFile::open(&dir().join(format!("{name}.dat"))).unwrap();
+        let mut back: Vec<Vec<u8>> = sf.newest_first(None).unwrap().map(|b| b.unwrap().bytes).collect();
         back.reverse();
         assert_eq!(back, bl, "{name}");
     }
@@ -140,15 +133,13 @@ fn fuzz_regressions_hold() {
     let mut n = 0;
     for target in std::fs::read_dir(&dir).unwrap() {
         for f in std::fs::read_dir(target.unwrap().path()).unwrap() {
-            let data = std::fs::read(f.unwrap().path()).unwrap();
-            let mut sc = Scanner::new(&data[..]);
-            while let Some(c) = sc.next_chunk().unwrap() {
-                for b in &c.blocks {
-                    if let Ok(p) = parse_block(&c.data[b.start..b.end]) {
-                        let mut out = Vec::new();
-                        write_snapshot(&p.snapshot, &mut out).unwrap();
-                        assert_eq!(parse_block(&out).unwrap().snapshot, p.snapshot);
-                    }
+            let path = f.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            for b in SnapshotFile::open(&path).unwrap().blocks() {
+                if let Ok(p) = parse_block(&b.unwrap().bytes) {
+                    let mut out = Vec::new();
+                    write_snapshot(&p.snapshot, &mut out).unwrap();
+                    assert_eq!(parse_block(&out).unwrap().snapshot, p.snapshot);
                 }
             }
             let _ = ailee_core::state_json::from_json(&String::from_utf8_lossy(&data));

@@ -5,7 +5,7 @@
 //!
 //! Invariants:
 //! - Nothing here scans the whole snapshot file or every `block:` record: the
-//!   newest snapshot is found from the end ([`ailee_core::scan::Backward`]); earlier
+//!   newest snapshot is found from the end ([`ailee_core::snapfile::SnapshotFile::newest`]); earlier
 //!   snapshots are read only to resolve a peg-out's anchor the database does
 //!   not know; the database is read through the `anchor:` and `reorg:`
 //!   prefixes, the counter and the highest `block:` key.
@@ -14,9 +14,8 @@
 
 use crate::reorgdb::ReorgDb;
 use ailee_core::records::{AnchorRecord, AnchorStatus, Key, ReorgEvent, ANCHOR_PREFIX, REORG_PREFIX};
-use ailee_core::verify::{anchor_hash_of, check_block, check_links, AnchorSource, PegoutRef};
+use ailee_core::verify::{check_block, check_links, AnchorSource};
 use ailee_core::{Error, Result};
-use std::collections::HashSet;
 use std::path::Path;
 
 /// The newest complete snapshot of the file.
@@ -43,121 +42,6 @@ pub struct SnapshotStatus {
     pub newest: Option<Newest>,
 }
 
-/// The backward search reads this much at a time: memory stays bounded
-/// whatever the file's tail holds (a torn region, gigabytes of zeros).
-const CHUNK: u64 = 1 << 20;
-/// Bytes read past a chunk, so a marker at its end is seen with what follows.
-const OVERLAP: u64 = 32;
-
-/// Where the last complete block ends, found from the end of the file.
-struct Tail {
-    /// End offset of the last `END_SNAPSHOT` line (`None`: there is none).
-    end: Option<u64>,
-    /// Offset of the last block header after it: a torn tail.
-    torn: Option<u64>,
-}
-
-/// In `d` (the chunk, `limit` bytes, then the overlap; `eof` when `d` ends
-/// at the end of the file; `prev` the byte before it): the end of the last
-/// `END_SNAPSHOT` line starting in the chunk — the marker starts a line and
-/// is followed by a newline, EOF, or a glued header (SPEC 1.1 rule 3).
-fn last_end_line(d: &[u8], prev: Option<u8>, eof: bool, limit: usize) -> Option<usize> {
-    const END: &[u8] = b"END_SNAPSHOT";
-    memchr::memmem::rfind_iter(d, END).filter(|&p| p < limit).find_map(|p| {
-        let line_start = if p == 0 {
-            matches!(prev, None | Some(b'\n'))
-        } else {
-            d[p - 1] == b'\n'
-        };
-        let end = p + END.len();
-        match &d[end..] {
-            _ if !line_start => None,
-            [] | [b'\r'] if eof => Some(d.len()),
-            [b'\n', ..] => Some(end + 1),
-            [b'\r', b'\n', ..] => Some(end + 2),
-            rest if rest.starts_with(b"SNAPSHOT v1") => Some(end),
-            _ => None,
-        }
-    })
-}
-
-/// Offset of the last block header (a line ending in `SNAPSHOT v1`) that
-/// starts in `d[from..limit]`.
-fn last_header(d: &[u8], eof: bool, from: usize, limit: usize) -> Option<usize> {
-    const H: &[u8] = b"SNAPSHOT v1";
-    memchr::memmem::rfind_iter(d, H)
-        .filter(|&p| p >= from && p < limit)
-        .find(|&p| match &d[p + H.len()..] {
-            [] | [b'\r'] => eof,
-            [b'\n', ..] | [b'\r', b'\n', ..] => true,
-            _ => false,
-        })
-}
-
-/// The file's data regions `(start, end)` from `SEEK_DATA`/`SEEK_HOLE`, so
-/// the search skips holes (all zeros: no marker there); the whole file when
-/// the filesystem cannot tell or the map is long.
-fn data_regions(file: &std::fs::File, len: u64) -> Vec<(u64, u64)> {
-    use rustix::fs::{seek, SeekFrom};
-    let whole = vec![(0, len)];
-    let mut v = Vec::new();
-    let mut off = 0;
-    while off < len {
-        let d = match seek(file, SeekFrom::Data(off)) {
-            Ok(d) => d,
-            Err(rustix::io::Errno::NXIO) => break,
-            Err(_) => return whole,
-        };
-        let h = match seek(file, SeekFrom::Hole(d)) {
-            Ok(h) => h.min(len),
-            Err(_) => return whole,
-        };
-        if h <= d || v.len() >= 4096 {
-            return whole;
-        }
-        v.push((d, h));
-        off = h;
-    }
-    v
-}
-
-fn find_tail(file: &std::fs::File, len: u64, path: &Path) -> Result<Tail> {
-    use std::os::unix::fs::FileExt;
-    let regions = data_regions(file, len);
-    let mut torn = None;
-    let mut e = len;
-    while e > 0 {
-        ailee_core::cancel::check()?;
-        // Skip a hole: continue from the end of the data before it.
-        match regions.iter().rev().find(|(start, _)| *start < e) {
-            Some(&(_, end)) => e = e.min(end),
-            None => break,
-        }
-        let s = e.saturating_sub(CHUNK);
-        let read_end = (e + OVERLAP).min(len);
-        let mut d = vec![0u8; (read_end - s) as usize];
-        file.read_exact_at(&mut d, s).map_err(|e| Error::io(path, e))?;
-        let prev = if s > 0 {
-            let mut b = [0u8];
-            file.read_exact_at(&mut b, s - 1).map_err(|e| Error::io(path, e))?;
-            Some(b[0])
-        } else {
-            None
-        };
-        let (eof, limit) = (read_end == len, (e - s) as usize);
-        if let Some(end) = last_end_line(&d, prev, eof, limit) {
-            let torn = torn.or_else(|| last_header(&d, eof, end, limit).map(|h| s + h as u64));
-            return Ok(Tail {
-                end: Some(s + end as u64),
-                torn,
-            });
-        }
-        torn = torn.or_else(|| last_header(&d, eof, 0, limit).map(|h| s + h as u64));
-        e = s;
-    }
-    Ok(Tail { end: None, torn })
-}
-
 impl SnapshotStatus {
     pub fn verified(&self) -> bool {
         self.newest.as_ref().is_some_and(|n| n.failure.is_none())
@@ -173,19 +57,15 @@ pub fn snapshot_status(path: &Path, db: Option<&ReorgDb>) -> Result<SnapshotStat
     if !md.is_file() {
         return Err(Error::Usage(format!("{}: not a regular file", path.display())));
     }
-    let (file, md) = ailee_core::scan::open_snapshot_file(path)?;
+    let sf = ailee_core::snapfile::SnapshotFile::open(path)?;
     let mut st = SnapshotStatus {
-        size_bytes: md.len(),
+        size_bytes: sf.len(),
         ..SnapshotStatus::default()
     };
-    let len = md.len();
-    let tail = find_tail(&file, len, path)?;
-    st.torn_tail = tail.torn.map(|t| (t, len - t));
-    let Some(end) = tail.end else {
-        return Ok(st);
-    };
-    let mut bw = ailee_core::scan::Backward::before(&file, end).map_err(|e| Error::io(path, e))?;
-    let Some(found) = bw.next_block().map_err(|e| Error::io(path, e))? else {
+    // From the end, holes skipped: the newest block and what follows it.
+    let (found, notes) = sf.newest()?;
+    st.torn_tail = ailee_core::snapfile::torn_tail(&notes);
+    let Some(found) = found else {
         return Ok(st);
     };
     let mut buf = Vec::new();
@@ -201,7 +81,7 @@ pub fn snapshot_status(path: &Path, db: Option<&ReorgDb>) -> Result<SnapshotStat
     };
     drop(found);
     if n.failure.is_none() {
-        let earlier = earlier_anchors(path, &file, n.offset, &v.pegout_refs)?;
+        let earlier = sf.anchors_before(n.offset, &v.pegout_refs)?;
         let links = check_links(&v.pegout_refs, &earlier, db.map(|d| d as &dyn AnchorSource))?;
         n.failure = links.failure.map(|f| f.to_string());
         n.warnings = links.warnings;
@@ -225,28 +105,6 @@ pub fn snapshot_status(path: &Path, db: Option<&ReorgDb>) -> Result<SnapshotStat
     }
     st.newest = Some(n);
     Ok(st)
-}
-
-/// Anchor hashes of the snapshots that start before `before`, read from
-/// there backwards until every anchor `refs` names is among them.
-fn earlier_anchors(path: &Path, file: &std::fs::File, before: u64, refs: &[PegoutRef]) -> Result<HashSet<String>> {
-    let mut set = HashSet::new();
-    let mut missing: HashSet<&str> = refs.iter().map(|r| r.hash.as_str()).collect();
-    if missing.is_empty() {
-        return Ok(set);
-    }
-    let mut bw = ailee_core::scan::Backward::before(file, before).map_err(|e| Error::io(path, e))?;
-    while let Some(b) = bw.next_block().map_err(|e| Error::io(path, e))? {
-        ailee_core::cancel::check()?;
-        if let Some(h) = anchor_hash_of(&b.bytes) {
-            missing.remove(h.as_str());
-            set.insert(h);
-        }
-        if missing.is_empty() {
-            break;
-        }
-    }
-    Ok(set)
 }
 
 /// The reorg database, read cheaply.
@@ -480,6 +338,9 @@ mod tests {
         assert_eq!(s.torn_tail, Some((0, fake.len() as u64)));
         assert!(status_of(b"").newest.is_none());
     }
+
+    /// The first window the walk from the end reads (64 KiB, then doubled).
+    const CHUNK: u64 = 64 << 10;
 
     #[test]
     fn a_long_junk_tail_does_not_hide_the_newest_snapshot() {

@@ -11,8 +11,8 @@ use ailee_core::model::Snapshot;
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_core::root::state_root;
 use ailee_core::rpc::Rpc;
-use ailee_core::snapfile::{read_capped, SnapshotFile, STATE_CAP};
-use ailee_core::verify::{anchor_hash_of, check_block, check_links, AnchorSource, PegoutRef};
+use ailee_core::snapfile::{read_capped, STATE_CAP};
+use ailee_core::verify::{check_block, check_links, AnchorSource, PegoutRef};
 use ailee_core::{cancel, Error};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
 use anyhow::Context;
@@ -129,24 +129,6 @@ fn newest_of(read: &ReadArgs, p: &Path) -> anyhow::Result<Option<(u64, Vec<u8>)>
     Ok(sf.newest()?.0.map(|b| (b.offset, b.bytes)))
 }
 
-/// The anchors of the snapshots before `offset` (`None`: the end of the
-/// file), read backwards until every hash of `wanted` is found.
-/// One of the copies issue 24 names: the body is to become
-/// `SnapshotFile::anchors_before`.
-fn anchors_before(sf: &SnapshotFile, offset: Option<u64>, wanted: &[&str]) -> ailee_core::Result<HashSet<String>> {
-    let mut set = HashSet::new();
-    let mut missing: HashSet<&str> = wanted.iter().copied().collect();
-    let mut bw = sf.backward(offset)?;
-    while !missing.is_empty() {
-        let Some(b) = sf.next_back(&mut bw)? else { break };
-        if let Some(h) = anchor_hash_of(&b.bytes) {
-            missing.remove(h.as_str());
-            set.insert(h);
-        }
-    }
-    Ok(set)
-}
-
 /// Anchor hashes of the snapshots of `p` (none when it does not exist yet)
 /// that the peg-outs may name.
 fn anchors_in(read: &ReadArgs, p: &Path, refs: &[PegoutRef]) -> anyhow::Result<HashSet<String>> {
@@ -154,8 +136,7 @@ fn anchors_in(read: &ReadArgs, p: &Path, refs: &[PegoutRef]) -> anyhow::Result<H
         return Ok(HashSet::new());
     }
     let sf = read.open(p)?;
-    let wanted: Vec<&str> = refs.iter().map(|r| r.hash.as_str()).collect();
-    Ok(anchors_before(&sf, None, &wanted)?)
+    Ok(sf.anchors_before(sf.len(), refs)?)
 }
 
 /// The anchor timestamp of the file's newest snapshot when it holds this
@@ -557,8 +538,12 @@ mod tests {
         assert_eq!((again.append, again.record), (Step::Already, Step::Already));
         assert_eq!((&again.hash, again.timestamp_ms), (&first.hash, first.timestamp_ms));
         let len = std::fs::metadata(t.path().join("l2_snapshots.dat")).unwrap().len();
-        let sf = SnapshotFile::open(&t.path().join("l2_snapshots.dat")).unwrap();
-        assert_eq!(anchors_before(&sf, None, &[first.hash.as_str()]).unwrap().len(), 1);
+        let sf = ailee_core::snapfile::SnapshotFile::open(&t.path().join("l2_snapshots.dat")).unwrap();
+        let wanted = [PegoutRef {
+            peg_id: "p".into(),
+            hash: first.hash.clone(),
+        }];
+        assert_eq!(sf.anchors_before(sf.len(), &wanted).unwrap().len(), 1);
         assert_eq!(sf.len(), len);
     }
 }

@@ -6,8 +6,8 @@
 
 use ailee_cli::{lossy, ReadArgs, Report};
 use ailee_core::atomic::{parent_dir, temp_name, Batch, Pending};
-use ailee_core::scan::{torn_tail, Note};
 use ailee_core::snapfile::SnapshotFile;
+use ailee_core::snapfile::{torn_tail, Note};
 use ailee_core::{cancel, Error};
 use anyhow::Context;
 use std::io::Write;

@@ -6,19 +6,16 @@
 //! to the same snapshot.
 #![no_main]
 use ailee_core::format::{parse_block, write_snapshot};
-use ailee_core::scan::{Backward, Scanner};
+use ailee_core::snapfile::SnapshotFile;
 use ailee_core::verify::check_block;
 use libfuzzer_sys::fuzz_target;
-use std::io::Write;
 
 fuzz_target!(|data: &[u8]| {
-    let mut sc = Scanner::with_chunk_size(data, 64);
-    let mut fwd = Vec::new();
-    while let Some(c) = sc.next_chunk().expect("in-memory read") {
-        for b in &c.blocks {
-            fwd.push(c.data[b.start..b.end].to_vec());
-        }
-    }
+    let path = std::env::temp_dir().join(format!("ailee-fuzz-{}", std::process::id()));
+    std::fs::write(&path, data).expect("write");
+    let sf = SnapshotFile::open(&path).expect("open").with_read_sizes(64, 64, 64, 64);
+    let _ = std::fs::remove_file(&path);
+    let fwd: Vec<Vec<u8>> = sf.blocks().map(|b| b.expect("read").bytes).collect();
     let mut buf = Vec::new();
     for b in &fwd {
         let _ = check_block(b, &mut buf);
@@ -32,30 +29,8 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(again.snapshot, p.snapshot);
         }
     }
-    // From the end: the same complete blocks.
-    let mut f = tempfile_in_memory(data);
-    let file = f.as_file_mut();
-    let mut bw = Backward::new(file).expect("open");
-    let mut back = Vec::new();
-    while let Some(b) = bw.next_block().expect("read") {
-        back.push(b.bytes);
-    }
+    // From the end, in windows of 64 bytes: the same complete blocks.
+    let mut back: Vec<Vec<u8>> = sf.newest_first(None).expect("open").map(|b| b.expect("read").bytes).collect();
     back.reverse();
     assert_eq!(back, fwd);
 });
-
-struct Tmp(std::fs::File);
-impl Tmp {
-    fn as_file_mut(&mut self) -> &mut std::fs::File {
-        &mut self.0
-    }
-}
-
-fn tempfile_in_memory(data: &[u8]) -> Tmp {
-    let path = std::env::temp_dir().join(format!("ailee-fuzz-{}", std::process::id()));
-    let mut f = std::fs::File::create(&path).expect("create");
-    f.write_all(data).expect("write");
-    let f = std::fs::File::open(&path).expect("open");
-    let _ = std::fs::remove_file(&path);
-    Tmp(f)
-}

@@ -153,7 +153,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     match cli.mode() {
         Run::All => verify_all(&cli, &rep, &sf, db),
         Run::LastValid => last_valid(&cli, &rep, &sf, db),
-        Run::Newest | Run::PrintNewest | Run::Index(_) | Run::PrintIndex(_) => verify_one(&cli, &rep, &sf, db, own_db),
+        Run::PrintNewest | Run::PrintIndex(_) => print_one(&cli, &rep, &sf),
+        Run::Newest | Run::Index(_) => verify_one(&cli, &rep, &sf, db, own_db),
     }
 }
 
@@ -166,7 +167,7 @@ fn verify_one(
 ) -> anyhow::Result<ExitStatus> {
     let mut warnings = Vec::new();
     let (place, block, earlier) = match cli.mode() {
-        Run::Index(n) | Run::PrintIndex(n) => {
+        Run::Index(n) => {
             let (place, bytes, anchors) = find_index(sf, n, rep, &mut warnings)?;
             (place, bytes, Some(anchors))
         }
@@ -185,9 +186,6 @@ fn verify_one(
             )
         }
     };
-    if matches!(cli.mode(), Run::PrintNewest | Run::PrintIndex(_)) {
-        return print_state(sf, &place, &block);
-    }
     let mut buf = Vec::new();
     let mut verdict = check_block(&block, &mut buf);
     let payload = own_db.and_then(|_| ailee_core::onchain::anchor_payload(&block));
@@ -204,7 +202,7 @@ fn verify_one(
     if verdict.ok() {
         let earlier = match earlier {
             Some(set) => set,
-            None => anchors_before(sf, place.offset, &verdict.pegout_refs)?,
+            None => sf.anchors_before(place.offset, &verdict.pegout_refs)?,
         };
         resolve(&mut verdict, &earlier, db, rep, &mut warnings)?;
     }
@@ -239,47 +237,50 @@ fn verify_one(
     report_one(cli, &place, &verdict, warnings, proven)
 }
 
-/// Anchor hashes of the snapshots before `before`, read backwards until every
-/// anchor `refs` names is among them (or the start of the file).
-fn anchors_before(
-    sf: &SnapshotFile,
-    before: u64,
-    refs: &[ailee_core::verify::PegoutRef],
-) -> anyhow::Result<HashSet<String>> {
-    let mut set = HashSet::new();
-    let mut missing: HashSet<&str> = refs.iter().map(|r| r.hash.as_str()).collect();
-    if missing.is_empty() {
-        return Ok(set);
-    }
-    let mut bw = sf.backward(Some(before))?;
-    while let Some(b) = sf.next_back(&mut bw)? {
-        if let Some(h) = anchor_hash_of(&b.bytes) {
-            missing.remove(h.as_str());
-            set.insert(h);
+/// `--print-state`: the snapshot's state as JSON, streamed from the file
+/// (issue 25: memory flat in the state's size).
+fn print_one(cli: &Cli, rep: &Report, sf: &SnapshotFile) -> anyhow::Result<ExitStatus> {
+    let mut warnings = Vec::new();
+    let span = match cli.mode() {
+        Run::PrintIndex(n) => {
+            let (span, number, notes) = sf.nth_span(n)?;
+            note_warnings(rep, &notes, &mut warnings);
+            span.ok_or_else(|| no_index(sf, n, number))?
         }
-        if missing.is_empty() {
-            break;
+        _ => {
+            let (span, notes) = sf.newest_span()?;
+            note_warnings(rep, &notes, &mut warnings);
+            span.ok_or_else(|| no_snapshots(sf.path()))?
         }
-    }
-    Ok(set)
-}
-
-fn print_state(sf: &SnapshotFile, place: &Place, block: &[u8]) -> anyhow::Result<ExitStatus> {
+    };
+    let place = Place {
+        number: span.number,
+        offset: span.offset,
+        line: span.line,
+    };
     let located = || -> anyhow::Result<Place> {
         Ok(if place.number.is_none() {
             locate(sf, place.offset)?
         } else {
-            *place
+            place
         })
     };
     // Streamed (issue 25): the block is checked first (nothing is printed
     // unless it parses and every string is UTF-8), then written section by
-    // section without building the state or its JSON in memory.
-    use ailee_core::state_json::{write_block_json, BlockJsonError};
+    // section without building the state or its JSON in memory; the block
+    // itself is read a window at a time. A block the streaming reader does
+    // not take (not the node's layout, or faulty) is read whole, and the
+    // whole-block writer says what is wrong.
+    use ailee_core::state_json::{write_block_json, write_span_json, BlockJsonError, Streamed};
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let written = write_block_json(block, &mut w).and_then(|()| {
+    let written = match write_span_json(sf, span.offset, span.len, &mut w) {
+        Ok(Streamed::Written) => Ok(()),
+        Ok(Streamed::NotStreamable) => write_block_json(&sf.read_span(span.offset, span.len)?, &mut w),
+        Err(e) => Err(e),
+    }
+    .and_then(|()| {
         w.write_all(b"\n")?;
         w.flush().map_err(BlockJsonError::Io)
     });
@@ -292,6 +293,7 @@ fn print_state(sf: &SnapshotFile, place: &Place, block: &[u8]) -> anyhow::Result
             ailee_cli::printed();
             Err(anyhow::Error::new(Error::io("stdout", e)))
         }
+        Err(BlockJsonError::Read(e)) => Err(anyhow::Error::new(e)),
         Err(BlockJsonError::NotUtf8(e)) => {
             // The snapshot is sound (it may verify); JSON just cannot
             // carry a string that is not UTF-8: an operational limit.
@@ -431,14 +433,19 @@ fn find_index(
     if let Some((place, bytes)) = found {
         return Ok((place, bytes, anchors));
     }
+    Err(no_index(sf, n, number))
+}
+
+/// There is no snapshot `n`: the file holds `number` complete snapshots.
+fn no_index(sf: &SnapshotFile, n: usize, number: usize) -> anyhow::Error {
     if number == 0 {
-        return Err(no_snapshots(sf.path()));
+        return no_snapshots(sf.path());
     }
-    Err(Error::Usage(format!(
+    Error::Usage(format!(
         "{}: has {number} complete snapshots, no snapshot {n}",
         sf.path().display()
     ))
-    .into())
+    .into()
 }
 
 fn threads(cli: &Cli) -> usize {
@@ -644,14 +651,14 @@ fn last_valid(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
     if total == 0 {
         return Err(no_snapshots(sf.path()));
     }
-    let mut bw = sf.backward(None)?;
     let mut buf = Vec::new();
     let mut number = total + 1;
-    while let Some(b) = sf.next_back(&mut bw)? {
+    for b in sf.newest_first(None)? {
+        let b = b?;
         number = number.saturating_sub(1);
         let mut v = check_block(&b.bytes, &mut buf);
         if v.ok() {
-            let earlier = anchors_before(sf, b.offset, &v.pegout_refs)?;
+            let earlier = sf.anchors_before(b.offset, &v.pegout_refs)?;
             resolve(&mut v, &earlier, db, rep, &mut warnings)?;
             own_void(db, &mut v)?;
         }

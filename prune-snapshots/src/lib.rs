@@ -4,7 +4,7 @@
 
 use ailee_cli::{lossy, ReadArgs, Report};
 use ailee_core::atomic::{parent_dir, Pending};
-use ailee_core::scan::torn_tail;
+use ailee_core::snapfile::torn_tail;
 use ailee_core::{cancel, Error};
 use anyhow::Context;
 use std::os::unix::fs::MetadataExt;
@@ -62,20 +62,20 @@ pub fn prune(o: &Options, rep: &Report) -> anyhow::Result<Pruned> {
     }
     let mut pending = Pending::create(&o.output, o.force).context("cannot create output")?;
 
-    let mut bw = sf.backward(None)?;
+    let mut walk = sf.newest_first(None)?;
     let mut kept = Vec::new();
     while (kept.len() as u64) < o.keep {
-        match sf.next_back(&mut bw)? {
+        match walk.next().transpose()? {
             Some(b) => kept.push((b.offset, b.bytes.len() as u64)),
             None => break,
         }
     }
     let older_dropped = if kept.len() as u64 == o.keep {
-        sf.next_back(&mut bw)?.is_some()
+        walk.next().transpose()?.is_some()
     } else {
         false
     };
-    for n in bw.tail_notes.iter().chain(&bw.notes) {
+    for n in walk.notes() {
         rep.warn(n);
     }
     if kept.is_empty() {
@@ -101,7 +101,7 @@ pub fn prune(o: &Options, rep: &Report) -> anyhow::Result<Pruned> {
         older_dropped,
         bytes_before: md.len(),
         bytes_after,
-        torn_tail: torn_tail(&bw.tail_notes),
+        torn_tail: torn_tail(&walk.notes()),
     })
 }
 

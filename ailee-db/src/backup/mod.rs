@@ -29,7 +29,6 @@ pub mod retention;
 
 use crate::reorgdb::{Mode, ReorgDb};
 use ailee_core::records::AnchorLookup as _;
-use ailee_core::scan::{Backward, Scanner};
 use ailee_core::verify::check_block;
 use ailee_core::{Error, Result};
 use restic::Restic;
@@ -346,8 +345,13 @@ pub fn choose_nodes(r: &Restic, data_dir: &Path, named: Option<&str>, any: bool)
 /// The newest complete block of a snapshot file: its end offset (the length
 /// of the complete prefix) and its bytes. `None` when there is none.
 pub fn newest_block(f: &File) -> std::io::Result<Option<(u64, Vec<u8>)>> {
-    let mut b = Backward::new(f)?;
-    Ok(b.next_block()?.map(|x| (x.offset + x.bytes.len() as u64, x.bytes)))
+    // The callers name the file: hand back the OS error alone.
+    let sf = ailee_core::snapfile::SnapshotFile::from_file(f.try_clone()?, Path::new(""));
+    match sf.and_then(|sf| sf.interruptible(false).newest()) {
+        Ok((found, _)) => Ok(found.map(|x| (x.offset + x.bytes.len() as u64, x.bytes))),
+        Err(Error::Io { error, .. }) => Err(error),
+        Err(e) => Err(std::io::Error::other(e.to_string())),
+    }
 }
 
 /// Root and anchor hash of a block that verifies; the failure otherwise.
@@ -363,19 +367,15 @@ pub fn verify_newest(block: &[u8]) -> Result<(String, String)> {
 /// Complete blocks in `len` bytes of `f` from `offset` (a block boundary),
 /// counted as the other tools number them.
 pub fn count_blocks(f: &File, offset: u64, len: u64) -> std::io::Result<u64> {
-    let mut r = f.try_clone()?;
-    r.seek(SeekFrom::Start(offset))?;
     // The readers' bounds: an open block is held up to 8 MiB (then only its
     // offset), a complete block over the cap is not a snapshot.
-    let mut s = Scanner::new(r.take(len))
-        .with_hold(ailee_core::snapfile::HOLD)
-        .with_cap(ailee_core::scan::BLOCK_CAP);
-    let mut n = 0u64;
-    while let Some(c) = s.next_chunk()? {
-        n += c.blocks.len() as u64 + c.large.is_some_and(|l| l.len <= ailee_core::scan::BLOCK_CAP) as u64;
-        s.recycle(c.data);
+    // The callers name the file: hand back the OS error alone.
+    let sf = ailee_core::snapfile::SnapshotFile::from_file(f.try_clone()?, Path::new(""));
+    match sf.and_then(|sf| sf.interruptible(false).count_range(offset, len)) {
+        Ok(n) => Ok(n),
+        Err(Error::Io { error, .. }) => Err(error),
+        Err(e) => Err(std::io::Error::other(e.to_string())),
     }
-    Ok(n)
 }
 
 /// Snapshots of the file at `path` that do not verify (number from 1,
@@ -803,7 +803,7 @@ fn prepare(opts: &BackupOptions) -> Result<(PathBuf, BackupReport)> {
         Ok(_) => return Err(Error::Usage(format!("{}: not a regular file", live_path.display()))),
         Err(e) => return Err(Error::io(&live_path, e)),
     }
-    let (live, _) = ailee_core::scan::open_snapshot_file(&live_path)?;
+    let live = ailee_core::snapfile::open_regular(&live_path, "snapshot file")?;
     let db_path = d.join("reorg_db");
     // Open the database first: a missing one fails before anything is written.
     let db = ReorgDb::open(&db_path, Mode::ReadOnly)?;
