@@ -469,7 +469,11 @@ fn print_state_streams_the_block_from_the_file() {
     std::fs::write(&f, &block).unwrap();
     let (kib, code, out) = peak_of(&["--snapshot".as_ref(), f.as_ref(), "--print-state".as_ref()]);
     assert_eq!(code, Some(0));
-    assert!(kib < 24 << 10, "peak RSS {kib} KiB for a {} MB block", block.len() >> 20);
+    assert!(
+        kib < 24 << 10,
+        "peak RSS {kib} KiB for a {} MB block",
+        block.len() >> 20
+    );
     let mut want = Vec::new();
     ailee_core::state_json::write_block_json(block.as_bytes(), &mut want).unwrap();
     want.push(b'\n');
