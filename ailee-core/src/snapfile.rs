@@ -637,19 +637,6 @@ impl SnapshotFile {
         Ok(anchor_hash_of(&self.read_span(offset, len)?))
     }
 
-    /// The walk of the old API, for callers not yet on [`Self::newest_first`]
-    /// or [`Self::anchors_before`] (create-anchor's `anchors_in`).
-    #[doc(hidden)]
-    pub fn backward(&self, before: Option<u64>) -> Result<NewestFirst<'_>> {
-        self.newest_first(before)
-    }
-
-    /// See [`Self::backward`].
-    #[doc(hidden)]
-    pub fn next_back(&self, it: &mut NewestFirst<'_>) -> Result<Option<Block>> {
-        it.next().transpose()
-    }
-
     fn chunks_in(&self, offset: u64, len: u64) -> Chunks<'_> {
         let at = At {
             file: &self.file,
