@@ -9,6 +9,14 @@
 //! to that list, would remove one — when a backup falls out of a tier (a
 //! second backup in one hour, the 25th hour of `--keep-hourly 24`, …).
 //!
+//! A backup that falls out of a tier when it is a day old or more (the
+//! hourly tier's 25th hour, every hour once the history is full) is not
+//! worth a restic call of its own: it waits for the daily ask ([`REFRESH`]),
+//! kept at most a day longer than the policy says. Only a removal of a
+//! younger backup (a second backup in one hour, a small `--keep-*`) asks
+//! restic at once. So an hourly job in its steady state calls `forget` and
+//! `prune` once a day, not every hour.
+//!
 //! The list is a hint, never the judge: restic's `forget` decides what is
 //! removed, and its answer replaces the list. A list that is missing, of
 //! another node, or older than [`REFRESH`] (another machine backing up the
@@ -21,6 +29,10 @@ use std::path::Path;
 
 /// Restic is asked at least this often (seconds of backup time), whatever the list says.
 pub const REFRESH: i64 = 24 * 3600;
+
+/// A backup at least this old (from the new one) that the policy removes
+/// waits for the next [`REFRESH`] ask instead of asking restic at once.
+pub const DEFER: i64 = REFRESH;
 
 /// One backup as retention sees it: its instant (order) and its wall
 /// clock in the zone restic recorded it in (the tiers' buckets).
@@ -112,9 +124,15 @@ impl Stamp {
 }
 
 /// Whether restic 0.14's policy (`ApplyPolicy`, one group) removes any of
-/// `list`: newest first, each tier keeps the first backup of each new
-/// bucket while its count lasts; a backup no tier keeps is removed.
+/// `list`.
 pub fn would_remove(list: &[Stamp], keep: &Retention) -> bool {
+    !removed(list, keep).is_empty()
+}
+
+/// What restic 0.14's policy (`ApplyPolicy`, one group) removes of `list`:
+/// newest first, each tier keeps the first backup of each new bucket while
+/// its count lasts; a backup no tier keeps is removed.
+pub fn removed<'a>(list: &'a [Stamp], keep: &Retention) -> Vec<&'a Stamp> {
     let mut sorted: Vec<&Stamp> = list.iter().collect();
     sorted.sort_by_key(|s| std::cmp::Reverse(s.unix));
     let counts = [
@@ -127,6 +145,7 @@ pub fn would_remove(list: &[Stamp], keep: &Retention) -> bool {
     ];
     let mut left = counts.map(i64::from);
     let mut last = [None::<i64>; 6];
+    let mut gone = Vec::new();
     for (nr, s) in sorted.iter().enumerate() {
         let b = s.buckets();
         let vals = [nr as i64, b[0], b[1], b[2], b[3], b[4]];
@@ -139,10 +158,10 @@ pub fn would_remove(list: &[Stamp], keep: &Retention) -> bool {
             }
         }
         if !kept {
-            return true;
+            gone.push(*s);
         }
     }
-    false
+    gone
 }
 
 /// The list kept for `node` in `path`: the time restic was last asked and
@@ -180,7 +199,8 @@ pub fn store(path: &Path, node: &str, asked: i64, list: &[Stamp]) -> ailee_core:
 }
 
 /// Whether restic must be asked after the backup `new`: no usable list, a
-/// list not refreshed for [`REFRESH`], or a removal by the policy.
+/// list not refreshed for [`REFRESH`], or a removal by the policy of a
+/// backup younger than [`DEFER`].
 pub fn must_ask(kept: Option<&(i64, Vec<Stamp>)>, new: &Stamp, keep: &Retention) -> bool {
     let Some((asked, list)) = kept else {
         return true;
@@ -190,7 +210,7 @@ pub fn must_ask(kept: Option<&(i64, Vec<Stamp>)>, new: &Stamp, keep: &Retention)
     }
     let mut all = list.clone();
     all.push(new.clone());
-    would_remove(&all, keep)
+    removed(&all, keep).iter().any(|s| new.unix - s.unix < DEFER)
 }
 
 #[cfg(test)]
@@ -283,6 +303,27 @@ mod tests {
             "a backup dated earlier"
         );
         assert!(must_ask(Some(&kept), &at("2026-03-02T10:10:00Z"), &tiers), "same hour");
+        // The steady state of an hourly job: 24 hourly backups, the 25th
+        // hour pushes the oldest out of the hourly tier (not the newest of
+        // its day): removed by the policy, but it waits for the daily ask.
+        let day: Vec<Stamp> = (0..24)
+            .map(|h| at(&format!("2026-03-02T{h:02}:30:00Z")))
+            .collect();
+        let next = at("2026-03-03T00:30:00Z");
+        let mut all = day.clone();
+        all.push(next.clone());
+        let hourly = policy(None, 24, 0, 0, 0);
+        assert_eq!(removed(&all, &hourly).len(), 1);
+        let full = (day[23].unix, day.clone());
+        assert!(!must_ask(Some(&full), &next, &hourly), "a day-old backup waits");
+        assert!(
+            must_ask(Some(&(day[0].unix, day.clone())), &next, &hourly),
+            "the daily ask removes it"
+        );
+        assert!(
+            must_ask(Some(&full), &at("2026-03-02T23:40:00Z"), &hourly),
+            "a second backup in one hour is removed at once"
+        );
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r");
         store(&p, "n1", kept.0, &kept.1).unwrap();
