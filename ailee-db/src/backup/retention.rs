@@ -306,9 +306,7 @@ mod tests {
         // The steady state of an hourly job: 24 hourly backups, the 25th
         // hour pushes the oldest out of the hourly tier (not the newest of
         // its day): removed by the policy, but it waits for the daily ask.
-        let day: Vec<Stamp> = (0..24)
-            .map(|h| at(&format!("2026-03-02T{h:02}:30:00Z")))
-            .collect();
+        let day: Vec<Stamp> = (0..24).map(|h| at(&format!("2026-03-02T{h:02}:30:00Z"))).collect();
         let next = at("2026-03-03T00:30:00Z");
         let mut all = day.clone();
         all.push(next.clone());
