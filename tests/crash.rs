@@ -5,7 +5,7 @@
 //! stands under a final name, the database opens and checks, and a rerun
 //! finishes the job. Each test prints how many kills it survived.
 
-use ailee_recovery::{bin, blocks, check_db, cmd, init_db, temp_db, vector, verify_file, Node};
+use ailee_recovery::{bin, blocks, check_db, cmd, exits, init_db, temp_db, vector, verify_file, Expecting, Node};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
@@ -115,7 +115,7 @@ fn prune_killed_anywhere_leaves_input_intact_and_no_partial_output() {
             }
             // A rerun finishes the job.
             let _ = std::fs::remove_file(&out);
-            cmd("ailee_prune_snapshots").args(&a).assert().code(0);
+            cmd("ailee_prune_snapshots").args(&a).expect(exits(0));
             assert_eq!(std::fs::read(&out).unwrap(), expected);
         },
     );
@@ -150,7 +150,7 @@ fn extract_killed_anywhere_leaves_only_complete_files() {
                     );
                 }
             }
-            cmd("ailee_extract_snapshots").args(&a).arg("--force").assert().code(0);
+            cmd("ailee_extract_snapshots").args(&a).arg("--force").expect(exits(0));
             for (i, b) in expected.iter().enumerate() {
                 assert_eq!(
                     &std::fs::read(outdir.join(format!("snapshot_{}.dat", i + 1))).unwrap(),
@@ -185,10 +185,10 @@ fn append_killed_anywhere_keeps_every_complete_snapshot() {
             let now = std::fs::read(&f).unwrap();
             assert!(now.starts_with(&base), "existing snapshots changed ({sc} #{n})");
             // The newest complete snapshot verifies (a torn append is ignored).
-            verify_file(&f).assert().code(0);
+            verify_file(&f).expect(exits(0));
             // The next append (the rerun) verifies and every complete snapshot does.
-            cmd("ailee_create_anchor").args(&a).assert().code(0);
-            verify_file(&f).arg("--all").assert().code(0);
+            cmd("ailee_create_anchor").args(&a).expect(exits(0));
+            verify_file(&f).arg("--all").expect(exits(0));
         },
     );
     assert!(kills >= 1);
@@ -208,9 +208,9 @@ fn init_killed_anywhere_leaves_no_database_or_a_whole_one() {
         },
         |sc, n| {
             if p.exists() {
-                check_db(&p).assert().code(0);
+                check_db(&p).expect(exits(0));
             } else {
-                cmd("ailee_init_reorg_db").args(&a).assert().code(0);
+                cmd("ailee_init_reorg_db").args(&a).expect(exits(0));
             }
             let _ = (sc, n);
         },
@@ -249,7 +249,7 @@ fn resync_killed_anywhere_reruns_to_a_consistent_database() {
                 break;
             }
             kills += 1;
-            check_db(&db).assert().code(0);
+            check_db(&db).expect(exits(0));
             // Whatever is stored agrees with the chain.
             let r = ailee_db::reorgdb::ReorgDb::open(&db, ailee_db::reorgdb::Mode::ReadOnly).unwrap();
             for item in r.blocks_from(0) {
@@ -259,11 +259,8 @@ fn resync_killed_anywhere_reruns_to_a_consistent_database() {
         }
     }
     eprintln!("ailee_resync_blocks: survived {kills} kills");
-    cmd("ailee_resync_blocks").args(&a).assert().code(0);
-    check_db(&db)
-        .assert()
-        .code(0)
-        .stdout(predicates::str::contains("heights 0..300, no gaps"));
+    cmd("ailee_resync_blocks").args(&a).expect(exits(0));
+    check_db(&db).expect(exits(0).prints("heights 0..300, no gaps"));
     assert!(kills > 3);
 }
 
@@ -354,7 +351,7 @@ fn io_errors_exit_1_and_leave_nothing_half_written() {
                             now.starts_with(&before) && now.ends_with(b"END_SNAPSHOT\n"),
                             "{tool}: failed append left a torn tail ({sc}={errno} #{n})"
                         );
-                        verify_file(&appendee).arg("--all").assert().code(0);
+                        verify_file(&appendee).arg("--all").expect(exits(0));
                     }
                     for name in names(d.path()).iter().chain(names(&outdir).iter()) {
                         assert!(
@@ -368,7 +365,7 @@ fn io_errors_exit_1_and_leave_nothing_half_written() {
                         }
                     }
                     if db.exists() {
-                        check_db(&db).assert().code(0);
+                        check_db(&db).expect(exits(0));
                     }
                 }
             }

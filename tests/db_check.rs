@@ -7,8 +7,7 @@
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, check_db, cmd, db_tool, init_db};
-use predicates::str::contains;
+use ailee_recovery::{bin, check_db, cmd, db_tool, exits, init_db, Expecting};
 use std::path::{Path, PathBuf};
 
 /// A database with a few thousand records, flushed to SST files, closed.
@@ -274,9 +273,7 @@ fn a_database_locked_by_the_node_still_checks_read_only_and_a_writer_exits_1() {
         .args(["--l2-state-file", "-", "--db-path"])
         .arg(&db)
         .write_stdin(r#"{"ledger": {"balances": [{"peerId": "p", "balance": 1}]}}"#)
-        .assert()
-        .code(1)
-        .stderr(contains("locked"));
+        .expect(exits(1).says("locked"));
     drop(holder);
 }
 
@@ -456,9 +453,7 @@ fn a_writer_that_meets_a_damaged_database_exits_2_and_changes_nothing() {
         .args(["--l2-state-file", "-", "--db-path"])
         .arg(&db)
         .write_stdin(r#"{"ledger": {"balances": [{"peerId": "p", "balance": 1}]}}"#)
-        .assert()
-        .code(2)
-        .stderr(contains("damaged"));
+        .expect(exits(2).says("damaged"));
     for (p, b) in before {
         assert_eq!(std::fs::read(&p).unwrap(), b, "{} changed", p.display());
     }

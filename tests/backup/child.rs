@@ -197,7 +197,7 @@ fn repo(f: &Fixture) -> PathBuf {
 /// Everything works afterwards with no manual step, and the repository checks.
 fn all_work(f: &Fixture, what: &str) {
     f.backup(&[]).code(0);
-    f.cmd("ailee_backup").args(["--list"]).assert().code(0);
+    f.cmd("ailee_backup").args(["--list"]).expect(exits(0));
     f.backup(&["--verify"]).code(0);
     f.restore(&[]).code(0);
     let o = f.restic(&["check"]);
@@ -312,10 +312,7 @@ fn a_stale_lock_of_this_host_is_removed_and_said() {
     // Before: exit 1 "repository is already locked exclusively", every run.
     f.cmd("ailee_backup")
         .args(["--list", "-v"])
-        .assert()
-        .code(0)
-        .stderr(contains("removed 1 stale restic lock"))
-        .stderr(contains("is gone"));
+        .expect(exits(0).says("removed 1 stale restic lock").says("is gone"));
     assert_eq!(locks(&repo(&f)), 0);
     all_work(&f, "stale lock");
 }
@@ -344,7 +341,7 @@ fn a_live_lock_of_another_host_is_never_removed() {
         .unwrap();
     trap.wait_for_reader(&mut other);
     f.backup(&[]).code(1).stderr(contains("locked"));
-    f.cmd("ailee_backup").args(["--verify"]).assert().code(1);
+    f.cmd("ailee_backup").args(["--verify"]).expect(exits(1));
     assert_eq!(locks(&repo(&f)), 1, "the other host's live lock was removed");
     signal(&other, "INT");
     other.wait().unwrap();
@@ -476,13 +473,10 @@ fn a_read_only_repository_is_read_without_locks() {
         c
     };
     let t = Instant::now();
-    tool("ailee_backup", "--list -v")
-        .assert()
-        .code(0)
-        .stderr(contains("without a lock"));
-    tool("ailee_backup", "--verify").assert().code(0);
+    tool("ailee_backup", "--list -v").expect(exits(0).says("without a lock"));
+    tool("ailee_backup", "--verify").expect(exits(0));
     std::fs::write(f.data().join("l2_snapshots.dat"), b"junk").unwrap();
-    tool("ailee_restore", "").assert().code(0);
+    tool("ailee_restore", "").expect(exits(0));
     assert!(t.elapsed() < Duration::from_secs(40), "{:?}", t.elapsed());
     assert_eq!(f.state().l2.unwrap(), std::fs::read(vector("basic")).unwrap());
 }
@@ -617,8 +611,7 @@ fn a_changed_byte_in_the_spare_is_never_published() {
     assert_eq!(f.state().l2.unwrap(), bl.concat());
     ailee_recovery::verify_file(f.data().join("l2_snapshots.dat"))
         .arg("--all")
-        .assert()
-        .code(0);
+        .expect(exits(0));
 }
 
 /// A restore SIGKILLed after its first exchange leaves a mixed state and its

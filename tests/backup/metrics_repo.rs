@@ -191,8 +191,7 @@ fn a_local_success_does_not_clear_an_offsite_failure() {
             "ailee_backup_last_success_timestamp_seconds{{repository={offs}}}={}",
             now() - 3 * 3600
         ))
-        .assert()
-        .code(0);
+        .expect(exits(0));
     let out = monitor(&f, &m).code(1);
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     assert_eq!(
@@ -225,11 +224,7 @@ fn failures_before_restic_count_for_the_repository_the_line_names() {
 
     // Neither a repository nor a data directory: an argument error, and no
     // series to put it on.
-    cmd()
-        .args(["--metrics-dir", ms])
-        .assert()
-        .code(1)
-        .stderr(contains("--data-dir"));
+    cmd().args(["--metrics-dir", ms]).expect(exits(1).says("--data-dir"));
     assert!(!prom.exists());
 
     // An argument error on the off-site line (a relative --repo, as resolve
@@ -245,27 +240,21 @@ fn failures_before_restic_count_for_the_repository_the_line_names() {
             "--keep-hourly",
             "x",
         ])
-        .assert()
-        .code(1)
-        .stderr(contains("--keep-hourly"));
+        .expect(exits(1).says("--keep-hourly"));
     // An argument error on the local line: DATA_DIR/backups/repo.
     cmd()
         .args(["--data-dir=ailee", "--metrics-dir", ms, "--keep-daily=-1"])
-        .assert()
-        .code(1);
+        .expect(exits(1));
     // A missing data directory, off-site over REST with a password in the URL.
     let url = "rest:http://ailee:s3cret-url-pw@127.0.0.1:9/";
     cmd()
         .args(["--data-dir", "missing", "--metrics-dir", ms, "--repo", url])
-        .assert()
-        .code(1)
-        .stderr(contains("missing"));
+        .expect(exits(1).says("missing"));
     // The same repository from the environment, in a line that does not parse.
     cmd()
         .env("RESTIC_REPOSITORY", url)
         .args(["--data-dir", "ailee", "--metrics-dir", ms, "--bogus"])
-        .assert()
-        .code(1);
+        .expect(exits(1));
 
     let s = series(&prom);
     let offsite = f.dir().join("offsite");

@@ -178,8 +178,7 @@ fn big_block() -> &'static [u8] {
             .args(["--l2-state-file", "-", "--snapshot-file"])
             .arg(&file)
             .write_stdin(json)
-            .assert()
-            .code(0);
+            .expect(exits(0));
         let b = std::fs::read(&file).unwrap();
         assert!(b.len() > 40 << 20, "{} bytes", b.len());
         b
