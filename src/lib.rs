@@ -137,6 +137,20 @@ pub fn bash(script: &str) -> assert_cmd::Command {
     c
 }
 
+/// Runs `c` (a system tool: `restic`, `promtool`, `man`) to its end; it must
+/// succeed, else the panic shows `what`, its standard output and error.
+pub fn succeeds(c: &mut Command, what: &str) -> std::process::Output {
+    let o = c.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        o.status.success(),
+        "{what}: {}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
 // ------------------------------------------------------------- how a run ends
 
 /// What a run of a tool must end with, checked in the order written: its exit
@@ -182,14 +196,6 @@ impl Expect {
     pub fn prints_not(self, text: impl Into<String>) -> Expect {
         self.with(Check::Lacks(Stream::Out, text.into()))
     }
-    /// Standard output is `text`, all of it.
-    pub fn prints_exactly(self, text: impl Into<String>) -> Expect {
-        self.with(Check::Is(Stream::Out, text.into()))
-    }
-    /// Standard output is empty.
-    pub fn prints_nothing(self) -> Expect {
-        self.prints_exactly("")
-    }
     /// Standard error contains `text`.
     pub fn says(self, text: impl Into<String>) -> Expect {
         self.with(Check::Holds(Stream::Err, text.into()))
@@ -198,13 +204,21 @@ impl Expect {
     pub fn says_not(self, text: impl Into<String>) -> Expect {
         self.with(Check::Lacks(Stream::Err, text.into()))
     }
-    /// Standard error is `text`, all of it.
-    pub fn says_exactly(self, text: impl Into<String>) -> Expect {
-        self.with(Check::Is(Stream::Err, text.into()))
+    /// Standard output is empty.
+    pub fn prints_nothing(self) -> Expect {
+        self.prints_exactly("")
+    }
+    /// Standard output is `text`, all of it.
+    pub fn prints_exactly(self, text: impl Into<String>) -> Expect {
+        self.with(Check::Is(Stream::Out, text.into()))
     }
     /// Standard error is empty.
     pub fn says_nothing(self) -> Expect {
         self.says_exactly("")
+    }
+    /// Standard error is `text`, all of it.
+    pub fn says_exactly(self, text: impl Into<String>) -> Expect {
+        self.with(Check::Is(Stream::Err, text.into()))
     }
 }
 

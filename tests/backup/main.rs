@@ -5,7 +5,7 @@
 //! ownership; and one regression test per case the issue measured.
 
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, blocks, exits, free_port, many_balances, root, vector, Expecting};
+use ailee_recovery::{bin, blocks, exits, free_port, many_balances, root, succeeds, vector, Expecting};
 use predicates::str::contains;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -131,6 +131,18 @@ impl Fixture {
         std::fs::create_dir(&m).unwrap();
         let ms = m.to_str().unwrap().to_string();
         (m, ms)
+    }
+
+    /// The metrics directory (made), as a string too, and `ailee_backup`'s file in it.
+    fn backup_prom(&self) -> (PathBuf, String, PathBuf) {
+        let (m, ms) = self.metrics_dir();
+        let prom = m.join("ailee_backup.prom");
+        (m, ms, prom)
+    }
+
+    /// The local repository.
+    fn repo(&self) -> PathBuf {
+        self.data().join("backups/repo")
     }
 
     fn restic(&self, args: &[&str]) -> std::process::Output {
