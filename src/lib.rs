@@ -596,6 +596,21 @@ impl Drop for Node {
     }
 }
 
+/// A temporary directory holding a copy of the vector `name` as `file`:
+/// (directory, the copy's path, its bytes).
+pub fn vector_copy(name: &str, file: &str) -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+    let d = tempfile::tempdir().expect("tempdir");
+    let f = d.path().join(file);
+    std::fs::copy(vector(name), &f).expect("copy of a vector");
+    let bytes = std::fs::read(&f).expect("the copy");
+    (d, f, bytes)
+}
+
+/// How many entries `dir` holds.
+pub fn entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).expect("read_dir").count()
+}
+
 /// `tool ARG1 ARG2`: the commands below.
 fn cmd2(tool: &str, a1: impl AsRef<OsStr>, a2: impl AsRef<OsStr>) -> assert_cmd::Command {
     let mut c = cmd(tool);

@@ -5,7 +5,9 @@
 //! stands under a final name, the database opens and checks, and a rerun
 //! finishes the job. Each test prints how many kills it survived.
 
-use ailee_recovery::{bin, blocks, check_db, cmd, exits, init_db, temp_db, vector, verify_file, Expecting, Node};
+use ailee_recovery::{
+    bin, blocks, check_db, cmd, exits, init_db, temp_db, vector, vector_copy, verify_file, Expecting, Node,
+};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
@@ -87,10 +89,7 @@ fn names(dir: &Path) -> Vec<String> {
 
 #[test]
 fn prune_killed_anywhere_leaves_input_intact_and_no_partial_output() {
-    let d = tempfile::tempdir().unwrap();
-    let input = d.path().join("in.dat");
-    std::fs::copy(vector("torn-tail"), &input).unwrap();
-    let before = std::fs::read(&input).unwrap();
+    let (d, input, before) = vector_copy("torn-tail", "in.dat");
     let out = d.path().join("out.dat");
     let expected = blocks("torn-tail")[1..].concat();
     let args: Vec<_> = [input.as_os_str().to_owned()].into_iter().collect();
@@ -276,10 +275,7 @@ fn run_failing(tool: &str, args: &[&std::ffi::OsStr], syscall: &str, errno: &str
 /// directory fsync after the rename reports the error over a complete file).
 #[test]
 fn io_errors_exit_1_and_leave_nothing_half_written() {
-    let d = tempfile::tempdir().unwrap();
-    let input = d.path().join("in.dat");
-    std::fs::copy(vector("basic"), &input).unwrap();
-    let before = std::fs::read(&input).unwrap();
+    let (d, input, before) = vector_copy("basic", "in.dat");
     let expected_prune = blocks("basic")[3..].concat();
     let out = d.path().join("out.dat");
     let outdir = d.path().join("x");

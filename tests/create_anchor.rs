@@ -5,8 +5,8 @@
 use ailee_core::records::AnchorStatus;
 use ailee_db::reorgdb::{Mode, ReorgDb};
 use ailee_recovery::{
-    anchor_from, append_state, check_db, cmd, data_dir, exits, init_db, roots, vector, vector_names, verify_file,
-    Expecting, Node,
+    anchor_from, append_state, check_db, cmd, data_dir, exits, init_db, roots, vector, vector_copy, vector_names,
+    verify_file, Expecting, Node,
 };
 use std::path::Path;
 
@@ -152,10 +152,7 @@ fn pegouts_naming_unknown_anchors_are_refused_unless_allowed() {
 
 #[test]
 fn bad_input_exits_1_and_changes_nothing() {
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2.dat");
-    std::fs::copy(vector("basic"), &f).unwrap();
-    let before = std::fs::read(&f).unwrap();
+    let (d, f, before) = vector_copy("basic", "l2.dat");
     let db = d.path().join("reorg_db");
     init_db(&db);
     for (input, msg) in [

@@ -4,7 +4,9 @@
 use ailee_core::format::parse_block;
 use ailee_core::root::state_root;
 use ailee_core::snapfile::{Note, SnapshotFile};
-use ailee_recovery::{bash, exits, extract_cmd, prune_cmd, roots, vector, vector_names, Expecting};
+use ailee_recovery::{
+    bash, entries, exits, extract_cmd, prune_cmd, roots, vector, vector_copy, vector_names, Expecting,
+};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
@@ -111,10 +113,7 @@ fn prune_output_equals_the_last_n_extracted_files() {
 
 #[test]
 fn prune_reports_kept_and_dropped_and_leaves_input_alone() {
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("in.dat");
-    std::fs::copy(vector("torn-tail"), &f).unwrap();
-    let before = std::fs::read(&f).unwrap();
+    let (d, f, before) = vector_copy("torn-tail", "in.dat");
     prune_cmd(&f)
         .args(["--keep", "2", "--output"])
         .arg(d.path().join("o"))
@@ -132,10 +131,7 @@ fn prune_reports_kept_and_dropped_and_leaves_input_alone() {
 
 #[test]
 fn prune_refuses_output_equal_to_input_existing_output_and_keep_0() {
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("in.dat");
-    std::fs::copy(vector("basic"), &f).unwrap();
-    let before = std::fs::read(&f).unwrap();
+    let (d, f, before) = vector_copy("basic", "in.dat");
     let same = d.path().join(".").join("in.dat");
     for out in [&f, &same] {
         prune_cmd(&f)
@@ -161,11 +157,7 @@ fn prune_refuses_output_equal_to_input_existing_output_and_keep_0() {
         .arg("--force")
         .expect(exits(0));
     assert_eq!(std::fs::read(&f).unwrap(), before);
-    assert_eq!(
-        std::fs::read_dir(d.path()).unwrap().count(),
-        2,
-        "no temporary files left"
-    );
+    assert_eq!(entries(d.path()), 2, "no temporary files left");
 }
 
 #[test]
@@ -200,7 +192,7 @@ fn bad_input_exits_1_and_leaves_nothing_behind() {
         .arg(d.path().join("p"))
         .expect(exits(1));
     assert!(!d.path().join("p").exists());
-    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "only 'file'");
+    assert_eq!(entries(d.path()), 1, "only 'file'");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use ailee_core::Error;
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{check_db, cmd, db_tool, exits, init_db, Expecting};
+use ailee_recovery::{check_db, cmd, db_tool, entries, exits, init_db, Expecting};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -53,11 +53,7 @@ fn init_creates_both_column_families_and_an_empty_healthy_database() {
             .prints("Blocks: none stored")
             .prints("Database OK"),
     );
-    assert_eq!(
-        std::fs::read_dir(d.path()).unwrap().count(),
-        1,
-        "no temporary directory left"
-    );
+    assert_eq!(entries(d.path()), 1, "no temporary directory left");
 }
 
 #[test]
