@@ -64,19 +64,18 @@ fn manifest(db: &Path) -> PathBuf {
     db.join(std::fs::read_to_string(db.join("CURRENT")).unwrap().trim())
 }
 
+/// `--check` finds the database corrupt (exit 2).
+fn corrupt(db: &Path) {
+    let v = check(db, 2);
+    assert_eq!(v["problem"], "corrupt", "{v}");
+}
+
 /// Runs `--check` twice: text (exit code, stderr) and `--json` (same exit
 /// code, exactly one JSON document on stdout). Returns the document.
 fn check(db: &Path, code: i32) -> serde_json::Value {
     let text = check_db(db).assert().code(code);
     let err = String::from_utf8_lossy(&text.get_output().stderr).into_owned();
-    let a = db_tool(db).args(["--check", "--json"]).assert().code(code);
-    let out = String::from_utf8(a.get_output().stdout.clone()).unwrap();
-    let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
-        .into_iter()
-        .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {out:?}"));
-    assert_eq!(docs.len(), 1, "exactly one document: {out:?}");
-    let v = docs.into_iter().next().unwrap();
+    let v = the_document(db_tool(db).args(["--check", "--json"]).assert().code(code));
     assert_eq!(v["healthy"], (code == 0), "{v}");
     if code != 0 {
         assert_eq!(v["exit_code"], code, "{v}");
@@ -166,16 +165,14 @@ fn sst_of_the_wrong_size_exits_2() {
     let f = std::fs::OpenOptions::new().write(true).open(&sst).unwrap();
     let len = f.metadata().unwrap().len();
     f.set_len(len - 7).unwrap();
-    let v = check(&db, 2);
-    assert_eq!(v["problem"], "corrupt", "{v}");
+    corrupt(&db);
 }
 
 #[test]
 fn missing_sst_exits_2() {
     let (_d, db) = populated_temp();
     std::fs::remove_file(biggest_sst(&db)).unwrap();
-    let v = check(&db, 2);
-    assert_eq!(v["problem"], "corrupt", "{v}");
+    corrupt(&db);
 }
 
 #[test]
@@ -185,8 +182,7 @@ fn truncated_manifest_exits_2() {
     let f = std::fs::OpenOptions::new().write(true).open(&m).unwrap();
     let len = f.metadata().unwrap().len();
     f.set_len(len / 2).unwrap();
-    let v = check(&db, 2);
-    assert_eq!(v["problem"], "corrupt", "{v}");
+    corrupt(&db);
 }
 
 #[test]
@@ -388,7 +384,11 @@ fn a_manifest_cut_at_any_byte_never_checks_healthy_with_data_gone() {
 
 /// Runs `ailee_init_reorg_db ARGS --json`: exit `code`, exactly one document.
 fn one_json_doc(args: &[&std::ffi::OsStr], code: i32) -> serde_json::Value {
-    let a = cmd("ailee_init_reorg_db").args(args).arg("--json").assert().code(code);
+    the_document(cmd("ailee_init_reorg_db").args(args).arg("--json").assert().code(code))
+}
+
+/// The standard output of a run: exactly one JSON document.
+fn the_document(a: assert_cmd::assert::Assert) -> serde_json::Value {
     let out = String::from_utf8(a.get_output().stdout.clone()).unwrap();
     let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
         .into_iter()

@@ -103,6 +103,13 @@ fn count_ok(file: &Path) -> usize {
 
 // ---------------------------------------------------------------- appends
 
+/// `ailee_create_anchor --l2-state-file STATE --snapshot-file FILE`.
+fn anchor_into(state: impl AsRef<std::ffi::OsStr>, file: &Path) -> assert_cmd::Command {
+    let mut c = cmd("ailee_create_anchor");
+    c.arg("--l2-state-file").arg(state).arg("--snapshot-file").arg(file);
+    c
+}
+
 #[test]
 fn failed_append_never_truncates_the_file() {
     // Item 1: a failed append (EFBIG under `ulimit -f`) used to ftruncate the
@@ -133,12 +140,7 @@ fn failed_append_never_truncates_the_file() {
     assert!(now.starts_with(&data));
     verify_file(&f).expect(exits(0).says("torn snapshot at end of file"));
     // The rerun appends on a fresh line after the torn tail.
-    cmd("ailee_create_anchor")
-        .arg("--l2-state-file")
-        .arg(&state)
-        .arg("--snapshot-file")
-        .arg(&f)
-        .expect(exits(0));
+    anchor_into(&state, &f).expect(exits(0));
     assert_eq!(count_ok(&f), blocks("basic").len() + 1);
 }
 
@@ -195,11 +197,7 @@ fn appends_while_a_node_like_writer_appends_all_verify() {
             n
         });
         for i in 0..50 {
-            cmd("ailee_create_anchor")
-                .arg("--l2-state-file")
-                .arg(&state)
-                .arg("--snapshot-file")
-                .arg(&f)
+            anchor_into(&state, &f)
                 .args(["--timestamp-ms", &(1_700_000_000_000u64 + i).to_string()])
                 .expect(exits(0));
         }
@@ -246,11 +244,7 @@ fn rejected_broadcast_then_rerun_finishes_the_job_without_a_second_snapshot() {
     let px = rejecting_proxy(node.rpc_port);
     let proxy = px.url();
     let anchor = |url: &str| {
-        cmd("ailee_create_anchor")
-            .arg("--l2-state-file")
-            .arg("-")
-            .arg("--snapshot-file")
-            .arg(&f)
+        anchor_into("-", &f)
             .arg("--db-path")
             .arg(&db)
             .arg("--broadcast")
@@ -318,11 +312,7 @@ fn rerun_after_confirmed_leaves_the_record_byte_for_byte() {
     let node = Node::mined(101);
     let (_d, f, db) = data_dir("l2.dat");
     let anchor = || {
-        cmd("ailee_create_anchor")
-            .arg("--l2-state-file")
-            .arg("-")
-            .arg("--snapshot-file")
-            .arg(&f)
+        anchor_into("-", &f)
             .arg("--db-path")
             .arg(&db)
             .args(["--timestamp-ms", "1700000000000", "--broadcast"])
@@ -976,12 +966,7 @@ fn percent_encoded_and_raw_special_passwords_authenticate() {
 fn print_state_of_a_non_utf8_id_is_operational_and_names_the_snapshot() {
     // Item 14: exit 2 (it verifies with 0) and no snapshot or line named.
     let (_d, f, state) = with_state();
-    cmd("ailee_create_anchor")
-        .arg("--l2-state-file")
-        .arg(&state)
-        .arg("--snapshot-file")
-        .arg(&f)
-        .expect(exits(0));
+    anchor_into(&state, &f).expect(exits(0));
     // Replace the peer id by a non-UTF-8 one and re-anchor the state.
     let mut data = std::fs::read(&f).unwrap();
     let at = data.windows(3).position(|w| w == b"\"p\"").unwrap();
@@ -1020,11 +1005,7 @@ fn os_errors_are_printed_once_and_counts_read_well() {
 fn get_snapshot_block_refuses_an_invalidated_anchor() {
     // Item 17: the height of an INVALIDATED_REORG anchor was printed, exit 0.
     let (_d, f, db) = data_dir("l2_snapshots.dat");
-    let out = cmd("ailee_create_anchor")
-        .arg("--l2-state-file")
-        .arg("-")
-        .arg("--snapshot-file")
-        .arg(&f)
+    let out = anchor_into("-", &f)
         .arg("--db-path")
         .arg(&db)
         .arg("--json")
@@ -1136,12 +1117,7 @@ fn a_json_state_is_exactly_one_object_with_named_fields() {
     ] {
         let state = d.path().join("s.json");
         std::fs::write(&state, text).unwrap();
-        cmd("ailee_create_anchor")
-            .arg("--l2-state-file")
-            .arg(&state)
-            .arg("--snapshot-file")
-            .arg(&snaps)
-            .expect(exits(1).prints_nothing().says(needle));
+        anchor_into(&state, &snaps).expect(exits(1).prints_nothing().says(needle));
         assert!(!snaps.exists(), "{text}: nothing may be appended");
         // From stdin too.
         cmd("ailee_create_anchor")

@@ -19,6 +19,14 @@ fn system_path() -> String {
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()
 }
 
+/// A temporary directory with the tools installed in `sub` of it: (directory, prefix).
+fn installed(sub: &str) -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join(sub);
+    install(&prefix);
+    (t, prefix)
+}
+
 /// Installs into `prefix` (a fresh directory) from this test's build.
 fn install(prefix: &Path) {
     assert_cmd::Command::new(root().join("scripts/install.sh"))
@@ -58,9 +66,7 @@ fn binaries(prefix: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn installed_tools_run_the_runbook_with_only_the_prefix_on_path() {
-    let t = tempfile::tempdir().unwrap();
-    let prefix = t.path().join("opt/ailee");
-    install(&prefix);
+    let (t, prefix) = installed("opt/ailee");
     // The installed tree is relocatable: move it, so nothing can lean on the
     // path it was installed to (and the clone is not on PATH either).
     let moved = t.path().join("elsewhere");
@@ -139,9 +145,7 @@ fn without_python(t: &Path) -> PathBuf {
 /// through lib.sh's json_get.
 #[test]
 fn installed_scripts_read_the_tools_json_without_python() {
-    let t = tempfile::tempdir().unwrap();
-    let prefix = t.path().join("p");
-    install(&prefix);
+    let (t, prefix) = installed("p");
     let path = format!(
         "{}:{}:{}",
         without_python(t.path()).display(),
@@ -205,9 +209,7 @@ fn json_get_reads_top_level_fields_of_a_json_object() {
 
 #[test]
 fn scripts_answer_help_and_version_and_check_their_tools_first() {
-    let t = tempfile::tempdir().unwrap();
-    let prefix = t.path().join("p");
-    install(&prefix);
+    let (t, prefix) = installed("p");
     for s in ["ailee_init_node", "ailee_get_snapshot_block", "ailee_monitor"] {
         let p = prefix.join("bin").join(s);
         let help = sh(t.path(), &system_path(), &format!("{} --help", p.display())).expect(exits(0));
@@ -247,9 +249,7 @@ fn scripts_answer_help_and_version_and_check_their_tools_first() {
 
 #[test]
 fn man_pages_render_and_bash_completion_completes() {
-    let t = tempfile::tempdir().unwrap();
-    let prefix = t.path().join("p");
-    install(&prefix);
+    let (t, prefix) = installed("p");
     let man1 = prefix.join("share/man/man1");
     let mut pages = 0;
     for cmd in std::fs::read_dir(prefix.join("bin")).unwrap() {
@@ -404,9 +404,7 @@ fn the_debian_package_builds_passes_lintian_and_runs_extracted() {
 /// `tests/runbook.rs` resolves in the clone, resolve in the installed tree.
 #[test]
 fn installed_docs_keep_the_tree_their_links_name() {
-    let t = tempfile::tempdir().unwrap();
-    let prefix = t.path().join("p");
-    install(&prefix);
+    let (_t, prefix) = installed("p");
     let doc = prefix.join("share/doc/ailee-recovery");
     let mut docs: Vec<PathBuf> = std::fs::read_dir(root().join("docs"))
         .unwrap()
@@ -430,9 +428,7 @@ fn installed_docs_keep_the_tree_their_links_name() {
 /// time fields, a user and a command.
 #[test]
 fn the_cron_example_copied_into_cron_d_is_read_by_cron() {
-    let t = tempfile::tempdir().unwrap();
-    let prefix = t.path().join("prefix");
-    install(&prefix);
+    let (t, prefix) = installed("prefix");
     let mut crons = Vec::new();
     for examples in [
         root().join("scripts/examples"),
