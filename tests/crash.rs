@@ -48,8 +48,9 @@ fn run_injected(
 }
 
 /// Kills `tool` at the `n`-th `syscall`; false when it ran to its end instead.
-fn run_killed(tool: &str, args: &[&std::ffi::OsStr], syscall: &str, n: usize) -> bool {
-    let status = run_injected(tool, args, syscall, "signal=SIGKILL", n);
+fn run_killed(tool: &str, args: &[std::ffi::OsString], syscall: &str, n: usize) -> bool {
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|s| s.as_os_str()).collect();
+    let status = run_injected(tool, &args, syscall, "signal=SIGKILL", n);
     status.signal() == Some(9) || status.code() == Some(137)
 }
 
@@ -57,7 +58,7 @@ fn run_killed(tool: &str, args: &[&std::ffi::OsStr], syscall: &str, n: usize) ->
 /// each kill, `reset` before each run. Returns the number of kills.
 fn campaign(
     tool: &str,
-    args: &[&std::ffi::OsStr],
+    args: &[std::ffi::OsString],
     mut reset: impl FnMut(),
     mut check: impl FnMut(&str, usize),
 ) -> usize {
@@ -76,6 +77,11 @@ fn campaign(
     kills
 }
 
+/// Removes the file or directory `p`, if there.
+fn gone(p: &Path) {
+    let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir_all(p));
+}
+
 fn os(s: &[&str]) -> Vec<std::ffi::OsString> {
     s.iter().map(Into::into).collect()
 }
@@ -92,21 +98,14 @@ fn prune_killed_anywhere_leaves_input_intact_and_no_partial_output() {
     let (d, input, before) = vector_copy("torn-tail", "in.dat");
     let out = d.path().join("out.dat");
     let expected = blocks("torn-tail")[1..].concat();
-    let args: Vec<_> = [input.as_os_str().to_owned()].into_iter().collect();
-    let a = [
-        os(&["--file"]),
-        args,
-        os(&["--keep", "3", "--output"]),
-        vec![out.as_os_str().to_owned()],
-    ]
-    .concat();
-    let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+    let mut a = os(&["--file"]);
+    a.push(input.clone().into());
+    a.extend(os(&["--keep", "3", "--output"]));
+    a.push(out.clone().into());
     let kills = campaign(
         "ailee_prune_snapshots",
         &a,
-        || {
-            let _ = std::fs::remove_file(&out);
-        },
+        || gone(&out),
         |sc, n| {
             assert_eq!(std::fs::read(&input).unwrap(), before, "input changed ({sc} #{n})");
             if let Ok(got) = std::fs::read(&out) {
@@ -126,18 +125,11 @@ fn extract_killed_anywhere_leaves_only_complete_files() {
     let d = tempfile::tempdir().unwrap();
     let outdir = d.path().join("x");
     let expected = blocks("basic");
-    let a = [
-        vec![vector("basic").into_os_string()],
-        vec![outdir.as_os_str().to_owned()],
-    ]
-    .concat();
-    let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+    let a = vec![vector("basic").into_os_string(), outdir.clone().into_os_string()];
     let kills = campaign(
         "ailee_extract_snapshots",
         &a,
-        || {
-            let _ = std::fs::remove_dir_all(&outdir);
-        },
+        || gone(&outdir),
         |sc, n| {
             for name in names(&outdir) {
                 if let Some(i) = name.strip_prefix("snapshot_").and_then(|r| r.strip_suffix(".dat")) {
@@ -174,7 +166,6 @@ fn append_killed_anywhere_keeps_every_complete_snapshot() {
         vec![f.as_os_str().to_owned()],
     ]
     .concat();
-    let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
     let base = std::fs::read(vector("basic")).unwrap();
     let kills = campaign(
         "ailee_create_anchor",
@@ -198,13 +189,10 @@ fn init_killed_anywhere_leaves_no_database_or_a_whole_one() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("reorg_db");
     let a = [os(&["--path"]), vec![p.as_os_str().to_owned()]].concat();
-    let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
     let kills = campaign(
         "ailee_init_reorg_db",
         &a,
-        || {
-            let _ = std::fs::remove_dir_all(&p);
-        },
+        || gone(&p),
         |sc, n| {
             if p.exists() {
                 check_db(&p).expect(exits(0));
@@ -236,7 +224,6 @@ fn resync_killed_anywhere_reruns_to_a_consistent_database() {
         "--db-path",
     ]);
     let a = [a, vec![db.as_os_str().to_owned()]].concat();
-    let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
     let mut kills = 0;
     let chain: Vec<String> = (0..=300).map(|h| node.hash(h)).collect();
     for sc in ["write", "pwrite64", "fdatasync", "fsync", "rename"] {

@@ -64,6 +64,13 @@ fn manifest(db: &Path) -> PathBuf {
     db.join(std::fs::read_to_string(db.join("CURRENT")).unwrap().trim())
 }
 
+/// Truncates the file `p` to `to(its length)`.
+fn shorten(p: &Path, to: impl FnOnce(u64) -> u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(to(len)).unwrap();
+}
+
 /// `--check` finds the database corrupt (exit 2).
 fn corrupt(db: &Path) {
     let v = check(db, 2);
@@ -162,9 +169,7 @@ fn flipped_byte_anywhere_read_in_an_sst_exits_2() {
 fn sst_of_the_wrong_size_exits_2() {
     let (_d, db) = populated_temp();
     let sst = biggest_sst(&db);
-    let f = std::fs::OpenOptions::new().write(true).open(&sst).unwrap();
-    let len = f.metadata().unwrap().len();
-    f.set_len(len - 7).unwrap();
+    shorten(&sst, |len| len - 7);
     corrupt(&db);
 }
 
@@ -179,9 +184,7 @@ fn missing_sst_exits_2() {
 fn truncated_manifest_exits_2() {
     let (_d, db) = populated_temp();
     let m = manifest(&db);
-    let f = std::fs::OpenOptions::new().write(true).open(&m).unwrap();
-    let len = f.metadata().unwrap().len();
-    f.set_len(len / 2).unwrap();
+    shorten(&m, |len| len / 2);
     corrupt(&db);
 }
 
