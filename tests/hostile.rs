@@ -634,20 +634,9 @@ fn one_sigterm_stops_a_tool_waiting_on_an_unanswering_rpc() {
     let state = d.path().join("s.json");
     std::fs::write(&state, STATE).unwrap();
     let url = format!("http://u:p@127.0.0.1:{port}");
-    let runs: [Vec<&OsStr>; 2] = [
-        vec![
-            "ailee_resync_blocks".as_ref(),
-            "--start-height".as_ref(),
-            "0".as_ref(),
-            "--db-path".as_ref(),
-            db.as_os_str(),
-        ],
-        vec![
-            "ailee_create_anchor".as_ref(),
-            "--l2-state-file".as_ref(),
-            state.as_os_str(),
-            "--broadcast".as_ref(),
-        ],
+    let runs = [
+        argv("ailee_resync_blocks --start-height 0 --db-path {}", &[db.as_ref()]),
+        argv("ailee_create_anchor --l2-state-file {} --broadcast", &[state.as_ref()]),
     ];
     for args in runs {
         let mut child = raw(args[0].to_str().unwrap())
@@ -667,6 +656,19 @@ fn one_sigterm_stops_a_tool_waiting_on_an_unanswering_rpc() {
     }
 }
 
+/// A command line from a template: its words split at spaces, each `{}`
+/// the next of `paths` (which need not be UTF-8).
+fn argv(template: &str, paths: &[&OsStr]) -> Vec<std::ffi::OsString> {
+    let mut paths = paths.iter();
+    let words = template.split(' ').map(|w| match w {
+        "{}" => paths.next().expect("a path for each {}").into(),
+        w => w.into(),
+    });
+    let v: Vec<std::ffi::OsString> = words.collect();
+    assert!(paths.next().is_none(), "a {{}} for each path");
+    v
+}
+
 // --------------------------------------------------------- hostile inputs
 
 #[test]
@@ -682,65 +684,26 @@ fn fifos_devices_and_endless_inputs_are_refused_at_once() {
     let out = d.path().join("o");
     let basic = vector("basic");
     for input in [fifo.as_path(), Path::new("/dev/zero"), Path::new("/dev/urandom")] {
-        let runs: Vec<Vec<&OsStr>> = vec![
-            vec!["ailee_l2_verify".as_ref(), "--snapshot".as_ref(), input.as_ref()],
-            vec![
-                "ailee_l2_verify".as_ref(),
-                "--all".as_ref(),
-                "--snapshot".as_ref(),
-                input.as_ref(),
-            ],
-            vec![
-                "ailee_l2_verify".as_ref(),
-                "--last-valid".as_ref(),
-                "--snapshot".as_ref(),
-                input.as_ref(),
-            ],
-            vec![
-                "ailee_l2_verify".as_ref(),
-                "--index".as_ref(),
-                "1".as_ref(),
-                "--snapshot".as_ref(),
-                input.as_ref(),
-            ],
-            vec!["ailee_extract_snapshots".as_ref(), input.as_ref(), out.as_ref()],
-            vec![
-                "ailee_prune_snapshots".as_ref(),
-                "--keep".as_ref(),
-                "1".as_ref(),
-                "--output".as_ref(),
-                out.as_ref(),
-                "--file".as_ref(),
-                input.as_ref(),
-            ],
-            vec![
-                "ailee_create_anchor".as_ref(),
-                "--l2-state-file".as_ref(),
-                input.as_ref(),
-            ],
-            vec![
-                "ailee_create_anchor".as_ref(),
-                "--from-snapshot".as_ref(),
-                input.as_ref(),
-            ],
-            vec![
-                "ailee_create_anchor".as_ref(),
-                "--l2-state-file".as_ref(),
-                basic.as_os_str(),
-                "--snapshot-file".as_ref(),
-                input.as_ref(),
-            ],
-            vec![
-                "ailee_resync_blocks".as_ref(),
-                "--start-height".as_ref(),
-                "0".as_ref(),
-                "--db-path".as_ref(),
-                db.as_os_str(),
-                "--bitcoin-rpc".as_ref(),
-                "http://127.0.0.1:1".as_ref(),
-                "--rpc-cookie".as_ref(),
-                input.as_ref(),
-            ],
+        let runs = [
+            argv("ailee_l2_verify --snapshot {}", &[input.as_ref()]),
+            argv("ailee_l2_verify --all --snapshot {}", &[input.as_ref()]),
+            argv("ailee_l2_verify --last-valid --snapshot {}", &[input.as_ref()]),
+            argv("ailee_l2_verify --index 1 --snapshot {}", &[input.as_ref()]),
+            argv("ailee_extract_snapshots {} {}", &[input.as_ref(), out.as_ref()]),
+            argv(
+                "ailee_prune_snapshots --keep 1 --output {} --file {}",
+                &[out.as_ref(), input.as_ref()],
+            ),
+            argv("ailee_create_anchor --l2-state-file {}", &[input.as_ref()]),
+            argv("ailee_create_anchor --from-snapshot {}", &[input.as_ref()]),
+            argv(
+                "ailee_create_anchor --l2-state-file {} --snapshot-file {}",
+                &[basic.as_ref(), input.as_ref()],
+            ),
+            argv(
+                "ailee_resync_blocks --start-height 0 --db-path {} --bitcoin-rpc http://127.0.0.1:1 --rpc-cookie {}",
+                &[db.as_ref(), input.as_ref()],
+            ),
         ];
         for args in runs {
             let mut c = raw(args[0].to_str().unwrap())
