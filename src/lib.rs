@@ -419,6 +419,13 @@ impl Node {
         panic!("bitcoin-cli {args:?} failed");
     }
 
+    /// A reorg: invalidates the block at `height` (and so the chain above
+    /// it), then mines `blocks` new ones on the block below.
+    pub fn fork(&self, height: u64, blocks: u64) {
+        self.cli(&["invalidateblock", &self.hash(height)]);
+        self.generate(blocks);
+    }
+
     pub fn generate(&self, n: u64) {
         self.cli(&["generate", &n.to_string()]);
     }

@@ -369,8 +369,7 @@ fn new_reorg_events_go_past_existing_ones_and_the_counter_never_wraps() {
     put(&db, |b| b.record_reorg(0, &event(5)));
     ldb_put(&db, "reorg_counter", "0");
     let reorg = |at: u64| {
-        n.cli(&["invalidateblock", &n.hash(at)]);
-        n.generate(2);
+        n.fork(at, 2);
     };
     reorg(29);
     n.resync(&db, 20).expect(exits(0).prints("event 1;"));
@@ -433,8 +432,7 @@ fn chain_moving_between_batches_is_compared_again_and_no_orphaned_anchor_stays_c
                     // Requests calling getblockhash: 1 genesis check, 2 heights 0..9, 3 heights 10..19 (held).
     let px = proxy(n.rpc_port, 3);
     let (code, out) = resync_while_chain_moves(&n, &db, px, || {
-        n.cli(&["invalidateblock", &n.hash(100)]);
-        n.generate(70); // fork at 100, new tip 169
+        n.fork(100, 70); // fork at 100, new tip 169
     });
     assert_eq!(code, Some(3), "{out}");
     assert!(out.contains("Reorg at height 100 (depth 30)"), "{out}");
@@ -462,8 +460,7 @@ fn chain_moving_during_a_fresh_resync_leaves_no_hash_of_the_old_branch() {
                     // Empty database: batches of 10, written 40 heights at a time; request 6 is heights 50..59.
     let px = proxy(n.rpc_port, 6);
     let (code, out) = resync_while_chain_moves(&n, &db, px, || {
-        n.cli(&["invalidateblock", &n.hash(30)]);
-        n.generate(140); // fork at 30, new tip 169
+        n.fork(30, 140); // fork at 30, new tip 169
     });
     assert_eq!(code, Some(3), "{out}");
     assert!(out.contains("Reorg at height 30 (depth 10)"), "{out}");
@@ -805,8 +802,7 @@ fn a_chain_that_keeps_moving_is_given_up_on_after_bounded_attempts() {
             break s;
         }
         if px.held.recv_timeout(Duration::from_millis(200)).is_ok() {
-            n.cli(&["invalidateblock", &n.hash(n.count())]);
-            n.generate(2);
+            n.fork(n.count(), 2);
             reorgs += 1;
             px.release.send(()).unwrap();
         }
@@ -833,8 +829,7 @@ fn confirmed_anchor_whose_block_left_the_chain_unseen_is_not_left_confirmed() {
     n.resync(&db, 0).expect(exits(0));
     assert_eq!(record(&db, &hash).unwrap().status, AnchorStatus::Confirmed);
     put(&db, |b| b.delete_blocks_from(100));
-    n.cli(&["invalidateblock", &n.hash(100)]);
-    n.generate(20); // the transaction's coinbase input is immature below 101: not mined again
+    n.fork(100, 20); // the transaction's coinbase input is immature below 101: not mined again
     assert!(!matches!(
         rpc(&n).tx_places(std::slice::from_ref(&txid)).unwrap()[0],
         ailee_core::rpc::TxPlace::InBlock { .. }

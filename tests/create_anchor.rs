@@ -300,8 +300,7 @@ fn broadcast_confirm_reorg_invalidate_end_to_end() {
         )
         .expect(exits(0).prints_exactly(format!("{mined_at}\n")));
     // A reorg below the anchor's block invalidates it.
-    node.cli(&["invalidateblock", &node.hash(mined_at - 1)]);
-    node.generate(10);
+    node.fork(mined_at - 1, 10);
     resync(90).expect(exits(3).prints(format!("anchor(s) invalidated: {hash}")));
     {
         let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();

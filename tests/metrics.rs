@@ -724,8 +724,7 @@ fn node_exporter_serves_what_the_monitor_and_resync_reported() {
     // monitor sees its depth from the tip it saw before; the anchor stays.
     let tip = node.count();
     let fork = mined_at + 2;
-    node.cli(&["invalidateblock", &node.hash(fork)]);
-    node.generate(tip - fork + 2);
+    node.fork(fork, tip - fork + 2);
     resync(fork - 1).expect(exits(3));
     mon().expect(exits(1).prints(format!(
         "new reorg recorded at height {fork} (depth {})",
@@ -1207,8 +1206,7 @@ fn a_120_block_reorg_under_a_confirmed_anchor_is_seen_everywhere() {
     snapshot_block(&rpc).expect(exits(0).prints_exactly(format!("{mined_at}\n")));
 
     // The reorg: the old branch from `fork` replaced by a longer one.
-    node.cli(&["invalidateblock", &node.hash(fork)]);
-    node.generate(121);
+    node.fork(fork, 121);
     assert_eq!(node.count(), fork + 120);
 
     // Resync refuses (deeper than --max-reorg-depth 100), nothing written; the metric says so.

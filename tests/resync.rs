@@ -115,8 +115,7 @@ fn reorg_is_recorded_at_the_exact_fork_and_invalidates_anchors_at_or_above_it() 
 fn reorg_deeper_than_the_threshold_exits_3_after_recording_it() {
     let node = Node::mined(60);
     let (_d, db) = node.synced_db();
-    node.cli(&["invalidateblock", &node.hash(50)]);
-    node.generate(12);
+    node.fork(50, 12);
     node.resync(&db, 40)
         .expect(exits(3).prints("Reorg at height 50 (depth 11)").says("DEEP REORG"));
     assert_matches_node(&node, &db);
@@ -125,8 +124,7 @@ fn reorg_deeper_than_the_threshold_exits_3_after_recording_it() {
     let db2 = d2.path().join("reorg_db");
     init_db(&db2);
     node.resync(&db2, 0).expect(exits(0));
-    node.cli(&["invalidateblock", &node.hash(55)]);
-    node.generate(3);
+    node.fork(55, 3);
     node.resync(&db2, 0)
         .args(["--confirmations", "20"])
         .expect(exits(0).prints("Reorg at height 55"));
@@ -166,8 +164,7 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
     let (_d, db) = node.synced_db();
     // A reorg to detect, then kill the resync at several points.
     // Fork at 1420: 81 deep, within --max-reorg-depth (a deeper one is refused).
-    node.cli(&["invalidateblock", &node.hash(1420)]);
-    node.generate(110);
+    node.fork(1420, 110);
     // Killed while it waits for the node's reply to its 1st, 20th and 120th
     // batch of block hashes (held by a proxy in front of the real node: the
     // point is chosen, not guessed with a sleep). Kills inside the writes

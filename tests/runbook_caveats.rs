@@ -2,7 +2,7 @@
 //! describes is real, and the safe command given for it works as written.
 
 use ailee_recovery::{bash, bin, exits, root, vector, Expecting};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A snapshot file of 15 anchored states (basic.dat's first state, anchored
 /// at timestamps 1..=15) whose newest, #15, is corrupt.
@@ -125,13 +125,21 @@ fn drill(args: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// Makes the directory `parent/name` holding `files` (name, content).
+fn dir_with(parent: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = parent.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    for (f, content) in files {
+        std::fs::write(dir.join(f), content).unwrap();
+    }
+    dir
+}
+
 #[test]
 fn the_drill_never_deletes_a_directory_it_did_not_create() {
     // Before: `rm -rf D/crash` (and D/reorg, D/corruption) whatever they held.
     let d = tempfile::tempdir().unwrap();
-    let crash = d.path().join("crash");
-    std::fs::create_dir(&crash).unwrap();
-    std::fs::write(crash.join("incident-notes.txt"), "03:12 node restarted\n").unwrap();
+    let crash = dir_with(d.path(), "crash", &[("incident-notes.txt", "03:12 node restarted\n")]);
     let out = drill(&format!("--mode crash --data-dir {}", d.path().display()));
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -145,9 +153,7 @@ fn the_drill_never_deletes_a_directory_it_did_not_create() {
     std::fs::remove_file(crash.join("incident-notes.txt")).unwrap();
     std::fs::write(crash.join(".ailee-drill"), "").unwrap();
     std::fs::write(crash.join("l2_snapshots.dat"), "kept\n").unwrap();
-    let reorg = d.path().join("reorg");
-    std::fs::create_dir(&reorg).unwrap();
-    std::fs::write(reorg.join("notes"), "mine\n").unwrap();
+    let reorg = dir_with(d.path(), "reorg", &[("notes", "mine\n")]);
     let out = drill(&format!("--mode all --data-dir {}", d.path().display()));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{}", reorg.display())));
@@ -169,10 +175,7 @@ fn the_drill_recreates_its_own_directory_and_marks_it() {
     // A directory the drill made earlier (marker) is replaced; the new one
     // carries the marker so that the next run may replace it too.
     let d = tempfile::tempdir().unwrap();
-    let crash = d.path().join("crash");
-    std::fs::create_dir(&crash).unwrap();
-    std::fs::write(crash.join(".ailee-drill"), "").unwrap();
-    std::fs::write(crash.join("stale-from-last-run"), "x").unwrap();
+    let crash = dir_with(d.path(), "crash", &[(".ailee-drill", ""), ("stale-from-last-run", "x")]);
     let out = drill(&format!("--mode crash --data-dir {}", d.path().display()));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
