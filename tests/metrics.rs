@@ -177,8 +177,7 @@ fn every_declared_metric_written_through_the_cli_passes_promtool() {
 
 #[test]
 fn failure_counter_survives_runs_and_keeps_the_last_success() {
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("ailee_backup.prom");
+    let (d, f) = backup_prom();
     write(
         d.path(),
         "ailee_backup",
@@ -213,8 +212,7 @@ fn failure_counter_survives_runs_and_keeps_the_last_success() {
 
 #[test]
 fn bad_writes_exit_1_and_leave_the_file_alone() {
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("ailee_backup.prom");
+    let (d, f) = backup_prom();
     write(
         d.path(),
         "ailee_backup",
@@ -274,6 +272,27 @@ fn monitor(data: &Path, metrics: &Path) -> assert_cmd::Command {
     c
 }
 
+/// A metrics directory and the path of `ailee_backup`'s file in it.
+fn backup_prom() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("ailee_backup.prom");
+    (d, f)
+}
+
+/// A data directory ([`data_dir`]) and a metrics directory whose backup
+/// ended a minute ago: what `monitor` reads.
+fn monitored() -> (tempfile::TempDir, tempfile::TempDir) {
+    let d = data_dir();
+    let m = tempfile::tempdir().unwrap();
+    backed_up(m.path(), 60);
+    (d, m)
+}
+
+/// The samples of the monitor's file in the metrics directory `m`.
+fn monitor_samples(m: &Path) -> BTreeMap<String, f64> {
+    read_samples(&m.join("ailee_monitor.prom"))
+}
+
 /// A backup metrics file saying the last success was `age` seconds ago.
 fn backed_up(metrics: &Path, age: u64) {
     let t = std::time::SystemTime::now()
@@ -307,9 +326,7 @@ fn newest_timestamp_ms(file: &Path) -> u64 {
 
 #[test]
 fn healthy_node_exits_0_and_reports_what_it_saw() {
-    let d = data_dir();
-    let m = tempfile::tempdir().unwrap();
-    backed_up(m.path(), 60);
+    let (d, m) = monitored();
     monitor(d.path(), m.path()).expect(exits(0).prints("OK: "));
     let f = m.path().join("ailee_monitor.prom");
     check_metrics(&f);
@@ -339,9 +356,7 @@ fn healthy_node_exits_0_and_reports_what_it_saw() {
 
 #[test]
 fn corrupted_newest_snapshot_exits_2_and_sets_verified_0() {
-    let d = data_dir();
-    let m = tempfile::tempdir().unwrap();
-    backed_up(m.path(), 60);
+    let (d, m) = monitored();
     let file = d.path().join("l2_snapshots.dat");
     corrupt_newest(&file);
     monitor(d.path(), m.path()).expect(
@@ -366,16 +381,14 @@ fn corrupt_newest(file: &Path) {
 
 #[test]
 fn torn_tail_is_reported_but_the_newest_complete_snapshot_still_verifies() {
-    let d = data_dir();
-    let m = tempfile::tempdir().unwrap();
-    backed_up(m.path(), 60);
+    let (d, m) = monitored();
     let file = d.path().join("l2_snapshots.dat");
     let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
     f.write_all(b"SNAPSHOT v1\ntimestamp_ms 1\nbalances 2\nbalance \"pe")
         .unwrap();
     drop(f);
     monitor(d.path(), m.path()).expect(exits(0).says("torn snapshot"));
-    let s = read_samples(&m.path().join("ailee_monitor.prom"));
+    let s = monitor_samples(m.path());
     assert_eq!(s["ailee_snapshot_torn_tail"], 1.0);
     assert_eq!(s["ailee_snapshot_newest_verified"], 1.0);
 }
@@ -385,10 +398,7 @@ fn old_or_missing_backup_warns_with_exit_1() {
     let d = data_dir();
     let m = tempfile::tempdir().unwrap();
     monitor(d.path(), m.path()).expect(exits(1).prints("Warning: no backup found"));
-    assert_eq!(
-        read_samples(&m.path().join("ailee_monitor.prom"))["ailee_monitor_warnings"],
-        1.0
-    );
+    assert_eq!(monitor_samples(m.path())["ailee_monitor_warnings"], 1.0);
     backed_up(m.path(), 3 * 3600);
     monitor(d.path(), m.path()).expect(exits(1).prints("Warning: the last successful backup is 3h old (limit 2h"));
     // Decimals are accepted and mean what they say: 3 h is within 3.5 h.
@@ -430,9 +440,7 @@ fn invalid_thresholds_are_argument_errors_not_silent_passes() {
 
 #[test]
 fn size_thresholds_warn_like_the_runbook() {
-    let d = data_dir();
-    let m = tempfile::tempdir().unwrap();
-    backed_up(m.path(), 60);
+    let (d, m) = monitored();
     // 1 MB limits: grow the snapshot file past 1 MB with a sparse torn tail.
     let f = std::fs::OpenOptions::new()
         .append(true)
@@ -449,15 +457,13 @@ fn size_thresholds_warn_like_the_runbook() {
         .args(["--max-reorg-db-mb", "2"])
         .expect(exits(1).prints("Warning: Reorg DB is 3MB - consider pruning"));
     assert!(!String::from_utf8_lossy(&out.get_output().stdout).contains("Snapshot file"));
-    let s = read_samples(&m.path().join("ailee_monitor.prom"));
+    let s = monitor_samples(m.path());
     assert!(s["ailee_reorg_db_size_bytes"] > (2 << 20) as f64);
 }
 
 #[test]
 fn corrupt_reorg_db_record_exits_2() {
-    let d = data_dir();
-    let m = tempfile::tempdir().unwrap();
-    backed_up(m.path(), 60);
+    let (d, m) = monitored();
     let db = d.path().join("reorg_db");
     let out = Command::new("ldb")
         .arg(format!("--db={}", db.display()))
@@ -478,9 +484,7 @@ fn corrupt_reorg_db_record_exits_2() {
 
 #[test]
 fn unreachable_node_warns_rpc_up_0_and_never_shows_the_password() {
-    let d = data_dir();
-    let m = tempfile::tempdir().unwrap();
-    backed_up(m.path(), 60);
+    let (d, m) = monitored();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -498,7 +502,7 @@ fn unreachable_node_warns_rpc_up_0_and_never_shows_the_password() {
         std::fs::read_to_string(m.path().join("ailee_monitor.prom")).unwrap()
     );
     assert!(!all.contains("s3cret"), "{all}");
-    let s = read_samples(&m.path().join("ailee_monitor.prom"));
+    let s = monitor_samples(m.path());
     assert_eq!(s["ailee_bitcoin_rpc_up"], 0.0);
     assert!(!s.contains_key("ailee_anchor_divergence_blocks"));
 }
@@ -530,16 +534,14 @@ fn fresh_db_with_event(db: &Path, height: u64, detected_ms: u64) {
 
 #[test]
 fn a_new_reorg_warns_once_even_in_a_rebuilt_database() {
-    let d = data_dir();
-    let m = tempfile::tempdir().unwrap();
-    backed_up(m.path(), 60);
+    let (d, m) = monitored();
     let db = d.path().join("reorg_db");
     monitor(d.path(), m.path()).expect(exits(0));
     fresh_db_with_event(&db, 5, 1_700_000_000_000);
     // The previous run saw no stored block: the depth is unknown.
     monitor(d.path(), m.path()).expect(exits(1).prints("Warning: new reorg recorded at height 5: 0 anchor(s)"));
     monitor(d.path(), m.path()).expect(exits(0));
-    let s = read_samples(&m.path().join("ailee_monitor.prom"));
+    let s = monitor_samples(m.path());
     assert_eq!(s["ailee_reorg_db_last_reorg_height"], 5.0);
     assert_eq!(s["ailee_reorg_db_last_reorg_timestamp_seconds"], 1_700_000_000.0);
     assert!(!s.contains_key("ailee_reorg_db_last_reorg_depth_blocks"));
@@ -548,17 +550,12 @@ fn a_new_reorg_warns_once_even_in_a_rebuilt_database() {
     fresh_db_with_event(&db, 7, 1_700_000_100_000);
     monitor(d.path(), m.path()).expect(exits(1).prints("Warning: new reorg recorded at height 7 (depth 2)"));
     monitor(d.path(), m.path()).expect(exits(0));
-    assert_eq!(
-        read_samples(&m.path().join("ailee_monitor.prom"))["ailee_reorg_db_last_reorg_depth_blocks"],
-        2.0
-    );
+    assert_eq!(monitor_samples(m.path())["ailee_reorg_db_last_reorg_depth_blocks"], 2.0);
 }
 
 #[test]
 fn monitor_script_passes_options_through() {
-    let d = data_dir();
-    let m = tempfile::tempdir().unwrap();
-    backed_up(m.path(), 60);
+    let (d, m) = monitored();
     bash(&format!(
         "{} --data-dir {} --metrics-dir {}",
         root().join("scripts/ailee_monitor").display(),
@@ -913,23 +910,16 @@ fn concurrent_increments_are_never_lost() {
 
 #[test]
 fn monitor_reads_a_database_the_node_holds() {
-    let d = data_dir();
-    let m = tempfile::tempdir().unwrap();
-    backed_up(m.path(), 60);
+    let (d, m) = monitored();
     let _held =
         ailee_db::reorgdb::ReorgDb::open(&d.path().join("reorg_db"), ailee_db::reorgdb::Mode::ReadWrite).unwrap();
     monitor(d.path(), m.path()).expect(exits(0));
-    assert_eq!(
-        read_samples(&m.path().join("ailee_monitor.prom"))["ailee_reorg_db_corrupt_records"],
-        0.0
-    );
+    assert_eq!(monitor_samples(m.path())["ailee_reorg_db_corrupt_records"], 0.0);
 }
 
 #[test]
 fn unusable_inputs_are_operational_errors_and_still_reported() {
-    let d = data_dir();
-    let m = tempfile::tempdir().unwrap();
-    backed_up(m.path(), 60);
+    let (d, m) = monitored();
     // A FIFO instead of the snapshot file: refused at once, verified 0.
     let file = d.path().join("l2_snapshots.dat");
     std::fs::remove_file(&file).unwrap();
@@ -937,13 +927,13 @@ fn unusable_inputs_are_operational_errors_and_still_reported() {
     monitor(d.path(), m.path())
         .timeout(std::time::Duration::from_secs(60))
         .expect(exits(1).prints("cannot read the snapshot file"));
-    let s = read_samples(&m.path().join("ailee_monitor.prom"));
+    let s = monitor_samples(m.path());
     assert_eq!(s["ailee_snapshot_newest_verified"], 0.0);
     assert!(!s.contains_key("ailee_snapshot_file_size_bytes"));
     // No reorg_db: its metrics are left out, not reported stale.
     std::fs::remove_dir_all(d.path().join("reorg_db")).unwrap();
     monitor(d.path(), m.path()).expect(exits(1).prints("cannot open reorg database"));
-    let s = read_samples(&m.path().join("ailee_monitor.prom"));
+    let s = monitor_samples(m.path());
     assert!(!s.contains_key("ailee_reorg_db_corrupt_records"), "{s:?}");
     assert!(!s.contains_key(r#"ailee_reorg_db_anchors{status="pending"}"#), "{s:?}");
     // A data directory that is missing, or a metrics directory that is a file.
@@ -989,10 +979,7 @@ fn good_bad_and_metrics() -> (tempfile::TempDir, tempfile::TempDir, tempfile::Te
     let m = tempfile::tempdir().unwrap();
     backed_up(m.path(), 60);
     monitor(good.path(), m.path()).expect(exits(0));
-    assert_eq!(
-        read_samples(&m.path().join("ailee_monitor.prom"))["ailee_snapshot_newest_verified"],
-        1.0
-    );
+    assert_eq!(monitor_samples(m.path())["ailee_snapshot_newest_verified"], 1.0);
     (good, bad, m)
 }
 
@@ -1119,15 +1106,13 @@ fn a_directory_in_place_of_the_metrics_file_does_not_hide_the_checks() {
 
 #[test]
 fn a_symlinked_reorg_db_is_followed_for_its_size() {
-    let d = data_dir();
-    let m = tempfile::tempdir().unwrap();
-    backed_up(m.path(), 60);
+    let (d, m) = monitored();
     let elsewhere = tempfile::tempdir().unwrap();
     let moved = elsewhere.path().join("reorg_db");
     std::fs::rename(d.path().join("reorg_db"), &moved).unwrap();
     std::os::unix::fs::symlink(&moved, d.path().join("reorg_db")).unwrap();
     monitor(d.path(), m.path()).expect(exits(0).prints("OK: "));
-    let s = read_samples(&m.path().join("ailee_monitor.prom"));
+    let s = monitor_samples(m.path());
     // Before the fix: 0 (the symlink's own size).
     let du = Command::new("du").args(["-s", "-B1"]).arg(&moved).output().unwrap();
     let du: f64 = String::from_utf8_lossy(&du.stdout)
