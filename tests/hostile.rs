@@ -581,14 +581,8 @@ fn one_sigint_stops_the_runbook_loop() {
     let (_reader, writer) = std::io::pipe().unwrap();
     let mut child = c.stdout(writer).stderr(Stdio::null()).process_group(0).spawn().unwrap();
     let pgid = child.id() as i32;
-    // The tool itself, not bash's fork on its way to exec: a SIGINT that
-    // bash's fork takes may end it with 130, and the loop then goes on to a
-    // tool that blocks on the unread pipe ("process did not end" under load).
-    let tool = std::fs::canonicalize(bin("ailee_l2_verify")).unwrap();
     wait_for("the tool to run", || {
-        let kids = std::fs::read_to_string(format!("/proc/{pgid}/task/{pgid}/children")).unwrap_or_default();
-        kids.split_whitespace()
-            .any(|k| std::fs::read_link(format!("/proc/{k}/exe")).is_ok_and(|exe| exe == tool))
+        std::fs::read_to_string(format!("/proc/{pgid}/task/{pgid}/children")).is_ok_and(|s| !s.trim().is_empty())
     });
     // Ctrl-C: SIGINT to the whole foreground process group.
     signal(-pgid, "INT");
