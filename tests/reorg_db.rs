@@ -4,8 +4,7 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use ailee_core::Error;
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{check_db, cmd, db_tool, init_db};
-use predicates::str::contains;
+use ailee_recovery::{check_db, cmd, db_tool, entries, exits, init_db, Expecting};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -48,17 +47,13 @@ fn init_creates_both_column_families_and_an_empty_healthy_database() {
     init_db(&p);
     let cfs = String::from_utf8(ldb(&p, &["list_column_families"]).stdout).unwrap();
     assert!(cfs.contains("{default, reputation_cf}"), "{cfs}");
-    check_db(&p)
-        .assert()
-        .code(0)
-        .stdout(contains("Pending: 0\nConfirmed: 0\nInvalidated: 0\n"))
-        .stdout(contains("Blocks: none stored"))
-        .stdout(contains("Database OK"));
-    assert_eq!(
-        std::fs::read_dir(d.path()).unwrap().count(),
-        1,
-        "no temporary directory left"
+    check_db(&p).expect(
+        exits(0)
+            .prints("Pending: 0\nConfirmed: 0\nInvalidated: 0\n")
+            .prints("Blocks: none stored")
+            .prints("Database OK"),
     );
+    assert_eq!(entries(d.path()), 1, "no temporary directory left");
 }
 
 #[test]
@@ -67,33 +62,28 @@ fn init_never_touches_what_is_already_there() {
     let p = d.path().join("reorg_db");
     init_db(&p);
     let before: Vec<_> = std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().file_name()).collect();
-    db_tool(&p)
-        .assert()
-        .code(1)
-        .stderr(contains("an existing RocksDB database"));
+    db_tool(&p).expect(exits(1).says("an existing RocksDB database"));
     let after: Vec<_> = std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(before, after);
     // A file.
     let f = d.path().join("file");
     std::fs::write(&f, "x").unwrap();
-    db_tool(&f).assert().code(1).stderr(contains("a file, not a directory"));
+    db_tool(&f).expect(exits(1).says("a file, not a directory"));
     assert_eq!(std::fs::read(&f).unwrap(), b"x");
     // A directory that is not a database.
     let nd = d.path().join("stuff");
     std::fs::create_dir(&nd).unwrap();
     std::fs::write(nd.join("notes.txt"), "keep").unwrap();
-    db_tool(&nd).assert().code(1).stderr(contains("not a RocksDB database"));
+    db_tool(&nd).expect(exits(1).says("not a RocksDB database"));
     assert_eq!(std::fs::read_dir(&nd).unwrap().count(), 1);
     // Not writable.
-    db_tool("/proc/ailee_reorg_db").assert().code(1);
-    db_tool(f.join("db")).assert().code(1);
+    db_tool("/proc/ailee_reorg_db").expect(exits(1));
+    db_tool(f.join("db")).expect(exits(1));
     // Check of something that is not a database.
-    check_db(&nd).assert().code(1);
+    check_db(&nd).expect(exits(1));
     db_tool(d.path().join("none"))
         .arg("--check")
-        .assert()
-        .code(1)
-        .stderr(contains("no database here"));
+        .expect(exits(1).says("no database here"));
     assert!(!d.path().join("none").exists());
 }
 
@@ -107,10 +97,7 @@ fn database_missing_reputation_cf_is_refused_unchanged() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    check_db(&p)
-        .assert()
-        .code(1)
-        .stderr(contains("\"reputation_cf\" is missing"));
+    check_db(&p).expect(exits(1).says("\"reputation_cf\" is missing"));
     assert!(matches!(
         ReorgDb::open(&p, Mode::ReadWrite),
         Err(Error::NotADatabase { .. })
@@ -181,31 +168,24 @@ fn our_check_decodes_what_ldb_writes_and_flags_what_does_not_decode() {
     ] {
         ldb(&p, &["put", k, &v]);
     }
-    check_db(&p)
-        .assert()
-        .code(0)
-        .stdout(contains("Pending: 1\n"))
-        .stdout(contains("Blocks: 2 stored, heights 7..9, 1 heights missing: 8..8"))
-        .stdout(contains("Reorg events: 1 (reorg_counter 1)"))
-        .stdout(contains(format!(
-            "Reorg at height 7 (event 0): {} -> {}",
-            hash('a'),
-            hash('b')
-        )));
+    check_db(&p).expect(
+        exits(0)
+            .prints("Pending: 1\n")
+            .prints("Blocks: 2 stored, heights 7..9, 1 heights missing: 8..8")
+            .prints("Reorg events: 1 (reorg_counter 1)")
+            .prints(format!("Reorg at height 7 (event 0): {} -> {}", hash('a'), hash('b'))),
+    );
     let db = ReorgDb::open(&p, Mode::ReadOnly).unwrap();
     assert_eq!(db.anchor(&hash('2')).unwrap().unwrap().status, AnchorStatus::Pending);
     drop(db);
     // A record the node could not decode: exit 2, naming the key.
     ldb(&p, &["put", "block:00000000000000000010", "not-a-hash"]);
-    check_db(&p)
-        .assert()
-        .code(2)
-        .stderr(contains("block:00000000000000000010"));
+    check_db(&p).expect(exits(2).says("block:00000000000000000010"));
     // A counter that disagrees with the events: exit 2.
     ldb(&p, &["delete", "block:00000000000000000010"]);
     ldb(&p, &["put", "reorg_counter", "5"]);
-    check_db(&p).assert().code(2).stderr(contains("Counter mismatch"));
-    let out = db_tool(&p).args(["--check", "--json"]).assert().code(2);
+    check_db(&p).expect(exits(2).says("Counter mismatch"));
+    let out = db_tool(&p).args(["--check", "--json"]).expect(exits(2));
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(v["healthy"], false);
     assert_eq!(v["anchors"]["PENDING"], 1);
@@ -257,7 +237,7 @@ fn locked_database_is_refused_for_writing_and_checkable_read_only() {
         Err(e) => panic!("expected Locked, got {e}"),
         Ok(_) => panic!("opened a locked database read-write"),
     }
-    check_db(&p).assert().code(0).stdout(contains("Database OK"));
+    check_db(&p).expect(exits(0).prints("Database OK"));
     drop(h);
     // The lock died with its holder: no stale LOCK to remove.
     assert!(ReorgDb::open(&p, Mode::ReadWrite).is_ok());
@@ -268,12 +248,9 @@ fn locked_database_is_refused_for_writing_and_checkable_read_only() {
 fn help_lists_exit_codes_and_argument_errors_exit_1() {
     cmd("ailee_init_reorg_db")
         .arg("--help")
-        .assert()
-        .code(0)
-        .stdout(contains("Exit codes:"));
-    cmd("ailee_init_reorg_db").assert().code(1);
+        .expect(exits(0).prints("Exit codes:"));
+    cmd("ailee_init_reorg_db").expect(exits(1));
     cmd("ailee_init_reorg_db")
         .args(["--path", "x", "--recent", "3"])
-        .assert()
-        .code(1);
+        .expect(exits(1));
 }

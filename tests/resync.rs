@@ -3,7 +3,7 @@
 
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{check_db, cmd, init_db, proxy, resync_cmd, temp_db, Node};
+use ailee_recovery::{check_db, cmd, exits, init_db, proxy, resync_cmd, temp_db, Expecting, Node};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::Path;
@@ -48,27 +48,20 @@ fn assert_matches_node(node: &Node, db: &Path) {
 fn fresh_resync_matches_getblockhash_at_every_height() {
     let node = Node::mined(250);
     let (_d, db) = temp_db();
-    node.resync(&db, 0)
-        .args(["--batch-size", "64"])
-        .assert()
-        .code(0)
-        .stdout(contains("Resync 0..250"))
-        .stdout(contains("251 heights checked, 251 block hashes written"))
-        .stdout(contains("No reorg."))
-        .stdout(contains(&node.password).not())
-        .stderr(contains(&node.password).not());
+    node.resync(&db, 0).args(["--batch-size", "64"]).expect(
+        exits(0)
+            .prints("Resync 0..250")
+            .prints("251 heights checked, 251 block hashes written")
+            .prints("No reorg.")
+            .prints_not(&node.password)
+            .says_not(&node.password),
+    );
     let s = stored(&db);
     assert_eq!(s.len(), 251);
     assert_matches_node(&node, &db);
     // A second run changes nothing.
-    node.resync(&db, 0)
-        .assert()
-        .code(0)
-        .stdout(contains("0 block hashes written"));
-    check_db(&db)
-        .assert()
-        .code(0)
-        .stdout(contains("heights 0..250, no gaps"));
+    node.resync(&db, 0).expect(exits(0).prints("0 block hashes written"));
+    check_db(&db).expect(exits(0).prints("heights 0..250, no gaps"));
 }
 
 #[test]
@@ -90,7 +83,7 @@ fn reorg_is_recorded_at_the_exact_fork_and_invalidates_anchors_at_or_above_it() 
     let new117 = node.hash(117);
     assert_ne!(old117, new117);
     // Start above the fork: the tool must walk down to it.
-    node.resync(&db, 119).assert().code(0).stdout(contains(format!(
+    node.resync(&db, 119).expect(exits(0).prints(format!(
         "Reorg at height 117 (depth 4): old {old117} -> new {new117}; event 0; 2 anchor(s) invalidated"
     )));
     assert_matches_node(&node, &db);
@@ -115,33 +108,26 @@ fn reorg_is_recorded_at_the_exact_fork_and_invalidates_anchors_at_or_above_it() 
     assert_eq!((a('1').status, a('1').confirmations), (AnchorStatus::Confirmed, 22));
     assert_eq!((a('4').status, a('4').confirmations), (AnchorStatus::Confirmed, 12));
     drop(r);
-    check_db(&db).assert().code(0).stdout(contains("Invalidated: 2"));
+    check_db(&db).expect(exits(0).prints("Invalidated: 2"));
 }
 
 #[test]
 fn reorg_deeper_than_the_threshold_exits_3_after_recording_it() {
     let node = Node::mined(60);
     let (_d, db) = node.synced_db();
-    node.cli(&["invalidateblock", &node.hash(50)]);
-    node.generate(12);
+    node.fork(50, 12);
     node.resync(&db, 40)
-        .assert()
-        .code(3)
-        .stdout(contains("Reorg at height 50 (depth 11)"))
-        .stderr(contains("DEEP REORG"));
+        .expect(exits(3).prints("Reorg at height 50 (depth 11)").says("DEEP REORG"));
     assert_matches_node(&node, &db);
     // The same reorg within a larger threshold is not deep.
     let d2 = tempfile::tempdir().unwrap();
     let db2 = d2.path().join("reorg_db");
     init_db(&db2);
-    node.resync(&db2, 0).assert().code(0);
-    node.cli(&["invalidateblock", &node.hash(55)]);
-    node.generate(3);
+    node.resync(&db2, 0).expect(exits(0));
+    node.fork(55, 3);
     node.resync(&db2, 0)
         .args(["--confirmations", "20"])
-        .assert()
-        .code(0)
-        .stdout(contains("Reorg at height 55"));
+        .expect(exits(0).prints("Reorg at height 55"));
 }
 
 #[test]
@@ -153,17 +139,12 @@ fn shorter_chain_with_equal_hashes_is_behind_not_a_reorg() {
     let before = stored(&db);
     node.cli(&["invalidateblock", &node.hash(28)]);
     node.resync(&db, 20)
-        .assert()
-        .code(1)
-        .stderr(contains("node is behind: tip 27, stored up to 30"));
+        .expect(exits(1).says("node is behind: tip 27, stored up to 30"));
     assert_eq!(stored(&db), before);
     // Once the node's chain has a hash that differs at a height it has, it is a reorg.
     node.generate(4);
     node.resync(&db, 20)
-        .assert()
-        .code(0)
-        .stdout(contains("Reorg at height 28 (depth 3)"))
-        .stdout(contains("3 deleted"));
+        .expect(exits(0).prints("Reorg at height 28 (depth 3)").prints("3 deleted"));
     assert_matches_node(&node, &db);
 }
 
@@ -173,9 +154,7 @@ fn dry_run_reports_and_writes_nothing() {
     let (_d, db) = temp_db();
     node.resync(&db, 0)
         .arg("--dry-run")
-        .assert()
-        .code(0)
-        .stdout(contains("21 block hashes would be written"));
+        .expect(exits(0).prints("21 block hashes would be written"));
     assert!(stored(&db).is_empty());
 }
 
@@ -185,8 +164,7 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
     let (_d, db) = node.synced_db();
     // A reorg to detect, then kill the resync at several points.
     // Fork at 1420: 81 deep, within --max-reorg-depth (a deeper one is refused).
-    node.cli(&["invalidateblock", &node.hash(1420)]);
-    node.generate(110);
+    node.fork(1420, 110);
     // Killed while it waits for the node's reply to its 1st, 20th and 120th
     // batch of block hashes (held by a proxy in front of the real node: the
     // point is chosen, not guessed with a sleep). Kills inside the writes
@@ -207,7 +185,7 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
         child.wait().unwrap();
         drop(px.release);
         // After every kill the database opens and every record decodes.
-        check_db(&db).assert().code(0);
+        check_db(&db).expect(exits(0));
         // Stored hashes never disagree with the chain below a gap-free prefix.
         let s = stored(&db);
         let sample: Vec<_> = s.iter().filter(|(h, _)| h % 97 == 0).collect();
@@ -220,8 +198,8 @@ fn killed_resync_reruns_to_a_consistent_complete_database() {
     // The killed runs were all still reading (nothing is written before the
     // comparison is done): the first full rerun finds the reorg (81 deep:
     // exit 3); the next one has nothing left to do.
-    node.resync(&db, 0).assert().code(3);
-    node.resync(&db, 0).assert().code(0).stdout(contains("No reorg."));
+    node.resync(&db, 0).expect(exits(3));
+    node.resync(&db, 0).expect(exits(0).prints("No reorg."));
     assert_matches_node(&node, &db);
     let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
     let ev = r.reorg_events().unwrap();
@@ -243,49 +221,34 @@ fn faults_exit_1_with_a_clear_message_and_no_secret() {
             "--rpc-password",
             "wrong-pw-123",
         ])
-        .assert()
-        .code(1)
-        .stderr(contains("authentication refused"))
-        .stderr(contains("wrong-pw-123").not());
+        .expect(exits(1).says("authentication refused").says_not("wrong-pw-123"));
     // Credentials in the URL are accepted and never shown.
     let url = format!("http://{}:{}@127.0.0.1:{}", node.user, node.password, node.rpc_port);
     resync_cmd(&db)
         .args(["--bitcoin-rpc", &url])
-        .assert()
-        .code(0)
-        .stdout(contains(&node.password).not());
+        .expect(exits(0).prints_not(&node.password));
     // Credentials from the environment.
     resync_cmd(&db)
         .args(["--bitcoin-rpc", &node.url()])
         .env("AILEE_RPC_USER", &node.user)
         .env("AILEE_RPC_PASSWORD", &node.password)
-        .assert()
-        .code(0);
+        .expect(exits(0));
     let before = stored(&db);
     // Wrong port / node not running.
     node.stop();
     node.resync(&db, 0)
-        .assert()
-        .code(1)
-        .stderr(contains("Connection refused"))
-        .stderr(contains(&node.password).not());
+        .expect(exits(1).says("Connection refused").says_not(&node.password));
     assert_eq!(stored(&db), before);
     // Not a database.
     node.resync(&d.path().join("nope"), 0)
-        .assert()
-        .code(1)
-        .stderr(contains("no database here"));
+        .expect(exits(1).says("no database here"));
     // Argument errors.
     cmd("ailee_resync_blocks")
         .args(["--start-height", "x"])
-        .assert()
-        .code(1);
+        .expect(exits(1));
     cmd("ailee_resync_blocks")
         .arg("--help")
-        .assert()
-        .code(0)
-        .stdout(contains("Exit codes:"))
-        .stdout(contains("deep reorg"));
+        .expect(exits(0).prints("Exit codes:").prints("deep reorg"));
 }
 
 #[test]
@@ -294,9 +257,7 @@ fn database_held_by_the_node_is_refused() {
     let (_d, db) = temp_db();
     let _held = ReorgDb::open(&db, Mode::ReadWrite).unwrap(); // stands in for the running node
     node.resync(&db, 0)
-        .assert()
-        .code(1)
-        .stderr(contains("the AILEE node is probably running"));
+        .expect(exits(1).says("the AILEE node is probably running"));
 }
 
 #[test]
@@ -333,7 +294,6 @@ fn node_stopping_mid_run_exits_1_and_the_database_stays_consistent() {
     assert!(!err.contains(&node.password));
     // What was written is a gap-free prefix of the chain.
     check_db(&db)
-        .assert()
-        .code(0)
+        .expect(exits(0))
         .stdout(contains("no gaps").or(contains("none stored")));
 }

@@ -6,7 +6,7 @@
 //! with HTTP 401, not with an error text that holds "401"; `--wait` gives up
 //! on a node that never answers at `--wait-timeout`, not at `--rpc-timeout`.
 
-use ailee_recovery::{check_db, cmd, http, rpc_batch, rpc_result, serve, silent, temp_db};
+use ailee_recovery::{check_db, cmd, exits, http, rpc_batch, rpc_result, serve, silent, temp_db, Expecting};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::time::{Duration, Instant};
@@ -54,7 +54,7 @@ fn check_fault(reply: fn(&str) -> Vec<u8>, msg: &str) {
         .code(1)
         .stderr(contains(msg))
         .stderr(contains("secret-pw-42").not());
-    check_db(&db).assert().code(0).stdout(contains("Blocks: none stored"));
+    check_db(&db).expect(exits(0).prints("Blocks: none stored"));
 }
 
 #[test]
@@ -195,15 +195,16 @@ fn wait_gives_up_on_a_node_that_never_answers_at_wait_timeout_not_rpc_timeout() 
         .args(["--bitcoin-rpc", &format!("http://127.0.0.1:{}", silent()), "--db-path"])
         .arg(&db)
         .timeout(Duration::from_secs(120))
-        .assert()
-        .code(1)
-        .stderr(contains("gave up waiting for the node after"))
-        .stderr(contains("(--wait-timeout 5)"))
-        .stderr(contains("the timeout of the request was reached"));
+        .expect(
+            exits(1)
+                .says("gave up waiting for the node after")
+                .says("(--wait-timeout 5)")
+                .says("the timeout of the request was reached"),
+        );
     assert!(
         t0.elapsed() < Duration::from_secs(25),
         "waited {:?}: the attempt outlasted --wait-timeout",
         t0.elapsed()
     );
-    check_db(&db).assert().code(0).stdout(contains("Blocks: none stored"));
+    check_db(&db).expect(exits(0).prints("Blocks: none stored"));
 }

@@ -17,8 +17,8 @@
 //! - `--wait` rides out HTTP 503 from a proxy in front of the node.
 
 use ailee_recovery::{
-    bin, check_db, cmd, db_in, http, proxy_rewriting, resync_cmd, rpc_args, rpc_batch, rpc_error, rpc_result,
-    rpc_unknown_method, serve, serve_stream, temp_db, verify_file, Node, Reply,
+    bin, check_db, cmd, db_in, exits, http, proxy_rewriting, resync_cmd, rpc_args, rpc_batch, rpc_error, rpc_result,
+    rpc_unknown_method, serve, serve_stream, temp_db, verify_file, Expecting, Node, Reply,
 };
 use predicates::prelude::*;
 use predicates::str::contains;
@@ -72,11 +72,11 @@ impl Target {
 }
 
 fn db_is_untouched(db: &Path) {
-    check_db(db)
-        .assert()
-        .code(0)
-        .stdout(contains("Pending: 0\nConfirmed: 0"))
-        .stdout(contains("Blocks: none stored"));
+    check_db(db).expect(
+        exits(0)
+            .prints("Pending: 0\nConfirmed: 0")
+            .prints("Blocks: none stored"),
+    );
 }
 
 /// The RPC options for a fake at `port`, with a 5 s timeout.
@@ -172,8 +172,7 @@ fn the_redirect_target_listener_does_see_a_direct_request() {
         .args(["--bitcoin-rpc", &format!("http://{}", target.addr())])
         .args(["--rpc-user", "u", "--rpc-password", SECRET, "--rpc-timeout", "1"])
         .timeout(Duration::from_secs(60))
-        .assert()
-        .code(1);
+        .expect(exits(1));
     let got = target.received();
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].to_ascii_lowercase().contains("authorization: basic"), "{got:?}");
@@ -398,8 +397,7 @@ fn broadcast_on_the_real_node_stores_the_nodes_txid_lower_case() {
         .arg(&db)
         .args(node.rpc_args())
         .write_stdin(STATE)
-        .assert()
-        .code(0);
+        .expect(exits(0));
     let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let txid = v["txid"].as_str().unwrap().to_string();
     assert!(txid.len() == 64 && txid.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
@@ -422,7 +420,7 @@ fn broadcast_on_the_real_node_stores_the_nodes_txid_lower_case() {
     assert_eq!(rec[0].bitcoin_tx_id, txid);
     // And a resync through the same transport stores the node's hashes.
     node.generate(1);
-    node.resync(&db, 0).assert().code(0);
+    node.resync(&db, 0).expect(exits(0));
     let r = ailee_db::reorgdb::ReorgDb::open(&db, ailee_db::reorgdb::Mode::ReadOnly).unwrap();
     let tip = node.count();
     assert_eq!(r.block_hash(tip).unwrap().unwrap(), node.hash(tip));
@@ -446,9 +444,7 @@ fn refused_within(port: u16, secs: u64, msg: &str) {
         .args(["--bitcoin-rpc", &format!("http://127.0.0.1:{port}")])
         .args(["--rpc-timeout", &secs.to_string()])
         .timeout(Duration::from_secs(secs.max(120)))
-        .assert()
-        .code(1)
-        .stderr(contains(msg));
+        .expect(exits(1).says(msg));
     db_is_untouched(&db);
 }
 
@@ -647,8 +643,7 @@ fn replies_about_another_transaction_or_block_are_refused_and_the_anchor_is_unch
         .args(["--start-height", "0", "--confirmations", "3", "--db-path"])
         .arg(&db)
         .args(fake_args(port))
-        .assert()
-        .code(0);
+        .expect(exits(0));
     let r = ReorgDb::open(&db, Mode::ReadOnly).unwrap();
     let a = r.anchor(&pending.anchor_hash).unwrap().unwrap();
     assert_eq!(
@@ -678,10 +673,7 @@ fn a_cookie_that_is_not_a_small_regular_file_is_refused_at_once() {
             .args(["--bitcoin-rpc", &format!("http://127.0.0.1:{port}"), "--rpc-cookie"])
             .arg(cookie)
             .timeout(Duration::from_secs(60))
-            .assert()
-            .code(1)
-            .stderr(contains(why))
-            .stderr(contains("aaaa").not());
+            .expect(exits(1).says(why).says_not("aaaa"));
     }
     db_is_untouched(&db);
 }
@@ -726,9 +718,9 @@ fn a_damaged_getblock_reply_is_exit_1_for_resync_and_verify_and_resync_says_what
     let d = tempfile::tempdir().unwrap();
     let (db, f) = (db_in(d.path()), d.path().join("l2.dat"));
     node.give_identity(d.path());
-    node.broadcast_anchor(&f, &db).write_stdin(STATE).assert().code(0);
+    node.broadcast_anchor(&f, &db).write_stdin(STATE).expect(exits(0));
     node.generate(30); // the anchor at 102, tip 131
-    node.resync(&db, 0).assert().code(0);
+    node.resync(&db, 0).expect(exits(0));
     let block1 = node.cli(&["getblock", &node.hash(1), "0"]);
     type Damage = (&'static str, Arc<dyn Fn(&str) -> String + Send + Sync>);
     let cases: Vec<Damage> = vec![
@@ -917,8 +909,7 @@ fn raw_block_batches_are_bounded_by_bytes_not_by_block_batch() {
     node.give_identity(d.path());
     node.broadcast_anchor(&f, &anchor_db)
         .write_stdin(STATE)
-        .assert()
-        .code(0);
+        .expect(exits(0));
     big.mine(&node, 1, 2_200_000); // 166, with the anchor
     let fresh = tempfile::tempdir().unwrap();
     let db = db_in(fresh.path());
@@ -935,9 +926,7 @@ fn raw_block_batches_are_bounded_by_bytes_not_by_block_batch() {
         .arg(&db)
         .args(node.rpc_args())
         .timeout(Duration::from_secs(600))
-        .assert()
-        .code(0)
-        .stdout(contains("1 found on the chain, 1 recorded"));
+        .expect(exits(0).prints("1 found on the chain, 1 recorded"));
     let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     let kib: u64 = err
         .lines()
@@ -975,22 +964,23 @@ fn wait_rides_out_http_503_from_a_proxy_in_front_of_the_node() {
     let url = px.url();
     let (_d, db) = temp_db();
     // Without --wait: exit 1 at once, saying what the proxy said.
-    node.resync_at(&url, &db, 0)
-        .assert()
-        .code(1)
-        .stderr(contains("getblockcount: HTTP 503 Service Unavailable"))
-        .stderr(contains("not ready"))
-        .stderr(contains("authentication").not());
+    node.resync_at(&url, &db, 0).expect(
+        exits(1)
+            .says("getblockcount: HTTP 503 Service Unavailable")
+            .says("not ready")
+            .says_not("authentication"),
+    );
     db_is_untouched(&db);
     // With --wait: the two 503s left are waited out, then the resync runs.
     node.resync_at(&url, &db, 0)
         .args(["--wait", "--wait-interval", "1", "--wait-timeout", "600"])
         .timeout(Duration::from_secs(600))
-        .assert()
-        .code(0)
-        .stderr(contains("node not ready"))
-        .stderr(contains("HTTP 503"))
-        .stdout(contains("21 block hashes written"));
+        .expect(
+            exits(0)
+                .says("node not ready")
+                .says("HTTP 503")
+                .prints("21 block hashes written"),
+        );
 }
 
 #[test]
@@ -1014,14 +1004,15 @@ fn a_resync_that_fails_midway_says_what_it_wrote() {
         .args(["--start-height", "0", "--batch-size", "5", "--db-path"])
         .arg(&db)
         .args(node.rpc_args_at(&px.url()))
-        .assert()
-        .code(1)
-        .stderr(contains("getblockhash: reply refused: height 2"))
-        .stderr(contains("20 block hashes written (heights 0 to 19) before the error"))
-        .stderr(contains("a rerun finishes the job"));
+        .expect(
+            exits(1)
+                .says("getblockhash: reply refused: height 2")
+                .says("20 block hashes written (heights 0 to 19) before the error")
+                .says("a rerun finishes the job"),
+        );
     let r = ailee_db::reorgdb::ReorgDb::open(&db, ailee_db::reorgdb::Mode::ReadOnly).unwrap();
     assert_eq!(r.tip().unwrap(), Some(19));
     assert_eq!(r.block_hash(19).unwrap().unwrap(), node.hash(19));
     drop(r);
-    node.resync(&db, 0).assert().code(0);
+    node.resync(&db, 0).expect(exits(0));
 }

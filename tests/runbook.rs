@@ -4,9 +4,8 @@
 //! Procedures 1, 3 and 4, the troubleshooting sections and the validation.
 
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bash, bin, blocks, root, vector, Node};
+use ailee_recovery::{bash, bin, blocks, exits, root, vector, Expecting, Node};
 use predicates::prelude::*;
-use predicates::str::contains;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,10 +26,7 @@ fn sh(dir: &Path, script: &str) -> assert_cmd::Command {
 /// A data directory made by ailee_init_node, holding basic.dat's snapshots.
 fn node_dir() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    sh(d.path(), "ailee_init_node --data-dir ./ailee")
-        .assert()
-        .code(0)
-        .stdout(contains("Initialised"));
+    sh(d.path(), "ailee_init_node --data-dir ./ailee").expect(exits(0).prints("Initialised"));
     std::fs::copy(vector("basic"), d.path().join("ailee/l2_snapshots.dat")).unwrap();
     d
 }
@@ -38,23 +34,15 @@ fn node_dir() -> tempfile::TempDir {
 #[test]
 fn init_node_creates_a_data_dir_and_never_touches_existing_state() {
     let d = node_dir();
-    sh(d.path(), "ailee_init_reorg_db --path ./ailee/reorg_db --check")
-        .assert()
-        .code(0);
-    sh(d.path(), "ailee_init_node --data-dir ./ailee")
-        .assert()
-        .code(1)
-        .stderr(contains("already exists"));
-    sh(d.path(), "ailee_init_node").assert().code(1);
+    sh(d.path(), "ailee_init_reorg_db --path ./ailee/reorg_db --check").expect(exits(0));
+    sh(d.path(), "ailee_init_node --data-dir ./ailee").expect(exits(1).says("already exists"));
+    sh(d.path(), "ailee_init_node").expect(exits(1));
 }
 
 #[test]
 fn procedure_1_restore_from_the_latest_backup() {
     let d = node_dir();
-    sh(d.path(), "ailee_backup --data-dir ./ailee -v")
-        .assert()
-        .code(0)
-        .stdout(contains("Backup "));
+    sh(d.path(), "ailee_backup --data-dir ./ailee -v").expect(exits(0).prints("Backup "));
     // The newest snapshot gets corrupted.
     let f = d.path().join("ailee/l2_snapshots.dat");
     let s = std::fs::read_to_string(&f)
@@ -72,9 +60,7 @@ cp ./ailee/backups/l2_snapshots_latest.dat.bak \
 fi
 ailee_l2_verify --snapshot ./ailee/l2_snapshots.dat"#,
     )
-    .assert()
-    .code(0)
-    .stderr(contains("state root mismatch"))
+    .expect(exits(0).says("state root mismatch"))
     .stdout(predicate::str::ends_with("Verification OK.\n"));
     assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(vector("basic")).unwrap());
 }
@@ -82,9 +68,7 @@ ailee_l2_verify --snapshot ./ailee/l2_snapshots.dat"#,
 #[test]
 fn backup_taken_while_the_node_writes_restores_to_a_verifying_state() {
     let d = tempfile::tempdir().unwrap();
-    sh(d.path(), "ailee_init_node --data-dir ./ailee >/dev/null")
-        .assert()
-        .code(0);
+    sh(d.path(), "ailee_init_node --data-dir ./ailee >/dev/null").expect(exits(0));
     let data = d.path().join("ailee");
     let stop = Arc::new(AtomicBool::new(false));
     let rounds = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -120,9 +104,7 @@ fn backup_taken_while_the_node_writes_restores_to_a_verifying_state() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     for _ in 0..3 {
-        sh(d.path(), "ailee_backup --data-dir ./ailee --no-forget")
-            .assert()
-            .code(0);
+        sh(d.path(), "ailee_backup --data-dir ./ailee --no-forget").expect(exits(0));
     }
     stop.store(true, Ordering::Relaxed);
     assert!(writer.join().unwrap() > 0);
@@ -144,38 +126,27 @@ fn backup_taken_while_the_node_writes_restores_to_a_verifying_state() {
             d.path(),
             &format!("mkdir r{i} && ailee_restore --data-dir ./r{i} --repo ./ailee/backups/repo --password-file ./ailee/backups/restic-password --backup {s} -v"),
         )
-        .assert()
-        .code(0)
-        .stdout(contains("Restored backup"));
+        .expect(exits(0).prints("Restored backup"));
         sh(d.path(), &format!("ailee_l2_verify --snapshot ./r{i}/l2_snapshots.dat --all >/dev/null && ailee_init_reorg_db --path ./r{i}/reorg_db --check | grep -q 'no gaps'"))
-            .assert()
-            .code(0);
+            .expect(exits(0));
     }
 }
 
 #[test]
 fn monitor_warns_about_sizes_and_backup_age() {
     let d = node_dir();
-    sh(d.path(), "ailee_monitor --data-dir ./ailee")
-        .assert()
-        .code(1)
-        .stdout(contains("Warning: no backup"));
+    sh(d.path(), "ailee_monitor --data-dir ./ailee").expect(exits(1).prints("Warning: no backup"));
     sh(
         d.path(),
         "ailee_backup --data-dir ./ailee >/dev/null && ailee_monitor --data-dir ./ailee --metrics-dir ./m",
     )
-    .assert()
-    .code(0)
-    .stdout(contains("OK: snapshots 0MB"));
+    .expect(exits(0).prints("OK: snapshots 0MB"));
     // A 5001 MB snapshot file (sparse zeros, then the snapshots) and an old backup.
     sh(
         d.path(),
         "mv ./ailee/l2_snapshots.dat ./s && truncate -s 5001M ./ailee/l2_snapshots.dat && cat ./s >> ./ailee/l2_snapshots.dat && touch -d '3 hours ago' ./ailee/backups/last_backup && ailee_monitor --data-dir ./ailee",
     )
-    .assert()
-    .code(1)
-    .stdout(contains("Warning: Snapshot file is 5001MB - consider pruning"))
-    .stdout(contains("is 3h old"));
+    .expect(exits(1).prints("Warning: Snapshot file is 5001MB - consider pruning").prints("is 3h old"));
 }
 
 #[test]
@@ -186,8 +157,7 @@ fn procedure_4_complete_reset_and_reanchor() {
         d.path(),
         "ailee_l2_verify --snapshot ./ailee/l2_snapshots.dat --print-state > ./current_state.json",
     )
-    .assert()
-    .code(0);
+    .expect(exits(0));
     assert!(state.exists());
     sh(
         d.path(),
@@ -211,11 +181,7 @@ ailee_create_anchor --l2-state-file ./current_state.json --snapshot-file ./ailee
 ailee_l2_verify --snapshot ./ailee/l2_snapshots.dat
 ailee_init_reorg_db --path ./ailee/reorg_db --check"#,
     )
-    .assert()
-    .code(0)
-    .stdout(contains("L2StateRoot: e655e057b347143a7d86ef3d543069df6eaa92a823110a7a9e38bda456381620"))
-    .stdout(contains("Computed L2StateRoot: e655e057b347143a7d86ef3d543069df6eaa92a823110a7a9e38bda456381620"))
-    .stdout(contains("Pending: 1"));
+    .expect(exits(0).prints("L2StateRoot: e655e057b347143a7d86ef3d543069df6eaa92a823110a7a9e38bda456381620").prints("Computed L2StateRoot: e655e057b347143a7d86ef3d543069df6eaa92a823110a7a9e38bda456381620").prints("Pending: 1"));
 }
 
 #[test]
@@ -231,8 +197,7 @@ ailee_create_anchor --l2-state-file - --db-path ./ailee/reorg_db <<< '{}' >/dev/
 rm ./ailee/reorg_db/LOCK
 ailee_init_reorg_db --path ./ailee/reorg_db --check | grep -q 'Pending: 1'"#,
     )
-    .assert()
-    .code(0);
+    .expect(exits(0));
 }
 
 #[test]
@@ -257,14 +222,12 @@ fn procedure_3_and_cross_validation_with_bitcoin() {
         d.path(),
         &format!("ailee_resync_blocks --start-height 0 --db-path ./ailee/reorg_db {rpc} >/dev/null"),
     )
-    .assert()
-    .code(0);
+    .expect(exits(0));
     sh(
         d.path(),
         "ldb --db=./ailee/reorg_db --ignore_unknown_options put block:00000000000000000007 zz >/dev/null",
     )
-    .assert()
-    .code(0);
+    .expect(exits(0));
     sh(
         d.path(),
         &format!(
@@ -283,9 +246,7 @@ ailee_resync_blocks --start-height 0 \
 ailee_init_reorg_db --path ./ailee/reorg_db --check"#
         ),
     )
-    .assert()
-    .code(0)
-    .stdout(contains("heights 0..120, no gaps"));
+    .expect(exits(0).prints("heights 0..120, no gaps"));
     // Cross-validate: anchor the state on chain, confirm it, measure the divergence.
     sh(
         d.path(),
@@ -306,9 +267,7 @@ DIVERGENCE=$((BITCOIN_BLOCK - SNAPSHOT_BLOCK))
 echo "Snapshot is $DIVERGENCE blocks behind Bitcoin""#
         ),
     )
-    .assert()
-    .code(0)
-    .stdout("Snapshot is 6 blocks behind Bitcoin\n");
+    .expect(exits(0).prints_exactly("Snapshot is 6 blocks behind Bitcoin\n"));
 }
 
 /// GitHub's anchor for a heading: lower case, punctuation dropped, spaces

@@ -1,9 +1,8 @@
 //! The runbook caveats of docs/GUIDE.md and docs/RUNBOOK.md: the hazard each
 //! describes is real, and the safe command given for it works as written.
 
-use ailee_recovery::{bash, bin, root, vector};
-use predicates::str::contains;
-use std::path::Path;
+use ailee_recovery::{bash, bin, exits, root, vector, Expecting};
+use std::path::{Path, PathBuf};
 
 /// A snapshot file of 15 anchored states (basic.dat's first state, anchored
 /// at timestamps 1..=15) whose newest, #15, is corrupt.
@@ -15,16 +14,14 @@ fn fifteen_with_the_newest_corrupt(dir: &Path) -> std::path::PathBuf {
         vector("basic").display(),
         state.display()
     ))
-    .assert()
-    .code(0);
+    .expect(exits(0));
     for ts in 1..=15 {
         bash(&format!(
             "ailee_create_anchor --l2-state-file {} --timestamp-ms {ts} --snapshot-file {} > /dev/null",
             state.display(),
             f.display()
         ))
-        .assert()
-        .code(0);
+        .expect(exits(0));
     }
     // Corrupt a balance of #15 only (the last occurrence in the file).
     let mut data = std::fs::read(&f).unwrap();
@@ -32,9 +29,7 @@ fn fifteen_with_the_newest_corrupt(dir: &Path) -> std::path::PathBuf {
     let digit = pos + data[pos..].iter().position(|&b| b == b'\n').unwrap() - 1;
     data[digit] = if data[digit] == b'9' { b'8' } else { data[digit] + 1 };
     std::fs::write(&f, data).unwrap();
-    bash(&format!("ailee_l2_verify --snapshot {}", f.display()))
-        .assert()
-        .code(2);
+    bash(&format!("ailee_l2_verify --snapshot {}", f.display())).expect(exits(2));
     f
 }
 
@@ -61,9 +56,7 @@ done"#,
         snaps = snaps.display(),
         live = live.display()
     ))
-    .assert()
-    .code(0)
-    .stdout(contains("snapshot_10.dat"));
+    .expect(exits(0).prints("snapshot_10.dat"));
 
     // The safe command (docs/RUNBOOK.md): the newest snapshot that verifies.
     bash(&format!(
@@ -75,16 +68,12 @@ echo "restored $n""#,
         snaps = snaps.display(),
         live = live.display()
     ))
-    .assert()
-    .code(0)
-    .stdout(contains("restored 14"));
+    .expect(exits(0).prints("restored 14"));
     assert_eq!(
         std::fs::read(&live).unwrap(),
         std::fs::read(snaps.join("snapshot_14.dat")).unwrap()
     );
-    bash(&format!("ailee_l2_verify --snapshot {} --all", live.display()))
-        .assert()
-        .code(0);
+    bash(&format!("ailee_l2_verify --snapshot {} --all", live.display())).expect(exits(0));
 }
 
 #[test]
@@ -99,8 +88,7 @@ fn a_stale_extraction_is_refused_and_the_checked_procedure_stops() {
         vector("torn-then-appended").display(),
         snaps.display()
     ))
-    .assert()
-    .code(0);
+    .expect(exits(0));
     bash(&format!(
         r#"ailee_extract_snapshots {f} {snaps}/ || exit 1
 cp {snaps}/snapshot_3.dat {live}"#,
@@ -108,9 +96,7 @@ cp {snaps}/snapshot_3.dat {live}"#,
         snaps = snaps.display(),
         live = live.display()
     ))
-    .assert()
-    .code(1)
-    .stderr(contains("refusing to overwrite"));
+    .expect(exits(1).says("refusing to overwrite"));
     assert!(!live.exists(), "the procedure went on with stale files");
 }
 
@@ -120,9 +106,7 @@ fn no_valid_snapshot_makes_last_valid_fail_with_nothing_on_stdout() {
         "n=$(ailee_l2_verify --snapshot {} --last-valid) || {{ echo \"none ($?) '$n'\"; exit 0; }}; echo \"got $n\"",
         root().join("tests/fixtures/malformed/root-mismatch.dat").display()
     ))
-    .assert()
-    .code(0)
-    .stdout("none (2) ''\n");
+    .expect(exits(0).prints_exactly("none (2) ''\n"));
 }
 
 // ------------------------------------------------ the drill's --data-dir (issue 25)
@@ -141,13 +125,21 @@ fn drill(args: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// Makes the directory `parent/name` holding `files` (name, content).
+fn dir_with(parent: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = parent.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    for (f, content) in files {
+        std::fs::write(dir.join(f), content).unwrap();
+    }
+    dir
+}
+
 #[test]
 fn the_drill_never_deletes_a_directory_it_did_not_create() {
     // Before: `rm -rf D/crash` (and D/reorg, D/corruption) whatever they held.
     let d = tempfile::tempdir().unwrap();
-    let crash = d.path().join("crash");
-    std::fs::create_dir(&crash).unwrap();
-    std::fs::write(crash.join("incident-notes.txt"), "03:12 node restarted\n").unwrap();
+    let crash = dir_with(d.path(), "crash", &[("incident-notes.txt", "03:12 node restarted\n")]);
     let out = drill(&format!("--mode crash --data-dir {}", d.path().display()));
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -161,9 +153,7 @@ fn the_drill_never_deletes_a_directory_it_did_not_create() {
     std::fs::remove_file(crash.join("incident-notes.txt")).unwrap();
     std::fs::write(crash.join(".ailee-drill"), "").unwrap();
     std::fs::write(crash.join("l2_snapshots.dat"), "kept\n").unwrap();
-    let reorg = d.path().join("reorg");
-    std::fs::create_dir(&reorg).unwrap();
-    std::fs::write(reorg.join("notes"), "mine\n").unwrap();
+    let reorg = dir_with(d.path(), "reorg", &[("notes", "mine\n")]);
     let out = drill(&format!("--mode all --data-dir {}", d.path().display()));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{}", reorg.display())));
@@ -185,10 +175,7 @@ fn the_drill_recreates_its_own_directory_and_marks_it() {
     // A directory the drill made earlier (marker) is replaced; the new one
     // carries the marker so that the next run may replace it too.
     let d = tempfile::tempdir().unwrap();
-    let crash = d.path().join("crash");
-    std::fs::create_dir(&crash).unwrap();
-    std::fs::write(crash.join(".ailee-drill"), "").unwrap();
-    std::fs::write(crash.join("stale-from-last-run"), "x").unwrap();
+    let crash = dir_with(d.path(), "crash", &[(".ailee-drill", ""), ("stale-from-last-run", "x")]);
     let out = drill(&format!("--mode crash --data-dir {}", d.path().display()));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
@@ -223,9 +210,10 @@ fn a_drill_step_fails_when_any_of_its_commands_fails() {
          step 'the first command fails' first_fails\nstep 'all pass' true\n\
          rm -rf \"$scratch\"\necho \"pass=$pass fail=$fail\""
     ))
-    .assert()
-    .code(0)
-    .stdout(contains("FAIL  the first command fails"))
-    .stdout(contains("PASS  all pass"))
-    .stdout(contains("pass=1 fail=1"));
+    .expect(
+        exits(0)
+            .prints("FAIL  the first command fails")
+            .prints("PASS  all pass")
+            .prints("pass=1 fail=1"),
+    );
 }

@@ -1,7 +1,7 @@
 //! `ailee_l2_verify` end to end: the node's vectors, every kind of corruption,
 //! operational errors, the runbook's output.
 
-use ailee_recovery::{cmd, roots, vector, verify_file};
+use ailee_recovery::{cmd, exits, roots, vector, verify_file, Expecting};
 use predicates::prelude::*;
 use predicates::str::contains;
 use std::path::{Path, PathBuf};
@@ -11,8 +11,7 @@ fn healthy_vectors_verify_with_the_nodes_newest_root() {
     for name in ["basic", "quoting", "torn-tail", "torn-then-appended"] {
         let root = roots(name).pop().unwrap();
         verify_file(vector(name))
-            .assert()
-            .code(0)
+            .expect(exits(0))
             .stdout(predicate::str::starts_with(format!(
                 "Computed L2StateRoot: {root}\nAnchor verified: "
             )))
@@ -22,10 +21,7 @@ fn healthy_vectors_verify_with_the_nodes_newest_root() {
 
 #[test]
 fn torn_tail_is_a_warning_on_stderr() {
-    verify_file(vector("torn-tail"))
-        .assert()
-        .code(0)
-        .stderr(contains("torn snapshot at end of file (byte offset 7659"));
+    verify_file(vector("torn-tail")).expect(exits(0).says("torn snapshot at end of file (byte offset 7659"));
 }
 
 #[test]
@@ -43,67 +39,54 @@ fn failing_vectors_exit_2_with_the_nodes_messages() {
         ("pegout-missing-anchor", "missing anchor commitment hash."),
     ] {
         let root = roots(name).pop().unwrap();
-        verify_file(vector(name))
-            .assert()
-            .code(2)
-            .stdout(format!("Computed L2StateRoot: {root}\n"))
-            .stderr(contains(msg));
+        verify_file(vector(name)).expect(
+            exits(2)
+                .prints_exactly(format!("Computed L2StateRoot: {root}\n"))
+                .says(msg),
+        );
     }
 }
 
 #[test]
 fn bad_root_names_computed_and_anchor_roots() {
     let root = roots("bad-root").pop().unwrap();
-    verify_file(vector("bad-root"))
-        .assert()
-        .code(2)
-        .stderr(contains(format!("expected={root} anchor=")));
+    verify_file(vector("bad-root")).expect(exits(2).says(format!("expected={root} anchor=")));
 }
 
 #[test]
 fn empty_file_has_no_snapshots_exit_1() {
     let p = vector("empty");
-    verify_file(&p).assert().code(1).stdout("").stderr(format!(
+    verify_file(&p).expect(exits(1).prints_nothing().says_exactly(format!(
         "Failed to load snapshot: No snapshots found in file: {}\n",
         p.display()
-    ));
+    )));
 }
 
 #[test]
 fn missing_file_exit_1_with_os_error() {
     verify_file(Path::new("/nonexistent/l2_snapshots.dat"))
-        .assert()
-        .code(1)
-        .stderr(contains(
-            "Failed to load snapshot: /nonexistent/l2_snapshots.dat: No such file or directory",
-        ));
+        .expect(exits(1).says("Failed to load snapshot: /nonexistent/l2_snapshots.dat: No such file or directory"));
 }
 
 #[test]
 fn directory_or_bad_path_exit_1() {
     let d = tempfile::tempdir().unwrap();
-    verify_file(d.path())
-        .assert()
-        .code(1)
-        .stderr(contains("Failed to load snapshot"));
+    verify_file(d.path()).expect(exits(1).says("Failed to load snapshot"));
     let f = d.path().join("f");
     std::fs::write(&f, "x").unwrap();
-    verify_file(f.join("child"))
-        .assert()
-        .code(1)
-        .stderr(contains("Not a directory"));
+    verify_file(f.join("child")).expect(exits(1).says("Not a directory"));
 }
 
 #[test]
 fn argument_errors_exit_1_not_2() {
-    cmd("ailee_l2_verify").assert().code(1).stderr(contains("--snapshot"));
+    cmd("ailee_l2_verify").expect(exits(1).says("--snapshot"));
     for extra in [
         &["--bogus"][..],
         &["--index", "0"],
         &["--index", "nope"],
         &["--all", "--last-valid"],
     ] {
-        verify_file("x").args(extra).assert().code(1);
+        verify_file("x").args(extra).expect(exits(1));
     }
 }
 
@@ -111,10 +94,7 @@ fn argument_errors_exit_1_not_2() {
 fn help_lists_the_exit_codes() {
     cmd("ailee_l2_verify")
         .arg("--help")
-        .assert()
-        .code(0)
-        .stdout(contains("Exit codes:"))
-        .stdout(contains("130"));
+        .expect(exits(0).prints("Exit codes:").prints("130"));
 }
 
 fn basic_lines() -> Vec<String> {
@@ -181,20 +161,17 @@ fn each_kind_of_corruption_exits_2_naming_snapshot_and_line() {
     let d = tempfile::tempdir().unwrap();
     for &(line, text, at, msg) in CORRUPTIONS {
         let p = with_line(d.path(), line, text);
-        verify_file(&p)
-            .assert()
-            .code(2)
-            .stderr(contains(format!("Snapshot 5 is corrupt: line {at}: ")))
-            .stderr(contains(msg))
-            .stderr(contains("panicked").not());
-        verify_file(&p)
-            .arg("--all")
-            .assert()
-            .code(2)
-            .stdout(contains(format!(
-                "snapshot 5: FAILED Snapshot 5 is corrupt: line {at}: "
-            )))
-            .stdout(contains("snapshot 4: OK"));
+        verify_file(&p).expect(
+            exits(2)
+                .says(format!("Snapshot 5 is corrupt: line {at}: "))
+                .says(msg)
+                .says_not("panicked"),
+        );
+        verify_file(&p).arg("--all").expect(
+            exits(2)
+                .prints(format!("snapshot 5: FAILED Snapshot 5 is corrupt: line {at}: "))
+                .prints("snapshot 4: OK"),
+        );
     }
 }
 
@@ -207,10 +184,10 @@ fn crlf_file_still_verifies_with_one_warning() {
         std::fs::read_to_string(vector("basic")).unwrap().replace('\n', "\r\n"),
     )
     .unwrap();
-    let out = verify_file(&p).assert().code(0).get_output().clone();
+    let out = verify_file(&p).expect(exits(0)).get_output().clone();
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.matches("\\r\\n").count(), 1, "{err}");
-    verify_file(&p).arg("--all").assert().code(0);
+    verify_file(&p).arg("--all").expect(exits(0));
 }
 
 #[test]
@@ -219,10 +196,7 @@ fn missing_final_newline_is_complete_with_a_warning() {
     let p = d.path().join("nonl.dat");
     let s = std::fs::read_to_string(vector("basic")).unwrap();
     std::fs::write(&p, s.trim_end_matches('\n')).unwrap();
-    verify_file(&p)
-        .assert()
-        .code(0)
-        .stderr(contains("without a final newline"));
+    verify_file(&p).expect(exits(0).says("without a final newline"));
 }
 
 #[test]
@@ -234,12 +208,8 @@ fn end_marker_glued_to_next_header_completes_the_block() {
     let at = s.match_indices("END_SNAPSHOT\n").nth(3).unwrap().0 + "END_SNAPSHOT".len();
     std::fs::write(&p, [&s[..at], &s[at + 1..]].concat()).unwrap();
     let root = roots("basic").pop().unwrap();
-    verify_file(&p).assert().code(0).stdout(contains(root));
-    verify_file(&p)
-        .arg("--all")
-        .assert()
-        .code(0)
-        .stdout(contains("snapshot 5: OK"));
+    verify_file(&p).expect(exits(0).prints(root));
+    verify_file(&p).arg("--all").expect(exits(0).prints("snapshot 5: OK"));
 }
 
 #[test]
@@ -247,23 +217,20 @@ fn index_verifies_that_snapshot_with_the_same_output_lines() {
     let r = roots("bad-root");
     verify_file(vector("bad-root"))
         .args(["--index", "2"])
-        .assert()
-        .code(0)
+        .expect(exits(0))
         .stdout(predicate::str::starts_with(format!(
             "Computed L2StateRoot: {}\nAnchor verified: ",
             r[1]
         )));
-    verify_file(vector("bad-root")).args(["--index", "3"]).assert().code(2);
+    verify_file(vector("bad-root")).args(["--index", "3"]).expect(exits(2));
     verify_file(vector("bad-root"))
         .args(["--index", "4"])
-        .assert()
-        .code(1)
-        .stderr(contains("has 3 complete snapshots"));
+        .expect(exits(1).says("has 3 complete snapshots"));
 }
 
 #[test]
 fn all_prints_one_line_per_snapshot_and_fails_if_any_fails() {
-    let out = verify_file(vector("bad-hash")).arg("--all").assert().code(2);
+    let out = verify_file(vector("bad-hash")).arg("--all").expect(exits(2));
     let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     let lines: Vec<_> = stdout.lines().collect();
     assert_eq!(lines.len(), 3);
@@ -272,8 +239,7 @@ fn all_prints_one_line_per_snapshot_and_fails_if_any_fails() {
     let basic = roots("basic");
     let out = verify_file(vector("basic"))
         .args(["--all", "--threads", "1"])
-        .assert()
-        .code(0);
+        .expect(exits(0));
     let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     for (i, l) in stdout.lines().enumerate() {
         assert!(
@@ -294,26 +260,24 @@ fn last_valid_prints_the_newest_snapshot_that_verifies() {
     ] {
         verify_file(vector(name))
             .arg("--last-valid")
-            .assert()
-            .code(0)
-            .stdout(format!("{n}\n"));
+            .expect(exits(0).prints_exactly(format!("{n}\n")));
     }
-    verify_file(vector("empty")).arg("--last-valid").assert().code(1);
+    verify_file(vector("empty")).arg("--last-valid").expect(exits(1));
     let d = tempfile::tempdir().unwrap();
     let only5: String = basic_lines()[106..].join("\n") + "\n";
     let q = d.path().join("only5.dat");
     std::fs::write(&q, only5.replace("balance \"peerbu11n\"", "balance \"peerbu11n")).unwrap();
-    verify_file(&q).arg("--last-valid").assert().code(2).stdout("");
+    verify_file(&q).arg("--last-valid").expect(exits(2).prints_nothing());
 }
 
 #[test]
 fn json_output_is_machine_readable() {
-    let out = verify_file(vector("bad-root")).arg("--json").assert().code(2);
+    let out = verify_file(vector("bad-root")).arg("--json").expect(exits(2));
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(v["ok"], false);
     assert_eq!(v["root"], roots("bad-root")[2]);
     assert!(v["error"].as_str().unwrap().contains("state root mismatch"));
-    let out = verify_file(vector("basic")).args(["--all", "--json"]).assert().code(0);
+    let out = verify_file(vector("basic")).args(["--all", "--json"]).expect(exits(0));
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(v["snapshots"].as_array().unwrap().len(), 5);
     assert_eq!(v["snapshots"][4]["root"], roots("basic")[4]);
@@ -325,12 +289,9 @@ fn pegout_naming_an_unknown_anchor_is_a_warning_without_a_database() {
     let d = tempfile::tempdir().unwrap();
     let q = d.path().join("snapshot_5.dat");
     std::fs::write(&q, basic_lines()[106..].join("\n") + "\n").unwrap();
-    verify_file(&q)
-        .assert()
-        .code(0)
-        .stderr(contains("no earlier snapshot in this file records"));
+    verify_file(&q).expect(exits(0).says("no earlier snapshot in this file records"));
     // In the full file the anchor is found: no warning.
-    verify_file(vector("basic")).assert().code(0).stderr("");
+    verify_file(vector("basic")).expect(exits(0).says_nothing());
 }
 
 #[test]
@@ -339,8 +300,7 @@ fn a_closed_stdout_pipe_is_not_an_error() {
         "ailee_l2_verify --snapshot {} --all | head -n 1 >/dev/null",
         vector("basic").display()
     ))
-    .assert()
-    .code(0);
+    .expect(exits(0));
 }
 
 /// The catalogue of malformed files (tests/fixtures/malformed, made by its

@@ -7,7 +7,7 @@
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_core::verify::anchor_hash_of;
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{append_state, bin, blocks, cmd, vector, verify_file};
+use ailee_recovery::{append_state, bin, blocks, cmd, exits, vector, verify_file, Expecting};
 use predicates::str::contains;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -129,18 +129,13 @@ fn verify_reads_the_database_through_the_helper() {
     let own = newest_anchor();
     // Recorded CONFIRMED: verifies, no warning.
     let ok = database(&d.path().join("ok"), &[record(&own, AnchorStatus::Confirmed)]);
-    verify_basic(&ok).assert().code(0).stderr("");
+    verify_basic(&ok).expect(exits(0).says_nothing());
     // INVALIDATED_REORG: the snapshot's own anchor is void.
     let void = database(&d.path().join("void"), &[record(&own, AnchorStatus::InvalidatedReorg)]);
-    verify_basic(&void).assert().code(2).stderr(contains(format!(
-        "the snapshot's own anchor {own} is INVALIDATED_REORG"
-    )));
+    verify_basic(&void).expect(exits(2).says(format!("the snapshot's own anchor {own} is INVALIDATED_REORG")));
     // Not recorded: a warning, exit 0.
     let empty = database(&d.path().join("empty"), &[]);
-    verify_basic(&empty)
-        .assert()
-        .code(0)
-        .stderr(contains("is not recorded in the reorg database"));
+    verify_basic(&empty).expect(exits(0).says("is not recorded in the reorg database"));
     // A record that does not decode: exit 2, as when RocksDB was read in
     // process.
     let out = Command::new("ldb")
@@ -150,11 +145,10 @@ fn verify_reads_the_database_through_the_helper() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    verify_basic(&empty).assert().code(2).stderr(contains(own.as_str()));
+    verify_basic(&empty).expect(exits(2).says(own.as_str()));
     // No database there: exit 1 with the reader's message, once.
     let out = verify_basic(&d.path().join("absent"))
-        .assert()
-        .code(1)
+        .expect(exits(1))
         .get_output()
         .clone();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -165,9 +159,7 @@ fn verify_reads_the_database_through_the_helper() {
         .arg("--reorg-db")
         .arg(&void)
         .arg("--last-valid")
-        .assert()
-        .code(0)
-        .stdout(format!("{}\n", blocks("basic").len() - 1));
+        .expect(exits(0).prints_exactly(format!("{}\n", blocks("basic").len() - 1)));
 }
 
 #[test]
@@ -188,19 +180,15 @@ fn verify_finds_its_reader_or_says_which_is_missing() {
         c.arg("--snapshot").arg(vector("basic")).arg("--reorg-db").arg(&db);
         c
     };
-    run(&[])
-        .assert()
-        .code(1)
-        .stderr(contains("--reorg-db needs ailee_init_reorg_db"));
+    run(&[]).expect(exits(1).says("--reorg-db needs ailee_init_reorg_db"));
     // Without --reorg-db it needs nothing else.
     assert_cmd::Command::new(lone.join("ailee_l2_verify"))
         .env_clear()
         .arg("--snapshot")
         .arg(vector("basic"))
-        .assert()
-        .code(0);
+        .expect(exits(0));
     let build = bin("ailee_init_reorg_db").parent().unwrap().to_path_buf();
-    run(&[("AILEE_BIN", &build)]).assert().code(0);
+    run(&[("AILEE_BIN", &build)]).expect(exits(0));
 
     // A reader that ends without answering, answers nonsense or about
     // another hash: exit 1, said; one that stops on an error it reports:
@@ -271,7 +259,7 @@ fn hostile_databases_hashes_and_readers() {
     // A garbage CURRENT: damaged, exit 2 (the reader stops on open).
     let damaged = database(&d.path().join("damaged"), &[]);
     std::fs::write(damaged.join("CURRENT"), "garbage\n").unwrap();
-    verify(&damaged).assert().code(2).stderr(contains("damaged"));
+    verify(&damaged).expect(exits(2).says("damaged"));
     // A reader that closes its input, prints its error and exits before the
     // question is written: still its error, still exit 2.
     let fake = d.path().join("fake");
@@ -286,9 +274,7 @@ fn hostile_databases_hashes_and_readers() {
     for _ in 0..5 {
         verify(&damaged)
             .env("AILEE_BIN", &fake)
-            .assert()
-            .code(2)
-            .stderr(contains("P: the database is damaged"));
+            .expect(exits(2).says("P: the database is damaged"));
     }
     // A reader that answers but does not end at the end of its input: the
     // verdict stands, the reader is stopped (within its 5 s grace).
@@ -298,9 +284,7 @@ fn hostile_databases_hashes_and_readers() {
     );
     verify(&damaged)
         .env("AILEE_BIN", &fake)
-        .assert()
-        .code(0)
-        .stderr(contains("is not recorded in the reorg database"));
+        .expect(exits(0).says("is not recorded in the reorg database"));
 
     // A 2 MB record for the snapshot's own anchor: an integrity failure, said.
     let huge = database(&d.path().join("huge"), &[]);
@@ -319,7 +303,7 @@ fn hostile_databases_hashes_and_readers() {
     load.stdin.take().unwrap().write_all(line.as_bytes()).unwrap();
     assert!(load.wait().unwrap().success());
     assert!(std::fs::read_dir(&huge).unwrap().count() > 0);
-    verify(&huge).assert().code(2).stderr(contains("longer than 1 MiB"));
+    verify(&huge).expect(exits(2).says("longer than 1 MiB"));
 
     // A path that starts with '-'.
     let dash = database(&d.path().join("sub"), &[record(&own, AnchorStatus::Confirmed)]);
@@ -329,9 +313,7 @@ fn hostile_databases_hashes_and_readers() {
         .arg("--snapshot")
         .arg(vector("basic"))
         .arg("--reorg-db=-db")
-        .assert()
-        .code(0)
-        .stderr("");
+        .expect(exits(0).says_nothing());
 
     // A peg-out naming a 70,000-character anchor: no key the node writes, so
     // unknown to the database — that snapshot fails (exit 2), the others stand.
@@ -350,13 +332,13 @@ fn hostile_databases_hashes_and_readers() {
         c.arg("--snapshot").arg(&f).arg("--reorg-db").arg(&empty).args(extra);
         c
     };
-    all(&["--all"])
-        .assert()
-        .code(2)
-        .stdout(contains(format!("snapshot {}: FAILED", n + 1)))
-        .stdout(contains(format!("snapshot {n}: OK")));
-    all(&["--last-valid"]).assert().code(0).stdout(format!("{n}\n"));
-    all(&[]).assert().code(2);
+    all(&["--all"]).expect(
+        exits(2)
+            .prints(format!("snapshot {}: FAILED", n + 1))
+            .prints(format!("snapshot {n}: OK")),
+    );
+    all(&["--last-valid"]).expect(exits(0).prints_exactly(format!("{n}\n")));
+    all(&[]).expect(exits(2));
 }
 
 /// Issue 22: the database reader runs under the one child supervisor — it

@@ -8,7 +8,7 @@
 //! the signal or success, and a stopped restore left each file wholly old or
 //! wholly restored. The full campaign (`--runs 120`, 128 MB) is run by hand.
 
-use ailee_recovery::{bash, bin, root};
+use ailee_recovery::{bash, bin, exits, root, Expecting};
 
 #[test]
 fn kill_campaign_with_the_restic_child_sample() {
@@ -21,6 +21,5 @@ fn kill_campaign_with_the_restic_child_sample() {
         .env("AILEE_BIN", tools)
         .env("HOME", tmp.path())
         .timeout(std::time::Duration::from_secs(600))
-        .assert()
-        .code(0);
+        .expect(exits(0));
 }

@@ -37,7 +37,7 @@ fn anchor(data: &Path, balance: u64, node: Option<&Node>) -> (String, String, St
             .arg("--broadcast")
             .args(n.rpc_args());
     }
-    let v: serde_json::Value = serde_json::from_slice(&c.assert().code(0).get_output().stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&c.expect(exits(0)).get_output().stdout).unwrap();
     let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
     (s("hash"), s("txid"), s("payload"))
 }
@@ -45,8 +45,7 @@ fn anchor(data: &Path, balance: u64, node: Option<&Node>) -> (String, String, St
 fn resync(n: &Node, data: &Path) {
     ailee_recovery::resync_cmd(data.join("reorg_db"))
         .args(n.rpc_args())
-        .assert()
-        .code(0);
+        .expect(exits(0));
 }
 
 /// A node's data directory whose newest snapshot is anchored on `n`'s chain
@@ -59,7 +58,7 @@ fn anchored(n: &Node, conf: u64) -> (Fixture, String, String, String) {
     };
     let d = f.data();
     std::fs::create_dir(&d).unwrap();
-    ailee_recovery::db_tool(d.join("reorg_db")).assert().code(0);
+    ailee_recovery::db_tool(d.join("reorg_db")).expect(exits(0));
     let (hash, txid, payload) = anchor(&d, 10, Some(n));
     n.generate(conf);
     resync(n, &d);
@@ -77,7 +76,7 @@ fn forge_backup(f: &Fixture, name: &str, balance: u64, points_at: Option<(&str, 
     std::fs::create_dir(&x).unwrap();
     std::fs::copy(f.data().join("node_id"), x.join("node_id")).unwrap();
     std::fs::copy(f.data().join("l2_snapshots.dat"), x.join("l2_snapshots.dat")).unwrap();
-    ailee_recovery::db_tool(x.join("reorg_db")).assert().code(0);
+    ailee_recovery::db_tool(x.join("reorg_db")).expect(exits(0));
     let (hash, _, _) = anchor(&x, balance, None);
     if let Some((txid, height)) = points_at {
         let rec = AnchorRecord {
@@ -109,8 +108,7 @@ fn forge_backup(f: &Fixture, name: &str, balance: u64, points_at: Option<(&str, 
         .arg("--password-file")
         .arg(b.join("restic-password"))
         .arg("--no-forget")
-        .assert()
-        .code(0);
+        .expect(exits(0));
     hash
 }
 
@@ -280,9 +278,7 @@ fn anchored_skips_newer_forged_and_unconfirmed_backups() {
         .arg("--data-dir")
         .arg(f.data())
         .arg("--anchored")
-        .assert()
-        .code(1)
-        .stderr(contains("--bitcoin-rpc"));
+        .expect(exits(1).says("--bitcoin-rpc"));
     // None confirmed with that many confirmations: exit 1, how many were looked at.
     f.restore(&[&["--anchored", "--confirmations", "1000"], &rpc[..]].concat())
         .code(1)

@@ -20,6 +20,14 @@ struct IndexTrap {
     writer: Option<std::fs::File>,
 }
 
+/// A fixture backed up once, an index file of its repository trapped.
+fn trapped() -> (Fixture, IndexTrap) {
+    let f = Fixture::basic();
+    f.backup(&[]).code(0);
+    let trap = IndexTrap::set(&f.repo(), f.dir());
+    (f, trap)
+}
+
 impl IndexTrap {
     fn set(repo: &Path, home: &Path) -> IndexTrap {
         let index = repo.join("index");
@@ -61,6 +69,19 @@ impl IndexTrap {
     /// the index after both). Our end is opened without blocking — it
     /// succeeds only once a reader is there — and kept open, so the reader
     /// waits in `read()` for data that never comes.
+    /// Spawns `c` (a restic reading the repository of `f`, its cache under
+    /// `f`'s home) and waits until the trap holds it.
+    fn catch(&mut self, c: &mut Command, f: &Fixture) -> Child {
+        let mut child = c
+            .env("HOME", f.dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.wait_for_reader(&mut child);
+        child
+    }
+
     fn wait_for_reader(&mut self, child: &mut Child) {
         use std::os::unix::fs::OpenOptionsExt;
         let t = Instant::now();
@@ -190,14 +211,10 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn repo(f: &Fixture) -> PathBuf {
-    f.data().join("backups/repo")
-}
-
 /// Everything works afterwards with no manual step, and the repository checks.
 fn all_work(f: &Fixture, what: &str) {
     f.backup(&[]).code(0);
-    f.cmd("ailee_backup").args(["--list"]).assert().code(0);
+    f.cmd("ailee_backup").args(["--list"]).expect(exits(0));
     f.backup(&["--verify"]).code(0);
     f.restore(&[]).code(0);
     let o = f.restic(&["check"]);
@@ -206,7 +223,7 @@ fn all_work(f: &Fixture, what: &str) {
         "{what}: restic check: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(locks(&repo(f)), 0, "{what}: a lock is left");
+    assert_eq!(locks(&f.repo()), 0, "{what}: a lock is left");
 }
 
 /// SIGINT/SIGTERM to the tool while restic holds its lock (check, backup,
@@ -224,9 +241,7 @@ fn a_signal_while_restic_holds_its_lock_leaves_no_lock() {
     ];
     for (tool, args, sig, n) in cases {
         let what = format!("{tool} {args:?} SIG{sig}");
-        let f = Fixture::basic();
-        f.backup(&[]).code(0);
-        let mut trap = IndexTrap::set(&repo(&f), f.dir());
+        let (f, mut trap) = trapped();
         let mut child = spawn(&f, tool, args);
         trap.wait_for_reader(&mut child);
         // A restore lists the snapshots beside restic restore: let that
@@ -242,7 +257,7 @@ fn a_signal_while_restic_holds_its_lock_leaves_no_lock() {
         signal(&child, sig);
         let st = child.wait().unwrap();
         assert_eq!(st.signal(), Some(*n), "{what}: {st:?} {}", stderr_of(&mut child));
-        assert_eq!(locks(&repo(&f)), 0, "{what}: restic's lock was left behind");
+        assert_eq!(locks(&f.repo()), 0, "{what}: restic's lock was left behind");
         trap.release();
         all_work(&f, &what);
     }
@@ -254,9 +269,7 @@ fn a_signal_while_restic_holds_its_lock_leaves_no_lock() {
 #[test]
 fn sigkill_of_the_tool_alone_then_the_next_runs_succeed() {
     for args in [&["--verify"][..], &[][..]] {
-        let f = Fixture::basic();
-        f.backup(&[]).code(0);
-        let mut trap = IndexTrap::set(&repo(&f), f.dir());
+        let (f, mut trap) = trapped();
         let mut child = spawn(&f, "ailee_backup", args);
         trap.wait_for_reader(&mut child);
         let kids = children_of(child.id());
@@ -289,34 +302,20 @@ fn sigkill_of_the_tool_alone_then_the_next_runs_succeed() {
 /// next backup, list, verify and restore remove it and work, and say so.
 #[test]
 fn a_stale_lock_of_this_host_is_removed_and_said() {
-    let f = Fixture::basic();
-    f.backup(&[]).code(0);
-    let mut trap = IndexTrap::set(&repo(&f), f.dir());
+    let (f, mut trap) = trapped();
     let d = f.data().join("backups");
-    let mut r = Command::new("restic")
-        .arg("--repo")
-        .arg(repo(&f))
-        .arg("--password-file")
-        .arg(d.join("restic-password"))
-        .arg("check")
-        .env("HOME", f.dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    trap.wait_for_reader(&mut r);
+    let mut restic = Command::new("restic");
+    restic.arg("--repo").arg(f.repo()).arg("--password-file");
+    let mut r = trap.catch(restic.arg(d.join("restic-password")).arg("check"), &f);
     r.kill().unwrap();
     r.wait().unwrap();
     trap.release();
-    assert_eq!(locks(&repo(&f)), 1, "restic's lock should be left");
+    assert_eq!(locks(&f.repo()), 1, "restic's lock should be left");
     // Before: exit 1 "repository is already locked exclusively", every run.
     f.cmd("ailee_backup")
         .args(["--list", "-v"])
-        .assert()
-        .code(0)
-        .stderr(contains("removed 1 stale restic lock"))
-        .stderr(contains("is gone"));
-    assert_eq!(locks(&repo(&f)), 0);
+        .expect(exits(0).says("removed 1 stale restic lock").says("is gone"));
+    assert_eq!(locks(&f.repo()), 0);
     all_work(&f, "stale lock");
 }
 
@@ -326,26 +325,17 @@ fn a_stale_lock_of_this_host_is_removed_and_said() {
 /// before it removed no lock at all; one that removed too much fails here.
 #[test]
 fn a_live_lock_of_another_host_is_never_removed() {
-    let f = Fixture::basic();
-    f.backup(&[]).code(0);
-    let mut trap = IndexTrap::set(&repo(&f), f.dir());
+    let (f, mut trap) = trapped();
     let d = f.data().join("backups");
     let script = format!(
         "hostname other-host && exec restic --repo {} --password-file {} check",
-        repo(&f).display(),
+        f.repo().display(),
         d.join("restic-password").display()
     );
-    let mut other = Command::new("unshare")
-        .args(["--uts", "sh", "-c", &script])
-        .env("HOME", f.dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    trap.wait_for_reader(&mut other);
+    let mut other = trap.catch(Command::new("unshare").args(["--uts", "sh", "-c", &script]), &f);
     f.backup(&[]).code(1).stderr(contains("locked"));
-    f.cmd("ailee_backup").args(["--verify"]).assert().code(1);
-    assert_eq!(locks(&repo(&f)), 1, "the other host's live lock was removed");
+    f.cmd("ailee_backup").args(["--verify"]).expect(exits(1));
+    assert_eq!(locks(&f.repo()), 1, "the other host's live lock was removed");
     signal(&other, "INT");
     other.wait().unwrap();
     trap.release();
@@ -356,16 +346,14 @@ fn a_live_lock_of_another_host_is_never_removed() {
 /// stopped (its lock removed) and the run exits 1, said, counted.
 #[test]
 fn a_restic_call_over_its_time_bound_is_stopped() {
-    let f = Fixture::basic();
-    f.backup(&[]).code(0);
-    let trap = IndexTrap::set(&repo(&f), f.dir());
+    let (f, trap) = trapped();
     let (m, _) = f.metrics_dir();
     let t = Instant::now();
     f.backup(&["--restic-timeout", "2", "--metrics-dir", m.to_str().unwrap()])
         .code(1)
         .stderr(contains("did not finish within 2 s"));
     assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
-    assert_eq!(locks(&repo(&f)), 0);
+    assert_eq!(locks(&f.repo()), 0);
     let prom = std::fs::read_to_string(m.join("ailee_backup.prom")).unwrap();
     assert!(prom.contains("ailee_backup_failures_total"), "{prom}");
     trap.release();
@@ -460,7 +448,7 @@ fn two_nodes_in_one_repository_keep_their_own_histories() {
 fn a_read_only_repository_is_read_without_locks() {
     let f = Fixture::basic();
     f.backup(&[]).code(0);
-    let r = repo(&f);
+    let r = f.repo();
     let tool = |t: &str, args: &str| {
         let script = format!(
             "mount --bind {r} {r} && mount -o remount,bind,ro {r} && exec {} --data-dir {} {args}",
@@ -476,13 +464,10 @@ fn a_read_only_repository_is_read_without_locks() {
         c
     };
     let t = Instant::now();
-    tool("ailee_backup", "--list -v")
-        .assert()
-        .code(0)
-        .stderr(contains("without a lock"));
-    tool("ailee_backup", "--verify").assert().code(0);
+    tool("ailee_backup", "--list -v").expect(exits(0).says("without a lock"));
+    tool("ailee_backup", "--verify").expect(exits(0));
     std::fs::write(f.data().join("l2_snapshots.dat"), b"junk").unwrap();
-    tool("ailee_restore", "").assert().code(0);
+    tool("ailee_restore", "").expect(exits(0));
     assert!(t.elapsed() < Duration::from_secs(40), "{:?}", t.elapsed());
     assert_eq!(f.state().l2.unwrap(), std::fs::read(vector("basic")).unwrap());
 }
@@ -530,7 +515,7 @@ fn a_signal_during_retention_after_the_snapshot_is_success() {
     // forget is the only restic call after the snapshot that loads the
     // index and locks: trap it there by arming the FIFO once the snapshot exists.
     let before: Vec<serde_json::Value> = f.list().iter().map(|s| s["id"].clone()).collect();
-    let trap_dir = repo(&f);
+    let trap_dir = f.repo();
     let mut child = spawn(&f, "ailee_backup", &KEEP_LAST_ONLY);
     // Wait until the new snapshot is in the repository, then trap the index.
     let snaps = trap_dir.join("snapshots");
@@ -569,7 +554,7 @@ fn a_signal_during_retention_after_the_snapshot_is_success() {
 fn every_index_deleted_is_an_integrity_failure_for_verify_and_restore() {
     let f = Fixture::basic();
     f.backup(&[]).code(0);
-    for e in std::fs::read_dir(repo(&f).join("index")).unwrap() {
+    for e in std::fs::read_dir(f.repo().join("index")).unwrap() {
         std::fs::remove_file(e.unwrap().path()).unwrap();
     }
     // restic's cache would still hold the index.
@@ -617,8 +602,7 @@ fn a_changed_byte_in_the_spare_is_never_published() {
     assert_eq!(f.state().l2.unwrap(), bl.concat());
     ailee_recovery::verify_file(f.data().join("l2_snapshots.dat"))
         .arg("--all")
-        .assert()
-        .code(0);
+        .expect(exits(0));
 }
 
 /// A restore SIGKILLed after its first exchange leaves a mixed state and its

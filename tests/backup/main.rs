@@ -5,7 +5,7 @@
 //! ownership; and one regression test per case the issue measured.
 
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
-use ailee_recovery::{bin, blocks, free_port, many_balances, root, vector};
+use ailee_recovery::{bin, blocks, exits, free_port, many_balances, root, succeeds, vector, Expecting};
 use predicates::str::contains;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -81,12 +81,9 @@ impl Fixture {
     /// exit 0, and the fixture's snapshot file and its database (heights
     /// 0..4) come back in NEW.
     fn restore_into(&self, new: &Path, args: &[impl AsRef<std::ffi::OsStr>]) {
-        self.cmd_in("ailee_restore", new).args(args).assert().code(0);
+        self.cmd_in("ailee_restore", new).args(args).expect(exits(0));
         assert_eq!(state_of(new).l2, self.state().l2);
-        ailee_recovery::check_db(new.join("reorg_db"))
-            .assert()
-            .code(0)
-            .stdout(contains("heights 0..4, no gaps"));
+        ailee_recovery::check_db(new.join("reorg_db")).expect(exits(0).prints("heights 0..4, no gaps"));
     }
 
     fn backup(&self, extra: &[&str]) -> assert_cmd::assert::Assert {
@@ -134,6 +131,18 @@ impl Fixture {
         std::fs::create_dir(&m).unwrap();
         let ms = m.to_str().unwrap().to_string();
         (m, ms)
+    }
+
+    /// The metrics directory (made), as a string too, and `ailee_backup`'s file in it.
+    fn backup_prom(&self) -> (PathBuf, String, PathBuf) {
+        let (m, ms) = self.metrics_dir();
+        let prom = m.join("ailee_backup.prom");
+        (m, ms, prom)
+    }
+
+    /// The local repository.
+    fn repo(&self) -> PathBuf {
+        self.data().join("backups/repo")
     }
 
     fn restic(&self, args: &[&str]) -> std::process::Output {
@@ -282,19 +291,12 @@ fn help_version_and_argument_errors() {
     for t in ["ailee_backup", "ailee_restore"] {
         ailee_recovery::cmd(t)
             .arg("--help")
-            .assert()
-            .code(0)
-            .stdout(contains("--data-dir"));
-        ailee_recovery::cmd(t)
-            .arg("--version")
-            .assert()
-            .code(0)
-            .stdout(contains("0.1.0"));
-        ailee_recovery::cmd(t).assert().code(1);
+            .expect(exits(0).prints("--data-dir"));
+        ailee_recovery::cmd(t).arg("--version").expect(exits(0).prints("0.1.0"));
+        ailee_recovery::cmd(t).expect(exits(1));
         ailee_recovery::cmd(t)
             .args(["--data-dir", "/tmp", "--bogus"])
-            .assert()
-            .code(1);
+            .expect(exits(1));
     }
 }
 
@@ -307,9 +309,7 @@ fn a_missing_data_dir_is_an_error_and_is_never_created() {
         ailee_recovery::cmd(t)
             .arg("--data-dir")
             .arg(&typo)
-            .assert()
-            .code(1)
-            .stderr(contains("never created"));
+            .expect(exits(1).says("never created"));
         assert!(!typo.exists(), "{t} created the data directory");
     }
 }
@@ -335,9 +335,7 @@ fn local_backup_list_verify_restore() {
     no_plaintext(&b.join("repo"));
     f.cmd("ailee_backup")
         .arg("--list")
-        .assert()
-        .code(0)
-        .stdout(contains(&roots[roots.len() - 1][..16]));
+        .expect(exits(0).prints(&roots[roots.len() - 1][..16]));
     f.backup(&["--verify"]).code(0).stdout(contains("verified"));
     f.backup(&["--verify", "latest", "--read-data"]).code(0);
     // The live file gets damaged; the restore brings back the backup.
@@ -353,9 +351,7 @@ fn local_backup_list_verify_restore() {
     assert!(hidden_leftovers(&f.data()).is_empty());
     ailee_recovery::db_tool(f.data().join("reorg_db"))
         .arg("--check")
-        .assert()
-        .code(0)
-        .stdout(contains("heights 0..2, no gaps"));
+        .expect(exits(0).prints("heights 0..2, no gaps"));
     f.restore(&["-v", "--backup", l[0]["short_id"].as_str().unwrap()])
         .code(0)
         .stdout(contains("previous state kept in"));
@@ -404,9 +400,7 @@ fn runbook_copy_is_appended_to_and_the_glob_names_one_file() {
         "cd {} && cp backups/l2_snapshots_*.dat.bak l2_snapshots.dat && ailee_l2_verify --snapshot l2_snapshots.dat",
         f.data().display()
     ))
-    .assert()
-    .code(0)
-    .stdout(contains("Verification OK."));
+    .expect(exits(0).prints("Verification OK."));
     f.backup(&["--list"]).code(0);
 }
 
@@ -441,8 +435,7 @@ fn a_snapshot_over_8_mib_is_counted_and_checked() {
         .args(["--l2-state-file", "-", "--snapshot-file"])
         .arg(&big_file)
         .write_stdin(many_balances(400_000))
-        .assert()
-        .code(0);
+        .expect(exits(0));
     let mut big = std::fs::read(&big_file).unwrap();
     assert!(big.len() > 8 << 20);
     // Its root made wrong: one digit of the first balance.
@@ -905,8 +898,7 @@ fn attack_fixture() -> (Fixture, State, State) {
         .arg(f.data().join("backups/repo"))
         .arg("--password-file")
         .arg(f.data().join("backups/restic-password"))
-        .assert()
-        .code(0);
+        .expect(exits(0));
     let backup = state_of(&scratch);
     assert_ne!(old, backup);
     (f, old, backup)

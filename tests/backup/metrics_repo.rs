@@ -72,17 +72,7 @@ fn alert_fires_for(dir: &Path, prom: &Path, alert: &str, severity: &str, firing:
     }
     let t = dir.join("alerts.test.yml");
     std::fs::write(&t, &y).unwrap();
-    let o = Command::new("promtool")
-        .args(["test", "rules"])
-        .arg(&t)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{}{}\n{y}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    succeeds(Command::new("promtool").args(["test", "rules"]).arg(&t), &y);
 }
 
 /// `ailee_metrics monitor -q` (as cron runs it: only warnings are printed) on
@@ -115,12 +105,17 @@ fn next_second() {
 /// own last failure after its own last success, its own counter), the alert
 /// fires for the off-site repository only, and the monitor judges each
 /// repository's last success on its own.
+/// A backup to the off-site repository `repo` with metrics in `ms`.
+fn offsite_args<'a>(ms: &'a str, repo: &'a str, pw: &'a Path) -> Vec<&'a str> {
+    let pw = pw.to_str().unwrap();
+    vec!["--metrics-dir", ms, "--repo", repo, "--password-file", pw]
+}
+
 #[test]
 fn a_local_success_does_not_clear_an_offsite_failure() {
     let f = Fixture::basic();
-    let (m, ms) = f.metrics_dir();
+    let (m, ms, prom) = f.backup_prom();
     let ms = ms.as_str();
-    let prom = m.join("ailee_backup.prom");
     let off = f.dir().join("offsite");
     let offs = off.to_str().unwrap();
     let local = f.data().join("backups/repo");
@@ -128,16 +123,7 @@ fn a_local_success_does_not_clear_an_offsite_failure() {
     let pw = f.dir().join("offsite-password");
     let wrong = f.dir().join("wrong-password");
     std::fs::write(&wrong, "not the off-site secret\n").unwrap();
-    let offsite = |pw: &Path| {
-        f.backup(&[
-            "--metrics-dir",
-            ms,
-            "--repo",
-            offs,
-            "--password-file",
-            pw.to_str().unwrap(),
-        ])
-    };
+    let offsite = |pw: &Path| f.backup(&offsite_args(ms, offs, pw));
 
     // The off-site password file is missing: the run fails before restic
     // runs, and the failure is the off-site repository's.
@@ -191,8 +177,7 @@ fn a_local_success_does_not_clear_an_offsite_failure() {
             "ailee_backup_last_success_timestamp_seconds{{repository={offs}}}={}",
             now() - 3 * 3600
         ))
-        .assert()
-        .code(0);
+        .expect(exits(0));
     let out = monitor(&f, &m).code(1);
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     assert_eq!(
@@ -211,9 +196,8 @@ fn a_local_success_does_not_clear_an_offsite_failure() {
 #[test]
 fn failures_before_restic_count_for_the_repository_the_line_names() {
     let f = Fixture::basic();
-    let (m, ms) = f.metrics_dir();
+    let (_, ms, prom) = f.backup_prom();
     let ms = ms.as_str();
-    let prom = m.join("ailee_backup.prom");
     let cmd = || {
         let mut c = assert_cmd::Command::new(bin("ailee_backup"));
         c.env_clear()
@@ -225,11 +209,7 @@ fn failures_before_restic_count_for_the_repository_the_line_names() {
 
     // Neither a repository nor a data directory: an argument error, and no
     // series to put it on.
-    cmd()
-        .args(["--metrics-dir", ms])
-        .assert()
-        .code(1)
-        .stderr(contains("--data-dir"));
+    cmd().args(["--metrics-dir", ms]).expect(exits(1).says("--data-dir"));
     assert!(!prom.exists());
 
     // An argument error on the off-site line (a relative --repo, as resolve
@@ -245,27 +225,21 @@ fn failures_before_restic_count_for_the_repository_the_line_names() {
             "--keep-hourly",
             "x",
         ])
-        .assert()
-        .code(1)
-        .stderr(contains("--keep-hourly"));
+        .expect(exits(1).says("--keep-hourly"));
     // An argument error on the local line: DATA_DIR/backups/repo.
     cmd()
         .args(["--data-dir=ailee", "--metrics-dir", ms, "--keep-daily=-1"])
-        .assert()
-        .code(1);
+        .expect(exits(1));
     // A missing data directory, off-site over REST with a password in the URL.
     let url = "rest:http://ailee:s3cret-url-pw@127.0.0.1:9/";
     cmd()
         .args(["--data-dir", "missing", "--metrics-dir", ms, "--repo", url])
-        .assert()
-        .code(1)
-        .stderr(contains("missing"));
+        .expect(exits(1).says("missing"));
     // The same repository from the environment, in a line that does not parse.
     cmd()
         .env("RESTIC_REPOSITORY", url)
         .args(["--data-dir", "ailee", "--metrics-dir", ms, "--bogus"])
-        .assert()
-        .code(1);
+        .expect(exits(1));
 
     let s = series(&prom);
     let offsite = f.dir().join("offsite");
@@ -309,9 +283,8 @@ fn failures_before_restic_count_for_the_repository_the_line_names() {
 #[test]
 fn an_unlabelled_file_of_the_previous_version_is_replaced_cleanly() {
     let f = Fixture::basic();
-    let (m, ms) = f.metrics_dir();
+    let (m, ms, prom) = f.backup_prom();
     let ms = ms.as_str();
-    let prom = m.join("ailee_backup.prom");
     let t = now() - 3 * 3600;
     let old = format!(
         "# HELP ailee_backup_last_success_timestamp_seconds Unix time of the last successful backup.\n\
@@ -362,10 +335,9 @@ fn an_unlabelled_file_of_the_previous_version_is_replaced_cleanly() {
 #[test]
 fn stale_lock_removals_and_timeouts_are_counted_per_repository() {
     let f = Fixture::basic();
-    let (m, ms) = f.metrics_dir();
+    let (_, ms, prom) = f.backup_prom();
     let ms = ms.as_str();
-    let prom = m.join("ailee_backup.prom");
-    let local = f.data().join("backups/repo");
+    let local = f.repo();
     f.backup(&["--metrics-dir", ms]).code(0).stderr("");
 
     let mut holder = Command::new("restic")
@@ -410,18 +382,14 @@ fn stale_lock_removals_and_timeouts_are_counted_per_repository() {
     std::fs::write(&stuck, "#!/bin/sh\nexec sleep 120\n").unwrap();
     std::fs::set_permissions(&stuck, std::fs::Permissions::from_mode(0o755)).unwrap();
     let t = std::time::Instant::now();
-    f.backup(&[
-        "--metrics-dir",
-        ms,
-        "--repo",
-        offs,
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--restic",
-        stuck.to_str().unwrap(),
-        "--restic-timeout",
-        "1",
-    ])
+    let offsite = offsite_args(ms, offs, &pw);
+    f.backup(
+        &[
+            &offsite[..],
+            &["--restic", stuck.to_str().unwrap(), "--restic-timeout", "1"],
+        ]
+        .concat(),
+    )
     .code(1)
     .stderr(contains("did not finish within 1 s"));
     assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());

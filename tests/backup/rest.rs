@@ -178,8 +178,7 @@ fn big_block() -> &'static [u8] {
             .args(["--l2-state-file", "-", "--snapshot-file"])
             .arg(&file)
             .write_stdin(json)
-            .assert()
-            .code(0);
+            .expect(exits(0));
         let b = std::fs::read(&file).unwrap();
         assert!(b.len() > 40 << 20, "{} bytes", b.len());
         b
@@ -241,6 +240,16 @@ impl Running {
 
     /// Waits (up to 120 s) until the repository at `repo` holds a pack file
     /// not in `before`: the upload is under way.
+    /// An off-site backup over `relay` with `--restic-timeout SECS`, once it
+    /// has uploaded a new pack to `srv`: then the relay goes silent.
+    fn stalled_mid_upload(f: &Fixture, srv: &Rclone, relay: &Relay, a: &[String], secs: &str, name: &str) -> Running {
+        let before = packs(&srv.dir);
+        let mut run = Running::backup(f, &[a, &["--restic-timeout".into(), secs.into()]].concat(), name);
+        run.wait_for_new_pack(&srv.dir, &before);
+        relay.stall();
+        run
+    }
+
     fn wait_for_new_pack(&mut self, repo: &Path, before: &BTreeSet<PathBuf>) {
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(120) {
@@ -481,17 +490,8 @@ fn offsite_rest_server_killed_mid_upload_then_next_backup_succeeds() {
     drop(srv);
     let srv = Rclone::start_on(&dir, port);
     f.backup(&a_ref).code(0).stdout("").stderr("");
-    let o = Command::new("restic")
-        .args(["--repo", &srv.url(), "--password-file", pw.to_str().unwrap(), "check"])
-        .env("HOME", f.dir())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "restic check: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let check = ["--repo", &srv.url(), "--password-file", pw.to_str().unwrap(), "check"];
+    succeeds(Command::new("restic").args(check).env("HOME", f.dir()), "restic check");
     let l = f.list_with(&a);
     assert_eq!(l.last().unwrap()["snapshots"], n, "{l:?}");
 }
@@ -504,14 +504,7 @@ fn offsite_rest_server_killed_mid_upload_then_next_backup_succeeds() {
 fn offsite_rest_silent_link_ends_at_the_restic_timeout() {
     let (f, srv, relay, pw, a) = relayed();
     append_big_block(&f);
-    let before = packs(&srv.dir);
-    let mut run = Running::backup(
-        &f,
-        &[&a[..], &["--restic-timeout".into(), "5".into()]].concat(),
-        "silent",
-    );
-    run.wait_for_new_pack(&srv.dir, &before);
-    relay.stall();
+    let mut run = Running::stalled_mid_upload(&f, &srv, &relay, &a, "5", "silent");
     let t = Instant::now();
     let st = run.wait(Duration::from_secs(120));
     let e = run.stderr();
@@ -536,26 +529,12 @@ fn offsite_rest_stalled_run_does_not_stop_the_local_backup() {
     let (f, srv, relay, _pw, a) = relayed();
     f.backup(&[]).code(0);
     let n = append_big_block(&f);
-    let before = packs(&srv.dir);
-    let mut run = Running::backup(
-        &f,
-        &[&a[..], &["--restic-timeout".into(), "600".into()]].concat(),
-        "stalled",
-    );
-    run.wait_for_new_pack(&srv.dir, &before);
-    relay.stall();
-    let o = f
-        .cmd("ailee_backup")
+    let mut run = Running::stalled_mid_upload(&f, &srv, &relay, &a, "600", "stalled");
+    // The local backup beside a stalled off-site run.
+    f.cmd("ailee_backup")
         .arg("--no-forget")
         .timeout(Duration::from_secs(300))
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "the local backup beside a stalled off-site run: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+        .expect(exits(0));
     assert!(
         run.child.try_wait().unwrap().is_none(),
         "the off-site run ended while stalled: {}",
