@@ -459,99 +459,13 @@ fn grammar<'a>(p: &mut Parser<'a>, mut each: impl FnMut(Entry<'a>)) -> Result<Vi
     let timestamp_ms = line.u64("timestamp_ms")?;
     line.end()?;
 
-    p.entries(
-        Section::Balances,
-        b"balance",
-        |l| {
-            Ok(Balance {
-                peer_id: l.quoted("peerId")?,
-                balance: l.u64("balance")?,
-            })
-        },
-        |e| each(Entry::Balance(e)),
-    )?;
-    p.entries(
-        Section::Escrows,
-        b"escrow",
-        |l| {
-            Ok(Escrow {
-                task_id: l.quoted("taskId")?,
-                client_peer_id: l.quoted("clientPeerId")?,
-                amount: l.u64("amount")?,
-                locked: l.flag("locked")?,
-                created_at: l.u64("createdAt")?,
-            })
-        },
-        |e| each(Entry::Escrow(e)),
-    )?;
-    p.entries(
-        Section::Pegins,
-        b"pegin",
-        |l| {
-            Ok(PegIn {
-                peg_id: l.quoted("pegId")?,
-                btc_tx_id: l.quoted("btcTxId")?,
-                vout: l.u32("vout")?,
-                btc_amount: l.u64("btcAmount")?,
-                btc_source: l.quoted("btcSource")?,
-                ailee_dest: l.quoted("aileeDest")?,
-                status: l.i32("status")?,
-                confirmations: l.u64("confirmations")?,
-                initiated_time: l.u64("initiatedTime")?,
-                completed_time: l.u64("completedTime")?,
-            })
-        },
-        |e| each(Entry::PegIn(e)),
-    )?;
-    p.entries(
-        Section::Pegouts,
-        b"pegout",
-        |l| {
-            Ok(PegOut {
-                peg_id: l.quoted("pegId")?,
-                ailee_source: l.quoted("aileeSource")?,
-                btc_dest: l.quoted("btcDest")?,
-                ailee_burn_amount: l.u64("aileeBurnAmount")?,
-                btc_release_amount: l.u64("btcReleaseAmount")?,
-                status: l.i32("status")?,
-                anchor_commitment_hash: l.quoted("anchorCommitmentHash")?,
-                initiated_time: l.u64("initiatedTime")?,
-                completed_time: l.u64("completedTime")?,
-            })
-        },
-        |e| each(Entry::PegOut(e)),
-    )?;
-    p.entries(
-        Section::Tasks,
-        b"task",
-        |l| {
-            Ok(Task {
-                task_id: l.quoted("taskId")?,
-                task_type: l.i32("taskType")?,
-                priority: l.i32("priority")?,
-                submitter_id: l.quoted("submitterId")?,
-                submitted_at_ms: l.u64("submittedAtMs")?,
-                payload_hash: l.quoted("payloadHash")?,
-                anchor_commitment_hash: l.quoted("anchorCommitmentHash")?,
-            })
-        },
-        |e| each(Entry::Task(e)),
-    )?;
+    p.entries(Section::Balances, b"balance", balance, |e| each(Entry::Balance(e)))?;
+    p.entries(Section::Escrows, b"escrow", escrow, |e| each(Entry::Escrow(e)))?;
+    p.entries(Section::Pegins, b"pegin", pegin, |e| each(Entry::PegIn(e)))?;
+    p.entries(Section::Pegouts, b"pegout", pegout, |e| each(Entry::PegOut(e)))?;
+    p.entries(Section::Tasks, b"task", task, |e| each(Entry::Task(e)))?;
 
-    let mut line = p.tagged(b"anchor", None)?;
-    let anchor = if line.text[line.pos..] == *b" none" {
-        None
-    } else {
-        let a = Anchor {
-            l2_state_root: line.quoted("l2StateRoot")?,
-            timestamp_ms: line.u64("timestampMs")?,
-            recovery_metadata: line.quoted("recoveryMetadata")?,
-            payload: line.quoted("payload")?,
-            hash: line.quoted("hash")?,
-        };
-        line.end()?;
-        Some(a)
-    };
+    let anchor = anchor_line(p)?;
     let end = p.next("'END_SNAPSHOT'")?;
     if end.text != END {
         return end.err(format!(
@@ -568,6 +482,83 @@ fn grammar<'a>(p: &mut Parser<'a>, mut each: impl FnMut(Entry<'a>)) -> Result<Vi
         crlf: p.lines.crlf,
         section_line: p.section_line,
     })
+}
+
+// The fields of each entry line, in the node's order (SPEC §2).
+
+fn balance<'a>(l: &mut Line<'a>) -> R<Balance<'a>> {
+    Ok(Balance {
+        peer_id: l.quoted("peerId")?,
+        balance: l.u64("balance")?,
+    })
+}
+
+fn escrow<'a>(l: &mut Line<'a>) -> R<Escrow<'a>> {
+    Ok(Escrow {
+        task_id: l.quoted("taskId")?,
+        client_peer_id: l.quoted("clientPeerId")?,
+        amount: l.u64("amount")?,
+        locked: l.flag("locked")?,
+        created_at: l.u64("createdAt")?,
+    })
+}
+
+fn pegin<'a>(l: &mut Line<'a>) -> R<PegIn<'a>> {
+    Ok(PegIn {
+        peg_id: l.quoted("pegId")?,
+        btc_tx_id: l.quoted("btcTxId")?,
+        vout: l.u32("vout")?,
+        btc_amount: l.u64("btcAmount")?,
+        btc_source: l.quoted("btcSource")?,
+        ailee_dest: l.quoted("aileeDest")?,
+        status: l.i32("status")?,
+        confirmations: l.u64("confirmations")?,
+        initiated_time: l.u64("initiatedTime")?,
+        completed_time: l.u64("completedTime")?,
+    })
+}
+
+fn pegout<'a>(l: &mut Line<'a>) -> R<PegOut<'a>> {
+    Ok(PegOut {
+        peg_id: l.quoted("pegId")?,
+        ailee_source: l.quoted("aileeSource")?,
+        btc_dest: l.quoted("btcDest")?,
+        ailee_burn_amount: l.u64("aileeBurnAmount")?,
+        btc_release_amount: l.u64("btcReleaseAmount")?,
+        status: l.i32("status")?,
+        anchor_commitment_hash: l.quoted("anchorCommitmentHash")?,
+        initiated_time: l.u64("initiatedTime")?,
+        completed_time: l.u64("completedTime")?,
+    })
+}
+
+fn task<'a>(l: &mut Line<'a>) -> R<Task<'a>> {
+    Ok(Task {
+        task_id: l.quoted("taskId")?,
+        task_type: l.i32("taskType")?,
+        priority: l.i32("priority")?,
+        submitter_id: l.quoted("submitterId")?,
+        submitted_at_ms: l.u64("submittedAtMs")?,
+        payload_hash: l.quoted("payloadHash")?,
+        anchor_commitment_hash: l.quoted("anchorCommitmentHash")?,
+    })
+}
+
+/// The `anchor` line: `anchor none`, or the anchor's five fields.
+fn anchor_line<'a>(p: &mut Parser<'a>) -> R<Option<Anchor<'a>>> {
+    let mut line = p.tagged(b"anchor", None)?;
+    if line.text[line.pos..] == *b" none" {
+        return Ok(None);
+    }
+    let a = Anchor {
+        l2_state_root: line.quoted("l2StateRoot")?,
+        timestamp_ms: line.u64("timestampMs")?,
+        recovery_metadata: line.quoted("recoveryMetadata")?,
+        payload: line.quoted("payload")?,
+        hash: line.quoted("hash")?,
+    };
+    line.end()?;
+    Ok(Some(a))
 }
 
 /// Parses one block: from its `SNAPSHOT v1` header through `END_SNAPSHOT`.

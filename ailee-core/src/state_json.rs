@@ -203,69 +203,11 @@ pub fn from_json(text: &str) -> Result<JsonState> {
     strings!(bridge.pegouts, "bridge.pegouts", peg_id => "pegId", ailee_source => "aileeSource", btc_dest => "btcDest", anchor_commitment_hash => "anchorCommitmentHash");
     strings!(orchestration.tasks, "orchestration.tasks", task_id => "taskId", submitter_id => "submitterId", payload_hash => "payloadHash", anchor_commitment_hash => "anchorCommitmentHash");
     let state = L2State {
-        balances: ledger
-            .balances
-            .into_iter()
-            .map(|Obj(b)| Balance {
-                peer_id: s(b.peer_id),
-                balance: b.balance,
-            })
-            .collect(),
-        escrows: ledger
-            .escrows
-            .into_iter()
-            .map(|Obj(e)| Escrow {
-                task_id: s(e.task_id),
-                client_peer_id: s(e.client_peer_id),
-                amount: e.amount,
-                locked: e.locked,
-                created_at: e.created_at,
-            })
-            .collect(),
-        pegins: bridge
-            .pegins
-            .into_iter()
-            .map(|Obj(p)| PegIn {
-                peg_id: s(p.peg_id),
-                btc_tx_id: s(p.btc_tx_id),
-                vout: p.vout,
-                btc_amount: p.btc_amount,
-                btc_source: s(p.btc_source),
-                ailee_dest: s(p.ailee_dest),
-                status: p.status,
-                confirmations: p.confirmations,
-                initiated_time: p.initiated_time,
-                completed_time: p.completed_time,
-            })
-            .collect(),
-        pegouts: bridge
-            .pegouts
-            .into_iter()
-            .map(|Obj(p)| PegOut {
-                peg_id: s(p.peg_id),
-                ailee_source: s(p.ailee_source),
-                btc_dest: s(p.btc_dest),
-                ailee_burn_amount: p.ailee_burn_amount,
-                btc_release_amount: p.btc_release_amount,
-                status: p.status,
-                anchor_commitment_hash: s(p.anchor_commitment_hash),
-                initiated_time: p.initiated_time,
-                completed_time: p.completed_time,
-            })
-            .collect(),
-        tasks: orchestration
-            .tasks
-            .into_iter()
-            .map(|Obj(t)| Task {
-                task_id: s(t.task_id),
-                task_type: t.task_type,
-                priority: t.priority,
-                submitter_id: s(t.submitter_id),
-                submitted_at_ms: t.submitted_at_ms,
-                payload_hash: s(t.payload_hash),
-                anchor_commitment_hash: s(t.anchor_commitment_hash),
-            })
-            .collect(),
+        balances: entries(ledger.balances),
+        escrows: entries(ledger.escrows),
+        pegins: entries(bridge.pegins),
+        pegouts: entries(bridge.pegouts),
+        tasks: entries(orchestration.tasks),
     };
     if let Err(d) = crate::root::key_order(&state) {
         return Err(Error::Usage(format!(
@@ -280,6 +222,79 @@ pub fn from_json(text: &str) -> Result<JsonState> {
         timestamp_ms: j.snapshot_timestamp_ms,
         state,
     })
+}
+
+/// The entries of one JSON list as the snapshot's entries, in list order.
+fn entries<J: Into<T>, T>(list: Vec<Obj<J>>) -> Vec<T> {
+    list.into_iter().map(|Obj(j)| j.into()).collect()
+}
+
+impl From<BalanceJson> for Balance<'static> {
+    fn from(b: BalanceJson) -> Self {
+        Balance {
+            peer_id: s(b.peer_id),
+            balance: b.balance,
+        }
+    }
+}
+
+impl From<EscrowJson> for Escrow<'static> {
+    fn from(e: EscrowJson) -> Self {
+        Escrow {
+            task_id: s(e.task_id),
+            client_peer_id: s(e.client_peer_id),
+            amount: e.amount,
+            locked: e.locked,
+            created_at: e.created_at,
+        }
+    }
+}
+
+impl From<PegInJson> for PegIn<'static> {
+    fn from(p: PegInJson) -> Self {
+        PegIn {
+            peg_id: s(p.peg_id),
+            btc_tx_id: s(p.btc_tx_id),
+            vout: p.vout,
+            btc_amount: p.btc_amount,
+            btc_source: s(p.btc_source),
+            ailee_dest: s(p.ailee_dest),
+            status: p.status,
+            confirmations: p.confirmations,
+            initiated_time: p.initiated_time,
+            completed_time: p.completed_time,
+        }
+    }
+}
+
+impl From<PegOutJson> for PegOut<'static> {
+    fn from(p: PegOutJson) -> Self {
+        PegOut {
+            peg_id: s(p.peg_id),
+            ailee_source: s(p.ailee_source),
+            btc_dest: s(p.btc_dest),
+            ailee_burn_amount: p.ailee_burn_amount,
+            btc_release_amount: p.btc_release_amount,
+            status: p.status,
+            anchor_commitment_hash: s(p.anchor_commitment_hash),
+            initiated_time: p.initiated_time,
+            completed_time: p.completed_time,
+        }
+    }
+}
+
+impl From<TaskJson> for Task<'static> {
+    fn from(t: TaskJson) -> Self {
+        Task {
+            task_id: s(t.task_id),
+            task_type: t.task_type,
+            priority: t.priority,
+            submitter_id: s(t.submitter_id),
+            submitted_at_ms: t.submitted_at_ms,
+            payload_hash: s(t.payload_hash),
+            anchor_commitment_hash: s(t.anchor_commitment_hash),
+        }
+    }
 }
 
 fn u(path: &str, b: &[u8]) -> Result<String> {
