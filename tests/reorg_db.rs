@@ -1,6 +1,7 @@
 //! The reorg database: `ailee_init_reorg_db` end to end, and interop with
 //! Debian's `ldb` (RocksDB 7.8.3) as the independent peer, both directions.
 
+use ailee_core::records::DbError;
 use ailee_core::records::{AnchorRecord, AnchorStatus, ReorgEvent};
 use ailee_core::Error;
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
@@ -100,7 +101,7 @@ fn database_missing_reputation_cf_is_refused_unchanged() {
     check_db(&p).expect(exits(1).says("\"reputation_cf\" is missing"));
     assert!(matches!(
         ReorgDb::open(&p, Mode::ReadWrite),
-        Err(Error::NotADatabase { .. })
+        Err(Error::Db(DbError::NotADatabase { .. }))
     ));
     let cfs = String::from_utf8(ldb(&p, &["list_column_families"]).stdout).unwrap();
     assert!(!cfs.contains("reputation_cf"), "{cfs}");
@@ -227,7 +228,7 @@ fn locked_database_is_refused_for_writing_and_checkable_read_only() {
     init_db(&p);
     let h = Holder::new(&p);
     match ReorgDb::open(&p, Mode::ReadWrite) {
-        Err(e @ Error::Locked { .. }) => {
+        Err(e @ Error::Db(DbError::Locked { .. })) => {
             let m = e.to_string();
             assert!(
                 m.contains("node is probably running") && m.contains("Do not delete LOCK"),

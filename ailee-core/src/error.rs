@@ -19,23 +19,9 @@ pub enum Error {
     Interrupted,
     #[error("{0}")]
     Integrity(String),
-    #[error(
-        "{path}: the database is locked by another process — the AILEE node is probably running. \
-         Stop it first (systemctl stop ailee-node), or use the read-only check, which works while it runs. \
-         Do not delete LOCK: RocksDB's lock is released by the kernel when its holder exits."
-    )]
-    Locked { path: PathBuf },
-    #[error("{path}: {why}")]
-    NotADatabase { path: PathBuf, why: String },
-    #[error("{path}: RocksDB: {message}")]
-    Db { path: PathBuf, message: String },
-    /// RocksDB read the database and found it damaged (its `Corruption`
-    /// kind: checksum, file size, missing file, bad CURRENT or MANIFEST).
-    #[error(
-        "{path}: the database is damaged (RocksDB: {message}). Do not run the node on it: \
-         rebuild it from the Bitcoin node (runbook Procedure 3) or restore a backup"
-    )]
-    DbCorrupt { path: PathBuf, message: String },
+    /// The reorg database is locked, not a database, out of reach or damaged.
+    #[error(transparent)]
+    Db(#[from] crate::records::DbError),
     /// The node refused the request, answered with an RPC error, or sent a
     /// reply that failed validation (exit 1: the data was not read, nothing
     /// about the snapshot or the database follows).
@@ -72,7 +58,8 @@ impl Error {
             Error::Interrupted => ExitStatus::Interrupted,
             Error::Reported { status, .. } => *status,
             Error::AfterWrites { error, .. } => error.exit_status(),
-            Error::Integrity(_) | Error::Decode(_) | Error::DbCorrupt { .. } => ExitStatus::Integrity,
+            Error::Integrity(_) | Error::Decode(_) => ExitStatus::Integrity,
+            Error::Db(e) if e.is_damage() => ExitStatus::Integrity,
             _ => ExitStatus::Operational,
         }
     }

@@ -7,7 +7,7 @@
 //!   the node's older RocksDB (Debian's 7.8.3 included).
 //! - Writes go through [`Batch`] with `sync`; a reorg event and the counter
 //!   are one batch ([`Batch::record_reorg`]).
-//! - A database held by another process is [`Error::Locked`]; the tools never
+//! - A database held by another process is [`DbError::Locked`]; the tools never
 //!   delete `LOCK` (it is an flock, released when its holder exits).
 
 use ailee_core::{Error, Result};
@@ -36,7 +36,7 @@ fn descriptors() -> Vec<ColumnFamilyDescriptor> {
 
 /// Maps a RocksDB error to ours by its kind: `Corruption` (a checksum
 /// mismatch, an SST whose size differs from the MANIFEST's, a bad CURRENT or
-/// MANIFEST, a missing file the MANIFEST names) is [`Error::DbCorrupt`], an
+/// MANIFEST, a missing file the MANIFEST names) is [`DbError::Corrupt`], an
 /// integrity failure; everything else (locked, I/O, permission) is
 /// operational. Two cases have no kind of their own: the lock (an `IOError`
 /// on `LOCK`), and a file the database names that is gone, which RocksDB
@@ -48,9 +48,9 @@ fn descriptors() -> Vec<ColumnFamilyDescriptor> {
 fn db_error(path: &Path, e: rocksdb::Error) -> Error {
     let m = e.to_string();
     if m.contains("lock") && (m.contains("Resource temporarily unavailable") || m.contains("LOCK")) {
-        return Error::Locked {
+        return Error::Db(DbError::Locked {
             path: path.to_path_buf(),
-        };
+        });
     }
     let corrupt = match e.kind() {
         rocksdb::ErrorKind::Corruption => true,
@@ -60,15 +60,15 @@ fn db_error(path: &Path, e: rocksdb::Error) -> Error {
         _ => false,
     };
     if corrupt {
-        Error::DbCorrupt {
+        Error::Db(DbError::Corrupt {
             path: path.to_path_buf(),
             message: m,
-        }
+        })
     } else {
-        Error::Db {
+        Error::Db(DbError::Engine {
             path: path.to_path_buf(),
             message: m,
-        }
+        })
     }
 }
 
@@ -294,20 +294,20 @@ fn on_a_stable_view<T>(
         // Give the writer time to finish what it was doing: 2 ms doubling to 64 ms.
         std::thread::sleep(std::time::Duration::from_millis(2 << n.min(5)));
     }
-    Err(Error::Db {
+    Err(Error::Db(DbError::Engine {
         path: path.to_path_buf(),
         message: format!(
             "the database changed under each of {STABLE_VIEW_ATTEMPTS} read-only views (another process is \
              writing it), so no verdict could be reached; try again. The last view said: {last}"
         ),
-    })
+    }))
 }
 
 /// Whether a failed read-only attempt could be a race with a writer (and so
 /// needs confirming): every failure but a signal, a usage error or the lock.
 fn doubt_error<T>(r: &Result<T>) -> Option<String> {
     match r {
-        Err(Error::Interrupted | Error::Usage(_) | Error::Locked { .. }) | Ok(_) => None,
+        Err(Error::Interrupted | Error::Usage(_) | Error::Db(DbError::Locked { .. })) | Ok(_) => None,
         Err(e) => Some(e.to_string()),
     }
 }
@@ -315,7 +315,7 @@ fn doubt_error<T>(r: &Result<T>) -> Option<String> {
 /// How to open an existing database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Exclusive read-write; fails with [`Error::Locked`] while the node runs.
+    /// Exclusive read-write; fails with [`DbError::Locked`] while the node runs.
     ReadWrite,
     /// Read-only snapshot of the current state; works while the node runs.
     ReadOnly,
@@ -344,10 +344,10 @@ impl ReorgDb {
             None => {}
             Some(d) if d == "an empty directory" => {}
             Some(d) => {
-                return Err(Error::NotADatabase {
+                return Err(Error::Db(DbError::NotADatabase {
                     path: path.to_path_buf(),
                     why: format!("refusing to create a database here: {d} is already there (nothing was changed)"),
-                })
+                }))
             }
         }
         let parent = ailee_core::atomic::parent_dir(path);
@@ -405,34 +405,34 @@ impl ReorgDb {
         match describe(&real) {
             Some(d) if d == "an existing RocksDB database" => {}
             Some(d) => {
-                return Err(Error::NotADatabase {
+                return Err(Error::Db(DbError::NotADatabase {
                     path: path.to_path_buf(),
                     why: format!("not a reorg database: {d}"),
-                })
+                }))
             }
             None => {
-                return Err(Error::NotADatabase {
+                return Err(Error::Db(DbError::NotADatabase {
                     path: path.to_path_buf(),
                     why: "no database here (create one with ailee_init_reorg_db --path)".into(),
-                })
+                }))
             }
         }
         let cfs = DB::list_cf(&Options::default(), path).map_err(|e| db_error(path, e))?;
         for want in COLUMN_FAMILIES {
             if !cfs.iter().any(|c| c == want) {
                 if let Some(why) = manifest_damage(path).or_else(|| options_name_cf(path, want)) {
-                    return Err(Error::DbCorrupt {
+                    return Err(Error::Db(DbError::Corrupt {
                         path: path.to_path_buf(),
                         message: format!("column family {want:?} is missing and {why}"),
-                    });
+                    }));
                 }
-                return Err(Error::NotADatabase {
+                return Err(Error::Db(DbError::NotADatabase {
                     path: path.to_path_buf(),
                     why: format!(
                         "column family {want:?} is missing (has {cfs:?}); the node cannot open this database. \
                          Rebuild it (runbook Procedure 3) rather than altering it"
                     ),
-                });
+                }));
             }
         }
         let o = cf_options();
@@ -619,10 +619,10 @@ impl ReorgDb {
         Self::create_with(dest, |new| {
             for name in COLUMN_FAMILIES {
                 let (Some(from), Some(to)) = (self.db.cf_handle(name), new.cf_handle(name)) else {
-                    return Err(Error::NotADatabase {
+                    return Err(Error::Db(DbError::NotADatabase {
                         path: self.path.clone(),
                         why: format!("no column family {name}"),
-                    });
+                    }));
                 };
                 let mut b = rocksdb::WriteBatch::default();
                 for item in self.db.iterator_cf(&from, IteratorMode::Start) {
@@ -656,7 +656,7 @@ impl ReorgDb {
 
     /// Reads every entry of both column families with checksums verified
     /// and the block cache bypassed: a flipped byte in any data block surfaces as
-    /// [`Error::DbCorrupt`]. Index, filter and properties blocks were
+    /// [`DbError::Corrupt`]. Index, filter and properties blocks were
     /// already verified when the open loaded every table. Returns the
     /// number of entries read.
     pub fn verify_blocks(&self) -> Result<u64> {
@@ -708,7 +708,7 @@ impl ReorgDb {
         let list = unlisted.join(", ");
         let held = lock_held(&self.path);
         if !held && manifest_torn(&self.path) {
-            return Err(Error::DbCorrupt {
+            return Err(Error::Db(DbError::Corrupt {
                 path: self.path.clone(),
                 message: format!(
                     "the MANIFEST ends in a torn record and {} SST file(s) it does not list are present ({list}): \
@@ -716,7 +716,7 @@ impl ReorgDb {
                      would delete them",
                     unlisted.len()
                 ),
-            });
+            }));
         }
         r.warnings.push(format!(
             "{} SST file(s) not listed in the MANIFEST ({list}){}",
@@ -925,10 +925,10 @@ mod tests {
     use std::cell::Cell;
 
     fn damaged(dir: &Path) -> Result<()> {
-        Err(Error::DbCorrupt {
+        Err(Error::Db(DbError::Corrupt {
             path: dir.to_path_buf(),
             message: "IO error: No such file or directory: 000007.log".into(),
-        })
+        }))
     }
 
     #[test]
@@ -937,7 +937,7 @@ mod tests {
         std::fs::write(d.path().join("CURRENT"), "MANIFEST-000005\n").unwrap();
         let n = Cell::new(0);
         let r = on_a_stable_view(d.path(), || (n.set(n.get() + 1), damaged(d.path())).1, doubt_error);
-        assert!(matches!(r, Err(Error::DbCorrupt { .. })));
+        assert!(matches!(r, Err(Error::Db(DbError::Corrupt { .. }))));
         assert_eq!(n.get(), 2);
     }
 
@@ -978,7 +978,7 @@ mod tests {
         );
         assert_eq!(n.get(), STABLE_VIEW_ATTEMPTS);
         let e = r.unwrap_err();
-        assert!(matches!(e, Error::Db { .. }), "{e}");
+        assert!(matches!(e, Error::Db(DbError::Engine { .. })), "{e}");
         assert_eq!(e.exit_status(), ailee_core::ExitStatus::Operational);
         assert!(e.to_string().contains("no verdict"), "{e}");
     }

@@ -1,6 +1,7 @@
 //! The records of the AILEE reorg database (SPEC §1.4): column families, key
 //! prefixes, the key and value encodings of blocks, anchors and reorg
-//! events, and the protocol of the database reader ([`reader`]).
+//! events, the errors of opening and reading the database ([`DbError`]), and
+//! the protocol of the database reader ([`reader`]).
 //!
 //! Independent of RocksDB (and of everything else): the database crate
 //! (`ailee-db`) stores these records, the core's verifier reads
@@ -13,7 +14,10 @@
 #![deny(clippy::print_stdout, clippy::print_stderr, clippy::exit, clippy::dbg_macro)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod db_error;
 pub mod reader;
+
+pub use db_error::DbError;
 
 use std::fmt;
 

@@ -10,6 +10,7 @@
 //! restic's JSON, RocksDB's POSIX lock on `reorg_db/LOCK`, `renameat2`
 //! exchanges, and exact 64-bit option ranges (bash arithmetic wraps).
 
+use ailee_core::records::DbError;
 use ailee_core::Error;
 use ailee_db::backup::restic::{Restic, Snapshot, BACKENDS};
 use ailee_db::backup::{restore, restore::RestoreReport, Nodes, VerifyReport};
@@ -362,7 +363,7 @@ pub fn restore(opts: &RestoreOptions) -> Restored {
 /// waits while the node holds the database lock is named.
 fn settle(d: &Path) -> ailee_core::Result<Option<String>> {
     restore::settle(d).map_err(|e| match (&e, restore::pending_journal(d)) {
-        (Error::Locked { .. }, Some(j)) => Error::Usage(format!(
+        (Error::Db(DbError::Locked { .. }), Some(j)) => Error::Usage(format!(
             "{e}; an interrupted restore (journal {}) waits to be settled: stop the process that holds \
              the lock (the node) and run ailee_restore again — nothing was changed",
             j.display()

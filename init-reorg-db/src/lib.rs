@@ -5,6 +5,7 @@
 //! the result.
 
 use ailee_core::records::AnchorRecord;
+use ailee_core::records::DbError;
 use ailee_core::Error;
 use ailee_db::reorgdb::{CheckReport, Mode, ReorgDb};
 use anyhow::Context;
@@ -58,16 +59,16 @@ pub fn serve(path: &Path, input: impl std::io::BufRead, output: impl std::io::Wr
 /// `interrupted` or `error`.
 pub fn problem_of(e: &anyhow::Error, path: &Path) -> &'static str {
     match e.chain().find_map(|c| c.downcast_ref::<Error>()) {
-        Some(Error::DbCorrupt { .. } | Error::Decode(_) | Error::Integrity(_)) => "corrupt",
-        Some(Error::Locked { .. }) => "locked",
-        Some(Error::NotADatabase { .. })
+        Some(Error::Db(DbError::Corrupt { .. }) | Error::Decode(_) | Error::Integrity(_)) => "corrupt",
+        Some(Error::Db(DbError::Locked { .. })) => "locked",
+        Some(Error::Db(DbError::NotADatabase { .. }))
             if std::fs::read_dir(path).is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) =>
         {
             "unreadable"
         }
-        Some(Error::NotADatabase { .. }) if std::fs::symlink_metadata(path).is_err() => "absent",
-        Some(Error::NotADatabase { .. }) => "not_a_database",
-        Some(Error::Io { .. } | Error::Db { .. }) => "unreadable",
+        Some(Error::Db(DbError::NotADatabase { .. })) if std::fs::symlink_metadata(path).is_err() => "absent",
+        Some(Error::Db(DbError::NotADatabase { .. })) => "not_a_database",
+        Some(Error::Io { .. } | Error::Db(DbError::Engine { .. })) => "unreadable",
         Some(Error::Interrupted) => "interrupted",
         _ => "error",
     }

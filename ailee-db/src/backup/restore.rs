@@ -23,7 +23,7 @@
 //! - only under `reorg_db/LOCK` of the live path (after an exchange that is
 //!   the staged database): while any process holds it (the node, started at
 //!   boot after the kill) nothing is touched, the journal stays and settling
-//!   is refused with [`Error::Locked`], as a fresh restore is;
+//!   is refused with [`DbError::Locked`], as a fresh restore is;
 //! - a committed swap is finished (the old items go to the recovery
 //!   directory); an uncommitted one is rolled back;
 //! - a rollback deletes a staged item only when it is exactly as the journal
@@ -42,6 +42,7 @@
 
 use super::restic::Restic;
 use super::{check_data_dir, restore_to, sync_tree};
+use ailee_core::records::DbError;
 use ailee_core::{Error, Result};
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -88,7 +89,7 @@ pub fn lock_db(db: &Path) -> Result<Option<File>> {
     match rustix::fs::fcntl_lock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(Some(f)),
         Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => {
-            Err(Error::Locked { path: db.to_path_buf() })
+            Err(Error::Db(DbError::Locked { path: db.to_path_buf() }))
         }
         Err(e) => Err(Error::io(&p, e.into())),
     }
@@ -480,7 +481,7 @@ pub fn pending_journal(d: &Path) -> Option<PathBuf> {
 ///
 /// Takes `reorg_db/LOCK` of the live database first and holds it until
 /// settled: while any process holds it, nothing is touched and the result
-/// is [`Error::Locked`]. The caller holds the data directory's lock.
+/// is [`DbError::Locked`]. The caller holds the data directory's lock.
 pub fn settle(d: &Path) -> Result<Option<String>> {
     let Some(jp) = pending_journal(d) else {
         return Ok(None);
