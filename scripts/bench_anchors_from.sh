@@ -20,15 +20,7 @@ cargo build --release --workspace --bins -q
 bitcoind=$(scripts/install_bitcoind.sh)
 W=$(mktemp -d)
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$W"' EXIT
-read -r rpc p2p < <(python3 -c 'import socket
-s=[socket.socket() for _ in range(2)]
-[x.bind(("127.0.0.1",0)) for x in s]; print(*[x.getsockname()[1] for x in s])')
-"$bitcoind" -regtest -excessiveblocksize=0 -maxstackmemoryusageconsensus=0 -minminingtxfee=0.00000500 \
-    -server=1 -listen=0 -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 -rpcuser=b -rpcpassword=b \
-    -rpcport="$rpc" -port="$p2p" -datadir="$W" -printtoconsole=0 &
-pid=$!
-cli=("$(dirname "$bitcoind")/bitcoin-cli" -regtest -rpcconnect=127.0.0.1 -rpcport="$rpc" -rpcuser=b -rpcpassword=b)
-for _ in $(seq 100); do "${cli[@]}" getblockcount >/dev/null 2>&1 && break; sleep 0.2; done
+regtest_node "$bitcoind" "$W"
 rpcargs=(--bitcoin-rpc "http://127.0.0.1:$rpc" --rpc-user b --rpc-password b)
 echo "mining $N blocks with 10 anchors spread over them ..." >&2
 "${cli[@]}" generate 101 >/dev/null

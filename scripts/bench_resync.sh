@@ -4,6 +4,7 @@
 # getblockhash) and a client sending one request per height.
 # Usage: scripts/bench_resync.sh [BLOCKS]   (default 3000)
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 N=${1:-3000}
@@ -12,15 +13,7 @@ cargo build --release --workspace --bins -q
 bitcoind=$(scripts/install_bitcoind.sh)
 W=$(mktemp -d)
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$W"' EXIT
-read -r rpc p2p < <(python3 -c 'import socket
-s=[socket.socket() for _ in range(2)]
-[x.bind(("127.0.0.1",0)) for x in s]; print(*[x.getsockname()[1] for x in s])')
-"$bitcoind" -regtest -excessiveblocksize=0 -maxstackmemoryusageconsensus=0 -minminingtxfee=0.00000500 \
-    -server=1 -listen=0 -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 -rpcuser=b -rpcpassword=b \
-    -rpcport="$rpc" -port="$p2p" -datadir="$W" -printtoconsole=0 &
-pid=$!
-cli=("$(dirname "$bitcoind")/bitcoin-cli" -regtest -rpcconnect=127.0.0.1 -rpcport="$rpc" -rpcuser=b -rpcpassword=b)
-for _ in $(seq 100); do "${cli[@]}" getblockcount >/dev/null 2>&1 && break; sleep 0.2; done
+regtest_node "$bitcoind" "$W"
 echo "mining $N blocks ..." >&2
 left=$N; while [ $left -gt 0 ]; do n=$((left > 500 ? 500 : left)); "${cli[@]}" generate $n >/dev/null; left=$((left - n)); done
 tip=$("${cli[@]}" getblockcount)

@@ -34,10 +34,8 @@
 # (scripts/env.sh). About 20 ms per reader run on 2 cores: run 10,000 in the
 # background.
 set -euo pipefail
-bin_given=${AILEE_BIN:-}
-source "$(dirname "$(readlink -f "$0")")/env.sh"
-[ -z "$bin_given" ] || AILEE_BIN=$bin_given
-source "$ROOT/scripts/lib.sh"
+source "$(dirname "$(readlink -f "$0")")/lib.sh"
+use_build
 std_args "$@"
 export LC_ALL=C
 

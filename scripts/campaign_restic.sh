@@ -38,10 +38,8 @@
 # env --default-signal (coreutils 8.31+). About 6–8 s per run on 2 cores with
 # the default size: run the full campaign in the background.
 set -euo pipefail
-bin_given=${AILEE_BIN:-}
-source "$(dirname "$(readlink -f "$0")")/env.sh"
-[ -z "$bin_given" ] || AILEE_BIN=$bin_given
-source "$ROOT/scripts/lib.sh"
+source "$(dirname "$(readlink -f "$0")")/lib.sh"
+use_build
 std_args "$@"
 export LC_ALL=C
 
@@ -206,6 +204,17 @@ leftovers() {
 # fail WHY: one failure of the current case, printed with it.
 fail() { FAILS=$((FAILS + 1)); echo "FAIL $case_text: $*" >&2; }
 
+# no_orphans WHAT [AT]: waits up to 10 s for the repository's restics to end
+# (wait_restics_gone: GONE_MS); one still running is an orphan, counted in
+# ORPHANS, failed (restic still running 10 s after WHAT) and killed.
+no_orphans() {
+    wait_restics_gone 10
+    [ "${#ORPH[@]}" -gt 0 ] || return 0
+    ORPHANS=$((ORPHANS + ${#ORPH[@]}))
+    fail "restic still running 10 s after $1: ${ORPH[*]}${2:-}"
+    kill -s KILL "${ORPH[@]}" 2>/dev/null || true
+}
+
 # state FP OLD RESTORED: which of the two FP is.
 state() { if [ "$1" = "$2" ]; then echo old; elif [ "$1" = "$3" ]; then echo restored; else echo neither; fi; }
 
@@ -352,14 +361,9 @@ for i in $(seq 1 "$RUNS"); do
     fi
 
     # No restic left behind, then the locks it left.
-    wait_restics_gone 10
+    no_orphans "the tool ended" "$at"
     gone_ms=$GONE_MS
     [ "$gone_ms" -le "$MAX_GONE_MS" ] || MAX_GONE_MS=$gone_ms
-    if [ "${#ORPH[@]}" -gt 0 ]; then
-        ORPHANS=$((ORPHANS + ${#ORPH[@]}))
-        fail "restic still running 10 s after the tool ended: ${ORPH[*]}$at"
-        kill -s KILL "${ORPH[@]}" 2>/dev/null || true
-    fi
     nl=$(locks)
     if [ "$nl" -gt 0 ]; then
         LOCKS_AFTER_TOOL=$((LOCKS_AFTER_TOOL + nl)); RUNS_WITH_LOCKS=$((RUNS_WITH_LOCKS + 1))
@@ -417,12 +421,7 @@ for i in $(seq 1 "$RUNS"); do
         NEXT_FAIL=$((NEXT_FAIL + 1))
         fail "the next ailee_backup --data-dir exited $next (killed run: exit $status$at): $(tr '\n' ' ' < "$LOGS/next-$i.err" | cut -c1-400)"
     fi
-    wait_restics_gone 10
-    if [ "${#ORPH[@]}" -gt 0 ]; then
-        ORPHANS=$((ORPHANS + ${#ORPH[@]}))
-        fail "restic still running 10 s after the next run ended: ${ORPH[*]}"
-        kill -s KILL "${ORPH[@]}" 2>/dev/null || true
-    fi
+    no_orphans "the next run ended"
     nl2=$(locks)
     if [ "$nl2" -gt 0 ]; then
         LOCKS_AFTER_NEXT=$((LOCKS_AFTER_NEXT + nl2))

@@ -114,4 +114,29 @@ json_unescape() {
     done
     printf '%s' "$out$s"
 }
+# use_build (scripts run from the source tree): sources scripts/env.sh for
+# ROOT and the build's target directory; the tools are a caller's $AILEE_BIN
+# when it set one, else the release build.
+use_build() {
+    local given=${AILEE_BIN:-}
+    source "$AILEE_SCRIPT_DIR/env.sh"
+    [ -z "$given" ] || AILEE_BIN=$given
+}
+
+# regtest_node BITCOIND DIR — (benchmarks) starts BITCOIND on regtest with its
+# data in DIR, on two free local ports, RPC user b password b, and returns once
+# it answers. Sets pid (the caller's EXIT trap stops it), rpc (its RPC port)
+# and cli (bitcoin-cli with the arguments that reach it).
+regtest_node() {
+    local bitcoind=$1 dir=$2 p2p
+    read -r rpc p2p < <(python3 -c 'import socket
+s=[socket.socket() for _ in range(2)]
+[x.bind(("127.0.0.1",0)) for x in s]; print(*[x.getsockname()[1] for x in s])')
+    "$bitcoind" -regtest -excessiveblocksize=0 -maxstackmemoryusageconsensus=0 -minminingtxfee=0.00000500 \
+        -server=1 -listen=0 -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 -rpcuser=b -rpcpassword=b \
+        -rpcport="$rpc" -port="$p2p" -datadir="$dir" -printtoconsole=0 &
+    pid=$!
+    cli=("$(dirname "$bitcoind")/bitcoin-cli" -regtest -rpcconnect=127.0.0.1 -rpcport="$rpc" -rpcuser=b -rpcpassword=b)
+    for _ in $(seq 100); do "${cli[@]}" getblockcount >/dev/null 2>&1 && break; sleep 0.2; done
+}
 die() { echo "$(basename "$0"): $*" >&2; exit 1; }

@@ -647,6 +647,18 @@ fn backup(data: &Path, metrics: &Path) -> assert_cmd::Command {
     c
 }
 
+/// `ailee_resync_blocks` from height `start` into the database `db`, through
+/// the node of `rpc` (its options), writing its metrics into `metrics`.
+fn resync_into(rpc: &[String], db: &Path, start: u64, metrics: &Path) -> assert_cmd::Command {
+    let mut c = cmd("ailee_resync_blocks");
+    c.args(["--start-height", &start.to_string(), "--db-path"])
+        .arg(db)
+        .args(rpc)
+        .arg("--metrics-dir")
+        .arg(metrics);
+    c
+}
+
 /// A node with an anchored, confirmed snapshot, then a deep reorg: the
 /// monitor and the resync write into one textfile directory, node_exporter
 /// serves what they reported.
@@ -659,15 +671,7 @@ fn node_exporter_serves_what_the_monitor_and_resync_reported() {
     std::fs::create_dir_all(&textfile).unwrap();
     db_tool(data.join("reorg_db")).expect(exits(0));
     let rpc = node.rpc_args();
-    let resync = |start: u64| {
-        let mut c = cmd("ailee_resync_blocks");
-        c.args(["--start-height", &start.to_string(), "--db-path"])
-            .arg(data.join("reorg_db"))
-            .args(&rpc)
-            .arg("--metrics-dir")
-            .arg(&textfile);
-        c
-    };
+    let resync = |start: u64| resync_into(&rpc, &data.join("reorg_db"), start, &textfile);
     resync(0).expect(exits(0));
     cmd("ailee_create_anchor")
         .args(["--l2-state-file", "-", "--broadcast", "--snapshot-file"])
@@ -1143,15 +1147,7 @@ fn a_120_block_reorg_under_a_confirmed_anchor_is_seen_everywhere() {
     init_db(&db);
     backed_up(&m, 60);
     let rpc = node.rpc_args();
-    let resync = |start: u64| {
-        let mut c = cmd("ailee_resync_blocks");
-        c.args(["--start-height", &start.to_string(), "--db-path"])
-            .arg(&db)
-            .args(&rpc)
-            .arg("--metrics-dir")
-            .arg(&m);
-        c
-    };
+    let resync = |start: u64| resync_into(&rpc, &db, start, &m);
     resync(0).expect(exits(0));
     let file = data.join("l2_snapshots.dat");
     cmd("ailee_create_anchor")
@@ -1264,15 +1260,7 @@ fn a_node_behind_is_reported_since_the_first_run_that_saw_it() {
     let db = d.path().join("reorg_db");
     let m = d.path().join("textfile");
     init_db(&db);
-    let resync = || {
-        let mut c = cmd("ailee_resync_blocks");
-        c.args(["--start-height", "0", "--db-path"])
-            .arg(&db)
-            .args(node.rpc_args())
-            .arg("--metrics-dir")
-            .arg(&m);
-        c
-    };
+    let resync = || resync_into(&node.rpc_args(), &db, 0, &m);
     resync().expect(exits(0));
     // The node rolls back 5 blocks (same hashes below): behind, not a reorg.
     let h16 = node.hash(16);

@@ -82,6 +82,13 @@ pub struct Common {
     pub quiet: bool,
 }
 
+impl Common {
+    /// Stderr reporting as `--quiet` asks.
+    pub fn report(&self) -> Report {
+        Report { quiet: self.quiet }
+    }
+}
+
 /// What `--generate KIND` writes on stdout (used by `scripts/install.sh`).
 const GENERATE_KINDS: &str = "man, complete-bash, complete-zsh, complete-fish";
 
@@ -244,6 +251,17 @@ pub fn run_with<T>(args: T, signals: Signals, run: impl FnOnce(T) -> anyhow::Res
 /// A path for messages and JSON: lossy where it is not UTF-8 (never a panic).
 pub fn lossy(p: &std::path::Path) -> String {
     p.to_string_lossy().into_owned()
+}
+
+/// "N anchor(s) invalidated", then ": " and the anchors when there are any
+/// (how a reorg's invalidated anchors are said in text).
+pub fn invalidated(anchors: &[String]) -> String {
+    let list = if anchors.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", anchors.join(", "))
+    };
+    format!("{} anchor(s) invalidated{list}", anchors.len())
 }
 
 /// How snapshot files are read (the tools that read them flatten this in).

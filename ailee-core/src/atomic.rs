@@ -201,7 +201,7 @@ impl Batch {
     }
 }
 
-/// Renames directory `from` to `to`: `to` must not exist, or with
+/// Renames directory (or file) `from` to `to`: `to` must not exist, or with
 /// `exchange` the two are swapped in one step (`RENAME_EXCHANGE`).
 pub fn rename_dir(from: &Path, to: &Path, exchange: bool) -> Result<()> {
     let flags = if exchange {
@@ -331,10 +331,16 @@ pub fn copy_range(src: &File, mut offset: u64, mut len: u64, dst: &mut File) -> 
 mod tests {
     use super::*;
 
+    /// A scratch directory and the output path `out` in it.
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        (d, out)
+    }
+
     #[test]
     fn nothing_under_the_final_name_until_commit() {
-        let d = tempfile::tempdir().unwrap();
-        let t = d.path().join("out");
+        let (_d, t) = scratch();
         let mut p = Pending::create(&t, false).unwrap();
         p.write_all(b"abc").unwrap();
         assert!(!t.exists());
@@ -344,8 +350,7 @@ mod tests {
 
     #[test]
     fn dropped_output_leaves_no_file() {
-        let d = tempfile::tempdir().unwrap();
-        let t = d.path().join("out");
+        let (d, t) = scratch();
         let mut p = Pending::create(&t, false).unwrap();
         p.write_all(b"abc").unwrap();
         drop(p);
@@ -354,8 +359,7 @@ mod tests {
 
     #[test]
     fn existing_output_needs_force() {
-        let d = tempfile::tempdir().unwrap();
-        let t = d.path().join("out");
+        let (_d, t) = scratch();
         std::fs::write(&t, "old").unwrap();
         assert!(matches!(Pending::create(&t, false), Err(Error::Exists(_))));
         let mut p = Pending::create(&t, true).unwrap();
@@ -366,8 +370,7 @@ mod tests {
 
     #[test]
     fn output_appearing_meanwhile_is_not_replaced() {
-        let d = tempfile::tempdir().unwrap();
-        let t = d.path().join("out");
+        let (d, t) = scratch();
         let p = Pending::create(&t, false).unwrap();
         std::fs::write(&t, "theirs").unwrap();
         assert!(matches!(p.commit(), Err(Error::Exists(_))));

@@ -211,25 +211,29 @@ mod tests {
         c
     }
 
-    #[test]
-    fn a_child_that_handles_the_stop_signal_exits_by_itself() {
+    /// Spawns [`sh`] of `script`, stopped by SIGINT within `grace`, with
+    /// READY in it replaced by the path of a file the script touches once
+    /// its traps are set, and returns then.
+    fn spawn_ready(script: &str, grace: Duration) -> Supervised {
+        let spec = Spec {
+            stop_signal: Signal::INT,
+            grace,
+        };
         let dir = tempfile::tempdir().unwrap();
         let ready = dir.path().join("ready");
-        let mut c = sh(&format!(
-            "trap 'exit 7' INT; touch {}; while :; do sleep 0.01; done",
-            ready.display()
-        ));
-        let mut s = spawn(
-            &mut c,
-            Spec {
-                stop_signal: Signal::INT,
-                grace: Duration::from_secs(30),
-            },
-        )
-        .unwrap();
+        let s = spawn(&mut sh(&script.replace("READY", &ready.display().to_string())), spec).unwrap();
         while !ready.exists() {
             std::thread::sleep(POLL);
         }
+        s
+    }
+
+    #[test]
+    fn a_child_that_handles_the_stop_signal_exits_by_itself() {
+        let mut s = spawn_ready(
+            "trap 'exit 7' INT; touch READY; while :; do sleep 0.01; done",
+            Duration::from_secs(30),
+        );
         match s.stop() {
             Stopped::Exited(st) => assert_eq!(st.code(), Some(7)),
             Stopped::Killed => panic!("killed, not stopped"),
@@ -238,20 +242,7 @@ mod tests {
 
     #[test]
     fn a_child_that_ignores_it_is_killed_after_the_grace() {
-        let dir = tempfile::tempdir().unwrap();
-        let ready = dir.path().join("ready");
-        let mut c = sh(&format!("trap '' INT; touch {}; exec sleep 600", ready.display()));
-        let mut s = spawn(
-            &mut c,
-            Spec {
-                stop_signal: Signal::INT,
-                grace: Duration::from_millis(200),
-            },
-        )
-        .unwrap();
-        while !ready.exists() {
-            std::thread::sleep(POLL);
-        }
+        let mut s = spawn_ready("trap '' INT; touch READY; exec sleep 600", Duration::from_millis(200));
         assert_eq!(s.stop(), Stopped::Killed);
         assert_eq!(s.try_wait().unwrap().and_then(|s| s.signal()), Some(9));
     }
@@ -260,18 +251,11 @@ mod tests {
     /// it does when the tool is killed), the kernel sends the stop signal.
     #[test]
     fn the_child_is_signalled_when_its_parent_thread_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let ready = dir.path().join("ready");
-        let script = format!(
-            "trap 'exit 9' INT; touch {}; while :; do sleep 0.01; done",
-            ready.display()
-        );
-        let mut s = std::thread::spawn(move || {
-            let s = spawn(&mut sh(&script), Spec::RESTIC).unwrap();
-            while !ready.exists() {
-                std::thread::sleep(POLL);
-            }
-            s
+        let mut s = std::thread::spawn(|| {
+            spawn_ready(
+                "trap 'exit 9' INT; touch READY; while :; do sleep 0.01; done",
+                Spec::RESTIC.grace,
+            )
         })
         .join()
         .unwrap();

@@ -801,31 +801,22 @@ mod tests {
         assert!(!stale.exists());
     }
 
+    /// A FIFO at `p`, where a regular file is expected.
+    fn mkfifo(p: &Path) {
+        rustix::fs::mkfifoat(rustix::fs::CWD, p, rustix::fs::Mode::from_raw_mode(0o644)).unwrap();
+    }
+
     #[test]
     fn a_fifo_in_place_of_the_file_or_lock_is_refused_not_waited_on() {
         let d = dir();
         let fifo = d.path().join("ailee_backup.prom");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        mkfifo(&fifo);
         assert!(matches!(MetricsFile::open(d.path(), BACKUP), Err(Error::Usage(_))));
         assert!(matches!(read_samples(&fifo), Err(Error::Usage(_))));
         std::fs::remove_file(&fifo).unwrap();
         let lock = d.path().join(".ailee_backup.prom.lock");
         std::fs::remove_file(&lock).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &lock,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        mkfifo(&lock);
         assert!(MetricsFile::open(d.path(), BACKUP).is_err());
     }
 

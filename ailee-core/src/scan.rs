@@ -369,20 +369,13 @@ impl<R: Read> Scanner<R> {
                 }
             }
         }
-        if self.eof {
+        let data = if self.eof {
             self.done = true;
             self.notes_at_eof(off, &mut notes);
-            let data = std::mem::take(&mut self.buf);
-            return Ok(Some(Chunk {
-                data,
-                offset: off,
-                blocks,
-                large,
-                notes,
-                pooled: true,
-            }));
-        }
-        let data = self.carry(limit, off);
+            std::mem::take(&mut self.buf)
+        } else {
+            self.carry(limit, off)
+        };
         Ok(Some(Chunk {
             data,
             offset: off,

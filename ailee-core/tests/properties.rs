@@ -38,6 +38,11 @@ fn b(v: Vec<u8>) -> Bytes<'static> {
     Cow::Owned(v)
 }
 
+/// One record per key, made by `f` from the key as its id.
+fn each<T>(keys: Vec<Vec<u8>>, f: impl FnMut(Bytes<'static>) -> T) -> Vec<T> {
+    keys.into_iter().map(b).map(f).collect()
+}
+
 fn state() -> impl Strategy<Value = L2State<'static>> {
     state_of(keys(6), keys(4), keys(3), keys(3), keys(3), text())
 }
@@ -84,64 +89,46 @@ fn state_of(
     t: impl Strategy<Value = Vec<u8>>,
 ) -> impl Strategy<Value = L2State<'static>> {
     (bk, ek, ik, ok, tk, any::<u64>(), any::<i32>(), t).prop_map(|(bk, ek, ik, ok, tk, n, i, t)| L2State {
-        balances: bk
-            .into_iter()
-            .map(|k| Balance {
-                peer_id: b(k),
-                balance: n,
-            })
-            .collect(),
-        escrows: ek
-            .into_iter()
-            .map(|k| Escrow {
-                task_id: b(k),
-                client_peer_id: b(t.clone()),
-                amount: n / 3,
-                locked: n % 2 == 0,
-                created_at: 7,
-            })
-            .collect(),
-        pegins: ik
-            .into_iter()
-            .map(|k| PegIn {
-                peg_id: b(k),
-                btc_tx_id: b(t.clone()),
-                vout: n as u32,
-                btc_amount: n,
-                btc_source: b(vec![]),
-                ailee_dest: b(t.clone()),
-                status: i,
-                confirmations: 0,
-                initiated_time: u64::MAX,
-                completed_time: 1,
-            })
-            .collect(),
-        pegouts: ok
-            .into_iter()
-            .map(|k| PegOut {
-                peg_id: b(k),
-                ailee_source: b(t.clone()),
-                btc_dest: b(vec![b'x']),
-                ailee_burn_amount: n,
-                btc_release_amount: 0,
-                status: i.wrapping_neg(),
-                anchor_commitment_hash: b(t.clone()),
-                initiated_time: 2,
-                completed_time: 3,
-            })
-            .collect(),
-        tasks: tk
-            .into_iter()
-            .map(|k| Task {
-                task_id: b(k),
-                task_type: i,
-                priority: -1,
-                submitter_id: b(t.clone()),
-                submitted_at_ms: n,
-                payload_hash: b(vec![]),
-                anchor_commitment_hash: b(t.clone()),
-            })
-            .collect(),
+        balances: each(bk, |peer_id| Balance { peer_id, balance: n }),
+        escrows: each(ek, |task_id| Escrow {
+            task_id,
+            client_peer_id: b(t.clone()),
+            amount: n / 3,
+            locked: n % 2 == 0,
+            created_at: 7,
+        }),
+        pegins: each(ik, |peg_id| PegIn {
+            peg_id,
+            btc_tx_id: b(t.clone()),
+            vout: n as u32,
+            btc_amount: n,
+            btc_source: b(vec![]),
+            ailee_dest: b(t.clone()),
+            status: i,
+            confirmations: 0,
+            initiated_time: u64::MAX,
+            completed_time: 1,
+        }),
+        pegouts: each(ok, |peg_id| PegOut {
+            peg_id,
+            ailee_source: b(t.clone()),
+            btc_dest: b(vec![b'x']),
+            ailee_burn_amount: n,
+            btc_release_amount: 0,
+            status: i.wrapping_neg(),
+            anchor_commitment_hash: b(t.clone()),
+            initiated_time: 2,
+            completed_time: 3,
+        }),
+        tasks: each(tk, |task_id| Task {
+            task_id,
+            task_type: i,
+            priority: -1,
+            submitter_id: b(t.clone()),
+            submitted_at_ms: n,
+            payload_hash: b(vec![]),
+            anchor_commitment_hash: b(t.clone()),
+        }),
     })
 }
 

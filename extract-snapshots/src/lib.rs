@@ -263,21 +263,22 @@ mod tests {
     use super::*;
     use ailee_recovery::vector;
 
-    fn options(file: PathBuf, outdir: PathBuf, force: bool) -> Options {
-        Options {
-            file,
-            outdir,
+    /// Extracts the test vector `name` into `outdir`, quietly.
+    fn extract_vector(name: &str, outdir: &Path, force: bool) -> anyhow::Result<Extracted> {
+        let o = Options {
+            file: vector(name),
+            outdir: outdir.to_path_buf(),
             force,
             read: ReadArgs { max_block_size: None },
-        }
+        };
+        extract(&o, &Report { quiet: true })
     }
 
     #[test]
     fn extracts_the_complete_snapshots_and_reports_the_torn_tail() {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("out");
-        let rep = Report { quiet: true };
-        let x = extract(&options(vector("torn-tail"), out.clone(), false), &rep).unwrap();
+        let x = extract_vector("torn-tail", &out, false).unwrap();
         assert_eq!(x.torn_tail, Some((7659, 967)));
         assert_eq!(x.replaced, 0);
         let sum: u64 = (1..=x.count)
@@ -291,11 +292,10 @@ mod tests {
     fn an_earlier_set_is_replaced_only_with_force() {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("out");
-        let rep = Report { quiet: true };
-        let first = extract(&options(vector("torn-tail"), out.clone(), false), &rep).unwrap();
-        let e = extract(&options(vector("basic"), out.clone(), false), &rep).unwrap_err();
+        let first = extract_vector("torn-tail", &out, false).unwrap();
+        let e = extract_vector("basic", &out, false).unwrap_err();
         assert!(e.to_string().contains("refusing to overwrite (use --force)"), "{e}");
-        let again = extract(&options(vector("basic"), out.clone(), true), &rep).unwrap();
+        let again = extract_vector("basic", &out, true).unwrap();
         assert_eq!(again.replaced, first.count);
         assert_eq!(again.torn_tail, None);
     }

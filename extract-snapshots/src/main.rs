@@ -2,7 +2,7 @@
 //! `snapshot_<N>.dat` per complete snapshot (SPEC §2), for the runbook's
 //! "find the newest valid snapshot" loops.
 
-use ailee_cli::{lossy, out, Common, ReadArgs, Report, EXIT_CODES_HELP};
+use ailee_cli::{lossy, out, Common, ReadArgs, EXIT_CODES_HELP};
 use ailee_core::ExitStatus;
 use ailee_extract_snapshots::Options;
 use clap::Parser;
@@ -43,9 +43,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
-    let rep = Report {
-        quiet: cli.common.quiet,
-    };
+    let rep = cli.common.report();
     let o = Options {
         file: cli.file,
         outdir: cli.outdir,

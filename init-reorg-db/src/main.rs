@@ -241,14 +241,12 @@ fn render_check_text(path: &Path, r: &CheckReport) -> std::io::Result<()> {
     ))?;
     for (id, e) in &r.recent_events {
         out(format_args!(
-            "Reorg at height {} (event {id}): {} -> {}, detected {} ms, {} anchor(s) invalidated{}{}",
+            "Reorg at height {} (event {id}): {} -> {}, detected {} ms, {}",
             e.reorg_height,
             e.old_block_hash,
             e.new_block_hash,
             e.detected_at,
-            e.invalidated_anchors.len(),
-            if e.invalidated_anchors.is_empty() { "" } else { ": " },
-            e.invalidated_anchors.join(", ")
+            ailee_cli::invalidated(&e.invalidated_anchors)
         ))?;
     }
     out(format_args!("reputation_cf: {} entries", r.reputation_entries))

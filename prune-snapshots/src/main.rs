@@ -3,7 +3,7 @@
 //! Finds them from the end of F and copies them in the kernel, so neither
 //! reading nor copying depends on how much older history is dropped.
 
-use ailee_cli::{lossy, out, Common, ReadArgs, Report, EXIT_CODES_HELP};
+use ailee_cli::{lossy, out, Common, ReadArgs, EXIT_CODES_HELP};
 use ailee_core::ExitStatus;
 use ailee_prune_snapshots::Options;
 use clap::Parser;
@@ -43,9 +43,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
-    let rep = Report {
-        quiet: cli.common.quiet,
-    };
+    let rep = cli.common.report();
     let o = Options {
         file: cli.file,
         keep: cli.keep,

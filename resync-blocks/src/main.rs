@@ -117,9 +117,7 @@ fn main() -> ExitCode {
 /// Opens what the run needs (in this order: RPC settings, database,
 /// identity, the snapshot file, the connection), runs it and renders it.
 fn run(cli: Cli, stop: &mut Stop) -> anyhow::Result<ExitStatus> {
-    let rep = Report {
-        quiet: cli.common.quiet,
-    };
+    let rep = cli.common.report();
     let cfg = cli.rpc.config()?;
     let mode = if cli.dry_run { Mode::ReadOnly } else { Mode::ReadWrite };
     let db = ReorgDb::open(&cli.db_path, mode).context("cannot open reorg database")?;
@@ -304,15 +302,13 @@ fn render_text(s: &Synced, dry_run: bool, node: &str) -> std::io::Result<()> {
     }
     for g in &r.reorgs {
         out(format_args!(
-            "Reorg at height {} (depth {}): old {} -> new {}; event {}; {} anchor(s) invalidated{}{}",
+            "Reorg at height {} (depth {}): old {} -> new {}; event {}; {}",
             g.fork_height,
             g.depth,
             g.old_hash,
             g.new_hash,
             g.event_id,
-            g.invalidated.len(),
-            if g.invalidated.is_empty() { "" } else { ": " },
-            g.invalidated.join(", ")
+            ailee_cli::invalidated(&g.invalidated)
         ))?;
     }
     if r.attempts > 1 {

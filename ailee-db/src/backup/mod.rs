@@ -618,6 +618,12 @@ fn same_tail(a: &File, b: &File, n: u64) -> std::io::Result<bool> {
     Ok(x == y)
 }
 
+/// The number a segment file of `l2_snapshots.parts/` is named by
+/// (`000042`: 42), or `None` for a name that is not a number.
+fn segment_index(e: &std::fs::DirEntry) -> Option<u64> {
+    e.file_name().to_str().and_then(|n| n.parse::<u64>().ok())
+}
+
 /// Brings the staged segments in `stage/l2_snapshots.parts/` to equal the
 /// copy `bak` of `len` bytes; unchanged segments keep their inode and times.
 fn update_stage(stage: &Path, bak: &File, len: u64, thorough: bool) -> Result<()> {
@@ -627,11 +633,7 @@ fn update_stage(stage: &Path, bak: &File, len: u64, thorough: bool) -> Result<()
     // Remove segments past the end (the file got shorter: a restore or prune).
     for e in io(&parts, std::fs::read_dir(&parts))? {
         let e = io(&parts, e)?;
-        let keep = e
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u64>().ok())
-            .is_some_and(|i| i < nseg);
+        let keep = segment_index(&e).is_some_and(|i| i < nseg);
         if !keep {
             let p = e.path();
             io(&p, std::fs::remove_file(&p))?;
@@ -1037,10 +1039,7 @@ pub fn restore_to(r: &Restic, which: &str, nodes: &Nodes, target: &Path) -> Resu
     let mut names: Vec<(u64, PathBuf)> = Vec::new();
     for e in io(&parts, std::fs::read_dir(&parts))? {
         let e = io(&parts, e)?;
-        let i = e
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u64>().ok())
+        let i = segment_index(&e)
             .ok_or_else(|| Error::Integrity(format!("unexpected file {:?} in the backup", e.file_name())))?;
         names.push((i, e.path()));
     }

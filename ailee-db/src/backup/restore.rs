@@ -314,26 +314,14 @@ impl Journal {
     }
 }
 
+/// Swaps `a` and `b` (files or directories) in one step.
 fn exchange(a: &Path, b: &Path) -> Result<()> {
-    rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        a,
-        rustix::fs::CWD,
-        b,
-        rustix::fs::RenameFlags::EXCHANGE,
-    )
-    .map_err(|e| Error::io(b, e.into()))
+    ailee_core::atomic::rename_dir(a, b, true)
 }
 
+/// Renames `a` to `b`, which must not exist.
 fn rename_noreplace(a: &Path, b: &Path) -> Result<()> {
-    rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        a,
-        rustix::fs::CWD,
-        b,
-        rustix::fs::RenameFlags::NOREPLACE,
-    )
-    .map_err(|e| Error::io(b, e.into()))
+    ailee_core::atomic::rename_dir(a, b, false)
 }
 
 fn create_dir_if_missing(p: &Path) -> Result<()> {
@@ -618,11 +606,7 @@ fn swap_in(d: &Path, stage: &Path, j: &Journal) -> Result<()> {
         for item in ITEMS {
             ailee_core::cancel::check()?;
             let (live, staged) = (d.join(item), stage.join(item));
-            if exists(&live) {
-                exchange(&staged, &live)?;
-            } else {
-                rename_noreplace(&staged, &live)?;
-            }
+            ailee_core::atomic::rename_dir(&staged, &live, exists(&live))?;
         }
         ailee_core::atomic::sync_dir(stage)?;
         ailee_core::atomic::sync_dir(d)?;
