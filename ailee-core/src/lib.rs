@@ -4,8 +4,10 @@
 //! - the snapshot file: its format ([`format`], [`model`]), the one type that
 //!   reads it ([`snapfile`]), appending to it ([`append`]), JSON states
 //!   ([`state_json`]);
-//! - the state root ([`root`]) and anchors ([`anchor`]), and the verifier
-//!   ([`verify`], [`pipeline`]) over anchor records read through
+//! - the state root ([`root`]) and anchors ([`anchor`]); the one verifier
+//!   (`verifier`: the whole verdict on a block — root, anchor, peg-out links,
+//!   own anchor's record, on chain) built on the block check ([`verify`]) and
+//!   the parallel reader ([`pipeline`]), over anchor records read through
 //!   [`records::AnchorLookup`] (the record types are the `ailee-records`
 //!   crate's);
 //! - Bitcoin: the RPC client ([`rpc`]), anchors found on chain ([`onchain`]),
@@ -47,6 +49,8 @@ pub mod rpc;
 mod scan;
 pub mod snapfile;
 pub mod state_json;
+#[cfg(feature = "rpc")]
+pub mod verifier;
 pub mod verify;
 
 pub use error::{Error, Result};

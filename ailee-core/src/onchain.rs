@@ -1,6 +1,8 @@
 //! Anchors on Bitcoin: rebuilding anchor records from the chain
 //! (`ailee_resync_blocks --anchors-from`) and proving a snapshot's own anchor
-//! on the chain (`ailee_l2_verify --reorg-db P --bitcoin-rpc URL`), SPEC §2.
+//! on the chain ([`verify_on_chain`], SPEC §2), the last step of the one
+//! verifier (`crate::verifier`, `ailee_l2_verify --reorg-db P --bitcoin-rpc
+//! URL`) and of the backup's on-chain check.
 //!
 //! An anchor is found by its `OP_RETURN` script (SPEC §1.3), which depends
 //! only on the anchor's payload: the snapshot file says what to look for, the
@@ -557,63 +559,4 @@ fn same_chain(db: &dyn AnchorLookup, rpc: &Rpc, tip: u64, height: u64) -> Result
 pub fn anchor_payload(block: &[u8]) -> Option<Vec<u8>> {
     let p = crate::format::parse_block(block).ok()?;
     p.snapshot.anchor.map(|a| a.payload.into_owned())
-}
-
-/// What `ailee_l2_verify --reorg-db [--bitcoin-rpc]` concludes about the
-/// snapshot's own anchor.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OwnCheck {
-    /// Absent or PENDING without `--bitcoin-rpc`: said, not failed.
-    pub warnings: Vec<String>,
-    /// The snapshot fails (exit 2 or, for [`crate::verify::Failure::NotYetProvable`], 1).
-    pub failure: Option<crate::verify::Failure>,
-    /// With `--bitcoin-rpc`: the proof, `(txid, height, confirmations)`.
-    pub proven: Option<(String, u64, u64)>,
-}
-
-/// The own-anchor lookup (SPEC §2): void fails; absent or PENDING warns;
-/// with `rpc`, the on-chain check decides instead ([`verify_on_chain`]).
-pub fn check_own_anchor(
-    db: &dyn AnchorLookup,
-    rpc: Option<&Rpc>,
-    hash: &str,
-    payload: &[u8],
-    min_conf: u64,
-    identity: Option<&AnchorIdentity>,
-) -> Result<OwnCheck> {
-    use crate::verify::Failure;
-    let mut c = OwnCheck::default();
-    match own_record(db, hash)? {
-        OwnRecord::Void(r) => {
-            c.failure = Some(Failure::OwnAnchor(format!(
-                "the snapshot's own anchor {hash} is {} in the reorg database",
-                r.status.name()
-            )));
-            return Ok(c);
-        }
-        OwnRecord::Absent if rpc.is_none() => c.warnings.push(format!(
-            "the snapshot's own anchor {hash} is not recorded in the reorg database (add --bitcoin-rpc to check it on Bitcoin)"
-        )),
-        OwnRecord::Pending(r) if rpc.is_none() => c.warnings.push(format!(
-            "the snapshot's own anchor {hash} is PENDING in the reorg database ({})",
-            if r.bitcoin_tx_id.is_empty() {
-                "never broadcast".to_string()
-            } else {
-                format!("txid {}", r.bitcoin_tx_id)
-            }
-        )),
-        _ => {}
-    }
-    if let Some(rpc) = rpc {
-        match verify_on_chain(db, rpc, hash, payload, min_conf, identity)? {
-            OnChain::Proven {
-                txid,
-                height,
-                confirmations,
-            } => c.proven = Some((txid, height, confirmations)),
-            OnChain::NotYet(m) => c.failure = Some(Failure::NotYetProvable(m)),
-            OnChain::Contradicted(m) => c.failure = Some(Failure::OwnAnchor(m)),
-        }
-    }
-    Ok(c)
 }

@@ -1,5 +1,6 @@
-//! The anchor records as the verifier sees them: [`AnchorLookup`], the
-//! trait it reads them through, over the record types and encodings of the
+//! The anchor records as the verifier sees them: [`AnchorLookup`], the one
+//! trait it reads them through (records, peg-out link status, stored block
+//! hashes), over the record types and encodings of the
 //! `ailee-records` crate (re-exported here, so `ailee_core::records::X`
 //! names the same items as `ailee_records::X`).
 //!
@@ -8,6 +9,8 @@
 //! never links RocksDB, verifies snapshots against them.
 
 pub use ailee_records::*;
+
+use crate::verify::LinkStatus;
 
 /// Where anchor records are read from: the reorg database itself
 /// (`ailee_db::reorgdb::ReorgDb`), or a process that reads it for a tool that
@@ -38,5 +41,16 @@ pub trait AnchorLookup {
             None if hash.bytes().any(|b| b.is_ascii_uppercase()) => self.anchor(&hash.to_ascii_lowercase()),
             None => Ok(None),
         }
+    }
+
+    /// What the records say of an anchor a peg-out names: a void record
+    /// (INVALIDATED_REORG, FAILED_ORPHANED) is [`LinkStatus::Void`], any
+    /// other record valid, none unknown.
+    fn link_status(&self, hash: &str) -> crate::Result<LinkStatus> {
+        Ok(match self.anchor_any_case(hash)? {
+            None => LinkStatus::Unknown,
+            Some(r) if r.status.is_void() => LinkStatus::Void(format!("the reorg database marks {}", r.status.name())),
+            Some(_) => LinkStatus::Valid,
+        })
     }
 }

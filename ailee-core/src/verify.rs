@@ -4,9 +4,11 @@
 //!
 //! [`check_block`] decides everything a block can decide alone. Peg-out links
 //! need other snapshots or the reorg database: they come back as
-//! [`Verdict::pegout_refs`] for the caller to resolve through [`AnchorSource`]s.
+//! [`Verdict::pegout_refs`], resolved by the one verifier
+//! (`crate::verifier::Verifier`, which also judges the own anchor).
 
-use crate::format::{check_parse, parse_block, show, ParseError};
+use crate::format::{check_parse, parse_block, ParseError};
+use crate::records::AnchorStatus;
 use crate::root::sha256_hex;
 use std::fmt;
 
@@ -37,8 +39,14 @@ pub enum Failure {
         hash: String,
         why: String,
     },
-    /// The snapshot's own anchor is void in the reorg database, or the chain
-    /// contradicts its record (or there is none): an integrity failure.
+    /// The snapshot's own anchor is void (INVALIDATED_REORG,
+    /// FAILED_ORPHANED) in the reorg database.
+    OwnVoid {
+        hash: String,
+        status: AnchorStatus,
+    },
+    /// The chain contradicts the own anchor's record (or there is none): an
+    /// integrity failure.
     OwnAnchor(String),
     /// The own anchor is recorded but not provable on the chain yet (not
     /// mined, too few confirmations): exit 1, not an integrity verdict.
@@ -67,6 +75,11 @@ impl fmt::Display for Failure {
             Failure::PegoutAnchor { peg_id, hash, why } => {
                 write!(f, "Peg-out {peg_id} names anchor {hash}, which {why}.")
             }
+            Failure::OwnVoid { hash, status } => write!(
+                f,
+                "Anchor verification failed: the snapshot's own anchor {hash} is {} in the reorg database.",
+                status.name()
+            ),
             Failure::OwnAnchor(m) => write!(f, "Anchor verification failed: {m}."),
             Failure::NotYetProvable(m) => write!(f, "Anchor not provable on Bitcoin yet: {m}."),
         }
@@ -193,95 +206,4 @@ pub enum LinkStatus {
     /// Known but void (e.g. `INVALIDATED_REORG`); the text says why.
     Void(String),
     Unknown,
-}
-
-/// A place where anchors are recorded: earlier snapshots, the reorg database.
-pub trait AnchorSource {
-    fn status(&self, hash: &str) -> Result<LinkStatus, crate::Error>;
-
-    /// See [`crate::records::AnchorLookup::prefetch`].
-    fn prefetch(&self, _hashes: &[&str]) -> Result<(), crate::Error> {
-        Ok(())
-    }
-}
-
-impl AnchorSource for std::collections::HashSet<String> {
-    fn status(&self, hash: &str) -> Result<LinkStatus, crate::Error> {
-        Ok(if self.contains(hash) {
-            LinkStatus::Valid
-        } else {
-            LinkStatus::Unknown
-        })
-    }
-}
-
-/// Anchor records as an [`AnchorSource`]: a void record (INVALIDATED_REORG,
-/// FAILED_ORPHANED) is [`LinkStatus::Void`], any other record valid.
-pub struct Records<'a>(pub &'a dyn crate::records::AnchorLookup);
-
-impl AnchorSource for Records<'_> {
-    fn prefetch(&self, hashes: &[&str]) -> Result<(), crate::Error> {
-        self.0.prefetch(hashes)
-    }
-
-    fn status(&self, hash: &str) -> Result<LinkStatus, crate::Error> {
-        Ok(match self.0.anchor_any_case(hash)? {
-            None => LinkStatus::Unknown,
-            Some(r) if r.status.is_void() => LinkStatus::Void(format!("the reorg database marks {}", r.status.name())),
-            Some(_) => LinkStatus::Valid,
-        })
-    }
-}
-
-/// Outcome of resolving peg-out links.
-#[derive(Debug, Default)]
-pub struct LinkCheck {
-    pub failure: Option<Failure>,
-    /// Unconfirmed links that are only a warning (no authoritative source).
-    pub warnings: Vec<String>,
-}
-
-/// Resolves peg-out links: the database (when given) decides first — a void
-/// record fails even if the file has the anchor — then earlier snapshots.
-/// Without a database an unknown anchor is a warning; with one, a failure.
-pub fn check_links(
-    refs: &[PegoutRef],
-    earlier: &dyn AnchorSource,
-    db: Option<&dyn AnchorSource>,
-) -> Result<LinkCheck, crate::Error> {
-    let mut out = LinkCheck::default();
-    if let (Some(db), false) = (db, refs.is_empty()) {
-        db.prefetch(&refs.iter().map(|r| r.hash.as_str()).collect::<Vec<_>>())?;
-    }
-    for r in refs {
-        let from_db = match db {
-            Some(db) => db.status(&r.hash)?,
-            None => LinkStatus::Unknown,
-        };
-        if let LinkStatus::Void(why) = from_db {
-            out.failure = Some(Failure::PegoutAnchor {
-                peg_id: r.peg_id.clone(),
-                hash: r.hash.clone(),
-                why,
-            });
-            return Ok(out);
-        }
-        if from_db == LinkStatus::Valid || earlier.status(&r.hash)? == LinkStatus::Valid {
-            continue;
-        }
-        if db.is_some() {
-            out.failure = Some(Failure::PegoutAnchor {
-                peg_id: r.peg_id.clone(),
-                hash: r.hash.clone(),
-                why: "neither an earlier snapshot in this file nor the reorg database records".into(),
-            });
-            return Ok(out);
-        }
-        out.warnings.push(format!(
-            "peg-out {} names anchor {}, which no earlier snapshot in this file records (check it with --reorg-db)",
-            show(r.peg_id.as_bytes()),
-            r.hash
-        ));
-    }
-    Ok(out)
 }

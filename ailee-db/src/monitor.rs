@@ -13,8 +13,10 @@
 //!   holds it). A record that does not decode is counted, never fatal.
 
 use crate::reorgdb::ReorgDb;
-use ailee_core::records::{AnchorRecord, AnchorStatus, Key, ReorgEvent, ANCHOR_PREFIX, REORG_PREFIX};
-use ailee_core::verify::{check_block, check_links, AnchorSource};
+use ailee_core::onchain::OwnRecord;
+use ailee_core::records::{AnchorLookup, AnchorRecord, Key, ReorgEvent, ANCHOR_PREFIX, REORG_PREFIX};
+use ailee_core::verifier::{BlockVerdict, Earlier, Verifier};
+use ailee_core::verify::Failure;
 use ailee_core::{Error, Result};
 use std::path::Path;
 
@@ -49,8 +51,9 @@ impl SnapshotStatus {
 }
 
 /// Reads the newest complete snapshot of `path` from the end and verifies
-/// it as `ailee_l2_verify` does, with `db` (when given) deciding peg-out
-/// anchors and judging the snapshot's own anchor (void: a failure).
+/// it as `ailee_l2_verify` does (the one [`Verifier`]), with `db` (when
+/// given) deciding peg-out anchors and judging the snapshot's own anchor
+/// (void: a failure); the verdict is worded for the monitor's findings.
 pub fn snapshot_status(path: &Path, db: Option<&ReorgDb>) -> Result<SnapshotStatus> {
     // Before open(): opening a FIFO would block the monitor forever.
     let md = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
@@ -68,43 +71,40 @@ pub fn snapshot_status(path: &Path, db: Option<&ReorgDb>) -> Result<SnapshotStat
     let Some(found) = found else {
         return Ok(st);
     };
-    let mut buf = Vec::new();
-    let v = check_block(&found.bytes, &mut buf);
-    let mut n = Newest {
-        offset: found.offset,
-        timestamp_ms: ailee_core::format::parse_block(&found.bytes)
-            .ok()
-            .map(|p| p.snapshot.timestamp_ms),
-        anchor_hash: v.anchor_hash.clone(),
-        failure: v.failure.as_ref().map(|f| f.to_string()),
-        warnings: Vec::new(),
-    };
-    drop(found);
-    if n.failure.is_none() {
-        let earlier = sf.anchors_before(n.offset, &v.pegout_refs)?;
-        let links = check_links(&v.pegout_refs, &earlier, db.map(|d| d as &dyn AnchorSource))?;
-        n.failure = links.failure.map(|f| f.to_string());
-        n.warnings = links.warnings;
-    }
-    if let (None, Some(db), Some(h)) = (&n.failure, db, &n.anchor_hash) {
-        match db.anchor(h)? {
-            Some(a) if a.status.is_void() => {
-                n.failure = Some(format!(
-                    "its own anchor {h} is {} in the reorg database",
-                    a.status.name()
-                ))
-            }
-            Some(a) if a.status == AnchorStatus::Pending => n
-                .warnings
-                .push(format!("its anchor {h} is still PENDING in the reorg database")),
-            Some(_) => {}
-            None => n
-                .warnings
-                .push(format!("its anchor {h} is not recorded in the reorg database")),
+    let verifier = Verifier::new(db.map(|d| d as &dyn AnchorLookup));
+    let mut v = verifier.check(&found.bytes);
+    let timestamp_ms = ailee_core::format::parse_block(&found.bytes)
+        .ok()
+        .map(|p| p.snapshot.timestamp_ms);
+    drop(found.bytes);
+    verifier.finish(&mut v, Earlier::Before(&sf, found.offset))?;
+    st.newest = Some(newest_of(found.offset, timestamp_ms, v));
+    Ok(st)
+}
+
+/// The verdict on the newest snapshot in the monitor's words.
+fn newest_of(offset: u64, timestamp_ms: Option<u64>, v: BlockVerdict) -> Newest {
+    let failure = v.failure.as_ref().map(|f| match f {
+        Failure::OwnVoid { hash, status } => {
+            format!("its own anchor {hash} is {} in the reorg database", status.name())
+        }
+        f => f.to_string(),
+    });
+    let mut warnings = v.link_warnings;
+    if let (Some(own), Some(h)) = (&v.own, &v.anchor_hash) {
+        match own {
+            OwnRecord::Pending(_) => warnings.push(format!("its anchor {h} is still PENDING in the reorg database")),
+            OwnRecord::Absent => warnings.push(format!("its anchor {h} is not recorded in the reorg database")),
+            OwnRecord::Confirmed(_) | OwnRecord::Void(_) => {}
         }
     }
-    st.newest = Some(n);
-    Ok(st)
+    Newest {
+        offset,
+        timestamp_ms,
+        anchor_hash: v.anchor_hash,
+        failure,
+        warnings,
+    }
 }
 
 /// The reorg database, read cheaply.
@@ -301,6 +301,7 @@ pub fn disk_usage(path: &Path) -> Result<u64> {
 mod tests {
     use super::*;
     use crate::reorgdb::{Batch, Mode};
+    use ailee_core::records::AnchorStatus;
 
     fn status_of(data: &[u8]) -> SnapshotStatus {
         let d = tempfile::tempdir().unwrap();

@@ -913,12 +913,6 @@ impl ailee_core::records::AnchorLookup for ReorgDb {
     }
 }
 
-impl ailee_core::verify::AnchorSource for ReorgDb {
-    fn status(&self, hash: &str) -> Result<ailee_core::verify::LinkStatus> {
-        ailee_core::verify::Records(self).status(hash)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,11 +8,13 @@ use ailee_cli::{lossy, ReadArgs, Report, RpcArgs};
 use ailee_core::anchor;
 use ailee_core::format::{parse_block, write_snapshot};
 use ailee_core::model::Snapshot;
+use ailee_core::records::AnchorLookup;
 use ailee_core::records::{AnchorRecord, AnchorStatus};
 use ailee_core::root::state_root;
 use ailee_core::rpc::Rpc;
 use ailee_core::snapfile::{read_capped, STATE_CAP};
-use ailee_core::verify::{check_block, check_links, AnchorSource, PegoutRef};
+use ailee_core::verifier::Verifier;
+use ailee_core::verify::PegoutRef;
 use ailee_core::{cancel, Error};
 use ailee_db::reorgdb::{Batch, Mode, ReorgDb};
 use anyhow::Context;
@@ -243,15 +245,6 @@ pub fn commitment(o: &Options, rep: &Report) -> anyhow::Result<Commitment> {
     })
 }
 
-/// No database: every anchor is unknown to it.
-struct NoDb;
-
-impl AnchorSource for NoDb {
-    fn status(&self, _: &str) -> ailee_core::Result<ailee_core::verify::LinkStatus> {
-        Ok(ailee_core::verify::LinkStatus::Unknown)
-    }
-}
-
 /// Peg-outs must name a known anchor (SPEC §1.3). Only a commitment that is
 /// written somewhere needs known anchors; computing and printing it is
 /// harmless, so then problems are warnings.
@@ -282,11 +275,10 @@ pub fn check_pegouts(o: &Options, c: &Commitment, rep: &Report) -> anyhow::Resul
         Some(p) => anchors_in(&o.read, p, &refs)?,
         None => Default::default(),
     };
-    let db_source: &dyn AnchorSource = match &c.db {
-        Some(d) => d,
-        None => &NoDb,
-    };
-    let Some(f) = check_links(&refs, &earlier, Some(db_source))?.failure else {
+    // Unknown anchors fail with or without a database: the file alone is no
+    // authority for a state that is about to be anchored.
+    let verifier = Verifier::new(c.db.as_ref().map(|d| d as &dyn AnchorLookup)).failing_unknown_links(true);
+    let Some(f) = verifier.links(&refs, &earlier)?.failure else {
         return Ok(());
     };
     if !writes {
@@ -335,8 +327,7 @@ pub fn append(o: &Options, c: &Commitment, rep: &Report) -> anyhow::Result<Resul
         (None, _) => (Step::Skipped, None),
         (Some(_), Some(off)) => (Step::Already, Some(off)),
         (Some(p), None) => {
-            let v = check_block(&c.block, &mut Vec::new());
-            if let Some(f) = v.failure {
+            if let Some(f) = Verifier::default().check(&c.block).failure {
                 return Ok(Err(f.to_string()));
             }
             let a = ailee_core::append::append_block(p, &c.block).context("cannot append the snapshot")?;

@@ -7,7 +7,8 @@ use ailee_cli::{lossy, out, Common, ReadArgs, Report, RpcArgs, EXIT_CODES_HELP};
 use ailee_core::format::ParseError;
 use ailee_core::records::AnchorLookup;
 use ailee_core::snapfile::SnapshotFile;
-use ailee_core::verify::{anchor_hash_of, check_block, check_links, AnchorSource, Failure, Records, Verdict};
+use ailee_core::verifier::{BitcoinCheck, BlockVerdict, Earlier, Verifier};
+use ailee_core::verify::{anchor_hash_of, Failure};
 use ailee_core::{Error, ExitStatus};
 use anyhow::Context;
 use clap::Parser;
@@ -147,24 +148,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Some(p) => Some(RemoteDb::open(p)?),
         None => None,
     };
-    let own_db = db.as_ref().map(|d| d as &dyn AnchorLookup);
-    let records = own_db.map(Records);
-    let db = records.as_ref().map(|r| r as &dyn AnchorSource);
+    let verifier = Verifier::new(db.as_ref().map(|d| d as &dyn AnchorLookup)).with_chain(chain_check(&cli));
     match cli.mode() {
-        Run::All => verify_all(&cli, &rep, &sf, db),
-        Run::LastValid => last_valid(&cli, &rep, &sf, db),
+        Run::All => verify_all(&cli, &rep, &sf, &verifier),
+        Run::LastValid => last_valid(&cli, &rep, &sf, &verifier),
         Run::PrintNewest | Run::PrintIndex(_) => print_one(&cli, &rep, &sf),
-        Run::Newest | Run::Index(_) => verify_one(&cli, &rep, &sf, db, own_db),
+        Run::Newest | Run::Index(_) => verify_one(&cli, &rep, &sf, &verifier),
     }
 }
 
-fn verify_one(
-    cli: &Cli,
-    rep: &Report,
-    sf: &SnapshotFile,
-    db: Option<&dyn AnchorSource>,
-    own_db: Option<&dyn AnchorLookup>,
-) -> anyhow::Result<ExitStatus> {
+/// `--bitcoin-rpc`: the node, connected when a snapshot's own anchor is
+/// judged, with the anchoring identity of the database's data directory.
+fn chain_check(cli: &Cli) -> Option<BitcoinCheck<'_>> {
+    cli.rpc.bitcoin_rpc.as_ref()?;
+    Some(BitcoinCheck::lazy(cli.confirmations, move || {
+        let rpc = ailee_core::rpc::Rpc::connect(&cli.rpc.config()?)?;
+        let data_dir = cli
+            .reorg_db
+            .as_deref()
+            .and_then(ailee_core::identity::AnchorIdentity::data_dir_of);
+        Ok((rpc, cli.rpc.identity(data_dir.as_deref())?))
+    }))
+}
+
+fn verify_one(cli: &Cli, rep: &Report, sf: &SnapshotFile, verifier: &Verifier) -> anyhow::Result<ExitStatus> {
     let mut warnings = Vec::new();
     let (place, block, earlier) = match cli.mode() {
         Run::Index(n) => {
@@ -186,9 +193,8 @@ fn verify_one(
             )
         }
     };
-    let mut buf = Vec::new();
-    let mut verdict = check_block(&block, &mut buf);
-    let payload = own_db.and_then(|_| ailee_core::onchain::anchor_payload(&block));
+    // What the block alone says is said before any lookup.
+    let mut verdict = verifier.check(&block);
     drop(block);
     let mut place = place;
     if verdict.crlf {
@@ -199,42 +205,16 @@ fn verify_one(
     if matches!(verdict.failure, Some(Failure::Corrupt(_))) && place.number.is_none() {
         place = locate(sf, place.offset)?;
     }
-    if verdict.ok() {
-        let earlier = match earlier {
-            Some(set) => set,
-            None => sf.anchors_before(place.offset, &verdict.pegout_refs)?,
-        };
-        resolve(&mut verdict, &earlier, db, rep, &mut warnings)?;
+    let earlier = match &earlier {
+        Some(set) => Earlier::Known(set),
+        None => Earlier::Before(sf, place.offset),
+    };
+    verifier.finish(&mut verdict, earlier)?;
+    note_warnings(rep, &verdict.link_warnings, &mut warnings);
+    if let Some(w) = verdict.own_warning() {
+        note_warnings(rep, &[w], &mut warnings);
     }
-    let mut proven = None;
-    if let (true, Some(d), Some(hash), Some(payload)) = (verdict.ok(), own_db, verdict.anchor_hash.clone(), payload) {
-        let rpc = match &cli.rpc.bitcoin_rpc {
-            Some(_) => Some(ailee_core::rpc::Rpc::connect(&cli.rpc.config()?)?),
-            None => None,
-        };
-        let identity = match &rpc {
-            Some(_) => {
-                let data_dir = cli
-                    .reorg_db
-                    .as_deref()
-                    .and_then(ailee_core::identity::AnchorIdentity::data_dir_of);
-                cli.rpc.identity(data_dir.as_deref())?
-            }
-            None => None,
-        };
-        let own = ailee_core::onchain::check_own_anchor(
-            d,
-            rpc.as_ref(),
-            &hash,
-            &payload,
-            cli.confirmations,
-            identity.as_ref(),
-        )?;
-        note_warnings(rep, &own.warnings, &mut warnings);
-        verdict.failure = own.failure;
-        proven = own.proven;
-    }
-    report_one(cli, &place, &verdict, warnings, proven)
+    report_one(cli, &place, &verdict, warnings)
 }
 
 /// `--print-state`: the snapshot's state as JSON, streamed from the file
@@ -313,40 +293,8 @@ fn print_one(cli: &Cli, rep: &Report, sf: &SnapshotFile) -> anyhow::Result<ExitS
     }
 }
 
-fn resolve(
-    verdict: &mut Verdict,
-    earlier: &dyn AnchorSource,
-    db: Option<&dyn AnchorSource>,
-    rep: &Report,
-    warnings: &mut Vec<String>,
-) -> anyhow::Result<()> {
-    let links = check_links(&verdict.pegout_refs, earlier, db)?;
-    for w in links.warnings {
-        rep.warn(&w);
-        warnings.push(w);
-    }
-    verdict.failure = links.failure;
-    Ok(())
-}
-
-/// With the reorg database, a snapshot whose own anchor it marks
-/// INVALIDATED_REORG or FAILED_ORPHANED fails (`--all`, `--last-valid`).
-fn own_void(db: Option<&dyn AnchorSource>, v: &mut Verdict) -> ailee_core::Result<()> {
-    if let (None, Some(db), Some(h)) = (&v.failure, db, &v.anchor_hash) {
-        if let ailee_core::verify::LinkStatus::Void(why) = db.status(h)? {
-            v.failure = Some(Failure::OwnAnchor(format!("the snapshot's own anchor {h}: {why}")));
-        }
-    }
-    Ok(())
-}
-
-fn report_one(
-    cli: &Cli,
-    place: &Place,
-    v: &Verdict,
-    warnings: Vec<String>,
-    proven: Option<(String, u64, u64)>,
-) -> anyhow::Result<ExitStatus> {
+fn report_one(cli: &Cli, place: &Place, v: &BlockVerdict, warnings: Vec<String>) -> anyhow::Result<ExitStatus> {
+    let proven = v.proof();
     let status = match &v.failure {
         None => ExitStatus::Success,
         Some(Failure::NotYetProvable(_)) => ExitStatus::Operational,
@@ -458,92 +406,49 @@ fn threads(cli: &Cli) -> usize {
 /// (the database is read through a pipe, ailee_cli::dbquery).
 const LOOKUP_BATCH: usize = 256;
 
-fn verify_all(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn AnchorSource>) -> anyhow::Result<ExitStatus> {
-    let total = sf.len();
-    let bar = rep.bar(total, "verifying");
-    let mut anchors: HashSet<String> = HashSet::new();
-    let (mut count, mut failed) = (0usize, 0usize);
-    let mut crlf = false;
-    let mut warnings = Vec::new();
+/// `--all`: every complete snapshot, in file order, checked on all cores
+/// and finished (links, own anchor) in order as the results come.
+fn verify_all(cli: &Cli, rep: &Report, sf: &SnapshotFile, verifier: &Verifier) -> anyhow::Result<ExitStatus> {
+    let bar = rep.bar(sf.len(), "verifying");
     // --json: results and warnings go to unnamed temporary files as they
     // come (memory flat in the number of snapshots) and the document, whose
     // "ok" comes before them, is written from those at the end.
-    let mut spill = if cli.common.json { Some(Spill::new()?) } else { None };
-    let mut one = |r: ailee_core::pipeline::BlockReport| -> ailee_core::Result<()> {
-        let mut v = r.verdict;
-        crlf |= v.crlf;
-        if v.ok() {
-            let links = check_links(&v.pegout_refs, &anchors, db)?;
-            for w in links.warnings {
-                let w = format!("snapshot {}: {w}", r.number);
-                bar.0.suspend(|| rep.warn(&w));
-                warnings.push(w);
-            }
-            v.failure = links.failure;
-            own_void(db, &mut v)?;
-        }
-        if let Some(h) = &v.anchor_hash {
-            anchors.insert(h.clone());
-        }
-        bar.0
-            .suspend(|| note_ambiguity(rep, &v, &format!("snapshot {}: ", r.number), &mut warnings));
-        count += 1;
+    let mut all = All {
+        rep,
+        bar: &bar,
+        verifier,
+        anchors: HashSet::new(),
+        count: 0,
+        failed: 0,
+        crlf: false,
+        warnings: Vec::new(),
+        spill: if cli.common.json { Some(Spill::new()?) } else { None },
+    };
+    // With a database, reports wait in batches so that their lookups go in
+    // one round trip; without one, each is handled as it comes.
+    let mut waiting = Vec::new();
+    let batch = if verifier.db.is_some() { LOOKUP_BATCH } else { 1 };
+    let notes = ailee_core::pipeline::check_all(sf, threads(cli), &bar, |r| {
         let place = Place {
             number: Some(r.number),
             offset: r.offset,
             line: Some(r.line),
         };
-        let error = v.failure.as_ref().map(|f| failure_message(&place, f));
-        failed += error.is_some() as usize;
-        if let Some(sp) = spill.as_mut() {
-            sp.snapshot(&json!({
-                "snapshot": r.number, "offset": r.offset, "line": r.line, "ok": v.ok(),
-                "root": v.root, "anchor_hash": v.anchor_hash, "error": error,
-                "ambiguous_root": v.ambiguous_root.is_some(),
-            }))?;
-            sp.warnings(&mut warnings)?;
-        } else {
-            let line = match &error {
-                None => format!(
-                    "snapshot {}: OK root={} anchor={}",
-                    r.number,
-                    v.root.as_deref().unwrap_or_default(),
-                    v.anchor_hash.as_deref().unwrap_or_default()
-                ),
-                Some(e) => format!("snapshot {}: FAILED {e}", r.number),
-            };
-            bar.0.suspend(|| out(line)).map_err(|e| Error::io("stdout", e))?;
-        }
-        Ok(())
-    };
-    // With a database, reports wait in batches so that their lookups go in
-    // one round trip; without one, each is handled as it comes.
-    let mut waiting = Vec::new();
-    let mut flush = |waiting: &mut Vec<ailee_core::pipeline::BlockReport>| -> ailee_core::Result<()> {
-        if let Some(db) = db {
-            let hashes: Vec<&str> = waiting
-                .iter()
-                .filter(|r| r.verdict.ok())
-                .flat_map(|r| {
-                    r.verdict
-                        .pegout_refs
-                        .iter()
-                        .map(|p| p.hash.as_str())
-                        .chain(r.verdict.anchor_hash.as_deref())
-                })
-                .collect();
-            db.prefetch(&hashes)?;
-        }
-        waiting.drain(..).try_for_each(&mut one)
-    };
-    let notes = ailee_core::pipeline::check_all(sf, threads(cli), &bar, |r| {
-        waiting.push(r);
-        if db.is_none() || waiting.len() >= LOOKUP_BATCH {
-            flush(&mut waiting)?;
+        waiting.push((place, BlockVerdict::from(r.verdict)));
+        if waiting.len() >= batch {
+            all.flush(&mut waiting)?;
         }
         Ok(())
     })?;
-    flush(&mut waiting)?;
+    all.flush(&mut waiting)?;
+    let All {
+        mut warnings,
+        crlf,
+        count,
+        failed,
+        spill,
+        ..
+    } = all;
     drop(bar);
     note_warnings(rep, &notes, &mut warnings);
     if crlf {
@@ -566,6 +471,79 @@ fn verify_all(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
     } else {
         ExitStatus::Integrity
     })
+}
+
+/// What `--all` keeps while it goes through the file.
+struct All<'a> {
+    rep: &'a Report,
+    bar: &'a ailee_cli::Bar,
+    verifier: &'a Verifier<'a>,
+    /// The anchors of the snapshots so far, for the next ones' peg-outs.
+    anchors: HashSet<String>,
+    count: usize,
+    failed: usize,
+    crlf: bool,
+    warnings: Vec<String>,
+    spill: Option<Spill>,
+}
+
+impl All<'_> {
+    /// Finishes the waiting snapshots in order, their lookups asked first in one batch.
+    fn flush(&mut self, waiting: &mut Vec<(Place, BlockVerdict)>) -> ailee_core::Result<()> {
+        self.verifier.prefetch(waiting.iter().map(|(_, v)| v))?;
+        waiting.drain(..).try_for_each(|(place, v)| self.one(place, v))
+    }
+
+    /// Finishes one snapshot and says its result.
+    fn one(&mut self, place: Place, mut v: BlockVerdict) -> ailee_core::Result<()> {
+        let number = place.number.unwrap_or_default();
+        self.crlf |= v.crlf;
+        self.verifier.finish(&mut v, Earlier::Known(&self.anchors))?;
+        for w in &v.link_warnings {
+            let w = format!("snapshot {number}: {w}");
+            self.bar.0.suspend(|| self.rep.warn(&w));
+            self.warnings.push(w);
+        }
+        if let Some(h) = &v.anchor_hash {
+            self.anchors.insert(h.clone());
+        }
+        let prefix = format!("snapshot {number}: ");
+        self.bar
+            .0
+            .suspend(|| note_ambiguity(self.rep, &v, &prefix, &mut self.warnings));
+        self.count += 1;
+        let error = v.failure.as_ref().map(|f| listed_failure(&place, f));
+        self.failed += error.is_some() as usize;
+        if let Some(sp) = self.spill.as_mut() {
+            sp.snapshot(&json!({
+                "snapshot": number, "offset": place.offset, "line": place.line, "ok": v.ok(),
+                "root": v.root, "anchor_hash": v.anchor_hash, "error": error,
+                "ambiguous_root": v.ambiguous_root.is_some(),
+            }))?;
+            return sp.warnings(&mut self.warnings);
+        }
+        let line = match &error {
+            None => format!(
+                "snapshot {number}: OK root={} anchor={}",
+                v.root.as_deref().unwrap_or_default(),
+                v.anchor_hash.as_deref().unwrap_or_default()
+            ),
+            Some(e) => format!("snapshot {number}: FAILED {e}"),
+        };
+        self.bar.0.suspend(|| out(line)).map_err(|e| Error::io("stdout", e))
+    }
+}
+
+/// A failure as `--all` and `--last-valid` word it (a void own anchor in
+/// the words of a void peg-out anchor).
+fn listed_failure(place: &Place, f: &Failure) -> String {
+    match f {
+        Failure::OwnVoid { hash, status } => format!(
+            "Anchor verification failed: the snapshot's own anchor {hash}: the reorg database marks {}.",
+            status.name()
+        ),
+        f => failure_message(place, f),
+    }
 }
 
 /// The `--all --json` document kept on disk while it is made: its
@@ -638,7 +616,7 @@ impl Spill {
     }
 }
 
-fn last_valid(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn AnchorSource>) -> anyhow::Result<ExitStatus> {
+fn last_valid(cli: &Cli, rep: &Report, sf: &SnapshotFile, verifier: &Verifier) -> anyhow::Result<ExitStatus> {
     let path = &lossy(sf.path());
     // Numbers need the count of complete snapshots: one pass that only finds boundaries.
     let mut total = 0usize;
@@ -651,17 +629,12 @@ fn last_valid(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
     if total == 0 {
         return Err(no_snapshots(sf.path()));
     }
-    let mut buf = Vec::new();
     let mut number = total + 1;
     for b in sf.newest_first(None)? {
         let b = b?;
         number = number.saturating_sub(1);
-        let mut v = check_block(&b.bytes, &mut buf);
-        if v.ok() {
-            let earlier = sf.anchors_before(b.offset, &v.pegout_refs)?;
-            resolve(&mut v, &earlier, db, rep, &mut warnings)?;
-            own_void(db, &mut v)?;
-        }
+        let v = verifier.verify(&b.bytes, Earlier::Before(sf, b.offset))?;
+        note_warnings(rep, &v.link_warnings, &mut warnings);
         match &v.failure {
             None => {
                 let ambiguous = note_ambiguity(rep, &v, "", &mut warnings);
@@ -681,7 +654,7 @@ fn last_valid(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
                     offset: b.offset,
                     line: None,
                 };
-                let msg = format!("snapshot {number}: {}", failure_message(&place, f));
+                let msg = format!("snapshot {number}: {}", listed_failure(&place, f));
                 rep.warn(&msg);
                 warnings.push(msg);
             }
@@ -695,7 +668,7 @@ fn last_valid(cli: &Cli, rep: &Report, sf: &SnapshotFile, db: Option<&dyn Anchor
 }
 
 /// Warns when the snapshot's root is ambiguous (an id holds `:`); true if so.
-fn note_ambiguity(rep: &Report, v: &Verdict, prefix: &str, warnings: &mut Vec<String>) -> bool {
+fn note_ambiguity(rep: &Report, v: &BlockVerdict, prefix: &str, warnings: &mut Vec<String>) -> bool {
     let Some(w) = &v.ambiguous_root else { return false };
     let w = format!("{prefix}{w}");
     rep.warn(&w);

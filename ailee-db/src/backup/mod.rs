@@ -29,7 +29,7 @@ pub mod retention;
 
 use crate::reorgdb::{Mode, ReorgDb};
 use ailee_core::records::AnchorLookup as _;
-use ailee_core::verify::check_block;
+use ailee_core::verifier::{BitcoinCheck, Verifier};
 use ailee_core::{Error, Result};
 use restic::Restic;
 use std::fs::{File, OpenOptions};
@@ -356,7 +356,7 @@ pub fn newest_block(f: &File) -> std::io::Result<Option<(u64, Vec<u8>)>> {
 
 /// Root and anchor hash of a block that verifies; the failure otherwise.
 pub fn verify_newest(block: &[u8]) -> Result<(String, String)> {
-    let v = check_block(block, &mut Vec::new());
+    let v = Verifier::default().check(block);
     match (&v.failure, v.root, v.anchor_hash) {
         (None, Some(r), Some(a)) => Ok((r, a)),
         (Some(f), _, _) => Err(Error::Integrity(format!("the newest snapshot does not verify: {f}"))),
@@ -385,10 +385,10 @@ pub fn count_blocks(f: &File, offset: u64, len: u64) -> std::io::Result<u64> {
 pub fn failing_snapshots(path: &Path, max: usize) -> Result<(u64, Vec<(u64, String)>)> {
     let sf = ailee_core::snapfile::SnapshotFile::open(path)?;
     let (mut n, mut bad) = (0u64, Vec::new());
-    let mut buf = Vec::new();
+    let verifier = Verifier::default();
     sf.forward(|b| {
         n = b.number as u64;
-        if let Some(f) = check_block(b.bytes, &mut buf).failure {
+        if let Some(f) = verifier.check(b.bytes).failure {
             if bad.len() < max {
                 bad.push((n, f.to_string()));
             }
@@ -1214,15 +1214,17 @@ pub fn check_on_chain(dir: &Path, c: &ChainCheck) -> Result<ChainProof> {
             .and_then(|l| ReorgDb::open(l, Mode::ReadOnly).ok())
             .and_then(|db| db.anchor_any_case(&anchor).ok().flatten());
     }
-    let v = ailee_core::onchain::verify_on_chain(
-        &One(rec),
-        &c.rpc,
-        &anchor,
-        &payload,
-        c.confirmations,
-        c.identity.as_ref(),
-    )?;
-    proof_of(v, &anchor)
+    // The record alone counts: `One` holds no stored block hashes, so the
+    // node's chain is not compared with a database's.
+    let one = One(rec);
+    let verifier =
+        Verifier::new(Some(&one)).with_chain(Some(BitcoinCheck::new(&c.rpc, c.identity.as_ref(), c.confirmations)));
+    match verifier.on_chain(&anchor, &payload)? {
+        Some(v) => proof_of(v, &anchor),
+        None => Err(Error::Integrity(
+            "the backup's newest anchor was not checked on Bitcoin".into(),
+        )),
+    }
 }
 
 /// `ailee_restore --anchored`: the newest of `nodes`' backups whose anchor
