@@ -9,6 +9,8 @@
 # Usage: scripts/bench.sh [WORKDIR] [all]   (needs ~8 GB free in WORKDIR;
 #        `all` runs only the `--all` comparison)
 set -euo pipefail
+. "$(dirname "$(readlink -f "$0")")/lib.sh"
+std_args "$@"
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 W=${1:-${TMPDIR:-/tmp}/ailee-bench}

@@ -18,6 +18,8 @@
 # Usage: scripts/bench_backup.sh [N] [SIZE_MB] [GROW_KB] [REPS]
 # Long (about 10 minutes on 2 cores at 1 GB): run it in the background.
 set -euo pipefail
+. "$(dirname "$(readlink -f "$0")")/lib.sh"
+std_args "$@"
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 N=${1:-24} SIZE_MB=${2:-1024} GROW_KB=${3:-300} REPS=${4:-3}

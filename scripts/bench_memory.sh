@@ -11,6 +11,8 @@
 # Figures are recorded in BENCHMARKS.md.
 # Usage: scripts/bench_memory.sh [WORKDIR]   (needs ~9 GB free in WORKDIR)
 set -euo pipefail
+. "$(dirname "$(readlink -f "$0")")/lib.sh"
+std_args "$@"
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 W=${1:-${TMPDIR:-/tmp}/ailee-bench-memory}

@@ -8,6 +8,8 @@
 # Prints the median of RUNS (5) wall-clock times and the peak RSS of one run.
 # Usage: scripts/bench_monitor.sh [WORKDIR]   (needs ~1 GB free in WORKDIR)
 set -euo pipefail
+. "$(dirname "$(readlink -f "$0")")/lib.sh"
+std_args "$@"
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 W=${1:-${TMPDIR:-/tmp}/ailee-bench-monitor}

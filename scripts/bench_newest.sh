@@ -15,6 +15,8 @@
 # in WORKDIR (default $TMPDIR/ailee-bench, shared with scripts/bench.sh);
 # SNAPSHOTS/ENTRIES and BIG_SNAPSHOTS/BIG_ENTRIES change them.
 set -euo pipefail
+. "$(dirname "$(readlink -f "$0")")/lib.sh"
+std_args "$@"
 source "$(dirname "$(readlink -f "$0")")/env.sh"
 cd "$ROOT"
 W=${1:-${TMPDIR:-/tmp}/ailee-bench}

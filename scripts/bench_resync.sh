@@ -4,7 +4,8 @@
 # getblockhash) and a client sending one request per height.
 # Usage: scripts/bench_resync.sh [BLOCKS]   (default 3000)
 set -euo pipefail
-source "$(dirname "$0")/lib.sh"
+. "$(dirname "$(readlink -f "$0")")/lib.sh"
+std_args "$@"
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 N=${1:-3000}

@@ -9,6 +9,8 @@
 # Usage: scripts/crash_backup.sh [TEST_FILTER] (default: the SIGKILL campaigns;
 # `interrupted` for the signal campaign).
 set -euo pipefail
+. "$(dirname "$(readlink -f "$0")")/lib.sh"
+std_args "$@"
 source "$(dirname "$(readlink -f "$0")")/env.sh"
 cd "$ROOT"
 # The backup module's tests whose names hold a filter (the integration crate

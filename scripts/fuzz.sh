@@ -16,6 +16,8 @@
 # Needs cargo-fuzz (cargo install cargo-fuzz); runs on the stable toolchain
 # through RUSTC_BOOTSTRAP=1 (cargo-fuzz passes -Z sanitizer flags).
 set -euo pipefail
+. "$(dirname "$(readlink -f "$0")")/lib.sh"
+std_args "$@"
 source "$(dirname "$0")/env.sh"
 secs=${1:-60}
 shift || true

