@@ -393,6 +393,13 @@ pub(super) fn check<'a>(block: &'a [u8], text: &mut Vec<u8>) -> Option<Fast<'a>>
             buf: std::mem::take(text),
             n: 0,
         };
+        // A section's canonical text is never longer than the block (plus
+        // the copies' slack): sized once from zeroed memory, whose fresh
+        // pages are touched only where written, rather than grown by
+        // doubling (each growth a copy and a zero-fill).
+        if out.buf.len() < block.len() + 64 {
+            out.buf = vec![0; block.len() + block.len() / 4 + 64];
+        }
         let r = sections(block, &mut out, s);
         *text = out.buf;
         let (h, anchor_at) = r?;
