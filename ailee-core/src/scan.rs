@@ -682,12 +682,15 @@ impl<'f> Backward<'f> {
             let read_end = (self.end + LOOKAHEAD as u64).min(self.len);
             // One buffer serves every window (fresh memory costs a page
             // fault per page, most of a newest-snapshot check).
+            // The byte before `s` (which decides a header at `s`) comes in
+            // the same read: `d` starts at `s0`.
+            let s0 = s.saturating_sub(1);
             let mut d = std::mem::take(&mut self.buf);
-            read_exact_into(self.file, &mut d, (read_end - s) as usize, s)?;
-            let prev = if s > 0 { Some(self.read_at(s - 1, s)?[0]) } else { None };
+            read_exact_into(self.file, &mut d, (read_end - s0) as usize, s0)?;
+            let (prev, win) = if s > 0 { (Some(d[0]), &d[1..]) } else { (None, &d[..]) };
             self.events.clear();
             let (from, limit) = ((start - s) as usize, (self.end - s) as usize);
-            events(&d, prev, read_end == self.len, from, limit, &mut self.events);
+            events(win, prev, read_end == self.len, from, limit, &mut self.events);
             // Examine the candidates from the last one backwards; stop at the
             // first block found, to resume below it on the next call.
             while let Some(ev) = self.events.pop() {
@@ -727,7 +730,7 @@ impl<'f> Backward<'f> {
                         self.end = h;
                         // The block is usually in the window read: keep
                         // those bytes rather than read it again.
-                        let bytes = self.block_bytes(&mut d, s, h, e)?;
+                        let bytes = self.block_bytes(&mut d, s0, h, e)?;
                         self.buf = d;
                         // Candidates already examined below h are re-read
                         // next time: drop them.
