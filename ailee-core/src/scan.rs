@@ -189,6 +189,31 @@ pub struct Span {
     pub line: usize,
 }
 
+/// What a [`Scanner`] reads: bytes appended to its buffer.
+pub trait Source {
+    /// Appends the next bytes to `buf`: at least one unless at the end, at
+    /// most `max` or `buf`'s spare capacity (whichever is larger). 0 at
+    /// the end.
+    fn append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize>;
+}
+
+/// [`Source::append`] through [`Read`] (zero-fills what it reads into).
+fn append_read(r: &mut impl Read, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    r.take(max as u64).read_to_end(buf)
+}
+
+impl Source for &[u8] {
+    fn append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        append_read(self, buf, max)
+    }
+}
+
+impl Source for File {
+    fn append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        append_read(self, buf, max)
+    }
+}
+
 /// Forward, streaming block scanner.
 pub struct Scanner<R> {
     reader: R,
@@ -224,7 +249,7 @@ pub struct Scanner<R> {
 /// Default read size of the forward scanner.
 pub const CHUNK: usize = 8 << 20;
 
-impl<R: Read> Scanner<R> {
+impl<R: Source> Scanner<R> {
     pub fn with_chunk_size(reader: R, chunk_size: usize) -> Self {
         Scanner {
             reader,
@@ -267,9 +292,8 @@ impl<R: Read> Scanner<R> {
         let want = self.buf.len() + self.chunk_size;
         self.buf.reserve(self.chunk_size);
         while self.buf.len() < want {
-            let n = (&mut self.reader)
-                .take((want - self.buf.len()) as u64)
-                .read_to_end(&mut self.buf);
+            let max = want - self.buf.len();
+            let n = self.reader.append(&mut self.buf, max);
             match n {
                 Ok(0) => {
                     self.eof = true;
@@ -602,8 +626,8 @@ impl<'f> Backward<'f> {
     }
 
     fn read_at(&self, start: u64, end: u64) -> io::Result<Vec<u8>> {
-        let mut v = vec![0u8; (end - start) as usize];
-        self.file.read_exact_at(&mut v, start)?;
+        let mut v = Vec::new();
+        read_exact_into(self.file, &mut v, (end - start) as usize, start)?;
         Ok(v)
     }
 
@@ -626,6 +650,12 @@ impl<'f> Backward<'f> {
             self.file.read_exact_at(&mut v[..head], h)?;
             v[head..].copy_from_slice(&d[..(e - s) as usize]);
             return Ok(v);
+        }
+        if d.capacity() as u64 >= e - h {
+            // The window's memory is already paged in: the block goes there
+            // rather than into fresh pages (a page fault each).
+            read_exact_into(self.file, d, (e - h) as usize, h)?;
+            return Ok(std::mem::take(d));
         }
         self.read_at(h, e)
     }
@@ -652,14 +682,15 @@ impl<'f> Backward<'f> {
             let read_end = (self.end + LOOKAHEAD as u64).min(self.len);
             // One buffer serves every window (fresh memory costs a page
             // fault per page, most of a newest-snapshot check).
+            // The byte before `s` (which decides a header at `s`) comes in
+            // the same read: `d` starts at `s0`.
+            let s0 = s.saturating_sub(1);
             let mut d = std::mem::take(&mut self.buf);
-            d.clear();
-            d.resize((read_end - s) as usize, 0);
-            self.file.read_exact_at(&mut d, s)?;
-            let prev = if s > 0 { Some(self.read_at(s - 1, s)?[0]) } else { None };
+            read_exact_into(self.file, &mut d, (read_end - s0) as usize, s0)?;
+            let (prev, win) = if s > 0 { (Some(d[0]), &d[1..]) } else { (None, &d[..]) };
             self.events.clear();
             let (from, limit) = ((start - s) as usize, (self.end - s) as usize);
-            events(&d, prev, read_end == self.len, from, limit, &mut self.events);
+            events(win, prev, read_end == self.len, from, limit, &mut self.events);
             // Examine the candidates from the last one backwards; stop at the
             // first block found, to resume below it on the next call.
             while let Some(ev) = self.events.pop() {
@@ -699,7 +730,7 @@ impl<'f> Backward<'f> {
                         self.end = h;
                         // The block is usually in the window read: keep
                         // those bytes rather than read it again.
-                        let bytes = self.block_bytes(&mut d, s, h, e)?;
+                        let bytes = self.block_bytes(&mut d, s0, h, e)?;
                         self.buf = d;
                         // Candidates already examined below h are re-read
                         // next time: drop them.
@@ -717,6 +748,36 @@ impl<'f> Backward<'f> {
         }
         Ok(None)
     }
+}
+
+/// Replaces the contents of `buf` with the `n` bytes of `file` at `offset`.
+/// Fresh memory is not zero-filled first (the kernel writes it once): a
+/// buffer of exactly `n` bytes' capacity is read into directly, any other
+/// one is reused, zeroed, when it is large enough, else replaced.
+pub(crate) fn read_exact_into(file: &File, buf: &mut Vec<u8>, n: usize, offset: u64) -> io::Result<()> {
+    buf.clear();
+    if buf.capacity() < n {
+        *buf = Vec::with_capacity(n);
+    }
+    if buf.capacity() != n {
+        buf.resize(n, 0);
+        return file.read_exact_at(buf, offset);
+    }
+    while buf.len() < n {
+        let at = offset + buf.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(buf), at) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "failed to fill whole buffer",
+                ))
+            }
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Counts `\n` bytes. Byte-wide counters per lane, flushed every 255 rounds,
@@ -917,6 +978,26 @@ mod tests {
                 assert_eq!(fwd, back, "window {window}, first {first}");
                 assert!(matches!(bw.tail_notes[0], Note::Torn { at_eof: true, .. }));
             }
+        }
+    }
+
+    #[test]
+    fn read_exact_into_reads_the_same_bytes_whatever_the_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let f = File::open(&p).unwrap();
+        // An empty buffer, one of the exact size (read into its spare
+        // capacity), a larger one (reused), a smaller one (replaced).
+        let mut buf = Vec::new();
+        for (n, off) in [(100, 0), (100, 50), (60, 9_000), (4_000, 6_000), (0, 10_000)] {
+            read_exact_into(&f, &mut buf, n, off).unwrap();
+            assert_eq!(buf, &data[off as usize..off as usize + n], "{n} at {off}");
+        }
+        for mut short in [buf, Vec::new()] {
+            let e = read_exact_into(&f, &mut short, 100, 9_950).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         }
     }
 }

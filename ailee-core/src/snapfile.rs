@@ -241,13 +241,26 @@ struct At<'f> {
     end: u64,
 }
 
-impl Read for At<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let want = (self.end.saturating_sub(self.pos)).min(buf.len() as u64) as usize;
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+impl crate::scan::Source for At<'_> {
+    /// Reads straight into the buffer's spare capacity when the range has
+    /// that much left (no zero-fill of the 8 MiB chunk buffers first: the
+    /// kernel's copy writes them once).
+    fn append(&mut self, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+        let left = self.end.saturating_sub(self.pos);
+        let spare = buf.capacity() - buf.len();
+        let n = if spare > 0 && left >= spare as u64 {
+            rustix::io::pread(self.file, rustix::buffer::spare_capacity(buf), self.pos)?
+        } else {
+            let want = left.min(max as u64) as usize;
+            if want == 0 {
+                return Ok(0);
+            }
+            let at = buf.len();
+            buf.resize(at + want, 0);
+            let n = self.file.read_at(&mut buf[at..], self.pos);
+            buf.truncate(at + *n.as_ref().unwrap_or(&0));
+            n?
+        };
         self.pos += n as u64;
         Ok(n)
     }

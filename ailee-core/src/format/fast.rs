@@ -83,10 +83,11 @@ fn eq_mask(w: u64, c: u8) -> u64 {
     x.wrapping_sub(ONES) & !x & HIGHS
 }
 
-/// Position of the first `"` or `\n` at or after `i`: two words at a time
-/// (most ids end within 16 bytes), then the vectorised search.
+/// Position of the first `"` or `\n` at or after `i`: a word at a time for
+/// up to 32 bytes (ids such as the generator's, `peer` and 16 hex
+/// digits, end within 24), then the vectorised search.
 fn quote_or_nl(b: &[u8], mut i: usize) -> Option<usize> {
-    for _ in 0..2 {
+    for _ in 0..4 {
         let Some(w) = word8(b, i) else { break };
         let m = eq_mask(w, b'"') | eq_mask(w, b'\n');
         if m != 0 {
@@ -393,6 +394,13 @@ pub(super) fn check<'a>(block: &'a [u8], text: &mut Vec<u8>) -> Option<Fast<'a>>
             buf: std::mem::take(text),
             n: 0,
         };
+        // A section's canonical text is never longer than the block (plus
+        // the copies' slack): sized once from zeroed memory, whose fresh
+        // pages are touched only where written, rather than grown by
+        // doubling (each growth a copy and a zero-fill).
+        if out.buf.len() < block.len() + 64 {
+            out.buf = vec![0; block.len() + block.len() / 4 + 64];
+        }
         let r = sections(block, &mut out, s);
         *text = out.buf;
         let (h, anchor_at) = r?;
