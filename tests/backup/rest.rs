@@ -490,7 +490,19 @@ fn offsite_rest_server_killed_mid_upload_then_next_backup_succeeds() {
     drop(srv);
     let srv = Rclone::start_on(&dir, port);
     f.backup(&a_ref).code(0).stdout("").stderr("");
-    let check = ["--repo", &srv.url(), "--password-file", pw.to_str().unwrap(), "check"];
+    // Without a lock: the killed run's lock stays in the repository (its
+    // removal failed with the server gone), and with pid_max 32768 its PID
+    // can belong to another live process by now, which makes restic take the
+    // lock for a live one and refuse an exclusive lock; the next backup above
+    // is not blocked by it (a backup's lock is not exclusive).
+    let check = [
+        "--repo",
+        &srv.url(),
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--no-lock",
+        "check",
+    ];
     succeeds(Command::new("restic").args(check).env("HOME", f.dir()), "restic check");
     let l = f.list_with(&a);
     assert_eq!(l.last().unwrap()["snapshots"], n, "{l:?}");
