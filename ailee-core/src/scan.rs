@@ -15,7 +15,9 @@
 
 use memchr::memmem;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
+#[cfg(test)]
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::sync::OnceLock;
 
@@ -197,17 +199,23 @@ pub trait Source {
     fn append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize>;
 }
 
+// The tests' sources (a slice, a file through its cursor); the tools read
+// by position through `snapfile`'s own source.
+
 /// [`Source::append`] through [`Read`] (zero-fills what it reads into).
+#[cfg(test)]
 fn append_read(r: &mut impl Read, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     r.take(max as u64).read_to_end(buf)
 }
 
+#[cfg(test)]
 impl Source for &[u8] {
     fn append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         append_read(self, buf, max)
     }
 }
 
+#[cfg(test)]
 impl Source for File {
     fn append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         append_read(self, buf, max)
